@@ -1,0 +1,218 @@
+import { Worker } from 'node:worker_threads';
+
+export interface PgliteField {
+  name: string;
+  dataTypeID: number;
+}
+
+export interface PgliteResult<Row = unknown> {
+  rows: Row[];
+  fields: PgliteField[];
+  affectedRows?: number;
+}
+
+export interface PgliteQueryOptions {
+  rowMode?: 'object' | 'array';
+  /** Type OIDs whose text form is returned as is (drizzle passes identity parsers). */
+  parsers?: Record<number, unknown>;
+  /** Abandon the statement after this many milliseconds by restarting the database worker. */
+  timeoutMs?: number;
+}
+
+export interface PgliteQueryable {
+  query<Row = unknown>(sql: string, params?: unknown[], options?: PgliteQueryOptions): Promise<PgliteResult<Row>>;
+}
+
+export class DatabaseQueryError extends Error {
+  override name = 'DatabaseQueryError';
+  code?: string;
+  detail?: string;
+  hint?: string;
+  position?: string;
+}
+
+export class StatementTimeoutError extends Error {
+  override name = 'StatementTimeoutError';
+  readonly code = '57014';
+  constructor(timeoutMs: number) {
+    super(`canceling statement due to statement timeout (${timeoutMs} ms)`);
+  }
+}
+
+interface SerializedError {
+  message: string;
+  code?: string;
+  detail?: string;
+  hint?: string;
+  position?: string;
+}
+
+interface PendingRequest {
+  worker: Worker;
+  resolve: (value: unknown) => void;
+  reject: (error: Error) => void;
+}
+
+type WorkerMessage =
+  | { type: 'ready' }
+  | { type: 'init-error'; error: SerializedError }
+  | { type: 'response'; id: number; ok: true; result: unknown }
+  | { type: 'response'; id: number; ok: false; error: SerializedError };
+
+function toQueryError(serialized: SerializedError): DatabaseQueryError {
+  return Object.assign(new DatabaseQueryError(serialized.message), serialized, { name: 'DatabaseQueryError' });
+}
+
+const workerUrl = new URL('./pglite-worker.mjs', import.meta.url);
+
+/**
+ * PGlite in a worker thread, shaped like the PGlite API that drizzle's pglite driver uses.
+ * PGlite serves one connection, so every top-level query and transaction takes a turn.
+ */
+export class PgliteWorkerClient implements PgliteQueryable {
+  private worker: Worker | undefined;
+  private starting: Promise<Worker> | undefined;
+  private readonly pending = new Map<number, PendingRequest>();
+  private nextRequestId = 1;
+  private turn: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  private constructor(private readonly dataDir: string) {}
+
+  static async open(dataDir: string): Promise<PgliteWorkerClient> {
+    const client = new PgliteWorkerClient(dataDir);
+    await client.ensureWorker();
+    return client;
+  }
+
+  query<Row = unknown>(sql: string, params: unknown[] = [], options: PgliteQueryOptions = {}): Promise<PgliteResult<Row>> {
+    return this.inTurn(() => this.send<PgliteResult<Row>>(queryRequest(sql, params, options), options.timeoutMs));
+  }
+
+  exec(sql: string): Promise<PgliteResult[]> {
+    return this.inTurn(() => this.send<PgliteResult[]>({ op: 'exec', sql }));
+  }
+
+  transaction<T>(work: (tx: PgliteQueryable) => Promise<T>): Promise<T> {
+    return this.inTurn(async () => {
+      const tx: PgliteQueryable = {
+        query: <Row>(sql: string, params: unknown[] = [], options: PgliteQueryOptions = {}) =>
+          this.send<PgliteResult<Row>>(queryRequest(sql, params, options), options.timeoutMs),
+      };
+      await this.send(queryRequest('BEGIN', [], {}));
+      try {
+        const result = await work(tx);
+        await this.send(queryRequest('COMMIT', [], {}));
+        return result;
+      } catch (error) {
+        await this.send(queryRequest('ROLLBACK', [], {})).catch(() => undefined);
+        throw error;
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.turn;
+    const worker = this.worker;
+    if (!worker) return;
+    await this.send({ op: 'close' }).catch(() => undefined);
+    this.worker = undefined;
+    await worker.terminate();
+  }
+
+  private inTurn<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.turn.then(() => {
+      if (this.closed && this.worker === undefined) throw new Error('database is closed');
+      return work();
+    });
+    this.turn = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  private async send<T>(request: Record<string, unknown>, timeoutMs?: number): Promise<T> {
+    const worker = await this.ensureWorker();
+    const id = this.nextRequestId++;
+    const response = new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { worker, resolve: resolve as (value: unknown) => void, reject });
+    });
+    worker.postMessage({ ...request, id });
+    if (timeoutMs === undefined) return response;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.pending.delete(id);
+        void this.restartWorker().finally(() => reject(new StatementTimeoutError(timeoutMs)));
+      }, timeoutMs);
+    });
+    try {
+      return await Promise.race([response, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async restartWorker(): Promise<void> {
+    const worker = this.worker;
+    this.worker = undefined;
+    if (worker) await worker.terminate();
+    await this.ensureWorker();
+  }
+
+  private ensureWorker(): Promise<Worker> {
+    if (this.worker) return Promise.resolve(this.worker);
+    this.starting ??= this.startWorker().finally(() => {
+      this.starting = undefined;
+    });
+    return this.starting;
+  }
+
+  private startWorker(): Promise<Worker> {
+    return new Promise<Worker>((resolve, reject) => {
+      const worker = new Worker(workerUrl, { workerData: { dataDir: this.dataDir } });
+      let ready = false;
+      worker.on('message', (message: WorkerMessage) => {
+        if (message.type === 'ready') {
+          ready = true;
+          this.worker = worker;
+          resolve(worker);
+        } else if (message.type === 'init-error') {
+          reject(toQueryError(message.error));
+          void worker.terminate();
+        } else {
+          const request = this.pending.get(message.id);
+          if (!request) return;
+          this.pending.delete(message.id);
+          if (message.ok) request.resolve(message.result);
+          else request.reject(toQueryError(message.error));
+        }
+      });
+      worker.on('error', (error) => {
+        if (!ready) reject(error);
+      });
+      worker.on('exit', () => {
+        if (this.worker === worker) this.worker = undefined;
+        if (!ready) reject(new Error('database worker exited while starting'));
+        for (const [id, request] of this.pending) {
+          if (request.worker !== worker) continue;
+          this.pending.delete(id);
+          request.reject(new Error('database worker stopped'));
+        }
+      });
+    });
+  }
+}
+
+function queryRequest(sql: string, params: unknown[], options: PgliteQueryOptions): Record<string, unknown> {
+  return {
+    op: 'query',
+    sql,
+    params,
+    rowMode: options.rowMode ?? 'object',
+    rawTypes: Object.keys(options.parsers ?? {}).map(Number),
+  };
+}

@@ -1,0 +1,141 @@
+import { sql } from 'drizzle-orm';
+import {
+  boolean,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uuid,
+} from 'drizzle-orm/pg-core';
+
+export interface StoredStepError {
+  code: string;
+  message: string;
+  retryable: boolean;
+}
+
+export interface StoredPlanStep {
+  kind: 'SQL' | 'API';
+  queryContext: string;
+  entity: string | null;
+  reasoning: string | null;
+  critical: boolean;
+  sql: string | null;
+  code: string | null;
+}
+
+export interface StoredPlan {
+  query: string;
+  reasoning: string | null;
+  steps: StoredPlanStep[];
+}
+
+export interface StoredExecuteOptions {
+  sampleSize: number;
+  stepTimeoutMs: number;
+}
+
+export interface StoredColumn {
+  name: string;
+  type: string;
+}
+
+const timestamptz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+
+export const tenants = pgTable('tenants', {
+  id: text('id').primaryKey(),
+  name: text('name').notNull(),
+  dataSchema: text('data_schema').notNull().unique(),
+  createdAt: timestamptz('created_at').notNull().defaultNow(),
+});
+
+export const executions = pgTable(
+  'executions',
+  {
+    id: uuid('id').primaryKey(),
+    tenantId: text('tenant_id')
+      .notNull()
+      .references(() => tenants.id),
+    correlationId: text('correlation_id').notNull(),
+    status: text('status').notNull(),
+    plan: jsonb('plan').$type<StoredPlan>().notNull(),
+    options: jsonb('options').$type<StoredExecuteOptions>().notNull(),
+    finalResult: jsonb('final_result'),
+    error: jsonb('error').$type<StoredStepError>(),
+    totalSteps: integer('total_steps').notNull(),
+    successfulSteps: integer('successful_steps').notNull().default(0),
+    failedSteps: integer('failed_steps').notNull().default(0),
+    lastSequence: integer('last_sequence').notNull().default(0),
+    createdAt: timestamptz('created_at').notNull(),
+    startedAt: timestamptz('started_at'),
+    finishedAt: timestamptz('finished_at'),
+  },
+  (table) => [
+    index('executions_tenant_created_idx').on(table.tenantId, table.createdAt.desc(), table.id.desc()),
+    index('executions_tenant_correlation_idx').on(table.tenantId, table.correlationId),
+    index('executions_unfinished_idx')
+      .on(table.status)
+      .where(sql`${table.status} in ('QUEUED', 'RUNNING')`),
+  ],
+);
+
+export const stepResults = pgTable(
+  'step_results',
+  {
+    executionId: uuid('execution_id')
+      .notNull()
+      .references(() => executions.id, { onDelete: 'cascade' }),
+    index: integer('index').notNull(),
+    tenantId: text('tenant_id').notNull(),
+    kind: text('kind').$type<'SQL' | 'API'>().notNull(),
+    status: text('status').notNull(),
+    queryContext: text('query_context').notNull(),
+    entity: text('entity'),
+    reasoning: text('reasoning'),
+    critical: boolean('critical').notNull(),
+    sql: text('sql'),
+    code: text('code'),
+    recordCount: integer('record_count'),
+    columns: jsonb('columns').$type<StoredColumn[]>(),
+    sample: jsonb('sample').$type<unknown[]>(),
+    result: jsonb('result').$type<unknown[]>(),
+    truncated: boolean('truncated').notNull().default(false),
+    error: jsonb('error').$type<StoredStepError>(),
+    attempts: integer('attempts').notNull().default(0),
+    startedAt: timestamptz('started_at'),
+    finishedAt: timestamptz('finished_at'),
+  },
+  (table) => [primaryKey({ columns: [table.executionId, table.index] })],
+);
+
+export const stepEvents = pgTable(
+  'step_events',
+  {
+    executionId: uuid('execution_id')
+      .notNull()
+      .references(() => executions.id, { onDelete: 'cascade' }),
+    sequence: integer('sequence').notNull(),
+    tenantId: text('tenant_id').notNull(),
+    correlationId: text('correlation_id').notNull(),
+    type: text('type').notNull(),
+    executionStatus: text('execution_status').notNull(),
+    stepIndex: integer('step_index'),
+    step: jsonb('step').$type<StepSnapshot>(),
+    at: timestamptz('at').notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.executionId, table.sequence] })],
+);
+
+export type TenantRow = typeof tenants.$inferSelect;
+export type ExecutionRow = typeof executions.$inferSelect;
+export type StepResultRow = typeof stepResults.$inferSelect;
+export type StepEventRow = typeof stepEvents.$inferSelect;
+
+/** A StepResult as it was when an event happened; `result` stays in step_results to keep the log small. */
+export type StepSnapshot = Omit<StepResultRow, 'result' | 'startedAt' | 'finishedAt'> & {
+  startedAt: string | null;
+  finishedAt: string | null;
+};
