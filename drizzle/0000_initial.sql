@@ -5,7 +5,7 @@ CREATE TABLE "executions" (
 	"status" text NOT NULL,
 	"plan" jsonb NOT NULL,
 	"options" jsonb NOT NULL,
-	"final_result" jsonb,
+	"final_result" json,
 	"error" jsonb,
 	"total_steps" integer NOT NULL,
 	"successful_steps" integer DEFAULT 0 NOT NULL,
@@ -24,7 +24,7 @@ CREATE TABLE "step_events" (
 	"type" text NOT NULL,
 	"execution_status" text NOT NULL,
 	"step_index" integer,
-	"step" jsonb,
+	"step" json,
 	"at" timestamp with time zone NOT NULL,
 	CONSTRAINT "step_events_execution_id_sequence_pk" PRIMARY KEY("execution_id","sequence")
 );
@@ -43,8 +43,8 @@ CREATE TABLE "step_results" (
 	"code" text,
 	"record_count" integer,
 	"columns" jsonb,
-	"sample" jsonb,
-	"result" jsonb,
+	"sample" json,
+	"result" json,
 	"truncated" boolean DEFAULT false NOT NULL,
 	"error" jsonb,
 	"attempts" integer DEFAULT 0 NOT NULL,

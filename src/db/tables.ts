@@ -3,6 +3,7 @@ import {
   boolean,
   index,
   integer,
+  json,
   jsonb,
   pgTable,
   primaryKey,
@@ -43,6 +44,7 @@ export interface StoredColumn {
   type: string;
 }
 
+// Records are stored as json, not jsonb, so that their keys keep the column order of the query.
 const timestamptz = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
 
 export const tenants = pgTable('tenants', {
@@ -63,7 +65,7 @@ export const executions = pgTable(
     status: text('status').notNull(),
     plan: jsonb('plan').$type<StoredPlan>().notNull(),
     options: jsonb('options').$type<StoredExecuteOptions>().notNull(),
-    finalResult: jsonb('final_result'),
+    finalResult: json('final_result'),
     error: jsonb('error').$type<StoredStepError>(),
     totalSteps: integer('total_steps').notNull(),
     successfulSteps: integer('successful_steps').notNull().default(0),
@@ -100,8 +102,8 @@ export const stepResults = pgTable(
     code: text('code'),
     recordCount: integer('record_count'),
     columns: jsonb('columns').$type<StoredColumn[]>(),
-    sample: jsonb('sample').$type<unknown[]>(),
-    result: jsonb('result').$type<unknown[]>(),
+    sample: json('sample').$type<unknown[]>(),
+    result: json('result').$type<unknown[]>(),
     truncated: boolean('truncated').notNull().default(false),
     error: jsonb('error').$type<StoredStepError>(),
     attempts: integer('attempts').notNull().default(0),
@@ -123,7 +125,7 @@ export const stepEvents = pgTable(
     type: text('type').notNull(),
     executionStatus: text('execution_status').notNull(),
     stepIndex: integer('step_index'),
-    step: jsonb('step').$type<StepSnapshot>(),
+    step: json('step').$type<StepSnapshot>(),
     at: timestamptz('at').notNull(),
   },
   (table) => [primaryKey({ columns: [table.executionId, table.sequence] })],

@@ -1,0 +1,53 @@
+import type { Config } from './config.js';
+import { openDatabase, type Database } from './db/client.js';
+import { DEMO_TENANT_ID, ensureDemoTenant } from './db/demo-data.js';
+import { Executor } from './executor/executor.js';
+import type { Logger } from './logger.js';
+import { createGraphQLServer } from './server.js';
+
+export interface StepcastApp {
+  url: string;
+  port: number;
+  database: Database;
+  executor: Executor;
+  close(): Promise<void>;
+}
+
+/** Opens the database (migrating it), loads the demo tenant, recovers unfinished executions, and listens. */
+export async function startStepcast(config: Config, logger: Logger): Promise<StepcastApp> {
+  const database = await openDatabase(config.database);
+  try {
+    await ensureDemoTenant(database, { users: config.demo.users });
+    const executor = new Executor(database, config.executor, logger);
+    await executor.recover();
+    const server = createGraphQLServer({
+      executor,
+      logger,
+      resolveTenantId: () => DEMO_TENANT_ID,
+      graphiql: config.env !== 'production',
+    });
+    const address = await server.listen(config.http.port, config.http.host);
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    const url = `http://${host}:${address.port}${server.yoga.graphqlEndpoint}`;
+    logger.info({ url, database: database.kind }, 'stepcast is listening');
+
+    let closing: Promise<void> | undefined;
+    return {
+      url,
+      port: address.port,
+      database,
+      executor,
+      close: () =>
+        (closing ??= (async () => {
+          server.httpServer.close();
+          await executor.stop(config.shutdownGraceMs);
+          await server.close();
+          await database.close();
+          logger.info('stepcast stopped');
+        })()),
+    };
+  } catch (error) {
+    await database.close();
+    throw error;
+  }
+}

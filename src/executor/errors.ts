@@ -1,0 +1,49 @@
+import type { StoredStepError } from '../db/tables.js';
+
+export type StepErrorCode =
+  | 'SQL_REJECTED'
+  | 'SQL_ERROR'
+  | 'STEP_TIMEOUT'
+  | 'AGENT_NOT_CONFIGURED'
+  | 'UNSUPPORTED_STEP'
+  | 'INTERRUPTED'
+  | 'INTERNAL';
+
+/** A step failed for a reason the client may see; `retryable` says whether running it again may help. */
+export class StepFailure extends Error {
+  override name = 'StepFailure';
+  readonly code: StepErrorCode;
+  readonly retryable: boolean;
+
+  constructor(code: StepErrorCode, message: string, options: { retryable?: boolean; cause?: unknown } = {}) {
+    super(message, { cause: options.cause });
+    this.code = code;
+    this.retryable = options.retryable ?? false;
+  }
+}
+
+/** A plan or option the client sent cannot be run as given; nothing was stored. */
+export class PlanValidationError extends Error {
+  override name = 'PlanValidationError';
+  constructor(readonly problems: string[]) {
+    super(problems.join('; '));
+  }
+}
+
+export class ExecutionNotFoundError extends Error {
+  override name = 'ExecutionNotFoundError';
+  constructor(executionId: string) {
+    super(`execution ${executionId} was not found`);
+  }
+}
+
+export function toStoredStepError(error: unknown, correlationId: string): StoredStepError {
+  if (error instanceof StepFailure) {
+    return { code: error.code, message: error.message, retryable: error.retryable };
+  }
+  return {
+    code: 'INTERNAL',
+    message: `unexpected error; the server log has the details under correlation id ${correlationId}`,
+    retryable: false,
+  };
+}

@@ -1,0 +1,120 @@
+import { eq } from 'drizzle-orm';
+import type { Database } from '../db/client.js';
+import { tenants, type ExecutionRow, type StepResultRow, type TenantRow } from '../db/tables.js';
+import type { Logger } from '../logger.js';
+import { createInProcessDispatcher, type Dispatcher } from './dispatcher.js';
+import { failInterruptedExecution, runExecution, type EngineDependencies } from './engine.js';
+import { ExecutionNotFoundError } from './errors.js';
+import { validatePlan, type ExecuteOptionsInput, type PlanInput } from './plan.js';
+import type { StepUpdate } from './step-update.js';
+import { createInProcessStepUpdateBus, type StepUpdateBus } from './step-update-bus.js';
+import { streamStepUpdates } from './step-update-stream.js';
+import { runUnsupportedApiStep } from './steps/api.js';
+import { createSqlStepHandler } from './steps/sql.js';
+import { ExecutionStore, type ExecutionPage, type ExecutionPageRequest } from './store.js';
+
+export interface ExecutorSettings {
+  maxConcurrentExecutions: number;
+  stepTimeoutMs: number;
+  rowCap: number;
+  resultMaxBytes: number;
+  defaultSampleSize: number;
+}
+
+/** The executor's whole surface: what the GraphQL layer (or any other front end) may ask of it. */
+export class Executor {
+  private readonly store: ExecutionStore;
+  private readonly bus: StepUpdateBus;
+  private readonly dispatcher: Dispatcher;
+  private readonly engine: EngineDependencies;
+  private readonly shutdownController = new AbortController();
+
+  constructor(
+    private readonly database: Database,
+    private readonly settings: ExecutorSettings,
+    private readonly logger: Logger,
+  ) {
+    this.store = new ExecutionStore(database.db);
+    this.bus = createInProcessStepUpdateBus();
+    this.engine = {
+      store: this.store,
+      bus: this.bus,
+      handlers: { SQL: createSqlStepHandler({ database }), API: runUnsupportedApiStep },
+      findTenant: (tenantId) => this.findTenant(tenantId),
+      logger,
+      settings: { rowCap: settings.rowCap, resultMaxBytes: settings.resultMaxBytes },
+    };
+    this.dispatcher = createInProcessDispatcher({
+      concurrency: settings.maxConcurrentExecutions,
+      runExecution: (executionId) => runExecution(this.engine, executionId),
+      logger,
+    });
+  }
+
+  /** Marks executions cut off by a previous stop as FAILED (INTERRUPTED) and queues the ones never started. */
+  async recover(): Promise<void> {
+    for (const execution of await this.store.listUnfinished('RUNNING')) {
+      await failInterruptedExecution(this.engine, execution);
+    }
+    for (const execution of await this.store.listUnfinished('QUEUED')) {
+      this.dispatcher.enqueue(execution.id);
+    }
+  }
+
+  async findTenant(tenantId: string): Promise<TenantRow | undefined> {
+    const [row] = await this.database.db.select().from(tenants).where(eq(tenants.id, tenantId));
+    return row;
+  }
+
+  /** Validates and stores the plan as a QUEUED execution, then hands it to the dispatcher. */
+  async submitPlan(tenantId: string, plan: PlanInput, options?: ExecuteOptionsInput | null): Promise<ExecutionRow> {
+    const validated = validatePlan(plan, options, {
+      sampleSize: this.settings.defaultSampleSize,
+      stepTimeoutMs: this.settings.stepTimeoutMs,
+    });
+    const execution = await this.store.createExecution(tenantId, validated);
+    this.logger.info(
+      { correlationId: execution.correlationId, executionId: execution.id, tenantId, steps: execution.totalSteps },
+      'execution queued',
+    );
+    this.dispatcher.enqueue(execution.id);
+    return execution;
+  }
+
+  findExecution(tenantId: string, executionId: string): Promise<ExecutionRow | undefined> {
+    return this.store.findExecution(tenantId, executionId);
+  }
+
+  listExecutions(tenantId: string, request: ExecutionPageRequest): Promise<ExecutionPage> {
+    return this.store.listExecutions(tenantId, request);
+  }
+
+  listSteps(executionId: string): Promise<StepResultRow[]> {
+    return this.store.listSteps(executionId);
+  }
+
+  findStepResult(executionId: string, index: number): Promise<unknown[] | null> {
+    return this.store.findStepResult(executionId, index);
+  }
+
+  async stepUpdates(tenantId: string, executionId: string, afterSequence: number): Promise<AsyncIterable<StepUpdate>> {
+    const execution = await this.store.findExecution(tenantId, executionId);
+    if (!execution) throw new ExecutionNotFoundError(executionId);
+    return streamStepUpdates({
+      store: this.store,
+      bus: this.bus,
+      executionId,
+      afterSequence,
+      shutdown: this.shutdownController.signal,
+    });
+  }
+
+  /** Ends open subscriptions and waits for running executions; any still running are found at the next start. */
+  async stop(graceMs: number): Promise<void> {
+    const unfinished = await this.dispatcher.stop(graceMs);
+    this.shutdownController.abort();
+    if (unfinished.length > 0) {
+      this.logger.warn({ executionIds: unfinished }, 'executions still running at shutdown; the next start marks them INTERRUPTED');
+    }
+  }
+}

@@ -1,0 +1,140 @@
+import { randomUUID } from 'node:crypto';
+import type { StoredExecuteOptions, StoredPlan, StoredPlanStep } from '../db/tables.js';
+import { PlanValidationError } from './errors.js';
+import { STEP_KINDS, type StepKind } from './step-update.js';
+
+export const PLAN_LIMITS = {
+  maxSteps: 50,
+  queryChars: 4_000,
+  reasoningChars: 10_000,
+  queryContextChars: 4_000,
+  entityChars: 200,
+  sqlChars: 20_000,
+  codeChars: 50_000,
+  correlationIdChars: 128,
+  maxSampleSize: 100,
+  minStepTimeoutMs: 100,
+  maxStepTimeoutMs: 600_000,
+} as const;
+
+export interface PlanStepInput {
+  kind: string;
+  queryContext: string;
+  entity?: string | null;
+  reasoning?: string | null;
+  critical?: boolean | null;
+  sql?: string | null;
+  code?: string | null;
+}
+
+export interface PlanInput {
+  query: string;
+  reasoning?: string | null;
+  steps: readonly PlanStepInput[];
+}
+
+export interface ExecuteOptionsInput {
+  correlationId?: string | null;
+  sampleSize?: number | null;
+  stepTimeoutMs?: number | null;
+}
+
+export interface ValidatedPlan {
+  plan: StoredPlan;
+  options: StoredExecuteOptions;
+  correlationId: string;
+}
+
+const CORRELATION_ID_PATTERN = /^[A-Za-z0-9._:-]+$/;
+
+function checkText(
+  problems: string[],
+  field: string,
+  value: string | null | undefined,
+  { required, max }: { required: boolean; max: number },
+): string | null {
+  if (value === null || value === undefined) {
+    if (required) problems.push(`${field} is required`);
+    return null;
+  }
+  if (required && value.trim().length === 0) problems.push(`${field} must not be empty`);
+  if (value.length > max) problems.push(`${field} is ${value.length} characters; the limit is ${max}`);
+  return value;
+}
+
+function validateStep(problems: string[], step: PlanStepInput, position: number): StoredPlanStep {
+  const field = (name: string) => `steps[${position}].${name}`;
+  if (!STEP_KINDS.includes(step.kind as StepKind)) {
+    problems.push(`${field('kind')} must be one of ${STEP_KINDS.join(', ')}`);
+  }
+  const queryContext = checkText(problems, field('queryContext'), step.queryContext, {
+    required: true,
+    max: PLAN_LIMITS.queryContextChars,
+  });
+  const sql = checkText(problems, field('sql'), step.sql, { required: false, max: PLAN_LIMITS.sqlChars });
+  const code = checkText(problems, field('code'), step.code, { required: false, max: PLAN_LIMITS.codeChars });
+  if (step.kind === 'SQL' && code !== null) problems.push(`${field('code')} belongs to API steps; a SQL step takes sql`);
+  if (step.kind === 'API' && sql !== null) problems.push(`${field('sql')} belongs to SQL steps; an API step takes code`);
+  if (sql !== null && sql.trim().length === 0) problems.push(`${field('sql')} must not be empty when given`);
+  if (code !== null && code.trim().length === 0) problems.push(`${field('code')} must not be empty when given`);
+  return {
+    kind: step.kind as StepKind,
+    queryContext: queryContext ?? '',
+    entity: checkText(problems, field('entity'), step.entity, { required: false, max: PLAN_LIMITS.entityChars }),
+    reasoning: checkText(problems, field('reasoning'), step.reasoning, {
+      required: false,
+      max: PLAN_LIMITS.reasoningChars,
+    }),
+    critical: step.critical ?? true,
+    sql,
+    code,
+  };
+}
+
+/** Checks a client's plan and options; throws PlanValidationError listing every problem at once. */
+export function validatePlan(
+  input: PlanInput,
+  optionsInput: ExecuteOptionsInput | null | undefined,
+  defaults: { sampleSize: number; stepTimeoutMs: number },
+): ValidatedPlan {
+  const problems: string[] = [];
+  const query = checkText(problems, 'plan.query', input.query, { required: true, max: PLAN_LIMITS.queryChars });
+  const reasoning = checkText(problems, 'plan.reasoning', input.reasoning, {
+    required: false,
+    max: PLAN_LIMITS.reasoningChars,
+  });
+  if (input.steps.length === 0) problems.push('plan.steps must hold at least one step');
+  if (input.steps.length > PLAN_LIMITS.maxSteps) {
+    problems.push(`plan.steps holds ${input.steps.length} steps; the limit is ${PLAN_LIMITS.maxSteps}`);
+  }
+  const steps = input.steps.slice(0, PLAN_LIMITS.maxSteps).map((step, i) => validateStep(problems, step, i));
+
+  const options = optionsInput ?? {};
+  const sampleSize = options.sampleSize ?? defaults.sampleSize;
+  if (!Number.isInteger(sampleSize) || sampleSize < 0 || sampleSize > PLAN_LIMITS.maxSampleSize) {
+    problems.push(`options.sampleSize must be between 0 and ${PLAN_LIMITS.maxSampleSize}`);
+  }
+  const stepTimeoutMs = options.stepTimeoutMs ?? defaults.stepTimeoutMs;
+  if (
+    !Number.isInteger(stepTimeoutMs) ||
+    stepTimeoutMs < PLAN_LIMITS.minStepTimeoutMs ||
+    stepTimeoutMs > PLAN_LIMITS.maxStepTimeoutMs
+  ) {
+    problems.push(
+      `options.stepTimeoutMs must be between ${PLAN_LIMITS.minStepTimeoutMs} and ${PLAN_LIMITS.maxStepTimeoutMs}`,
+    );
+  }
+  const correlationId = options.correlationId ?? randomUUID();
+  if (correlationId.length === 0 || correlationId.length > PLAN_LIMITS.correlationIdChars) {
+    problems.push(`options.correlationId must be 1 to ${PLAN_LIMITS.correlationIdChars} characters`);
+  } else if (!CORRELATION_ID_PATTERN.test(correlationId)) {
+    problems.push('options.correlationId may hold only letters, digits and . _ : -');
+  }
+
+  if (problems.length > 0) throw new PlanValidationError(problems);
+  return {
+    plan: { query: query ?? '', reasoning, steps },
+    options: { sampleSize, stepTimeoutMs },
+    correlationId,
+  };
+}

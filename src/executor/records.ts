@@ -1,0 +1,84 @@
+import type { ResultColumn } from '../db/client.js';
+import type { StoredColumn } from '../db/tables.js';
+import type { JsonRecord } from './steps/step-handler.js';
+
+const TYPE_NAMES: Record<number, string> = {
+  16: 'boolean',
+  20: 'bigint',
+  21: 'smallint',
+  23: 'integer',
+  25: 'text',
+  700: 'real',
+  701: 'double precision',
+  1700: 'numeric',
+  1042: 'text',
+  1043: 'text',
+  1082: 'date',
+  1083: 'time',
+  1114: 'timestamp',
+  1184: 'timestamptz',
+  1186: 'interval',
+  2950: 'uuid',
+  114: 'jsonb',
+  3802: 'jsonb',
+  1000: 'boolean[]',
+  1005: 'smallint[]',
+  1007: 'integer[]',
+  1016: 'bigint[]',
+  1009: 'text[]',
+  1015: 'text[]',
+  2951: 'uuid[]',
+};
+
+export function describeColumns(columns: readonly ResultColumn[]): StoredColumn[] {
+  const seen = new Set<string>();
+  const described: StoredColumn[] = [];
+  for (const column of columns) {
+    if (seen.has(column.name)) continue;
+    seen.add(column.name);
+    described.push({ name: column.name, type: TYPE_NAMES[column.typeOid] ?? 'text' });
+  }
+  return described;
+}
+
+function toJsonNumber(value: string | number | bigint): number | string {
+  const asNumber = Number(value);
+  if (typeof value === 'bigint') return Number.isSafeInteger(asNumber) ? asNumber : value.toString();
+  return Number.isFinite(asNumber) && Math.abs(asNumber) <= Number.MAX_SAFE_INTEGER ? asNumber : String(value);
+}
+
+function toJsonValue(value: unknown, type: string): unknown {
+  if (value === null || value === undefined) return null;
+  if (type === 'bigint' || type === 'numeric') {
+    return typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint'
+      ? toJsonNumber(value)
+      : value;
+  }
+  if (type === 'timestamptz' && typeof value === 'string') {
+    const parsed = new Date(value);
+    return Number.isNaN(parsed.getTime()) ? value : parsed.toISOString();
+  }
+  if (value instanceof Date) return value.toISOString();
+  if (typeof value === 'bigint') return toJsonNumber(value);
+  if (value instanceof Uint8Array) return Buffer.from(value).toString('base64');
+  return value;
+}
+
+/** Rows become plain JSON: counts and numerics as numbers where exact, timestamps as ISO 8601. */
+export function toJsonRecords(rows: readonly Record<string, unknown>[], columns: readonly StoredColumn[]): JsonRecord[] {
+  return rows.map((row) => {
+    const record: JsonRecord = {};
+    for (const column of columns) record[column.name] = toJsonValue(row[column.name], column.type);
+    return record;
+  });
+}
+
+/** Keeps whole records while their JSON fits in maxBytes. */
+export function capRecords(records: readonly JsonRecord[], maxBytes: number): { kept: JsonRecord[]; truncated: boolean } {
+  let bytes = 2;
+  for (let i = 0; i < records.length; i++) {
+    bytes += Buffer.byteLength(JSON.stringify(records[i])) + 1;
+    if (bytes > maxBytes) return { kept: records.slice(0, i), truncated: true };
+  }
+  return { kept: [...records], truncated: false };
+}

@@ -1,0 +1,79 @@
+import { Repeater } from 'graphql-yoga';
+import { isFinished, isTerminalUpdate, type StepUpdate } from './step-update.js';
+import type { StepUpdateBus } from './step-update-bus.js';
+import type { ExecutionStore } from './store.js';
+
+const MAX_BUFFERED_LIVE_UPDATES = 1_000;
+
+/**
+ * Stored updates after `afterSequence`, then live ones, in sequence order with no gap and no
+ * duplicate. Live updates that arrive out of turn (while the replay reads, or after a slow
+ * consumer overflowed its buffer) are filled in from the store, which holds every committed update.
+ */
+export function streamStepUpdates({
+  store,
+  bus,
+  executionId,
+  afterSequence,
+  shutdown,
+}: {
+  store: ExecutionStore;
+  bus: StepUpdateBus;
+  executionId: string;
+  afterSequence: number;
+  shutdown: AbortSignal;
+}): AsyncIterable<StepUpdate> {
+  return new Repeater<StepUpdate>(async (push, stop) => {
+    let buffered: StepUpdate[] = [];
+    let wake: (() => void) | undefined;
+    const unsubscribe = bus.subscribe(executionId, (update) => {
+      buffered.push(update);
+      if (buffered.length > MAX_BUFFERED_LIVE_UPDATES) buffered = buffered.slice(-1);
+      wake?.();
+    });
+    const onShutdown = () => stop();
+    shutdown.addEventListener('abort', onShutdown);
+    let stopped = false;
+    void stop.then(() => {
+      stopped = true;
+      wake?.();
+    });
+
+    let lastSequence = afterSequence;
+    const emit = async (updates: StepUpdate[]): Promise<boolean> => {
+      for (const update of updates) {
+        if (update.sequence <= lastSequence) continue;
+        if (update.sequence > lastSequence + 1) {
+          const missing = await store.loadEvents(executionId, lastSequence, update.sequence - 1);
+          if (await emit(missing)) return true;
+          if (update.sequence !== lastSequence + 1) continue;
+        }
+        await push(update);
+        lastSequence = update.sequence;
+        if (isTerminalUpdate(update.type)) return true;
+      }
+      return false;
+    };
+
+    try {
+      if (shutdown.aborted) return;
+      if (await emit(await store.loadEvents(executionId, lastSequence))) return;
+      const execution = await store.loadExecution(executionId);
+      if (!execution || (isFinished(execution.status as never) && lastSequence >= execution.lastSequence)) return;
+      while (!stopped) {
+        if (buffered.length === 0) {
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+          continue;
+        }
+        const batch = buffered;
+        buffered = [];
+        if (await emit(batch)) return;
+      }
+    } finally {
+      unsubscribe();
+      shutdown.removeEventListener('abort', onShutdown);
+      stop();
+    }
+  });
+}

@@ -1,0 +1,38 @@
+import type { StoredColumn, StoredPlanStep, TenantRow } from '../../db/tables.js';
+
+export type JsonRecord = Record<string, unknown>;
+
+/** What a later step knows of an earlier one: the sample for prompts, the full records to run on. */
+export interface EarlierStep {
+  index: number;
+  kind: StoredPlanStep['kind'];
+  queryContext: string;
+  entity: string | null;
+  recordCount: number;
+  sample: JsonRecord[];
+  records: JsonRecord[];
+  columns: StoredColumn[];
+}
+
+export interface StepContext {
+  tenant: TenantRow;
+  planQuery: string;
+  index: number;
+  step: StoredPlanStep;
+  /** Earlier steps that succeeded, in order. */
+  earlier: EarlierStep[];
+  timeoutMs: number;
+  rowCap: number;
+}
+
+export interface StepOutcome {
+  sql?: string;
+  code?: string;
+  records: JsonRecord[];
+  columns: StoredColumn[];
+  /** True when the step produced more than it could return (a row cap, for example). */
+  truncated: boolean;
+  attempts: number;
+}
+
+export type StepHandler = (context: StepContext) => Promise<StepOutcome>;

@@ -1,0 +1,26 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+export interface LogContext {
+  correlationId?: string;
+  executionId?: string;
+  tenantId?: string;
+  stepIndex?: number;
+}
+
+const logContext = new AsyncLocalStorage<LogContext>();
+
+/** Every line carries the correlation id (and execution, step) of the run it was logged in. */
+export function createLogger(level: string): Logger {
+  return pino({
+    level,
+    base: { service: 'stepcast' },
+    mixin: () => ({ ...logContext.getStore() }),
+  });
+}
+
+export function withLogContext<T>(context: LogContext, work: () => T): T {
+  return logContext.run({ ...logContext.getStore(), ...context }, work);
+}

@@ -1,0 +1,25 @@
+import type { ExecutionCursor } from '../executor/store.js';
+import { badUserInput } from './errors.js';
+
+export function encodeCursor({ createdAt, id }: ExecutionCursor): string {
+  return Buffer.from(JSON.stringify([createdAt.toISOString(), id])).toString('base64url');
+}
+
+export function decodeCursor(cursor: string): ExecutionCursor {
+  try {
+    const [createdAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
+    const date = new Date(String(createdAt));
+    if (typeof createdAt === 'string' && typeof id === 'string' && isUuid(id) && !Number.isNaN(date.getTime())) {
+      return { createdAt: date, id };
+    }
+  } catch {
+    // falls through to the error below
+  }
+  throw badUserInput('after is not a cursor this server issued; pass an endCursor from a previous page');
+}
+
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function isUuid(value: string): boolean {
+  return UUID_PATTERN.test(value);
+}

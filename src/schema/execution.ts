@@ -1,0 +1,156 @@
+import type { ExecutionRow, StoredPlan, StoredPlanStep } from '../db/tables.js';
+import type { ExecutionStatus, StepKind } from '../executor/step-update.js';
+import { builder } from './builder.js';
+import { decodeCursor, encodeCursor, isUuid } from './cursor.js';
+import { ExecutionStatusEnum, StepKindEnum } from './enums.js';
+import { badUserInput } from './errors.js';
+import { StepErrorRef, StepResultRef } from './step-result.js';
+
+const PlanStepRef = builder.objectRef<StoredPlanStep>('PlanStep').implement({
+  description: 'One step of a plan, as submitted.',
+  fields: (t) => ({
+    kind: t.field({ type: StepKindEnum, resolve: (step) => step.kind as StepKind }),
+    queryContext: t.exposeString('queryContext'),
+    entity: t.exposeString('entity', { nullable: true }),
+    reasoning: t.exposeString('reasoning', { nullable: true }),
+    critical: t.exposeBoolean('critical'),
+    sql: t.exposeString('sql', { nullable: true }),
+    code: t.exposeString('code', { nullable: true }),
+  }),
+});
+
+const PlanRef = builder.objectRef<StoredPlan>('Plan').implement({
+  description: 'The question, the reasoning behind the plan, and its ordered steps.',
+  fields: (t) => ({
+    query: t.exposeString('query'),
+    reasoning: t.exposeString('reasoning', { nullable: true }),
+    steps: t.field({ type: [PlanStepRef], resolve: (plan) => plan.steps }),
+  }),
+});
+
+export const ExecutionRef = builder.objectRef<ExecutionRow>('Execution').implement({
+  description: 'One run of a plan.',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    correlationId: t.exposeString('correlationId', {
+      description: "The client's correlation id, or a generated one; it tags every log line, event and row of the run.",
+    }),
+    status: t.field({ type: ExecutionStatusEnum, resolve: (execution) => execution.status as ExecutionStatus }),
+    plan: t.field({ type: PlanRef, resolve: (execution) => execution.plan }),
+    steps: t.field({
+      type: [StepResultRef],
+      resolve: (execution, _args, context) => context.executor.listSteps(execution.id),
+    }),
+    totalSteps: t.exposeInt('totalSteps'),
+    successfulSteps: t.exposeInt('successfulSteps'),
+    failedSteps: t.exposeInt('failedSteps'),
+    finalResult: t.field({
+      type: 'JSON',
+      nullable: true,
+      description: 'The result of the last step that succeeded.',
+      resolve: (execution) => execution.finalResult,
+    }),
+    error: t.field({
+      type: StepErrorRef,
+      nullable: true,
+      description: 'Why the execution failed: the error of the critical step that stopped it.',
+      resolve: (execution) => execution.error,
+    }),
+    createdAt: t.field({ type: 'DateTime', resolve: (execution) => execution.createdAt }),
+    startedAt: t.field({ type: 'DateTime', nullable: true, resolve: (execution) => execution.startedAt }),
+    finishedAt: t.field({ type: 'DateTime', nullable: true, resolve: (execution) => execution.finishedAt }),
+    durationMs: t.int({
+      nullable: true,
+      resolve: (execution) =>
+        execution.startedAt && execution.finishedAt
+          ? execution.finishedAt.getTime() - execution.startedAt.getTime()
+          : null,
+    }),
+    lastSequence: t.exposeInt('lastSequence', {
+      description: 'Sequence of the latest StepUpdate; pass it as afterSequence to follow on from here.',
+    }),
+  }),
+});
+
+const ExecutionEdgeRef = builder.objectRef<ExecutionRow>('ExecutionEdge').implement({
+  fields: (t) => ({
+    cursor: t.string({ resolve: (execution) => encodeCursor(execution) }),
+    node: t.field({ type: ExecutionRef, resolve: (execution) => execution }),
+  }),
+});
+
+interface PageInfo {
+  hasNextPage: boolean;
+  endCursor: string | null;
+}
+
+const PageInfoRef = builder.objectRef<PageInfo>('PageInfo').implement({
+  fields: (t) => ({
+    hasNextPage: t.exposeBoolean('hasNextPage'),
+    endCursor: t.exposeString('endCursor', { nullable: true }),
+  }),
+});
+
+const ExecutionConnectionRef = builder
+  .objectRef<{ executions: ExecutionRow[]; pageInfo: PageInfo }>('ExecutionConnection')
+  .implement({
+    description: 'A page of executions, newest first.',
+    fields: (t) => ({
+      edges: t.field({ type: [ExecutionEdgeRef], resolve: (page) => page.executions }),
+      pageInfo: t.field({ type: PageInfoRef, resolve: (page) => page.pageInfo }),
+    }),
+  });
+
+const ExecutionFilterInput = builder.inputType('ExecutionFilter', {
+  fields: (t) => ({
+    status: t.field({ type: [ExecutionStatusEnum], description: 'Any of these statuses.' }),
+    correlationId: t.string(),
+    createdAfter: t.field({ type: 'DateTime' }),
+    createdBefore: t.field({ type: 'DateTime' }),
+  }),
+});
+
+const MAX_PAGE_SIZE = 100;
+
+builder.queryType({
+  fields: (t) => ({
+    execution: t.field({
+      type: ExecutionRef,
+      nullable: true,
+      description: 'One execution of your tenant, or null when there is none with this id.',
+      args: { id: t.arg.id({ required: true }) },
+      resolve: async (_root, { id }, context) =>
+        isUuid(String(id)) ? ((await context.executor.findExecution(context.tenantId, String(id))) ?? null) : null,
+    }),
+    executions: t.field({
+      type: ExecutionConnectionRef,
+      description: 'Execution history, newest first, keyset-paginated.',
+      args: {
+        first: t.arg.int({ description: `Page size, 1 to ${MAX_PAGE_SIZE}; default 20.` }),
+        after: t.arg.string({ description: 'endCursor of the previous page.' }),
+        filter: t.arg({ type: ExecutionFilterInput }),
+      },
+      resolve: async (_root, args, context) => {
+        const first = args.first ?? 20;
+        if (first < 1 || first > MAX_PAGE_SIZE) throw badUserInput(`first must be between 1 and ${MAX_PAGE_SIZE}`);
+        const page = await context.executor.listExecutions(context.tenantId, {
+          first,
+          after: args.after ? decodeCursor(args.after) : null,
+          filter: args.filter
+            ? {
+                status: args.filter.status as ExecutionStatus[] | null | undefined,
+                correlationId: args.filter.correlationId,
+                createdAfter: args.filter.createdAfter,
+                createdBefore: args.filter.createdBefore,
+              }
+            : null,
+        });
+        const last = page.executions.at(-1);
+        return {
+          executions: page.executions,
+          pageInfo: { hasNextPage: page.hasNextPage, endCursor: last ? encodeCursor(last) : null },
+        };
+      },
+    }),
+  }),
+});

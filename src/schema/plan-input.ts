@@ -1,0 +1,55 @@
+import { PlanValidationError } from '../executor/errors.js';
+import { builder } from './builder.js';
+import { StepKindEnum } from './enums.js';
+import { badUserInput } from './errors.js';
+import { ExecutionRef } from './execution.js';
+
+const StepInput = builder.inputType('StepInput', {
+  description: 'One step. With sql (SQL) or code (API) it runs as written; without, its agent writes it.',
+  fields: (t) => ({
+    kind: t.field({ type: StepKindEnum, required: true }),
+    queryContext: t.string({ required: true, description: 'What the step must find, in plain words.' }),
+    entity: t.string({ description: 'The table or API resource the step is about.' }),
+    reasoning: t.string(),
+    critical: t.boolean({ defaultValue: true, description: 'When true, a failure stops the plan.' }),
+    sql: t.string({ description: 'Read-only SQL over your tables and step_1, step_2, ... (earlier steps).' }),
+    code: t.string(),
+  }),
+});
+
+const PlanInput = builder.inputType('PlanInput', {
+  fields: (t) => ({
+    query: t.string({ required: true, description: 'The question the plan answers.' }),
+    reasoning: t.string(),
+    steps: t.field({ type: [StepInput], required: true }),
+  }),
+});
+
+const ExecuteOptions = builder.inputType('ExecuteOptions', {
+  fields: (t) => ({
+    correlationId: t.string({ description: 'Tags every log line, event and row of the run; generated when absent.' }),
+    sampleSize: t.int({ description: 'Records of each step passed on as its sample, 0 to 100; default 3.' }),
+    stepTimeoutMs: t.int({ description: 'Time limit of each step in milliseconds; default 10000.' }),
+  }),
+});
+
+builder.mutationType({
+  fields: (t) => ({
+    executePlan: t.field({
+      type: ExecutionRef,
+      description: 'Stores the plan as a new execution and returns it at once; follow it with stepUpdates.',
+      args: {
+        plan: t.arg({ type: PlanInput, required: true }),
+        options: t.arg({ type: ExecuteOptions }),
+      },
+      resolve: async (_root, { plan, options }, context) => {
+        try {
+          return await context.executor.submitPlan(context.tenantId, plan, options);
+        } catch (error) {
+          if (error instanceof PlanValidationError) throw badUserInput(`invalid plan: ${error.message}`);
+          throw error;
+        }
+      },
+    }),
+  }),
+});

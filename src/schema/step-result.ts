@@ -1,0 +1,79 @@
+import type { StepResultRow, StepSnapshot, StoredColumn, StoredStepError } from '../db/tables.js';
+import type { StepKind, StepStatus } from '../executor/step-update.js';
+import { builder } from './builder.js';
+import { StepKindEnum, StepStatusEnum } from './enums.js';
+
+/** A step as stored (step_results) or as it was when an event happened (a snapshot in step_events). */
+export type StepResultSource = StepResultRow | StepSnapshot;
+
+export const StepErrorRef = builder.objectRef<StoredStepError>('StepError').implement({
+  description: 'Why a step or an execution failed.',
+  fields: (t) => ({
+    code: t.exposeString('code', {
+      description: 'Machine-readable: SQL_REJECTED, SQL_ERROR, STEP_TIMEOUT, AGENT_NOT_CONFIGURED, UNSUPPORTED_STEP, INTERRUPTED, INTERNAL.',
+    }),
+    message: t.exposeString('message'),
+    retryable: t.exposeBoolean('retryable', { description: 'Whether running the step again may succeed.' }),
+  }),
+});
+
+export const StepColumnRef = builder.objectRef<StoredColumn>('StepColumn').implement({
+  description: 'A column of the records a step produced, with the Postgres type later steps see in step_N.',
+  fields: (t) => ({
+    name: t.exposeString('name'),
+    type: t.exposeString('type'),
+  }),
+});
+
+const toDate = (value: Date | string | null): Date | null => (value === null ? null : new Date(value));
+
+export const StepResultRef = builder.objectRef<StepResultSource>('StepResult').implement({
+  description: 'What one step of an execution produced, or has produced so far.',
+  fields: (t) => ({
+    index: t.exposeInt('index', { description: '1-based position of the step in the plan.' }),
+    kind: t.field({ type: StepKindEnum, resolve: (step) => step.kind as StepKind }),
+    status: t.field({ type: StepStatusEnum, resolve: (step) => step.status as StepStatus }),
+    queryContext: t.exposeString('queryContext'),
+    entity: t.exposeString('entity', { nullable: true }),
+    reasoning: t.exposeString('reasoning', { nullable: true }),
+    critical: t.exposeBoolean('critical', { description: 'When true, a failure of this step stops the plan.' }),
+    sql: t.exposeString('sql', { nullable: true, description: 'The SQL that ran (SQL steps).' }),
+    code: t.exposeString('code', { nullable: true, description: 'The program that ran (API steps).' }),
+    recordCount: t.exposeInt('recordCount', {
+      nullable: true,
+      description: 'How many records the step returned (after the row cap).',
+    }),
+    columns: t.field({
+      type: [StepColumnRef],
+      nullable: true,
+      resolve: (step) => step.columns,
+    }),
+    sample: t.field({
+      type: 'JSON',
+      nullable: true,
+      description: 'The first sampleSize records, as later steps and agents see them.',
+      resolve: (step) => step.sample,
+    }),
+    result: t.field({
+      type: 'JSON',
+      nullable: true,
+      description: 'The records, capped in size; `truncated` says whether anything was left out.',
+      resolve: (step, _args, context) =>
+        'result' in step ? step.result : context.executor.findStepResult(step.executionId, step.index),
+    }),
+    truncated: t.exposeBoolean('truncated', {
+      description: 'True when the row cap or the result size cap left records out.',
+    }),
+    error: t.field({ type: StepErrorRef, nullable: true, resolve: (step) => step.error }),
+    attempts: t.exposeInt('attempts'),
+    startedAt: t.field({ type: 'DateTime', nullable: true, resolve: (step) => toDate(step.startedAt) }),
+    finishedAt: t.field({ type: 'DateTime', nullable: true, resolve: (step) => toDate(step.finishedAt) }),
+    durationMs: t.int({
+      nullable: true,
+      resolve: (step) =>
+        step.startedAt && step.finishedAt
+          ? new Date(step.finishedAt).getTime() - new Date(step.startedAt).getTime()
+          : null,
+    }),
+  }),
+});

@@ -1,0 +1,55 @@
+import type { StepUpdate } from '../executor/step-update.js';
+import { ExecutionNotFoundError } from '../executor/errors.js';
+import { builder } from './builder.js';
+import { isUuid } from './cursor.js';
+import { ExecutionStatusEnum, StepUpdateTypeEnum } from './enums.js';
+import { badUserInput, notFound } from './errors.js';
+import { StepResultRef } from './step-result.js';
+
+const StepUpdateRef = builder.objectRef<StepUpdate>('StepUpdate').implement({
+  description: "One entry in an execution's append-only log.",
+  fields: (t) => ({
+    executionId: t.exposeID('executionId'),
+    sequence: t.exposeInt('sequence', { description: '1, 2, 3, ... per execution, with no gaps.' }),
+    type: t.field({ type: StepUpdateTypeEnum, resolve: (update) => update.type }),
+    at: t.field({ type: 'DateTime', resolve: (update) => update.at }),
+    status: t.field({
+      type: ExecutionStatusEnum,
+      description: "The execution's status after this update.",
+      resolve: (update) => update.status,
+    }),
+    step: t.field({
+      type: StepResultRef,
+      nullable: true,
+      description: 'The step as it was after this update; null on execution-level updates.',
+      resolve: (update) => update.step,
+    }),
+  }),
+});
+
+builder.subscriptionType({
+  fields: (t) => ({
+    stepUpdates: t.field({
+      type: StepUpdateRef,
+      description:
+        'Every update of the execution after afterSequence (default 0: from the start), then live ones; completes after the last.',
+      args: {
+        executionId: t.arg.id({ required: true }),
+        afterSequence: t.arg.int({ description: 'Resume after this sequence (the last one you received).' }),
+      },
+      subscribe: async (_root, { executionId, afterSequence }, context) => {
+        const after = afterSequence ?? 0;
+        if (after < 0) throw badUserInput('afterSequence must be 0 or more');
+        const id = String(executionId);
+        if (!isUuid(id)) throw notFound(`execution ${id} was not found`);
+        try {
+          return await context.executor.stepUpdates(context.tenantId, id, after);
+        } catch (error) {
+          if (error instanceof ExecutionNotFoundError) throw notFound(error.message);
+          throw error;
+        }
+      },
+      resolve: (update) => update,
+    }),
+  }),
+});

@@ -1,0 +1,95 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { execute, subscribe, type ExecutionArgs } from 'graphql';
+import { useServer } from 'graphql-ws/use/ws';
+import { createYoga, type YogaServerInstance } from 'graphql-yoga';
+import { WebSocketServer } from 'ws';
+import type { Executor } from './executor/executor.js';
+import type { Logger } from './logger.js';
+import type { GraphQLContext } from './schema/context.js';
+import { schema } from './schema/index.js';
+
+export interface GraphQLServerOptions {
+  executor: Executor;
+  logger: Logger;
+  /** Which tenant a request acts for. Until authentication lands, every request is the demo tenant. */
+  resolveTenantId: (request: Request | undefined) => string;
+  graphiql?: boolean;
+}
+
+export interface GraphQLServer {
+  httpServer: Server;
+  yoga: YogaServerInstance<Record<string, unknown>, GraphQLContext>;
+  listen(port: number, host: string): Promise<AddressInfo>;
+  /** Stops accepting connections and closes the open ones (call after open subscriptions have completed). */
+  close(): Promise<void>;
+}
+
+/** graphql-yoga over HTTP (queries, mutations, SSE subscriptions) and graphql-ws on the same port and path. */
+export function createGraphQLServer({
+  executor,
+  logger,
+  resolveTenantId,
+  graphiql = true,
+}: GraphQLServerOptions): GraphQLServer {
+  const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
+    schema,
+    graphiql: graphiql ? { subscriptionsProtocol: 'WS', title: 'stepcast' } : false,
+    landingPage: false,
+    context: ({ request }) => ({ executor, tenantId: resolveTenantId(request) }),
+    logging: {
+      debug: (...args) => logger.debug({ yoga: args.map(String) }, 'graphql-yoga'),
+      info: (...args) => logger.info({ yoga: args.map(String) }, 'graphql-yoga'),
+      warn: (...args) => logger.warn({ yoga: args.map(String) }, 'graphql-yoga'),
+      error: (...args) => logger.error({ err: args.find((a) => a instanceof Error), yoga: args.map(String) }, 'graphql-yoga'),
+    },
+  });
+
+  const httpServer = createServer(yoga);
+  const wsServer = new WebSocketServer({ server: httpServer, path: yoga.graphqlEndpoint });
+  const wsHandle = useServer<Record<string, unknown>>(
+    {
+      execute: (args: ExecutionArgs) => (args.rootValue as { execute: typeof execute }).execute(args),
+      subscribe: (args: ExecutionArgs) => (args.rootValue as { subscribe: typeof subscribe }).subscribe(args),
+      onSubscribe: async (context, _id, payload) => {
+        const enveloped = yoga.getEnveloped({
+          ...context,
+          req: context.extra.request,
+          socket: context.extra.socket,
+          params: payload,
+        });
+        const document = enveloped.parse(payload.query);
+        const args: ExecutionArgs = {
+          schema: enveloped.schema,
+          operationName: payload.operationName,
+          document,
+          variableValues: payload.variables,
+          contextValue: await enveloped.contextFactory(),
+          rootValue: { execute: enveloped.execute, subscribe: enveloped.subscribe },
+        };
+        const errors = enveloped.validate(args.schema, args.document);
+        return errors.length > 0 ? errors : args;
+      },
+    },
+    wsServer,
+  );
+
+  return {
+    httpServer,
+    yoga,
+    listen: (port, host) =>
+      new Promise((resolve, reject) => {
+        httpServer.once('error', reject);
+        httpServer.listen(port, host, () => {
+          httpServer.off('error', reject);
+          resolve(httpServer.address() as AddressInfo);
+        });
+      }),
+    close: async () => {
+      const closed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
+      await wsHandle.dispose();
+      httpServer.closeAllConnections();
+      await closed;
+    },
+  };
+}
