@@ -1,0 +1,478 @@
+export interface SqlGuardScope {
+  /** Postgres schema of the tenant, e.g. "tenant_demo". Qualified references are allowed only to this schema. */
+  tenantSchema: string;
+  /** Tables (and views) of the tenant schema, lower-case names. */
+  tenantTables: ReadonlySet<string>;
+  /** Relations provided by the executor for earlier steps: "step_1", "step_2", ... */
+  stepRelations: ReadonlySet<string>;
+}
+
+export interface GuardedSql {
+  /** The single statement's text, trimmed, with any trailing semicolon(s) removed; safe to embed as a subquery: `SELECT * FROM (\n${statement}\n) AS q`. */
+  statement: string;
+  /** Distinct tenant tables referenced (lower-case, unqualified). */
+  tables: string[];
+  /** Distinct step relations referenced, e.g. ["step_1"]. */
+  stepRelations: string[];
+}
+
+export class SqlRejectedError extends Error {
+  override name = 'SqlRejectedError';
+  readonly reason: string;
+
+  constructor(reason: string, detail: string) {
+    super(`SQL rejected: ${detail}`);
+    this.reason = reason;
+  }
+}
+
+const MAX_SQL_LENGTH = 20_000;
+
+export const ALLOWED_FUNCTIONS: ReadonlySet<string> = new Set([
+  'count', 'sum', 'avg', 'min', 'max', 'bool_and', 'bool_or', 'every', 'bit_and', 'bit_or', 'any_value',
+  'string_agg', 'array_agg', 'json_agg', 'jsonb_agg', 'json_agg_strict', 'jsonb_agg_strict',
+  'json_object_agg', 'jsonb_object_agg', 'json_object_agg_strict', 'jsonb_object_agg_strict',
+  'stddev', 'stddev_pop', 'stddev_samp', 'variance', 'var_pop', 'var_samp',
+  'percentile_cont', 'percentile_disc', 'mode', 'corr', 'covar_pop', 'covar_samp',
+  'regr_avgx', 'regr_avgy', 'regr_count', 'regr_intercept', 'regr_r2', 'regr_slope', 'regr_sxx', 'regr_sxy', 'regr_syy',
+  'row_number', 'rank', 'dense_rank', 'percent_rank', 'cume_dist', 'ntile', 'lag', 'lead',
+  'first_value', 'last_value', 'nth_value',
+  'length', 'char_length', 'character_length', 'octet_length', 'bit_length', 'lower', 'upper', 'initcap',
+  'trim', 'btrim', 'ltrim', 'rtrim', 'substring', 'substr', 'left', 'right', 'position', 'strpos', 'overlay',
+  'replace', 'concat', 'concat_ws', 'split_part', 'lpad', 'rpad', 'repeat', 'reverse', 'translate',
+  'ascii', 'chr', 'encode', 'decode', 'md5', 'sha224', 'sha256', 'sha384', 'sha512', 'to_hex',
+  'regexp_replace', 'regexp_match', 'regexp_matches', 'regexp_split_to_array', 'regexp_split_to_table',
+  'regexp_count', 'regexp_instr', 'regexp_like', 'regexp_substr', 'starts_with', 'format',
+  'to_char', 'to_number', 'string_to_table', 'normalize', 'is_normalized', 'like_escape', 'similar_to_escape',
+  'abs', 'ceil', 'ceiling', 'floor', 'round', 'trunc', 'mod', 'power', 'sqrt', 'cbrt', 'exp', 'ln', 'log', 'log10',
+  'sign', 'greatest', 'least', 'random', 'random_normal', 'width_bucket', 'div', 'pi', 'scale', 'gcd', 'lcm',
+  'coalesce', 'nullif', 'num_nulls', 'num_nonnulls',
+  'now', 'date_trunc', 'date_part', 'extract', 'age', 'make_date', 'make_time', 'make_timestamp',
+  'make_timestamptz', 'make_interval', 'to_date', 'to_timestamp', 'date_bin', 'date_add', 'date_subtract',
+  'justify_days', 'justify_hours', 'justify_interval', 'isfinite', 'clock_timestamp', 'statement_timestamp',
+  'transaction_timestamp', 'timezone', 'overlaps',
+  'json_build_object', 'jsonb_build_object', 'json_build_array', 'jsonb_build_array', 'json_object', 'jsonb_object',
+  'to_json', 'to_jsonb', 'row_to_json', 'array_to_json', 'json_array_length', 'jsonb_array_length',
+  'json_array_elements', 'json_array_elements_text', 'jsonb_array_elements', 'jsonb_array_elements_text',
+  'json_each', 'json_each_text', 'jsonb_each', 'jsonb_each_text', 'json_object_keys', 'jsonb_object_keys',
+  'json_extract_path', 'json_extract_path_text', 'jsonb_extract_path', 'jsonb_extract_path_text',
+  'json_typeof', 'jsonb_typeof', 'json_strip_nulls', 'jsonb_strip_nulls', 'jsonb_set', 'jsonb_set_lax',
+  'jsonb_insert', 'jsonb_pretty', 'jsonb_path_query', 'jsonb_path_query_array', 'jsonb_path_query_first',
+  'jsonb_path_exists', 'jsonb_path_match', 'json_to_record', 'json_to_recordset', 'jsonb_to_record',
+  'jsonb_to_recordset',
+  'array_length', 'cardinality', 'unnest', 'array_to_string', 'string_to_array', 'array_position',
+  'array_positions', 'array_remove', 'array_replace', 'array_append', 'array_prepend', 'array_cat',
+  'array_upper', 'array_lower', 'array_dims', 'array_ndims', 'trim_array', 'generate_subscripts',
+  'generate_series', 'gen_random_uuid',
+]);
+
+const OBJECT_IDENTIFIER_TYPES: ReadonlySet<string> = new Set([
+  'regclass', 'regproc', 'regprocedure', 'regoper', 'regoperator', 'regtype', 'regnamespace', 'regrole',
+  'regconfig', 'regdictionary', 'regcollation',
+]);
+
+const CATALOG_SCHEMA = 'pg_catalog';
+const MAX_TREE_DEPTH = 1_000;
+const MAX_LISTED_RELATIONS = 20;
+const DATA_MODIFYING_STATEMENTS: ReadonlySet<string> = new Set(['InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt']);
+const IGNORED_TRAILING_TOKENS: ReadonlySet<string> = new Set(['SQL_COMMENT', 'C_COMMENT', 'ASCII_59']);
+const FORBIDDEN_CHARACTER = /(?![\t\n\r])[\p{Cc}\p{Cf}\p{Cs}]/u;
+
+const FORBIDDEN_NODES: ReadonlyMap<string, { reason: string; detail: string }> = new Map([
+  ['IntoClause', { reason: 'select into', detail: 'SELECT INTO is not allowed' }],
+  ['LockingClause', { reason: 'locking clause', detail: 'FOR UPDATE/FOR SHARE locking clauses are not allowed' }],
+  ['XmlExpr', { reason: 'xml not allowed', detail: 'XML functions are not allowed' }],
+  ['XmlSerialize', { reason: 'xml not allowed', detail: 'XMLSERIALIZE is not allowed' }],
+  ['RangeTableFunc', { reason: 'xml not allowed', detail: 'XMLTABLE is not allowed' }],
+  // TABLESAMPLE is rejected outright: analytics never need it and its method names are catalog lookups.
+  ['RangeTableSample', { reason: 'tablesample not allowed', detail: 'TABLESAMPLE is not allowed' }],
+  ['CurrentOfExpr', { reason: 'current of not allowed', detail: 'WHERE CURRENT OF is not allowed' }],
+  ['MergeSupportFunc', { reason: 'function not allowed', detail: 'function merge_action is not allowed' }],
+  // $n would bind to the parameters the executor passes for step_N relations.
+  ['ParamRef', { reason: 'parameter not allowed', detail: 'parameters ($1, $2, ...) are not allowed; write values inline' }],
+]);
+
+// Struct-typed fields are printed without the { NodeType: ... } wrapper, so their type comes from the field name.
+const UNWRAPPED_FIELD_TYPES: ReadonlyMap<string, string> = new Map([
+  ['larg', 'SelectStmt'],
+  ['rarg', 'SelectStmt'],
+  ['withClause', 'WithClause'],
+  ['intoClause', 'IntoClause'],
+  ['into', 'IntoClause'],
+  ['over', 'WindowDef'],
+  ['collClause', 'CollateClause'],
+  ['funccall', 'FuncCall'],
+  ['typeName', 'TypeName'],
+  ['type_name', 'TypeName'],
+  ['targettype', 'TypeName'],
+  ['ofTypename', 'TypeName'],
+  ['returnType', 'TypeName'],
+  ['argType', 'TypeName'],
+  ['datatype', 'TypeName'],
+  ['storedtype', 'TypeName'],
+  ['sourcetype', 'TypeName'],
+  ['relation', 'RangeVar'],
+  ['rel', 'RangeVar'],
+  ['table', 'RangeVar'],
+  ['sequence', 'RangeVar'],
+  ['view', 'RangeVar'],
+  ['typevar', 'RangeVar'],
+  ['pktable', 'RangeVar'],
+  ['constrrel', 'RangeVar'],
+  ['identitySequence', 'RangeVar'],
+]);
+
+const STATEMENT_KEYWORDS: ReadonlyMap<string, string> = new Map([
+  ['VariableSetStmt', 'SET'],
+  ['VariableShowStmt', 'SHOW'],
+  ['CreateStmt', 'CREATE TABLE'],
+  ['ViewStmt', 'CREATE VIEW'],
+  ['IndexStmt', 'CREATE INDEX'],
+  ['RuleStmt', 'CREATE RULE'],
+  ['DefineStmt', 'CREATE'],
+  ['TransactionStmt', 'transaction control (BEGIN/COMMIT/ROLLBACK)'],
+]);
+
+type JsonObject = { [key: string]: unknown };
+type PgQueryModule = typeof import('libpg-query');
+
+let parserLoading: Promise<PgQueryModule> | undefined;
+
+function loadParser(): Promise<PgQueryModule> {
+  parserLoading ??= import('libpg-query')
+    .then(async (parser) => {
+      await parser.loadModule();
+      return parser;
+    })
+    .catch((error: unknown) => {
+      parserLoading = undefined;
+      throw error;
+    });
+  return parserLoading;
+}
+
+function isJsonObject(value: unknown): value is JsonObject {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** A node printed as `{ NodeType: body }`; field names never start with an upper-case letter. */
+function asWrappedNode(value: JsonObject): { type: string; body: JsonObject } | undefined {
+  const keys = Object.keys(value);
+  if (keys.length !== 1) return undefined;
+  const type = keys[0]!;
+  const body = value[type];
+  if (!/^[A-Z]/.test(type) || !isJsonObject(body)) return undefined;
+  return { type, body };
+}
+
+function rejectForbiddenNode(type: string): never {
+  const forbidden = FORBIDDEN_NODES.get(type)!;
+  throw new SqlRejectedError(forbidden.reason, forbidden.detail);
+}
+
+function stringNodeValues(list: unknown): string[] {
+  if (!Array.isArray(list)) return [];
+  return list.map((item) => {
+    const wrapped = isJsonObject(item) ? asWrappedNode(item) : undefined;
+    return wrapped?.type === 'String' && typeof wrapped.body['sval'] === 'string' ? wrapped.body['sval'] : '?';
+  });
+}
+
+function describeStatementType(nodeType: string): string {
+  const known = STATEMENT_KEYWORDS.get(nodeType);
+  if (known) return known;
+  const words = nodeType.replace(/Stmt$/, '').match(/[A-Z][a-z]*/g) ?? [nodeType];
+  return words.join(' ').toUpperCase();
+}
+
+function validateInputText(sql: unknown): asserts sql is string {
+  if (typeof sql !== 'string') throw new SqlRejectedError('empty input', 'the query must be a string');
+  if (sql.trim() === '') throw new SqlRejectedError('empty input', 'the query is empty');
+  if (sql.length > MAX_SQL_LENGTH) {
+    throw new SqlRejectedError('input too long', `the query is ${sql.length} characters long; the limit is ${MAX_SQL_LENGTH}`);
+  }
+  const forbidden = FORBIDDEN_CHARACTER.exec(sql);
+  if (forbidden) {
+    const codePoint = forbidden[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
+    throw new SqlRejectedError(
+      'forbidden character',
+      `forbidden character U+${codePoint} at position ${forbidden.index} (control and invisible formatting characters are not allowed)`,
+    );
+  }
+}
+
+function parseOrReject(parser: PgQueryModule, sql: string, what: string): JsonObject {
+  let tree: unknown;
+  try {
+    tree = parser.parseSync(sql);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    const position = parser.hasSqlDetails(error) ? ` (at byte ${error.sqlDetails?.cursorPosition ?? 0})` : '';
+    throw new SqlRejectedError('parse error', `${what} could not be parsed: ${message}${position}`);
+  }
+  if (!isJsonObject(tree)) throw new SqlRejectedError('parse error', `${what} could not be parsed`);
+  return tree;
+}
+
+function singleSelectStatement(tree: JsonObject): { rawStatement: JsonObject; select: JsonObject } {
+  const statements = Array.isArray(tree['stmts']) ? tree['stmts'] : [];
+  if (statements.length === 0) throw new SqlRejectedError('empty input', 'the query contains no statement');
+  if (statements.length > 1) {
+    throw new SqlRejectedError('multiple statements', `multiple statements (${statements.length}) are not allowed; send exactly one SELECT`);
+  }
+  const rawStatement = statements[0];
+  const wrapped = isJsonObject(rawStatement) && isJsonObject(rawStatement['stmt']) ? asWrappedNode(rawStatement['stmt']) : undefined;
+  if (!isJsonObject(rawStatement) || !wrapped) throw new SqlRejectedError('parse error', 'the parse tree has an unexpected shape');
+  if (wrapped.type !== 'SelectStmt') {
+    throw new SqlRejectedError(
+      'statement not allowed',
+      `${describeStatementType(wrapped.type)} statements are not allowed; only SELECT queries are accepted`,
+    );
+  }
+  return { rawStatement, select: wrapped.body };
+}
+
+class ReferenceCollector {
+  readonly tables = new Set<string>();
+  readonly stepRelations = new Set<string>();
+
+  constructor(private readonly scope: SqlGuardScope) {}
+
+  inspectValue(value: unknown, visibleCtes: ReadonlySet<string>, depth: number): void {
+    if (depth > MAX_TREE_DEPTH) {
+      throw new SqlRejectedError('too deeply nested', `the query is nested more than ${MAX_TREE_DEPTH} levels deep`);
+    }
+    if (Array.isArray(value)) {
+      for (const item of value) this.inspectValue(item, visibleCtes, depth + 1);
+      return;
+    }
+    if (!isJsonObject(value)) return;
+    const wrapped = asWrappedNode(value);
+    if (wrapped) this.inspectNode(wrapped.type, wrapped.body, visibleCtes, depth + 1);
+    else this.inspectFields(value, visibleCtes, depth);
+  }
+
+  private inspectFields(body: JsonObject, visibleCtes: ReadonlySet<string>, depth: number, skip?: string): void {
+    for (const [field, child] of Object.entries(body)) {
+      if (field === skip) continue;
+      const unwrappedType = UNWRAPPED_FIELD_TYPES.get(field);
+      if (unwrappedType && isJsonObject(child) && !asWrappedNode(child)) {
+        this.inspectNode(unwrappedType, child, visibleCtes, depth + 1);
+      } else {
+        this.inspectValue(child, visibleCtes, depth + 1);
+      }
+    }
+  }
+
+  private inspectNode(type: string, body: JsonObject, visibleCtes: ReadonlySet<string>, depth: number): void {
+    if (FORBIDDEN_NODES.has(type)) rejectForbiddenNode(type);
+    if (type.endsWith('Stmt') && type !== 'SelectStmt') {
+      throw new SqlRejectedError('nested statement', `a nested ${describeStatementType(type)} statement is not allowed`);
+    }
+    switch (type) {
+      case 'SelectStmt':
+        this.inspectSelect(body, visibleCtes, depth);
+        return;
+      case 'FuncCall':
+        this.checkFunctionName(stringNodeValues(body['funcname']));
+        break;
+      case 'RangeVar':
+        this.resolveRelation(body, visibleCtes);
+        break;
+      case 'TypeName':
+        this.checkTypeName(stringNodeValues(body['names']));
+        break;
+      case 'A_Expr':
+        this.checkOperatorName(stringNodeValues(body['name']));
+        break;
+      case 'SortBy':
+        this.checkOperatorName(stringNodeValues(body['useOp']));
+        break;
+      case 'SubLink':
+        this.checkOperatorName(stringNodeValues(body['operName']));
+        break;
+      case 'CollateClause':
+        this.checkCollationName(stringNodeValues(body['collname']));
+        break;
+    }
+    this.inspectFields(body, visibleCtes, depth);
+  }
+
+  private inspectSelect(select: JsonObject, outerCtes: ReadonlySet<string>, depth: number): void {
+    if (select['intoClause'] !== undefined) rejectForbiddenNode('IntoClause');
+    const lockingClause = select['lockingClause'];
+    if (Array.isArray(lockingClause) && lockingClause.length > 0) rejectForbiddenNode('LockingClause');
+    const withClause = select['withClause'];
+    const visibleCtes = isJsonObject(withClause) ? this.inspectWithClause(withClause, outerCtes, depth + 1) : outerCtes;
+    this.inspectFields(select, visibleCtes, depth, 'withClause');
+  }
+
+  /** Returns the CTE names visible to the body of the SELECT that owns this WITH clause. */
+  private inspectWithClause(withClause: JsonObject, outerCtes: ReadonlySet<string>, depth: number): ReadonlySet<string> {
+    const definitions = (Array.isArray(withClause['ctes']) ? withClause['ctes'] : []).map((entry: unknown) => {
+      const wrapped = isJsonObject(entry) ? asWrappedNode(entry) : undefined;
+      if (wrapped?.type !== 'CommonTableExpr') throw new SqlRejectedError('parse error', 'the WITH clause has an unexpected shape');
+      return this.validateCteDefinition(wrapped.body);
+    });
+    const allNames = new Set([...outerCtes, ...definitions.map((definition) => definition.name)]);
+    if (withClause['recursive'] === true) {
+      for (const definition of definitions) this.inspectFields(definition.body, allNames, depth + 1);
+      return allNames;
+    }
+    let visibleCtes: ReadonlySet<string> = outerCtes;
+    for (const definition of definitions) {
+      this.inspectFields(definition.body, visibleCtes, depth + 1);
+      visibleCtes = new Set([...visibleCtes, definition.name]);
+    }
+    return visibleCtes;
+  }
+
+  private validateCteDefinition(body: JsonObject): { name: string; body: JsonObject } {
+    const name = body['ctename'];
+    if (typeof name !== 'string') throw new SqlRejectedError('parse error', 'a WITH query has no name');
+    if (name.toLowerCase().startsWith('pg_')) {
+      throw new SqlRejectedError('reserved cte name', `WITH query name ${name} is not allowed (names starting with pg_ are reserved)`);
+    }
+    const query = isJsonObject(body['ctequery']) ? asWrappedNode(body['ctequery']) : undefined;
+    if (query && DATA_MODIFYING_STATEMENTS.has(query.type)) {
+      throw new SqlRejectedError(
+        'data-modifying cte',
+        `WITH query ${name} is a data-modifying ${describeStatementType(query.type)}; only SELECT is allowed`,
+      );
+    }
+    if (query?.type !== 'SelectStmt') throw new SqlRejectedError('nested statement', `WITH query ${name} must be a SELECT`);
+    return { name, body };
+  }
+
+  private checkFunctionName(nameParts: string[]): void {
+    const qualifiedName = nameParts.join('.');
+    const functionName = nameParts.at(-1) ?? '?';
+    if (nameParts.length > 2 || (nameParts.length === 2 && nameParts[0] !== CATALOG_SCHEMA)) {
+      throw new SqlRejectedError('qualified function', `function ${qualifiedName} is not allowed (only pg_catalog may qualify a function)`);
+    }
+    // Exact match on the parser's case-folded name: a quoted "Count" is a different function in Postgres.
+    if (!ALLOWED_FUNCTIONS.has(functionName)) {
+      throw new SqlRejectedError('function not allowed', `function ${functionName} is not allowed`);
+    }
+  }
+
+  private checkTypeName(nameParts: string[]): void {
+    const qualifiedName = nameParts.join('.');
+    if (nameParts.length > 2 || (nameParts.length === 2 && nameParts[0] !== CATALOG_SCHEMA)) {
+      throw new SqlRejectedError('qualified type', `type ${qualifiedName} is not allowed (only pg_catalog may qualify a type)`);
+    }
+    const baseName = (nameParts.at(-1) ?? '').toLowerCase().replace(/^_+/, '');
+    if (OBJECT_IDENTIFIER_TYPES.has(baseName)) {
+      throw new SqlRejectedError('type not allowed', `type ${qualifiedName} is not allowed (object identifier types read the system catalogs)`);
+    }
+    if (baseName === 'xml') throw new SqlRejectedError('xml not allowed', 'type xml is not allowed');
+  }
+
+  private checkOperatorName(nameParts: string[]): void {
+    if (nameParts.length > 2 || (nameParts.length === 2 && nameParts[0] !== CATALOG_SCHEMA)) {
+      throw new SqlRejectedError('qualified operator', `operator ${nameParts.join('.')} is not allowed (only pg_catalog may qualify an operator)`);
+    }
+  }
+
+  private checkCollationName(nameParts: string[]): void {
+    if (nameParts.length > 2 || (nameParts.length === 2 && nameParts[0] !== CATALOG_SCHEMA)) {
+      throw new SqlRejectedError('qualified collation', `collation ${nameParts.join('.')} is not allowed (only pg_catalog may qualify a collation)`);
+    }
+  }
+
+  private resolveRelation(rangeVar: JsonObject, visibleCtes: ReadonlySet<string>): void {
+    const relationName = typeof rangeVar['relname'] === 'string' ? rangeVar['relname'] : '?';
+    const schemaName = typeof rangeVar['schemaname'] === 'string' ? rangeVar['schemaname'] : undefined;
+    const catalogName = typeof rangeVar['catalogname'] === 'string' ? rangeVar['catalogname'] : undefined;
+    const qualifiedName = [catalogName, schemaName, relationName].filter((part) => part !== undefined).join('.');
+
+    if (catalogName !== undefined || schemaName !== undefined) {
+      if (catalogName === undefined && schemaName === this.scope.tenantSchema && this.scope.tenantTables.has(relationName)) {
+        this.tables.add(relationName);
+        return;
+      }
+      throw new SqlRejectedError(
+        'qualified relation',
+        `relation ${qualifiedName} is not allowed (only tables of schema ${this.scope.tenantSchema} may be qualified)`,
+      );
+    }
+    // pg_catalog is searched before the tenant schema, so an unqualified pg_ name never means a tenant table.
+    if (relationName.toLowerCase().startsWith('pg_')) {
+      throw new SqlRejectedError('relation not available', `relation ${relationName} is not available (system catalogs are off limits)`);
+    }
+    if (visibleCtes.has(relationName)) return;
+    if (this.scope.stepRelations.has(relationName)) {
+      this.stepRelations.add(relationName);
+      return;
+    }
+    if (this.scope.tenantTables.has(relationName)) {
+      this.tables.add(relationName);
+      return;
+    }
+    throw new SqlRejectedError('relation not available', `relation ${relationName} is not available${this.describeAvailableRelations()}`);
+  }
+
+  private describeAvailableRelations(): string {
+    const available = [...this.scope.tenantTables, ...this.scope.stepRelations].sort();
+    if (available.length === 0) return '';
+    if (available.length > MAX_LISTED_RELATIONS) return ` (${available.length} relations are available)`;
+    return ` (available: ${available.join(', ')})`;
+  }
+}
+
+function utf8Slice(bytes: Uint8Array, start: number, end: number): string {
+  return new TextDecoder().decode(bytes.subarray(start, end));
+}
+
+/** Cuts the statement out of the input, dropping leading/trailing comments, whitespace and semicolons. */
+function extractStatementText(parser: PgQueryModule, sql: string, rawStatement: JsonObject): string {
+  const start = typeof rawStatement['stmt_location'] === 'number' ? rawStatement['stmt_location'] : 0;
+  let end = start;
+  for (const token of parser.scanSync(sql).tokens) {
+    if (token.start >= start && !IGNORED_TRAILING_TOKENS.has(token.tokenName)) end = Math.max(end, token.end);
+  }
+  return utf8Slice(new TextEncoder().encode(sql), start, end).trim();
+}
+
+function withoutLocations(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(withoutLocations);
+  if (!isJsonObject(value)) return value;
+  const copy: JsonObject = {};
+  for (const [field, child] of Object.entries(value)) {
+    if (field === 'location' || field.endsWith('_location') || field === 'stmt_len') continue;
+    copy[field] = withoutLocations(child);
+  }
+  return copy;
+}
+
+function wrapAsSubquery(statement: string): string {
+  return `SELECT * FROM (\n${statement}\n) AS q`;
+}
+
+/** Defence in depth: the extracted text, embedded as a subquery, must parse back to exactly the checked tree. */
+function verifyEmbeddable(parser: PgQueryModule, statement: string, checkedSelect: JsonObject): void {
+  const wrappedTree = parseOrReject(parser, wrapAsSubquery(statement), 'the statement embedded as a subquery');
+  const outer = singleSelectStatement(wrappedTree).select;
+  const fromClause = Array.isArray(outer['fromClause']) ? outer['fromClause'] : [];
+  const subselect = fromClause.length === 1 && isJsonObject(fromClause[0]) ? asWrappedNode(fromClause[0]) : undefined;
+  const subquery = subselect?.type === 'RangeSubselect' && isJsonObject(subselect.body['subquery']) ? subselect.body['subquery'] : undefined;
+  const embedded = JSON.stringify(withoutLocations(subquery));
+  const original = JSON.stringify(withoutLocations({ SelectStmt: checkedSelect }));
+  if (embedded !== original) {
+    throw new SqlRejectedError('not embeddable', 'the statement does not keep its meaning when embedded as a subquery');
+  }
+}
+
+export async function guardSql(sql: string, scope: SqlGuardScope): Promise<GuardedSql> {
+  validateInputText(sql);
+  const parser = await loadParser();
+  const tree = parseOrReject(parser, sql, 'the query');
+  const { rawStatement, select } = singleSelectStatement(tree);
+
+  const collector = new ReferenceCollector(scope);
+  collector.inspectValue({ SelectStmt: select }, new Set(), 0);
+
+  const statement = extractStatementText(parser, sql, rawStatement);
+  verifyEmbeddable(parser, statement, select);
+  return { statement, tables: [...collector.tables], stepRelations: [...collector.stepRelations] };
+}
