@@ -1,0 +1,56 @@
+/* eslint-disable */
+import * as types from './graphql.js';
+
+
+
+/**
+ * Map of all GraphQL operations in the project.
+ *
+ * This map has several performance disadvantages:
+ * 1. It is not tree-shakeable, so it will include all operations in the project.
+ * 2. It is not minifiable, so the string of a GraphQL query will be multiple times inside the bundle.
+ * 3. It does not support dead code elimination, so it will add unused operations.
+ *
+ * Therefore it is highly recommended to use the babel or swc plugin for production.
+ * Learn more about it here: https://the-guild.dev/graphql/codegen/plugins/presets/preset-client#reducing-bundle-size
+ */
+type Documents = {
+    "\n  fragment StepResultFields on StepResult {\n    index\n    kind\n    status\n    queryContext\n    entity\n    critical\n    sql\n    recordCount\n    sample\n    truncated\n    attempts\n    startedAt\n    finishedAt\n    durationMs\n    columns {\n      name\n      type\n    }\n    error {\n      code\n      message\n      retryable\n    }\n  }\n": typeof types.StepResultFieldsFragmentDoc,
+    "\n  mutation ExecutePlan($plan: PlanInput!, $options: ExecuteOptions) {\n    executePlan(plan: $plan, options: $options) {\n      id\n      correlationId\n      status\n      totalSteps\n      lastSequence\n      createdAt\n    }\n  }\n": typeof types.ExecutePlanDocument,
+    "\n  query Execution($id: ID!) {\n    execution(id: $id) {\n      id\n      correlationId\n      status\n      totalSteps\n      successfulSteps\n      failedSteps\n      finalResult\n      lastSequence\n      createdAt\n      startedAt\n      finishedAt\n      durationMs\n      error {\n        code\n        message\n        retryable\n      }\n      plan {\n        query\n        steps {\n          kind\n          queryContext\n          critical\n          sql\n        }\n      }\n      steps {\n        ...StepResultFields\n        result\n      }\n    }\n  }\n": typeof types.ExecutionDocument,
+    "\n  query Executions($first: Int, $after: String, $filter: ExecutionFilter) {\n    executions(first: $first, after: $after, filter: $filter) {\n      edges {\n        cursor\n        node {\n          id\n          status\n          correlationId\n          createdAt\n        }\n      }\n      pageInfo {\n        hasNextPage\n        endCursor\n      }\n    }\n  }\n": typeof types.ExecutionsDocument,
+    "\n  subscription StepUpdates($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      executionId\n      sequence\n      type\n      at\n      status\n      step {\n        ...StepResultFields\n      }\n    }\n  }\n": typeof types.StepUpdatesDocument,
+};
+const documents: Documents = {
+    "\n  fragment StepResultFields on StepResult {\n    index\n    kind\n    status\n    queryContext\n    entity\n    critical\n    sql\n    recordCount\n    sample\n    truncated\n    attempts\n    startedAt\n    finishedAt\n    durationMs\n    columns {\n      name\n      type\n    }\n    error {\n      code\n      message\n      retryable\n    }\n  }\n": types.StepResultFieldsFragmentDoc,
+    "\n  mutation ExecutePlan($plan: PlanInput!, $options: ExecuteOptions) {\n    executePlan(plan: $plan, options: $options) {\n      id\n      correlationId\n      status\n      totalSteps\n      lastSequence\n      createdAt\n    }\n  }\n": types.ExecutePlanDocument,
+    "\n  query Execution($id: ID!) {\n    execution(id: $id) {\n      id\n      correlationId\n      status\n      totalSteps\n      successfulSteps\n      failedSteps\n      finalResult\n      lastSequence\n      createdAt\n      startedAt\n      finishedAt\n      durationMs\n      error {\n        code\n        message\n        retryable\n      }\n      plan {\n        query\n        steps {\n          kind\n          queryContext\n          critical\n          sql\n        }\n      }\n      steps {\n        ...StepResultFields\n        result\n      }\n    }\n  }\n": types.ExecutionDocument,
+    "\n  query Executions($first: Int, $after: String, $filter: ExecutionFilter) {\n    executions(first: $first, after: $after, filter: $filter) {\n      edges {\n        cursor\n        node {\n          id\n          status\n          correlationId\n          createdAt\n        }\n      }\n      pageInfo {\n        hasNextPage\n        endCursor\n      }\n    }\n  }\n": types.ExecutionsDocument,
+    "\n  subscription StepUpdates($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      executionId\n      sequence\n      type\n      at\n      status\n      step {\n        ...StepResultFields\n      }\n    }\n  }\n": types.StepUpdatesDocument,
+};
+
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  fragment StepResultFields on StepResult {\n    index\n    kind\n    status\n    queryContext\n    entity\n    critical\n    sql\n    recordCount\n    sample\n    truncated\n    attempts\n    startedAt\n    finishedAt\n    durationMs\n    columns {\n      name\n      type\n    }\n    error {\n      code\n      message\n      retryable\n    }\n  }\n"): typeof import('./graphql.js').StepResultFieldsFragmentDoc;
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  mutation ExecutePlan($plan: PlanInput!, $options: ExecuteOptions) {\n    executePlan(plan: $plan, options: $options) {\n      id\n      correlationId\n      status\n      totalSteps\n      lastSequence\n      createdAt\n    }\n  }\n"): typeof import('./graphql.js').ExecutePlanDocument;
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  query Execution($id: ID!) {\n    execution(id: $id) {\n      id\n      correlationId\n      status\n      totalSteps\n      successfulSteps\n      failedSteps\n      finalResult\n      lastSequence\n      createdAt\n      startedAt\n      finishedAt\n      durationMs\n      error {\n        code\n        message\n        retryable\n      }\n      plan {\n        query\n        steps {\n          kind\n          queryContext\n          critical\n          sql\n        }\n      }\n      steps {\n        ...StepResultFields\n        result\n      }\n    }\n  }\n"): typeof import('./graphql.js').ExecutionDocument;
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  query Executions($first: Int, $after: String, $filter: ExecutionFilter) {\n    executions(first: $first, after: $after, filter: $filter) {\n      edges {\n        cursor\n        node {\n          id\n          status\n          correlationId\n          createdAt\n        }\n      }\n      pageInfo {\n        hasNextPage\n        endCursor\n      }\n    }\n  }\n"): typeof import('./graphql.js').ExecutionsDocument;
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  subscription StepUpdates($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      executionId\n      sequence\n      type\n      at\n      status\n      step {\n        ...StepResultFields\n      }\n    }\n  }\n"): typeof import('./graphql.js').StepUpdatesDocument;
+
+
+export function graphql(source: string) {
+  return (documents as any)[source] ?? {};
+}

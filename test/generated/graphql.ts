@@ -1,0 +1,287 @@
+/* eslint-disable */
+/** Internal type. DO NOT USE DIRECTLY. */
+type Exact<T extends { [key: string]: unknown }> = { [K in keyof T]: T[K] };
+/** Internal type. DO NOT USE DIRECTLY. */
+export type Incremental<T> = T | { [P in keyof T]?: P extends ' $fragmentName' | '__typename' ? T[P] : never };
+import type { DocumentTypeDecoration } from '@graphql-typed-document-node/core';
+export type ExecuteOptions = {
+  /** Tags every log line, event and row of the run; generated when absent. */
+  correlationId?: string | null | undefined;
+  /** Records of each step passed on as its sample, 0 to 100; default 3. */
+  sampleSize?: number | null | undefined;
+  /** Time limit of each step in milliseconds; default 10000. */
+  stepTimeoutMs?: number | null | undefined;
+};
+
+export type ExecutionFilter = {
+  correlationId?: string | null | undefined;
+  createdAfter?: string | null | undefined;
+  createdBefore?: string | null | undefined;
+  /** Any of these statuses. */
+  status?: Array<ExecutionStatus> | null | undefined;
+};
+
+/** Where an execution is in its life: QUEUED, then RUNNING, then one of the finished states. */
+export type ExecutionStatus =
+  | 'CANCELLED'
+  | 'FAILED'
+  | 'QUEUED'
+  | 'RUNNING'
+  | 'SUCCEEDED';
+
+export type PlanInput = {
+  /** The question the plan answers. */
+  query: string;
+  reasoning?: string | null | undefined;
+  steps: Array<StepInput>;
+};
+
+/** One step. With sql (SQL) or code (API) it runs as written; without, its agent writes it. */
+export type StepInput = {
+  code?: string | null | undefined;
+  /** When true, a failure stops the plan. */
+  critical?: boolean | null | undefined;
+  /** The table or API resource the step is about. */
+  entity?: string | null | undefined;
+  kind: StepKind;
+  /** What the step must find, in plain words. */
+  queryContext: string;
+  reasoning?: string | null | undefined;
+  /** Read-only SQL over your tables and step_1, step_2, ... (earlier steps). */
+  sql?: string | null | undefined;
+};
+
+/** SQL: read-only SQL over the tenant data. API: a short program calling the tenant HTTP API. */
+export type StepKind =
+  | 'API'
+  | 'SQL';
+
+/** SKIPPED: an earlier critical step failed, so this one never ran. */
+export type StepStatus =
+  | 'CANCELLED'
+  | 'FAILED'
+  | 'PENDING'
+  | 'RUNNING'
+  | 'SKIPPED'
+  | 'SUCCEEDED';
+
+/** What happened in one StepUpdate. The EXECUTION_SUCCEEDED/FAILED/CANCELLED update is the last. */
+export type StepUpdateType =
+  | 'EXECUTION_CANCELLED'
+  | 'EXECUTION_FAILED'
+  | 'EXECUTION_STARTED'
+  | 'EXECUTION_SUCCEEDED'
+  | 'STEP_FAILED'
+  | 'STEP_PROGRESS'
+  | 'STEP_SKIPPED'
+  | 'STEP_STARTED'
+  | 'STEP_SUCCEEDED';
+
+export type StepResultFieldsFragment = { index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null };
+
+export type ExecutePlanMutationVariables = Exact<{
+  plan: PlanInput;
+  options?: ExecuteOptions | null | undefined;
+}>;
+
+
+export type ExecutePlanMutation = { executePlan: { id: string, correlationId: string, status: ExecutionStatus, totalSteps: number, lastSequence: number, createdAt: string } };
+
+export type ExecutionQueryVariables = Exact<{
+  id: string | number;
+}>;
+
+
+export type ExecutionQuery = { execution: { id: string, correlationId: string, status: ExecutionStatus, totalSteps: number, successfulSteps: number, failedSteps: number, finalResult: unknown, lastSequence: number, createdAt: string, startedAt: string | null, finishedAt: string | null, durationMs: number | null, error: { code: string, message: string, retryable: boolean } | null, plan: { query: string, steps: Array<{ kind: StepKind, queryContext: string, critical: boolean, sql: string | null }> }, steps: Array<{ result: unknown, index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null }> } | null };
+
+export type ExecutionsQueryVariables = Exact<{
+  first?: number | null | undefined;
+  after?: string | null | undefined;
+  filter?: ExecutionFilter | null | undefined;
+}>;
+
+
+export type ExecutionsQuery = { executions: { edges: Array<{ cursor: string, node: { id: string, status: ExecutionStatus, correlationId: string, createdAt: string } }>, pageInfo: { hasNextPage: boolean, endCursor: string | null } } };
+
+export type StepUpdatesSubscriptionVariables = Exact<{
+  executionId: string | number;
+  afterSequence?: number | null | undefined;
+}>;
+
+
+export type StepUpdatesSubscription = { stepUpdates: { executionId: string, sequence: number, type: StepUpdateType, at: string, status: ExecutionStatus, step: { index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null } | null } };
+
+export class TypedDocumentString<TResult, TVariables>
+  extends String
+  implements DocumentTypeDecoration<TResult, TVariables>
+{
+  __apiType?: NonNullable<DocumentTypeDecoration<TResult, TVariables>['__apiType']>;
+  private value: string;
+  public __meta__?: Record<string, any> | undefined;
+
+  constructor(value: string, __meta__?: Record<string, any> | undefined) {
+    super(value);
+    this.value = value;
+    this.__meta__ = __meta__;
+  }
+
+  override toString(): string & DocumentTypeDecoration<TResult, TVariables> {
+    return this.value;
+  }
+}
+export const StepResultFieldsFragmentDoc = new TypedDocumentString(`
+    fragment StepResultFields on StepResult {
+  index
+  kind
+  status
+  queryContext
+  entity
+  critical
+  sql
+  recordCount
+  sample
+  truncated
+  attempts
+  startedAt
+  finishedAt
+  durationMs
+  columns {
+    name
+    type
+  }
+  error {
+    code
+    message
+    retryable
+  }
+}
+    `, {"fragmentName":"StepResultFields"}) as unknown as TypedDocumentString<StepResultFieldsFragment, unknown>;
+export const ExecutePlanDocument = new TypedDocumentString(`
+    mutation ExecutePlan($plan: PlanInput!, $options: ExecuteOptions) {
+  executePlan(plan: $plan, options: $options) {
+    id
+    correlationId
+    status
+    totalSteps
+    lastSequence
+    createdAt
+  }
+}
+    `) as unknown as TypedDocumentString<ExecutePlanMutation, ExecutePlanMutationVariables>;
+export const ExecutionDocument = new TypedDocumentString(`
+    query Execution($id: ID!) {
+  execution(id: $id) {
+    id
+    correlationId
+    status
+    totalSteps
+    successfulSteps
+    failedSteps
+    finalResult
+    lastSequence
+    createdAt
+    startedAt
+    finishedAt
+    durationMs
+    error {
+      code
+      message
+      retryable
+    }
+    plan {
+      query
+      steps {
+        kind
+        queryContext
+        critical
+        sql
+      }
+    }
+    steps {
+      ...StepResultFields
+      result
+    }
+  }
+}
+    fragment StepResultFields on StepResult {
+  index
+  kind
+  status
+  queryContext
+  entity
+  critical
+  sql
+  recordCount
+  sample
+  truncated
+  attempts
+  startedAt
+  finishedAt
+  durationMs
+  columns {
+    name
+    type
+  }
+  error {
+    code
+    message
+    retryable
+  }
+}`) as unknown as TypedDocumentString<ExecutionQuery, ExecutionQueryVariables>;
+export const ExecutionsDocument = new TypedDocumentString(`
+    query Executions($first: Int, $after: String, $filter: ExecutionFilter) {
+  executions(first: $first, after: $after, filter: $filter) {
+    edges {
+      cursor
+      node {
+        id
+        status
+        correlationId
+        createdAt
+      }
+    }
+    pageInfo {
+      hasNextPage
+      endCursor
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<ExecutionsQuery, ExecutionsQueryVariables>;
+export const StepUpdatesDocument = new TypedDocumentString(`
+    subscription StepUpdates($executionId: ID!, $afterSequence: Int) {
+  stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {
+    executionId
+    sequence
+    type
+    at
+    status
+    step {
+      ...StepResultFields
+    }
+  }
+}
+    fragment StepResultFields on StepResult {
+  index
+  kind
+  status
+  queryContext
+  entity
+  critical
+  sql
+  recordCount
+  sample
+  truncated
+  attempts
+  startedAt
+  finishedAt
+  durationMs
+  columns {
+    name
+    type
+  }
+  error {
+    code
+    message
+    retryable
+  }
+}`) as unknown as TypedDocumentString<StepUpdatesSubscription, StepUpdatesSubscriptionVariables>;

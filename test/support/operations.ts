@@ -1,0 +1,114 @@
+import { graphql } from '../generated/gql.js';
+
+export const StepResultFields = graphql(`
+  fragment StepResultFields on StepResult {
+    index
+    kind
+    status
+    queryContext
+    entity
+    critical
+    sql
+    recordCount
+    sample
+    truncated
+    attempts
+    startedAt
+    finishedAt
+    durationMs
+    columns {
+      name
+      type
+    }
+    error {
+      code
+      message
+      retryable
+    }
+  }
+`);
+
+export const ExecutePlanMutation = graphql(`
+  mutation ExecutePlan($plan: PlanInput!, $options: ExecuteOptions) {
+    executePlan(plan: $plan, options: $options) {
+      id
+      correlationId
+      status
+      totalSteps
+      lastSequence
+      createdAt
+    }
+  }
+`);
+
+export const ExecutionQuery = graphql(`
+  query Execution($id: ID!) {
+    execution(id: $id) {
+      id
+      correlationId
+      status
+      totalSteps
+      successfulSteps
+      failedSteps
+      finalResult
+      lastSequence
+      createdAt
+      startedAt
+      finishedAt
+      durationMs
+      error {
+        code
+        message
+        retryable
+      }
+      plan {
+        query
+        steps {
+          kind
+          queryContext
+          critical
+          sql
+        }
+      }
+      steps {
+        ...StepResultFields
+        result
+      }
+    }
+  }
+`);
+
+export const ExecutionsQuery = graphql(`
+  query Executions($first: Int, $after: String, $filter: ExecutionFilter) {
+    executions(first: $first, after: $after, filter: $filter) {
+      edges {
+        cursor
+        node {
+          id
+          status
+          correlationId
+          createdAt
+        }
+      }
+      pageInfo {
+        hasNextPage
+        endCursor
+      }
+    }
+  }
+`);
+
+export const StepUpdatesSubscription = graphql(`
+  subscription StepUpdates($executionId: ID!, $afterSequence: Int) {
+    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {
+      executionId
+      sequence
+      type
+      at
+      status
+      step {
+        ...StepResultFields
+      }
+    }
+  }
+`);

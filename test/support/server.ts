@@ -1,0 +1,155 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createClient, type Client } from 'graphql-ws';
+import WebSocket from 'ws';
+import { startStepcast, type StepcastApp } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import { createLogger } from '../../src/logger.js';
+import type { TypedDocumentString } from '../generated/graphql.js';
+import { createTestDatabase, type Backend, type TestDatabase } from './database.js';
+
+export interface GraphQLResponse<TResult> {
+  data?: TResult | null;
+  errors?: { message: string; extensions?: Record<string, unknown> }[];
+}
+
+export interface TestServer {
+  backend: Backend;
+  url: string;
+  wsUrl: string;
+  app: StepcastApp;
+  request<TResult, TVariables>(
+    document: TypedDocumentString<TResult, TVariables>,
+    variables?: TVariables,
+  ): Promise<GraphQLResponse<TResult>>;
+  subscribeWs<TResult, TVariables>(
+    document: TypedDocumentString<TResult, TVariables>,
+    variables: TVariables,
+  ): Promise<GraphQLResponse<TResult>[]>;
+  subscribeSse<TResult, TVariables>(
+    document: TypedDocumentString<TResult, TVariables>,
+    variables: TVariables,
+  ): Promise<GraphQLResponse<TResult>[]>;
+  wsClient(): Client;
+  /** Stops the server and starts it again on the same database. */
+  restart(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface TestServerOptions {
+  env?: Record<string, string>;
+}
+
+export async function startTestServer(backend: Backend, options: TestServerOptions = {}): Promise<TestServer> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'stepcast-test-'));
+  let testDatabase: TestDatabase | undefined;
+  if (backend === 'postgres') testDatabase = await createTestDatabase();
+  const config = loadConfig({
+    NODE_ENV: 'test',
+    PORT: '0',
+    HOST: '127.0.0.1',
+    DATA_DIR: dataDir,
+    STEPCAST_DEMO_USERS: '200',
+    STEPCAST_SHUTDOWN_GRACE_MS: '2000',
+    ...(testDatabase ? { DATABASE_URL: testDatabase.url } : {}),
+    ...options.env,
+  });
+  const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
+  const clients: Client[] = [];
+
+  const server: TestServer = {
+    backend,
+    url: '',
+    wsUrl: '',
+    app: undefined as unknown as StepcastApp,
+    async request(document, variables) {
+      const response = await fetch(server.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' },
+        body: JSON.stringify({ query: document.toString(), variables }),
+      });
+      return (await response.json()) as GraphQLResponse<never>;
+    },
+    wsClient() {
+      const client = createClient({ url: server.wsUrl, webSocketImpl: WebSocket, retryAttempts: 0, lazy: true });
+      clients.push(client);
+      return client;
+    },
+    async subscribeWs(document, variables) {
+      const client = server.wsClient();
+      const results: GraphQLResponse<never>[] = [];
+      await new Promise<void>((resolve, reject) => {
+        client.subscribe(
+          { query: document.toString(), variables: variables as Record<string, unknown> },
+          {
+            next: (value) => results.push(value as GraphQLResponse<never>),
+            error: (error) => {
+              if (Array.isArray(error)) {
+                results.push({ errors: error });
+                resolve();
+              } else reject(error instanceof Error ? error : new Error(JSON.stringify(error)));
+            },
+            complete: resolve,
+          },
+        );
+      });
+      await client.dispose();
+      return results;
+    },
+    async subscribeSse(document, variables) {
+      const response = await fetch(server.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+        body: JSON.stringify({ query: document.toString(), variables }),
+      });
+      return readSseEvents(response);
+    },
+    async restart() {
+      await server.app.close();
+      await open();
+    },
+    async close() {
+      await Promise.all(clients.map((client) => client.dispose()));
+      await server.app.close();
+      await testDatabase?.drop();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+
+  async function open() {
+    server.app = await startStepcast(config, logger);
+    server.url = server.app.url;
+    server.wsUrl = server.app.url.replace(/^http/, 'ws');
+  }
+  await open();
+  return server;
+}
+
+/** Reads a GraphQL-over-SSE response until the server completes the stream. */
+export async function readSseEvents<T>(response: Response): Promise<GraphQLResponse<T>[]> {
+  const results: GraphQLResponse<T>[] = [];
+  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return results;
+    buffer += value;
+    let boundary;
+    while ((boundary = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, boundary);
+      buffer = buffer.slice(boundary + 2);
+      const event = /^event: (.*)$/m.exec(block)?.[1];
+      const data = block
+        .split('\n')
+        .filter((line) => line.startsWith('data:'))
+        .map((line) => line.slice(5).trimStart())
+        .join('\n');
+      if (event === 'complete') {
+        await reader.cancel();
+        return results;
+      }
+      if (event === 'next' && data) results.push(JSON.parse(data) as GraphQLResponse<T>);
+    }
+  }
+}
