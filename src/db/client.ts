@@ -36,8 +36,8 @@ export interface Database {
   db: Db;
   /** Runs one statement in a READ ONLY transaction; throws StatementTimeoutError or DatabaseQueryError. */
   runReadOnly(query: ReadOnlyQuery): Promise<ReadOnlyResult>;
-  /** Runs several statements (DDL, bulk loads) in one round trip. */
-  execScript(script: string): Promise<void>;
+  /** Runs several statements (DDL, bulk loads) in one transaction. */
+  runScriptInTransaction(script: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -75,8 +75,8 @@ async function openPglite(dataDir: string): Promise<Database> {
         });
         return { rows: result.rows, columns: result.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID })) };
       }),
-    execScript: async (script) => {
-      await client.exec(script);
+    runScriptInTransaction: async (script) => {
+      await client.execInTransaction(script);
     },
     close: () => client.close(),
   };
@@ -104,8 +104,8 @@ async function openPostgres(url: string, poolSize: number): Promise<Database> {
         throw toDatabaseError(error, query.timeoutMs);
       }
     },
-    execScript: async (script) => {
-      await client.unsafe(script);
+    runScriptInTransaction: async (script) => {
+      await client.begin((tx) => tx.unsafe(script));
     },
     close: () => client.end({ timeout: 5 }),
   };

@@ -114,8 +114,7 @@ ANALYZE ${schema}.users, ${schema}.groups, ${schema}.group_members, ${schema}.ap
 export async function ensureDemoTenant(database: Database, options: { users: number }): Promise<TenantRow> {
   const existing = await findTenant(database, DEMO_TENANT_ID);
   if (existing) return existing;
-  await database.execScript(`
-BEGIN;
+  await database.runScriptInTransaction(`
 SELECT pg_advisory_xact_lock(${DEMO_SEED_LOCK_KEY});
 DO $seed$
 BEGIN
@@ -124,8 +123,7 @@ BEGIN
     INSERT INTO tenants (id, name, data_schema) VALUES ('${DEMO_TENANT_ID}', 'Demo tenant', '${DEMO_TENANT_SCHEMA}');
   END IF;
 END
-$seed$;
-COMMIT;`);
+$seed$;`);
   const created = await findTenant(database, DEMO_TENANT_ID);
   if (!created) throw new Error('demo tenant was not created');
   return created;

@@ -89,8 +89,16 @@ export class PgliteWorkerClient implements PgliteQueryable {
     return this.inTurn(() => this.send<PgliteResult<Row>>(queryRequest(sql, params, options), options.timeoutMs));
   }
 
-  exec(sql: string): Promise<PgliteResult[]> {
-    return this.inTurn(() => this.send<PgliteResult[]>({ op: 'exec', sql }));
+  /** Runs a multi-statement script in one transaction, rolled back if any statement fails. */
+  execInTransaction(script: string): Promise<void> {
+    return this.inTurn(async () => {
+      try {
+        await this.send({ op: 'exec', sql: `BEGIN;\n${script}\nCOMMIT;` });
+      } catch (error) {
+        await this.send({ op: 'exec', sql: 'ROLLBACK' }).catch(() => undefined);
+        throw error;
+      }
+    });
   }
 
   transaction<T>(work: (tx: PgliteQueryable) => Promise<T>): Promise<T> {
