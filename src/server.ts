@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { execute, subscribe, type ExecutionArgs } from 'graphql';
+import { execute, GraphQLError, subscribe, type ExecutionArgs } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { createYoga, type YogaServerInstance } from 'graphql-yoga';
 import { WebSocketServer } from 'ws';
@@ -41,7 +41,13 @@ export function createGraphQLServer({
       debug: (...args) => logger.debug({ yoga: args.map(String) }, 'graphql-yoga'),
       info: (...args) => logger.info({ yoga: args.map(String) }, 'graphql-yoga'),
       warn: (...args) => logger.warn({ yoga: args.map(String) }, 'graphql-yoga'),
-      error: (...args) => logger.error({ err: args.find((a) => a instanceof Error), yoga: args.map(String) }, 'graphql-yoga'),
+      error: (...args) => {
+        const err = args.find((a) => a instanceof Error);
+        // Errors the API raises on purpose (NOT_FOUND, BAD_USER_INPUT) are answers, not faults.
+        const expected = err instanceof GraphQLError && err.extensions?.code && !err.extensions.unexpected;
+        if (expected) logger.debug({ err }, 'graphql-yoga');
+        else logger.error({ err, yoga: args.map(String) }, 'graphql-yoga');
+      },
     },
   });
 
