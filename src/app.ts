@@ -42,7 +42,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
           server.httpServer.close();
           await executor.stop(config.shutdownGraceMs);
           await server.close();
-          await database.close();
+          await database.close(config.shutdownGraceMs);
           logger.info('stepcast stopped');
         })()),
     };

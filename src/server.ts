@@ -93,6 +93,8 @@ export function createGraphQLServer({
       }),
     close: async () => {
       const closed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
+      // Lets graphql-ws and SSE flush the "complete" of streams that just ended before sockets close.
+      await new Promise((resolve) => setImmediate(resolve));
       await wsHandle.dispose();
       httpServer.closeAllConnections();
       await closed;

@@ -38,7 +38,8 @@ export interface Database {
   runReadOnly(query: ReadOnlyQuery): Promise<ReadOnlyResult>;
   /** Runs several statements (DDL, bulk loads) in one transaction. */
   runScriptInTransaction(script: string): Promise<void>;
-  close(): Promise<void>;
+  /** Waits up to graceMs for statements in progress, then closes (PGlite must be closed, or its next start recovers). */
+  close(graceMs?: number): Promise<void>;
 }
 
 export { DatabaseQueryError, StatementTimeoutError };
@@ -78,7 +79,7 @@ async function openPglite(dataDir: string): Promise<Database> {
     runScriptInTransaction: async (script) => {
       await client.execInTransaction(script);
     },
-    close: () => client.close(),
+    close: (graceMs) => client.close(graceMs),
   };
 }
 
@@ -107,7 +108,7 @@ async function openPostgres(url: string, poolSize: number): Promise<Database> {
     runScriptInTransaction: async (script) => {
       await client.begin((tx) => tx.unsafe(script));
     },
-    close: () => client.end({ timeout: 5 }),
+    close: (graceMs = 5_000) => client.end({ timeout: graceMs / 1000 }),
   };
 }
 

@@ -119,20 +119,26 @@ export class PgliteWorkerClient implements PgliteQueryable {
     });
   }
 
-  async close(): Promise<void> {
+  /** Waits up to graceMs for the statement in progress; past that the worker is stopped as in a crash. */
+  async close(graceMs = 5_000): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.turn;
+    let timer: NodeJS.Timeout | undefined;
+    const settled = await Promise.race([
+      this.turn.then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), graceMs))),
+    ]);
+    clearTimeout(timer);
     const worker = this.worker;
-    if (!worker) return;
-    await this.send({ op: 'close' }).catch(() => undefined);
     this.worker = undefined;
+    if (!worker) return;
+    if (settled) await this.sendTo(worker, { op: 'close' }).catch(() => undefined);
     await worker.terminate();
   }
 
   private inTurn<T>(work: () => Promise<T>): Promise<T> {
     const run = this.turn.then(() => {
-      if (this.closed && this.worker === undefined) throw new Error('database is closed');
+      if (this.closed) throw new Error('database is closed');
       return work();
     });
     this.turn = run.then(
@@ -143,7 +149,10 @@ export class PgliteWorkerClient implements PgliteQueryable {
   }
 
   private async send<T>(request: Record<string, unknown>, timeoutMs?: number): Promise<T> {
-    const worker = await this.ensureWorker();
+    return this.sendTo<T>(await this.ensureWorker(), request, timeoutMs);
+  }
+
+  private async sendTo<T>(worker: Worker, request: Record<string, unknown>, timeoutMs?: number): Promise<T> {
     const id = this.nextRequestId++;
     const response = new Promise<T>((resolve, reject) => {
       this.pending.set(id, { worker, resolve: resolve as (value: unknown) => void, reject });
@@ -173,6 +182,7 @@ export class PgliteWorkerClient implements PgliteQueryable {
 
   private ensureWorker(): Promise<Worker> {
     if (this.worker) return Promise.resolve(this.worker);
+    if (this.closed) return Promise.reject(new Error('database is closed'));
     this.starting ??= this.startWorker().finally(() => {
       this.starting = undefined;
     });

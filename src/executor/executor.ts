@@ -21,6 +21,8 @@ export interface ExecutorSettings {
   defaultSampleSize: number;
 }
 
+const STREAM_CLOSE_TIMEOUT_MS = 2_000;
+
 /** The executor's whole surface: what the GraphQL layer (or any other front end) may ask of it. */
 export class Executor {
   private readonly store: ExecutionStore;
@@ -28,6 +30,7 @@ export class Executor {
   private readonly dispatcher: Dispatcher;
   private readonly engine: EngineDependencies;
   private readonly shutdownController = new AbortController();
+  private readonly openStreams = new Set<Promise<void>>();
 
   constructor(
     private readonly database: Database,
@@ -100,19 +103,40 @@ export class Executor {
   async stepUpdates(tenantId: string, executionId: string, afterSequence: number): Promise<AsyncIterable<StepUpdate>> {
     const execution = await this.store.findExecution(tenantId, executionId);
     if (!execution) throw new ExecutionNotFoundError(executionId);
-    return streamStepUpdates({
-      store: this.store,
-      bus: this.bus,
-      executionId,
-      afterSequence,
-      shutdown: this.shutdownController.signal,
-    });
+    return this.tracked(
+      streamStepUpdates({
+        store: this.store,
+        bus: this.bus,
+        executionId,
+        afterSequence,
+        shutdown: this.shutdownController.signal,
+      }),
+    );
+  }
+
+  /** Remembers the stream until it ends, so that stop() can wait for subscribers to be told "complete". */
+  private async *tracked(stream: AsyncIterable<StepUpdate>): AsyncGenerator<StepUpdate> {
+    let ended!: () => void;
+    const end = new Promise<void>((resolve) => (ended = resolve));
+    this.openStreams.add(end);
+    try {
+      yield* stream;
+    } finally {
+      this.openStreams.delete(end);
+      ended();
+    }
   }
 
   /** Ends open subscriptions and waits for running executions; any still running are found at the next start. */
   async stop(graceMs: number): Promise<void> {
     const unfinished = await this.dispatcher.stop(graceMs);
     this.shutdownController.abort();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.openStreams]),
+      new Promise((resolve) => (timer = setTimeout(resolve, STREAM_CLOSE_TIMEOUT_MS))),
+    ]);
+    clearTimeout(timer);
     if (unfinished.length > 0) {
       this.logger.warn({ executionIds: unfinished }, 'executions still running at shutdown; the next start marks them INTERRUPTED');
     }

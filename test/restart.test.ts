@@ -1,0 +1,141 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createClient } from 'graphql-ws';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { StepUpdatesSubscription as StepUpdatesResult } from './generated/graphql.js';
+import { backends, createTestDatabase, type TestDatabase } from './support/database.js';
+import { ExecutePlanMutation, ExecutionQuery, StepUpdatesSubscription } from './support/operations.js';
+import { describeUpdates, sqlStep } from './support/plans.js';
+import { startServiceProcess, type ServiceProcess } from './support/process.js';
+import { readSseEvents } from './support/server.js';
+
+type Update = StepUpdatesResult['stepUpdates'];
+
+async function post<T>(url: string, query: { toString(): string }, variables: unknown): Promise<T> {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ query: query.toString(), variables }),
+  });
+  const body = (await response.json()) as { data: T; errors?: unknown };
+  expect(body.errors).toBeUndefined();
+  return body.data;
+}
+
+const SLOW_PLAN = {
+  query: 'a plan whose second step outlives the server',
+  steps: [
+    sqlStep('SELECT count(*) AS n FROM users'),
+    sqlStep('SELECT count(*) AS n FROM users a, users b, users c, users d, users e'),
+    sqlStep('SELECT 1 AS never'),
+  ],
+};
+
+/** Submits the slow plan and follows it over graphql-ws until step 2 has started. */
+async function startSlowExecution(service: ServiceProcess) {
+  const { executePlan } = await post<{ executePlan: { id: string } }>(service.url, ExecutePlanMutation, {
+    plan: SLOW_PLAN,
+    options: { stepTimeoutMs: 120_000 },
+  });
+  const client = createClient({ url: service.url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
+  const updates: Update[] = [];
+  let stepTwoStarted!: () => void;
+  const started = new Promise<void>((resolve) => (stepTwoStarted = resolve));
+  const ended = new Promise<string>((resolve) => {
+    client.subscribe(
+      { query: StepUpdatesSubscription.toString(), variables: { executionId: executePlan.id } },
+      {
+        next: (value) => {
+          const update = (value.data as { stepUpdates: Update }).stepUpdates;
+          updates.push(update);
+          if (update.type === 'STEP_STARTED' && update.step?.index === 2) stepTwoStarted();
+        },
+        error: () => resolve('error'),
+        complete: () => resolve('complete'),
+      },
+    );
+  });
+  await started;
+  return { id: executePlan.id, updates, ended, client };
+}
+
+for (const { backend, skipReason } of backends) {
+  describe.skipIf(skipReason !== null)(`stopping and restarting on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
+    let env: Record<string, string>;
+    let dataDir: string;
+    let database: TestDatabase | undefined;
+    let service: ServiceProcess | undefined;
+
+    beforeAll(async () => {
+      dataDir = await mkdtemp(join(tmpdir(), 'stepcast-restart-'));
+      if (backend === 'postgres') database = await createTestDatabase();
+      env = {
+        DATA_DIR: dataDir,
+        STEPCAST_DEMO_USERS: '300',
+        STEPCAST_SHUTDOWN_GRACE_MS: '300',
+        ...(database ? { DATABASE_URL: database.url } : {}),
+      };
+    });
+    afterAll(async () => {
+      if (service?.child.exitCode === null) service.child.kill('SIGKILL');
+      await database?.drop();
+      await rm(dataDir, { recursive: true, force: true });
+    });
+
+    it('on SIGTERM completes open subscriptions, closes the database and exits 0', async () => {
+      service = await startServiceProcess(env);
+      const running = await startSlowExecution(service);
+      service.child.kill('SIGTERM');
+      expect(await running.ended).toBe('complete');
+      expect(await service.exited).toEqual({ code: 0, signal: null });
+      expect(service.logs.some((entry) => entry.msg === 'stepcast stopped')).toBe(true);
+      await running.client.dispose();
+    });
+
+    it('after a crash, marks the interrupted execution FAILED (INTERRUPTED) with every update stored', async () => {
+      service = await startServiceProcess(env);
+      const running = await startSlowExecution(service);
+      service.child.kill('SIGKILL');
+      await service.exited;
+      await running.client.dispose();
+
+      service = await startServiceProcess(env);
+      const { execution } = await post<{ execution: { status: string; error: { code: string }; steps: { status: string; error: { code: string } | null }[] } }>(
+        service.url,
+        ExecutionQuery,
+        { id: running.id },
+      );
+      expect(execution.status).toBe('FAILED');
+      expect(execution.error.code).toBe('INTERRUPTED');
+      expect(execution.steps.map((s) => s.status)).toEqual(['SUCCEEDED', 'FAILED', 'SKIPPED']);
+      expect(execution.steps[1]!.error?.code).toBe('INTERRUPTED');
+
+      const response = await fetch(service.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+        body: JSON.stringify({ query: StepUpdatesSubscription.toString(), variables: { executionId: running.id } }),
+      });
+      const replay = (await readSseEvents<{ stepUpdates: Update }>(response)).map((r) => r.data!.stepUpdates);
+      expect(describeUpdates(replay)).toEqual([
+        'EXECUTION_STARTED',
+        'STEP_STARTED:1',
+        'STEP_SUCCEEDED:1',
+        'STEP_STARTED:2',
+        'STEP_FAILED:2',
+        'STEP_SKIPPED:3',
+        'EXECUTION_FAILED',
+      ]);
+      expect(replay.map((u) => u.sequence)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+      expect(replay.slice(0, 4)).toEqual(running.updates.slice(0, 4));
+
+      const interrupted = service.logs.filter((entry) => entry.msg?.toString().includes('interrupted'));
+      expect(interrupted.length).toBeGreaterThanOrEqual(1);
+      expect(interrupted.every((entry) => typeof entry.correlationId === 'string')).toBe(true);
+
+      service.child.kill('SIGTERM');
+      expect(await service.exited).toEqual({ code: 0, signal: null });
+    });
+  });
+}
