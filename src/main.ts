@@ -14,7 +14,11 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(config.logLevel);
   const app = await startStepcast(config, logger);
+  let shuttingDown = false;
   const shutdown = (signal: NodeJS.Signals) => {
+    // npm and terminals often deliver the same signal twice; the grace period already bounds shutdown.
+    if (shuttingDown) return;
+    shuttingDown = true;
     logger.info({ signal }, 'shutting down');
     app.close().then(
       () => process.exit(0),
@@ -24,8 +28,8 @@ async function main(): Promise<void> {
       },
     );
   };
-  process.once('SIGTERM', shutdown);
-  process.once('SIGINT', shutdown);
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
 }
 
 main().catch((error: unknown) => {
