@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { execute, GraphQLError, subscribe, type ExecutionArgs } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
-import { createYoga, type YogaServerInstance } from 'graphql-yoga';
+import { createYoga, maskError, type YogaServerInstance } from 'graphql-yoga';
 import { WebSocketServer } from 'ws';
 import type { Executor } from './executor/executor.js';
 import type { Logger } from './logger.js';
@@ -25,6 +25,24 @@ export interface GraphQLServer {
   close(): Promise<void>;
 }
 
+/**
+ * graphql-js reports a variable that does not fit its type ("Variable "$plan" got invalid value …")
+ * with no code; it is the client's input that is wrong, so it gets BAD_USER_INPUT like our own checks.
+ */
+function markBadVariables(error: unknown, message: string, isDev?: boolean): Error {
+  if (
+    error instanceof GraphQLError &&
+    (error.originalError === undefined || error.originalError instanceof GraphQLError) &&
+    !error.path &&
+    error.extensions?.code === undefined &&
+    error.message.startsWith('Variable "$')
+  ) {
+    Object.assign(error.extensions, { code: 'BAD_USER_INPUT', http: { status: 400 } });
+    return error;
+  }
+  return maskError(error, message, isDev);
+}
+
 /** graphql-yoga over HTTP (queries, mutations, SSE subscriptions) and graphql-ws on the same port and path. */
 export function createGraphQLServer({
   executor,
@@ -36,6 +54,7 @@ export function createGraphQLServer({
     schema,
     graphiql: graphiql ? { subscriptionsProtocol: 'WS', title: 'stepcast' } : false,
     landingPage: false,
+    maskedErrors: { isDev: false, maskError: markBadVariables },
     context: ({ request }) => ({ executor, tenantId: resolveTenantId(request) }),
     logging: {
       debug: (...args) => logger.debug({ yoga: args.map(String) }, 'graphql-yoga'),

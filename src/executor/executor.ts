@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { eq } from 'drizzle-orm';
 import type { Database } from '../db/client.js';
 import { tenants, type ExecutionRow, type StepResultRow, type TenantRow } from '../db/tables.js';
@@ -37,6 +38,8 @@ export class Executor {
     private readonly settings: ExecutorSettings,
     private readonly logger: Logger,
   ) {
+    // Every open stepUpdates stream listens for shutdown on this one signal.
+    setMaxListeners(0, this.shutdownController.signal);
     this.store = new ExecutionStore(database.db);
     this.bus = createInProcessStepUpdateBus();
     this.engine = {

@@ -58,6 +58,7 @@ function checkText(
     return null;
   }
   if (required && value.trim().length === 0) problems.push(`${field} must not be empty`);
+  if (value.includes('\u0000')) problems.push(`${field} must not contain NUL characters`);
   if (value.length > max) problems.push(`${field} is ${value.length} characters; the limit is ${max}`);
   return value;
 }

@@ -9,7 +9,7 @@ export function decodeCursor(cursor: string): ExecutionCursor {
   try {
     const [createdAt, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
     const date = new Date(String(createdAt));
-    if (typeof createdAt === 'string' && typeof id === 'string' && isUuid(id) && !Number.isNaN(date.getTime())) {
+    if (typeof createdAt === 'string' && typeof id === 'string' && isUuid(id) && isStorableDate(date)) {
       return { createdAt: date, id };
     }
   } catch {
@@ -22,4 +22,10 @@ const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 
 export function isUuid(value: string): boolean {
   return UUID_PATTERN.test(value);
+}
+
+/** Postgres timestamps hold years 1 to 9999 here; anything else is not a date this server stored. */
+export function isStorableDate(date: Date): boolean {
+  const year = date.getUTCFullYear();
+  return !Number.isNaN(date.getTime()) && year >= 1 && year <= 9999;
 }

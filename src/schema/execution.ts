@@ -1,7 +1,7 @@
 import type { ExecutionRow, StoredPlan, StoredPlanStep } from '../db/tables.js';
 import type { ExecutionStatus, StepKind } from '../executor/step-update.js';
 import { builder } from './builder.js';
-import { decodeCursor, encodeCursor, isUuid } from './cursor.js';
+import { decodeCursor, encodeCursor, isStorableDate, isUuid } from './cursor.js';
 import { ExecutionStatusEnum, StepKindEnum } from './enums.js';
 import { badUserInput } from './errors.js';
 import { StepErrorRef, StepResultRef } from './step-result.js';
@@ -133,6 +133,10 @@ builder.queryType({
       resolve: async (_root, args, context) => {
         const first = args.first ?? 20;
         if (first < 1 || first > MAX_PAGE_SIZE) throw badUserInput(`first must be between 1 and ${MAX_PAGE_SIZE}`);
+        for (const bound of ['createdAfter', 'createdBefore'] as const) {
+          const date = args.filter?.[bound];
+          if (date && !isStorableDate(date)) throw badUserInput(`filter.${bound} must be a date in the years 0001 to 9999`);
+        }
         const page = await context.executor.listExecutions(context.tenantId, {
           first,
           after: args.after ? decodeCursor(args.after) : null,

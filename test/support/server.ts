@@ -122,7 +122,13 @@ export async function startTestServer(backend: Backend, options: TestServerOptio
     server.url = server.app.url;
     server.wsUrl = server.app.url.replace(/^http/, 'ws');
   }
-  await open();
+  try {
+    await open();
+  } catch (error) {
+    await testDatabase?.drop();
+    await rm(dataDir, { recursive: true, force: true });
+    throw error;
+  }
   return server;
 }
 
