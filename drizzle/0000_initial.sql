@@ -33,6 +33,7 @@ CREATE TABLE "step_results" (
 	"execution_id" uuid NOT NULL,
 	"index" integer NOT NULL,
 	"tenant_id" text NOT NULL,
+	"correlation_id" text NOT NULL,
 	"kind" text NOT NULL,
 	"status" text NOT NULL,
 	"query_context" text NOT NULL,

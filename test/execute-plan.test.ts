@@ -1,4 +1,6 @@
+import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { executions, stepEvents, stepResults } from '../src/db/tables.js';
 import { backends } from './support/database.js';
 import { ExecutePlanMutation } from './support/operations.js';
 import { describeUpdates, runPlan, sqlStep } from './support/plans.js';
@@ -26,6 +28,25 @@ for (const { backend, skipReason } of backends) {
       expect(['QUEUED', 'RUNNING']).toContain(execution.status);
       expect(execution.correlationId).toBe('client-trace-42');
       expect(execution.totalSteps).toBe(1);
+    });
+
+    it('puts the correlation id and tenant on every stored row and event of the run', async () => {
+      const { id, updates } = await runPlan(
+        server,
+        { query: 'q', steps: [sqlStep('SELECT 1 AS one'), sqlStep('SELECT 2 AS two')] },
+        { correlationId: 'trace-every-row' },
+      );
+      const { db } = server.app.database;
+      const tagsOf = (rows: { correlationId: string; tenantId: string }[]) =>
+        rows.map((row) => [row.correlationId, row.tenantId]);
+      const executionRows = await db.select().from(executions).where(eq(executions.id, id));
+      const stepRows = await db.select().from(stepResults).where(eq(stepResults.executionId, id));
+      const eventRows = await db.select().from(stepEvents).where(eq(stepEvents.executionId, id));
+      expect(stepRows).toHaveLength(2);
+      expect(eventRows).toHaveLength(updates.length);
+      for (const rows of [executionRows, stepRows, eventRows]) {
+        expect(new Set(tagsOf(rows).map(String))).toEqual(new Set(['trace-every-row,demo']));
+      }
     });
 
     it('generates a correlation id when the client sends none', async () => {

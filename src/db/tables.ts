@@ -92,6 +92,7 @@ export const stepResults = pgTable(
       .references(() => executions.id, { onDelete: 'cascade' }),
     index: integer('index').notNull(),
     tenantId: text('tenant_id').notNull(),
+    correlationId: text('correlation_id').notNull(),
     kind: text('kind').$type<'SQL' | 'API'>().notNull(),
     status: text('status').notNull(),
     queryContext: text('query_context').notNull(),

@@ -43,7 +43,9 @@ type ExecutionChange = Partial<
   >
 > & { successfulStepsDelta?: number; failedStepsDelta?: number };
 
-type StepChange = Partial<Omit<StepResultRow, 'executionId' | 'index' | 'tenantId' | 'kind' | 'queryContext'>>;
+type StepChange = Partial<
+  Omit<StepResultRow, 'executionId' | 'index' | 'tenantId' | 'correlationId' | 'kind' | 'queryContext'>
+>;
 
 export interface Transition {
   type: StepUpdateType;
@@ -93,6 +95,7 @@ export class ExecutionStore {
           executionId: id,
           index: i + 1,
           tenantId,
+          correlationId: validated.correlationId,
           kind: step.kind,
           status: 'PENDING',
           queryContext: step.queryContext,
