@@ -10,6 +10,7 @@ CREATE TABLE "executions" (
 	"total_steps" integer NOT NULL,
 	"successful_steps" integer DEFAULT 0 NOT NULL,
 	"failed_steps" integer DEFAULT 0 NOT NULL,
+	"usage" jsonb,
 	"last_sequence" integer DEFAULT 0 NOT NULL,
 	"created_at" timestamp with time zone NOT NULL,
 	"started_at" timestamp with time zone,
@@ -49,6 +50,7 @@ CREATE TABLE "step_results" (
 	"truncated" boolean DEFAULT false NOT NULL,
 	"error" jsonb,
 	"attempts" integer DEFAULT 0 NOT NULL,
+	"usage" jsonb,
 	"started_at" timestamp with time zone,
 	"finished_at" timestamp with time zone,
 	CONSTRAINT "step_results_execution_id_index_pk" PRIMARY KEY("execution_id","index")

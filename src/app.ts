@@ -1,6 +1,7 @@
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/client.js';
 import { DEMO_TENANT_ID, ensureDemoTenant } from './db/demo-data.js';
+import { LlmClient } from './agents/llm-client.js';
 import { Executor } from './executor/executor.js';
 import type { Logger } from './logger.js';
 import { createGraphQLServer } from './server.js';
@@ -18,7 +19,14 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
   const database = await openDatabase(config.database);
   try {
     await ensureDemoTenant(database, { users: config.demo.users });
-    const executor = new Executor(database, config.executor, logger);
+    const llm = new LlmClient(config.llm, logger);
+    if (!llm.configured) logger.info('no model configured (OPENAI_API_KEY / OPENAI_BASE_URL): steps need their sql or code');
+    const executor = new Executor(
+      database,
+      { ...config.executor, sqlRepairRounds: config.llm.sqlRepairRounds },
+      logger,
+      llm,
+    );
     await executor.recover();
     const server = createGraphQLServer({
       executor,

@@ -20,6 +20,15 @@ const environmentSchema = z.object({
   STEPCAST_ROW_CAP: integer(10_000, 1, 1_000_000),
   STEPCAST_RESULT_MAX_BYTES: integer(1_048_576, 1024, 64 * 1_048_576),
   STEPCAST_SHUTDOWN_GRACE_MS: integer(10_000, 0, 600_000),
+  OPENAI_API_KEY: z.string().min(1).optional(),
+  OPENAI_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),
+  STEPCAST_MODEL: z.string().min(1).default('gpt-4o-mini'),
+  STEPCAST_SQL_MODEL: z.string().min(1).optional(),
+  STEPCAST_API_MODEL: z.string().min(1).optional(),
+  STEPCAST_PLANNER_MODEL: z.string().min(1).optional(),
+  STEPCAST_LLM_TIMEOUT_MS: integer(60_000, 1_000, 600_000),
+  STEPCAST_LLM_MAX_RETRIES: integer(3, 0, 10),
+  STEPCAST_SQL_REPAIR_ROUNDS: integer(1, 0, 5),
 });
 
 export interface Config {
@@ -38,6 +47,18 @@ export interface Config {
     defaultSampleSize: number;
   };
   shutdownGraceMs: number;
+  llm: LlmConfig;
+}
+
+export type AgentName = 'sql' | 'api' | 'planner';
+
+export interface LlmConfig {
+  apiKey: string | undefined;
+  baseUrl: string | undefined;
+  models: Record<AgentName, string>;
+  timeoutMs: number;
+  maxRetries: number;
+  sqlRepairRounds: number;
 }
 
 export class ConfigError extends Error {
@@ -68,5 +89,17 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       defaultSampleSize: 3,
     },
     shutdownGraceMs: env.STEPCAST_SHUTDOWN_GRACE_MS,
+    llm: {
+      apiKey: env.OPENAI_API_KEY,
+      baseUrl: env.OPENAI_BASE_URL,
+      models: {
+        sql: env.STEPCAST_SQL_MODEL ?? env.STEPCAST_MODEL,
+        api: env.STEPCAST_API_MODEL ?? env.STEPCAST_MODEL,
+        planner: env.STEPCAST_PLANNER_MODEL ?? env.STEPCAST_MODEL,
+      },
+      timeoutMs: env.STEPCAST_LLM_TIMEOUT_MS,
+      maxRetries: env.STEPCAST_LLM_MAX_RETRIES,
+      sqlRepairRounds: env.STEPCAST_SQL_REPAIR_ROUNDS,
+    },
   };
 }

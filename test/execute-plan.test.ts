@@ -164,7 +164,7 @@ for (const { backend, skipReason } of backends) {
         ],
       });
       expect(execution.steps[0]!.error).toMatchObject({ code: 'AGENT_NOT_CONFIGURED', retryable: false });
-      expect(execution.steps[0]!.error!.message).toMatch(/no sql/);
+      expect(execution.steps[0]!.error!.message).toMatch(/no sql.*OPENAI_API_KEY.*OPENAI_BASE_URL/);
       expect(execution.steps[1]!.error).toMatchObject({ code: 'UNSUPPORTED_STEP', retryable: false });
     });
 

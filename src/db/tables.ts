@@ -39,6 +39,12 @@ export interface StoredExecuteOptions {
   stepTimeoutMs: number;
 }
 
+export interface StoredTokenUsage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+}
+
 export interface StoredColumn {
   name: string;
   type: string;
@@ -70,6 +76,7 @@ export const executions = pgTable(
     totalSteps: integer('total_steps').notNull(),
     successfulSteps: integer('successful_steps').notNull().default(0),
     failedSteps: integer('failed_steps').notNull().default(0),
+    usage: jsonb('usage').$type<StoredTokenUsage>(),
     lastSequence: integer('last_sequence').notNull().default(0),
     createdAt: timestamptz('created_at').notNull(),
     startedAt: timestamptz('started_at'),
@@ -108,6 +115,7 @@ export const stepResults = pgTable(
     truncated: boolean('truncated').notNull().default(false),
     error: jsonb('error').$type<StoredStepError>(),
     attempts: integer('attempts').notNull().default(0),
+    usage: jsonb('usage').$type<StoredTokenUsage>(),
     startedAt: timestamptz('started_at'),
     finishedAt: timestamptz('finished_at'),
   },

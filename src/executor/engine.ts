@@ -1,4 +1,4 @@
-import type { ExecutionRow, StepResultRow, TenantRow } from '../db/tables.js';
+import type { ExecutionRow, StepResultRow, StoredTokenUsage, TenantRow } from '../db/tables.js';
 import { withLogContext, type Logger } from '../logger.js';
 import { StepFailure, toStoredStepError } from './errors.js';
 import { capRecords } from './records.js';
@@ -25,6 +25,14 @@ export interface EngineDependencies {
 async function transition(deps: EngineDependencies, executionId: string, change: Transition): Promise<void> {
   const update = await deps.store.recordTransition(executionId, change);
   deps.bus.publish(update);
+}
+
+function addUsage(total: StoredTokenUsage | null, more: StoredTokenUsage): StoredTokenUsage {
+  return {
+    promptTokens: (total?.promptTokens ?? 0) + more.promptTokens,
+    completionTokens: (total?.completionTokens ?? 0) + more.completionTokens,
+    totalTokens: (total?.totalTokens ?? 0) + more.totalTokens,
+  };
 }
 
 function sampleOf(records: readonly JsonRecord[], sampleSize: number): JsonRecord[] {
@@ -63,9 +71,15 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
 
   const earlier: EarlierStep[] = [];
   let finalResult: unknown[] | null = null;
+  let executionUsage = execution.usage;
   for (const [position, step] of steps.entries()) {
     const planStep = execution.plan.steps[step.index - 1]!;
     const startedAt = new Date();
+    let stepUsage: StoredTokenUsage | null = null;
+    const recordUsage = (usage: StoredTokenUsage) => {
+      stepUsage = addUsage(stepUsage, usage);
+      executionUsage = addUsage(executionUsage, usage);
+    };
     await transition(deps, execution.id, {
       type: 'STEP_STARTED',
       step: { index: step.index, change: { status: 'RUNNING', startedAt } },
@@ -82,13 +96,15 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
           earlier,
           timeoutMs: execution.options.stepTimeoutMs,
           rowCap: deps.settings.rowCap,
+          sampleSize: execution.options.sampleSize,
+          recordUsage,
         }),
       );
       const capped = capRecords(outcome.records, deps.settings.resultMaxBytes);
       const sample = sampleOf(outcome.records, execution.options.sampleSize);
       await transition(deps, execution.id, {
         type: 'STEP_SUCCEEDED',
-        execution: { successfulStepsDelta: 1 },
+        execution: { successfulStepsDelta: 1, usage: executionUsage },
         step: {
           index: step.index,
           change: {
@@ -101,6 +117,7 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
             result: capped.kept,
             truncated: outcome.truncated || capped.truncated,
             attempts: outcome.attempts,
+            usage: stepUsage,
             finishedAt: new Date(),
           },
         },
@@ -121,12 +138,21 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
       const stepError = toStoredStepError(error, execution.correlationId);
       if (error instanceof StepFailure) logger.warn({ stepIndex: step.index, error: stepError }, 'step failed');
       else logger.error({ stepIndex: step.index, err: error }, 'step failed unexpectedly');
+      const artefact = error instanceof StepFailure ? error.artefact : {};
       await transition(deps, execution.id, {
         type: 'STEP_FAILED',
-        execution: { failedStepsDelta: 1 },
+        execution: { failedStepsDelta: 1, usage: executionUsage },
         step: {
           index: step.index,
-          change: { status: 'FAILED', error: stepError, attempts: 1, finishedAt: new Date() },
+          change: {
+            status: 'FAILED',
+            error: stepError,
+            sql: artefact.sql ?? step.sql,
+            code: artefact.code ?? step.code,
+            attempts: artefact.attempts ?? 1,
+            usage: stepUsage,
+            finishedAt: new Date(),
+          },
         },
       });
       if (step.critical) {

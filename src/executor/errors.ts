@@ -5,20 +5,35 @@ export type StepErrorCode =
   | 'SQL_ERROR'
   | 'STEP_TIMEOUT'
   | 'AGENT_NOT_CONFIGURED'
+  | 'AGENT_FAILED'
+  | 'AGENT_OUTPUT_INVALID'
   | 'UNSUPPORTED_STEP'
   | 'INTERRUPTED'
   | 'INTERNAL';
+
+/** What a failed step had got to: the SQL or program it last tried, and how many tries it took. */
+export interface StepArtefact {
+  sql?: string;
+  code?: string;
+  attempts?: number;
+}
 
 /** A step failed for a reason the client may see; `retryable` says whether running it again may help. */
 export class StepFailure extends Error {
   override name = 'StepFailure';
   readonly code: StepErrorCode;
   readonly retryable: boolean;
+  artefact: StepArtefact;
 
-  constructor(code: StepErrorCode, message: string, options: { retryable?: boolean; cause?: unknown } = {}) {
+  constructor(
+    code: StepErrorCode,
+    message: string,
+    options: { retryable?: boolean; cause?: unknown; artefact?: StepArtefact } = {},
+  ) {
     super(message, { cause: options.cause });
     this.code = code;
     this.retryable = options.retryable ?? false;
+    this.artefact = options.artefact ?? {};
   }
 }
 

@@ -1,5 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { eq } from 'drizzle-orm';
+import type { LlmClient } from '../agents/llm-client.js';
 import type { Database } from '../db/client.js';
 import { tenants, type ExecutionRow, type StepResultRow, type TenantRow } from '../db/tables.js';
 import type { Logger } from '../logger.js';
@@ -16,6 +17,7 @@ import { ExecutionStore, type ExecutionPage, type ExecutionPageRequest } from '.
 
 export interface ExecutorSettings {
   maxConcurrentExecutions: number;
+  sqlRepairRounds: number;
   stepTimeoutMs: number;
   rowCap: number;
   resultMaxBytes: number;
@@ -37,6 +39,7 @@ export class Executor {
     private readonly database: Database,
     private readonly settings: ExecutorSettings,
     private readonly logger: Logger,
+    llm: LlmClient,
   ) {
     // Every open stepUpdates stream listens for shutdown on this one signal.
     setMaxListeners(0, this.shutdownController.signal);
@@ -45,7 +48,10 @@ export class Executor {
     this.engine = {
       store: this.store,
       bus: this.bus,
-      handlers: { SQL: createSqlStepHandler({ database }), API: runUnsupportedApiStep },
+      handlers: {
+        SQL: createSqlStepHandler({ database, llm, repairRounds: settings.sqlRepairRounds }),
+        API: runUnsupportedApiStep,
+      },
       findTenant: (tenantId) => this.findTenant(tenantId),
       logger,
       settings: { rowCap: settings.rowCap, resultMaxBytes: settings.resultMaxBytes },

@@ -39,7 +39,7 @@ export interface ExecutionPage {
 type ExecutionChange = Partial<
   Pick<
     ExecutionRow,
-    'status' | 'finalResult' | 'error' | 'startedAt' | 'finishedAt'
+    'status' | 'finalResult' | 'error' | 'startedAt' | 'finishedAt' | 'usage'
   >
 > & { successfulStepsDelta?: number; failedStepsDelta?: number };
 

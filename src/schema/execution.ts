@@ -4,7 +4,7 @@ import { builder } from './builder.js';
 import { decodeCursor, encodeCursor, isStorableDate, isUuid } from './cursor.js';
 import { ExecutionStatusEnum, StepKindEnum } from './enums.js';
 import { badUserInput } from './errors.js';
-import { StepErrorRef, StepResultRef } from './step-result.js';
+import { StepErrorRef, StepResultRef, TokenUsageRef } from './step-result.js';
 
 const PlanStepRef = builder.objectRef<StoredPlanStep>('PlanStep').implement({
   description: 'One step of a plan, as submitted.',
@@ -55,6 +55,12 @@ export const ExecutionRef = builder.objectRef<ExecutionRow>('Execution').impleme
       nullable: true,
       description: 'Why the execution failed: the error of the critical step that stopped it.',
       resolve: (execution) => execution.error,
+    }),
+    usage: t.field({
+      type: TokenUsageRef,
+      nullable: true,
+      description: 'Tokens spent by all steps so far; null when no agent was asked.',
+      resolve: (execution) => execution.usage,
     }),
     createdAt: t.field({ type: 'DateTime', resolve: (execution) => execution.createdAt }),
     startedAt: t.field({ type: 'DateTime', nullable: true, resolve: (execution) => execution.startedAt }),

@@ -1,4 +1,4 @@
-import type { StepResultRow, StepSnapshot, StoredColumn, StoredStepError } from '../db/tables.js';
+import type { StepResultRow, StepSnapshot, StoredColumn, StoredStepError, StoredTokenUsage } from '../db/tables.js';
 import type { StepKind, StepStatus } from '../executor/step-update.js';
 import { builder } from './builder.js';
 import { StepKindEnum, StepStatusEnum } from './enums.js';
@@ -14,6 +14,15 @@ export const StepErrorRef = builder.objectRef<StoredStepError>('StepError').impl
     }),
     message: t.exposeString('message'),
     retryable: t.exposeBoolean('retryable', { description: 'Whether running the step again may succeed.' }),
+  }),
+});
+
+export const TokenUsageRef = builder.objectRef<StoredTokenUsage>('TokenUsage').implement({
+  description: 'Tokens the agents spent talking to the model.',
+  fields: (t) => ({
+    promptTokens: t.exposeInt('promptTokens'),
+    completionTokens: t.exposeInt('completionTokens'),
+    totalTokens: t.exposeInt('totalTokens'),
   }),
 });
 
@@ -65,7 +74,15 @@ export const StepResultRef = builder.objectRef<StepResultSource>('StepResult').i
       description: 'True when the row cap or the result size cap left records out.',
     }),
     error: t.field({ type: StepErrorRef, nullable: true, resolve: (step) => step.error }),
-    attempts: t.exposeInt('attempts'),
+    attempts: t.exposeInt('attempts', {
+      description: 'How many SQL statements or programs the step tried (agent repair rounds count).',
+    }),
+    usage: t.field({
+      type: TokenUsageRef,
+      nullable: true,
+      description: 'Tokens spent on this step; null when no agent was asked.',
+      resolve: (step) => step.usage,
+    }),
     startedAt: t.field({ type: 'DateTime', nullable: true, resolve: (step) => toDate(step.startedAt) }),
     finishedAt: t.field({ type: 'DateTime', nullable: true, resolve: (step) => toDate(step.finishedAt) }),
     durationMs: t.int({

@@ -77,7 +77,7 @@ export type StepUpdateType =
   | 'STEP_STARTED'
   | 'STEP_SUCCEEDED';
 
-export type StepResultFieldsFragment = { index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null };
+export type StepResultFieldsFragment = { index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, usage: { promptTokens: number, completionTokens: number, totalTokens: number } | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null };
 
 export type ExecutePlanMutationVariables = Exact<{
   plan: PlanInput;
@@ -92,7 +92,7 @@ export type ExecutionQueryVariables = Exact<{
 }>;
 
 
-export type ExecutionQuery = { execution: { id: string, correlationId: string, status: ExecutionStatus, totalSteps: number, successfulSteps: number, failedSteps: number, finalResult: unknown, lastSequence: number, createdAt: string, startedAt: string | null, finishedAt: string | null, durationMs: number | null, error: { code: string, message: string, retryable: boolean } | null, plan: { query: string, steps: Array<{ kind: StepKind, queryContext: string, critical: boolean, sql: string | null }> }, steps: Array<{ result: unknown, index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null }> } | null };
+export type ExecutionQuery = { execution: { id: string, correlationId: string, status: ExecutionStatus, totalSteps: number, successfulSteps: number, failedSteps: number, finalResult: unknown, lastSequence: number, createdAt: string, startedAt: string | null, finishedAt: string | null, durationMs: number | null, usage: { promptTokens: number, completionTokens: number, totalTokens: number } | null, error: { code: string, message: string, retryable: boolean } | null, plan: { query: string, steps: Array<{ kind: StepKind, queryContext: string, critical: boolean, sql: string | null }> }, steps: Array<{ result: unknown, index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, usage: { promptTokens: number, completionTokens: number, totalTokens: number } | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null }> } | null };
 
 export type ExecutionsQueryVariables = Exact<{
   first?: number | null | undefined;
@@ -109,7 +109,7 @@ export type StepUpdatesSubscriptionVariables = Exact<{
 }>;
 
 
-export type StepUpdatesSubscription = { stepUpdates: { executionId: string, sequence: number, type: StepUpdateType, at: string, status: ExecutionStatus, step: { index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null } | null } };
+export type StepUpdatesSubscription = { stepUpdates: { executionId: string, sequence: number, type: StepUpdateType, at: string, status: ExecutionStatus, step: { index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, usage: { promptTokens: number, completionTokens: number, totalTokens: number } | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null } | null } };
 
 export class TypedDocumentString<TResult, TVariables>
   extends String
@@ -145,6 +145,11 @@ export const StepResultFieldsFragmentDoc = new TypedDocumentString(`
   startedAt
   finishedAt
   durationMs
+  usage {
+    promptTokens
+    completionTokens
+    totalTokens
+  }
   columns {
     name
     type
@@ -183,6 +188,11 @@ export const ExecutionDocument = new TypedDocumentString(`
     startedAt
     finishedAt
     durationMs
+    usage {
+      promptTokens
+      completionTokens
+      totalTokens
+    }
     error {
       code
       message
@@ -218,6 +228,11 @@ export const ExecutionDocument = new TypedDocumentString(`
   startedAt
   finishedAt
   durationMs
+  usage {
+    promptTokens
+    completionTokens
+    totalTokens
+  }
   columns {
     name
     type
@@ -275,6 +290,11 @@ export const StepUpdatesDocument = new TypedDocumentString(`
   startedAt
   finishedAt
   durationMs
+  usage {
+    promptTokens
+    completionTokens
+    totalTokens
+  }
   columns {
     name
     type

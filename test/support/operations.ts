@@ -16,6 +16,11 @@ export const StepResultFields = graphql(`
     startedAt
     finishedAt
     durationMs
+    usage {
+      promptTokens
+      completionTokens
+      totalTokens
+    }
     columns {
       name
       type
@@ -56,6 +61,11 @@ export const ExecutionQuery = graphql(`
       startedAt
       finishedAt
       durationMs
+      usage {
+        promptTokens
+        completionTokens
+        totalTokens
+      }
       error {
         code
         message

@@ -1,12 +1,18 @@
 import { DatabaseQueryError, quoteIdentifier, StatementTimeoutError, type Database } from '../../db/client.js';
 import type { StoredColumn } from '../../db/tables.js';
+import { introspectDataSchema, type DataSchema } from '../../db/introspect.js';
 import { guardSql, SqlRejectedError } from '../../guard/sql-guard.js';
+import { AgentError, type LlmClient } from '../../agents/llm-client.js';
+import { writeSql, type SqlAttempt } from '../../agents/sql-agent.js';
 import { StepFailure } from '../errors.js';
 import { describeColumns, toJsonRecords } from '../records.js';
 import type { EarlierStep, StepContext, StepHandler, StepOutcome } from './step-handler.js';
 
 export interface SqlStepOptions {
   database: Database;
+  llm: LlmClient;
+  /** Times the agent may rewrite its SQL after the guard or the database rejected it. */
+  repairRounds: number;
 }
 
 export function stepRelationName(index: number): string {
@@ -32,70 +38,98 @@ export function buildStepRelations(earlier: readonly EarlierStep[], referenced: 
   return { params, prefix: definitions.length > 0 ? `WITH ${definitions.join(',\n')}\n` : '' };
 }
 
-export function createSqlStepHandler({ database }: SqlStepOptions): StepHandler {
-  const tablesBySchema = new Map<string, Promise<ReadonlySet<string>>>();
+function toStepFailure(error: unknown, timeoutMs: number): unknown {
+  if (error instanceof SqlRejectedError) return new StepFailure('SQL_REJECTED', error.message, { cause: error });
+  if (error instanceof StatementTimeoutError) {
+    return new StepFailure('STEP_TIMEOUT', `the statement ran longer than ${timeoutMs} ms and was cancelled`, {
+      cause: error,
+    });
+  }
+  if (error instanceof DatabaseQueryError) {
+    return new StepFailure('SQL_ERROR', `the database rejected the statement: ${error.message}`, { cause: error });
+  }
+  if (error instanceof AgentError) {
+    return new StepFailure(error.code, error.message, { retryable: error.retryable, cause: error });
+  }
+  return error;
+}
 
-  const tenantTables = (schema: string) => {
-    let tables = tablesBySchema.get(schema);
-    if (!tables) {
-      tables = database
-        .runReadOnly({
-          sql: 'SELECT table_name FROM information_schema.tables WHERE table_schema = $1',
-          params: [schema],
-          timeoutMs: 10_000,
-          searchPath: schema,
-        })
-        .then(({ rows }) => new Set(rows.map((row) => String(row.table_name).toLowerCase())));
-      tables.catch(() => tablesBySchema.delete(schema));
-      tablesBySchema.set(schema, tables);
+const REPAIRABLE: ReadonlySet<string> = new Set(['SQL_REJECTED', 'SQL_ERROR']);
+
+export function createSqlStepHandler({ database, llm, repairRounds }: SqlStepOptions): StepHandler {
+  const dataSchemas = new Map<string, Promise<DataSchema>>();
+
+  const dataSchemaOf = (schema: string) => {
+    let dataSchema = dataSchemas.get(schema);
+    if (!dataSchema) {
+      dataSchema = introspectDataSchema(database, schema);
+      dataSchema.catch(() => dataSchemas.delete(schema));
+      dataSchemas.set(schema, dataSchema);
     }
-    return tables;
+    return dataSchema;
   };
 
-  return async (context: StepContext): Promise<StepOutcome> => {
-    const { step, tenant, earlier } = context;
-    if (!step.sql) {
-      throw new StepFailure(
-        'AGENT_NOT_CONFIGURED',
-        `step ${context.index} has no sql, and no SQL agent is configured to write it; give the step its sql`,
-      );
-    }
-    const stepRelations = new Set(earlier.filter((e) => e.columns.length > 0).map((e) => stepRelationName(e.index)));
-    let guarded;
-    try {
-      guarded = await guardSql(step.sql, {
-        tenantSchema: tenant.dataSchema,
-        tenantTables: await tenantTables(tenant.dataSchema),
-        stepRelations,
-      });
-    } catch (error) {
-      if (error instanceof SqlRejectedError) throw new StepFailure('SQL_REJECTED', error.message, { cause: error });
-      throw error;
-    }
+  const runStatement = async (sql: string, context: StepContext, dataSchema: DataSchema): Promise<StepOutcome> => {
+    const { earlier, tenant } = context;
+    const guarded = await guardSql(sql, {
+      tenantSchema: tenant.dataSchema,
+      tenantTables: new Set(dataSchema.tables.map((table) => table.name.toLowerCase())),
+      stepRelations: new Set(earlier.filter((e) => e.columns.length > 0).map((e) => stepRelationName(e.index))),
+    });
     const { params, prefix } = buildStepRelations(earlier, guarded.stepRelations);
-    const statement = `${prefix}SELECT * FROM (\n${guarded.statement}\n) AS step_query LIMIT ${context.rowCap + 1}`;
-    let result;
-    try {
-      result = await database.runReadOnly({
-        sql: statement,
-        params,
-        timeoutMs: context.timeoutMs,
-        searchPath: tenant.dataSchema,
-      });
-    } catch (error) {
-      if (error instanceof StatementTimeoutError) {
-        throw new StepFailure('STEP_TIMEOUT', `the statement ran longer than ${context.timeoutMs} ms and was cancelled`, {
-          cause: error,
-        });
-      }
-      if (error instanceof DatabaseQueryError) {
-        throw new StepFailure('SQL_ERROR', `the database rejected the statement: ${error.message}`, { cause: error });
-      }
-      throw error;
-    }
+    const result = await database.runReadOnly({
+      sql: `${prefix}SELECT * FROM (\n${guarded.statement}\n) AS step_query LIMIT ${context.rowCap + 1}`,
+      params,
+      timeoutMs: context.timeoutMs,
+      searchPath: tenant.dataSchema,
+    });
     const columns = describeColumns(result.columns);
     const truncated = result.rows.length > context.rowCap;
     const rows = truncated ? result.rows.slice(0, context.rowCap) : result.rows;
-    return { sql: step.sql, records: toJsonRecords(rows, columns), columns, truncated, attempts: 1 };
+    return { sql, records: toJsonRecords(rows, columns), columns, truncated, attempts: 1 };
+  };
+
+  return async (context: StepContext): Promise<StepOutcome> => {
+    const { step } = context;
+    const dataSchema = await dataSchemaOf(context.tenant.dataSchema);
+    if (step.sql) {
+      try {
+        return await runStatement(step.sql, context, dataSchema);
+      } catch (error) {
+        throw toStepFailure(error, context.timeoutMs);
+      }
+    }
+    if (!llm.configured) {
+      throw new StepFailure(
+        'AGENT_NOT_CONFIGURED',
+        `step ${context.index} has no sql, and no SQL agent is configured to write it: set OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL (an OpenAI-compatible server), or give the step its sql`,
+      );
+    }
+    const failedAttempts: SqlAttempt[] = [];
+    for (let attempt = 1; ; attempt++) {
+      let sql: string | undefined;
+      try {
+        const answer = await writeSql(llm, {
+          planQuery: context.planQuery,
+          index: context.index,
+          task: step,
+          dataSchema,
+          earlier: context.earlier,
+          failedAttempts,
+        }).catch((error: unknown) => {
+          if (error instanceof AgentError) context.recordUsage(error.usage);
+          throw error;
+        });
+        context.recordUsage(answer.usage);
+        sql = answer.value.sql;
+        return { ...(await runStatement(sql, context, dataSchema)), attempts: attempt };
+      } catch (error) {
+        const failure = toStepFailure(error, context.timeoutMs);
+        if (!(failure instanceof StepFailure)) throw failure;
+        failure.artefact = { sql, attempts: attempt };
+        if (sql === undefined || !REPAIRABLE.has(failure.code) || failedAttempts.length >= repairRounds) throw failure;
+        failedAttempts.push({ sql, error: failure.message });
+      }
+    }
   };
 }

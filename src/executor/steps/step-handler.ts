@@ -1,4 +1,4 @@
-import type { StoredColumn, StoredPlanStep, TenantRow } from '../../db/tables.js';
+import type { StoredColumn, StoredPlanStep, StoredTokenUsage, TenantRow } from '../../db/tables.js';
 
 export type JsonRecord = Record<string, unknown>;
 
@@ -23,6 +23,9 @@ export interface StepContext {
   earlier: EarlierStep[];
   timeoutMs: number;
   rowCap: number;
+  sampleSize: number;
+  /** Adds tokens an agent spent on this step; counted even when the step then fails. */
+  recordUsage(usage: StoredTokenUsage): void;
 }
 
 export interface StepOutcome {

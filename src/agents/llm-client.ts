@@ -1,0 +1,223 @@
+import OpenAI from 'openai';
+import { z } from 'zod';
+import type { AgentName, LlmConfig } from '../config.js';
+import type { Logger } from '../logger.js';
+
+export interface TokenUsage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+}
+
+export const NO_USAGE: TokenUsage = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
+
+export function addUsage(a: TokenUsage, b: TokenUsage): TokenUsage {
+  return {
+    promptTokens: a.promptTokens + b.promptTokens,
+    completionTokens: a.completionTokens + b.completionTokens,
+    totalTokens: a.totalTokens + b.totalTokens,
+  };
+}
+
+export type AgentErrorCode = 'AGENT_NOT_CONFIGURED' | 'AGENT_FAILED' | 'AGENT_OUTPUT_INVALID';
+
+/** An agent could not produce its answer; `retryable` says whether asking again later may work. */
+export class AgentError extends Error {
+  override name = 'AgentError';
+  constructor(
+    readonly code: AgentErrorCode,
+    message: string,
+    readonly retryable: boolean,
+    readonly usage: TokenUsage = NO_USAGE,
+    options: { cause?: unknown } = {},
+  ) {
+    super(message, options);
+  }
+}
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
+export interface StructuredRequest<T> {
+  agent: AgentName;
+  messages: ChatMessage[];
+  schemaName: string;
+  schema: z.ZodType<T>;
+  signal?: AbortSignal;
+}
+
+export interface StructuredAnswer<T> {
+  value: T;
+  usage: TokenUsage;
+}
+
+const MAX_RETRY_AFTER_MS = 30_000;
+
+function isRetryableStatus(status: number | undefined): boolean {
+  return status === 429 || (status !== undefined && status >= 500);
+}
+
+function retryDelayMs(attempt: number, headers: Headers | undefined): number {
+  const retryAfterMs = Number(headers?.get('retry-after-ms'));
+  if (Number.isFinite(retryAfterMs) && retryAfterMs >= 0 && headers?.has('retry-after-ms')) {
+    return Math.min(retryAfterMs, MAX_RETRY_AFTER_MS);
+  }
+  const retryAfter = headers?.get('retry-after');
+  if (retryAfter) {
+    const seconds = Number(retryAfter);
+    const ms = Number.isFinite(seconds) ? seconds * 1000 : Date.parse(retryAfter) - Date.now();
+    if (Number.isFinite(ms) && ms >= 0) return Math.min(ms, MAX_RETRY_AFTER_MS);
+  }
+  const backoff = Math.min(500 * 2 ** attempt, 8_000);
+  return backoff * (0.75 + Math.random() * 0.25);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    }, { once: true });
+  });
+}
+
+function usageOf(completion: OpenAI.Chat.Completions.ChatCompletion): TokenUsage {
+  const usage = completion.usage;
+  return {
+    promptTokens: usage?.prompt_tokens ?? 0,
+    completionTokens: usage?.completion_tokens ?? 0,
+    totalTokens: usage?.total_tokens ?? (usage?.prompt_tokens ?? 0) + (usage?.completion_tokens ?? 0),
+  };
+}
+
+function describeIssues(error: z.ZodError): string {
+  return error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`).join('; ');
+}
+
+/**
+ * The one way agents reach a model: the official openai SDK against OpenAI or any compatible
+ * server, JSON-schema structured output validated with zod, and retries we control
+ * (429, 5xx, timeouts; Retry-After honoured up to 30 s; other 4xx never).
+ */
+export class LlmClient {
+  private readonly client: OpenAI | undefined;
+
+  constructor(
+    private readonly config: LlmConfig,
+    private readonly logger: Logger,
+  ) {
+    this.client = LlmClient.isConfigured(config)
+      ? new OpenAI({
+          apiKey: config.apiKey ?? 'not-needed',
+          baseURL: config.baseUrl,
+          timeout: config.timeoutMs,
+          maxRetries: 0,
+        })
+      : undefined;
+  }
+
+  static isConfigured(config: LlmConfig): boolean {
+    return Boolean(config.apiKey || config.baseUrl);
+  }
+
+  get configured(): boolean {
+    return this.client !== undefined;
+  }
+
+  /** Asks for JSON that fits the schema; one more round, told what was wrong, if the first answer does not fit. */
+  async completeStructured<T>(request: StructuredRequest<T>): Promise<StructuredAnswer<T>> {
+    const client = this.client;
+    if (!client) {
+      throw new AgentError(
+        'AGENT_NOT_CONFIGURED',
+        `the ${request.agent} agent needs a model: set OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL (an OpenAI-compatible server)`,
+        false,
+      );
+    }
+    const jsonSchema = z.toJSONSchema(request.schema, { target: 'draft-7' }) as Record<string, unknown>;
+    const messages = [...request.messages];
+    let usage = NO_USAGE;
+    for (let round = 0; round < 2; round++) {
+      const completion = await this.createWithRetries(client, request, messages, jsonSchema);
+      usage = addUsage(usage, usageOf(completion));
+      const content = completion.choices[0]?.message?.content ?? '';
+      let parsed: unknown;
+      let problem: string;
+      try {
+        parsed = JSON.parse(content);
+        const result = request.schema.safeParse(parsed);
+        if (result.success) return { value: result.data, usage };
+        problem = describeIssues(result.error);
+      } catch {
+        problem = 'the answer was not valid JSON';
+      }
+      this.logger.warn({ agent: request.agent, round, problem }, 'model answer did not fit the schema');
+      messages.push(
+        { role: 'assistant', content },
+        {
+          role: 'user',
+          content: `Your answer did not fit the required JSON schema (${problem}). Answer again with only a JSON object that fits the schema.`,
+        },
+      );
+      if (round === 1) {
+        throw new AgentError(
+          'AGENT_OUTPUT_INVALID',
+          `the ${request.agent} agent's model answered twice with output that does not fit the schema: ${problem}`,
+          false,
+          usage,
+        );
+      }
+    }
+    throw new Error('unreachable');
+  }
+
+  private async createWithRetries(
+    client: OpenAI,
+    request: StructuredRequest<unknown>,
+    messages: ChatMessage[],
+    jsonSchema: Record<string, unknown>,
+  ): Promise<OpenAI.Chat.Completions.ChatCompletion> {
+    const model = this.config.models[request.agent];
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await client.chat.completions.create(
+          {
+            model,
+            messages,
+            response_format: {
+              type: 'json_schema',
+              json_schema: { name: request.schemaName, schema: jsonSchema, strict: true },
+            },
+          },
+          { signal: request.signal },
+        );
+      } catch (error) {
+        const status = error instanceof OpenAI.APIError ? error.status : undefined;
+        const timedOut = error instanceof OpenAI.APIConnectionTimeoutError;
+        const connectionFailed = error instanceof OpenAI.APIConnectionError;
+        const retryable = timedOut || connectionFailed || isRetryableStatus(status);
+        if (request.signal?.aborted) throw error;
+        if (!retryable || attempt >= this.config.maxRetries) {
+          const reason = timedOut
+            ? `timed out after ${this.config.timeoutMs} ms`
+            : status !== undefined
+              ? `answered HTTP ${status}`
+              : 'could not be reached';
+          throw new AgentError(
+            'AGENT_FAILED',
+            `the model server ${reason}${retryable ? ` (after ${attempt + 1} attempts)` : ''}`,
+            retryable,
+            NO_USAGE,
+            { cause: error },
+          );
+        }
+        const delay = retryDelayMs(attempt, error instanceof OpenAI.APIError ? error.headers : undefined);
+        this.logger.warn({ agent: request.agent, model, attempt: attempt + 1, status, delay }, 'retrying the model');
+        await sleep(delay, request.signal);
+      }
+    }
+  }
+}
