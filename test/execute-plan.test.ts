@@ -2,7 +2,7 @@ import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { executions, stepEvents, stepResults } from '../src/db/tables.js';
 import { backends } from './support/database.js';
-import { ExecutePlanMutation } from './support/operations.js';
+import { ExecutePlanMutation, ExecuteQueryMutation, PlanQueryQuery } from './support/operations.js';
 import { describeUpdates, runPlan, sqlStep } from './support/plans.js';
 import { startTestServer, type TestServer } from './support/server.js';
 
@@ -166,6 +166,14 @@ for (const { backend, skipReason } of backends) {
       expect(execution.steps[0]!.error).toMatchObject({ code: 'AGENT_NOT_CONFIGURED', retryable: false });
       expect(execution.steps[0]!.error!.message).toMatch(/no sql.*OPENAI_API_KEY.*OPENAI_BASE_URL/);
       expect(execution.steps[1]!.error).toMatchObject({ code: 'UNSUPPORTED_STEP', retryable: false });
+    });
+
+    it('answers planQuery and executeQuery with AGENT_NOT_CONFIGURED when no model is set', async () => {
+      const planned = await server.request(PlanQueryQuery, { query: 'which users are suspended?' });
+      expect(planned.errors![0]!.extensions).toMatchObject({ code: 'AGENT_NOT_CONFIGURED' });
+      expect(planned.errors![0]!.message).toMatch(/OPENAI_API_KEY.*OPENAI_BASE_URL/);
+      const executed = await server.request(ExecuteQueryMutation, { query: 'which users are suspended?' });
+      expect(executed.errors![0]!.extensions).toMatchObject({ code: 'AGENT_NOT_CONFIGURED' });
     });
 
     it('stores the plan as submitted, with critical defaulting to true', async () => {

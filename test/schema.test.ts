@@ -27,6 +27,7 @@ describe('schema.graphql, the published API contract', () => {
     ExecutionStatus: ['QUEUED', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED'],
     StepStatus: ['PENDING', 'RUNNING', 'SUCCEEDED', 'FAILED', 'SKIPPED', 'CANCELLED'],
     StepUpdateType: [
+      'PLAN_CREATED',
       'EXECUTION_STARTED',
       'STEP_STARTED',
       'STEP_PROGRESS',

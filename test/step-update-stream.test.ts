@@ -31,7 +31,7 @@ for (const { backend, skipReason } of backends) {
         {},
         { sampleSize: 3, stepTimeoutMs: 1000 },
       );
-      return (await store.createExecution(DEMO_TENANT_ID, plan)).id;
+      return (await store.createExecution(DEMO_TENANT_ID, plan)).execution.id;
     }
 
     const record = (id: string, type: StepUpdateType) =>

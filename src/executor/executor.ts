@@ -1,19 +1,27 @@
 import { setMaxListeners } from 'node:events';
 import { eq } from 'drizzle-orm';
-import type { LlmClient } from '../agents/llm-client.js';
+import { AgentError, type LlmClient } from '../agents/llm-client.js';
+import { planQuery as planWithModel } from '../agents/planner.js';
 import type { Database } from '../db/client.js';
-import { tenants, type ExecutionRow, type StepResultRow, type TenantRow } from '../db/tables.js';
+import { tenants, type ExecutionRow, type StepResultRow, type StoredPlan, type TenantRow } from '../db/tables.js';
 import type { Logger } from '../logger.js';
 import { createInProcessDispatcher, type Dispatcher } from './dispatcher.js';
 import { failInterruptedExecution, runExecution, type EngineDependencies } from './engine.js';
-import { ExecutionNotFoundError } from './errors.js';
-import { validatePlan, type ExecuteOptionsInput, type PlanInput } from './plan.js';
+import { ExecutionNotFoundError, PlanValidationError } from './errors.js';
+import {
+  queryProblems,
+  validateExecuteOptions,
+  validatePlan,
+  type ExecuteOptionsInput,
+  type PlanInput,
+} from './plan.js';
 import type { StepUpdate } from './step-update.js';
 import { createInProcessStepUpdateBus, type StepUpdateBus } from './step-update-bus.js';
 import { streamStepUpdates } from './step-update-stream.js';
 import { runUnsupportedApiStep } from './steps/api.js';
 import { createSqlStepHandler } from './steps/sql.js';
 import { ExecutionStore, type ExecutionPage, type ExecutionPageRequest } from './store.js';
+import { TenantKnowledge } from './tenant-knowledge.js';
 
 export interface ExecutorSettings {
   maxConcurrentExecutions: number;
@@ -34,6 +42,8 @@ export class Executor {
   private readonly engine: EngineDependencies;
   private readonly shutdownController = new AbortController();
   private readonly openStreams = new Set<Promise<void>>();
+  private readonly knowledge: TenantKnowledge;
+  private readonly llm: LlmClient;
 
   constructor(
     private readonly database: Database,
@@ -41,6 +51,8 @@ export class Executor {
     private readonly logger: Logger,
     llm: LlmClient,
   ) {
+    this.knowledge = new TenantKnowledge(database);
+    this.llm = llm;
     // Every open stepUpdates stream listens for shutdown on this one signal.
     setMaxListeners(0, this.shutdownController.signal);
     this.store = new ExecutionStore(database.db);
@@ -49,7 +61,7 @@ export class Executor {
       store: this.store,
       bus: this.bus,
       handlers: {
-        SQL: createSqlStepHandler({ database, llm, repairRounds: settings.sqlRepairRounds }),
+        SQL: createSqlStepHandler({ database, knowledge: this.knowledge, llm, repairRounds: settings.sqlRepairRounds }),
         API: runUnsupportedApiStep,
       },
       findTenant: (tenantId) => this.findTenant(tenantId),
@@ -80,17 +92,55 @@ export class Executor {
 
   /** Validates and stores the plan as a QUEUED execution, then hands it to the dispatcher. */
   async submitPlan(tenantId: string, plan: PlanInput, options?: ExecuteOptionsInput | null): Promise<ExecutionRow> {
-    const validated = validatePlan(plan, options, {
-      sampleSize: this.settings.defaultSampleSize,
-      stepTimeoutMs: this.settings.stepTimeoutMs,
-    });
-    const execution = await this.store.createExecution(tenantId, validated);
+    const validated = validatePlan(plan, options, this.planDefaults());
+    const { execution } = await this.store.createExecution(tenantId, validated);
     this.logger.info(
       { correlationId: execution.correlationId, executionId: execution.id, tenantId, steps: execution.totalSteps },
       'execution queued',
     );
     this.dispatcher.enqueue(execution.id);
     return execution;
+  }
+
+  /** Asks the planner for a plan answering the query, checked like a client's plan; stores nothing. */
+  async planQuery(tenantId: string, query: string): Promise<StoredPlan> {
+    const problems = queryProblems(query);
+    if (problems.length > 0) throw new PlanValidationError(problems);
+    const tenant = await this.findTenant(tenantId);
+    if (!tenant) throw new Error(`tenant ${tenantId} does not exist`);
+    const answer = await planWithModel(this.llm, {
+      query,
+      dataSchema: await this.knowledge.dataSchema(tenant),
+      apiCatalog: null,
+    });
+    try {
+      return validatePlan({ query, ...answer.value }, {}, this.planDefaults()).plan;
+    } catch (error) {
+      if (!(error instanceof PlanValidationError)) throw error;
+      throw new AgentError('AGENT_OUTPUT_INVALID', `the planner wrote a plan that cannot run: ${error.message}`, false);
+    }
+  }
+
+  /** Plans the query, then executes the plan; the plan is the execution's first update (PLAN_CREATED). */
+  async executeQuery(tenantId: string, query: string, options?: ExecuteOptionsInput | null): Promise<ExecutionRow> {
+    const validatedOptions = validateExecuteOptions(options, this.planDefaults());
+    const plan = await this.planQuery(tenantId, query);
+    const { execution, planCreated } = await this.store.createExecution(
+      tenantId,
+      { ...validatedOptions, plan },
+      { planned: true },
+    );
+    if (planCreated) this.bus.publish(planCreated);
+    this.logger.info(
+      { correlationId: execution.correlationId, executionId: execution.id, tenantId, steps: execution.totalSteps },
+      'planned execution queued',
+    );
+    this.dispatcher.enqueue(execution.id);
+    return execution;
+  }
+
+  private planDefaults() {
+    return { sampleSize: this.settings.defaultSampleSize, stepTimeoutMs: this.settings.stepTimeoutMs };
   }
 
   findExecution(tenantId: string, executionId: string): Promise<ExecutionRow | undefined> {

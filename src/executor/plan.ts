@@ -92,24 +92,11 @@ function validateStep(problems: string[], step: PlanStepInput, position: number)
   };
 }
 
-/** Checks a client's plan and options; throws PlanValidationError listing every problem at once. */
-export function validatePlan(
-  input: PlanInput,
+function checkOptions(
+  problems: string[],
   optionsInput: ExecuteOptionsInput | null | undefined,
   defaults: { sampleSize: number; stepTimeoutMs: number },
-): ValidatedPlan {
-  const problems: string[] = [];
-  const query = checkText(problems, 'plan.query', input.query, { required: true, max: PLAN_LIMITS.queryChars });
-  const reasoning = checkText(problems, 'plan.reasoning', input.reasoning, {
-    required: false,
-    max: PLAN_LIMITS.reasoningChars,
-  });
-  if (input.steps.length === 0) problems.push('plan.steps must hold at least one step');
-  if (input.steps.length > PLAN_LIMITS.maxSteps) {
-    problems.push(`plan.steps holds ${input.steps.length} steps; the limit is ${PLAN_LIMITS.maxSteps}`);
-  }
-  const steps = input.steps.slice(0, PLAN_LIMITS.maxSteps).map((step, i) => validateStep(problems, step, i));
-
+): { options: StoredExecuteOptions; correlationId: string } {
   const options = optionsInput ?? {};
   const sampleSize = options.sampleSize ?? defaults.sampleSize;
   if (!Number.isInteger(sampleSize) || sampleSize < 0 || sampleSize > PLAN_LIMITS.maxSampleSize) {
@@ -131,11 +118,50 @@ export function validatePlan(
   } else if (!CORRELATION_ID_PATTERN.test(correlationId)) {
     problems.push('options.correlationId may hold only letters, digits and . _ : -');
   }
+  return { options: { sampleSize, stepTimeoutMs }, correlationId };
+}
 
+/** Checks the options of an execution on their own (executeQuery, before the planner runs). */
+export function validateExecuteOptions(
+  optionsInput: ExecuteOptionsInput | null | undefined,
+  defaults: { sampleSize: number; stepTimeoutMs: number },
+): { options: StoredExecuteOptions; correlationId: string } {
+  const problems: string[] = [];
+  const checked = checkOptions(problems, optionsInput, defaults);
+  if (problems.length > 0) throw new PlanValidationError(problems);
+  return checked;
+}
+
+/** Problems with a question given to the planner, worded like plan validation's. */
+export function queryProblems(query: string): string[] {
+  const problems: string[] = [];
+  checkText(problems, 'query', query, { required: true, max: PLAN_LIMITS.queryChars });
+  return problems;
+}
+
+/** Checks a client's plan and options; throws PlanValidationError listing every problem at once. */
+export function validatePlan(
+  input: PlanInput,
+  optionsInput: ExecuteOptionsInput | null | undefined,
+  defaults: { sampleSize: number; stepTimeoutMs: number },
+): ValidatedPlan {
+  const problems: string[] = [];
+  const query = checkText(problems, 'plan.query', input.query, { required: true, max: PLAN_LIMITS.queryChars });
+  const reasoning = checkText(problems, 'plan.reasoning', input.reasoning, {
+    required: false,
+    max: PLAN_LIMITS.reasoningChars,
+  });
+  if (input.steps.length === 0) problems.push('plan.steps must hold at least one step');
+  if (input.steps.length > PLAN_LIMITS.maxSteps) {
+    problems.push(`plan.steps holds ${input.steps.length} steps; the limit is ${PLAN_LIMITS.maxSteps}`);
+  }
+  const steps = input.steps.slice(0, PLAN_LIMITS.maxSteps).map((step, i) => validateStep(problems, step, i));
+
+  const { options, correlationId } = checkOptions(problems, optionsInput, defaults);
   if (problems.length > 0) throw new PlanValidationError(problems);
   return {
     plan: { query: query ?? '', reasoning, steps },
-    options: { sampleSize, stepTimeoutMs },
+    options,
     correlationId,
   };
 }

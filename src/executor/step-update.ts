@@ -10,6 +10,7 @@ export const STEP_KINDS = ['SQL', 'API'] as const;
 export type StepKind = (typeof STEP_KINDS)[number];
 
 export const STEP_UPDATE_TYPES = [
+  'PLAN_CREATED',
   'EXECUTION_STARTED',
   'STEP_STARTED',
   'STEP_PROGRESS',

@@ -74,7 +74,15 @@ export function toStepUpdate(row: StepEventRow): StepUpdate {
 export class ExecutionStore {
   constructor(private readonly db: Db) {}
 
-  async createExecution(tenantId: string, validated: ValidatedPlan): Promise<ExecutionRow> {
+  /**
+   * Stores a QUEUED execution with its PENDING steps. A plan the planner wrote also gets its
+   * PLAN_CREATED update, sequence 1, in the same transaction.
+   */
+  async createExecution(
+    tenantId: string,
+    validated: ValidatedPlan,
+    { planned = false }: { planned?: boolean } = {},
+  ): Promise<{ execution: ExecutionRow; planCreated: StepUpdate | null }> {
     const id = randomUUID();
     return this.db.transaction(async (tx) => {
       const [execution] = await tx
@@ -87,6 +95,7 @@ export class ExecutionStore {
           plan: validated.plan,
           options: validated.options,
           totalSteps: validated.plan.steps.length,
+          lastSequence: planned ? 1 : 0,
           createdAt: new Date(),
         })
         .returning();
@@ -106,7 +115,22 @@ export class ExecutionStore {
           code: step.code,
         })),
       );
-      return execution!;
+      if (!planned) return { execution: execution!, planCreated: null };
+      const [event] = await tx
+        .insert(stepEvents)
+        .values({
+          executionId: id,
+          sequence: 1,
+          tenantId,
+          correlationId: validated.correlationId,
+          type: 'PLAN_CREATED',
+          executionStatus: 'QUEUED',
+          stepIndex: null,
+          step: null,
+          at: execution!.createdAt,
+        })
+        .returning();
+      return { execution: execution!, planCreated: toStepUpdate(event!) };
     });
   }
 

@@ -19,7 +19,7 @@ const PlanStepRef = builder.objectRef<StoredPlanStep>('PlanStep').implement({
   }),
 });
 
-const PlanRef = builder.objectRef<StoredPlan>('Plan').implement({
+export const PlanRef = builder.objectRef<StoredPlan>('Plan').implement({
   description: 'The question, the reasoning behind the plan, and its ordered steps.',
   fields: (t) => ({
     query: t.exposeString('query'),

@@ -1,8 +1,7 @@
-import { PlanValidationError } from '../executor/errors.js';
 import { builder } from './builder.js';
 import { StepKindEnum } from './enums.js';
-import { badUserInput } from './errors.js';
-import { ExecutionRef } from './execution.js';
+import { toGraphQLError } from './errors.js';
+import { ExecutionRef, PlanRef } from './execution.js';
 
 const StepInput = builder.inputType('StepInput', {
   description: 'One step. With sql (SQL) or code (API) it runs as written; without, its agent writes it.',
@@ -46,10 +45,40 @@ builder.mutationType({
         try {
           return await context.executor.submitPlan(context.tenantId, plan, options);
         } catch (error) {
-          if (error instanceof PlanValidationError) throw badUserInput(`invalid plan: ${error.message}`);
-          throw error;
+          throw toGraphQLError(error);
+        }
+      },
+    }),
+    executeQuery: t.field({
+      type: ExecutionRef,
+      description:
+        'Asks the planner for a plan answering the question, then executes it. The plan is the first update (PLAN_CREATED).',
+      args: {
+        query: t.arg.string({ required: true, description: 'The question, in plain words.' }),
+        options: t.arg({ type: ExecuteOptions }),
+      },
+      resolve: async (_root, { query, options }, context) => {
+        try {
+          return await context.executor.executeQuery(context.tenantId, query, options);
+        } catch (error) {
+          throw toGraphQLError(error);
         }
       },
     }),
   }),
 });
+
+builder.queryField('planQuery', (t) =>
+  t.field({
+    type: PlanRef,
+    description: 'Asks the planner for a plan answering the question, checked like a client plan; runs nothing, stores nothing.',
+    args: { query: t.arg.string({ required: true, description: 'The question, in plain words.' }) },
+    resolve: async (_root, { query }, context) => {
+      try {
+        return await context.executor.planQuery(context.tenantId, query);
+      } catch (error) {
+        throw toGraphQLError(error);
+      }
+    },
+  }),
+);

@@ -1,9 +1,8 @@
 import type { StepUpdate } from '../executor/step-update.js';
-import { ExecutionNotFoundError } from '../executor/errors.js';
 import { builder } from './builder.js';
 import { isUuid } from './cursor.js';
 import { ExecutionStatusEnum, StepUpdateTypeEnum } from './enums.js';
-import { badUserInput, notFound } from './errors.js';
+import { badUserInput, notFound, toGraphQLError } from './errors.js';
 import { StepResultRef } from './step-result.js';
 
 const StepUpdateRef = builder.objectRef<StepUpdate>('StepUpdate').implement({
@@ -45,8 +44,7 @@ builder.subscriptionType({
         try {
           return await context.executor.stepUpdates(context.tenantId, id, after);
         } catch (error) {
-          if (error instanceof ExecutionNotFoundError) throw notFound(error.message);
-          throw error;
+          throw toGraphQLError(error);
         }
       },
       resolve: (update) => update,

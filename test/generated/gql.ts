@@ -20,6 +20,8 @@ type Documents = {
     "\n  query Execution($id: ID!) {\n    execution(id: $id) {\n      id\n      correlationId\n      status\n      totalSteps\n      successfulSteps\n      failedSteps\n      finalResult\n      lastSequence\n      createdAt\n      startedAt\n      finishedAt\n      durationMs\n      usage {\n        promptTokens\n        completionTokens\n        totalTokens\n      }\n      error {\n        code\n        message\n        retryable\n      }\n      plan {\n        query\n        steps {\n          kind\n          queryContext\n          critical\n          sql\n        }\n      }\n      steps {\n        ...StepResultFields\n        result\n      }\n    }\n  }\n": typeof types.ExecutionDocument,
     "\n  query Executions($first: Int, $after: String, $filter: ExecutionFilter) {\n    executions(first: $first, after: $after, filter: $filter) {\n      edges {\n        cursor\n        node {\n          id\n          status\n          correlationId\n          createdAt\n        }\n      }\n      pageInfo {\n        hasNextPage\n        endCursor\n      }\n    }\n  }\n": typeof types.ExecutionsDocument,
     "\n  subscription StepUpdates($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      executionId\n      sequence\n      type\n      at\n      status\n      step {\n        ...StepResultFields\n      }\n    }\n  }\n": typeof types.StepUpdatesDocument,
+    "\n  query PlanQuery($query: String!) {\n    planQuery(query: $query) {\n      query\n      reasoning\n      steps {\n        kind\n        queryContext\n        entity\n        reasoning\n        critical\n        sql\n        code\n      }\n    }\n  }\n": typeof types.PlanQueryDocument,
+    "\n  mutation ExecuteQuery($query: String!, $options: ExecuteOptions) {\n    executeQuery(query: $query, options: $options) {\n      id\n      status\n      correlationId\n      lastSequence\n      plan {\n        reasoning\n        steps {\n          kind\n          queryContext\n          critical\n        }\n      }\n    }\n  }\n": typeof types.ExecuteQueryDocument,
 };
 const documents: Documents = {
     "\n  fragment StepResultFields on StepResult {\n    index\n    kind\n    status\n    queryContext\n    entity\n    critical\n    sql\n    recordCount\n    sample\n    truncated\n    attempts\n    startedAt\n    finishedAt\n    durationMs\n    usage {\n      promptTokens\n      completionTokens\n      totalTokens\n    }\n    columns {\n      name\n      type\n    }\n    error {\n      code\n      message\n      retryable\n    }\n  }\n": types.StepResultFieldsFragmentDoc,
@@ -27,6 +29,8 @@ const documents: Documents = {
     "\n  query Execution($id: ID!) {\n    execution(id: $id) {\n      id\n      correlationId\n      status\n      totalSteps\n      successfulSteps\n      failedSteps\n      finalResult\n      lastSequence\n      createdAt\n      startedAt\n      finishedAt\n      durationMs\n      usage {\n        promptTokens\n        completionTokens\n        totalTokens\n      }\n      error {\n        code\n        message\n        retryable\n      }\n      plan {\n        query\n        steps {\n          kind\n          queryContext\n          critical\n          sql\n        }\n      }\n      steps {\n        ...StepResultFields\n        result\n      }\n    }\n  }\n": types.ExecutionDocument,
     "\n  query Executions($first: Int, $after: String, $filter: ExecutionFilter) {\n    executions(first: $first, after: $after, filter: $filter) {\n      edges {\n        cursor\n        node {\n          id\n          status\n          correlationId\n          createdAt\n        }\n      }\n      pageInfo {\n        hasNextPage\n        endCursor\n      }\n    }\n  }\n": types.ExecutionsDocument,
     "\n  subscription StepUpdates($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      executionId\n      sequence\n      type\n      at\n      status\n      step {\n        ...StepResultFields\n      }\n    }\n  }\n": types.StepUpdatesDocument,
+    "\n  query PlanQuery($query: String!) {\n    planQuery(query: $query) {\n      query\n      reasoning\n      steps {\n        kind\n        queryContext\n        entity\n        reasoning\n        critical\n        sql\n        code\n      }\n    }\n  }\n": types.PlanQueryDocument,
+    "\n  mutation ExecuteQuery($query: String!, $options: ExecuteOptions) {\n    executeQuery(query: $query, options: $options) {\n      id\n      status\n      correlationId\n      lastSequence\n      plan {\n        reasoning\n        steps {\n          kind\n          queryContext\n          critical\n        }\n      }\n    }\n  }\n": types.ExecuteQueryDocument,
 };
 
 /**
@@ -49,6 +53,14 @@ export function graphql(source: "\n  query Executions($first: Int, $after: Strin
  * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
  */
 export function graphql(source: "\n  subscription StepUpdates($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      executionId\n      sequence\n      type\n      at\n      status\n      step {\n        ...StepResultFields\n      }\n    }\n  }\n"): typeof import('./graphql.js').StepUpdatesDocument;
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  query PlanQuery($query: String!) {\n    planQuery(query: $query) {\n      query\n      reasoning\n      steps {\n        kind\n        queryContext\n        entity\n        reasoning\n        critical\n        sql\n        code\n      }\n    }\n  }\n"): typeof import('./graphql.js').PlanQueryDocument;
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  mutation ExecuteQuery($query: String!, $options: ExecuteOptions) {\n    executeQuery(query: $query, options: $options) {\n      id\n      status\n      correlationId\n      lastSequence\n      plan {\n        reasoning\n        steps {\n          kind\n          queryContext\n          critical\n        }\n      }\n    }\n  }\n"): typeof import('./graphql.js').ExecuteQueryDocument;
 
 
 export function graphql(source: string) {

@@ -71,6 +71,7 @@ export type StepUpdateType =
   | 'EXECUTION_FAILED'
   | 'EXECUTION_STARTED'
   | 'EXECUTION_SUCCEEDED'
+  | 'PLAN_CREATED'
   | 'STEP_FAILED'
   | 'STEP_PROGRESS'
   | 'STEP_SKIPPED'
@@ -110,6 +111,21 @@ export type StepUpdatesSubscriptionVariables = Exact<{
 
 
 export type StepUpdatesSubscription = { stepUpdates: { executionId: string, sequence: number, type: StepUpdateType, at: string, status: ExecutionStatus, step: { index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, usage: { promptTokens: number, completionTokens: number, totalTokens: number } | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null } | null } };
+
+export type PlanQueryQueryVariables = Exact<{
+  query: string;
+}>;
+
+
+export type PlanQueryQuery = { planQuery: { query: string, reasoning: string | null, steps: Array<{ kind: StepKind, queryContext: string, entity: string | null, reasoning: string | null, critical: boolean, sql: string | null, code: string | null }> } };
+
+export type ExecuteQueryMutationVariables = Exact<{
+  query: string;
+  options?: ExecuteOptions | null | undefined;
+}>;
+
+
+export type ExecuteQueryMutation = { executeQuery: { id: string, status: ExecutionStatus, correlationId: string, lastSequence: number, plan: { reasoning: string | null, steps: Array<{ kind: StepKind, queryContext: string, critical: boolean }> } } };
 
 export class TypedDocumentString<TResult, TVariables>
   extends String
@@ -305,3 +321,38 @@ export const StepUpdatesDocument = new TypedDocumentString(`
     retryable
   }
 }`) as unknown as TypedDocumentString<StepUpdatesSubscription, StepUpdatesSubscriptionVariables>;
+export const PlanQueryDocument = new TypedDocumentString(`
+    query PlanQuery($query: String!) {
+  planQuery(query: $query) {
+    query
+    reasoning
+    steps {
+      kind
+      queryContext
+      entity
+      reasoning
+      critical
+      sql
+      code
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<PlanQueryQuery, PlanQueryQueryVariables>;
+export const ExecuteQueryDocument = new TypedDocumentString(`
+    mutation ExecuteQuery($query: String!, $options: ExecuteOptions) {
+  executeQuery(query: $query, options: $options) {
+    id
+    status
+    correlationId
+    lastSequence
+    plan {
+      reasoning
+      steps {
+        kind
+        queryContext
+        critical
+      }
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<ExecuteQueryMutation, ExecuteQueryMutationVariables>;

@@ -122,3 +122,40 @@ export const StepUpdatesSubscription = graphql(`
     }
   }
 `);
+
+export const PlanQueryQuery = graphql(`
+  query PlanQuery($query: String!) {
+    planQuery(query: $query) {
+      query
+      reasoning
+      steps {
+        kind
+        queryContext
+        entity
+        reasoning
+        critical
+        sql
+        code
+      }
+    }
+  }
+`);
+
+export const ExecuteQueryMutation = graphql(`
+  mutation ExecuteQuery($query: String!, $options: ExecuteOptions) {
+    executeQuery(query: $query, options: $options) {
+      id
+      status
+      correlationId
+      lastSequence
+      plan {
+        reasoning
+        steps {
+          kind
+          queryContext
+          critical
+        }
+      }
+    }
+  }
+`);

@@ -1,15 +1,17 @@
 import { DatabaseQueryError, quoteIdentifier, StatementTimeoutError, type Database } from '../../db/client.js';
 import type { StoredColumn } from '../../db/tables.js';
-import { introspectDataSchema, type DataSchema } from '../../db/introspect.js';
+import type { DataSchema } from '../../db/introspect.js';
 import { guardSql, SqlRejectedError } from '../../guard/sql-guard.js';
 import { AgentError, type LlmClient } from '../../agents/llm-client.js';
 import { writeSql, type SqlAttempt } from '../../agents/sql-agent.js';
 import { StepFailure } from '../errors.js';
 import { describeColumns, toJsonRecords } from '../records.js';
+import type { TenantKnowledge } from '../tenant-knowledge.js';
 import type { EarlierStep, StepContext, StepHandler, StepOutcome } from './step-handler.js';
 
 export interface SqlStepOptions {
   database: Database;
+  knowledge: TenantKnowledge;
   llm: LlmClient;
   /** Times the agent may rewrite its SQL after the guard or the database rejected it. */
   repairRounds: number;
@@ -56,19 +58,7 @@ function toStepFailure(error: unknown, timeoutMs: number): unknown {
 
 const REPAIRABLE: ReadonlySet<string> = new Set(['SQL_REJECTED', 'SQL_ERROR']);
 
-export function createSqlStepHandler({ database, llm, repairRounds }: SqlStepOptions): StepHandler {
-  const dataSchemas = new Map<string, Promise<DataSchema>>();
-
-  const dataSchemaOf = (schema: string) => {
-    let dataSchema = dataSchemas.get(schema);
-    if (!dataSchema) {
-      dataSchema = introspectDataSchema(database, schema);
-      dataSchema.catch(() => dataSchemas.delete(schema));
-      dataSchemas.set(schema, dataSchema);
-    }
-    return dataSchema;
-  };
-
+export function createSqlStepHandler({ database, knowledge, llm, repairRounds }: SqlStepOptions): StepHandler {
   const runStatement = async (sql: string, context: StepContext, dataSchema: DataSchema): Promise<StepOutcome> => {
     const { earlier, tenant } = context;
     const guarded = await guardSql(sql, {
@@ -91,7 +81,7 @@ export function createSqlStepHandler({ database, llm, repairRounds }: SqlStepOpt
 
   return async (context: StepContext): Promise<StepOutcome> => {
     const { step } = context;
-    const dataSchema = await dataSchemaOf(context.tenant.dataSchema);
+    const dataSchema = await knowledge.dataSchema(context.tenant);
     if (step.sql) {
       try {
         return await runStatement(step.sql, context, dataSchema);
