@@ -1,0 +1,164 @@
+/** An OpenAPI 3 document turned into the list of operations an API step may call. */
+
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+export interface ApiParameter {
+  name: string;
+  in: 'path' | 'query' | 'header';
+  required: boolean;
+  description: string | null;
+  schema: unknown;
+}
+
+export interface ApiOperation {
+  operationId: string;
+  method: HttpMethod;
+  path: string;
+  summary: string | null;
+  parameters: ApiParameter[];
+  /** Has an `after` or `cursor` query parameter, so api.call can follow pages with `paginate: true`. */
+  paginated: boolean;
+}
+
+type JsonObject = Record<string, unknown>;
+
+const METHODS: readonly HttpMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
+const PARAMETER_LOCATIONS: readonly ApiParameter['in'][] = ['path', 'query', 'header'];
+export const CURSOR_PARAMETER_NAMES = ['after', 'cursor'] as const;
+const MAX_REF_HOPS = 10;
+const MAX_SUMMARY_LENGTH = 200;
+
+function asObject(value: unknown): JsonObject | undefined {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as JsonObject) : undefined;
+}
+
+/** Throws for anything that is not an OpenAPI 3 document; skips operations it cannot use. */
+export function catalogFromOpenApi(document: unknown): ApiOperation[] {
+  const root = asObject(document);
+  if (!root || typeof root.openapi !== 'string' || !/^3\.\d+/.test(root.openapi)) {
+    throw new Error('not an OpenAPI 3 document: expected an object whose "openapi" field is a 3.x version');
+  }
+  const paths = asObject(root.paths);
+  if (!paths) throw new Error('not an OpenAPI 3 document: "paths" must be an object');
+  const operations: ApiOperation[] = [];
+  const seen = new Set<string>();
+  for (const [path, rawItem] of Object.entries(paths)) {
+    const item = asObject(resolveRef(root, rawItem));
+    if (!path.startsWith('/') || !item) continue;
+    for (const operation of operationsOfPath(root, path, item)) {
+      // Two operations with one id would make api.call ambiguous; OpenAPI forbids it too.
+      if (seen.has(operation.operationId)) throw new Error(`duplicate operationId "${operation.operationId}"`);
+      seen.add(operation.operationId);
+      operations.push(operation);
+    }
+  }
+  return operations;
+}
+
+function operationsOfPath(root: JsonObject, path: string, item: JsonObject): ApiOperation[] {
+  const shared = readParameters(root, item.parameters);
+  const operations: ApiOperation[] = [];
+  for (const method of METHODS) {
+    const operation = asObject(item[method.toLowerCase()]);
+    const operationId = typeof operation?.operationId === 'string' ? operation.operationId.trim() : '';
+    if (!operation || !operationId) continue;
+    const parameters = withTemplateParameters(path, mergeParameters(shared, readParameters(root, operation.parameters)));
+    operations.push({
+      operationId,
+      method,
+      path,
+      summary: oneLine(operation.summary),
+      parameters,
+      paginated: parameters.some((p) => p.in === 'query' && (CURSOR_PARAMETER_NAMES as readonly string[]).includes(p.name)),
+    });
+  }
+  return operations;
+}
+
+/** Follows local `#/...` references only; a missing, remote or circular one gives undefined. */
+function resolveRef(root: JsonObject, value: unknown): unknown {
+  let current = value;
+  for (let hop = 0; hop < MAX_REF_HOPS; hop += 1) {
+    const ref = asObject(current)?.$ref;
+    if (ref === undefined) return current;
+    if (typeof ref !== 'string' || !ref.startsWith('#/')) return undefined;
+    current = ref
+      .slice(2)
+      .split('/')
+      .map((segment) => segment.replaceAll('~1', '/').replaceAll('~0', '~'))
+      .reduce<unknown>((node, segment) => asObject(node)?.[segment], root);
+  }
+  return undefined;
+}
+
+function readParameters(root: JsonObject, raw: unknown): ApiParameter[] {
+  if (!Array.isArray(raw)) return [];
+  return raw.flatMap((entry) => {
+    const parameter = readParameter(root, entry);
+    return parameter ? [parameter] : [];
+  });
+}
+
+function readParameter(root: JsonObject, raw: unknown): ApiParameter | undefined {
+  const parameter = asObject(resolveRef(root, raw));
+  const location = parameter?.in as ApiParameter['in'];
+  if (!parameter || typeof parameter.name !== 'string' || !parameter.name || !PARAMETER_LOCATIONS.includes(location)) {
+    return undefined;
+  }
+  return {
+    name: parameter.name,
+    in: location,
+    required: location === 'path' || parameter.required === true,
+    description: oneLine(parameter.description),
+    schema: resolveRef(root, parameter.schema ?? firstMediaSchema(parameter.content)) ?? null,
+  };
+}
+
+function firstMediaSchema(content: unknown): unknown {
+  const media = Object.values(asObject(content) ?? {})[0];
+  return asObject(media)?.schema;
+}
+
+/** Operation-level parameters override path-level ones with the same name and location. */
+function mergeParameters(shared: ApiParameter[], own: ApiParameter[]): ApiParameter[] {
+  const key = (p: ApiParameter) => `${p.in}:${p.name}`;
+  const merged = new Map(shared.map((p) => [key(p), p]));
+  for (const parameter of own) merged.set(key(parameter), parameter);
+  return [...merged.values()];
+}
+
+/** Every `{name}` in the path gets a path parameter, and path parameters the path lacks are dropped. */
+function withTemplateParameters(path: string, parameters: ApiParameter[]): ApiParameter[] {
+  const names = [...path.matchAll(/\{([^}]+)\}/g)].map((match) => match[1] ?? '');
+  const declared = new Set(parameters.filter((p) => p.in === 'path').map((p) => p.name));
+  const implicit: ApiParameter[] = names
+    .filter((name) => !declared.has(name))
+    .map((name) => ({ name, in: 'path', required: true, description: null, schema: { type: 'string' } }));
+  return [...implicit, ...parameters.filter((p) => p.in !== 'path' || names.includes(p.name))];
+}
+
+function oneLine(value: unknown): string | null {
+  if (typeof value !== 'string') return null;
+  const text = value.replace(/\s+/g, ' ').trim();
+  if (!text) return null;
+  return text.length > MAX_SUMMARY_LENGTH ? `${text.slice(0, MAX_SUMMARY_LENGTH - 1)}…` : text;
+}
+
+/** One line per operation, for an LLM prompt; header parameters are left out, since programs cannot set them. */
+export function describeCatalog(operations: ApiOperation[]): string {
+  return operations.map(describeOperation).join('\n');
+}
+
+function describeOperation(operation: ApiOperation): string {
+  const parameters = operation.parameters
+    .filter((p) => p.in !== 'header')
+    .map((p) => `${p.name}${p.required ? '' : '?'}: ${schemaTypeName(p.schema)}`);
+  const summary = operation.summary ? ` — ${operation.summary}` : '';
+  return `${operation.operationId} ${operation.method} ${operation.path} (${parameters.join(', ')})${summary}`;
+}
+
+function schemaTypeName(schema: unknown): string {
+  const object = asObject(schema);
+  if (object?.type === 'array') return `${schemaTypeName(object.items)}[]`;
+  return typeof object?.type === 'string' ? object.type : 'unknown';
+}

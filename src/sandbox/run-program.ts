@@ -1,0 +1,100 @@
+/**
+ * Runs an untrusted program (the body of an async function) in QuickJS, never in Node's `vm`, on a worker thread.
+ * Inside it sees only `steps`, `api.call`, `progress` and `console.log`; everything crosses the boundary as JSON.
+ */
+import { SandboxError } from './errors.js';
+import { runInSandboxWorker } from './worker-pool.js';
+
+export { SandboxError, type SandboxErrorCode } from './errors.js';
+
+export interface SandboxLimits {
+  /** The program's heap; the WebAssembly memory is capped at this plus the engine's fixed share. */
+  memoryBytes: number;
+  /** Time spent executing inside QuickJS. */
+  cpuTimeMs: number;
+  /** Total, including time parked on `await` for host calls. */
+  wallClockMs: number;
+  /** api.call invocations per run. */
+  maxRequests: number;
+  /** api.call calls in flight at once; more wait in a FIFO queue. */
+  maxConcurrentRequests: number;
+  /** JSON size of the returned value, in UTF-8 bytes. */
+  maxResultBytes: number;
+  /** console.log output kept; beyond it lines are dropped and one "[log truncated]" line added. */
+  maxLogBytes: number;
+}
+
+export const DEFAULT_SANDBOX_LIMITS: SandboxLimits = Object.freeze({
+  memoryBytes: 64 * 1_048_576,
+  cpuTimeMs: 2_000,
+  wallClockMs: 30_000,
+  maxRequests: 200,
+  maxConcurrentRequests: 5,
+  maxResultBytes: 5 * 1_048_576,
+  maxLogBytes: 64 * 1_024,
+});
+
+export interface SandboxHost {
+  /** Performs one API call for the program. May throw; an error whose `code` is a string (e.g. 'API_CALL_REFUSED') is a refusal. */
+  callApi(operationId: string, params: Record<string, unknown>): Promise<unknown>;
+  /** The program reported progress. */
+  progress(message: string): void;
+}
+
+export interface ProgramRun {
+  value: unknown;
+  logs: string[];
+  /** api.call requests handed to the host. */
+  requests: number;
+}
+
+export interface RunProgramOptions {
+  /** The BODY of an async function: it may use `await` and must `return` a JSON value. */
+  code: string;
+  /** Visible inside as `steps[i].records`, deep-copied in as JSON. */
+  steps: { records: unknown[] }[];
+  host: SandboxHost;
+  limits?: Partial<SandboxLimits>;
+  /** Aborting ends the run with SANDBOX_ABORTED. */
+  signal?: AbortSignal;
+}
+
+const LIMIT_MINIMUMS: Record<keyof SandboxLimits, number> = {
+  memoryBytes: 1_048_576,
+  cpuTimeMs: 1,
+  wallClockMs: 1,
+  maxRequests: 0,
+  maxConcurrentRequests: 1,
+  maxResultBytes: 1,
+  maxLogBytes: 0,
+};
+
+function resolveLimits(overrides: Partial<SandboxLimits> = {}): SandboxLimits {
+  const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS };
+  for (const key of Object.keys(LIMIT_MINIMUMS) as (keyof SandboxLimits)[]) {
+    const value = overrides[key];
+    if (value === undefined) continue;
+    if (!Number.isFinite(value) || value < LIMIT_MINIMUMS[key]) {
+      throw new RangeError(`sandbox limit ${key} must be a number of at least ${LIMIT_MINIMUMS[key]}, not ${value}`);
+    }
+    limits[key] = value;
+  }
+  return limits;
+}
+
+function stepsToJson(steps: { records: unknown[] }[]): string {
+  try {
+    return JSON.stringify(steps.map((step) => ({ records: step.records })));
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new SandboxError('SANDBOX_ERROR', `the earlier steps' records cannot be passed to the program as JSON: ${reason}`);
+  }
+}
+
+/** Runs one program in a fresh QuickJS runtime and context (and WebAssembly instance), disposed however the run ends. */
+export async function runProgram(options: RunProgramOptions): Promise<ProgramRun> {
+  const limits = resolveLimits(options.limits);
+  if (options.signal?.aborted) throw new SandboxError('SANDBOX_ABORTED', 'the run was aborted before the program started');
+  const stepsJson = stepsToJson(options.steps);
+  return runInSandboxWorker({ type: 'run', code: options.code, stepsJson, limits }, options.host, options.signal);
+}
