@@ -26,6 +26,7 @@ CREATE TABLE "step_events" (
 	"execution_status" text NOT NULL,
 	"step_index" integer,
 	"step" json,
+	"message" text,
 	"at" timestamp with time zone NOT NULL,
 	CONSTRAINT "step_events_execution_id_sequence_pk" PRIMARY KEY("execution_id","sequence")
 );
@@ -51,6 +52,7 @@ CREATE TABLE "step_results" (
 	"error" jsonb,
 	"attempts" integer DEFAULT 0 NOT NULL,
 	"usage" jsonb,
+	"logs" json,
 	"started_at" timestamp with time zone,
 	"finished_at" timestamp with time zone,
 	CONSTRAINT "step_results_execution_id_index_pk" PRIMARY KEY("execution_id","index")
@@ -60,6 +62,10 @@ CREATE TABLE "tenants" (
 	"id" text PRIMARY KEY NOT NULL,
 	"name" text NOT NULL,
 	"data_schema" text NOT NULL,
+	"api_base_url" text,
+	"api_openapi" jsonb,
+	"api_credentials" jsonb,
+	"api_allowed_methods" jsonb DEFAULT '["GET"]'::jsonb NOT NULL,
 	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
 	CONSTRAINT "tenants_data_schema_unique" UNIQUE("data_schema")
 );

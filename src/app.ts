@@ -1,10 +1,13 @@
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/client.js';
 import { DEMO_TENANT_ID, ensureDemoTenant } from './db/demo-data.js';
+import { startDemoTenantApi } from './demo-api/demo-tenant.js';
 import { LlmClient } from './agents/llm-client.js';
 import { Executor } from './executor/executor.js';
 import type { Logger } from './logger.js';
 import { createGraphQLServer } from './server.js';
+
+const READINESS_TIMEOUT_MS = 2_000;
 
 export interface StepcastApp {
   url: string;
@@ -17,13 +20,17 @@ export interface StepcastApp {
 /** Opens the database (migrating it), loads the demo tenant, recovers unfinished executions, and listens. */
 export async function startStepcast(config: Config, logger: Logger): Promise<StepcastApp> {
   const database = await openDatabase(config.database);
+  let executor: Executor | undefined;
+  let demoApi: Awaited<ReturnType<typeof startDemoTenantApi>> | undefined;
   try {
     await ensureDemoTenant(database, { users: config.demo.users });
+    demoApi = config.demo.api ? await startDemoTenantApi(database, config.demo.apiPort) : undefined;
+    if (demoApi) logger.info({ url: demoApi.url }, 'demo tenant API is listening');
     const llm = new LlmClient(config.llm, logger);
     if (!llm.configured) logger.info('no model configured (OPENAI_API_KEY / OPENAI_BASE_URL): steps need their sql or code');
-    const executor = new Executor(
+    executor = new Executor(
       database,
-      { ...config.executor, sqlRepairRounds: config.llm.sqlRepairRounds },
+      { ...config.executor, sqlRepairRounds: config.llm.sqlRepairRounds, sandbox: config.sandbox },
       logger,
       llm,
     );
@@ -33,6 +40,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
       logger,
       resolveTenantId: () => DEMO_TENANT_ID,
       graphiql: config.env !== 'production',
+      checkReadiness: () => database.ping(READINESS_TIMEOUT_MS),
     });
     const address = await server.listen(config.http.port, config.http.host);
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
@@ -40,21 +48,26 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
     logger.info({ url, database: database.kind }, 'stepcast is listening');
 
     let closing: Promise<void> | undefined;
+    const running = executor;
+    const api = demoApi;
     return {
       url,
       port: address.port,
       database,
-      executor,
+      executor: running,
       close: () =>
         (closing ??= (async () => {
           server.httpServer.close();
-          await executor.stop(config.shutdownGraceMs);
+          await running.stop(config.shutdownGraceMs);
           await server.close();
+          await api?.close();
           await database.close(config.shutdownGraceMs);
           logger.info('stepcast stopped');
         })()),
     };
   } catch (error) {
+    await executor?.stop(0);
+    await demoApi?.close();
     await database.close();
     throw error;
   }

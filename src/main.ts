@@ -2,6 +2,8 @@ import { startStepcast } from './app.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 
+const SHUTDOWN_OVERRUN_MS = 15_000;
+
 async function main(): Promise<void> {
   let config;
   try {
@@ -20,6 +22,11 @@ async function main(): Promise<void> {
     if (shuttingDown) return;
     shuttingDown = true;
     logger.info({ signal }, 'shutting down');
+    // Whatever hangs, the process is gone a few seconds after the grace period.
+    setTimeout(() => {
+      logger.error('shutdown took too long; exiting');
+      process.exit(1);
+    }, config.shutdownGraceMs + SHUTDOWN_OVERRUN_MS).unref();
     app.close().then(
       () => process.exit(0),
       (error: unknown) => {

@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { execute, GraphQLError, subscribe, type ExecutionArgs } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
-import { createYoga, maskError, type YogaServerInstance } from 'graphql-yoga';
+import { createYoga, maskError, useReadinessCheck, type YogaServerInstance } from 'graphql-yoga';
 import { WebSocketServer } from 'ws';
 import type { Executor } from './executor/executor.js';
 import type { Logger } from './logger.js';
@@ -15,6 +15,8 @@ export interface GraphQLServerOptions {
   /** Which tenant a request acts for. Until authentication lands, every request is the demo tenant. */
   resolveTenantId: (request: Request | undefined) => string;
   graphiql?: boolean;
+  /** Backs GET /ready: false (or throwing) answers 503. */
+  checkReadiness?: () => Promise<boolean>;
 }
 
 export interface GraphQLServer {
@@ -49,12 +51,14 @@ export function createGraphQLServer({
   logger,
   resolveTenantId,
   graphiql = true,
+  checkReadiness = async () => true,
 }: GraphQLServerOptions): GraphQLServer {
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,
     graphiql: graphiql ? { subscriptionsProtocol: 'WS', title: 'stepcast' } : false,
     landingPage: false,
     maskedErrors: { isDev: false, maskError: markBadVariables },
+    plugins: [useReadinessCheck({ endpoint: '/ready', check: () => checkReadiness() })],
     context: ({ request }) => ({ executor, tenantId: resolveTenantId(request) }),
     logging: {
       debug: (...args) => logger.debug({ yoga: args.map(String) }, 'graphql-yoga'),
@@ -83,7 +87,14 @@ export function createGraphQLServer({
           socket: context.extra.socket,
           params: payload,
         });
-        const document = enveloped.parse(payload.query);
+        let document;
+        try {
+          document = enveloped.parse(payload.query);
+        } catch (error) {
+          // Answer this subscription with the syntax error; letting it throw would close the whole socket.
+          if (error instanceof GraphQLError) return [error];
+          throw error;
+        }
         const args: ExecutionArgs = {
           schema: enveloped.schema,
           operationName: payload.operationName,
@@ -114,7 +125,11 @@ export function createGraphQLServer({
       const closed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
       // Lets graphql-ws and SSE flush the "complete" of streams that just ended before sockets close.
       await new Promise((resolve) => setImmediate(resolve));
-      await wsHandle.dispose();
+      // A client that ignores the close handshake would hold dispose() for ws's 30 s; past a second, cut it off.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([wsHandle.dispose(), new Promise((resolve) => (timer = setTimeout(resolve, 1_000)))]);
+      clearTimeout(timer);
+      for (const socket of wsServer.clients) socket.terminate();
       httpServer.closeAllConnections();
       await closed;
     },

@@ -121,7 +121,12 @@ const badPlans: BadInputCase[] = [
   {
     name: 'stepTimeoutMs 0',
     body: executePlanBody({ plan: plan(), options: { stepTimeoutMs: 0 } }),
-    message: /options\.stepTimeoutMs must be between 100 and 600000/,
+    message: /options\.stepTimeoutMs must be between 100 and 120000/,
+  },
+  {
+    name: 'stepTimeoutMs above the server ceiling (STEPCAST_MAX_STEP_TIMEOUT_MS, default 120000)',
+    body: executePlanBody({ plan: plan(), options: { stepTimeoutMs: 120_001 } }),
+    message: /options\.stepTimeoutMs must be between 100 and 120000/,
   },
   {
     name: 'a correlationId with spaces and newlines',
@@ -254,7 +259,7 @@ for (const { backend, skipReason } of backends) {
         server.url,
         executePlanBody({
           plan: atLimits,
-          options: { sampleSize: 100, stepTimeoutMs: 600_000, correlationId: 'c'.repeat(128) },
+          options: { sampleSize: 100, stepTimeoutMs: 120_000, correlationId: 'c'.repeat(128) },
         }),
       );
       expect(response.json.errors).toBeUndefined();

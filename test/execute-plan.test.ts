@@ -155,7 +155,7 @@ for (const { backend, skipReason } of backends) {
       expect(execution.error).toBeNull();
     });
 
-    it('fails a SQL step without sql with AGENT_NOT_CONFIGURED, and an API step with UNSUPPORTED_STEP', async () => {
+    it('fails a SQL step without sql, and an API step without code, with AGENT_NOT_CONFIGURED', async () => {
       const { execution } = await runPlan(server, {
         query: 'q',
         steps: [
@@ -165,7 +165,8 @@ for (const { backend, skipReason } of backends) {
       });
       expect(execution.steps[0]!.error).toMatchObject({ code: 'AGENT_NOT_CONFIGURED', retryable: false });
       expect(execution.steps[0]!.error!.message).toMatch(/no sql.*OPENAI_API_KEY.*OPENAI_BASE_URL/);
-      expect(execution.steps[1]!.error).toMatchObject({ code: 'UNSUPPORTED_STEP', retryable: false });
+      expect(execution.steps[1]!.error).toMatchObject({ code: 'AGENT_NOT_CONFIGURED', retryable: false });
+      expect(execution.steps[1]!.error!.message).toMatch(/no code.*OPENAI_API_KEY/);
     });
 
     it('answers planQuery and executeQuery with AGENT_NOT_CONFIGURED when no model is set', async () => {

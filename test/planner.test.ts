@@ -51,7 +51,7 @@ for (const { backend, skipReason } of backends) {
       expect(after.data!.executions.edges.length).toBe(before.data!.executions.edges.length);
     });
 
-    it('executeQuery plans, then runs the plan written in words, with PLAN_CREATED as update 1', async () => {
+    it('executeQuery plans, then runs the plan written in words, with PLAN_CREATED as update 1 and the planner tokens counted', async () => {
       llm.script(
         { when: isPlanner, replies: [{ content: PLAN }] },
         { when: asks('What this step must find: suspended users'), replies: [{ content: { sql: "SELECT id FROM users WHERE status = 'suspended' ORDER BY id", explanation: '' } }] },
@@ -82,7 +82,7 @@ for (const { backend, skipReason } of backends) {
       expect(execution.status).toBe('SUCCEEDED');
       expect(execution.correlationId).toBe('planned-1');
       expect((execution.finalResult as { memberships: number }[])[0]!.memberships).toBeGreaterThan(0);
-      expect(execution.usage!.totalTokens).toBe(240);
+      expect(execution.usage!.totalTokens).toBe(360);
     });
 
     it('rejects a plan from the planner that would not pass client validation, storing nothing', async () => {

@@ -102,7 +102,14 @@ for (const { backend, skipReason } of backends) {
       await running.client.dispose();
 
       service = await startServiceProcess(env);
-      const { execution } = await post<{ execution: { status: string; error: { code: string }; steps: { status: string; error: { code: string } | null }[] } }>(
+      const { execution } = await post<{
+        execution: {
+          status: string;
+          error: { code: string };
+          finalResult: unknown;
+          steps: { status: string; attempts: number; result: unknown; error: { code: string } | null }[];
+        };
+      }>(
         service.url,
         ExecutionQuery,
         { id: running.id },
@@ -111,6 +118,9 @@ for (const { backend, skipReason } of backends) {
       expect(execution.error.code).toBe('INTERRUPTED');
       expect(execution.steps.map((s) => s.status)).toEqual(['SUCCEEDED', 'FAILED', 'SKIPPED']);
       expect(execution.steps[1]!.error?.code).toBe('INTERRUPTED');
+      expect(execution.steps[1]!.attempts).toBe(1);
+      expect(execution.finalResult).toEqual(execution.steps[0]!.result);
+      expect(execution.finalResult).toEqual([{ n: 300 }]);
 
       const response = await fetch(service.url, {
         method: 'POST',

@@ -30,7 +30,7 @@ for (const { backend, skipReason } of backends) {
     let server: TestServer;
     beforeAll(async () => {
       server = await startTestServer(backend, {
-        env: { STEPCAST_ROW_CAP: '50', STEPCAST_RESULT_MAX_BYTES: '4096' },
+        env: { STEPCAST_ROW_CAP: '50', STEPCAST_RESULT_MAX_BYTES: '4096', STEPCAST_STEP_MAX_BYTES: '65536' },
       });
     });
     afterAll(async () => {
@@ -125,6 +125,51 @@ for (const { backend, skipReason } of backends) {
       const firstRecord = (source!.result as { created_at: string }[])[0]!;
       expect(firstRecord.created_at).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/);
       expect(viaStep!.result).toEqual(direct!.result);
+    });
+
+    it('stops reading a result at STEPCAST_STEP_MAX_BYTES and says it truncated', async () => {
+      const { execution } = await runPlan(server, {
+        query: 'q',
+        steps: [sqlStep("SELECT g AS n, repeat('x', 5000) AS filler FROM generate_series(1, 40) g")],
+      });
+      const step = execution.steps[0]!;
+      expect(step.status).toBe('SUCCEEDED');
+      expect(step.truncated).toBe(true);
+      expect(step.recordCount).toBeGreaterThan(0);
+      expect(step.recordCount).toBeLessThan(14);
+    });
+
+    it('refuses more than one statement in the database call itself, even past the guard', async () => {
+      const { database } = server.app;
+      await expect(
+        database.runReadOnly({
+          sql: 'SELECT 1 AS a; COMMIT; CREATE TABLE escaped (x int)',
+          params: [],
+          timeoutMs: 5_000,
+          searchPath: 'tenant_demo',
+        }),
+      ).rejects.toThrow(/multiple commands|cannot insert multiple/);
+      const tables = await database.runReadOnly({
+        sql: "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'escaped'",
+        params: [],
+        timeoutMs: 5_000,
+        searchPath: 'tenant_demo',
+      });
+      expect(Number(tables.rows[0]!.n)).toBe(0);
+    });
+
+    it('returns numerics as JSON numbers only where exact, and as decimal text otherwise', async () => {
+      const { execution } = await runPlan(server, {
+        query: 'q',
+        steps: [
+          sqlStep(
+            "SELECT 12345678901234.56789::numeric AS big, 0.1000000000000000000001::numeric AS tiny, 12.5000::numeric AS plain, 9007199254740993::bigint AS huge",
+          ),
+        ],
+      });
+      expect(execution.finalResult).toEqual([
+        { big: '12345678901234.56789', tiny: '0.1000000000000000000001', plain: 12.5, huge: '9007199254740993' },
+      ]);
     });
 
     it('returns counts and numerics as JSON numbers', async () => {

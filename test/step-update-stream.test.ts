@@ -29,7 +29,7 @@ for (const { backend, skipReason } of backends) {
       const plan = validatePlan(
         { query: 'q', steps: [{ kind: 'SQL', queryContext: 'c', sql: 'SELECT 1' }] },
         {},
-        { sampleSize: 3, stepTimeoutMs: 1000 },
+        { sampleSize: 3, stepTimeoutMs: 1000, maxStepTimeoutMs: 60_000 },
       );
       return (await store.createExecution(DEMO_TENANT_ID, plan)).execution.id;
     }

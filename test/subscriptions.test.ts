@@ -108,10 +108,53 @@ for (const { backend, skipReason } of backends) {
       }
     });
 
-    it('rejects a negative afterSequence with BAD_USER_INPUT', async () => {
+    it('rejects a negative afterSequence, or one beyond the last update, with BAD_USER_INPUT', async () => {
       const { id } = await runPlan(server, TWO_STEPS);
-      const results = await server.subscribeWs(StepUpdatesSubscription, { executionId: id, afterSequence: -1 });
-      expect(results[0]!.errors![0]!.extensions).toMatchObject({ code: 'BAD_USER_INPUT' });
+      for (const afterSequence of [-1, 7]) {
+        const results = await server.subscribeWs(StepUpdatesSubscription, { executionId: id, afterSequence });
+        expect(results[0]!.errors![0]!.extensions).toMatchObject({ code: 'BAD_USER_INPUT' });
+      }
+    });
+
+    it('answers a syntax error on graphql-ws for that operation only; the socket and its other subscriptions go on', async () => {
+      const id = await submitPlan(server, { query: 'q', steps: [sqlStep('SELECT count(*) AS n FROM users a, users b')] });
+      const client = server.wsClient();
+      const follow = new Promise<string[]>((resolve, reject) => {
+        const types: string[] = [];
+        client.subscribe(
+          { query: StepUpdatesSubscription.toString(), variables: { executionId: id } },
+          {
+            next: (value) => types.push((value.data as { stepUpdates: StepUpdateEvent }).stepUpdates.type),
+            error: reject,
+            complete: () => resolve(types),
+          },
+        );
+      });
+      const broken = await new Promise<unknown>((resolve) => {
+        client.subscribe({ query: 'subscription { stepUpdates(' }, { next: () => undefined, error: resolve, complete: () => resolve(null) });
+      });
+      expect(Array.isArray(broken) && (broken as { message: string }[])[0]!.message).toMatch(/Syntax Error/);
+      expect((await follow).at(-1)).toBe('EXECUTION_SUCCEEDED');
+    });
+
+    it('lets go of a stream when its client disconnects mid-execution', async () => {
+      const id = await submitPlan(server, {
+        query: 'q',
+        steps: [sqlStep('SELECT 1 AS one'), sqlStep('SELECT count(*) AS n FROM users a, users b, users c')],
+      });
+      const client = server.wsClient();
+      await new Promise<void>((resolve) => {
+        client.subscribe(
+          { query: StepUpdatesSubscription.toString(), variables: { executionId: id } },
+          { next: () => resolve(), error: () => resolve(), complete: () => resolve() },
+        );
+      });
+      expect(server.app.executor.openStreamCount).toBe(1);
+      await client.dispose();
+      for (let i = 0; i < 100 && server.app.executor.openStreamCount > 0; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      expect(server.app.executor.openStreamCount).toBe(0);
     });
   });
 }

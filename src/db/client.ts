@@ -17,8 +17,14 @@ export interface ReadOnlyQuery {
   sql: string;
   params: string[];
   timeoutMs: number;
+  /** Stop reading once the rows read so far add up to this many bytes (JSON text, roughly); default unlimited. */
+  maxBytes?: number;
   /** The only schema unqualified names resolve in (besides pg_catalog, which Postgres always adds). */
   searchPath: string;
+}
+
+export interface ExecutionLease {
+  release(): Promise<void>;
 }
 
 export interface ResultColumn {
@@ -29,6 +35,22 @@ export interface ResultColumn {
 export interface ReadOnlyResult {
   rows: Record<string, unknown>[];
   columns: ResultColumn[];
+  /** True when maxBytes stopped the read before the last row. */
+  truncatedByBytes: boolean;
+}
+
+/** Roughly the JSON size of a row, without JSON.stringify (rows may hold bigint). */
+export function approximateRowBytes(row: Record<string, unknown>): number {
+  let bytes = 2;
+  for (const [key, value] of Object.entries(row)) {
+    bytes += key.length + 4;
+    if (value === null || value === undefined) bytes += 4;
+    else if (typeof value === 'string') bytes += value.length;
+    else if (typeof value === 'object' && !(value instanceof Date)) {
+      bytes += JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))?.length ?? 4;
+    } else bytes += String(value).length;
+  }
+  return bytes;
 }
 
 export interface Database {
@@ -36,6 +58,13 @@ export interface Database {
   db: Db;
   /** Runs one statement in a READ ONLY transaction; throws StatementTimeoutError or DatabaseQueryError. */
   runReadOnly(query: ReadOnlyQuery): Promise<ReadOnlyResult>;
+  /**
+   * Exclusive right to run one execution, held until released: null when another process holds it.
+   * On PostgreSQL a session advisory lock on a reserved connection, so it ends when that process dies.
+   */
+  acquireExecutionLease(executionId: string): Promise<ExecutionLease | null>;
+  /** Whether the database answers a trivial query within timeoutMs (the query itself is not cancelled). */
+  ping(timeoutMs: number): Promise<boolean>;
   /** Runs several statements (DDL, bulk loads) in one transaction. */
   runScriptInTransaction(script: string): Promise<void>;
   /** Waits up to graceMs for statements in progress, then closes (PGlite must be closed, or its next start recovers). */
@@ -47,10 +76,27 @@ export { DatabaseQueryError, StatementTimeoutError };
 const migrationsFolder = fileURLToPath(new URL('../../drizzle', import.meta.url));
 const MIGRATION_LOCK_KEY = 4_242_001;
 
-const TEMPORAL_TYPE_OIDS = [1082, 1083, 1114, 1184, 1186, 1182, 1115, 1185, 1187];
+// Returned as Postgres prints them, so that both drivers hand the same text to records.ts (int8, numeric, dates, times).
+const RAW_TEXT_TYPE_OIDS = [20, 1700, 1082, 1083, 1114, 1184, 1186, 1182, 1115, 1185, 1187];
 
 export function quoteIdentifier(identifier: string): string {
   return `"${identifier.replaceAll('"', '""')}"`;
+}
+
+function pingWith(query: () => Promise<unknown>): (timeoutMs: number) => Promise<boolean> {
+  return async (timeoutMs) => {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        query().then(() => true),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+      ]);
+    } catch {
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
 }
 
 export async function openDatabase(database: Config['database']): Promise<Database> {
@@ -62,7 +108,7 @@ async function openPglite(dataDir: string): Promise<Database> {
   const client = await PgliteWorkerClient.open(dataDir);
   const db = drizzlePglite({ client: client as unknown as PGlite, schema: tables }) as unknown as Db;
   await migratePglite(db as never, { migrationsFolder });
-  const rawTypes = Object.fromEntries(TEMPORAL_TYPE_OIDS.map((oid) => [oid, true]));
+  const rawTypes = Object.fromEntries(RAW_TEXT_TYPE_OIDS.map((oid) => [oid, true]));
   return {
     kind: 'pglite',
     db,
@@ -73,9 +119,17 @@ async function openPglite(dataDir: string): Promise<Database> {
         const result = await tx.query<Record<string, unknown>>(query.sql, query.params, {
           parsers: rawTypes,
           timeoutMs: query.timeoutMs,
+          maxBytes: query.maxBytes,
         });
-        return { rows: result.rows, columns: result.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID })) };
+        return {
+          rows: result.rows,
+          columns: result.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID })),
+          truncatedByBytes: result.truncatedByBytes ?? false,
+        };
       }),
+    ping: pingWith(() => client.query('SELECT 1')),
+    // A PGlite data directory belongs to one process, so there is nobody to share executions with.
+    acquireExecutionLease: async () => ({ release: async () => undefined }),
     runScriptInTransaction: async (script) => {
       await client.execInTransaction(script);
     },
@@ -95,21 +149,85 @@ async function openPostgres(url: string, poolSize: number): Promise<Database> {
         return await client.begin('read only', async (tx) => {
           await tx.unsafe(`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(query.timeoutMs))}`);
           await tx.unsafe(`SET LOCAL search_path TO ${quoteIdentifier(query.searchPath)}`);
-          const rows = await tx.unsafe(query.sql, query.params);
-          return {
-            rows: rows as unknown as Record<string, unknown>[],
-            columns: rows.columns.map((c) => ({ name: c.name, typeOid: c.type })),
-          };
+          return readWithCursor(client, tx, query);
         });
       } catch (error) {
         throw toDatabaseError(error, query.timeoutMs);
       }
+    },
+    ping: pingWith(() => client`SELECT 1`),
+    acquireExecutionLease: async (executionId) => {
+      const [high, low] = advisoryLockKeys(executionId);
+      const connection = await client.reserve();
+      try {
+        const [row] = await connection`SELECT pg_try_advisory_lock(${high}, ${low}) AS acquired`;
+        if (row?.acquired) {
+          return {
+            release: async () => {
+              try {
+                await connection`SELECT pg_advisory_unlock(${high}, ${low})`;
+              } finally {
+                connection.release();
+              }
+            },
+          };
+        }
+      } catch (error) {
+        connection.release();
+        throw error;
+      }
+      connection.release();
+      return null;
     },
     runScriptInTransaction: async (script) => {
       await client.begin((tx) => tx.unsafe(script));
     },
     close: (graceMs = 5_000) => client.end({ timeout: graceMs / 1000 }),
   };
+}
+
+/** The two int4 keys of an execution's advisory lock, from the first 16 hex digits of its UUID. */
+function advisoryLockKeys(executionId: string): [number, number] {
+  const hex = executionId.replaceAll('-', '');
+  return [Number.parseInt(hex.slice(0, 8), 16) | 0, Number.parseInt(hex.slice(8, 16), 16) | 0];
+}
+
+const CURSOR_BATCH_ROWS = 500;
+// postgres.js types omit `simple`; false forces the extended protocol even without parameters.
+const EXTENDED_PROTOCOL = { simple: false } as postgres.UnsafeQueryOptions;
+
+/**
+ * Reads a statement in batches so that a huge result stops at maxBytes instead of filling memory.
+ * The extended protocol (simple: false) also refuses a string with more than one statement.
+ */
+async function readWithCursor(
+  client: postgres.Sql,
+  tx: postgres.TransactionSql,
+  query: ReadOnlyQuery,
+): Promise<ReadOnlyResult> {
+  const rows: Record<string, unknown>[] = [];
+  let columns: ResultColumn[] | undefined;
+  let bytes = 0;
+  let truncatedByBytes = false;
+  const maxBytes = query.maxBytes ?? Number.POSITIVE_INFINITY;
+  await tx.unsafe(query.sql, query.params, EXTENDED_PROTOCOL).cursor(CURSOR_BATCH_ROWS, (batch) => {
+    const described = batch as unknown as Record<string, unknown>[] & { columns?: postgres.ColumnList<string> };
+    columns ??= described.columns?.map((c) => ({ name: c.name, typeOid: c.type }));
+    for (const row of described) {
+      bytes += approximateRowBytes(row);
+      if (bytes > maxBytes) {
+        truncatedByBytes = true;
+        return client.CLOSE;
+      }
+      rows.push(row);
+    }
+    return undefined;
+  });
+  if (!columns) {
+    const described = await tx.unsafe(query.sql, query.params, EXTENDED_PROTOCOL).describe();
+    columns = described.columns.map((c) => ({ name: c.name, typeOid: c.type }));
+  }
+  return { rows, columns, truncatedByBytes };
 }
 
 async function runMigrationsOnPostgres(url: string): Promise<void> {

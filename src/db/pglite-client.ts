@@ -9,6 +9,7 @@ export interface PgliteResult<Row = unknown> {
   rows: Row[];
   fields: PgliteField[];
   affectedRows?: number;
+  truncatedByBytes?: boolean;
 }
 
 export interface PgliteQueryOptions {
@@ -17,6 +18,8 @@ export interface PgliteQueryOptions {
   parsers?: Record<number, unknown>;
   /** Abandon the statement after this many milliseconds by restarting the database worker. */
   timeoutMs?: number;
+  /** The worker returns rows only up to about this many bytes, so a huge result never crosses to the server. */
+  maxBytes?: number;
 }
 
 export interface PgliteQueryable {
@@ -163,7 +166,8 @@ export class PgliteWorkerClient implements PgliteQueryable {
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         this.pending.delete(id);
-        void this.restartWorker().finally(() => reject(new StatementTimeoutError(timeoutMs)));
+        const restart = this.closed ? Promise.resolve() : this.restartWorker();
+        void restart.catch(() => undefined).finally(() => reject(new StatementTimeoutError(timeoutMs)));
       }, timeoutMs);
     });
     try {
@@ -232,5 +236,6 @@ function queryRequest(sql: string, params: unknown[], options: PgliteQueryOption
     params,
     rowMode: options.rowMode ?? 'object',
     rawTypes: Object.keys(options.parsers ?? {}).map(Number),
+    maxBytes: options.maxBytes,
   };
 }

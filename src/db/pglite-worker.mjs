@@ -5,6 +5,30 @@ import { PGlite } from '@electric-sql/pglite';
 
 const identity = (value) => value;
 
+// Mirrors approximateRowBytes in client.ts: a rough JSON size that tolerates bigint.
+function approximateRowBytes(row) {
+  let bytes = 2;
+  for (const [key, value] of Object.entries(row)) {
+    bytes += key.length + 4;
+    if (value === null || value === undefined) bytes += 4;
+    else if (typeof value === 'string') bytes += value.length;
+    else if (typeof value === 'object' && !(value instanceof Date)) {
+      bytes += JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))?.length ?? 4;
+    } else bytes += String(value).length;
+  }
+  return bytes;
+}
+
+function capRows(rows, maxBytes) {
+  if (maxBytes === undefined || maxBytes === null) return { rows, truncatedByBytes: false };
+  let bytes = 0;
+  for (let i = 0; i < rows.length; i++) {
+    bytes += approximateRowBytes(rows[i]);
+    if (bytes > maxBytes) return { rows: rows.slice(0, i), truncatedByBytes: true };
+  }
+  return { rows, truncatedByBytes: false };
+}
+
 function serializeError(error) {
   const fields = ['message', 'code', 'detail', 'hint', 'position', 'severity', 'where', 'schema', 'table', 'column', 'constraint'];
   const serialized = { name: error?.name ?? 'Error' };
@@ -33,7 +57,7 @@ async function main() {
           rowMode: request.rowMode ?? 'object',
           parsers,
         });
-        result = { rows, fields, affectedRows };
+        result = { ...capRows(rows, request.maxBytes), fields, affectedRows };
       } else if (request.op === 'exec') {
         const results = await database.exec(request.sql);
         result = results.map(({ rows, fields, affectedRows }) => ({ rows, fields, affectedRows }));

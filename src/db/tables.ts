@@ -57,6 +57,12 @@ export const tenants = pgTable('tenants', {
   id: text('id').primaryKey(),
   name: text('name').notNull(),
   dataSchema: text('data_schema').notNull().unique(),
+  /** The tenant's HTTP API that API steps call; null when the tenant has none. */
+  apiBaseUrl: text('api_base_url'),
+  apiOpenapi: jsonb('api_openapi'),
+  /** Headers the host adds to every API request; programs never see them. */
+  apiCredentials: jsonb('api_credentials').$type<Record<string, string>>(),
+  apiAllowedMethods: jsonb('api_allowed_methods').$type<string[]>().notNull().default(['GET']),
   createdAt: timestamptz('created_at').notNull().defaultNow(),
 });
 
@@ -116,6 +122,8 @@ export const stepResults = pgTable(
     error: jsonb('error').$type<StoredStepError>(),
     attempts: integer('attempts').notNull().default(0),
     usage: jsonb('usage').$type<StoredTokenUsage>(),
+    /** What the step's program wrote with console.log (API steps). */
+    logs: json('logs').$type<string[]>(),
     startedAt: timestamptz('started_at'),
     finishedAt: timestamptz('finished_at'),
   },
@@ -135,6 +143,8 @@ export const stepEvents = pgTable(
     executionStatus: text('execution_status').notNull(),
     stepIndex: integer('step_index'),
     step: json('step').$type<StepSnapshot>(),
+    /** The text of a STEP_PROGRESS update. */
+    message: text('message'),
     at: timestamptz('at').notNull(),
   },
   (table) => [primaryKey({ columns: [table.executionId, table.sequence] })],

@@ -1,11 +1,12 @@
-import type { ExecutionRow, StepResultRow, StoredTokenUsage, TenantRow } from '../db/tables.js';
+import type { ExecutionLease } from '../db/client.js';
+import type { ExecutionRow, StepResultRow, StoredStepError, StoredTokenUsage, TenantRow } from '../db/tables.js';
 import { withLogContext, type Logger } from '../logger.js';
 import { StepFailure, toStoredStepError } from './errors.js';
 import { capRecords } from './records.js';
 import type { StepKind } from './step-update.js';
 import type { StepUpdateBus } from './step-update-bus.js';
 import type { EarlierStep, JsonRecord, StepHandler } from './steps/step-handler.js';
-import type { ExecutionStore, Transition } from './store.js';
+import { ExecutionNotRunnableError, type ExecutionStore, type Transition } from './store.js';
 
 export interface EngineSettings {
   rowCap: number;
@@ -14,6 +15,7 @@ export interface EngineSettings {
 
 export interface EngineDependencies {
   store: ExecutionStore;
+  acquireLease: (executionId: string) => Promise<ExecutionLease | null>;
   bus: StepUpdateBus;
   handlers: Record<StepKind, StepHandler>;
   findTenant: (tenantId: string) => Promise<TenantRow | undefined>;
@@ -27,6 +29,9 @@ async function transition(deps: EngineDependencies, executionId: string, change:
   deps.bus.publish(update);
 }
 
+const MAX_PROGRESS_UPDATES_PER_STEP = 100;
+const MAX_PROGRESS_MESSAGE_CHARS = 1_000;
+
 function addUsage(total: StoredTokenUsage | null, more: StoredTokenUsage): StoredTokenUsage {
   return {
     promptTokens: (total?.promptTokens ?? 0) + more.promptTokens,
@@ -35,8 +40,11 @@ function addUsage(total: StoredTokenUsage | null, more: StoredTokenUsage): Store
   };
 }
 
+const MAX_SAMPLE_BYTES = 64 * 1024;
+
+/** The first sampleSize records, as long as they fit in 64 KiB: samples travel in every prompt and event. */
 function sampleOf(records: readonly JsonRecord[], sampleSize: number): JsonRecord[] {
-  return records.slice(0, sampleSize);
+  return capRecords(records.slice(0, sampleSize), MAX_SAMPLE_BYTES).kept;
 }
 
 async function skipRemaining(deps: EngineDependencies, execution: ExecutionRow, steps: StepResultRow[]) {
@@ -49,14 +57,42 @@ async function skipRemaining(deps: EngineDependencies, execution: ExecutionRow, 
   }
 }
 
-/** Runs a QUEUED execution's steps strictly in order, recording and publishing every change. */
+/**
+ * Runs a QUEUED execution's steps strictly in order, recording and publishing every change.
+ * It first takes the execution's lease, then claims it (QUEUED to RUNNING, in the same transaction
+ * as EXECUTION_STARTED), so two processes can never run the same execution.
+ */
 export async function runExecution(deps: EngineDependencies, executionId: string): Promise<void> {
   const execution = await deps.store.loadExecution(executionId);
   if (!execution || execution.status !== 'QUEUED') return;
-  await withLogContext(
-    { correlationId: execution.correlationId, executionId, tenantId: execution.tenantId },
-    () => runSteps(deps, execution),
-  );
+  const lease = await deps.acquireLease(executionId);
+  if (!lease) return;
+  try {
+    await withLogContext({ correlationId: execution.correlationId, executionId, tenantId: execution.tenantId }, async () => {
+      try {
+        await deps.store.recordTransition(executionId, {
+          type: 'EXECUTION_STARTED',
+          from: ['QUEUED'],
+          execution: { status: 'RUNNING', startedAt: new Date() },
+        }).then((update) => deps.bus.publish(update));
+      } catch (error) {
+        if (error instanceof ExecutionNotRunnableError) return;
+        throw error;
+      }
+      try {
+        await runSteps(deps, execution);
+      } catch (error) {
+        deps.logger.error({ err: error }, 'execution crashed; marking it FAILED');
+        await failUnfinishedExecution(deps, execution, {
+          code: 'INTERNAL',
+          message: `the execution stopped on an unexpected error; the server log has the details under correlation id ${execution.correlationId}`,
+          retryable: true,
+        });
+      }
+    });
+  } finally {
+    await lease.release();
+  }
 }
 
 async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Promise<void> {
@@ -64,10 +100,6 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
   const tenant = await deps.findTenant(execution.tenantId);
   const steps = await deps.store.listSteps(execution.id);
   logger.info({ steps: steps.length }, 'execution started');
-  await transition(deps, execution.id, {
-    type: 'EXECUTION_STARTED',
-    execution: { status: 'RUNNING', startedAt: new Date() },
-  });
 
   const earlier: EarlierStep[] = [];
   let finalResult: unknown[] | null = null;
@@ -80,6 +112,21 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
       stepUsage = addUsage(stepUsage, usage);
       executionUsage = addUsage(executionUsage, usage);
     };
+    let progressReports = 0;
+    let progressWritten: Promise<void> = Promise.resolve();
+    const reportProgress = (message: string) => {
+      if (++progressReports > MAX_PROGRESS_UPDATES_PER_STEP) return;
+      progressWritten = progressWritten
+        .then(() =>
+          transition(deps, execution.id, {
+            type: 'STEP_PROGRESS',
+            message: message.slice(0, MAX_PROGRESS_MESSAGE_CHARS),
+            step: { index: step.index, change: {} },
+          }),
+        )
+        .catch((error: unknown) => logger.warn({ err: error, stepIndex: step.index }, 'progress update lost'));
+    };
+    const stepTimeout = AbortSignal.timeout(execution.options.stepTimeoutMs);
     await transition(deps, execution.id, {
       type: 'STEP_STARTED',
       step: { index: step.index, change: { status: 'RUNNING', startedAt } },
@@ -98,8 +145,11 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
           rowCap: deps.settings.rowCap,
           sampleSize: execution.options.sampleSize,
           recordUsage,
+          reportProgress,
+          signal: stepTimeout,
         }),
       );
+      await progressWritten;
       const capped = capRecords(outcome.records, deps.settings.resultMaxBytes);
       const sample = sampleOf(outcome.records, execution.options.sampleSize);
       await transition(deps, execution.id, {
@@ -118,6 +168,7 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
             truncated: outcome.truncated || capped.truncated,
             attempts: outcome.attempts,
             usage: stepUsage,
+            logs: outcome.logs ?? null,
             finishedAt: new Date(),
           },
         },
@@ -138,6 +189,7 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
       const stepError = toStoredStepError(error, execution.correlationId);
       if (error instanceof StepFailure) logger.warn({ stepIndex: step.index, error: stepError }, 'step failed');
       else logger.error({ stepIndex: step.index, err: error }, 'step failed unexpectedly');
+      await progressWritten;
       const artefact = error instanceof StepFailure ? error.artefact : {};
       await transition(deps, execution.id, {
         type: 'STEP_FAILED',
@@ -150,6 +202,7 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
             sql: artefact.sql ?? step.sql,
             code: artefact.code ?? step.code,
             attempts: artefact.attempts ?? 1,
+            logs: artefact.logs ?? null,
             usage: stepUsage,
             finishedAt: new Date(),
           },
@@ -173,26 +226,50 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
   logger.info('execution succeeded');
 }
 
-/** Executions cut off by a crash or kill: the step that was running fails, the rest are skipped. */
+const FAILURE_WRITE_DELAYS_MS = [0, 200, 1_000, 5_000];
+
+/**
+ * Ends an execution that cannot go on: the step that was running fails, the rest are skipped, and
+ * finalResult keeps the last step that succeeded. Retried a few times, since the store may be
+ * what failed; an execution another run already finished is left as it is.
+ */
+export async function failUnfinishedExecution(
+  deps: EngineDependencies,
+  execution: ExecutionRow,
+  error: StoredStepError,
+): Promise<void> {
+  for (const delay of FAILURE_WRITE_DELAYS_MS) {
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    try {
+      const steps = await deps.store.listSteps(execution.id);
+      for (const step of steps.filter((s) => s.status === 'RUNNING')) {
+        await transition(deps, execution.id, {
+          type: 'STEP_FAILED',
+          execution: { failedStepsDelta: 1 },
+          step: { index: step.index, change: { status: 'FAILED', error, attempts: Math.max(step.attempts, 1), finishedAt: new Date() } },
+        });
+      }
+      await skipRemaining(deps, execution, steps);
+      const lastSucceeded = steps.filter((s) => s.status === 'SUCCEEDED').at(-1);
+      await transition(deps, execution.id, {
+        type: 'EXECUTION_FAILED',
+        execution: { status: 'FAILED', error, finalResult: lastSucceeded?.result ?? null, finishedAt: new Date() },
+      });
+      return;
+    } catch (writeError) {
+      if (writeError instanceof ExecutionNotRunnableError) return;
+      deps.logger.error({ err: writeError }, 'could not record the failure of the execution; trying again');
+    }
+  }
+}
+
+/** Executions cut off by a crash or kill, found RUNNING at start with nobody holding their lease. */
 export async function failInterruptedExecution(deps: EngineDependencies, execution: ExecutionRow): Promise<void> {
   await withLogContext({ correlationId: execution.correlationId, executionId: execution.id }, async () => {
-    const steps = await deps.store.listSteps(execution.id);
-    const error = {
+    await failUnfinishedExecution(deps, execution, {
       code: 'INTERRUPTED',
       message: 'the server stopped while this execution was running',
       retryable: true,
-    };
-    for (const step of steps.filter((s) => s.status === 'RUNNING')) {
-      await transition(deps, execution.id, {
-        type: 'STEP_FAILED',
-        execution: { failedStepsDelta: 1 },
-        step: { index: step.index, change: { status: 'FAILED', error, finishedAt: new Date() } },
-      });
-    }
-    await skipRemaining(deps, execution, steps);
-    await transition(deps, execution.id, {
-      type: 'EXECUTION_FAILED',
-      execution: { status: 'FAILED', error, finishedAt: new Date() },
     });
     deps.logger.warn('execution was interrupted by a restart and is marked FAILED');
   });

@@ -7,7 +7,16 @@ export type StepErrorCode =
   | 'AGENT_NOT_CONFIGURED'
   | 'AGENT_FAILED'
   | 'AGENT_OUTPUT_INVALID'
-  | 'UNSUPPORTED_STEP'
+  | 'API_NOT_CONFIGURED'
+  | 'SANDBOX_TIMEOUT'
+  | 'SANDBOX_MEMORY'
+  | 'SANDBOX_ERROR'
+  | 'SANDBOX_RESULT_TOO_LARGE'
+  | 'SANDBOX_ABORTED'
+  | 'API_REQUEST_LIMIT'
+  | 'API_CALL_REFUSED'
+  | 'API_CALL_FAILED'
+  | 'API_RESPONSE_TOO_LARGE'
   | 'INTERRUPTED'
   | 'INTERNAL';
 
@@ -16,6 +25,7 @@ export interface StepArtefact {
   sql?: string;
   code?: string;
   attempts?: number;
+  logs?: string[];
 }
 
 /** A step failed for a reason the client may see; `retryable` says whether running it again may help. */
@@ -43,6 +53,11 @@ export class PlanValidationError extends Error {
   constructor(readonly problems: string[]) {
     super(problems.join('; '));
   }
+}
+
+/** An argument outside what the request can mean (afterSequence beyond the log, say); nothing was changed. */
+export class InvalidArgumentError extends Error {
+  override name = 'InvalidArgumentError';
 }
 
 export class ExecutionNotFoundError extends Error {

@@ -2,23 +2,33 @@ import { setMaxListeners } from 'node:events';
 import { eq } from 'drizzle-orm';
 import { AgentError, type LlmClient } from '../agents/llm-client.js';
 import { planQuery as planWithModel } from '../agents/planner.js';
+import { describeCatalog, type ApiOperation } from '../api/catalog.js';
+import type { SandboxConfig } from '../config.js';
 import type { Database } from '../db/client.js';
-import { tenants, type ExecutionRow, type StepResultRow, type StoredPlan, type TenantRow } from '../db/tables.js';
+import {
+  tenants,
+  type ExecutionRow,
+  type StepResultRow,
+  type StoredPlan,
+  type StoredTokenUsage,
+  type TenantRow,
+} from '../db/tables.js';
 import type { Logger } from '../logger.js';
 import { createInProcessDispatcher, type Dispatcher } from './dispatcher.js';
 import { failInterruptedExecution, runExecution, type EngineDependencies } from './engine.js';
-import { ExecutionNotFoundError, PlanValidationError } from './errors.js';
+import { ExecutionNotFoundError, InvalidArgumentError, PlanValidationError } from './errors.js';
 import {
   queryProblems,
   validateExecuteOptions,
   validatePlan,
   type ExecuteOptionsInput,
+  type PlanDefaults,
   type PlanInput,
 } from './plan.js';
 import type { StepUpdate } from './step-update.js';
 import { createInProcessStepUpdateBus, type StepUpdateBus } from './step-update-bus.js';
 import { streamStepUpdates } from './step-update-stream.js';
-import { runUnsupportedApiStep } from './steps/api.js';
+import { createApiStepHandler } from './steps/api.js';
 import { createSqlStepHandler } from './steps/sql.js';
 import { ExecutionStore, type ExecutionPage, type ExecutionPageRequest } from './store.js';
 import { TenantKnowledge } from './tenant-knowledge.js';
@@ -26,13 +36,20 @@ import { TenantKnowledge } from './tenant-knowledge.js';
 export interface ExecutorSettings {
   maxConcurrentExecutions: number;
   sqlRepairRounds: number;
+  sandbox: SandboxConfig;
   stepTimeoutMs: number;
   rowCap: number;
   resultMaxBytes: number;
+  stepMaxBytes: number;
+  maxStepTimeoutMs: number;
   defaultSampleSize: number;
 }
 
 const STREAM_CLOSE_TIMEOUT_MS = 2_000;
+
+function describeApiCatalog(operations: ApiOperation[] | null): string | null {
+  return operations && operations.length > 0 ? describeCatalog(operations) : null;
+}
 
 /** The executor's whole surface: what the GraphQL layer (or any other front end) may ask of it. */
 export class Executor {
@@ -59,10 +76,30 @@ export class Executor {
     this.bus = createInProcessStepUpdateBus();
     this.engine = {
       store: this.store,
+      acquireLease: (executionId) => database.acquireExecutionLease(executionId),
       bus: this.bus,
       handlers: {
-        SQL: createSqlStepHandler({ database, knowledge: this.knowledge, llm, repairRounds: settings.sqlRepairRounds }),
-        API: runUnsupportedApiStep,
+        SQL: createSqlStepHandler({
+          database,
+          knowledge: this.knowledge,
+          llm,
+          repairRounds: settings.sqlRepairRounds,
+          maxBytes: settings.stepMaxBytes,
+        }),
+        API: createApiStepHandler({
+          knowledge: this.knowledge,
+          llm,
+          sandbox: {
+            memoryBytes: settings.sandbox.memoryBytes,
+            cpuTimeMs: settings.sandbox.cpuTimeMs,
+            maxRequests: settings.sandbox.maxRequests,
+            maxConcurrentRequests: settings.sandbox.maxConcurrentRequests,
+            maxResultBytes: settings.sandbox.maxResultBytes,
+            maxLogBytes: settings.sandbox.maxLogBytes,
+          },
+          maxResponseBytes: settings.sandbox.maxResponseBytes,
+          requestTimeoutMs: settings.sandbox.requestTimeoutMs,
+        }),
       },
       findTenant: (tenantId) => this.findTenant(tenantId),
       logger,
@@ -75,10 +112,19 @@ export class Executor {
     });
   }
 
-  /** Marks executions cut off by a previous stop as FAILED (INTERRUPTED) and queues the ones never started. */
+  /**
+   * Marks executions cut off by a stopped process as FAILED (INTERRUPTED) and queues the ones never
+   * started. A RUNNING execution whose lease another live process holds is that process's to finish.
+   */
   async recover(): Promise<void> {
     for (const execution of await this.store.listUnfinished('RUNNING')) {
-      await failInterruptedExecution(this.engine, execution);
+      const lease = await this.database.acquireExecutionLease(execution.id);
+      if (!lease) continue;
+      try {
+        await failInterruptedExecution(this.engine, execution);
+      } finally {
+        await lease.release();
+      }
     }
     for (const execution of await this.store.listUnfinished('QUEUED')) {
       this.dispatcher.enqueue(execution.id);
@@ -104,6 +150,10 @@ export class Executor {
 
   /** Asks the planner for a plan answering the query, checked like a client's plan; stores nothing. */
   async planQuery(tenantId: string, query: string): Promise<StoredPlan> {
+    return (await this.planWithUsage(tenantId, query)).plan;
+  }
+
+  private async planWithUsage(tenantId: string, query: string): Promise<{ plan: StoredPlan; usage: StoredTokenUsage }> {
     const problems = queryProblems(query);
     if (problems.length > 0) throw new PlanValidationError(problems);
     const tenant = await this.findTenant(tenantId);
@@ -111,10 +161,10 @@ export class Executor {
     const answer = await planWithModel(this.llm, {
       query,
       dataSchema: await this.knowledge.dataSchema(tenant),
-      apiCatalog: null,
+      apiCatalog: describeApiCatalog(this.knowledge.apiCatalog(tenant)),
     });
     try {
-      return validatePlan({ query, ...answer.value }, {}, this.planDefaults()).plan;
+      return { plan: validatePlan({ query, ...answer.value }, {}, this.planDefaults()).plan, usage: answer.usage };
     } catch (error) {
       if (!(error instanceof PlanValidationError)) throw error;
       throw new AgentError('AGENT_OUTPUT_INVALID', `the planner wrote a plan that cannot run: ${error.message}`, false);
@@ -124,11 +174,11 @@ export class Executor {
   /** Plans the query, then executes the plan; the plan is the execution's first update (PLAN_CREATED). */
   async executeQuery(tenantId: string, query: string, options?: ExecuteOptionsInput | null): Promise<ExecutionRow> {
     const validatedOptions = validateExecuteOptions(options, this.planDefaults());
-    const plan = await this.planQuery(tenantId, query);
+    const { plan, usage } = await this.planWithUsage(tenantId, query);
     const { execution, planCreated } = await this.store.createExecution(
       tenantId,
       { ...validatedOptions, plan },
-      { planned: true },
+      { plannerUsage: usage },
     );
     if (planCreated) this.bus.publish(planCreated);
     this.logger.info(
@@ -139,8 +189,12 @@ export class Executor {
     return execution;
   }
 
-  private planDefaults() {
-    return { sampleSize: this.settings.defaultSampleSize, stepTimeoutMs: this.settings.stepTimeoutMs };
+  private planDefaults(): PlanDefaults {
+    return {
+      sampleSize: this.settings.defaultSampleSize,
+      stepTimeoutMs: Math.min(this.settings.stepTimeoutMs, this.settings.maxStepTimeoutMs),
+      maxStepTimeoutMs: this.settings.maxStepTimeoutMs,
+    };
   }
 
   findExecution(tenantId: string, executionId: string): Promise<ExecutionRow | undefined> {
@@ -162,28 +216,30 @@ export class Executor {
   async stepUpdates(tenantId: string, executionId: string, afterSequence: number): Promise<AsyncIterable<StepUpdate>> {
     const execution = await this.store.findExecution(tenantId, executionId);
     if (!execution) throw new ExecutionNotFoundError(executionId);
-    return this.tracked(
-      streamStepUpdates({
-        store: this.store,
-        bus: this.bus,
-        executionId,
-        afterSequence,
-        shutdown: this.shutdownController.signal,
-      }),
-    );
+    if (afterSequence > execution.lastSequence) {
+      throw new InvalidArgumentError(
+        `afterSequence ${afterSequence} is beyond the last update of this execution (${execution.lastSequence})`,
+      );
+    }
+    let closed!: () => void;
+    const streamClosed = new Promise<void>((resolve) => (closed = resolve));
+    this.openStreams.add(streamClosed);
+    return streamStepUpdates({
+      store: this.store,
+      bus: this.bus,
+      executionId,
+      afterSequence,
+      shutdown: this.shutdownController.signal,
+      onClose: () => {
+        this.openStreams.delete(streamClosed);
+        closed();
+      },
+    });
   }
 
-  /** Remembers the stream until it ends, so that stop() can wait for subscribers to be told "complete". */
-  private async *tracked(stream: AsyncIterable<StepUpdate>): AsyncGenerator<StepUpdate> {
-    let ended!: () => void;
-    const end = new Promise<void>((resolve) => (ended = resolve));
-    this.openStreams.add(end);
-    try {
-      yield* stream;
-    } finally {
-      this.openStreams.delete(end);
-      ended();
-    }
+  /** stepUpdates streams open right now (one per subscription). */
+  get openStreamCount(): number {
+    return this.openStreams.size;
   }
 
   /** Ends open subscriptions and waits for running executions; any still running are found at the next start. */

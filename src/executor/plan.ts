@@ -14,8 +14,14 @@ export const PLAN_LIMITS = {
   correlationIdChars: 128,
   maxSampleSize: 100,
   minStepTimeoutMs: 100,
-  maxStepTimeoutMs: 600_000,
 } as const;
+
+export interface PlanDefaults {
+  sampleSize: number;
+  stepTimeoutMs: number;
+  /** The server's ceiling for stepTimeoutMs (STEPCAST_MAX_STEP_TIMEOUT_MS). */
+  maxStepTimeoutMs: number;
+}
 
 export interface PlanStepInput {
   kind: string;
@@ -95,7 +101,7 @@ function validateStep(problems: string[], step: PlanStepInput, position: number)
 function checkOptions(
   problems: string[],
   optionsInput: ExecuteOptionsInput | null | undefined,
-  defaults: { sampleSize: number; stepTimeoutMs: number },
+  defaults: PlanDefaults,
 ): { options: StoredExecuteOptions; correlationId: string } {
   const options = optionsInput ?? {};
   const sampleSize = options.sampleSize ?? defaults.sampleSize;
@@ -106,10 +112,10 @@ function checkOptions(
   if (
     !Number.isInteger(stepTimeoutMs) ||
     stepTimeoutMs < PLAN_LIMITS.minStepTimeoutMs ||
-    stepTimeoutMs > PLAN_LIMITS.maxStepTimeoutMs
+    stepTimeoutMs > defaults.maxStepTimeoutMs
   ) {
     problems.push(
-      `options.stepTimeoutMs must be between ${PLAN_LIMITS.minStepTimeoutMs} and ${PLAN_LIMITS.maxStepTimeoutMs}`,
+      `options.stepTimeoutMs must be between ${PLAN_LIMITS.minStepTimeoutMs} and ${defaults.maxStepTimeoutMs}`,
     );
   }
   const correlationId = options.correlationId ?? randomUUID();
@@ -124,7 +130,7 @@ function checkOptions(
 /** Checks the options of an execution on their own (executeQuery, before the planner runs). */
 export function validateExecuteOptions(
   optionsInput: ExecuteOptionsInput | null | undefined,
-  defaults: { sampleSize: number; stepTimeoutMs: number },
+  defaults: PlanDefaults,
 ): { options: StoredExecuteOptions; correlationId: string } {
   const problems: string[] = [];
   const checked = checkOptions(problems, optionsInput, defaults);
@@ -143,7 +149,7 @@ export function queryProblems(query: string): string[] {
 export function validatePlan(
   input: PlanInput,
   optionsInput: ExecuteOptionsInput | null | undefined,
-  defaults: { sampleSize: number; stepTimeoutMs: number },
+  defaults: PlanDefaults,
 ): ValidatedPlan {
   const problems: string[] = [];
   const query = checkText(problems, 'plan.query', input.query, { required: true, max: PLAN_LIMITS.queryChars });

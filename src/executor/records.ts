@@ -41,10 +41,21 @@ export function describeColumns(columns: readonly ResultColumn[]): StoredColumn[
   return described;
 }
 
+/** "0012.500" and "12.5" are the same decimal; "-0.0" is "0". */
+function canonicalDecimal(text: string): string {
+  const match = /^(-?)0*(\d*?)(?:\.(\d*?)0*)?$/.exec(text.trim());
+  if (!match) return text;
+  const [, sign, whole, fraction] = match;
+  const digits = `${whole || '0'}${fraction ? `.${fraction}` : ''}`;
+  return digits === '0' ? '0' : `${sign}${digits}`;
+}
+
+/** A number only where JSON can hold the value exactly; otherwise the decimal text, unrounded. */
 function toJsonNumber(value: string | number | bigint): number | string {
+  if (typeof value === 'number') return value;
   const asNumber = Number(value);
   if (typeof value === 'bigint') return Number.isSafeInteger(asNumber) ? asNumber : value.toString();
-  return Number.isFinite(asNumber) && Math.abs(asNumber) <= Number.MAX_SAFE_INTEGER ? asNumber : String(value);
+  return Number.isFinite(asNumber) && String(asNumber) === canonicalDecimal(value) ? asNumber : value;
 }
 
 function toJsonValue(value: unknown, type: string): unknown {
@@ -81,4 +92,41 @@ export function capRecords(records: readonly JsonRecord[], maxBytes: number): { 
     if (bytes > maxBytes) return { kept: records.slice(0, i), truncated: true };
   }
   return { kept: [...records], truncated: false };
+}
+
+const ISO_TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/;
+
+function jsonTypeOf(value: unknown): string | null {
+  if (value === null || value === undefined) return null;
+  if (typeof value === 'boolean') return 'boolean';
+  if (typeof value === 'number') return Number.isSafeInteger(value) ? 'bigint' : 'double precision';
+  if (typeof value === 'string') return ISO_TIMESTAMP.test(value) ? 'timestamptz' : 'text';
+  return 'jsonb';
+}
+
+function widen(a: string | null, b: string | null): string | null {
+  if (a === null) return b;
+  if (b === null || a === b) return a;
+  if ((a === 'bigint' && b === 'double precision') || (a === 'double precision' && b === 'bigint')) {
+    return 'double precision';
+  }
+  if ((a === 'timestamptz' && b === 'text') || (a === 'text' && b === 'timestamptz')) return 'text';
+  return 'jsonb';
+}
+
+/** Columns for records that came from a program (API steps): the first-seen key order, types widened over all records. */
+export function inferColumns(records: readonly JsonRecord[]): StoredColumn[] {
+  const types = new Map<string, string | null>();
+  for (const record of records) {
+    for (const [name, value] of Object.entries(record)) types.set(name, widen(types.get(name) ?? null, jsonTypeOf(value)));
+  }
+  return [...types].map(([name, type]) => ({ name, type: type ?? 'text' }));
+}
+
+/** A program may return an array of records, one object, or a single value; later steps always get records. */
+export function toRecords(value: unknown): JsonRecord[] {
+  const items = Array.isArray(value) ? value : value === null || value === undefined ? [] : [value];
+  return items.map((item) =>
+    item !== null && typeof item === 'object' && !Array.isArray(item) ? (item as JsonRecord) : { value: item },
+  );
 }

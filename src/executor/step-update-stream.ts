@@ -1,5 +1,5 @@
 import { Repeater } from 'graphql-yoga';
-import { isFinished, isTerminalUpdate, type StepUpdate } from './step-update.js';
+import { isFinished, isTerminalUpdate, type ExecutionStatus, type StepUpdate } from './step-update.js';
 import type { StepUpdateBus } from './step-update-bus.js';
 import type { ExecutionStore } from './store.js';
 
@@ -16,12 +16,15 @@ export function streamStepUpdates({
   executionId,
   afterSequence,
   shutdown,
+  onClose,
 }: {
   store: ExecutionStore;
   bus: StepUpdateBus;
   executionId: string;
   afterSequence: number;
   shutdown: AbortSignal;
+  /** Called once the stream has ended, however it ended (completed, client gone, shutdown). */
+  onClose?: () => void;
 }): AsyncIterable<StepUpdate> {
   return new Repeater<StepUpdate>(async (push, stop) => {
     let buffered: StepUpdate[] = [];
@@ -59,7 +62,9 @@ export function streamStepUpdates({
       if (shutdown.aborted) return;
       if (await emit(await store.loadEvents(executionId, lastSequence))) return;
       const execution = await store.loadExecution(executionId);
-      if (!execution || (isFinished(execution.status as never) && lastSequence >= execution.lastSequence)) return;
+      if (!execution || (isFinished(execution.status as ExecutionStatus) && lastSequence >= execution.lastSequence)) {
+        return;
+      }
       while (!stopped) {
         if (buffered.length === 0) {
           await new Promise<void>((resolve) => (wake = resolve));
@@ -74,6 +79,7 @@ export function streamStepUpdates({
       unsubscribe();
       shutdown.removeEventListener('abort', onShutdown);
       stop();
+      onClose?.();
     }
   });
 }

@@ -46,4 +46,6 @@ export interface StepUpdate {
   at: Date;
   status: ExecutionStatus;
   step: StepSnapshot | null;
+  /** What a STEP_PROGRESS update says; null on other updates. */
+  message: string | null;
 }

@@ -9,6 +9,7 @@ import {
   type StepEventRow,
   type StepResultRow,
   type StepSnapshot,
+  type StoredTokenUsage,
 } from '../db/tables.js';
 import type { ValidatedPlan } from './plan.js';
 import type { ExecutionStatus, StepUpdate, StepUpdateType } from './step-update.js';
@@ -49,8 +50,21 @@ type StepChange = Partial<
 
 export interface Transition {
   type: StepUpdateType;
+  message?: string;
+  /** The statuses the execution must be in for this change; by default any unfinished one. */
+  from?: readonly ExecutionStatus[];
   execution?: ExecutionChange;
   step?: { index: number; change: StepChange };
+}
+
+const UNFINISHED: readonly ExecutionStatus[] = ['QUEUED', 'RUNNING'];
+
+/** The execution is finished, or (for a claim) no longer QUEUED: another run got there first. */
+export class ExecutionNotRunnableError extends Error {
+  override name = 'ExecutionNotRunnableError';
+  constructor(executionId: string) {
+    super(`execution ${executionId} is not in a state this change applies to`);
+  }
 }
 
 export function snapshotOf(row: StepResultRow): StepSnapshot {
@@ -67,6 +81,7 @@ export function toStepUpdate(row: StepEventRow): StepUpdate {
     at: row.at,
     status: row.executionStatus as ExecutionStatus,
     step: row.step ?? null,
+    message: row.message ?? null,
   };
 }
 
@@ -76,13 +91,14 @@ export class ExecutionStore {
 
   /**
    * Stores a QUEUED execution with its PENDING steps. A plan the planner wrote also gets its
-   * PLAN_CREATED update, sequence 1, in the same transaction.
+   * PLAN_CREATED update, sequence 1, in the same transaction, and the planner's tokens as usage.
    */
   async createExecution(
     tenantId: string,
     validated: ValidatedPlan,
-    { planned = false }: { planned?: boolean } = {},
+    { plannerUsage }: { plannerUsage?: StoredTokenUsage } = {},
   ): Promise<{ execution: ExecutionRow; planCreated: StepUpdate | null }> {
+    const planned = plannerUsage !== undefined;
     const id = randomUUID();
     return this.db.transaction(async (tx) => {
       const [execution] = await tx
@@ -96,6 +112,7 @@ export class ExecutionStore {
           options: validated.options,
           totalSteps: validated.plan.steps.length,
           lastSequence: planned ? 1 : 0,
+          usage: plannerUsage ?? null,
           createdAt: new Date(),
         })
         .returning();
@@ -220,16 +237,16 @@ export class ExecutionStore {
           failedSteps: sql`${executions.failedSteps} + ${failedStepsDelta}`,
           lastSequence: sql`${executions.lastSequence} + 1`,
         })
-        .where(eq(executions.id, executionId))
+        .where(and(eq(executions.id, executionId), inArray(executions.status, [...(transition.from ?? UNFINISHED)])))
         .returning();
-      if (!execution) throw new Error(`execution ${executionId} vanished while running`);
+      if (!execution) throw new ExecutionNotRunnableError(executionId);
       let snapshot: StepSnapshot | null = null;
       if (transition.step) {
-        const [step] = await tx
-          .update(stepResults)
-          .set(transition.step.change)
-          .where(and(eq(stepResults.executionId, executionId), eq(stepResults.index, transition.step.index)))
-          .returning();
+        const stepKey = and(eq(stepResults.executionId, executionId), eq(stepResults.index, transition.step.index));
+        const [step] =
+          Object.keys(transition.step.change).length > 0
+            ? await tx.update(stepResults).set(transition.step.change).where(stepKey).returning()
+            : await tx.select().from(stepResults).where(stepKey);
         if (!step) throw new Error(`step ${transition.step.index} of execution ${executionId} does not exist`);
         snapshot = snapshotOf(step);
       }
@@ -244,12 +261,11 @@ export class ExecutionStore {
           executionStatus: execution.status,
           stepIndex: transition.step?.index ?? null,
           step: snapshot,
+          message: transition.message ?? null,
           at: new Date(),
         })
-        .onConflictDoNothing()
         .returning();
-      if (!event) throw new Error(`event ${execution.lastSequence} of execution ${executionId} was already written`);
-      return toStepUpdate(event);
+      return toStepUpdate(event!);
     });
   }
 }

@@ -1,3 +1,4 @@
+import { catalogFromOpenApi, type ApiOperation } from '../api/catalog.js';
 import type { Database } from '../db/client.js';
 import { introspectDataSchema, type DataSchema } from '../db/introspect.js';
 import type { TenantRow } from '../db/tables.js';
@@ -5,6 +6,7 @@ import type { TenantRow } from '../db/tables.js';
 /** What the agents and the guard know of a tenant's data, introspected once per tenant and cached. */
 export class TenantKnowledge {
   private readonly dataSchemas = new Map<string, Promise<DataSchema>>();
+  private readonly catalogs = new Map<string, ApiOperation[]>();
 
   constructor(private readonly database: Database) {}
 
@@ -16,5 +18,18 @@ export class TenantKnowledge {
       this.dataSchemas.set(tenant.dataSchema, dataSchema);
     }
     return dataSchema;
+  }
+
+  /** The operations of the tenant's API that its programs may call; null when the tenant has no API. */
+  apiCatalog(tenant: TenantRow): ApiOperation[] | null {
+    if (!tenant.apiBaseUrl || !tenant.apiOpenapi || typeof tenant.apiOpenapi !== 'object') return null;
+    const key = `${tenant.id}\n${tenant.apiBaseUrl}`;
+    let catalog = this.catalogs.get(key);
+    if (!catalog) {
+      const allowed = new Set(tenant.apiAllowedMethods.map((method) => method.toUpperCase()));
+      catalog = catalogFromOpenApi(tenant.apiOpenapi).filter((operation) => allowed.has(operation.method));
+      this.catalogs.set(key, catalog);
+    }
+    return catalog;
   }
 }

@@ -165,6 +165,21 @@ function asWrappedNode(value: JsonObject): { type: string; body: JsonObject } | 
   return { type, body };
 }
 
+// current_date, localtime and the like are fine; these name the database, role or schema the query runs as.
+const REVEALING_VALUE_FUNCTIONS: ReadonlyMap<string, string> = new Map([
+  ['SVFOP_CURRENT_USER', 'current_user'],
+  ['SVFOP_CURRENT_ROLE', 'current_role'],
+  ['SVFOP_SESSION_USER', 'session_user'],
+  ['SVFOP_USER', 'user'],
+  ['SVFOP_CURRENT_CATALOG', 'current_catalog'],
+  ['SVFOP_CURRENT_SCHEMA', 'current_schema'],
+]);
+
+function checkSqlValueFunction(op: string): void {
+  const name = REVEALING_VALUE_FUNCTIONS.get(op);
+  if (name) throw new SqlRejectedError('function not allowed', `${name} is not allowed`);
+}
+
 function rejectForbiddenNode(type: string): never {
   const forbidden = FORBIDDEN_NODES.get(type)!;
   throw new SqlRejectedError(forbidden.reason, forbidden.detail);
@@ -293,6 +308,9 @@ class ReferenceCollector {
         break;
       case 'CollateClause':
         this.checkCollationName(stringNodeValues(body['collname']));
+        break;
+      case 'SQLValueFunction':
+        checkSqlValueFunction(String(body['op']));
         break;
     }
     this.inspectFields(body, visibleCtes, depth);
@@ -434,12 +452,15 @@ function extractStatementText(parser: PgQueryModule, sql: string, rawStatement: 
   return utf8Slice(new TextEncoder().encode(sql), start, end).trim();
 }
 
+// Byte offsets into the text (location, rexpr_list_start, ...) differ once the statement is embedded.
+const POSITION_FIELD = /^(location|stmt_len)$|_(location|start|end)$/;
+
 function withoutLocations(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(withoutLocations);
   if (!isJsonObject(value)) return value;
   const copy: JsonObject = {};
   for (const [field, child] of Object.entries(value)) {
-    if (field === 'location' || field.endsWith('_location') || field === 'stmt_len') continue;
+    if (POSITION_FIELD.test(field)) continue;
     copy[field] = withoutLocations(child);
   }
   return copy;

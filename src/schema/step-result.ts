@@ -10,7 +10,8 @@ export const StepErrorRef = builder.objectRef<StoredStepError>('StepError').impl
   description: 'Why a step or an execution failed.',
   fields: (t) => ({
     code: t.exposeString('code', {
-      description: 'Machine-readable: SQL_REJECTED, SQL_ERROR, STEP_TIMEOUT, AGENT_NOT_CONFIGURED, UNSUPPORTED_STEP, INTERRUPTED, INTERNAL.',
+      description:
+        'Machine-readable, e.g. SQL_REJECTED, SQL_ERROR, STEP_TIMEOUT, AGENT_NOT_CONFIGURED, AGENT_FAILED, SANDBOX_TIMEOUT, API_CALL_REFUSED, INTERRUPTED, INTERNAL (the README lists them all).',
     }),
     message: t.exposeString('message'),
     retryable: t.exposeBoolean('retryable', { description: 'Whether running the step again may succeed.' }),
@@ -82,6 +83,10 @@ export const StepResultRef = builder.objectRef<StepResultSource>('StepResult').i
       nullable: true,
       description: 'Tokens spent on this step; null when no agent was asked.',
       resolve: (step) => step.usage,
+    }),
+    logs: t.exposeStringList('logs', {
+      nullable: true,
+      description: "What the step's program wrote with console.log (API steps).",
     }),
     startedAt: t.field({ type: 'DateTime', nullable: true, resolve: (step) => toDate(step.startedAt) }),
     finishedAt: t.field({ type: 'DateTime', nullable: true, resolve: (step) => toDate(step.finishedAt) }),

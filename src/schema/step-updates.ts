@@ -17,6 +17,10 @@ const StepUpdateRef = builder.objectRef<StepUpdate>('StepUpdate').implement({
       description: "The execution's status after this update.",
       resolve: (update) => update.status,
     }),
+    message: t.exposeString('message', {
+      nullable: true,
+      description: 'What the step reported, on STEP_PROGRESS updates.',
+    }),
     step: t.field({
       type: StepResultRef,
       nullable: true,

@@ -78,7 +78,7 @@ export type StepUpdateType =
   | 'STEP_STARTED'
   | 'STEP_SUCCEEDED';
 
-export type StepResultFieldsFragment = { index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, usage: { promptTokens: number, completionTokens: number, totalTokens: number } | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null };
+export type StepResultFieldsFragment = { index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, code: string | null, logs: Array<string> | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, usage: { promptTokens: number, completionTokens: number, totalTokens: number } | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null };
 
 export type ExecutePlanMutationVariables = Exact<{
   plan: PlanInput;
@@ -93,7 +93,7 @@ export type ExecutionQueryVariables = Exact<{
 }>;
 
 
-export type ExecutionQuery = { execution: { id: string, correlationId: string, status: ExecutionStatus, totalSteps: number, successfulSteps: number, failedSteps: number, finalResult: unknown, lastSequence: number, createdAt: string, startedAt: string | null, finishedAt: string | null, durationMs: number | null, usage: { promptTokens: number, completionTokens: number, totalTokens: number } | null, error: { code: string, message: string, retryable: boolean } | null, plan: { query: string, steps: Array<{ kind: StepKind, queryContext: string, critical: boolean, sql: string | null }> }, steps: Array<{ result: unknown, index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, usage: { promptTokens: number, completionTokens: number, totalTokens: number } | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null }> } | null };
+export type ExecutionQuery = { execution: { id: string, correlationId: string, status: ExecutionStatus, totalSteps: number, successfulSteps: number, failedSteps: number, finalResult: unknown, lastSequence: number, createdAt: string, startedAt: string | null, finishedAt: string | null, durationMs: number | null, usage: { promptTokens: number, completionTokens: number, totalTokens: number } | null, error: { code: string, message: string, retryable: boolean } | null, plan: { query: string, steps: Array<{ kind: StepKind, queryContext: string, critical: boolean, sql: string | null }> }, steps: Array<{ result: unknown, index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, code: string | null, logs: Array<string> | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, usage: { promptTokens: number, completionTokens: number, totalTokens: number } | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null }> } | null };
 
 export type ExecutionsQueryVariables = Exact<{
   first?: number | null | undefined;
@@ -110,7 +110,7 @@ export type StepUpdatesSubscriptionVariables = Exact<{
 }>;
 
 
-export type StepUpdatesSubscription = { stepUpdates: { executionId: string, sequence: number, type: StepUpdateType, at: string, status: ExecutionStatus, step: { index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, usage: { promptTokens: number, completionTokens: number, totalTokens: number } | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null } | null } };
+export type StepUpdatesSubscription = { stepUpdates: { executionId: string, sequence: number, type: StepUpdateType, at: string, status: ExecutionStatus, message: string | null, step: { index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, code: string | null, logs: Array<string> | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, usage: { promptTokens: number, completionTokens: number, totalTokens: number } | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null } | null } };
 
 export type PlanQueryQueryVariables = Exact<{
   query: string;
@@ -154,6 +154,8 @@ export const StepResultFieldsFragmentDoc = new TypedDocumentString(`
   entity
   critical
   sql
+  code
+  logs
   recordCount
   sample
   truncated
@@ -237,6 +239,8 @@ export const ExecutionDocument = new TypedDocumentString(`
   entity
   critical
   sql
+  code
+  logs
   recordCount
   sample
   truncated
@@ -286,6 +290,7 @@ export const StepUpdatesDocument = new TypedDocumentString(`
     type
     at
     status
+    message
     step {
       ...StepResultFields
     }
@@ -299,6 +304,8 @@ export const StepUpdatesDocument = new TypedDocumentString(`
   entity
   critical
   sql
+  code
+  logs
   recordCount
   sample
   truncated

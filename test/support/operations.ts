@@ -9,6 +9,8 @@ export const StepResultFields = graphql(`
     entity
     critical
     sql
+    code
+    logs
     recordCount
     sample
     truncated
@@ -116,6 +118,7 @@ export const StepUpdatesSubscription = graphql(`
       type
       at
       status
+      message
       step {
         ...StepResultFields
       }

@@ -16,6 +16,8 @@ export interface GraphQLResponse<TResult> {
 
 export interface TestServer {
   backend: Backend;
+  /** The PostgreSQL database this server uses (undefined on PGlite). */
+  databaseUrl: string | undefined;
   url: string;
   wsUrl: string;
   app: StepcastApp;
@@ -39,12 +41,15 @@ export interface TestServer {
 
 export interface TestServerOptions {
   env?: Record<string, string>;
+  /** Join the PostgreSQL database of another test server instead of creating a fresh one (a second replica). */
+  joinDatabaseOf?: TestServer;
 }
 
 export async function startTestServer(backend: Backend, options: TestServerOptions = {}): Promise<TestServer> {
   const dataDir = await mkdtemp(join(tmpdir(), 'stepcast-test-'));
   let testDatabase: TestDatabase | undefined;
-  if (backend === 'postgres') testDatabase = await createTestDatabase();
+  if (backend === 'postgres' && !options.joinDatabaseOf) testDatabase = await createTestDatabase();
+  const databaseUrl = options.joinDatabaseOf?.databaseUrl ?? testDatabase?.url;
   const config = loadConfig({
     NODE_ENV: 'test',
     PORT: '0',
@@ -52,7 +57,7 @@ export async function startTestServer(backend: Backend, options: TestServerOptio
     DATA_DIR: dataDir,
     STEPCAST_DEMO_USERS: '200',
     STEPCAST_SHUTDOWN_GRACE_MS: '2000',
-    ...(testDatabase ? { DATABASE_URL: testDatabase.url } : {}),
+    ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
     ...options.env,
   });
   const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
@@ -60,6 +65,7 @@ export async function startTestServer(backend: Backend, options: TestServerOptio
 
   const server: TestServer = {
     backend,
+    databaseUrl,
     url: '',
     wsUrl: '',
     app: undefined as unknown as StepcastApp,

@@ -15,6 +15,8 @@ export interface SqlStepOptions {
   llm: LlmClient;
   /** Times the agent may rewrite its SQL after the guard or the database rejected it. */
   repairRounds: number;
+  /** Reading stops here (the step is truncated) so that one result cannot exhaust memory. */
+  maxBytes: number;
 }
 
 export function stepRelationName(index: number): string {
@@ -58,7 +60,7 @@ function toStepFailure(error: unknown, timeoutMs: number): unknown {
 
 const REPAIRABLE: ReadonlySet<string> = new Set(['SQL_REJECTED', 'SQL_ERROR']);
 
-export function createSqlStepHandler({ database, knowledge, llm, repairRounds }: SqlStepOptions): StepHandler {
+export function createSqlStepHandler({ database, knowledge, llm, repairRounds, maxBytes }: SqlStepOptions): StepHandler {
   const runStatement = async (sql: string, context: StepContext, dataSchema: DataSchema): Promise<StepOutcome> => {
     const { earlier, tenant } = context;
     const guarded = await guardSql(sql, {
@@ -72,9 +74,10 @@ export function createSqlStepHandler({ database, knowledge, llm, repairRounds }:
       params,
       timeoutMs: context.timeoutMs,
       searchPath: tenant.dataSchema,
+      maxBytes,
     });
     const columns = describeColumns(result.columns);
-    const truncated = result.rows.length > context.rowCap;
+    const truncated = result.rows.length > context.rowCap || result.truncatedByBytes;
     const rows = truncated ? result.rows.slice(0, context.rowCap) : result.rows;
     return { sql, records: toJsonRecords(rows, columns), columns, truncated, attempts: 1 };
   };

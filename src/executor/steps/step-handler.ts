@@ -26,6 +26,10 @@ export interface StepContext {
   sampleSize: number;
   /** Adds tokens an agent spent on this step; counted even when the step then fails. */
   recordUsage(usage: StoredTokenUsage): void;
+  /** Publishes a STEP_PROGRESS update (in order, before the step's outcome; at most 100 per step). */
+  reportProgress(message: string): void;
+  /** Aborted when the step must stop (its time is up). */
+  signal: AbortSignal;
 }
 
 export interface StepOutcome {
@@ -36,6 +40,7 @@ export interface StepOutcome {
   /** True when the step produced more than it could return (a row cap, for example). */
   truncated: boolean;
   attempts: number;
+  logs?: string[];
 }
 
 export type StepHandler = (context: StepContext) => Promise<StepOutcome>;
