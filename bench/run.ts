@@ -25,6 +25,18 @@ const TWO_STEP_PLAN = {
   ],
 };
 
+const SQL_THEN_API_PLAN = {
+  query: 'groups of ten users, through the API',
+  steps: [
+    { kind: 'SQL', queryContext: 'ten users', sql: 'SELECT id FROM users ORDER BY id LIMIT 10' },
+    {
+      kind: 'API',
+      queryContext: 'their groups',
+      code: "const answers = await Promise.all(steps[0].records.map((u) => api.call('listUserGroups', { id: u.id }))); return answers.flatMap((a, i) => a.data.map((g) => ({ user_id: steps[0].records[i].id, group: g.name })));",
+    },
+  ],
+};
+
 async function submit(url: string, plan: unknown): Promise<string> {
   const response = await fetch(url, {
     method: 'POST',
@@ -87,6 +99,16 @@ async function benchmark(label: string, env: Record<string, string>) {
       latencies.push(performance.now() - t0);
     }
     console.log(summarize('2-step plan, submit to terminal update', latencies));
+
+    const apiLatencies: number[] = [];
+    for (let i = 0; i < Math.ceil(RUNS / 2); i++) {
+      const t0 = performance.now();
+      const id = await submit(app.url, SQL_THEN_API_PLAN);
+      const { last } = await follow(wsUrl, id);
+      if (last !== 'EXECUTION_SUCCEEDED') throw new Error(`SQL+API run ended with ${last}`);
+      apiLatencies.push(performance.now() - t0);
+    }
+    console.log(summarize('SQL step, then a program making 10 API calls', apiLatencies));
 
     const t0 = performance.now();
     const ids = await Promise.all(Array.from({ length: CONCURRENT }, () => submit(app.url, TWO_STEP_PLAN)));

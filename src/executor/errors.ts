@@ -1,24 +1,18 @@
+import type { AgentErrorCode } from '../agents/llm-client.js';
+import type { ApiCallErrorCode } from '../api/api-caller.js';
 import type { StoredStepError } from '../db/tables.js';
+import type { SandboxErrorCode } from '../sandbox/errors.js';
 
 export type StepErrorCode =
   | 'SQL_REJECTED'
   | 'SQL_ERROR'
   | 'STEP_TIMEOUT'
-  | 'AGENT_NOT_CONFIGURED'
-  | 'AGENT_FAILED'
-  | 'AGENT_OUTPUT_INVALID'
   | 'API_NOT_CONFIGURED'
-  | 'SANDBOX_TIMEOUT'
-  | 'SANDBOX_MEMORY'
-  | 'SANDBOX_ERROR'
-  | 'SANDBOX_RESULT_TOO_LARGE'
-  | 'SANDBOX_ABORTED'
-  | 'API_REQUEST_LIMIT'
-  | 'API_CALL_REFUSED'
-  | 'API_CALL_FAILED'
-  | 'API_RESPONSE_TOO_LARGE'
   | 'INTERRUPTED'
-  | 'INTERNAL';
+  | 'INTERNAL'
+  | AgentErrorCode
+  | SandboxErrorCode
+  | ApiCallErrorCode;
 
 /** What a failed step had got to: the SQL or program it last tried, and how many tries it took. */
 export interface StepArtefact {

@@ -3,7 +3,7 @@ import { eq } from 'drizzle-orm';
 import { AgentError, type LlmClient } from '../agents/llm-client.js';
 import { planQuery as planWithModel } from '../agents/planner.js';
 import { describeCatalog, type ApiOperation } from '../api/catalog.js';
-import type { SandboxConfig } from '../config.js';
+import type { Config, SandboxConfig } from '../config.js';
 import type { Database } from '../db/client.js';
 import {
   tenants,
@@ -33,17 +33,7 @@ import { createSqlStepHandler } from './steps/sql.js';
 import { ExecutionStore, type ExecutionPage, type ExecutionPageRequest } from './store.js';
 import { TenantKnowledge } from './tenant-knowledge.js';
 
-export interface ExecutorSettings {
-  maxConcurrentExecutions: number;
-  sqlRepairRounds: number;
-  sandbox: SandboxConfig;
-  stepTimeoutMs: number;
-  rowCap: number;
-  resultMaxBytes: number;
-  stepMaxBytes: number;
-  maxStepTimeoutMs: number;
-  defaultSampleSize: number;
-}
+export type ExecutorSettings = Config['executor'] & { sqlRepairRounds: number; sandbox: SandboxConfig };
 
 const STREAM_CLOSE_TIMEOUT_MS = 2_000;
 

@@ -3,7 +3,7 @@ import { AgentError, type LlmClient } from '../../agents/llm-client.js';
 import { ApiCallError, createApiCaller } from '../../api/api-caller.js';
 import { describeCatalog } from '../../api/catalog.js';
 import { runProgram, SandboxError, type SandboxLimits } from '../../sandbox/run-program.js';
-import { StepFailure, type StepErrorCode } from '../errors.js';
+import { StepFailure } from '../errors.js';
 import { inferColumns, toRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
 import type { StepContext, StepHandler, StepOutcome } from './step-handler.js';
@@ -18,7 +18,7 @@ export interface ApiStepOptions {
 
 function toStepFailure(error: unknown): unknown {
   if (error instanceof SandboxError || error instanceof ApiCallError) {
-    return new StepFailure(error.code as StepErrorCode, error.message, { retryable: error.retryable, cause: error });
+    return new StepFailure(error.code, error.message, { retryable: error.retryable, cause: error });
   }
   if (error instanceof AgentError) {
     return new StepFailure(error.code, error.message, { retryable: error.retryable, cause: error });
