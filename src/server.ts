@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { execute, GraphQLError, subscribe, type ExecutionArgs } from 'graphql';
+import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { useServer } from 'graphql-ws/use/ws';
 import { createYoga, maskError, useReadinessCheck, type YogaServerInstance } from 'graphql-yoga';
 import { WebSocketServer } from 'ws';
@@ -56,6 +57,8 @@ export function createGraphQLServer({
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,
     graphiql: graphiql ? { subscriptionsProtocol: 'WS', title: 'stepcast' } : false,
+    // The bundled GraphiQL: yoga's default page loads its scripts from a CDN, which offline machines cannot reach.
+    renderGraphiQL,
     landingPage: false,
     maskedErrors: { isDev: false, maskError: markBadVariables },
     plugins: [useReadinessCheck({ endpoint: '/ready', check: () => checkReadiness() })],
