@@ -19,7 +19,10 @@ export interface StepcastApp {
 
 /** Opens the database (migrating it), loads the demo tenant, recovers unfinished executions, and listens. */
 export async function startStepcast(config: Config, logger: Logger): Promise<StepcastApp> {
-  const database = await openDatabase(config.database);
+  // One lease connection per execution that may run at once, and one for recovery at start.
+  const database = await openDatabase(config.database, {
+    leaseConnections: config.executor.maxConcurrentExecutions + 1,
+  });
   let executor: Executor | undefined;
   let demoApi: Awaited<ReturnType<typeof startDemoTenantApi>> | undefined;
   try {

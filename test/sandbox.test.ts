@@ -307,7 +307,9 @@ describe('runProgram: limits', () => {
   });
 
   it('stops a result nested too deeply to serialise', async () => {
-    const error = await failureOf(run(`let o = {}; for (let i = 0; i < 100000; i++) o = { o }; return o;`));
+    const error = await failureOf(
+      run(`let o = {}; for (let i = 0; i < 20000; i++) o = { o }; return o;`, { limits: { cpuTimeMs: 20_000 } }),
+    );
     expect(error.code).toBe('SANDBOX_MEMORY');
     expect(error.message).toMatch(/stack overflow/);
   });
@@ -341,6 +343,18 @@ describe('runProgram: limits', () => {
     );
     expect(error.code).toBe('API_REQUEST_LIMIT');
     expect(host.calls).toHaveLength(200);
+  });
+
+  it('lets the program catch an ordinary API failure (a 404) and go on, with the error code visible', async () => {
+    const host = new FakeHost(async () => {
+      throw Object.assign(new Error('the API answered HTTP 404'), { code: 'API_CALL_FAILED', retryable: false });
+    });
+    const run = await runProgram({
+      code: "try { await api.call('getUser', { id: 5 }); } catch (error) { return { caught: error.message, code: error.code }; }",
+      steps: [],
+      host,
+    });
+    expect(run.value).toEqual({ caught: 'the API answered HTTP 404', code: 'API_CALL_FAILED' });
   });
 
   it('fails the run with a host refusal even when the program catches it, and sends no further calls', async () => {
@@ -432,10 +446,13 @@ describe('runProgram: isolation and errors', () => {
   });
 
   it('keeps serving after a memory bomb, a timeout and a stack overflow', async () => {
-    const limits = { memoryBytes: 16 * MIB, cpuTimeMs: 200 };
-    expect((await failureOf(run(`let a = []; while (true) a.push('x'.repeat(1e6));`, { limits }))).code).toBe('SANDBOX_MEMORY');
-    expect((await failureOf(run(`while (true) {}`, { limits }))).code).toBe('SANDBOX_TIMEOUT');
-    expect((await failureOf(run(`let o = {}; for (let i = 0; i < 100000; i++) o = { o }; return o;`))).code).toBe('SANDBOX_MEMORY');
+    // Generous CPU limits where the point is memory, so a loaded machine cannot turn them into timeouts.
+    const roomy = { memoryBytes: 16 * MIB, cpuTimeMs: 20_000 };
+    expect((await failureOf(run(`let a = []; while (true) a.push('x'.repeat(1e6));`, { limits: roomy }))).code).toBe('SANDBOX_MEMORY');
+    expect((await failureOf(run(`while (true) {}`, { limits: { cpuTimeMs: 200 } }))).code).toBe('SANDBOX_TIMEOUT');
+    expect(
+      (await failureOf(run(`let o = {}; for (let i = 0; i < 20000; i++) o = { o }; return o;`, { limits: roomy }))).code,
+    ).toBe('SANDBOX_MEMORY');
     const after = await run(`return steps[0].records.map((r) => r.n * 2);`, { steps: [{ records: [{ n: 1 }, { n: 2 }] }] });
     expect(after.value).toEqual([2, 4]);
   });

@@ -146,6 +146,21 @@ for (const { backend, skipReason } of backends) {
       expect(llm.requests).toHaveLength(2);
     });
 
+    it('still counts the tokens of a first round when the corrective round fails', async () => {
+      llm.script({
+        when: isSqlAgent('spent then failed'),
+        replies: [
+          { content: 'not json', usage: { prompt_tokens: 1000, completion_tokens: 500 } },
+          { status: 503, headers: { 'retry-after-ms': '5' } },
+        ],
+        repeat: true,
+      });
+      const { execution } = await runPlan(server, { query: 'q', steps: [agentStep('spent then failed')] });
+      expect(execution.steps[0]!.error).toMatchObject({ code: 'AGENT_FAILED', retryable: true });
+      expect(execution.steps[0]!.usage).toEqual({ promptTokens: 1000, completionTokens: 500, totalTokens: 1500 });
+      expect(execution.usage!.totalTokens).toBe(1500);
+    });
+
     it('sums token usage over the steps of an execution', async () => {
       llm.script(
         { when: isSqlAgent('first agent step'), replies: [{ content: { sql: 'SELECT 1 AS one', explanation: '' }, usage: { prompt_tokens: 50, completion_tokens: 5 } }] },

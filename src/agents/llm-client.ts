@@ -68,7 +68,8 @@ function retryDelayMs(attempt: number, headers: Headers | undefined): number {
   if (retryAfter) {
     const seconds = Number(retryAfter);
     const ms = Number.isFinite(seconds) ? seconds * 1000 : Date.parse(retryAfter) - Date.now();
-    if (Number.isFinite(ms) && ms >= 0) return Math.min(ms, MAX_RETRY_AFTER_MS);
+    // A date already past means "now".
+    if (Number.isFinite(ms)) return Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS);
   }
   const backoff = Math.min(500 * 2 ** attempt, 8_000);
   return backoff * (0.75 + Math.random() * 0.25);
@@ -76,11 +77,15 @@ function retryDelayMs(attempt: number, headers: Headers | undefined): number {
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
+    const onAbort = () => {
       clearTimeout(timer);
-      reject(signal.reason);
-    }, { once: true });
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 
@@ -141,7 +146,14 @@ export class LlmClient {
     const messages = [...request.messages];
     let usage = NO_USAGE;
     for (let round = 0; round < 2; round++) {
-      const completion = await this.createWithRetries(client, request, messages, jsonSchema);
+      let completion;
+      try {
+        completion = await this.createWithRetries(client, request, messages, jsonSchema);
+      } catch (error) {
+        // Tokens of an earlier round were spent; they stay counted when a later round fails.
+        if (error instanceof AgentError) throw new AgentError(error.code, error.message, error.retryable, usage, { cause: error });
+        throw error;
+      }
       usage = addUsage(usage, usageOf(completion));
       const content = completion.choices[0]?.message?.content ?? '';
       let parsed: unknown;
@@ -199,7 +211,11 @@ export class LlmClient {
         const timedOut = error instanceof OpenAI.APIConnectionTimeoutError;
         const connectionFailed = error instanceof OpenAI.APIConnectionError;
         const retryable = timedOut || connectionFailed || isRetryableStatus(status);
-        if (request.signal?.aborted) throw error;
+        if (request.signal?.aborted) {
+          throw new AgentError('AGENT_FAILED', 'the step ran out of time while waiting for the model', true, NO_USAGE, {
+            cause: error,
+          });
+        }
         if (!retryable || attempt >= this.config.maxRetries) {
           const reason = timedOut
             ? `timed out after ${this.config.timeoutMs} ms`
@@ -216,7 +232,11 @@ export class LlmClient {
         }
         const delay = retryDelayMs(attempt, error instanceof OpenAI.APIError ? error.headers : undefined);
         this.logger.warn({ agent: request.agent, model, attempt: attempt + 1, status, delay }, 'retrying the model');
-        await sleep(delay, request.signal);
+        try {
+          await sleep(delay, request.signal);
+        } catch {
+          throw new AgentError('AGENT_FAILED', 'the step ran out of time while waiting to retry the model', true);
+        }
       }
     }
   }

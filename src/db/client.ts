@@ -99,8 +99,13 @@ function pingWith(query: () => Promise<unknown>): (timeoutMs: number) => Promise
   };
 }
 
-export async function openDatabase(database: Config['database']): Promise<Database> {
-  return database.kind === 'pglite' ? openPglite(database.dataDir ?? './data') : openPostgres(database.url, database.poolSize);
+export async function openDatabase(
+  database: Config['database'],
+  { leaseConnections = 4 }: { leaseConnections?: number } = {},
+): Promise<Database> {
+  return database.kind === 'pglite'
+    ? openPglite(database.dataDir ?? './data')
+    : openPostgres(database.url, database.poolSize, leaseConnections);
 }
 
 async function openPglite(dataDir: string): Promise<Database> {
@@ -137,9 +142,11 @@ async function openPglite(dataDir: string): Promise<Database> {
   };
 }
 
-async function openPostgres(url: string, poolSize: number): Promise<Database> {
+async function openPostgres(url: string, poolSize: number, leaseConnections: number): Promise<Database> {
   await runMigrationsOnPostgres(url);
   const client = postgres(url, { max: poolSize, onnotice: () => undefined });
+  // Leases hold a connection for a whole run; their own pool keeps them from starving every other query.
+  const leaseClient = postgres(url, { max: leaseConnections, onnotice: () => undefined });
   const db = drizzlePostgres({ client, schema: tables }) as unknown as Db;
   return {
     kind: 'postgres',
@@ -158,7 +165,7 @@ async function openPostgres(url: string, poolSize: number): Promise<Database> {
     ping: pingWith(() => client`SELECT 1`),
     acquireExecutionLease: async (executionId) => {
       const [high, low] = advisoryLockKeys(executionId);
-      const connection = await client.reserve();
+      const connection = await leaseClient.reserve();
       try {
         const [row] = await connection`SELECT pg_try_advisory_lock(${high}, ${low}) AS acquired`;
         if (row?.acquired) {
@@ -182,7 +189,9 @@ async function openPostgres(url: string, poolSize: number): Promise<Database> {
     runScriptInTransaction: async (script) => {
       await client.begin((tx) => tx.unsafe(script));
     },
-    close: (graceMs = 5_000) => client.end({ timeout: graceMs / 1000 }),
+    close: async (graceMs = 5_000) => {
+      await Promise.all([client.end({ timeout: graceMs / 1000 }), leaseClient.end({ timeout: graceMs / 1000 })]);
+    },
   };
 }
 

@@ -127,6 +127,7 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
         .catch((error: unknown) => logger.warn({ err: error, stepIndex: step.index }, 'progress update lost'));
     };
     const stepTimeout = AbortSignal.timeout(execution.options.stepTimeoutMs);
+    const deadline = Date.now() + execution.options.stepTimeoutMs;
     await transition(deps, execution.id, {
       type: 'STEP_STARTED',
       step: { index: step.index, change: { status: 'RUNNING', startedAt } },
@@ -147,6 +148,7 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
           recordUsage,
           reportProgress,
           signal: stepTimeout,
+          deadline,
         }),
       );
       await progressWritten;

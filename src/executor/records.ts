@@ -94,6 +94,11 @@ export function capRecords(records: readonly JsonRecord[], maxBytes: number): { 
   return { kept: [...records], truncated: false };
 }
 
+function isPostgresIdentifier(name: string): boolean {
+  const bytes = Buffer.byteLength(name);
+  return bytes > 0 && bytes <= MAX_IDENTIFIER_BYTES && !name.includes('\u0000');
+}
+
 const ISO_TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/;
 
 function jsonTypeOf(value: unknown): string | null {
@@ -114,11 +119,22 @@ function widen(a: string | null, b: string | null): string | null {
   return 'jsonb';
 }
 
-/** Columns for records that came from a program (API steps): the first-seen key order, types widened over all records. */
+const MAX_INFERRED_COLUMNS = 200;
+const MAX_IDENTIFIER_BYTES = 63;
+
+/**
+ * Columns for records that came from a program (API steps): the first-seen key order, types widened
+ * over all records. Keys Postgres could not name (empty, over 63 bytes) and keys past the 200th are
+ * left out of step_N; the records keep them.
+ */
 export function inferColumns(records: readonly JsonRecord[]): StoredColumn[] {
   const types = new Map<string, string | null>();
   for (const record of records) {
-    for (const [name, value] of Object.entries(record)) types.set(name, widen(types.get(name) ?? null, jsonTypeOf(value)));
+    for (const [name, value] of Object.entries(record)) {
+      const known = types.has(name);
+      if (!known && (types.size >= MAX_INFERRED_COLUMNS || !isPostgresIdentifier(name))) continue;
+      types.set(name, widen(types.get(name) ?? null, jsonTypeOf(value)));
+    }
   }
   return [...types].map(([name, type]) => ({ name, type: type ?? 'text' }));
 }

@@ -94,7 +94,8 @@ class LogBook {
 
   add(line: string): void {
     if (this.truncated) return;
-    const size = Buffer.byteLength(line, 'utf8');
+    // Each line costs at least one byte, so empty lines cannot pile up without limit.
+    const size = Buffer.byteLength(line, 'utf8') + 1;
     if (this.bytes + size > this.maxBytes) {
       this.truncated = true;
       this.lines.push(LOG_TRUNCATED);
@@ -138,11 +139,14 @@ function hostErrorMessage(error: unknown): string {
   return message.slice(0, ERROR_MESSAGE_MAX_CHARS);
 }
 
-/** A host error with a string `code` is a refusal: the run fails with that code whatever the program does. */
+// Refusals and broken limits end the run whatever the program does; other API errors (a 404, a 503) are the program's to handle.
+const FATAL_HOST_CODES: ReadonlySet<string> = new Set(['API_CALL_REFUSED', 'API_REQUEST_LIMIT']);
+
+/** A host error whose code is a refusal or a broken limit: the run fails with that code whatever the program does. */
 function refusalOf(error: unknown): SandboxError | undefined {
   if (typeof error !== 'object' || error === null) return undefined;
   const { code, retryable } = error as { code?: unknown; retryable?: unknown };
-  if (typeof code !== 'string') return undefined;
+  if (typeof code !== 'string' || !FATAL_HOST_CODES.has(code)) return undefined;
   return new SandboxError(code, hostErrorMessage(error), { retryable: retryable === true });
 }
 
@@ -152,11 +156,15 @@ function parseParams(json: string): Record<string, unknown> | undefined {
   return params as Record<string, unknown>;
 }
 
+// The executor publishes at most 100 progress updates per step; sending more from the guest is only noise.
+const MAX_PROGRESS_REPORTS = 100;
+
 export class ProgramSession {
   private readonly runtime: QuickJSRuntime;
   private readonly context: QuickJSContext;
   private readonly budget: RunBudget;
   private readonly logBook: LogBook;
+  private progressReports = 0;
   private readonly wakeup = new Wakeup();
   private readonly ownedHandles: QuickJSHandle[] = [];
   private helpers: GuestHelpers | undefined;
@@ -369,7 +377,7 @@ export class ProgramSession {
   }
 
   private reportProgress(messageHandle: QuickJSHandle | undefined): void {
-    if (!messageHandle) return;
+    if (!messageHandle || ++this.progressReports > MAX_PROGRESS_REPORTS) return;
     this.options.host.progress(this.context.getString(messageHandle).slice(0, PROGRESS_MAX_CHARS));
   }
 
@@ -447,7 +455,8 @@ export class ProgramSession {
   private rejectCall(deferred: QuickJSDeferredPromise, error: unknown): void {
     const refusal = refusalOf(error);
     if (refusal) this.record(refusal);
-    const guestError = this.newGuestError(hostErrorMessage(error), refusal?.code);
+    const code = (error as { code?: unknown } | null)?.code;
+    const guestError = this.newGuestError(hostErrorMessage(error), typeof code === 'string' ? code : undefined);
     this.settleInGuest(() => deferred.reject(guestError));
     guestError.dispose();
   }

@@ -6,7 +6,7 @@ import { runProgram, SandboxError, type SandboxLimits } from '../../sandbox/run-
 import { StepFailure } from '../errors.js';
 import { inferColumns, toRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
-import type { StepContext, StepHandler, StepOutcome } from './step-handler.js';
+import { remainingMs, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
 
 export interface ApiStepOptions {
   knowledge: TenantKnowledge;
@@ -64,6 +64,7 @@ export function createApiStepHandler({
         throw toStepFailure(error);
       }
     }
+    let httpRequests = 0;
     const callApi = createApiCaller({
       baseUrl: tenant.apiBaseUrl,
       operations,
@@ -71,6 +72,14 @@ export function createApiStepHandler({
       allowedMethods: tenant.apiAllowedMethods,
       maxResponseBytes,
       timeoutMs: requestTimeoutMs,
+      // Pages of a paginated call are requests too: every one counts against the step's budget.
+      onRequest: () => {
+        if (++httpRequests > sandbox.maxRequests) {
+          throw Object.assign(new Error(`the program made more than ${sandbox.maxRequests} API requests`), {
+            code: 'API_REQUEST_LIMIT',
+          });
+        }
+      },
     });
     let run;
     try {
@@ -78,8 +87,8 @@ export function createApiStepHandler({
         code,
         steps: context.earlier.map((earlier) => ({ records: earlier.records })),
         host: { callApi, progress: (message) => context.reportProgress(message) },
-        // The step's time limit is the program's wall clock, so running out of it reads SANDBOX_TIMEOUT.
-        limits: { ...sandbox, wallClockMs: context.timeoutMs },
+        // What is left of the step's time is the program's wall clock, so running out of it reads SANDBOX_TIMEOUT.
+        limits: { ...sandbox, wallClockMs: remainingMs(context) },
       });
     } catch (error) {
       const failure = toStepFailure(error);

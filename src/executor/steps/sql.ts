@@ -7,7 +7,7 @@ import { writeSql, type SqlAttempt } from '../../agents/sql-agent.js';
 import { StepFailure } from '../errors.js';
 import { describeColumns, toJsonRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
-import type { EarlierStep, StepContext, StepHandler, StepOutcome } from './step-handler.js';
+import { remainingMs, type EarlierStep, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
 
 export interface SqlStepOptions {
   database: Database;
@@ -72,7 +72,7 @@ export function createSqlStepHandler({ database, knowledge, llm, repairRounds, m
     const result = await database.runReadOnly({
       sql: `${prefix}SELECT * FROM (\n${guarded.statement}\n) AS step_query LIMIT ${context.rowCap + 1}`,
       params,
-      timeoutMs: context.timeoutMs,
+      timeoutMs: remainingMs(context),
       searchPath: tenant.dataSchema,
       maxBytes,
     });
@@ -109,6 +109,7 @@ export function createSqlStepHandler({ database, knowledge, llm, repairRounds, m
           dataSchema,
           earlier: context.earlier,
           failedAttempts,
+          signal: context.signal,
         }).catch((error: unknown) => {
           if (error instanceof AgentError) context.recordUsage(error.usage);
           throw error;

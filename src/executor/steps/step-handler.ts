@@ -30,6 +30,8 @@ export interface StepContext {
   reportProgress(message: string): void;
   /** Aborted when the step must stop (its time is up). */
   signal: AbortSignal;
+  /** When the step's time is up (ms since the epoch): agents, statements and programs share it. */
+  deadline: number;
 }
 
 export interface StepOutcome {
@@ -44,3 +46,8 @@ export interface StepOutcome {
 }
 
 export type StepHandler = (context: StepContext) => Promise<StepOutcome>;
+
+/** What is left of the step's time, at least 1 ms so that a limit set from it is still a limit. */
+export function remainingMs(context: Pick<StepContext, 'deadline'>): number {
+  return Math.max(1, context.deadline - Date.now());
+}
