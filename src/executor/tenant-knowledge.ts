@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { catalogFromOpenApi, type ApiOperation } from '../api/catalog.js';
 import type { Database } from '../db/client.js';
 import { introspectDataSchema, type DataSchema } from '../db/introspect.js';
@@ -23,7 +24,10 @@ export class TenantKnowledge {
   /** The operations of the tenant's API that its programs may call; null when the tenant has no API. */
   apiCatalog(tenant: TenantRow): ApiOperation[] | null {
     if (!tenant.apiBaseUrl || !tenant.apiOpenapi || typeof tenant.apiOpenapi !== 'object') return null;
-    const key = `${tenant.id}\n${tenant.apiBaseUrl}`;
+    // Keyed by content, so that a changed document or method list is seen at once.
+    const key = createHash('sha256')
+      .update(JSON.stringify([tenant.id, tenant.apiBaseUrl, tenant.apiAllowedMethods, tenant.apiOpenapi]))
+      .digest('base64url');
     let catalog = this.catalogs.get(key);
     if (!catalog) {
       const allowed = new Set(tenant.apiAllowedMethods.map((method) => method.toUpperCase()));

@@ -40,6 +40,9 @@ export function createApiStepHandler({
     if (!operations || !tenant.apiBaseUrl) {
       throw new StepFailure('API_NOT_CONFIGURED', `step ${context.index} is an API step, and tenant ${tenant.id} has no API`);
     }
+    // A program the agent wrote read earlier steps' data, which an attacker may have shaped: it may only read.
+    const allowedMethods = step.code ? tenant.apiAllowedMethods.map((method) => method.toUpperCase()) : ['GET'];
+    const callable = operations.filter((operation) => allowedMethods.includes(operation.method));
     let code = step.code;
     if (!code) {
       if (!llm.configured) {
@@ -53,7 +56,7 @@ export function createApiStepHandler({
           planQuery: context.planQuery,
           index: context.index,
           task: step,
-          catalog: describeCatalog(operations),
+          catalog: describeCatalog(callable),
           earlier: context.earlier,
           signal: context.signal,
         });
@@ -67,9 +70,9 @@ export function createApiStepHandler({
     let httpRequests = 0;
     const callApi = createApiCaller({
       baseUrl: tenant.apiBaseUrl,
-      operations,
+      operations: callable,
       credentials: tenant.apiCredentials ?? {},
-      allowedMethods: tenant.apiAllowedMethods,
+      allowedMethods,
       maxResponseBytes,
       timeoutMs: requestTimeoutMs,
       // Pages of a paginated call are requests too: every one counts against the step's budget.
