@@ -1,3 +1,4 @@
+import { addUsage, NO_USAGE } from '../agents/llm-client.js';
 import type { ExecutionLease } from '../db/client.js';
 import type { ExecutionRow, StepResultRow, StoredStepError, StoredTokenUsage, TenantRow } from '../db/tables.js';
 import { withLogContext, type Logger } from '../logger.js';
@@ -32,13 +33,6 @@ async function transition(deps: EngineDependencies, executionId: string, change:
 const MAX_PROGRESS_UPDATES_PER_STEP = 100;
 const MAX_PROGRESS_MESSAGE_CHARS = 1_000;
 
-function addUsage(total: StoredTokenUsage | null, more: StoredTokenUsage): StoredTokenUsage {
-  return {
-    promptTokens: (total?.promptTokens ?? 0) + more.promptTokens,
-    completionTokens: (total?.completionTokens ?? 0) + more.completionTokens,
-    totalTokens: (total?.totalTokens ?? 0) + more.totalTokens,
-  };
-}
 
 const MAX_SAMPLE_BYTES = 64 * 1024;
 
@@ -109,8 +103,8 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
     const startedAt = new Date();
     let stepUsage: StoredTokenUsage | null = null;
     const recordUsage = (usage: StoredTokenUsage) => {
-      stepUsage = addUsage(stepUsage, usage);
-      executionUsage = addUsage(executionUsage, usage);
+      stepUsage = addUsage(stepUsage ?? NO_USAGE, usage);
+      executionUsage = addUsage(executionUsage ?? NO_USAGE, usage);
     };
     let progressReports = 0;
     let progressWritten: Promise<void> = Promise.resolve();

@@ -1,7 +1,7 @@
-import type { AgentErrorCode } from '../agents/llm-client.js';
-import type { ApiCallErrorCode } from '../api/api-caller.js';
+import { AgentError, type AgentErrorCode } from '../agents/llm-client.js';
+import { ApiCallError, type ApiCallErrorCode } from '../api/api-caller.js';
 import type { StoredStepError } from '../db/tables.js';
-import type { SandboxErrorCode } from '../sandbox/errors.js';
+import { SandboxError, type SandboxErrorCode } from '../sandbox/errors.js';
 
 export type StepErrorCode =
   | 'SQL_REJECTED'
@@ -39,6 +39,17 @@ export class StepFailure extends Error {
     this.retryable = options.retryable ?? false;
     this.artefact = options.artefact ?? {};
   }
+}
+
+/**
+ * The failures of the layers below (agents, sandbox, API caller) already say what went wrong and
+ * whether a retry may help; a step fails with their code as it is. Anything else passes through.
+ */
+export function asStepFailure(error: unknown): unknown {
+  if (error instanceof AgentError || error instanceof SandboxError || error instanceof ApiCallError) {
+    return new StepFailure(error.code, error.message, { retryable: error.retryable, cause: error });
+  }
+  return error;
 }
 
 /** A plan or option the client sent cannot be run as given; nothing was stored. */

@@ -1,12 +1,12 @@
 import { writeApiCode } from '../../agents/api-agent.js';
-import { AgentError, type LlmClient } from '../../agents/llm-client.js';
-import { ApiCallError, createApiCaller } from '../../api/api-caller.js';
+import type { LlmClient } from '../../agents/llm-client.js';
+import { createApiCaller } from '../../api/api-caller.js';
 import { describeCatalog } from '../../api/catalog.js';
-import { runProgram, SandboxError, type SandboxLimits } from '../../sandbox/run-program.js';
-import { StepFailure } from '../errors.js';
+import { runProgram, type SandboxLimits } from '../../sandbox/run-program.js';
+import { asStepFailure, StepFailure } from '../errors.js';
 import { inferColumns, toRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
-import { remainingMs, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
+import { askAgent, remainingMs, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
 
 export interface ApiStepOptions {
   knowledge: TenantKnowledge;
@@ -14,16 +14,6 @@ export interface ApiStepOptions {
   sandbox: Omit<SandboxLimits, 'wallClockMs'>;
   maxResponseBytes: number;
   requestTimeoutMs: number;
-}
-
-function toStepFailure(error: unknown): unknown {
-  if (error instanceof SandboxError || error instanceof ApiCallError) {
-    return new StepFailure(error.code, error.message, { retryable: error.retryable, cause: error });
-  }
-  if (error instanceof AgentError) {
-    return new StepFailure(error.code, error.message, { retryable: error.retryable, cause: error });
-  }
-  return error;
 }
 
 /** API steps: the client's program, or one the API code agent writes, run in QuickJS against the tenant's API. */
@@ -45,26 +35,20 @@ export function createApiStepHandler({
     const callable = operations.filter((operation) => allowedMethods.includes(operation.method));
     let code = step.code;
     if (!code) {
-      if (!llm.configured) {
-        throw new StepFailure(
-          'AGENT_NOT_CONFIGURED',
-          `step ${context.index} has no code, and no API code agent is configured to write it: set OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL (an OpenAI-compatible server), or give the step its code`,
-        );
-      }
       try {
-        const answer = await writeApiCode(llm, {
-          planQuery: context.planQuery,
-          index: context.index,
-          task: step,
-          catalog: describeCatalog(callable),
-          earlier: context.earlier,
-          signal: context.signal,
-        });
-        context.recordUsage(answer.usage);
-        code = answer.value.code;
+        const answer = await askAgent(llm, context, { field: 'code', agent: 'API code agent' }, () =>
+          writeApiCode(llm, {
+            planQuery: context.planQuery,
+            index: context.index,
+            task: step,
+            catalog: describeCatalog(callable),
+            earlier: context.earlier,
+            signal: context.signal,
+          }),
+        );
+        code = answer.code;
       } catch (error) {
-        if (error instanceof AgentError) context.recordUsage(error.usage);
-        throw toStepFailure(error);
+        throw asStepFailure(error);
       }
     }
     let httpRequests = 0;
@@ -94,7 +78,7 @@ export function createApiStepHandler({
         limits: { ...sandbox, wallClockMs: remainingMs(context) },
       });
     } catch (error) {
-      const failure = toStepFailure(error);
+      const failure = asStepFailure(error);
       if (failure instanceof StepFailure) failure.artefact = { code, attempts: 1 };
       throw failure;
     }

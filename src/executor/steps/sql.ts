@@ -2,12 +2,12 @@ import { DatabaseQueryError, quoteIdentifier, StatementTimeoutError, type Databa
 import type { StoredColumn } from '../../db/tables.js';
 import type { DataSchema } from '../../db/introspect.js';
 import { guardSql, SqlRejectedError } from '../../guard/sql-guard.js';
-import { AgentError, type LlmClient } from '../../agents/llm-client.js';
+import type { LlmClient } from '../../agents/llm-client.js';
 import { writeSql, type SqlAttempt } from '../../agents/sql-agent.js';
-import { StepFailure } from '../errors.js';
+import { asStepFailure, StepFailure } from '../errors.js';
 import { describeColumns, toJsonRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
-import { remainingMs, type EarlierStep, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
+import { askAgent, remainingMs, type EarlierStep, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
 
 export interface SqlStepOptions {
   database: Database;
@@ -52,10 +52,7 @@ function toStepFailure(error: unknown, timeoutMs: number): unknown {
   if (error instanceof DatabaseQueryError) {
     return new StepFailure('SQL_ERROR', `the database rejected the statement: ${error.message}`, { cause: error });
   }
-  if (error instanceof AgentError) {
-    return new StepFailure(error.code, error.message, { retryable: error.retryable, cause: error });
-  }
-  return error;
+  return asStepFailure(error);
 }
 
 const REPAIRABLE: ReadonlySet<string> = new Set(['SQL_REJECTED', 'SQL_ERROR']);
@@ -92,30 +89,22 @@ export function createSqlStepHandler({ database, knowledge, llm, repairRounds, m
         throw toStepFailure(error, context.timeoutMs);
       }
     }
-    if (!llm.configured) {
-      throw new StepFailure(
-        'AGENT_NOT_CONFIGURED',
-        `step ${context.index} has no sql, and no SQL agent is configured to write it: set OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL (an OpenAI-compatible server), or give the step its sql`,
-      );
-    }
     const failedAttempts: SqlAttempt[] = [];
     for (let attempt = 1; ; attempt++) {
       let sql: string | undefined;
       try {
-        const answer = await writeSql(llm, {
-          planQuery: context.planQuery,
-          index: context.index,
-          task: step,
-          dataSchema,
-          earlier: context.earlier,
-          failedAttempts,
-          signal: context.signal,
-        }).catch((error: unknown) => {
-          if (error instanceof AgentError) context.recordUsage(error.usage);
-          throw error;
-        });
-        context.recordUsage(answer.usage);
-        sql = answer.value.sql;
+        const answer = await askAgent(llm, context, { field: 'sql', agent: 'SQL agent' }, () =>
+          writeSql(llm, {
+            planQuery: context.planQuery,
+            index: context.index,
+            task: step,
+            dataSchema,
+            earlier: context.earlier,
+            failedAttempts,
+            signal: context.signal,
+          }),
+        );
+        sql = answer.sql;
         return { ...(await runStatement(sql, context, dataSchema)), attempts: attempt };
       } catch (error) {
         const failure = toStepFailure(error, context.timeoutMs);

@@ -1,4 +1,6 @@
+import { AgentError, type LlmClient, type StructuredAnswer } from '../../agents/llm-client.js';
 import type { StoredColumn, StoredPlanStep, StoredTokenUsage, TenantRow } from '../../db/tables.js';
+import { StepFailure } from '../errors.js';
 
 export type JsonRecord = Record<string, unknown>;
 
@@ -50,4 +52,30 @@ export type StepHandler = (context: StepContext) => Promise<StepOutcome>;
 /** What is left of the step's time, at least 1 ms so that a limit set from it is still a limit. */
 export function remainingMs(context: Pick<StepContext, 'deadline'>): number {
   return Math.max(1, context.deadline - Date.now());
+}
+
+/**
+ * Asks an agent for a step's missing artefact (its sql or code), counting the tokens spent whether
+ * the answer comes or not. Without a configured model the step fails AGENT_NOT_CONFIGURED.
+ */
+export async function askAgent<T>(
+  llm: LlmClient,
+  context: Pick<StepContext, 'index' | 'recordUsage'>,
+  artefact: { field: 'sql' | 'code'; agent: string },
+  ask: () => Promise<StructuredAnswer<T>>,
+): Promise<T> {
+  if (!llm.configured) {
+    throw new StepFailure(
+      'AGENT_NOT_CONFIGURED',
+      `step ${context.index} has no ${artefact.field}, and no ${artefact.agent} is configured to write it: set OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL (an OpenAI-compatible server), or give the step its ${artefact.field}`,
+    );
+  }
+  try {
+    const answer = await ask();
+    context.recordUsage(answer.usage);
+    return answer.value;
+  } catch (error) {
+    if (error instanceof AgentError) context.recordUsage(error.usage);
+    throw error;
+  }
 }
