@@ -9,6 +9,7 @@ import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import type { Config } from '../config.js';
 import { DatabaseQueryError, PgliteWorkerClient, StatementTimeoutError } from './pglite-client.js';
+import { approximateRowBytes } from './row-bytes.mjs';
 import * as tables from './tables.js';
 
 export type Db = PgDatabase<PgQueryResultHKT, typeof tables>;
@@ -39,19 +40,6 @@ export interface ReadOnlyResult {
   truncatedByBytes: boolean;
 }
 
-/** Roughly the JSON size of a row, without JSON.stringify (rows may hold bigint). */
-export function approximateRowBytes(row: Record<string, unknown>): number {
-  let bytes = 2;
-  for (const [key, value] of Object.entries(row)) {
-    bytes += key.length + 4;
-    if (value === null || value === undefined) bytes += 4;
-    else if (typeof value === 'string') bytes += value.length;
-    else if (typeof value === 'object' && !(value instanceof Date)) {
-      bytes += JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))?.length ?? 4;
-    } else bytes += String(value).length;
-  }
-  return bytes;
-}
 
 export interface Database {
   kind: 'pglite' | 'postgres';

@@ -2,22 +2,9 @@
 // terminate this worker to enforce a timeout that PGlite itself cannot (it has no timer interrupts).
 import { parentPort, workerData } from 'node:worker_threads';
 import { PGlite } from '@electric-sql/pglite';
+import { approximateRowBytes } from './row-bytes.mjs';
 
 const identity = (value) => value;
-
-// Mirrors approximateRowBytes in client.ts: a rough JSON size that tolerates bigint.
-function approximateRowBytes(row) {
-  let bytes = 2;
-  for (const [key, value] of Object.entries(row)) {
-    bytes += key.length + 4;
-    if (value === null || value === undefined) bytes += 4;
-    else if (typeof value === 'string') bytes += value.length;
-    else if (typeof value === 'object' && !(value instanceof Date)) {
-      bytes += JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))?.length ?? 4;
-    } else bytes += String(value).length;
-  }
-  return bytes;
-}
 
 function capRows(rows, maxBytes) {
   if (maxBytes === undefined || maxBytes === null) return { rows, truncatedByBytes: false };
