@@ -3,6 +3,7 @@ import { openDatabase, type Database } from './db/client.js';
 import { DEMO_TENANT_ID, ensureDemoTenant } from './db/demo-data.js';
 import { startDemoTenantApi } from './demo-api/demo-tenant.js';
 import { LlmClient } from './agents/llm-client.js';
+import { loadSecretBox } from './auth/secrets.js';
 import { Executor } from './executor/executor.js';
 import type { Logger } from './logger.js';
 import { createGraphQLServer } from './server.js';
@@ -19,6 +20,10 @@ export interface StepcastApp {
 
 /** Opens the database (migrating it), loads the demo tenant, recovers unfinished executions, and listens. */
 export async function startStepcast(config: Config, logger: Logger): Promise<StepcastApp> {
+  const { box: secrets, source: keySource } = await loadSecretBox(config.encryptionKey, config.dataDir);
+  if (keySource === 'key-file') {
+    logger.warn({ keyId: secrets.keyId }, 'STEPCAST_ENCRYPTION_KEY is not set: tenant credentials are encrypted with a key file in DATA_DIR');
+  }
   // One lease connection per execution that may run at once, and one for recovery at start.
   const database = await openDatabase(config.database, {
     leaseConnections: config.executor.maxConcurrentExecutions + 1,
@@ -26,8 +31,9 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
   let executor: Executor | undefined;
   let demoApi: Awaited<ReturnType<typeof startDemoTenantApi>> | undefined;
   try {
-    await ensureDemoTenant(database, { users: config.demo.users });
-    demoApi = config.demo.api ? await startDemoTenantApi(database, config.demo.apiPort) : undefined;
+    if (config.demo.enabled) await ensureDemoTenant(database, { users: config.demo.users });
+    demoApi =
+      config.demo.enabled && config.demo.api ? await startDemoTenantApi(database, config.demo.apiPort, secrets) : undefined;
     if (demoApi) logger.info({ url: demoApi.url }, 'demo tenant API is listening');
     const llm = new LlmClient(config.llm, logger);
     if (!llm.configured) logger.info('no model configured (OPENAI_API_KEY / OPENAI_BASE_URL): steps need their sql or code');
@@ -36,6 +42,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
       { ...config.executor, sqlRepairRounds: config.llm.sqlRepairRounds, sandbox: config.sandbox },
       logger,
       llm,
+      secrets,
     );
     await executor.recover();
     const server = createGraphQLServer({

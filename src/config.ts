@@ -3,6 +3,8 @@ import { z } from 'zod';
 const integer = (fallback: number, min: number, max: number) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
 
+const onOff = z.enum(['on', 'off']);
+
 const environmentSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   PORT: integer(4000, 0, 65535),
@@ -40,6 +42,39 @@ const environmentSchema = z.object({
   STEPCAST_API_MAX_CONCURRENT_REQUESTS: integer(5, 1, 100),
   STEPCAST_API_MAX_RESPONSE_BYTES: integer(5 * 1_048_576, 1024, 256 * 1_048_576),
   STEPCAST_API_REQUEST_TIMEOUT_MS: integer(10_000, 100, 600_000),
+  // Authentication and secrets.
+  STEPCAST_AUTH: onOff.optional(),
+  STEPCAST_ENCRYPTION_KEY: z.string().min(1).optional(),
+  STEPCAST_JWT_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  STEPCAST_JWT_JWKS_URL: z.url({ protocol: /^https?$/ }).optional(),
+  STEPCAST_JWT_TENANT_CLAIM: z.string().min(1).default('stepcast_tenant'),
+  STEPCAST_JWT_ISSUER: z.string().min(1).optional(),
+  STEPCAST_JWT_AUDIENCE: z.string().min(1).optional(),
+  STEPCAST_AUTH_RECHECK_MS: integer(5_000, 100, 300_000),
+  STEPCAST_DEMO: onOff.optional(),
+  // GraphQL limits.
+  STEPCAST_GRAPHQL_MAX_DEPTH: integer(8, 1, 100),
+  STEPCAST_GRAPHQL_MAX_COST: integer(5_000, 1, 1_000_000),
+  STEPCAST_GRAPHQL_MAX_ALIASES: integer(15, 0, 1_000),
+  STEPCAST_GRAPHQL_MAX_TOKENS: integer(2_000, 10, 1_000_000),
+  STEPCAST_GRAPHQL_MAX_DIRECTIVES: integer(50, 0, 1_000),
+  STEPCAST_MAX_BODY_BYTES: integer(1_048_576, 1_024, 64 * 1_048_576),
+  STEPCAST_INTROSPECTION: onOff.optional(),
+  STEPCAST_GRAPHIQL: onOff.optional(),
+  // WebSocket limits.
+  STEPCAST_WS_MAX_PAYLOAD_BYTES: integer(65_536, 1_024, 16 * 1_048_576),
+  STEPCAST_WS_MAX_SUBSCRIPTIONS: integer(20, 1, 10_000),
+  STEPCAST_WS_INIT_TIMEOUT_MS: integer(3_000, 100, 60_000),
+  STEPCAST_WS_KEEPALIVE_MS: integer(15_000, 100, 600_000),
+  // Per-tenant limits.
+  STEPCAST_TENANT_RATE_PER_MINUTE: integer(60, 1, 1_000_000),
+  STEPCAST_TENANT_RATE_BURST: integer(10, 1, 1_000_000),
+  STEPCAST_TENANT_MAX_CONCURRENT_EXECUTIONS: integer(2, 1, 256),
+  // Input sizes.
+  STEPCAST_PLAN_MAX_STEPS: integer(50, 1, 1_000),
+  STEPCAST_MAX_QUERY_CONTEXT_CHARS: integer(4_000, 100, 1_000_000),
+  STEPCAST_MAX_SQL_CHARS: integer(20_000, 100, 1_000_000),
+  STEPCAST_MAX_CODE_CHARS: integer(50_000, 100, 1_000_000),
 });
 
 export interface Config {
@@ -48,8 +83,11 @@ export interface Config {
   database:
     | { kind: 'pglite'; dataDir: string | undefined }
     | { kind: 'postgres'; url: string; poolSize: number };
+  /** Where the embedded database and the development key file live. */
+  dataDir: string;
   logLevel: string;
-  demo: { users: number; api: boolean; apiPort: number };
+  /** enabled: the demo tenant and its dataset exist (always when auth is off: it is who every request acts as). */
+  demo: { enabled: boolean; users: number; api: boolean; apiPort: number };
   executor: {
     maxConcurrentExecutions: number;
     stepTimeoutMs: number;
@@ -62,6 +100,62 @@ export interface Config {
   shutdownGraceMs: number;
   llm: LlmConfig;
   sandbox: SandboxConfig;
+  auth: AuthConfig;
+  /** 32 bytes that encrypt tenant API credentials at rest; undefined: a key file in DATA_DIR (never in production). */
+  encryptionKey: Buffer | undefined;
+  graphql: GraphQLLimits;
+  websocket: WebSocketLimits;
+  tenantLimits: TenantLimits;
+  inputLimits: InputLimits;
+}
+
+export interface AuthConfig {
+  /** off: every request acts as the demo tenant (refused in production). */
+  enabled: boolean;
+  jwt: JwtConfig | undefined;
+  /** How often open WebSockets re-check that their credential still stands (revoked keys, expired tokens). */
+  recheckMs: number;
+}
+
+export interface JwtConfig {
+  secret: string | undefined;
+  jwksUrl: string | undefined;
+  tenantClaim: string;
+  issuer: string | undefined;
+  audience: string | undefined;
+}
+
+export interface GraphQLLimits {
+  maxDepth: number;
+  maxCost: number;
+  maxAliases: number;
+  maxTokens: number;
+  maxDirectives: number;
+  maxBodyBytes: number;
+  introspection: boolean;
+  graphiql: boolean;
+}
+
+export interface WebSocketLimits {
+  maxPayloadBytes: number;
+  maxSubscriptions: number;
+  initTimeoutMs: number;
+  keepAliveMs: number;
+}
+
+export interface TenantLimits {
+  /** executePlan calls a tenant may make per minute, refilled continuously (token bucket). */
+  ratePerMinute: number;
+  burst: number;
+  /** Executions of one tenant that run at once; the rest wait QUEUED, in order. */
+  maxConcurrentExecutions: number;
+}
+
+export interface InputLimits {
+  maxSteps: number;
+  maxQueryContextChars: number;
+  maxSqlChars: number;
+  maxCodeChars: number;
 }
 
 export interface SandboxConfig {
@@ -98,14 +192,33 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
     throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   }
   const env = parsed.data;
+  const production = env.NODE_ENV === 'production';
+  const authEnabled = (env.STEPCAST_AUTH ?? (production ? 'on' : 'off')) === 'on';
+  if (production && !authEnabled) {
+    throw new ConfigError('STEPCAST_AUTH=off is refused when NODE_ENV=production: every request would act as the demo tenant');
+  }
+  const encryptionKey = env.STEPCAST_ENCRYPTION_KEY === undefined ? undefined : parseKey(env.STEPCAST_ENCRYPTION_KEY);
+  if (production && !encryptionKey) {
+    throw new ConfigError('STEPCAST_ENCRYPTION_KEY is required when NODE_ENV=production (32 bytes, base64 or hex)');
+  }
+  const jwtConfigured = env.STEPCAST_JWT_SECRET !== undefined || env.STEPCAST_JWT_JWKS_URL !== undefined;
+  if (env.STEPCAST_JWT_SECRET !== undefined && env.STEPCAST_JWT_JWKS_URL !== undefined) {
+    throw new ConfigError('set one of STEPCAST_JWT_SECRET (HS256) and STEPCAST_JWT_JWKS_URL, not both');
+  }
   return {
     env: env.NODE_ENV,
     http: { port: env.PORT, host: env.HOST },
     database: env.DATABASE_URL
       ? { kind: 'postgres', url: env.DATABASE_URL, poolSize: env.DATABASE_POOL_SIZE }
       : { kind: 'pglite', dataDir: env.DATA_DIR },
+    dataDir: env.DATA_DIR,
     logLevel: env.LOG_LEVEL,
-    demo: { users: env.STEPCAST_DEMO_USERS, api: env.STEPCAST_DEMO_API === 'on', apiPort: env.STEPCAST_DEMO_API_PORT },
+    demo: {
+      enabled: !authEnabled || (env.STEPCAST_DEMO ?? (production ? 'off' : 'on')) === 'on',
+      users: env.STEPCAST_DEMO_USERS,
+      api: env.STEPCAST_DEMO_API === 'on',
+      apiPort: env.STEPCAST_DEMO_API_PORT,
+    },
     executor: {
       maxConcurrentExecutions: env.STEPCAST_MAX_CONCURRENT_EXECUTIONS,
       stepTimeoutMs: env.STEPCAST_STEP_TIMEOUT_MS,
@@ -138,5 +251,53 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       maxResponseBytes: env.STEPCAST_API_MAX_RESPONSE_BYTES,
       requestTimeoutMs: env.STEPCAST_API_REQUEST_TIMEOUT_MS,
     },
+    auth: {
+      enabled: authEnabled,
+      jwt: jwtConfigured
+        ? {
+            secret: env.STEPCAST_JWT_SECRET,
+            jwksUrl: env.STEPCAST_JWT_JWKS_URL,
+            tenantClaim: env.STEPCAST_JWT_TENANT_CLAIM,
+            issuer: env.STEPCAST_JWT_ISSUER,
+            audience: env.STEPCAST_JWT_AUDIENCE,
+          }
+        : undefined,
+      recheckMs: env.STEPCAST_AUTH_RECHECK_MS,
+    },
+    encryptionKey,
+    graphql: {
+      maxDepth: env.STEPCAST_GRAPHQL_MAX_DEPTH,
+      maxCost: env.STEPCAST_GRAPHQL_MAX_COST,
+      maxAliases: env.STEPCAST_GRAPHQL_MAX_ALIASES,
+      maxTokens: env.STEPCAST_GRAPHQL_MAX_TOKENS,
+      maxDirectives: env.STEPCAST_GRAPHQL_MAX_DIRECTIVES,
+      maxBodyBytes: env.STEPCAST_MAX_BODY_BYTES,
+      introspection: (env.STEPCAST_INTROSPECTION ?? (production ? 'off' : 'on')) === 'on',
+      graphiql: (env.STEPCAST_GRAPHIQL ?? (production ? 'off' : 'on')) === 'on',
+    },
+    websocket: {
+      maxPayloadBytes: env.STEPCAST_WS_MAX_PAYLOAD_BYTES,
+      maxSubscriptions: env.STEPCAST_WS_MAX_SUBSCRIPTIONS,
+      initTimeoutMs: env.STEPCAST_WS_INIT_TIMEOUT_MS,
+      keepAliveMs: env.STEPCAST_WS_KEEPALIVE_MS,
+    },
+    tenantLimits: {
+      ratePerMinute: env.STEPCAST_TENANT_RATE_PER_MINUTE,
+      burst: env.STEPCAST_TENANT_RATE_BURST,
+      maxConcurrentExecutions: env.STEPCAST_TENANT_MAX_CONCURRENT_EXECUTIONS,
+    },
+    inputLimits: {
+      maxSteps: env.STEPCAST_PLAN_MAX_STEPS,
+      maxQueryContextChars: env.STEPCAST_MAX_QUERY_CONTEXT_CHARS,
+      maxSqlChars: env.STEPCAST_MAX_SQL_CHARS,
+      maxCodeChars: env.STEPCAST_MAX_CODE_CHARS,
+    },
   };
+}
+
+/** A 32-byte key written as base64 (44 characters) or hex (64 characters). */
+function parseKey(text: string): Buffer {
+  const key = /^[0-9a-fA-F]{64}$/.test(text) ? Buffer.from(text, 'hex') : Buffer.from(text, 'base64');
+  if (key.length !== 32) throw new ConfigError('STEPCAST_ENCRYPTION_KEY must be 32 bytes, written as base64 or hex');
+  return key;
 }

@@ -60,11 +60,32 @@ export const tenants = pgTable('tenants', {
   /** The tenant's HTTP API that API steps call; null when the tenant has none. */
   apiBaseUrl: text('api_base_url'),
   apiOpenapi: jsonb('api_openapi'),
-  /** Headers the host adds to every API request; programs never see them. */
-  apiCredentials: jsonb('api_credentials').$type<Record<string, string>>(),
+  /**
+   * Headers the host adds to every API request, as JSON encrypted with the service's key
+   * (src/auth/secrets.ts); programs never see them.
+   */
+  apiCredentialsEncrypted: text('api_credentials_encrypted'),
   apiAllowedMethods: jsonb('api_allowed_methods').$type<string[]>().notNull().default(['GET']),
+  /** The database role SQL steps run as: USAGE and SELECT on data_schema only. */
+  dbRole: text('db_role'),
   createdAt: timestamptz('created_at').notNull().defaultNow(),
 });
+
+/** API keys: the secret is shown once at creation; only its SHA-256 is kept. */
+export const apiKeys = pgTable(
+  'api_keys',
+  {
+    id: text('id').primaryKey(),
+    tenantId: text('tenant_id')
+      .notNull()
+      .references(() => tenants.id),
+    name: text('name'),
+    secretHash: text('secret_hash').notNull(),
+    createdAt: timestamptz('created_at').notNull().defaultNow(),
+    revokedAt: timestamptz('revoked_at'),
+  },
+  (table) => [index('api_keys_tenant_idx').on(table.tenantId), index('api_keys_revoked_idx').on(table.revokedAt)],
+);
 
 export const executions = pgTable(
   'executions',
@@ -151,6 +172,7 @@ export const stepEvents = pgTable(
 );
 
 export type TenantRow = typeof tenants.$inferSelect;
+export type ApiKeyRow = typeof apiKeys.$inferSelect;
 export type ExecutionRow = typeof executions.$inferSelect;
 export type StepResultRow = typeof stepResults.$inferSelect;
 export type StepEventRow = typeof stepEvents.$inferSelect;

@@ -32,6 +32,7 @@ import { createApiStepHandler } from './steps/api.js';
 import { createSqlStepHandler } from './steps/sql.js';
 import { ExecutionStore, type ExecutionPage, type ExecutionPageRequest } from './store.js';
 import { TenantKnowledge } from './tenant-knowledge.js';
+import type { SecretBox } from '../auth/secrets.js';
 
 export type ExecutorSettings = Config['executor'] & { sqlRepairRounds: number; sandbox: SandboxConfig };
 
@@ -57,8 +58,9 @@ export class Executor {
     private readonly settings: ExecutorSettings,
     private readonly logger: Logger,
     llm: LlmClient,
+    secrets: SecretBox,
   ) {
-    this.knowledge = new TenantKnowledge(database);
+    this.knowledge = new TenantKnowledge(database, secrets);
     this.llm = llm;
     // Every open stepUpdates stream listens for shutdown on this one signal.
     setMaxListeners(0, this.shutdownController.signal);

@@ -3,13 +3,23 @@ import { catalogFromOpenApi, type ApiOperation } from '../api/catalog.js';
 import type { Database } from '../db/client.js';
 import { introspectDataSchema, type DataSchema } from '../db/introspect.js';
 import type { TenantRow } from '../db/tables.js';
+import type { SecretBox } from '../auth/secrets.js';
 
 /** What the agents and the guard know of a tenant's data, introspected once per tenant and cached. */
 export class TenantKnowledge {
   private readonly dataSchemas = new Map<string, Promise<DataSchema>>();
   private readonly catalogs = new Map<string, ApiOperation[]>();
 
-  constructor(private readonly database: Database) {}
+  constructor(
+    private readonly database: Database,
+    private readonly secrets: SecretBox,
+  ) {}
+
+  /** The headers the host adds to the tenant's API requests, decrypted only for the request's lifetime. */
+  apiCredentials(tenant: TenantRow): Record<string, string> {
+    if (!tenant.apiCredentialsEncrypted) return {};
+    return this.secrets.openJson<Record<string, string>>(tenant.apiCredentialsEncrypted, tenant.id);
+  }
 
   dataSchema(tenant: TenantRow): Promise<DataSchema> {
     let dataSchema = this.dataSchemas.get(tenant.dataSchema);

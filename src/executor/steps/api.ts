@@ -55,7 +55,7 @@ export function createApiStepHandler({
     const callApi = createApiCaller({
       baseUrl: tenant.apiBaseUrl,
       operations: callable,
-      credentials: tenant.apiCredentials ?? {},
+      credentials: knowledge.apiCredentials(tenant),
       allowedMethods,
       maxResponseBytes,
       timeoutMs: requestTimeoutMs,
