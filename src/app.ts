@@ -3,6 +3,7 @@ import { openDatabase, type Database } from './db/client.js';
 import { DEMO_TENANT_ID, ensureDemoTenant } from './db/demo-data.js';
 import { startDemoTenantApi } from './demo-api/demo-tenant.js';
 import { LlmClient } from './agents/llm-client.js';
+import { createAuthenticator } from './auth/authenticator.js';
 import { loadSecretBox } from './auth/secrets.js';
 import { Executor } from './executor/executor.js';
 import type { Logger } from './logger.js';
@@ -20,6 +21,12 @@ export interface StepcastApp {
 
 /** Opens the database (migrating it), loads the demo tenant, recovers unfinished executions, and listens. */
 export async function startStepcast(config: Config, logger: Logger): Promise<StepcastApp> {
+  if (!config.auth.enabled) {
+    logger.warn(
+      { tenantId: DEMO_TENANT_ID },
+      'AUTHENTICATION IS OFF (STEPCAST_AUTH=off): every request acts as the demo tenant. Never expose this server.',
+    );
+  }
   const { box: secrets, source: keySource } = await loadSecretBox(config.encryptionKey, config.dataDir);
   if (keySource === 'key-file') {
     logger.warn({ keyId: secrets.keyId }, 'STEPCAST_ENCRYPTION_KEY is not set: tenant credentials are encrypted with a key file in DATA_DIR');
@@ -48,7 +55,13 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
     const server = createGraphQLServer({
       executor,
       logger,
-      resolveTenantId: () => DEMO_TENANT_ID,
+      authenticator: createAuthenticator({
+        database,
+        config: config.auth,
+        anonymousTenantId: DEMO_TENANT_ID,
+        logger,
+      }),
+      credentialRecheckMs: config.auth.recheckMs,
       graphiql: config.env !== 'production',
       checkReadiness: () => database.ping(READINESS_TIMEOUT_MS),
     });

@@ -4,7 +4,10 @@ import { execute, GraphQLError, subscribe, type ExecutionArgs } from 'graphql';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { useServer } from 'graphql-ws/use/ws';
 import { createYoga, maskError, useReadinessCheck, type YogaServerInstance } from 'graphql-yoga';
-import { WebSocketServer } from 'ws';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { AuthenticationError, type Authenticator, type Principal } from './auth/authenticator.js';
+import { LiveCredentials } from './auth/live-credentials.js';
+import { unauthenticated } from './schema/errors.js';
 import type { Executor } from './executor/executor.js';
 import type { Logger } from './logger.js';
 import type { GraphQLContext } from './schema/context.js';
@@ -13,8 +16,10 @@ import { schema } from './schema/index.js';
 export interface GraphQLServerOptions {
   executor: Executor;
   logger: Logger;
-  /** Which tenant a request acts for. Until authentication lands, every request is the demo tenant. */
-  resolveTenantId: (request: Request | undefined) => string;
+  /** Who a request acts for: checked on every HTTP request and once per WebSocket, in connection_init. */
+  authenticator: Authenticator;
+  /** How often open WebSockets and streams re-check that their credential still stands. */
+  credentialRecheckMs: number;
   graphiql?: boolean;
   /** Backs GET /ready: false (or throwing) answers 503. */
   checkReadiness?: () => Promise<boolean>;
@@ -26,6 +31,15 @@ export interface GraphQLServer {
   listen(port: number, host: string): Promise<AddressInfo>;
   /** Stops accepting connections and closes the open ones (call after open subscriptions have completed). */
   close(): Promise<void>;
+}
+
+/** graphql-ws's own code for a refused connection_init. */
+const CLOSE_FORBIDDEN = 4403;
+
+/** connectionParams.authorization (or Authorization), as sent by the client in connection_init. */
+function connectionAuthorization(params: Readonly<Record<string, unknown>> | undefined): string | undefined {
+  const value = params?.authorization ?? params?.Authorization;
+  return typeof value === 'string' ? value : undefined;
 }
 
 /**
@@ -50,10 +64,20 @@ function markBadVariables(error: unknown, message: string, isDev?: boolean): Err
 export function createGraphQLServer({
   executor,
   logger,
-  resolveTenantId,
+  authenticator,
+  credentialRecheckMs,
   graphiql = true,
   checkReadiness = async () => true,
 }: GraphQLServerOptions): GraphQLServer {
+  const liveCredentials = new LiveCredentials(authenticator, logger);
+  const contextFor = (principal: Principal): GraphQLContext => ({
+    executor,
+    principal,
+    tenantId: principal.tenantId,
+    stillAuthorized: () => authenticator.stillValid(principal),
+    watchCredential: (onInvalid) => liveCredentials.watch(principal, onInvalid),
+  });
+
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,
     graphiql: graphiql ? { subscriptionsProtocol: 'WS', title: 'stepcast' } : false,
@@ -62,7 +86,16 @@ export function createGraphQLServer({
     landingPage: false,
     maskedErrors: { isDev: false, maskError: markBadVariables },
     plugins: [useReadinessCheck({ endpoint: '/ready', check: () => checkReadiness() })],
-    context: ({ request }) => ({ executor, tenantId: resolveTenantId(request) }),
+    context: async ({ request, principal }) => {
+      // graphql-ws authenticated the socket in onConnect; an HTTP request brings its own credential.
+      if (principal) return contextFor(principal as Principal);
+      try {
+        return contextFor(await authenticator.authenticate(request.headers.get('authorization')));
+      } catch (error) {
+        if (error instanceof AuthenticationError) throw unauthenticated(error.message);
+        throw error;
+      }
+    },
     logging: {
       debug: (...args) => logger.debug({ yoga: args.map(String) }, 'graphql-yoga'),
       info: (...args) => logger.info({ yoga: args.map(String) }, 'graphql-yoga'),
@@ -78,17 +111,42 @@ export function createGraphQLServer({
   });
 
   const httpServer = createServer(yoga);
+  const principals = new WeakMap<WebSocket, Principal>();
   const wsServer = new WebSocketServer({ server: httpServer, path: yoga.graphqlEndpoint });
   const wsHandle = useServer<Record<string, unknown>>(
     {
       execute: (args: ExecutionArgs) => (args.rootValue as { execute: typeof execute }).execute(args),
       subscribe: (args: ExecutionArgs) => (args.rootValue as { subscribe: typeof subscribe }).subscribe(args),
+      onConnect: async (context) => {
+        const { socket } = context.extra;
+        try {
+          const principal = await authenticator.authenticate(connectionAuthorization(context.connectionParams));
+          principals.set(socket, principal);
+          const unwatch = liveCredentials.watch(principal, () =>
+            socket.close(CLOSE_FORBIDDEN, 'Forbidden: the credential was revoked or has expired'),
+          );
+          socket.once('close', () => {
+            unwatch();
+            principals.delete(socket);
+          });
+          return true;
+        } catch (error) {
+          if (!(error instanceof AuthenticationError)) throw error;
+          logger.info({ reason: error.message }, 'WebSocket connection refused: not authenticated');
+          socket.close(CLOSE_FORBIDDEN, `Forbidden: ${error.message}`.slice(0, 120));
+          return false;
+        }
+      },
       onSubscribe: async (context, _id, payload) => {
+        const principal = principals.get(context.extra.socket);
+        // graphql-ws only lets a subscription through after connection_ack, so this cannot be missing.
+        if (!principal) return [unauthenticated('the connection is not authenticated')];
         const enveloped = yoga.getEnveloped({
           ...context,
           req: context.extra.request,
           socket: context.extra.socket,
           params: payload,
+          principal,
         });
         let document;
         try {
@@ -113,6 +171,8 @@ export function createGraphQLServer({
     wsServer,
   );
 
+  liveCredentials.start(credentialRecheckMs);
+
   return {
     httpServer,
     yoga,
@@ -125,6 +185,7 @@ export function createGraphQLServer({
         });
       }),
     close: async () => {
+      liveCredentials.stop();
       const closed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
       // Lets graphql-ws and SSE flush the "complete" of streams that just ended before sockets close.
       await new Promise((resolve) => setImmediate(resolve));

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { executions, stepResults } from '../src/db/tables.js';
 import type { Executor } from '../src/executor/executor.js';
 import { createLogger } from '../src/logger.js';
+import { createAuthenticator } from '../src/auth/authenticator.js';
 import { createGraphQLServer, type GraphQLServer } from '../src/server.js';
 import { backends } from './support/database.js';
 import { ExecutePlanMutation, ExecutionQuery, ExecutionsQuery } from './support/operations.js';
@@ -295,7 +296,13 @@ describe('unexpected internal errors', () => {
     server = createGraphQLServer({
       executor,
       logger: createLogger('silent'),
-      resolveTenantId: () => 'demo',
+      authenticator: createAuthenticator({
+        database: undefined as never,
+        config: { enabled: false, jwt: undefined, recheckMs: 1_000 },
+        anonymousTenantId: 'demo',
+        logger: createLogger('silent'),
+      }),
+      credentialRecheckMs: 1_000,
       graphiql: false,
     });
     const address: AddressInfo = await server.listen(0, '127.0.0.1');

@@ -3,7 +3,7 @@ import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import { validatePlan } from '../src/executor/plan.js';
 import type { StepUpdate, StepUpdateType } from '../src/executor/step-update.js';
 import { createInProcessStepUpdateBus, type StepUpdateBus } from '../src/executor/step-update-bus.js';
-import { streamStepUpdates } from '../src/executor/step-update-stream.js';
+import { isStreamDenied, streamStepUpdates, type StreamDenied } from '../src/executor/step-update-stream.js';
 import { ExecutionStore } from '../src/executor/store.js';
 import { backends } from './support/database.js';
 import { startTestServer, type TestServer } from './support/server.js';
@@ -40,9 +40,9 @@ for (const { backend, skipReason } of backends) {
         execution: type === 'EXECUTION_SUCCEEDED' ? { status: 'SUCCEEDED', finishedAt: new Date() } : undefined,
       });
 
-    async function collect(iterable: AsyncIterable<StepUpdate>): Promise<number[]> {
-      const sequences: number[] = [];
-      for await (const update of iterable) sequences.push(update.sequence);
+    async function collect(iterable: AsyncIterable<StepUpdate | StreamDenied>): Promise<(number | string)[]> {
+      const sequences: (number | string)[] = [];
+      for await (const item of iterable) sequences.push(isStreamDenied(item) ? `denied:${item.denied}` : item.sequence);
       return sequences;
     }
 
@@ -72,7 +72,7 @@ for (const { backend, skipReason } of backends) {
       });
       const shutdown = new AbortController();
       const sequences = await collect(
-        streamStepUpdates({ store: racingStore, bus, executionId: id, afterSequence: 0, shutdown: shutdown.signal }),
+        streamStepUpdates({ store: racingStore, bus, executionId: id, access: { tenantId: DEMO_TENANT_ID }, afterSequence: 0, shutdown: shutdown.signal }),
       );
       expect(sequences).toEqual([1, 2, 3, 4]);
     });
@@ -90,6 +90,7 @@ for (const { backend, skipReason } of backends) {
           store: racingStore,
           bus,
           executionId: id,
+          access: { tenantId: DEMO_TENANT_ID },
           afterSequence: 0,
           shutdown: new AbortController().signal,
         }),
@@ -110,6 +111,7 @@ for (const { backend, skipReason } of backends) {
           store: racingStore,
           bus,
           executionId: id,
+          access: { tenantId: DEMO_TENANT_ID },
           afterSequence: 0,
           shutdown: new AbortController().signal,
         }),
@@ -122,13 +124,68 @@ for (const { backend, skipReason } of backends) {
       const bus = createInProcessStepUpdateBus();
       bus.publish(await record(id, 'EXECUTION_STARTED'));
       const shutdown = new AbortController();
-      const iterator = streamStepUpdates({ store, bus, executionId: id, afterSequence: 0, shutdown: shutdown.signal })[
+      const iterator = streamStepUpdates({ store, bus, executionId: id, access: { tenantId: DEMO_TENANT_ID }, afterSequence: 0, shutdown: shutdown.signal })[
         Symbol.asyncIterator
       ]();
       expect((await iterator.next()).value?.sequence).toBe(1);
       const pending = iterator.next();
       shutdown.abort();
       expect(await pending).toMatchObject({ done: true });
+    });
+
+    it('checks every update against the subscriber: a row of another tenant ends the stream', async () => {
+      const id = await createExecution();
+      const bus = createInProcessStepUpdateBus();
+      const started = await record(id, 'EXECUTION_STARTED');
+      const stream = streamStepUpdates({
+        store,
+        bus,
+        executionId: id,
+        access: { tenantId: DEMO_TENANT_ID },
+        afterSequence: 1,
+        shutdown: new AbortController().signal,
+      });
+      const collected = collect(stream);
+      bus.publish({ ...started, sequence: 2, type: 'STEP_STARTED', tenantId: 'someone-else' });
+      expect(await collected).toEqual(['denied:tenant']);
+    });
+
+    it('ends the stream at the next update once the credential no longer stands', async () => {
+      const id = await createExecution();
+      const bus = createInProcessStepUpdateBus();
+      let authorized = true;
+      bus.publish(await record(id, 'EXECUTION_STARTED'));
+      const stream = streamStepUpdates({
+        store,
+        bus,
+        executionId: id,
+        access: { tenantId: DEMO_TENANT_ID, stillAuthorized: () => authorized },
+        afterSequence: 0,
+        shutdown: new AbortController().signal,
+      });
+      const iterator = stream[Symbol.asyncIterator]();
+      expect((await iterator.next()).value).toMatchObject({ sequence: 1 });
+      authorized = false;
+      bus.publish(await record(id, 'STEP_STARTED'));
+      expect((await iterator.next()).value).toEqual({ denied: 'credential' });
+      expect(await iterator.next()).toMatchObject({ done: true });
+    });
+
+    it('ends a quiet stream as soon as its credential is revoked', async () => {
+      const id = await createExecution();
+      const revoked = new AbortController();
+      const iterator = streamStepUpdates({
+        store,
+        bus: createInProcessStepUpdateBus(),
+        executionId: id,
+        access: { tenantId: DEMO_TENANT_ID, revoked: revoked.signal },
+        afterSequence: 0,
+        shutdown: new AbortController().signal,
+      })[Symbol.asyncIterator]();
+      const next = iterator.next();
+      revoked.abort();
+      expect((await next).value).toEqual({ denied: 'credential' });
+      expect(await iterator.next()).toMatchObject({ done: true });
     });
   });
 }

@@ -27,7 +27,7 @@ import {
 } from './plan.js';
 import type { StepUpdate } from './step-update.js';
 import { createInProcessStepUpdateBus, type StepUpdateBus } from './step-update-bus.js';
-import { streamStepUpdates } from './step-update-stream.js';
+import { streamStepUpdates, type StreamAccess, type StreamDenied } from './step-update-stream.js';
 import { createApiStepHandler } from './steps/api.js';
 import { createSqlStepHandler } from './steps/sql.js';
 import { ExecutionStore, type ExecutionPage, type ExecutionPageRequest } from './store.js';
@@ -197,16 +197,20 @@ export class Executor {
     return this.store.listExecutions(tenantId, request);
   }
 
-  listSteps(executionId: string): Promise<StepResultRow[]> {
-    return this.store.listSteps(executionId);
+  listSteps(tenantId: string, executionId: string): Promise<StepResultRow[]> {
+    return this.store.listSteps(executionId, tenantId);
   }
 
-  findStepResult(executionId: string, index: number): Promise<unknown[] | null> {
-    return this.store.findStepResult(executionId, index);
+  findStepResult(tenantId: string, executionId: string, index: number): Promise<unknown[] | null> {
+    return this.store.findStepResult(tenantId, executionId, index);
   }
 
-  async stepUpdates(tenantId: string, executionId: string, afterSequence: number): Promise<AsyncIterable<StepUpdate>> {
-    const execution = await this.store.findExecution(tenantId, executionId);
+  async stepUpdates(
+    access: StreamAccess,
+    executionId: string,
+    afterSequence: number,
+  ): Promise<AsyncIterable<StepUpdate | StreamDenied>> {
+    const execution = await this.store.findExecution(access.tenantId, executionId);
     if (!execution) throw new ExecutionNotFoundError(executionId);
     if (afterSequence > execution.lastSequence) {
       throw new InvalidArgumentError(
@@ -222,6 +226,7 @@ export class Executor {
       executionId,
       afterSequence,
       shutdown: this.shutdownController.signal,
+      access,
       onClose: () => {
         this.openStreams.delete(streamClosed);
         closed();

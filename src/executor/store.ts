@@ -187,19 +187,24 @@ export class ExecutionStore {
     return { executions: rows.slice(0, request.first), hasNextPage: rows.length > request.first };
   }
 
-  async listSteps(executionId: string): Promise<StepResultRow[]> {
+  /** The steps of an execution; with tenantId, only if the execution is that tenant's. */
+  async listSteps(executionId: string, tenantId?: string): Promise<StepResultRow[]> {
     return this.db
       .select()
       .from(stepResults)
-      .where(eq(stepResults.executionId, executionId))
+      .where(
+        and(eq(stepResults.executionId, executionId), tenantId === undefined ? undefined : eq(stepResults.tenantId, tenantId)),
+      )
       .orderBy(asc(stepResults.index));
   }
 
-  async findStepResult(executionId: string, index: number): Promise<unknown[] | null> {
+  async findStepResult(tenantId: string, executionId: string, index: number): Promise<unknown[] | null> {
     const [row] = await this.db
       .select({ result: stepResults.result })
       .from(stepResults)
-      .where(and(eq(stepResults.executionId, executionId), eq(stepResults.index, index)));
+      .where(
+        and(eq(stepResults.tenantId, tenantId), eq(stepResults.executionId, executionId), eq(stepResults.index, index)),
+      );
     return row?.result ?? null;
   }
 

@@ -1,7 +1,14 @@
+import type { Principal } from '../auth/authenticator.js';
 import type { Executor } from '../executor/executor.js';
 
 export interface GraphQLContext {
   executor: Executor;
+  /** Who the request acts for (an API key, a JWT, or the demo tenant when authentication is off). */
+  principal: Principal;
   /** The tenant every operation of this request acts for; it comes from the credential, never an argument. */
   tenantId: string;
+  /** Whether the credential still stands (not revoked, not expired); asked again before every streamed update. */
+  stillAuthorized: () => boolean;
+  /** Calls onInvalid once the credential stops standing; returns the function that stops watching. */
+  watchCredential: (onInvalid: () => void) => () => void;
 }

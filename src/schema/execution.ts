@@ -39,7 +39,7 @@ export const ExecutionRef = builder.objectRef<ExecutionRow>('Execution').impleme
     plan: t.field({ type: PlanRef, resolve: (execution) => execution.plan }),
     steps: t.field({
       type: [StepResultRef],
-      resolve: (execution, _args, context) => context.executor.listSteps(execution.id),
+      resolve: (execution, _args, context) => context.executor.listSteps(context.tenantId, execution.id),
     }),
     totalSteps: t.exposeInt('totalSteps'),
     successfulSteps: t.exposeInt('successfulSteps'),

@@ -69,7 +69,7 @@ export const StepResultRef = builder.objectRef<StepResultSource>('StepResult').i
       nullable: true,
       description: 'The records, capped in size; `truncated` says whether anything was left out.',
       resolve: (step, _args, context) =>
-        'result' in step ? step.result : context.executor.findStepResult(step.executionId, step.index),
+        'result' in step ? step.result : context.executor.findStepResult(context.tenantId, step.executionId, step.index),
     }),
     truncated: t.exposeBoolean('truncated', {
       description: 'True when the row cap or the result size cap left records out.',

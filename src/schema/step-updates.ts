@@ -1,8 +1,9 @@
 import type { StepUpdate } from '../executor/step-update.js';
+import { isStreamDenied, type StreamDenied } from '../executor/step-update-stream.js';
 import { builder } from './builder.js';
 import { isUuid } from './cursor.js';
 import { ExecutionStatusEnum, StepUpdateTypeEnum } from './enums.js';
-import { badUserInput, notFound, toGraphQLError } from './errors.js';
+import { badUserInput, notFound, toGraphQLError, unauthenticated } from './errors.js';
 import { StepResultRef } from './step-result.js';
 
 const StepUpdateRef = builder.objectRef<StepUpdate>('StepUpdate').implement({
@@ -45,13 +46,35 @@ builder.subscriptionType({
         if (after < 0) throw badUserInput('afterSequence must be 0 or more');
         const id = String(executionId);
         if (!isUuid(id)) throw notFound(`execution ${id} was not found`);
+        const revoked = new AbortController();
+        const unwatch = context.watchCredential(() => revoked.abort());
         try {
-          return await context.executor.stepUpdates(context.tenantId, id, after);
+          const stream = await context.executor.stepUpdates(
+            { tenantId: context.tenantId, stillAuthorized: context.stillAuthorized, revoked: revoked.signal },
+            id,
+            after,
+          );
+          return releasing(stream, unwatch);
         } catch (error) {
+          unwatch();
           throw toGraphQLError(error);
         }
       },
-      resolve: (update) => update,
+      resolve: (item: StepUpdate | StreamDenied) => {
+        if (!isStreamDenied(item)) return item;
+        if (item.denied === 'credential') throw unauthenticated('the credential was revoked or has expired');
+        // A row of another tenant reaching this stream is a defect; it answers like an unknown execution.
+        throw notFound('execution was not found');
+      },
     }),
   }),
 });
+
+/** The stream, with `release` called once it ends however it ends. */
+async function* releasing<T>(stream: AsyncIterable<T>, release: () => void): AsyncGenerator<T> {
+  try {
+    yield* stream;
+  } finally {
+    release();
+  }
+}
