@@ -258,10 +258,10 @@ for (const { backend, skipReason } of backends) {
       expect(ms(execution.finishedAt)).toBeGreaterThanOrEqual(ms(execution.startedAt));
     });
 
-    it('returns null, not an error, for an unknown id and for an id that is not a UUID', async () => {
+    it('answers null with NOT_FOUND for an unknown id and for an id that is not a UUID', async () => {
       for (const id of ['00000000-0000-4000-8000-000000000000', 'not-a-uuid', '42', '']) {
         const response = await server.request(ExecutionQuery, { id });
-        expect(response.errors, `errors for id ${JSON.stringify(id)}`).toBeUndefined();
+        expect(response.errors?.map((e) => e.extensions?.code), `errors for id ${JSON.stringify(id)}`).toEqual(['NOT_FOUND']);
         expect(response.data).toEqual({ execution: null });
       }
     });

@@ -8,6 +8,7 @@ import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import type { Config } from '../config.js';
+import { lockDataDir } from './data-dir-lock.js';
 import { DatabaseQueryError, PgliteWorkerClient, StatementTimeoutError } from './pglite-client.js';
 import { approximateRowBytes } from './row-bytes.mjs';
 import * as tables from './tables.js';
@@ -98,9 +99,19 @@ export async function openDatabase(
 
 async function openPglite(dataDir: string): Promise<Database> {
   await mkdir(dataDir, { recursive: true });
-  const client = await PgliteWorkerClient.open(dataDir);
-  const db = drizzlePglite({ client: client as unknown as PGlite, schema: tables }) as unknown as Db;
-  await migratePglite(db as never, { migrationsFolder });
+  const unlock = await lockDataDir(dataDir);
+  let pending: PgliteWorkerClient | undefined;
+  let db: Db;
+  try {
+    pending = await PgliteWorkerClient.open(dataDir);
+    db = drizzlePglite({ client: pending as unknown as PGlite, schema: tables }) as unknown as Db;
+    await migratePglite(db as never, { migrationsFolder });
+  } catch (error) {
+    await pending?.close();
+    await unlock();
+    throw error;
+  }
+  const client = pending;
   const rawTypes = Object.fromEntries(RAW_TEXT_TYPE_OIDS.map((oid) => [oid, true]));
   return {
     kind: 'pglite',
@@ -126,7 +137,10 @@ async function openPglite(dataDir: string): Promise<Database> {
     runScriptInTransaction: async (script) => {
       await client.execInTransaction(script);
     },
-    close: (graceMs) => client.close(graceMs),
+    close: async (graceMs) => {
+      await client.close(graceMs);
+      await unlock();
+    },
   };
 }
 

@@ -3,7 +3,7 @@ import type { ExecutionStatus, StepKind } from '../executor/step-update.js';
 import { builder } from './builder.js';
 import { decodeCursor, encodeCursor, isStorableDate, isUuid } from './cursor.js';
 import { ExecutionStatusEnum, StepKindEnum } from './enums.js';
-import { badUserInput } from './errors.js';
+import { badUserInput, notFound } from './errors.js';
 import { StepErrorRef, StepResultRef, TokenUsageRef } from './step-result.js';
 
 const PlanStepRef = builder.objectRef<StoredPlanStep>('PlanStep').implement({
@@ -123,10 +123,14 @@ builder.queryType({
     execution: t.field({
       type: ExecutionRef,
       nullable: true,
-      description: 'One execution of your tenant, or null when there is none with this id.',
+      description:
+        "One execution of your tenant. An id that does not exist, or is another tenant's, answers null with a NOT_FOUND error.",
       args: { id: t.arg.id({ required: true }) },
-      resolve: async (_root, { id }, context) =>
-        isUuid(String(id)) ? ((await context.executor.findExecution(context.tenantId, String(id))) ?? null) : null,
+      resolve: async (_root, { id }, context) => {
+        const execution = isUuid(String(id)) ? await context.executor.findExecution(context.tenantId, String(id)) : undefined;
+        if (!execution) throw notFound(`execution ${String(id)} was not found`);
+        return execution;
+      },
     }),
     executions: t.field({
       type: ExecutionConnectionRef,

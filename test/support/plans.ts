@@ -6,7 +6,7 @@ import type {
   StepUpdatesSubscription as StepUpdatesResult,
 } from '../generated/graphql.js';
 import { ExecutePlanMutation, ExecutionQuery, StepUpdatesSubscription } from './operations.js';
-import type { TestServer } from './server.js';
+import type { TestClient } from './server.js';
 
 export type ExecutionDetails = NonNullable<ExecutionQueryResult['execution']>;
 export type StepUpdateEvent = StepUpdatesResult['stepUpdates'];
@@ -16,7 +16,7 @@ export function sqlStep(sql: string, extra: Partial<PlanInput['steps'][number]> 
 }
 
 export async function submitPlan(
-  server: TestServer,
+  server: TestClient,
   plan: PlanInput,
   options?: ExecutePlanMutationVariables['options'],
 ): Promise<string> {
@@ -25,7 +25,7 @@ export async function submitPlan(
   return response.data!.executePlan.id;
 }
 
-export async function fetchExecution(server: TestServer, id: string): Promise<ExecutionDetails> {
+export async function fetchExecution(server: TestClient, id: string): Promise<ExecutionDetails> {
   const response = await server.request(ExecutionQuery, { id });
   expect(response.errors).toBeUndefined();
   return response.data!.execution!;
@@ -33,7 +33,7 @@ export async function fetchExecution(server: TestServer, id: string): Promise<Ex
 
 /** Follows the execution over graphql-ws until its terminal update, then reads it back. */
 export async function runPlan(
-  server: TestServer,
+  server: TestClient,
   plan: PlanInput,
   options?: ExecutePlanMutationVariables['options'],
 ): Promise<{ id: string; updates: StepUpdateEvent[]; execution: ExecutionDetails }> {

@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createClient, type Client } from 'graphql-ws';
+import { createClient, type Client, type ClientOptions } from 'graphql-ws';
 import WebSocket from 'ws';
 import { startStepcast, type StepcastApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
@@ -14,13 +14,7 @@ export interface GraphQLResponse<TResult> {
   errors?: { message: string; extensions?: Record<string, unknown> }[];
 }
 
-export interface TestServer {
-  backend: Backend;
-  /** The PostgreSQL database this server uses (undefined on PGlite). */
-  databaseUrl: string | undefined;
-  url: string;
-  wsUrl: string;
-  app: StepcastApp;
+export interface TestClient {
   request<TResult, TVariables>(
     document: TypedDocumentString<TResult, TVariables>,
     variables?: TVariables,
@@ -33,7 +27,18 @@ export interface TestServer {
     document: TypedDocumentString<TResult, TVariables>,
     variables: TVariables,
   ): Promise<GraphQLResponse<TResult>[]>;
-  wsClient(): Client;
+  wsClient(options?: Partial<ClientOptions>): Client;
+}
+
+export interface TestServer extends TestClient {
+  backend: Backend;
+  /** The PostgreSQL database this server uses (undefined on PGlite). */
+  databaseUrl: string | undefined;
+  url: string;
+  wsUrl: string;
+  app: StepcastApp;
+  /** The same helpers, sending this Authorization value (`Bearer <key or JWT>`). */
+  as(authorization: string): TestClient;
   /** Stops the server and starts it again on the same database. */
   restart(): Promise<void>;
   close(): Promise<void>;
@@ -63,54 +68,75 @@ export async function startTestServer(backend: Backend, options: TestServerOptio
   const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
   const clients: Client[] = [];
 
+  /** The request helpers, sending `authorization` (HTTP header / connectionParams) when given. */
+  const clientFor = (authorization: string | undefined): TestClient => {
+    const headers = (accept: string): Record<string, string> => ({
+      'content-type': 'application/json',
+      accept,
+      ...(authorization ? { authorization } : {}),
+    });
+    const client: TestClient = {
+      async request(document, variables) {
+        const response = await fetch(server.url, {
+          method: 'POST',
+          headers: headers('application/graphql-response+json'),
+          body: JSON.stringify({ query: document.toString(), variables }),
+        });
+        return (await response.json()) as GraphQLResponse<never>;
+      },
+      wsClient(options = {}) {
+        const ws = createClient({
+          url: server.wsUrl,
+          webSocketImpl: WebSocket,
+          retryAttempts: 0,
+          lazy: true,
+          connectionParams: authorization ? { authorization } : undefined,
+          ...options,
+        });
+        clients.push(ws);
+        return ws;
+      },
+      async subscribeWs(document, variables) {
+        const ws = client.wsClient();
+        const results: GraphQLResponse<never>[] = [];
+        await new Promise<void>((resolve, reject) => {
+          ws.subscribe(
+            { query: document.toString(), variables: variables as Record<string, unknown> },
+            {
+              next: (value) => results.push(value as GraphQLResponse<never>),
+              error: (error) => {
+                if (Array.isArray(error)) {
+                  results.push({ errors: error });
+                  resolve();
+                } else reject(error instanceof Error ? error : new Error(JSON.stringify(error)));
+              },
+              complete: resolve,
+            },
+          );
+        });
+        await ws.dispose();
+        return results;
+      },
+      async subscribeSse(document, variables) {
+        const response = await fetch(server.url, {
+          method: 'POST',
+          headers: headers('text/event-stream'),
+          body: JSON.stringify({ query: document.toString(), variables }),
+        });
+        return readSseEvents(response);
+      },
+    };
+    return client;
+  };
+
   const server: TestServer = {
     backend,
     databaseUrl,
     url: '',
     wsUrl: '',
     app: undefined as unknown as StepcastApp,
-    async request(document, variables) {
-      const response = await fetch(server.url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' },
-        body: JSON.stringify({ query: document.toString(), variables }),
-      });
-      return (await response.json()) as GraphQLResponse<never>;
-    },
-    wsClient() {
-      const client = createClient({ url: server.wsUrl, webSocketImpl: WebSocket, retryAttempts: 0, lazy: true });
-      clients.push(client);
-      return client;
-    },
-    async subscribeWs(document, variables) {
-      const client = server.wsClient();
-      const results: GraphQLResponse<never>[] = [];
-      await new Promise<void>((resolve, reject) => {
-        client.subscribe(
-          { query: document.toString(), variables: variables as Record<string, unknown> },
-          {
-            next: (value) => results.push(value as GraphQLResponse<never>),
-            error: (error) => {
-              if (Array.isArray(error)) {
-                results.push({ errors: error });
-                resolve();
-              } else reject(error instanceof Error ? error : new Error(JSON.stringify(error)));
-            },
-            complete: resolve,
-          },
-        );
-      });
-      await client.dispose();
-      return results;
-    },
-    async subscribeSse(document, variables) {
-      const response = await fetch(server.url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
-        body: JSON.stringify({ query: document.toString(), variables }),
-      });
-      return readSseEvents(response);
-    },
+    ...clientFor(undefined),
+    as: (authorization) => clientFor(authorization),
     async restart() {
       await server.app.close();
       await open();
