@@ -4,7 +4,7 @@ import { DEMO_TENANT_ID, ensureDemoTenant } from './db/demo-data.js';
 import { startDemoTenantApi } from './demo-api/demo-tenant.js';
 import { LlmClient } from './agents/llm-client.js';
 import { createAuthenticator } from './auth/authenticator.js';
-import { loadSecretBox } from './auth/secrets.js';
+import { loadSecretBox, type SecretBox } from './auth/secrets.js';
 import { Executor } from './executor/executor.js';
 import type { Logger } from './logger.js';
 import { createGraphQLServer } from './server.js';
@@ -15,6 +15,8 @@ export interface StepcastApp {
   url: string;
   port: number;
   database: Database;
+  /** Seals and opens tenant API credentials (the admin functions take it). */
+  secrets: SecretBox;
   executor: Executor;
   close(): Promise<void>;
 }
@@ -77,6 +79,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
       url,
       port: address.port,
       database,
+      secrets,
       executor: running,
       close: () =>
         (closing ??= (async () => {

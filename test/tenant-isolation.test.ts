@@ -1,8 +1,10 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createTenant } from '../src/admin/tenants.js';
 import { provisionTenantDataAccess } from '../src/admin/provision.js';
-import { SecretBox } from '../src/auth/secrets.js';
+import { tenants } from '../src/db/tables.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import { backends } from './support/database.js';
 import { ExecutionQuery, ExecutionsQuery, StepUpdatesSubscription } from './support/operations.js';
@@ -21,11 +23,36 @@ for (const { backend, skipReason } of backends) {
     let demo: TestClient;
     let other: TestClient;
     let demoExecution: { id: string; correlationId: string };
+    let otherApi: Server;
+    const otherApiAuthorizations: (string | undefined)[] = [];
 
     beforeAll(async () => {
       server = await startTestServer(backend, { env: { STEPCAST_AUTH: 'on', STEPCAST_DEMO: 'on' } });
       const { database } = server.app;
-      await createTenant(database, new SecretBox(randomBytes(32)), { name: 'Other', id: 'other' }, provisionTenantDataAccess);
+      otherApi = createServer((request, response) => {
+        otherApiAuthorizations.push(request.headers.authorization);
+        response.setHeader('content-type', 'application/json');
+        response.end(JSON.stringify([{ thing: 'from the other API' }]));
+      });
+      await new Promise<void>((resolve) => otherApi.listen(0, '127.0.0.1', resolve));
+      const apiBaseUrl = `http://127.0.0.1:${(otherApi.address() as AddressInfo).port}`;
+      await createTenant(
+        database,
+        server.app.secrets,
+        {
+          name: 'Other',
+          id: 'other',
+          apiBaseUrl,
+          openapi: {
+            openapi: '3.0.3',
+            info: { title: 'Other API', version: '1' },
+            servers: [{ url: apiBaseUrl }],
+            paths: { '/things': { get: { operationId: 'listThings', responses: { '200': { description: 'things' } } } } },
+          },
+          credentials: { authorization: 'Bearer other-api-secret' },
+        },
+        provisionTenantDataAccess,
+      );
       await database.runScriptInTransaction(`
         CREATE TABLE tenant_other.things (id integer PRIMARY KEY, label text NOT NULL);
         INSERT INTO tenant_other.things VALUES (1, 'other-only'), (2, 'also other');`);
@@ -37,6 +64,7 @@ for (const { backend, skipReason } of backends) {
     });
     afterAll(async () => {
       await server?.close();
+      await new Promise((resolve) => otherApi?.close(resolve));
     });
 
     it("answers another tenant's execution exactly as one that does not exist", async () => {
@@ -86,6 +114,28 @@ for (const { backend, skipReason } of backends) {
         expect(crossing.execution.steps[0]!.error?.code, sql).toBe('SQL_REJECTED');
         expect(crossing.execution.steps[0]!.result, sql).toBeNull();
       }
+    });
+
+    it("calls each tenant's API with that tenant's own credentials, which the program never sees", async () => {
+      const program = `
+        const seen = JSON.stringify(await api.call('listThings', {}));
+        const visible = JSON.stringify(Object.getOwnPropertyNames(globalThis).map((name) => [name, String(globalThis[name])]));
+        return [{ seen, leaked: visible.includes('secret') || seen.includes('secret') }];`;
+      const run = await runPlan(other, { query: 'api', steps: [{ kind: 'API', queryContext: 'things', code: program }] });
+      expect(run.execution.status).toBe('SUCCEEDED');
+      expect(run.execution.steps[0]!.result).toEqual([{ seen: expect.stringContaining('from the other API'), leaked: false }]);
+      expect(otherApiAuthorizations).toEqual(['Bearer other-api-secret']);
+
+      // The demo tenant's programs reach the demo API with the demo's token, never the other's.
+      const demoRun = await runPlan(demo, {
+        query: 'api',
+        steps: [{ kind: 'API', queryContext: 'user', code: "return [await api.call('getUser', { id: 1 })];" }],
+      });
+      expect(demoRun.execution.status).toBe('SUCCEEDED');
+      expect(otherApiAuthorizations).toHaveLength(1);
+
+      const stored = await server.app.database.db.select().from(tenants);
+      expect(JSON.stringify(stored)).not.toContain('other-api-secret');
     });
   });
 }

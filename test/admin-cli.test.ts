@@ -1,0 +1,125 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { eq } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tenants } from '../src/db/tables.js';
+import { backends } from './support/database.js';
+import { ExecutionsQuery } from './support/operations.js';
+import { runAdmin } from './support/process.js';
+import { startTestServer, type TestServer } from './support/server.js';
+
+const ENCRYPTION_KEY = randomBytes(32).toString('base64');
+const OPENAPI = {
+  openapi: '3.0.3',
+  info: { title: 'Acme', version: '1' },
+  paths: { '/ping': { get: { operationId: 'ping', responses: { '200': { description: 'pong' } } } } },
+};
+
+const json = <T>(text: string) => JSON.parse(text) as T;
+
+for (const { backend, skipReason } of backends) {
+  describe.skipIf(skipReason !== null)(`npm run admin on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
+    let dir: string;
+    let server: TestServer | undefined;
+    let cliEnv: Record<string, string>;
+    const serverEnv = () => ({
+      STEPCAST_AUTH: 'on',
+      STEPCAST_ENCRYPTION_KEY: ENCRYPTION_KEY,
+      STEPCAST_AUTH_RECHECK_MS: '100',
+      ...(backend === 'pglite' ? { DATA_DIR: join(dir, 'data') } : {}),
+    });
+
+    beforeAll(async () => {
+      dir = await mkdtemp(join(tmpdir(), 'stepcast-admin-'));
+      await writeFile(join(dir, 'openapi.json'), JSON.stringify(OPENAPI));
+      if (backend === 'postgres') {
+        // PostgreSQL is shared: the CLI works beside a running server.
+        server = await startTestServer(backend, { env: serverEnv() });
+        cliEnv = { DATABASE_URL: server.databaseUrl!, STEPCAST_ENCRYPTION_KEY: ENCRYPTION_KEY };
+      } else {
+        cliEnv = { DATA_DIR: join(dir, 'data'), STEPCAST_ENCRYPTION_KEY: ENCRYPTION_KEY };
+      }
+    });
+    afterAll(async () => {
+      await server?.close();
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    it('creates a tenant with its schema and encrypted API credentials, and a key that works once the server runs', async () => {
+      const created = await runAdmin(
+        ['tenant', 'create', 'Acme Corp', '--api-base-url', 'http://127.0.0.1:9', '--openapi', join(dir, 'openapi.json'),
+          '--credential', 'X-Api-Key: acme-s3cret', '--json'],
+        cliEnv,
+      );
+      expect(created.stderr).toBe('');
+      expect(created.code).toBe(0);
+      expect(json(created.stdout)).toMatchObject({ id: 'acme_corp', name: 'Acme Corp', dataSchema: 'tenant_acme_corp' });
+
+      const again = await runAdmin(['tenant', 'create', 'Acme Corp'], cliEnv);
+      expect(again.code).toBe(1);
+      expect(again.stderr).toMatch(/already exists/);
+
+      const key = await runAdmin(['key', 'create', 'acme_corp', '--name', 'ci'], cliEnv);
+      expect(key.code).toBe(0);
+      expect(key.stderr).toMatch(/shown once/);
+      const token = key.stdout.trim();
+      expect(token).toMatch(/^sc_[a-z0-9]{12}_[A-Za-z0-9_-]{43}$/);
+
+      const listed = await runAdmin(['tenant', 'list', '--json'], cliEnv);
+      expect(json<{ id: string; activeKeys: number }[]>(listed.stdout)).toContainEqual(
+        expect.objectContaining({ id: 'acme_corp', activeKeys: 1 }),
+      );
+      const keys = await runAdmin(['key', 'list', 'acme_corp', '--json'], cliEnv);
+      const [stored] = json<{ id: string; name: string; revokedAt: string | null }[]>(keys.stdout);
+      expect(stored).toMatchObject({ name: 'ci', revokedAt: null });
+      expect(keys.stdout).not.toContain(token.split('_').at(-1));
+
+      server ??= await startTestServer(backend, { env: serverEnv() });
+      const [row] = await server.app.database.db.select().from(tenants).where(eq(tenants.id, 'acme_corp'));
+      expect(row!.apiCredentialsEncrypted).not.toContain('acme-s3cret');
+      expect(server.app.secrets.openJson(row!.apiCredentialsEncrypted!, 'acme_corp')).toEqual({ 'X-Api-Key': 'acme-s3cret' });
+
+      const answer = await server.as(`Bearer ${token}`).request(ExecutionsQuery, { first: 5 });
+      expect(answer.errors).toBeUndefined();
+      expect(answer.data?.executions.edges).toEqual([]);
+
+      if (backend === 'pglite') {
+        // An embedded database belongs to one process: the CLI refuses to open it under a running server.
+        const busy = await runAdmin(['key', 'list', 'acme_corp'], cliEnv);
+        expect(busy.code).toBe(1);
+        expect(busy.stderr).toMatch(/in use by process/);
+        await server.close();
+        server = undefined;
+      }
+      const revoked = await runAdmin(['key', 'revoke', stored!.id], cliEnv);
+      expect(revoked.code).toBe(0);
+      expect(revoked.stdout).toMatch(new RegExp(`revoked ${stored!.id} \\(tenant acme_corp\\)`));
+
+      server ??= await startTestServer(backend, { env: serverEnv() });
+      const refused = await server.as(`Bearer ${token}`).request(ExecutionsQuery, { first: 5 });
+      expect(refused.errors?.map((e) => e.extensions?.code)).toEqual(['UNAUTHENTICATED']);
+    });
+
+    it('explains bad usage with exit code 2 and unknown names with exit code 1', async () => {
+      if (backend === 'pglite') {
+        await server?.close();
+        server = undefined;
+      }
+      const unknownCommand = await runAdmin(['tenant', 'delete', 'x'], cliEnv);
+      expect(unknownCommand.code).toBe(2);
+      expect(unknownCommand.stderr).toMatch(/unknown command "tenant delete"[\s\S]*usage:/);
+      const missing = await runAdmin(['key', 'create'], cliEnv);
+      expect(missing.code).toBe(2);
+      const badId = await runAdmin(['tenant', 'create', 'X', '--id', 'Bad-Id'], cliEnv);
+      expect(badId.code).toBe(1);
+      expect(badId.stderr).toMatch(/tenant id "Bad-Id"/);
+      {
+        const unknownKey = await runAdmin(['key', 'revoke', 'nosuchkey123'], cliEnv);
+        expect(unknownKey.code).toBe(1);
+        expect(unknownKey.stderr).toMatch(/does not exist/);
+      }
+    });
+  });
+}
