@@ -23,6 +23,24 @@ export interface ReadOnlyQuery {
   maxBytes?: number;
   /** The only schema unqualified names resolve in (besides pg_catalog, which Postgres always adds). */
   searchPath: string;
+  /**
+   * The database role the statement runs as (SET LOCAL ROLE): a tenant's tenants.db_role, which may
+   * only read its schema. Without it the statement runs as the service's own role, which reads
+   * everything; only the service's own reads (introspection, the demo API) may leave it out.
+   */
+  role?: string;
+}
+
+/**
+ * What every read-only statement starts with, after READ ONLY: the role, then the search path. Both are
+ * SET LOCAL, so they end with the transaction (commit or rollback) and a pooled connection carries
+ * neither to the next statement.
+ */
+function transactionSettings(query: ReadOnlyQuery): string[] {
+  return [
+    ...(query.role === undefined ? [] : [`SET LOCAL ROLE ${quoteIdentifier(query.role)}`]),
+    `SET LOCAL search_path TO ${quoteIdentifier(query.searchPath)}`,
+  ];
 }
 
 export interface ExecutionLease {
@@ -119,7 +137,7 @@ async function openPglite(dataDir: string): Promise<Database> {
     runReadOnly: (query) =>
       client.transaction(async (tx) => {
         await tx.query('SET TRANSACTION READ ONLY');
-        await tx.query(`SET LOCAL search_path TO ${quoteIdentifier(query.searchPath)}`);
+        for (const setting of transactionSettings(query)) await tx.query(setting);
         const result = await tx.query<Record<string, unknown>>(query.sql, query.params, {
           parsers: rawTypes,
           timeoutMs: query.timeoutMs,
@@ -157,7 +175,7 @@ async function openPostgres(url: string, poolSize: number, leaseConnections: num
       try {
         return await client.begin('read only', async (tx) => {
           await tx.unsafe(`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(query.timeoutMs))}`);
-          await tx.unsafe(`SET LOCAL search_path TO ${quoteIdentifier(query.searchPath)}`);
+          for (const setting of transactionSettings(query)) await tx.unsafe(setting);
           return readWithCursor(client, tx, query);
         });
       } catch (error) {

@@ -1,6 +1,7 @@
-import { eq } from 'drizzle-orm';
+import { and, eq, isNull } from 'drizzle-orm';
 import type { Database } from './client.js';
 import { tenants, type TenantRow } from './tables.js';
+import { provisionTenantDataAccess } from './tenant-roles.js';
 
 export const DEMO_TENANT_ID = 'demo';
 export const DEMO_TENANT_SCHEMA = 'tenant_demo';
@@ -110,23 +111,36 @@ ANALYZE ${schema}.users, ${schema}.groups, ${schema}.group_members, ${schema}.ap
 `;
 }
 
-/** Creates the demo tenant and its dataset on first start; later starts find it and change nothing. */
+/**
+ * Creates the demo tenant and its dataset on first start; later starts find it and change nothing,
+ * except that a demo tenant without a database role (one made before roles existed) is given one.
+ */
 export async function ensureDemoTenant(database: Database, options: { users: number }): Promise<TenantRow> {
   const existing = await findTenant(database, DEMO_TENANT_ID);
-  if (existing) return existing;
+  if (existing?.dbRole) return existing;
+  if (!existing) await seedDemoTenant(database, options.users);
+  // Provisioning is idempotent, so replicas starting together may all do it; they store the same role.
+  const role = await provisionTenantDataAccess(database, DEMO_TENANT_SCHEMA);
+  await database.db
+    .update(tenants)
+    .set({ dbRole: role })
+    .where(and(eq(tenants.id, DEMO_TENANT_ID), isNull(tenants.dbRole)));
+  const provisioned = await findTenant(database, DEMO_TENANT_ID);
+  if (!provisioned) throw new Error('demo tenant was not created');
+  return provisioned;
+}
+
+async function seedDemoTenant(database: Database, users: number): Promise<void> {
   await database.runScriptInTransaction(`
 SELECT pg_advisory_xact_lock(${DEMO_SEED_LOCK_KEY});
 DO $seed$
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM tenants WHERE id = '${DEMO_TENANT_ID}') THEN
-    EXECUTE ${dollarQuote(demoDatasetScript(DEMO_TENANT_SCHEMA, options.users))};
+    EXECUTE ${dollarQuote(demoDatasetScript(DEMO_TENANT_SCHEMA, users))};
     INSERT INTO tenants (id, name, data_schema) VALUES ('${DEMO_TENANT_ID}', 'Demo tenant', '${DEMO_TENANT_SCHEMA}');
   END IF;
 END
 $seed$;`);
-  const created = await findTenant(database, DEMO_TENANT_ID);
-  if (!created) throw new Error('demo tenant was not created');
-  return created;
 }
 
 async function findTenant(database: Database, id: string): Promise<TenantRow | undefined> {

@@ -6,6 +6,7 @@ import { SandboxError, type SandboxErrorCode } from '../sandbox/errors.js';
 export type StepErrorCode =
   | 'SQL_REJECTED'
   | 'SQL_ERROR'
+  | 'SQL_NOT_CONFIGURED'
   | 'STEP_TIMEOUT'
   | 'API_NOT_CONFIGURED'
   | 'INTERRUPTED'

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
+import { tenantRolePrefix } from '../../src/db/tenant-roles.js';
 
 export type Backend = 'pglite' | 'postgres';
 
@@ -13,7 +14,16 @@ export const backends: { backend: Backend; skipReason: string | null }[] = [
 
 export interface TestDatabase {
   url: string;
+  name: string;
+  /** Drops the database, then the tenant roles provisioned for it (roles belong to the whole server). */
   drop(): Promise<void>;
+}
+
+/** The tenant roles provisioned for one database, from their name (src/db/tenant-roles.ts). */
+export async function tenantRolesOf(admin: postgres.Sql, databaseName: string): Promise<string[]> {
+  const rows = await admin<{ rolname: string }[]>`
+    SELECT rolname FROM pg_roles WHERE starts_with(rolname, ${tenantRolePrefix(databaseName)}) ORDER BY rolname`;
+  return rows.map((row) => row.rolname);
 }
 
 /** A fresh database on the PostgreSQL server for one test file, dropped afterwards. */
@@ -27,10 +37,17 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   url.pathname = `/${name}`;
   return {
     url: url.toString(),
+    name,
     drop: async () => {
       const cleanup = postgres(postgresUrl, { max: 1, onnotice: () => undefined });
-      await cleanup.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await cleanup.end();
+      try {
+        await cleanup.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+        // With the database gone nothing depends on its roles any more (grants, default privileges).
+        const roles = await tenantRolesOf(cleanup, name);
+        if (roles.length > 0) await cleanup.unsafe(`DROP ROLE IF EXISTS ${roles.map((r) => `"${r}"`).join(', ')}`);
+      } finally {
+        await cleanup.end();
+      }
     },
   };
 }

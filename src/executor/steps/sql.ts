@@ -58,7 +58,12 @@ function toStepFailure(error: unknown, timeoutMs: number): unknown {
 const REPAIRABLE: ReadonlySet<string> = new Set(['SQL_REJECTED', 'SQL_ERROR']);
 
 export function createSqlStepHandler({ database, knowledge, llm, repairRounds, maxBytes }: SqlStepOptions): StepHandler {
-  const runStatement = async (sql: string, context: StepContext, dataSchema: DataSchema): Promise<StepOutcome> => {
+  const runStatement = async (
+    sql: string,
+    context: StepContext,
+    dataSchema: DataSchema,
+    role: string,
+  ): Promise<StepOutcome> => {
     const { earlier, tenant } = context;
     const guarded = await guardSql(sql, {
       tenantSchema: tenant.dataSchema,
@@ -71,6 +76,7 @@ export function createSqlStepHandler({ database, knowledge, llm, repairRounds, m
       params,
       timeoutMs: remainingMs(context),
       searchPath: tenant.dataSchema,
+      role,
       maxBytes,
     });
     const columns = describeColumns(result.columns);
@@ -80,11 +86,19 @@ export function createSqlStepHandler({ database, knowledge, llm, repairRounds, m
   };
 
   return async (context: StepContext): Promise<StepOutcome> => {
-    const { step } = context;
-    const dataSchema = await knowledge.dataSchema(context.tenant);
+    const { step, tenant } = context;
+    // Never run a tenant's statement as the service, whose role reads every tenant and the service's tables.
+    const role = tenant.dbRole;
+    if (!role) {
+      throw new StepFailure(
+        'SQL_NOT_CONFIGURED',
+        `step ${context.index} is a SQL step, and tenant ${tenant.id} has no database role (tenants.db_role) to run it as`,
+      );
+    }
+    const dataSchema = await knowledge.dataSchema(tenant);
     if (step.sql) {
       try {
-        return await runStatement(step.sql, context, dataSchema);
+        return await runStatement(step.sql, context, dataSchema, role);
       } catch (error) {
         throw toStepFailure(error, context.timeoutMs);
       }
@@ -105,7 +119,7 @@ export function createSqlStepHandler({ database, knowledge, llm, repairRounds, m
           }),
         );
         sql = answer.sql;
-        return { ...(await runStatement(sql, context, dataSchema)), attempts: attempt };
+        return { ...(await runStatement(sql, context, dataSchema, role)), attempts: attempt };
       } catch (error) {
         const failure = toStepFailure(error, context.timeoutMs);
         if (!(failure instanceof StepFailure)) throw failure;
