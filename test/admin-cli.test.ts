@@ -55,7 +55,12 @@ for (const { backend, skipReason } of backends) {
       );
       expect(created.stderr).toBe('');
       expect(created.code).toBe(0);
-      expect(json(created.stdout)).toMatchObject({ id: 'acme_corp', name: 'Acme Corp', dataSchema: 'tenant_acme_corp' });
+      expect(json(created.stdout)).toMatchObject({
+        id: 'acme_corp',
+        name: 'Acme Corp',
+        dataSchema: 'tenant_acme_corp',
+        dbRole: expect.stringMatching(/^stepcast_[0-9a-f]{10}_tenant_acme_corp_[0-9a-f]{8}$/),
+      });
 
       const again = await runAdmin(['tenant', 'create', 'Acme Corp'], cliEnv);
       expect(again.code).toBe(1);

@@ -5,7 +5,6 @@ import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createTenant, revokeApiKey } from '../src/admin/tenants.js';
-import { provisionTenantDataAccess } from '../src/admin/provision.js';
 import { SecretBox } from '../src/auth/secrets.js';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
@@ -92,7 +91,7 @@ for (const { backend, skipReason } of backends) {
     beforeAll(async () => {
       server = await startTestServer(backend, { env: AUTH_ENV });
       const { database } = server.app;
-      await createTenant(database, new SecretBox(randomBytes(32)), { name: 'Other', id: 'other' }, provisionTenantDataAccess);
+      await createTenant(database, new SecretBox(randomBytes(32)), { name: 'Other', id: 'other' });
       demoKey = (await createApiKey(database, DEMO_TENANT_ID, 'tests')).token;
       otherKey = (await createApiKey(database, 'other')).token;
     });

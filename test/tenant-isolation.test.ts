@@ -3,7 +3,6 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createTenant } from '../src/admin/tenants.js';
-import { provisionTenantDataAccess } from '../src/admin/provision.js';
 import { tenants } from '../src/db/tables.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import { backends } from './support/database.js';
@@ -51,7 +50,6 @@ for (const { backend, skipReason } of backends) {
           },
           credentials: { authorization: 'Bearer other-api-secret' },
         },
-        provisionTenantDataAccess,
       );
       await database.runScriptInTransaction(`
         CREATE TABLE tenant_other.things (id integer PRIMARY KEY, label text NOT NULL);

@@ -6,7 +6,6 @@ import { loadSecretBox } from '../auth/secrets.js';
 import { ConfigError, loadConfig } from '../config.js';
 import { openDatabase, type Database } from '../db/client.js';
 import { DataDirInUseError } from '../db/data-dir-lock.js';
-import { provisionTenantDataAccess } from './provision.js';
 import { AdminError, createApiKey, createTenant, listApiKeys, listTenants, revokeApiKey } from './tenants.js';
 
 const USAGE = `usage: npm run admin -- <command>
@@ -107,7 +106,6 @@ async function dispatch(
           credentials: values.credential ? Object.fromEntries(values.credential.map(parseCredential)) : undefined,
           allowedMethods: values['allow-method'],
         },
-        provisionTenantDataAccess,
       );
       const summary = { id: tenant.id, name: tenant.name, dataSchema: tenant.dataSchema, dbRole: tenant.dbRole };
       output(

@@ -1,7 +1,8 @@
 import { and, asc, count, eq, isNull } from 'drizzle-orm';
 import { generateApiKey } from '../auth/api-keys.js';
 import type { SecretBox } from '../auth/secrets.js';
-import { quoteIdentifier, type Database } from '../db/client.js';
+import type { Database } from '../db/client.js';
+import { provisionTenantDataAccess } from '../db/tenant-roles.js';
 import { apiKeys, tenants, type ApiKeyRow, type TenantRow } from '../db/tables.js';
 
 /** A request the admin cannot carry out (bad name, unknown tenant or key); the message says why. */
@@ -71,14 +72,12 @@ export async function createTenant(
   database: Database,
   secrets: SecretBox,
   input: CreateTenantInput,
-  provisionDataAccess: (database: Database, schema: string) => Promise<string | null>,
 ): Promise<TenantRow> {
   const { id, allowedMethods } = validateTenantInput(input);
   const [existing] = await database.db.select({ id: tenants.id }).from(tenants).where(eq(tenants.id, id));
   if (existing) throw new AdminError(`tenant ${id} already exists`);
   const dataSchema = `tenant_${id}`;
-  await database.runScriptInTransaction(`CREATE SCHEMA IF NOT EXISTS ${quoteIdentifier(dataSchema)};`);
-  const dbRole = await provisionDataAccess(database, dataSchema);
+  const dbRole = await provisionTenantDataAccess(database, dataSchema);
   try {
     const [row] = await database.db
       .insert(tenants)
