@@ -3,7 +3,7 @@ import { eq } from 'drizzle-orm';
 import { AgentError, type LlmClient } from '../agents/llm-client.js';
 import { planQuery as planWithModel } from '../agents/planner.js';
 import { describeCatalog, type ApiOperation } from '../api/catalog.js';
-import type { Config, SandboxConfig } from '../config.js';
+import type { Config, InputLimits, SandboxConfig } from '../config.js';
 import type { Database } from '../db/client.js';
 import {
   tenants,
@@ -34,7 +34,11 @@ import { ExecutionStore, type ExecutionPage, type ExecutionPageRequest } from '.
 import { TenantKnowledge } from './tenant-knowledge.js';
 import type { SecretBox } from '../auth/secrets.js';
 
-export type ExecutorSettings = Config['executor'] & { sqlRepairRounds: number; sandbox: SandboxConfig };
+export type ExecutorSettings = Config['executor'] & {
+  sqlRepairRounds: number;
+  sandbox: SandboxConfig;
+  inputLimits: InputLimits;
+};
 
 const STREAM_CLOSE_TIMEOUT_MS = 2_000;
 
@@ -186,6 +190,7 @@ export class Executor {
       sampleSize: this.settings.defaultSampleSize,
       stepTimeoutMs: Math.min(this.settings.stepTimeoutMs, this.settings.maxStepTimeoutMs),
       maxStepTimeoutMs: this.settings.maxStepTimeoutMs,
+      limits: this.settings.inputLimits,
     };
   }
 
