@@ -43,6 +43,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
         ...config.executor,
         sqlRepairRounds: config.llm.sqlRepairRounds,
         sandbox: config.sandbox,
+        tenantLimits: config.tenantLimits,
         inputLimits: config.inputLimits,
       },
       logger,

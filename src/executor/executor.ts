@@ -3,7 +3,7 @@ import { eq } from 'drizzle-orm';
 import { AgentError, type LlmClient } from '../agents/llm-client.js';
 import { planQuery as planWithModel } from '../agents/planner.js';
 import { describeCatalog, type ApiOperation } from '../api/catalog.js';
-import type { Config, InputLimits, SandboxConfig } from '../config.js';
+import type { Config, InputLimits, SandboxConfig, TenantLimits } from '../config.js';
 import type { Database } from '../db/client.js';
 import {
   tenants,
@@ -37,6 +37,7 @@ import type { SecretBox } from '../auth/secrets.js';
 export type ExecutorSettings = Config['executor'] & {
   sqlRepairRounds: number;
   sandbox: SandboxConfig;
+  tenantLimits: TenantLimits;
   inputLimits: InputLimits;
 };
 
@@ -103,6 +104,7 @@ export class Executor {
     };
     this.dispatcher = createInProcessDispatcher({
       concurrency: settings.maxConcurrentExecutions,
+      perTenantConcurrency: settings.tenantLimits.maxConcurrentExecutions,
       runExecution: (executionId) => runExecution(this.engine, executionId),
       logger,
     });
@@ -123,7 +125,7 @@ export class Executor {
       }
     }
     for (const execution of await this.store.listUnfinished('QUEUED')) {
-      this.dispatcher.enqueue(execution.id);
+      this.dispatcher.enqueue(execution.id, execution.tenantId);
     }
   }
 
@@ -140,7 +142,7 @@ export class Executor {
       { correlationId: execution.correlationId, executionId: execution.id, tenantId, steps: execution.totalSteps },
       'execution queued',
     );
-    this.dispatcher.enqueue(execution.id);
+    this.dispatcher.enqueue(execution.id, tenantId);
     return execution;
   }
 
@@ -181,7 +183,7 @@ export class Executor {
       { correlationId: execution.correlationId, executionId: execution.id, tenantId, steps: execution.totalSteps },
       'planned execution queued',
     );
-    this.dispatcher.enqueue(execution.id);
+    this.dispatcher.enqueue(execution.id, tenantId);
     return execution;
   }
 
