@@ -83,6 +83,10 @@ async function benchmark(label: string, env: Record<string, string>) {
     DATA_DIR: dataDir,
     STEPCAST_DEMO_USERS: USERS,
     STEPCAST_MAX_CONCURRENT_EXECUTIONS: '4',
+    // The bench measures throughput, not quotas: one tenant may use the whole server.
+    STEPCAST_TENANT_MAX_CONCURRENT_EXECUTIONS: '4',
+    STEPCAST_TENANT_RATE_BURST: '1000000',
+    STEPCAST_TENANT_RATE_PER_MINUTE: '1000000',
     ...env,
   });
   const startedAt = performance.now();

@@ -48,7 +48,13 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
     if (!llm.configured) logger.info('no model configured (OPENAI_API_KEY / OPENAI_BASE_URL): steps need their sql or code');
     executor = new Executor(
       database,
-      { ...config.executor, sqlRepairRounds: config.llm.sqlRepairRounds, sandbox: config.sandbox },
+      {
+        ...config.executor,
+        sqlRepairRounds: config.llm.sqlRepairRounds,
+        sandbox: config.sandbox,
+        tenantLimits: config.tenantLimits,
+        inputLimits: config.inputLimits,
+      },
       logger,
       llm,
       secrets,

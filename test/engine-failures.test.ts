@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import { runExecution, type EngineDependencies } from '../src/executor/engine.js';
+import { loadConfig } from '../src/config.js';
 import { validatePlan } from '../src/executor/plan.js';
 import { createInProcessStepUpdateBus } from '../src/executor/step-update-bus.js';
 import type { StepHandler } from '../src/executor/steps/step-handler.js';
@@ -25,7 +26,7 @@ for (const { backend, skipReason } of backends) {
       const plan = validatePlan(
         { query: 'q', steps: [1, 2, 3].map((n) => ({ kind: 'SQL', queryContext: `step ${n}`, sql: `SELECT ${n}` })) },
         {},
-        { sampleSize: 3, stepTimeoutMs: 1000, maxStepTimeoutMs: 60_000 },
+        { sampleSize: 3, stepTimeoutMs: 1000, maxStepTimeoutMs: 60_000, limits: loadConfig({}).inputLimits },
       );
       const { execution } = await store.createExecution(DEMO_TENANT_ID, plan);
       let failed = false;
@@ -69,6 +70,7 @@ for (const { backend, skipReason } of backends) {
         sampleSize: 3,
         stepTimeoutMs: 1000,
         maxStepTimeoutMs: 60_000,
+        limits: loadConfig({}).inputLimits,
       });
       const { execution } = await store.createExecution(DEMO_TENANT_ID, plan);
       await store.recordTransition(execution.id, { type: 'EXECUTION_STARTED', from: ['QUEUED'], execution: { status: 'RUNNING' } });

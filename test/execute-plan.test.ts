@@ -12,7 +12,8 @@ for (const { backend, skipReason } of backends) {
   describe.skipIf(skipReason !== null)(`executePlan on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
     let server: TestServer;
     beforeAll(async () => {
-      server = await startTestServer(backend);
+      // More executions than the default burst (10), in a few seconds.
+      server = await startTestServer(backend, { env: { STEPCAST_TENANT_RATE_BURST: '100' } });
     });
     afterAll(async () => {
       await server?.close();

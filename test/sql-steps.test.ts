@@ -30,7 +30,13 @@ for (const { backend, skipReason } of backends) {
     let server: TestServer;
     beforeAll(async () => {
       server = await startTestServer(backend, {
-        env: { STEPCAST_ROW_CAP: '50', STEPCAST_RESULT_MAX_BYTES: '4096', STEPCAST_STEP_MAX_BYTES: '65536' },
+        env: {
+          STEPCAST_ROW_CAP: '50',
+          STEPCAST_RESULT_MAX_BYTES: '4096',
+          STEPCAST_STEP_MAX_BYTES: '65536',
+          // More executions than the default burst (10), in a few seconds.
+          STEPCAST_TENANT_RATE_BURST: '100',
+        },
       });
     });
     afterAll(async () => {

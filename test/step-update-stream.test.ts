@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
+import { loadConfig } from '../src/config.js';
 import { validatePlan } from '../src/executor/plan.js';
 import type { StepUpdate, StepUpdateType } from '../src/executor/step-update.js';
 import { createInProcessStepUpdateBus, type StepUpdateBus } from '../src/executor/step-update-bus.js';
@@ -29,7 +30,7 @@ for (const { backend, skipReason } of backends) {
       const plan = validatePlan(
         { query: 'q', steps: [{ kind: 'SQL', queryContext: 'c', sql: 'SELECT 1' }] },
         {},
-        { sampleSize: 3, stepTimeoutMs: 1000, maxStepTimeoutMs: 60_000 },
+        { sampleSize: 3, stepTimeoutMs: 1000, maxStepTimeoutMs: 60_000, limits: loadConfig({}).inputLimits },
       );
       return (await store.createExecution(DEMO_TENANT_ID, plan)).execution.id;
     }

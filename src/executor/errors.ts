@@ -66,6 +66,14 @@ export class InvalidArgumentError extends Error {
   override name = 'InvalidArgumentError';
 }
 
+/** The tenant has used up its executions for now (token bucket); nothing was stored. */
+export class RateLimitedError extends Error {
+  override name = 'RateLimitedError';
+  constructor(readonly retryAfterSeconds: number) {
+    super(`rate limit reached: this tenant may start another execution in ${retryAfterSeconds} s`);
+  }
+}
+
 export class ExecutionNotFoundError extends Error {
   override name = 'ExecutionNotFoundError';
   constructor(executionId: string) {

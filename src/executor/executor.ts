@@ -3,7 +3,7 @@ import { eq } from 'drizzle-orm';
 import { AgentError, type LlmClient } from '../agents/llm-client.js';
 import { planQuery as planWithModel } from '../agents/planner.js';
 import { describeCatalog, type ApiOperation } from '../api/catalog.js';
-import type { Config, SandboxConfig } from '../config.js';
+import type { Config, InputLimits, SandboxConfig, TenantLimits } from '../config.js';
 import type { Database } from '../db/client.js';
 import {
   tenants,
@@ -16,7 +16,7 @@ import {
 import type { Logger } from '../logger.js';
 import { createInProcessDispatcher, type Dispatcher } from './dispatcher.js';
 import { failInterruptedExecution, runExecution, type EngineDependencies } from './engine.js';
-import { ExecutionNotFoundError, InvalidArgumentError, PlanValidationError } from './errors.js';
+import { ExecutionNotFoundError, InvalidArgumentError, PlanValidationError, RateLimitedError } from './errors.js';
 import {
   queryProblems,
   validateExecuteOptions,
@@ -25,6 +25,7 @@ import {
   type PlanDefaults,
   type PlanInput,
 } from './plan.js';
+import { createTenantRateLimiter, type TenantRateLimiter } from './rate-limiter.js';
 import type { StepUpdate } from './step-update.js';
 import { createInProcessStepUpdateBus, type StepUpdateBus } from './step-update-bus.js';
 import { streamStepUpdates, type StreamAccess, type StreamDenied } from './step-update-stream.js';
@@ -34,7 +35,12 @@ import { ExecutionStore, type ExecutionPage, type ExecutionPageRequest } from '.
 import { TenantKnowledge } from './tenant-knowledge.js';
 import type { SecretBox } from '../auth/secrets.js';
 
-export type ExecutorSettings = Config['executor'] & { sqlRepairRounds: number; sandbox: SandboxConfig };
+export type ExecutorSettings = Config['executor'] & {
+  sqlRepairRounds: number;
+  sandbox: SandboxConfig;
+  tenantLimits: TenantLimits;
+  inputLimits: InputLimits;
+};
 
 const STREAM_CLOSE_TIMEOUT_MS = 2_000;
 
@@ -52,6 +58,7 @@ export class Executor {
   private readonly openStreams = new Set<Promise<void>>();
   private readonly knowledge: TenantKnowledge;
   private readonly llm: LlmClient;
+  private readonly rateLimiter: TenantRateLimiter;
 
   constructor(
     private readonly database: Database,
@@ -97,8 +104,13 @@ export class Executor {
       logger,
       settings: { rowCap: settings.rowCap, resultMaxBytes: settings.resultMaxBytes },
     };
+    this.rateLimiter = createTenantRateLimiter({
+      ratePerMinute: settings.tenantLimits.ratePerMinute,
+      burst: settings.tenantLimits.burst,
+    });
     this.dispatcher = createInProcessDispatcher({
       concurrency: settings.maxConcurrentExecutions,
+      perTenantConcurrency: settings.tenantLimits.maxConcurrentExecutions,
       runExecution: (executionId) => runExecution(this.engine, executionId),
       logger,
     });
@@ -119,7 +131,7 @@ export class Executor {
       }
     }
     for (const execution of await this.store.listUnfinished('QUEUED')) {
-      this.dispatcher.enqueue(execution.id);
+      this.dispatcher.enqueue(execution.id, execution.tenantId);
     }
   }
 
@@ -128,16 +140,29 @@ export class Executor {
     return row;
   }
 
-  /** Validates and stores the plan as a QUEUED execution, then hands it to the dispatcher. */
+  /**
+   * Validates the plan, takes one of the tenant's execution tokens (RateLimitedError when there is
+   * none), and stores it as a QUEUED execution for the dispatcher. Bad input spends no token.
+   */
   async submitPlan(tenantId: string, plan: PlanInput, options?: ExecuteOptionsInput | null): Promise<ExecutionRow> {
     const validated = validatePlan(plan, options, this.planDefaults());
+    this.takeExecutionToken(tenantId);
     const { execution } = await this.store.createExecution(tenantId, validated);
     this.logger.info(
       { correlationId: execution.correlationId, executionId: execution.id, tenantId, steps: execution.totalSteps },
       'execution queued',
     );
-    this.dispatcher.enqueue(execution.id);
+    this.dispatcher.enqueue(execution.id, tenantId);
     return execution;
+  }
+
+  /** Counts one execution against the tenant's rate (per process: each replica keeps its own buckets). */
+  private takeExecutionToken(tenantId: string): void {
+    const decision = this.rateLimiter.take(tenantId);
+    if (!decision.allowed) {
+      this.logger.info({ tenantId, retryAfterSeconds: decision.retryAfterSeconds }, 'execution refused: tenant rate limit');
+      throw new RateLimitedError(decision.retryAfterSeconds);
+    }
   }
 
   /** Asks the planner for a plan answering the query, checked like a client's plan; stores nothing. */
@@ -145,9 +170,14 @@ export class Executor {
     return (await this.planWithUsage(tenantId, query)).plan;
   }
 
-  private async planWithUsage(tenantId: string, query: string): Promise<{ plan: StoredPlan; usage: StoredTokenUsage }> {
+  private async planWithUsage(
+    tenantId: string,
+    query: string,
+    beforePlanning: () => void = () => undefined,
+  ): Promise<{ plan: StoredPlan; usage: StoredTokenUsage }> {
     const problems = queryProblems(query);
     if (problems.length > 0) throw new PlanValidationError(problems);
+    beforePlanning();
     const tenant = await this.findTenant(tenantId);
     if (!tenant) throw new Error(`tenant ${tenantId} does not exist`);
     const answer = await planWithModel(this.llm, {
@@ -163,10 +193,14 @@ export class Executor {
     }
   }
 
-  /** Plans the query, then executes the plan; the plan is the execution's first update (PLAN_CREATED). */
+  /**
+   * Plans the query, then executes the plan; the plan is the execution's first update (PLAN_CREATED).
+   * It counts against the tenant's rate like executePlan, from the moment the question passes its checks
+   * (planning costs model tokens even when the planner's answer cannot run).
+   */
   async executeQuery(tenantId: string, query: string, options?: ExecuteOptionsInput | null): Promise<ExecutionRow> {
     const validatedOptions = validateExecuteOptions(options, this.planDefaults());
-    const { plan, usage } = await this.planWithUsage(tenantId, query);
+    const { plan, usage } = await this.planWithUsage(tenantId, query, () => this.takeExecutionToken(tenantId));
     const { execution, planCreated } = await this.store.createExecution(
       tenantId,
       { ...validatedOptions, plan },
@@ -177,7 +211,7 @@ export class Executor {
       { correlationId: execution.correlationId, executionId: execution.id, tenantId, steps: execution.totalSteps },
       'planned execution queued',
     );
-    this.dispatcher.enqueue(execution.id);
+    this.dispatcher.enqueue(execution.id, tenantId);
     return execution;
   }
 
@@ -186,6 +220,7 @@ export class Executor {
       sampleSize: this.settings.defaultSampleSize,
       stepTimeoutMs: Math.min(this.settings.stepTimeoutMs, this.settings.maxStepTimeoutMs),
       maxStepTimeoutMs: this.settings.maxStepTimeoutMs,
+      limits: this.settings.inputLimits,
     };
   }
 

@@ -1,16 +1,18 @@
 import { randomUUID } from 'node:crypto';
+import type { InputLimits } from '../config.js';
 import type { StoredExecuteOptions, StoredPlan, StoredPlanStep } from '../db/tables.js';
 import { PlanValidationError } from './errors.js';
 import { STEP_KINDS, type StepKind } from './step-update.js';
 
+/**
+ * Bounds that are not settings. The number of steps and the sizes of queryContext, sql and code are
+ * settings (config.inputLimits, passed in PlanDefaults.limits).
+ */
 export const PLAN_LIMITS = {
-  maxSteps: 50,
+  /** plan.query, and the question given to planQuery / executeQuery. */
   queryChars: 4_000,
   reasoningChars: 10_000,
-  queryContextChars: 4_000,
   entityChars: 200,
-  sqlChars: 20_000,
-  codeChars: 50_000,
   correlationIdChars: 128,
   maxSampleSize: 100,
   minStepTimeoutMs: 100,
@@ -21,6 +23,8 @@ export interface PlanDefaults {
   stepTimeoutMs: number;
   /** The server's ceiling for stepTimeoutMs (STEPCAST_MAX_STEP_TIMEOUT_MS). */
   maxStepTimeoutMs: number;
+  /** How many steps a plan may hold and how long its texts may be (STEPCAST_PLAN_MAX_STEPS and friends). */
+  limits: InputLimits;
 }
 
 export interface PlanStepInput {
@@ -69,17 +73,17 @@ function checkText(
   return value;
 }
 
-function validateStep(problems: string[], step: PlanStepInput, position: number): StoredPlanStep {
-  const field = (name: string) => `steps[${position}].${name}`;
+function validateStep(problems: string[], step: PlanStepInput, position: number, limits: InputLimits): StoredPlanStep {
+  const field = (name: string) => `plan.steps[${position}].${name}`;
   if (!STEP_KINDS.includes(step.kind as StepKind)) {
     problems.push(`${field('kind')} must be one of ${STEP_KINDS.join(', ')}`);
   }
   const queryContext = checkText(problems, field('queryContext'), step.queryContext, {
     required: true,
-    max: PLAN_LIMITS.queryContextChars,
+    max: limits.maxQueryContextChars,
   });
-  const sql = checkText(problems, field('sql'), step.sql, { required: false, max: PLAN_LIMITS.sqlChars });
-  const code = checkText(problems, field('code'), step.code, { required: false, max: PLAN_LIMITS.codeChars });
+  const sql = checkText(problems, field('sql'), step.sql, { required: false, max: limits.maxSqlChars });
+  const code = checkText(problems, field('code'), step.code, { required: false, max: limits.maxCodeChars });
   if (step.kind === 'SQL' && code !== null) problems.push(`${field('code')} belongs to API steps; a SQL step takes sql`);
   if (step.kind === 'API' && sql !== null) problems.push(`${field('sql')} belongs to SQL steps; an API step takes code`);
   if (sql !== null && sql.trim().length === 0) problems.push(`${field('sql')} must not be empty when given`);
@@ -158,10 +162,11 @@ export function validatePlan(
     max: PLAN_LIMITS.reasoningChars,
   });
   if (input.steps.length === 0) problems.push('plan.steps must hold at least one step');
-  if (input.steps.length > PLAN_LIMITS.maxSteps) {
-    problems.push(`plan.steps holds ${input.steps.length} steps; the limit is ${PLAN_LIMITS.maxSteps}`);
+  const { limits } = defaults;
+  if (input.steps.length > limits.maxSteps) {
+    problems.push(`plan.steps holds ${input.steps.length} steps; the limit is ${limits.maxSteps}`);
   }
-  const steps = input.steps.slice(0, PLAN_LIMITS.maxSteps).map((step, i) => validateStep(problems, step, i));
+  const steps = input.steps.slice(0, limits.maxSteps).map((step, i) => validateStep(problems, step, i, limits));
 
   const { options, correlationId } = checkOptions(problems, optionsInput, defaults);
   if (problems.length > 0) throw new PlanValidationError(problems);

@@ -1,6 +1,11 @@
 import { GraphQLError } from 'graphql';
 import { AgentError } from '../agents/llm-client.js';
-import { ExecutionNotFoundError, InvalidArgumentError, PlanValidationError } from '../executor/errors.js';
+import {
+  ExecutionNotFoundError,
+  InvalidArgumentError,
+  PlanValidationError,
+  RateLimitedError,
+} from '../executor/errors.js';
 
 export function badUserInput(message: string): GraphQLError {
   return new GraphQLError(message, { extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } } });
@@ -16,11 +21,20 @@ export function notFound(message: string): GraphQLError {
   return new GraphQLError(message, { extensions: { code: 'NOT_FOUND' } });
 }
 
+/** HTTP 429 with Retry-After over HTTP (yoga reads extensions.http and leaves it out of the body). */
+function rateLimited(error: RateLimitedError): GraphQLError {
+  const retryAfter = error.retryAfterSeconds;
+  return new GraphQLError(error.message, {
+    extensions: { code: 'RATE_LIMITED', retryAfter, http: { status: 429, headers: { 'Retry-After': String(retryAfter) } } },
+  });
+}
+
 /** Errors the executor raises on purpose become GraphQL errors with a code; anything else stays unexpected (masked). */
 export function toGraphQLError(error: unknown): unknown {
   if (error instanceof PlanValidationError) return badUserInput(`invalid input: ${error.message}`);
   if (error instanceof InvalidArgumentError) return badUserInput(error.message);
   if (error instanceof ExecutionNotFoundError) return notFound(error.message);
+  if (error instanceof RateLimitedError) return rateLimited(error);
   if (error instanceof AgentError) {
     return new GraphQLError(error.message, { extensions: { code: error.code, retryable: error.retryable } });
   }
