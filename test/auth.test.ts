@@ -285,7 +285,7 @@ async function queuedExecution(server: TestServer): Promise<string> {
   const plan = validatePlan(
     { query: 'waits', steps: [{ kind: 'SQL', queryContext: 'c', sql: 'SELECT 1' }] },
     {},
-    { sampleSize: 3, stepTimeoutMs: 1000, maxStepTimeoutMs: 60_000 },
+    { sampleSize: 3, stepTimeoutMs: 1000, maxStepTimeoutMs: 60_000, limits: loadConfig({}).inputLimits },
   );
   return (await store.createExecution(DEMO_TENANT_ID, plan)).execution.id;
 }
