@@ -36,7 +36,8 @@ builder.mutationType({
   fields: (t) => ({
     executePlan: t.field({
       type: ExecutionRef,
-      description: 'Stores the plan as a new execution and returns it at once; follow it with stepUpdates.',
+      description:
+        'Stores the plan as a new execution and returns it at once; follow it with stepUpdates. Past your rate, answers RATE_LIMITED with extensions.retryAfter (seconds).',
       args: {
         plan: t.arg({ type: PlanInput, required: true }),
         options: t.arg({ type: ExecuteOptions }),
@@ -52,7 +53,7 @@ builder.mutationType({
     executeQuery: t.field({
       type: ExecutionRef,
       description:
-        'Asks the planner for a plan answering the question, then executes it. The plan is the first update (PLAN_CREATED).',
+        'Asks the planner for a plan answering the question, then executes it. The plan is the first update (PLAN_CREATED). Counts against the same rate as executePlan.',
       args: {
         query: t.arg.string({ required: true, description: 'The question, in plain words.' }),
         options: t.arg({ type: ExecuteOptions }),
