@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
@@ -11,6 +14,7 @@ import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import { validatePlan } from '../src/executor/plan.js';
 import { ExecutionStore } from '../src/executor/store.js';
 import { backends } from './support/database.js';
+import { startServiceProcess } from './support/process.js';
 import { ExecutePlanMutation, ExecutionsQuery, StepUpdatesSubscription } from './support/operations.js';
 import { sqlStep, submitPlan } from './support/plans.js';
 import { startTestServer, readSseEvents, type TestServer } from './support/server.js';
@@ -79,6 +83,24 @@ describe('configuration', () => {
     expect(production.demo.enabled).toBe(false);
     expect(loadConfig({ NODE_ENV: 'development' }).auth.enabled).toBe(false);
     expect(() => loadConfig({ STEPCAST_ENCRYPTION_KEY: 'c2hvcnQ=' })).toThrow(/32 bytes/);
+  });
+});
+
+describe('npm start in production', () => {
+  it('refuses to start with authentication off, and says why', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'stepcast-production-'));
+    try {
+      await expect(
+        startServiceProcess({
+          NODE_ENV: 'production',
+          STEPCAST_AUTH: 'off',
+          STEPCAST_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+          DATA_DIR: dataDir,
+        }),
+      ).rejects.toThrow(/exited with 1 before listening.*STEPCAST_AUTH=off is refused when NODE_ENV=production/s);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -91,6 +91,8 @@ for (const { backend, skipReason } of backends) {
       expect(await running.ended).toBe('complete');
       expect(await service.exited).toEqual({ code: 0, signal: null });
       expect(service.logs.some((entry) => entry.msg === 'stepcast stopped')).toBe(true);
+      // Authentication is off by default in development, and the log says so before anything else.
+      expect(service.logs.find((entry) => /AUTHENTICATION IS OFF/.test(String(entry.msg)))).toMatchObject({ level: 40 });
       await running.client.dispose();
     });
 
