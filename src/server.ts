@@ -5,7 +5,10 @@ import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { useServer } from 'graphql-ws/use/ws';
 import { createYoga, maskError, useReadinessCheck, type YogaServerInstance } from 'graphql-yoga';
 import { WebSocketServer } from 'ws';
+import type { GraphQLLimits, WebSocketLimits } from './config.js';
 import type { Executor } from './executor/executor.js';
+import { graphqlLimitPlugins } from './limits/graphql-limits.js';
+import { logClientProtocolErrors, webSocketServerOptions, withWebSocketLimits } from './limits/websocket-limits.js';
 import type { Logger } from './logger.js';
 import type { GraphQLContext } from './schema/context.js';
 import { schema } from './schema/index.js';
@@ -16,6 +19,8 @@ export interface GraphQLServerOptions {
   /** Which tenant a request acts for. Until authentication lands, every request is the demo tenant. */
   resolveTenantId: (request: Request | undefined) => string;
   graphiql?: boolean;
+  /** config.graphql and config.websocket: enforced over HTTP and graphql-ws alike (src/limits). */
+  limits: { graphql: GraphQLLimits; websocket: WebSocketLimits };
   /** Backs GET /ready: false (or throwing) answers 503. */
   checkReadiness?: () => Promise<boolean>;
 }
@@ -52,6 +57,7 @@ export function createGraphQLServer({
   logger,
   resolveTenantId,
   graphiql = true,
+  limits,
   checkReadiness = async () => true,
 }: GraphQLServerOptions): GraphQLServer {
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
@@ -61,7 +67,9 @@ export function createGraphQLServer({
     renderGraphiQL,
     landingPage: false,
     maskedErrors: { isDev: false, maskError: markBadVariables },
-    plugins: [useReadinessCheck({ endpoint: '/ready', check: () => checkReadiness() })],
+    plugins: [useReadinessCheck({ endpoint: '/ready', check: () => checkReadiness() }), ...graphqlLimitPlugins(limits.graphql)],
+    // graphqlLimitPlugins limits the body with its own code (PAYLOAD_TOO_LARGE).
+    maxRequestBodySize: false,
     context: ({ request }) => ({ executor, tenantId: resolveTenantId(request) }),
     logging: {
       debug: (...args) => logger.debug({ yoga: args.map(String) }, 'graphql-yoga'),
@@ -78,9 +86,14 @@ export function createGraphQLServer({
   });
 
   const httpServer = createServer(yoga);
-  const wsServer = new WebSocketServer({ server: httpServer, path: yoga.graphqlEndpoint });
+  const wsServer = new WebSocketServer({
+    server: httpServer,
+    path: yoga.graphqlEndpoint,
+    ...webSocketServerOptions(limits.websocket),
+  });
+  logClientProtocolErrors(wsServer, logger);
   const wsHandle = useServer<Record<string, unknown>>(
-    {
+    withWebSocketLimits({
       execute: (args: ExecutionArgs) => (args.rootValue as { execute: typeof execute }).execute(args),
       subscribe: (args: ExecutionArgs) => (args.rootValue as { subscribe: typeof subscribe }).subscribe(args),
       onSubscribe: async (context, _id, payload) => {
@@ -109,8 +122,9 @@ export function createGraphQLServer({
         const errors = enveloped.validate(args.schema, args.document);
         return errors.length > 0 ? errors : args;
       },
-    },
+    }, limits.websocket),
     wsServer,
+    limits.websocket.keepAliveMs,
   );
 
   return {
