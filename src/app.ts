@@ -70,7 +70,8 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
         logger,
       }),
       credentialRecheckMs: config.auth.recheckMs,
-      graphiql: config.env !== 'production',
+      graphiql: config.graphql.graphiql,
+      limits: { graphql: config.graphql, websocket: config.websocket },
       checkReadiness: () => database.ping(READINESS_TIMEOUT_MS),
     });
     const address = await server.listen(config.http.port, config.http.host);

@@ -8,7 +8,10 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { AuthenticationError, type Authenticator, type Principal } from './auth/authenticator.js';
 import { LiveCredentials } from './auth/live-credentials.js';
 import { unauthenticated } from './schema/errors.js';
+import type { GraphQLLimits, WebSocketLimits } from './config.js';
 import type { Executor } from './executor/executor.js';
+import { graphqlLimitPlugins } from './limits/graphql-limits.js';
+import { logClientProtocolErrors, webSocketServerOptions, withWebSocketLimits } from './limits/websocket-limits.js';
 import type { Logger } from './logger.js';
 import type { GraphQLContext } from './schema/context.js';
 import { schema } from './schema/index.js';
@@ -21,6 +24,8 @@ export interface GraphQLServerOptions {
   /** How often open WebSockets and streams re-check that their credential still stands. */
   credentialRecheckMs: number;
   graphiql?: boolean;
+  /** config.graphql and config.websocket: enforced over HTTP and graphql-ws alike (src/limits). */
+  limits: { graphql: GraphQLLimits; websocket: WebSocketLimits };
   /** Backs GET /ready: false (or throwing) answers 503. */
   checkReadiness?: () => Promise<boolean>;
 }
@@ -67,6 +72,7 @@ export function createGraphQLServer({
   authenticator,
   credentialRecheckMs,
   graphiql = true,
+  limits,
   checkReadiness = async () => true,
 }: GraphQLServerOptions): GraphQLServer {
   const liveCredentials = new LiveCredentials(authenticator, logger);
@@ -85,7 +91,9 @@ export function createGraphQLServer({
     renderGraphiQL,
     landingPage: false,
     maskedErrors: { isDev: false, maskError: markBadVariables },
-    plugins: [useReadinessCheck({ endpoint: '/ready', check: () => checkReadiness() })],
+    plugins: [useReadinessCheck({ endpoint: '/ready', check: () => checkReadiness() }), ...graphqlLimitPlugins(limits.graphql)],
+    // graphqlLimitPlugins limits the body with its own code (PAYLOAD_TOO_LARGE).
+    maxRequestBodySize: false,
     context: async ({ request, principal }) => {
       // graphql-ws authenticated the socket in onConnect; an HTTP request brings its own credential.
       if (principal) return contextFor(principal as Principal);
@@ -112,9 +120,14 @@ export function createGraphQLServer({
 
   const httpServer = createServer(yoga);
   const principals = new WeakMap<WebSocket, Principal>();
-  const wsServer = new WebSocketServer({ server: httpServer, path: yoga.graphqlEndpoint });
+  const wsServer = new WebSocketServer({
+    server: httpServer,
+    path: yoga.graphqlEndpoint,
+    ...webSocketServerOptions(limits.websocket),
+  });
+  logClientProtocolErrors(wsServer, logger);
   const wsHandle = useServer<Record<string, unknown>>(
-    {
+    withWebSocketLimits({
       execute: (args: ExecutionArgs) => (args.rootValue as { execute: typeof execute }).execute(args),
       subscribe: (args: ExecutionArgs) => (args.rootValue as { subscribe: typeof subscribe }).subscribe(args),
       onConnect: async (context) => {
@@ -167,8 +180,9 @@ export function createGraphQLServer({
         const errors = enveloped.validate(args.schema, args.document);
         return errors.length > 0 ? errors : args;
       },
-    },
+    }, limits.websocket),
     wsServer,
+    limits.websocket.keepAliveMs,
   );
 
   liveCredentials.start(credentialRecheckMs);

@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { count } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { executions, stepResults } from '../src/db/tables.js';
+import { loadConfig } from '../src/config.js';
 import type { Executor } from '../src/executor/executor.js';
 import { createLogger } from '../src/logger.js';
 import { createAuthenticator } from '../src/auth/authenticator.js';
@@ -304,6 +305,7 @@ describe('unexpected internal errors', () => {
       }),
       credentialRecheckMs: 1_000,
       graphiql: false,
+      limits: loadConfig({ NODE_ENV: 'test' }),
     });
     const address: AddressInfo = await server.listen(0, '127.0.0.1');
     url = `http://127.0.0.1:${address.port}${server.yoga.graphqlEndpoint}`;

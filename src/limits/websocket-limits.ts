@@ -1,0 +1,78 @@
+import { getOperationAST, GraphQLError } from 'graphql';
+import type { ConnectionInitMessage, ServerOptions } from 'graphql-ws';
+import type { WebSocketServer } from 'ws';
+import type { WebSocketLimits } from '../config.js';
+import type { Logger } from '../logger.js';
+
+export const TOO_MANY_SUBSCRIPTIONS = 'TOO_MANY_SUBSCRIPTIONS';
+
+/**
+ * graphql-ws server options with config.websocket applied (pass the result to useServer, with
+ * limits.keepAliveMs as its keep-alive):
+ * - a socket that has not sent connection_init within initTimeoutMs is closed with 4408;
+ * - a socket holds at most maxSubscriptions subscriptions at once; the next is answered with an error
+ *   TOO_MANY_SUBSCRIPTIONS and the socket, and its other operations, go on. A subscription frees its slot
+ *   when it completes, fails, or the client completes it. Queries and mutations over the socket are not counted.
+ * options.onSubscribe must return the execution arguments (as server.ts's does): the operation type is read from them.
+ * The frame size limit (maxPayload) belongs to the WebSocketServer, see webSocketServerOptions.
+ */
+export function withWebSocketLimits<P extends ConnectionInitMessage['payload'], E>(
+  options: ServerOptions<P, E>,
+  limits: WebSocketLimits,
+): ServerOptions<P, E> {
+  const { onSubscribe } = options;
+  /** Per graphql-ws connection context: ids of the subscriptions that took a slot. */
+  const slots = new WeakMap<object, Set<string>>();
+  return {
+    ...options,
+    connectionInitWaitTimeout: limits.initTimeoutMs,
+    onSubscribe: async (context, id, payload) => {
+      const args = await onSubscribe?.(context, id, payload);
+      if (!args || !('document' in args)) return args; // nothing to run, or its errors
+      if (getOperationAST(args.document, args.operationName)?.operation !== 'subscription') return args;
+      let held = slots.get(context);
+      if (!held) slots.set(context, (held = new Set()));
+      // graphql-ws drops an operation from context.subscriptions as it ends, or as soon as the client completes it.
+      for (const heldId of held) if (!(heldId in context.subscriptions)) held.delete(heldId);
+      // No await between this check and the add: concurrent subscribe messages cannot both take the last slot.
+      if (held.size >= limits.maxSubscriptions) {
+        return [
+          new GraphQLError(
+            `This connection already has ${limits.maxSubscriptions} active subscriptions, the limit; complete one before starting another.`,
+            { extensions: { code: TOO_MANY_SUBSCRIPTIONS, limit: limits.maxSubscriptions } },
+          ),
+        ];
+      }
+      held.add(id);
+      return args;
+    },
+  };
+}
+
+/**
+ * ws options for the GraphQL WebSocketServer. maxPayload: ws stops reading a frame (or a message of several
+ * frames) once it passes the limit, without buffering it, and closes the socket with 1009 (Message Too Big).
+ */
+export function webSocketServerOptions(limits: WebSocketLimits): { maxPayload: number } {
+  return { maxPayload: limits.maxPayloadBytes };
+}
+
+/**
+ * A client that breaks the WebSocket protocol (a frame over maxPayload, bad framing or UTF-8) makes ws close the
+ * socket itself (1009, 1002, 1007) and emit the error on it; graphql-ws would print that to the console as an
+ * "Internal error". They are the client's fault: log them at debug level and keep them from graphql-ws.
+ * Call before useServer, so this listener sees each connection first.
+ */
+export function logClientProtocolErrors(wsServer: WebSocketServer, logger: Logger): void {
+  wsServer.on('connection', (socket) => {
+    const emit = socket.emit.bind(socket);
+    socket.emit = ((event: string | symbol, ...args: unknown[]) => {
+      const error = args[0] as (Error & { code?: unknown }) | undefined;
+      if (event === 'error' && typeof error?.code === 'string' && error.code.startsWith('WS_ERR_')) {
+        logger.debug({ err: error }, 'WebSocket client broke the protocol; ws closed the socket');
+        return true;
+      }
+      return emit(event, ...args);
+    }) as typeof socket.emit;
+  });
+}

@@ -1,0 +1,449 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { getIntrospectionQuery } from 'graphql';
+import type { Client } from 'graphql-ws';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import WebSocket from 'ws';
+import { loadConfig } from '../src/config.js';
+import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
+import { validatePlan } from '../src/executor/plan.js';
+import { ExecutionStore } from '../src/executor/store.js';
+import { ExecutePlanMutation, ExecutionQuery, ExecutionsQuery, PlanQueryQuery, ExecuteQueryMutation, StepUpdatesSubscription } from './support/operations.js';
+import { sqlStep, type StepUpdateEvent } from './support/plans.js';
+import { startTestServer, type GraphQLResponse, type TestServer } from './support/server.js';
+
+// These limits sit in front of the schema and do not depend on the database, so PGlite alone is enough.
+
+type Result = GraphQLResponse<Record<string, unknown>>;
+
+const LIMIT_CODES = ['QUERY_TOO_DEEP', 'QUERY_TOO_COSTLY', 'TOO_MANY_ALIASES', 'TOO_MANY_TOKENS', 'TOO_MANY_DIRECTIVES'];
+const MAX_BODY = 1_048_576;
+const MAX_FRAME = 65_536;
+
+async function overHttp(server: TestServer, query: string, variables?: Record<string, unknown>): Promise<Result & { status: number }> {
+  const response = await fetch(server.url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' },
+    body: JSON.stringify({ query, variables }),
+  });
+  return { status: response.status, ...((await response.json()) as Result) };
+}
+
+/** One operation over graphql-ws: its last result, or the errors it was answered with. */
+function overWs(client: Client, query: string, variables?: Record<string, unknown>): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    let last: Result = {};
+    client.subscribe(
+      { query, variables },
+      {
+        next: (value) => (last = value as Result),
+        error: (error) => (Array.isArray(error) ? resolve({ errors: error }) : reject(error as Error)),
+        complete: () => resolve(last),
+      },
+    );
+  });
+}
+
+const codesOf = (result: Result) => (result.errors ?? []).map((error) => error.extensions?.code);
+
+/** Depth `depth`: inline fragments count as a level for armor, so nest them around one field. */
+const documentOfDepth = (depth: number) => `{ ${'... on Query { '.repeat(depth - 1)}__typename${' }'.repeat(depth - 1)} }`;
+
+/**
+ * The 12 scalar fields of Execution: under executions(first: 100) { edges { node { … } } } (100 is the largest page)
+ * they cost exactly 5000 for armor: (2 + 1.5 × (2 + 1.5 × (2 + 1.5 × 12))) × 100.
+ */
+const EXECUTION_SCALARS = [
+  'id', 'correlationId', 'status', 'totalSteps', 'successfulSteps', 'failedSteps',
+  'finalResult', 'lastSequence', 'createdAt', 'startedAt', 'finishedAt', 'durationMs',
+];
+const documentOfCost = (extraFields: string[]) =>
+  `{ executions(first: 100) { edges { node { ${[...EXECUTION_SCALARS, ...extraFields].join(' ')} } } } }`;
+
+const documentWithAliases = (aliases: number) =>
+  `{ executions(first: 1) { pageInfo { ${Array.from({ length: aliases }, (_, i) => `a${i}: hasNextPage`).join(' ')} } } }`;
+
+/**
+ * Exactly `tokens` tokens: 19 around a list of statuses, one token each. (Not thousands of repeated fields:
+ * graphql-js stops comparing overlapping fields past its own budget, "Validation aborted.")
+ */
+const documentOfTokens = (tokens: number) =>
+  `{ executions(filter: { status: [${' QUEUED'.repeat(tokens - 19)} ] }) { pageInfo { hasNextPage } } }`;
+
+const documentWithDirectives = (directives: number) => `{ ${'__typename @include(if: true) '.repeat(directives)}}`;
+
+const limits = [
+  { name: 'depth', code: 'QUERY_TOO_DEEP', bound: 8, under: documentOfDepth(8), over: documentOfDepth(9) },
+  { name: 'cost', code: 'QUERY_TOO_COSTLY', bound: 5000, under: documentOfCost([]), over: documentOfCost(['__typename']) },
+  { name: 'aliases', code: 'TOO_MANY_ALIASES', bound: 15, under: documentWithAliases(15), over: documentWithAliases(16) },
+  { name: 'tokens', code: 'TOO_MANY_TOKENS', bound: 2000, under: documentOfTokens(2000), over: documentOfTokens(2001) },
+  { name: 'directives', code: 'TOO_MANY_DIRECTIVES', bound: 50, under: documentWithDirectives(50), over: documentWithDirectives(51) },
+];
+
+/** A raw graphql-transport-ws socket, for what the graphql-ws client would never do. */
+function rawSocket(server: TestServer, options: WebSocket.ClientOptions = {}) {
+  const socket = new WebSocket(server.wsUrl, 'graphql-transport-ws', options);
+  const messages: { type: string; id?: string; payload?: unknown }[] = [];
+  let pings = 0;
+  const pingWaiters: { count: number; resolve: () => void }[] = [];
+  socket.on('message', (data) => messages.push(JSON.parse(String(data)) as (typeof messages)[number]));
+  socket.on('ping', () => {
+    pings += 1;
+    for (const waiter of pingWaiters.filter((w) => pings >= w.count)) waiter.resolve();
+  });
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    socket.on('close', (code, reason) => resolve({ code, reason: String(reason) })),
+  );
+  const opened = new Promise<void>((resolve, reject) => {
+    socket.once('open', () => resolve());
+    socket.once('error', reject);
+  });
+  const nextMessage = (type: string) =>
+    new Promise<(typeof messages)[number]>((resolve, reject) => {
+      const found = messages.find((message) => message.type === type);
+      if (found) return resolve(found);
+      const onMessage = (data: WebSocket.RawData) => {
+        const message = JSON.parse(String(data)) as (typeof messages)[number];
+        if (message.type === type) {
+          socket.off('message', onMessage);
+          resolve(message);
+        }
+      };
+      socket.on('message', onMessage);
+      void closed.then(({ code }) => reject(new Error(`socket closed (${code}) before a ${type} message`)));
+    });
+  return {
+    socket,
+    opened,
+    closed,
+    nextMessage,
+    send: (message: unknown) => socket.send(typeof message === 'string' ? message : JSON.stringify(message)),
+    /** Resolves once the server has pinged `count` times in all. */
+    pinged: (count: number) => new Promise<void>((resolve) => (pings >= count ? resolve() : pingWaiters.push({ count, resolve }))),
+    async init() {
+      await opened;
+      socket.send(JSON.stringify({ type: 'connection_init' }));
+      await nextMessage('connection_ack');
+    },
+  };
+}
+
+describe('GraphQL limits (defaults)', () => {
+  let server: TestServer;
+  let ws: Client;
+  beforeAll(async () => {
+    server = await startTestServer('pglite');
+    ws = server.wsClient();
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  for (const limit of limits) {
+    it(`${limit.name}: a document at the bound (${limit.bound}) runs, over HTTP and graphql-ws`, async () => {
+      const http = await overHttp(server, limit.under);
+      expect(http.errors).toBeUndefined();
+      expect(http.data).toBeTruthy();
+      const overSocket = await overWs(ws, limit.under);
+      expect(overSocket.errors).toBeUndefined();
+      expect(overSocket.data).toEqual(http.data);
+    });
+
+    it(`${limit.name}: one past the bound fails with ${limit.code} and says the bound, over HTTP and graphql-ws`, async () => {
+      const http = await overHttp(server, limit.over);
+      expect(http.status).toBe(400);
+      for (const result of [http, await overWs(ws, limit.over)]) {
+        expect(result.data ?? undefined).toBeUndefined();
+        expect(codesOf(result)).toEqual([limit.code]);
+        const [error] = result.errors!;
+        expect(error!.message).toContain(String(limit.bound));
+        expect(error!.message).not.toMatch(/Syntax Error/);
+        expect(error!.extensions).toMatchObject({ code: limit.code, limit: limit.bound });
+      }
+    });
+  }
+
+  it('reports every limit a document breaks, each with its own code', async () => {
+    const deepAndAliased = `{ executions(first: 1) { pageInfo { ${Array.from({ length: 16 }, (_, i) => `a${i}: hasNextPage`).join(' ')} } } ${
+      documentOfDepth(9).slice(1, -1)
+    } }`;
+    for (const result of [await overHttp(server, deepAndAliased), await overWs(ws, deepAndAliased)]) {
+      expect(codesOf(result).sort()).toEqual(['QUERY_TOO_DEEP', 'TOO_MANY_ALIASES']);
+    }
+  });
+
+  it('keeps the socket usable after an operation is refused for a limit', async () => {
+    expect(codesOf(await overWs(ws, limits[0]!.over))).toEqual(['QUERY_TOO_DEEP']);
+    expect(await overWs(ws, '{ __typename }')).toEqual({ data: { __typename: 'Query' } });
+  });
+
+  it('lets every operation the clients use, and GraphiQL\'s introspection, through the default limits', async () => {
+    const documents = [ExecutePlanMutation, ExecutionQuery, ExecutionsQuery, PlanQueryQuery, ExecuteQueryMutation, StepUpdatesSubscription].map(
+      (document) => document.toString(),
+    );
+    // No variables: each fails for its missing variables, after parse and validation, so nothing runs or is stored.
+    for (const document of documents) {
+      const result = await overHttp(server, document);
+      expect(codesOf(result).filter((code) => LIMIT_CODES.includes(code as string)), document.slice(0, 60)).toEqual([]);
+      // ExecutionsQuery has no required variable and runs; the others stop at their missing variables.
+      if (result.errors) expect(result.errors[0]!.message).toMatch(/Variable "\$\w+" of required type/);
+      else expect(result.data).toHaveProperty('executions.edges');
+    }
+    const introspection = getIntrospectionQuery({
+      descriptions: true,
+      specifiedByUrl: true,
+      directiveIsRepeatable: true,
+      schemaDescription: true,
+      inputValueDeprecation: true,
+      oneOf: true,
+    });
+    const result = await overHttp(server, introspection);
+    expect(result.errors).toBeUndefined();
+    expect(result.data).toHaveProperty('__schema.queryType.name', 'Query');
+  });
+
+  it('serves GraphiQL when STEPCAST_GRAPHIQL is on (the default outside production)', async () => {
+    const response = await fetch(server.url, { headers: { accept: 'text/html' } });
+    expect(response.status).toBe(200);
+    expect(await response.text()).toMatch(/graphiql/i);
+  });
+
+  it('answers introspection when STEPCAST_INTROSPECTION is on (the default outside production)', async () => {
+    const query = '{ __schema { queryType { name } } __type(name: "Execution") { name } }';
+    const expected = { __schema: { queryType: { name: 'Query' } }, __type: { name: 'Execution' } };
+    expect((await overHttp(server, query)).data).toEqual(expected);
+    expect((await overWs(ws, query)).data).toEqual(expected);
+    // armor leaves __schema out of depth and cost; graphql-js's own rule stops circular introspection instead.
+    const circular = '{ __schema { types { fields { type { fields { type { fields { type { fields { name } } } } } } } } } }';
+    expect((await overHttp(server, circular)).errors?.[0]?.message).toMatch(/Maximum introspection depth exceeded/);
+    expect((await overWs(ws, circular)).errors?.[0]?.message).toMatch(/Maximum introspection depth exceeded/);
+  });
+
+  it('never suggests names ("Did you mean"), in validation or in variables, over HTTP and graphql-ws', async () => {
+    const filterQuery = 'query ($f: ExecutionFilter) { executions(filter: $f) { pageInfo { hasNextPage } } }';
+    // [document, variables, the name graphql-js would suggest]
+    const cases: [string, Record<string, unknown> | undefined, string][] = [
+      ['{ executionz { pageInfo { hasNextPage } } }', undefined, '"executions"'],
+      ['{ executions(firts: 1) { pageInfo { hasNextPage } } }', undefined, '"first"'],
+      ['{ executions(filter: { status: [SUCCEEDEDD] }) { pageInfo { hasNextPage } } }', undefined, '"SUCCEEDED"'],
+      ['{ executions(filter: { statuss: [SUCCEEDED] }) { pageInfo { hasNextPage } } }', undefined, '"status"'],
+      ['query ($f: ExecutionFilte) { executions(filter: $f) { pageInfo { hasNextPage } } }', undefined, '"ExecutionFilter"'],
+      [filterQuery, { f: { status: ['SUCCEEDEDD'] } }, '"SUCCEEDED"'],
+      [filterQuery, { f: { statuss: ['SUCCEEDED'] } }, '"status"'],
+    ];
+    for (const [query, variables, suggestion] of cases) {
+      for (const result of [await overHttp(server, query, variables), await overWs(ws, query, variables)]) {
+        expect(result.errors?.length, query).toBeGreaterThan(0);
+        for (const error of result.errors!) {
+          expect(error.message, query).not.toMatch(/did you mean/i);
+          expect(error.message, query).not.toContain(suggestion);
+        }
+      }
+    }
+  });
+
+  it('answers a body over 1 MiB with 413 PAYLOAD_TOO_LARGE, with or without Content-Length, and goes on serving', async () => {
+    const query = JSON.stringify({ query: '{ __typename }' });
+    const padded = (size: number) => query + ' '.repeat(size - query.length);
+    const post = (body: BodyInit) =>
+      fetch(server.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, duplex: 'half' } as RequestInit);
+
+    const atLimit = await post(padded(MAX_BODY));
+    expect(atLimit.status).toBe(200);
+    expect(await atLimit.json()).toEqual({ data: { __typename: 'Query' } });
+
+    const chunked = () =>
+      new ReadableStream<Uint8Array>({
+        start(controller) {
+          // 64 KiB at a time, 2 MiB in all; no Content-Length, so the server must count.
+          const text = new TextEncoder().encode(padded(2 * MAX_BODY));
+          for (let offset = 0; offset < text.length; offset += 65_536) controller.enqueue(text.slice(offset, offset + 65_536));
+          controller.close();
+        },
+      });
+    for (const body of [padded(MAX_BODY + 1), padded(8 * MAX_BODY), chunked()]) {
+      const response = await post(body);
+      expect(response.status).toBe(413);
+      const json = (await response.json()) as Result;
+      expect(json.errors).toHaveLength(1);
+      expect(json.errors![0]!.extensions).toMatchObject({ code: 'PAYLOAD_TOO_LARGE', limit: MAX_BODY });
+      expect(json.errors![0]!.message).toContain(String(MAX_BODY));
+
+      const next = await overHttp(server, '{ __typename }');
+      expect(next.data).toEqual({ __typename: 'Query' });
+    }
+  });
+
+  it('answers 413 before the body has arrived and closes the connection: it does not wait for, or buffer, what it refuses', async () => {
+    const { connect } = await import('node:net');
+    const port = Number(new URL(server.url).port);
+    const head = (framing: string) =>
+      `POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n${framing}\r\n\r\n`;
+    const chunk = (bytes: Buffer) => Buffer.concat([Buffer.from(`${bytes.length.toString(16)}\r\n`), bytes, Buffer.from('\r\n')]);
+    const requests = [
+      // Announces 100 MiB and sends a few bytes of it.
+      Buffer.from(`${head(`Content-Length: ${100 * MAX_BODY}`)}{"query":`),
+      // Chunked, 1 MiB + 64 KiB sent, never terminated.
+      Buffer.concat([Buffer.from(head('Transfer-Encoding: chunked')), ...Array.from({ length: 17 }, () => chunk(Buffer.alloc(65_536, 0x20)))]),
+    ];
+    for (const request of requests) {
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(port, '127.0.0.1');
+        let received = '';
+        socket.on('data', (data) => (received += String(data)));
+        socket.on('end', () => resolve(received));
+        socket.on('error', reject);
+        socket.write(request);
+      });
+      expect(answer).toMatch(/^HTTP\/1\.1 413 /);
+      expect(answer).toMatch(/"code":"PAYLOAD_TOO_LARGE"/);
+    }
+  });
+
+  it('closes a WebSocket that sends a frame over 64 KiB with 1009; frames up to the limit are fine', async () => {
+    const consoleError = vi.spyOn(console, 'error');
+    try {
+      const client = rawSocket(server);
+      await client.init();
+      const pingOfSize = (size: number) => {
+        const frame = JSON.stringify({ type: 'ping', payload: { pad: '' } });
+        return JSON.stringify({ type: 'ping', payload: { pad: 'x'.repeat(size - frame.length) } });
+      };
+      client.send(pingOfSize(MAX_FRAME));
+      await client.nextMessage('pong');
+      client.send(pingOfSize(MAX_FRAME + 1));
+      expect((await client.closed).code).toBe(1009);
+      // A client's oversized frame is not an internal error of the server.
+      expect(consoleError).not.toHaveBeenCalled();
+    } finally {
+      consoleError.mockRestore();
+    }
+    expect((await overHttp(server, '{ __typename }')).data).toEqual({ __typename: 'Query' });
+  });
+
+  it('holds at most 20 subscriptions per socket: the 21st gets TOO_MANY_SUBSCRIPTIONS, the 20 go on, freed slots are reused', async () => {
+    const store = new ExecutionStore(server.app.database.db);
+    const defaults = { sampleSize: 3, stepTimeoutMs: 10_000, maxStepTimeoutMs: 120_000, limits: loadConfig({}).inputLimits };
+    /** A QUEUED execution no one has dispatched: its subscribers wait, with nothing to time, until recover() starts it. */
+    const waitingExecution = async () => {
+      const plan = validatePlan({ query: 'q', steps: [sqlStep('SELECT count(*) AS n FROM users')] }, null, defaults);
+      return (await store.createExecution(DEMO_TENANT_ID, plan)).execution.id;
+    };
+    const client = server.wsClient();
+    const follow = (executionId: string) => {
+      const types: string[] = [];
+      let unsubscribe!: () => void;
+      const done = new Promise<{ types: string[]; errors?: { message: string; extensions?: Record<string, unknown> }[] }>(
+        (resolve, reject) => {
+          unsubscribe = client.subscribe(
+            { query: StepUpdatesSubscription.toString(), variables: { executionId } },
+            {
+              next: (value) => types.push((value.data as { stepUpdates: StepUpdateEvent }).stepUpdates.type),
+              error: (errors) => (Array.isArray(errors) ? resolve({ types, errors }) : reject(errors as Error)),
+              complete: () => resolve({ types }),
+            },
+          );
+        },
+      );
+      return { done, unsubscribe };
+    };
+    const everyUpdate = ['EXECUTION_STARTED', 'STEP_STARTED', 'STEP_SUCCEEDED', 'EXECUTION_SUCCEEDED'];
+
+    /** Until the server has opened this many stepUpdates streams: the subscriptions hold their slots by then. */
+    const streamsOpen = async (count: number) => {
+      for (let i = 0; i < 250 && server.app.executor.openStreamCount !== count; i++) await sleep(20);
+      expect(server.app.executor.openStreamCount).toBe(count);
+    };
+
+    const first = await waitingExecution();
+    const twenty = Array.from({ length: 20 }, () => follow(first));
+    await streamsOpen(20);
+    const refused = await follow(first).done;
+    expect(refused.types).toEqual([]);
+    expect(refused.errors).toMatchObject([{ extensions: { code: 'TOO_MANY_SUBSCRIPTIONS', limit: 20 } }]);
+    expect(refused.errors![0]!.message).toContain('20');
+    // Queries are not subscriptions: the full socket still answers them.
+    expect(await overWs(client, '{ __typename }')).toEqual({ data: { __typename: 'Query' } });
+
+    // The client completes one of the twenty: its slot takes the next.
+    twenty[0]!.unsubscribe();
+    const replacement = follow(first);
+
+    await server.app.executor.recover();
+    for (const { types, errors } of await Promise.all([...twenty.slice(1), replacement].map((s) => s.done))) {
+      expect(errors).toBeUndefined();
+      expect(types).toEqual(everyUpdate);
+    }
+
+    // Every finished subscription gave its slot back: twenty fit again, and the 21st does not.
+    const second = await waitingExecution();
+    const again = Array.from({ length: 20 }, () => follow(second));
+    await streamsOpen(20);
+    expect((await follow(second).done).errors).toMatchObject([{ extensions: { code: 'TOO_MANY_SUBSCRIPTIONS' } }]);
+    await server.app.executor.recover();
+    for (const { types, errors } of await Promise.all(again.map((s) => s.done))) {
+      expect(errors).toBeUndefined();
+      expect(types).toEqual(everyUpdate);
+    }
+  });
+});
+
+// A second server (each PGlite start costs seconds) for the settings that differ from the defaults.
+describe('STEPCAST_INTROSPECTION=off, STEPCAST_GRAPHIQL=off, STEPCAST_WS_INIT_TIMEOUT_MS=200, STEPCAST_WS_KEEPALIVE_MS=200', () => {
+  let server: TestServer;
+  let ws: Client;
+  beforeAll(async () => {
+    server = await startTestServer('pglite', {
+      env: {
+        STEPCAST_INTROSPECTION: 'off',
+        STEPCAST_GRAPHIQL: 'off',
+        STEPCAST_WS_INIT_TIMEOUT_MS: '200',
+        STEPCAST_WS_KEEPALIVE_MS: '200',
+      },
+    });
+    ws = server.wsClient();
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('refuses __schema and __type with INTROSPECTION_DISABLED over HTTP and graphql-ws; __typename still works', async () => {
+    for (const query of ['{ __schema { queryType { name } } }', '{ __type(name: "Execution") { name } }', getIntrospectionQuery()]) {
+      for (const result of [await overHttp(server, query), await overWs(ws, query)]) {
+        expect(result.data ?? undefined).toBeUndefined();
+        expect(new Set(codesOf(result))).toEqual(new Set(['INTROSPECTION_DISABLED']));
+        expect(result.errors![0]!.message).toMatch(/introspection is disabled/i);
+      }
+    }
+    expect((await overHttp(server, '{ __typename }')).data).toEqual({ __typename: 'Query' });
+    expect((await overWs(ws, '{ __typename }')).data).toEqual({ __typename: 'Query' });
+  });
+
+  it('does not serve GraphiQL', async () => {
+    const response = await fetch(server.url, { headers: { accept: 'text/html' } });
+    expect(await response.text()).not.toMatch(/graphiql/i);
+  });
+
+  it('closes a socket that never sends connection_init with 4408; one that does stays open', async () => {
+    const silent = rawSocket(server);
+    const polite = rawSocket(server);
+    await polite.init();
+    expect(await silent.closed).toEqual({ code: 4408, reason: 'Connection initialisation timeout' });
+    // Three keep-alive pings (600 ms and more) later, well past the 200 ms timeout, the initialised socket is open.
+    await polite.pinged(3);
+    expect(polite.socket.readyState).toBe(WebSocket.OPEN);
+    polite.socket.close();
+  });
+
+  it('pings every socket and terminates one that stops answering with pongs', async () => {
+    const answering = rawSocket(server);
+    const deaf = rawSocket(server, { autoPong: false });
+    await Promise.all([answering.init(), deaf.init()]);
+    await deaf.pinged(1);
+    // Terminated, not closed: no close frame, so the client sees 1006.
+    expect((await deaf.closed).code).toBe(1006);
+    await answering.pinged(4);
+    expect(answering.socket.readyState).toBe(WebSocket.OPEN);
+    expect(await overWs(ws, '{ __typename }')).toEqual({ data: { __typename: 'Query' } });
+    answering.socket.close();
+  });
+});
