@@ -8,9 +8,10 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { AuthenticationError, type Authenticator, type Principal } from './auth/authenticator.js';
 import { LiveCredentials } from './auth/live-credentials.js';
 import { unauthenticated } from './schema/errors.js';
-import type { GraphQLLimits, WebSocketLimits } from './config.js';
+import type { GraphQLLimits, InputLimits, WebSocketLimits } from './config.js';
 import type { Executor } from './executor/executor.js';
 import { graphqlLimitPlugins } from './limits/graphql-limits.js';
+import { stepcastCostModel } from './limits/query-cost.js';
 import { logClientProtocolErrors, webSocketServerOptions, withWebSocketLimits } from './limits/websocket-limits.js';
 import type { Logger } from './logger.js';
 import type { GraphQLContext } from './schema/context.js';
@@ -24,8 +25,11 @@ export interface GraphQLServerOptions {
   /** How often open WebSockets and streams re-check that their credential still stands. */
   credentialRecheckMs: number;
   graphiql?: boolean;
-  /** config.graphql and config.websocket: enforced over HTTP and graphql-ws alike (src/limits). */
-  limits: { graphql: GraphQLLimits; websocket: WebSocketLimits };
+  /**
+   * config.graphql and config.websocket: enforced over HTTP and graphql-ws alike (src/limits). The query cost
+   * counts the steps of an execution or a plan at inputLimits.maxSteps, the most a plan may have.
+   */
+  limits: { graphql: GraphQLLimits; websocket: WebSocketLimits; inputLimits: Pick<InputLimits, 'maxSteps'> };
   /** Backs GET /ready: false (or throwing) answers 503. */
   checkReadiness?: () => Promise<boolean>;
 }
@@ -91,7 +95,10 @@ export function createGraphQLServer({
     renderGraphiQL,
     landingPage: false,
     maskedErrors: { isDev: false, maskError: markBadVariables },
-    plugins: [useReadinessCheck({ endpoint: '/ready', check: () => checkReadiness() }), ...graphqlLimitPlugins(limits.graphql)],
+    plugins: [
+      useReadinessCheck({ endpoint: '/ready', check: () => checkReadiness() }),
+      ...graphqlLimitPlugins(limits.graphql, stepcastCostModel(limits.inputLimits.maxSteps)),
+    ],
     // graphqlLimitPlugins limits the body with its own code (PAYLOAD_TOO_LARGE).
     maxRequestBodySize: false,
     context: async ({ request, principal }) => {
