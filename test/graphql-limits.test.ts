@@ -324,6 +324,26 @@ describe('GraphQL limits (defaults)', () => {
     });
   });
 
+  it('sends no `http` extension over graphql-ws, while HTTP keeps answering with its status', async () => {
+    const cases: [string, string, Record<string, unknown> | undefined, string][] = [
+      ['syntax', '{ executions( }', undefined, 'GRAPHQL_PARSE_FAILED'],
+      ['validation', '{ executionz { pageInfo { hasNextPage } } }', undefined, 'GRAPHQL_VALIDATION_FAILED'],
+      ['a limit in validation', documentOfDepth(9), undefined, 'QUERY_TOO_DEEP'],
+      ['cost', `{ executions(first: 100) { ${STEPS_WITH_RESULTS} } }`, undefined, 'QUERY_TOO_COSTLY'],
+      ['a variable of the wrong type', 'query ($first: Int) { executions(first: $first) { pageInfo { hasNextPage } } }', { first: 'ten' }, 'BAD_USER_INPUT'],
+      ['a resolver refusing input', '{ executions(first: 1000) { pageInfo { hasNextPage } } }', undefined, 'BAD_USER_INPUT'],
+    ];
+    for (const [name, query, variables, code] of cases) {
+      // The socket first: yoga caches validation errors, and HTTP must still find its status on them afterwards.
+      const overSocket = await overWs(ws, query, variables);
+      expect(codesOf(overSocket), name).toEqual([code]);
+      for (const error of overSocket.errors!) expect(error.extensions, name).not.toHaveProperty('http');
+      const http = await overHttp(server, query, variables);
+      expect(http.status, name).toBe(400);
+      expect(codesOf(http), name).toEqual([code]);
+    }
+  });
+
   it('prices every list of objects in the schema (a new list must say how long it can be)', () => {
     const model = stepcastCostModel(50);
     const unpriced = Object.values(schema.getTypeMap())
