@@ -71,7 +71,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
       }),
       credentialRecheckMs: config.auth.recheckMs,
       graphiql: config.graphql.graphiql,
-      limits: { graphql: config.graphql, websocket: config.websocket },
+      limits: { graphql: config.graphql, websocket: config.websocket, inputLimits: config.inputLimits },
       checkReadiness: () => database.ping(READINESS_TIMEOUT_MS),
     });
     const address = await server.listen(config.http.port, config.http.host);

@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { execute, GraphQLError, subscribe, type ExecutionArgs } from 'graphql';
+import { execute, GraphQLError, subscribe, type ExecutionArgs, type ExecutionResult, type GraphQLFormattedError } from 'graphql';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { useServer } from 'graphql-ws/use/ws';
 import { createYoga, maskError, useReadinessCheck, type YogaServerInstance } from 'graphql-yoga';
@@ -8,9 +8,10 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { AuthenticationError, type Authenticator, type Principal } from './auth/authenticator.js';
 import { LiveCredentials } from './auth/live-credentials.js';
 import { unauthenticated } from './schema/errors.js';
-import type { GraphQLLimits, WebSocketLimits } from './config.js';
+import type { GraphQLLimits, InputLimits, WebSocketLimits } from './config.js';
 import type { Executor } from './executor/executor.js';
 import { graphqlLimitPlugins } from './limits/graphql-limits.js';
+import { stepcastCostModel } from './limits/query-cost.js';
 import { logClientProtocolErrors, webSocketServerOptions, withWebSocketLimits } from './limits/websocket-limits.js';
 import type { Logger } from './logger.js';
 import type { GraphQLContext } from './schema/context.js';
@@ -24,8 +25,11 @@ export interface GraphQLServerOptions {
   /** How often open WebSockets and streams re-check that their credential still stands. */
   credentialRecheckMs: number;
   graphiql?: boolean;
-  /** config.graphql and config.websocket: enforced over HTTP and graphql-ws alike (src/limits). */
-  limits: { graphql: GraphQLLimits; websocket: WebSocketLimits };
+  /**
+   * config.graphql and config.websocket: enforced over HTTP and graphql-ws alike (src/limits). The query cost
+   * counts the steps of an execution or a plan at inputLimits.maxSteps, the most a plan may have.
+   */
+  limits: { graphql: GraphQLLimits; websocket: WebSocketLimits; inputLimits: Pick<InputLimits, 'maxSteps'> };
   /** Backs GET /ready: false (or throwing) answers 503. */
   checkReadiness?: () => Promise<boolean>;
 }
@@ -65,6 +69,34 @@ function markBadVariables(error: unknown, message: string, isDev?: boolean): Err
   return maskError(error, message, isDev);
 }
 
+/**
+ * extensions.http is how an error tells yoga the HTTP status and headers of the response (yoga leaves it out of the
+ * body); on a socket it means nothing. graphql-ws sends errors as they are, so they go out as copies without it
+ * (copies: yoga caches validation errors and shares them with HTTP requests, which still need it).
+ */
+function withoutHttpExtension(error: GraphQLError): GraphQLFormattedError {
+  const formatted = error.toJSON();
+  if (!formatted.extensions || !('http' in formatted.extensions)) return formatted;
+  const { http: _http, ...extensions } = formatted.extensions;
+  const { extensions: _all, ...rest } = formatted;
+  return Object.keys(extensions).length > 0 ? { ...rest, extensions } : rest;
+}
+
+/**
+ * yoga gives a syntax error its code (and its HTTP status) only when an HTTP request parses it, and caches the error
+ * for both transports: parsed first over graphql-ws, a document's syntax error would go without a code there, and
+ * without its 400 to the HTTP requests after. So it is completed here the way yoga does it, in place (onError
+ * leaves the http extension out of what the socket sends).
+ */
+function parseFailed(error: GraphQLError): GraphQLError {
+  const extensions = error.extensions as Record<string, unknown>;
+  extensions.code ??= 'GRAPHQL_PARSE_FAILED';
+  extensions.http ??= { spec: true, status: 400 };
+  return error;
+}
+
+const hasHttpExtension = (error: GraphQLError) => error.extensions?.http !== undefined;
+
 /** graphql-yoga over HTTP (queries, mutations, SSE subscriptions) and graphql-ws on the same port and path. */
 export function createGraphQLServer({
   executor,
@@ -91,7 +123,10 @@ export function createGraphQLServer({
     renderGraphiQL,
     landingPage: false,
     maskedErrors: { isDev: false, maskError: markBadVariables },
-    plugins: [useReadinessCheck({ endpoint: '/ready', check: () => checkReadiness() }), ...graphqlLimitPlugins(limits.graphql)],
+    plugins: [
+      useReadinessCheck({ endpoint: '/ready', check: () => checkReadiness() }),
+      ...graphqlLimitPlugins(limits.graphql, stepcastCostModel(limits.inputLimits.maxSteps)),
+    ],
     // graphqlLimitPlugins limits the body with its own code (PAYLOAD_TOO_LARGE).
     maxRequestBodySize: false,
     context: async ({ request, principal }) => {
@@ -130,6 +165,9 @@ export function createGraphQLServer({
     withWebSocketLimits({
       execute: (args: ExecutionArgs) => (args.rootValue as { execute: typeof execute }).execute(args),
       subscribe: (args: ExecutionArgs) => (args.rootValue as { subscribe: typeof subscribe }).subscribe(args),
+      onError: (_context, _id, _payload, errors) => (errors.some(hasHttpExtension) ? errors.map(withoutHttpExtension) : undefined),
+      onNext: (_context, _id, _payload, _args, result: ExecutionResult) =>
+        result.errors?.some(hasHttpExtension) ? { ...result, errors: result.errors.map(withoutHttpExtension) } : undefined,
       onConnect: async (context) => {
         const { socket } = context.extra;
         try {
@@ -166,7 +204,7 @@ export function createGraphQLServer({
           document = enveloped.parse(payload.query);
         } catch (error) {
           // Answer this subscription with the syntax error; letting it throw would close the whole socket.
-          if (error instanceof GraphQLError) return [error];
+          if (error instanceof GraphQLError) return [parseFailed(error)];
           throw error;
         }
         const args: ExecutionArgs = {

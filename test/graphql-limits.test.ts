@@ -1,5 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { getIntrospectionQuery } from 'graphql';
+import {
+  getIntrospectionQuery,
+  getNamedType,
+  getNullableType,
+  isCompositeType,
+  isIntrospectionType,
+  isListType,
+  isObjectType,
+  type GraphQLObjectType,
+} from 'graphql';
 import type { Client } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
@@ -7,8 +16,10 @@ import { loadConfig } from '../src/config.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import { validatePlan } from '../src/executor/plan.js';
 import { ExecutionStore } from '../src/executor/store.js';
-import { ExecutePlanMutation, ExecutionQuery, ExecutionsQuery, PlanQueryQuery, ExecuteQueryMutation, StepUpdatesSubscription } from './support/operations.js';
-import { sqlStep, type StepUpdateEvent } from './support/plans.js';
+import { stepcastCostModel } from '../src/limits/query-cost.js';
+import { schema } from '../src/schema/index.js';
+import { ExecutionQuery, ExecutionsQuery, PlanQueryQuery, ExecuteQueryMutation, StepUpdatesSubscription } from './support/operations.js';
+import { runPlan, sqlStep, type StepUpdateEvent } from './support/plans.js';
 import { startTestServer, type GraphQLResponse, type TestServer } from './support/server.js';
 
 // These limits sit in front of the schema and do not depend on the database, so PGlite alone is enough.
@@ -49,15 +60,17 @@ const codesOf = (result: Result) => (result.errors ?? []).map((error) => error.e
 const documentOfDepth = (depth: number) => `{ ${'... on Query { '.repeat(depth - 1)}__typename${' }'.repeat(depth - 1)} }`;
 
 /**
- * The 12 scalar fields of Execution: under executions(first: 100) { edges { node { … } } } (100 is the largest page)
- * they cost exactly 5000 for armor: (2 + 1.5 × (2 + 1.5 × (2 + 1.5 × 12))) × 100.
+ * The cost model (src/limits/query-cost.ts): a leaf costs 1 (a step's result and an execution's finalResult 10), an
+ * object 1 plus what is selected in it, a list of objects that times its largest size: a page at its `first`
+ * (default 20), the steps of an execution at 50 (STEPCAST_PLAN_MAX_STEPS).
+ * executions(first: 100) { edges { node { id × 47 } } } costs 1 + 100 × (1 + 1 + 47) = 4901; `__typename`s fill up.
  */
-const EXECUTION_SCALARS = [
-  'id', 'correlationId', 'status', 'totalSteps', 'successfulSteps', 'failedSteps',
-  'finalResult', 'lastSequence', 'createdAt', 'startedAt', 'finishedAt', 'durationMs',
-];
-const documentOfCost = (extraFields: string[]) =>
-  `{ executions(first: 100) { edges { node { ${[...EXECUTION_SCALARS, ...extraFields].join(' ')} } } } }`;
+const documentOfCost = (typenames: number) =>
+  `{ executions(first: 100) { edges { node { ${'id '.repeat(47)}} } } ${'__typename '.repeat(typenames)}}`;
+
+/** 1 + first × (1 + 1 + 50 × (1 + 10)) = 1 + 552 × first: 4969 for 9 executions, 5521 for 10. */
+const STEPS_WITH_RESULTS = 'edges { node { steps { result } } }';
+const costOfStepsWithResults = (first: number) => 1 + 552 * first;
 
 const documentWithAliases = (aliases: number) =>
   `{ executions(first: 1) { pageInfo { ${Array.from({ length: aliases }, (_, i) => `a${i}: hasNextPage`).join(' ')} } } }`;
@@ -73,7 +86,7 @@ const documentWithDirectives = (directives: number) => `{ ${'__typename @include
 
 const limits = [
   { name: 'depth', code: 'QUERY_TOO_DEEP', bound: 8, under: documentOfDepth(8), over: documentOfDepth(9) },
-  { name: 'cost', code: 'QUERY_TOO_COSTLY', bound: 5000, under: documentOfCost([]), over: documentOfCost(['__typename']) },
+  { name: 'cost', code: 'QUERY_TOO_COSTLY', bound: 5000, under: documentOfCost(99), over: documentOfCost(100) },
   { name: 'aliases', code: 'TOO_MANY_ALIASES', bound: 15, under: documentWithAliases(15), over: documentWithAliases(16) },
   { name: 'tokens', code: 'TOO_MANY_TOKENS', bound: 2000, under: documentOfTokens(2000), over: documentOfTokens(2001) },
   { name: 'directives', code: 'TOO_MANY_DIRECTIVES', bound: 50, under: documentWithDirectives(50), over: documentWithDirectives(51) },
@@ -176,18 +189,43 @@ describe('GraphQL limits (defaults)', () => {
     expect(await overWs(ws, '{ __typename }')).toEqual({ data: { __typename: 'Query' } });
   });
 
-  it('lets every operation the clients use, and GraphiQL\'s introspection, through the default limits', async () => {
-    const documents = [ExecutePlanMutation, ExecutionQuery, ExecutionsQuery, PlanQueryQuery, ExecuteQueryMutation, StepUpdatesSubscription].map(
-      (document) => document.toString(),
-    );
-    // No variables: each fails for its missing variables, after parse and validation, so nothing runs or is stored.
-    for (const document of documents) {
-      const result = await overHttp(server, document);
-      expect(codesOf(result).filter((code) => LIMIT_CODES.includes(code as string)), document.slice(0, 60)).toEqual([]);
-      // ExecutionsQuery has no required variable and runs; the others stop at their missing variables.
-      if (result.errors) expect(result.errors[0]!.message).toMatch(/Variable "\$\w+" of required type/);
-      else expect(result.data).toHaveProperty('executions.edges');
+  it('lets every operation the clients use, with their variables, and GraphiQL\'s introspection, through the default limits', async () => {
+    // The largest execution a plan can make (50 steps, each with its result): executePlan, stepUpdates and execution.
+    const plan = { query: 'fifty steps', steps: Array.from({ length: 50 }, () => sqlStep('SELECT id, email, name FROM users ORDER BY id LIMIT 20')) };
+    const { id, updates, execution } = await runPlan(server, plan);
+    expect(updates.at(-1)!.type).toBe('EXECUTION_SUCCEEDED');
+    expect(execution.steps).toHaveLength(50);
+    expect(execution.steps.every((step) => Array.isArray(step.result) && step.result.length === 20)).toBe(true);
+    const overSocket = await overWs(ws, ExecutionQuery.toString(), { id });
+    expect(overSocket.errors).toBeUndefined();
+    expect(overSocket.data).toEqual({ execution });
+
+    // History pages of 20 (the default) to 100 executions: every field but the steps.
+    const historyPage = `query ($first: Int) { executions(first: $first) { edges { cursor node {
+      id correlationId status totalSteps successfulSteps failedSteps finalResult lastSequence createdAt startedAt finishedAt durationMs
+      usage { totalTokens } error { code message } plan { query } } } pageInfo { hasNextPage endCursor } } }`;
+    for (const [query, variables] of [
+      [ExecutionsQuery.toString(), {}],
+      [ExecutionsQuery.toString(), { first: 100 }],
+      [historyPage, { first: 20 }],
+      [historyPage, { first: 100 }],
+    ] as const) {
+      for (const result of [await overHttp(server, query, variables), await overWs(ws, query, variables)]) {
+        expect(result.errors).toBeUndefined();
+        expect(result.data).toHaveProperty('executions.edges');
+      }
     }
+
+    // No model is configured: these fail with the agent's error, past the limits.
+    for (const [document, variables] of [
+      [PlanQueryQuery, { query: 'how many users?' }],
+      [ExecuteQueryMutation, { query: 'how many users?' }],
+    ] as const) {
+      const result = await overHttp(server, document.toString(), variables);
+      expect(result.errors?.length, document.toString().slice(0, 40)).toBeGreaterThan(0);
+      expect(codesOf(result).filter((code) => LIMIT_CODES.includes(code as string))).toEqual([]);
+    }
+
     const introspection = getIntrospectionQuery({
       descriptions: true,
       specifiedByUrl: true,
@@ -196,9 +234,127 @@ describe('GraphQL limits (defaults)', () => {
       inputValueDeprecation: true,
       oneOf: true,
     });
-    const result = await overHttp(server, introspection);
-    expect(result.errors).toBeUndefined();
-    expect(result.data).toHaveProperty('__schema.queryType.name', 'Query');
+    for (const result of [await overHttp(server, introspection), await overWs(ws, introspection)]) {
+      expect(result.errors).toBeUndefined();
+      expect(result.data).toHaveProperty('__schema.queryType.name', 'Query');
+    }
+  });
+
+  describe('query cost', () => {
+    const refusedFor = (result: Result, cost: number) => {
+      expect(result.data ?? undefined).toBeUndefined();
+      expect(codesOf(result)).toEqual(['QUERY_TOO_COSTLY']);
+      expect(result.errors![0]!.message).toBe(`Query cost is ${cost}, over the limit of 5000.`);
+      expect(result.errors![0]!.extensions).toMatchObject({ code: 'QUERY_TOO_COSTLY', cost, limit: 5000 });
+    };
+    const passes = (result: Result, field = 'executions') => {
+      expect(result.errors).toBeUndefined();
+      expect(result.data).toHaveProperty(`${field}.edges`);
+    };
+
+    it('refuses 100 executions × 50 steps × result, whether the page size is written out or passed as a variable', async () => {
+      const cost = costOfStepsWithResults(100);
+      for (const [query, variables] of [
+        [`{ executions(first: 100) { ${STEPS_WITH_RESULTS} } }`, undefined],
+        [`query ($first: Int) { executions(first: $first) { ${STEPS_WITH_RESULTS} } }`, { first: 100 }],
+        [`query ($first: Int = 100) { executions(first: $first) { ${STEPS_WITH_RESULTS} } }`, undefined],
+      ] as const) {
+        const http = await overHttp(server, query, variables);
+        expect(http.status).toBe(400);
+        refusedFor(http, cost);
+        refusedFor(await overWs(ws, query, variables), cost);
+      }
+    });
+
+    it('gives a page size passed as a variable the verdict of the same number written out, over HTTP and graphql-ws', async () => {
+      const spellings = (first: number): [string, Record<string, unknown> | undefined][] => [
+        [`{ executions(first: ${first}) { ${STEPS_WITH_RESULTS} } }`, undefined],
+        [`query ($first: Int) { executions(first: $first) { ${STEPS_WITH_RESULTS} } }`, { first }],
+        [`query ($first: Int = ${first}) { executions(first: $first) { ${STEPS_WITH_RESULTS} } }`, undefined],
+        // The same selections through named and inline fragments (two at most: armor counts each as a level of depth).
+        [
+          `query ($first: Int!) { executions(first: $first) { edges { node { ... on Execution { steps { ...Result } } } } } }
+           fragment Result on StepResult { result }`,
+          { first },
+        ],
+        [
+          `query ($first: Int!) { executions(first: $first) { ...Page } }
+           fragment Page on ExecutionConnection { edges { node { ... on Execution { steps { result } } } } }`,
+          { first },
+        ],
+      ];
+      for (const [query, variables] of spellings(9)) {
+        passes(await overHttp(server, query, variables));
+        passes(await overWs(ws, query, variables));
+      }
+      for (const [query, variables] of spellings(10)) {
+        refusedFor(await overHttp(server, query, variables), costOfStepsWithResults(10));
+        refusedFor(await overWs(ws, query, variables), costOfStepsWithResults(10));
+      }
+      // No `first` at all is the default page, 20.
+      refusedFor(await overHttp(server, `{ executions { ${STEPS_WITH_RESULTS} } }`), costOfStepsWithResults(20));
+      refusedFor(await overWs(ws, `query ($first: Int) { executions(first: $first) { ${STEPS_WITH_RESULTS} } }`), costOfStepsWithResults(20));
+    });
+
+    it('adds up aliased copies, and leaves out what @skip and @include leave out', async () => {
+      const half = `executions(first: 5) { ${STEPS_WITH_RESULTS} }`;
+      passes(await overHttp(server, `{ a: ${half} }`), 'a');
+      refusedFor(await overHttp(server, `{ a: ${half} b: ${half} }`), 2 * costOfStepsWithResults(5));
+      refusedFor(await overWs(ws, `{ a: ${half} b: ${half} }`), 2 * costOfStepsWithResults(5));
+
+      const optionalSteps = `query ($lean: Boolean!) { executions(first: 100) { edges { node { id steps @skip(if: $lean) { result } } } } }`;
+      passes(await overHttp(server, optionalSteps, { lean: true }));
+      passes(await overWs(ws, optionalSteps, { lean: true }));
+      refusedFor(await overHttp(server, optionalSteps, { lean: false }), 1 + 100 * (1 + 1 + 1 + 50 * 11));
+      const includedSteps = optionalSteps.replace('@skip(if: $lean)', '@include(if: $lean)');
+      refusedFor(await overWs(ws, includedSteps, { lean: true }), 1 + 100 * (1 + 1 + 1 + 50 * 11));
+    });
+
+    it('is checked before anything runs: a refused mutation stores nothing', async () => {
+      const correlationId = 'refused-for-its-cost';
+      const plan = { query: 'q', steps: [sqlStep('SELECT count(*) AS n FROM users')] };
+      // Each copy asks for the steps and the plan steps of its execution: 1 + 50 × 11 + 1 + 50 × 2 = 652, eight of them 5216.
+      const copies = Array.from({ length: 8 }, (_, i) => `e${i}: executePlan(plan: $plan, options: $options) { steps { result } plan { steps { sql } } }`);
+      const mutation = `mutation ($plan: PlanInput!, $options: ExecuteOptions) { ${copies.join(' ')} }`;
+      const variables = { plan, options: { correlationId } };
+      refusedFor(await overHttp(server, mutation, variables), 8 * 652);
+      refusedFor(await overWs(ws, mutation, variables), 8 * 652);
+      const stored = await overHttp(server, ExecutionsQuery.toString(), { filter: { correlationId } });
+      expect(stored.data).toEqual({ executions: { edges: [], pageInfo: { hasNextPage: false, endCursor: null } } });
+    });
+  });
+
+  it('sends no `http` extension over graphql-ws, while HTTP keeps answering with its status', async () => {
+    const cases: [string, string, Record<string, unknown> | undefined, string][] = [
+      ['syntax', '{ executions( }', undefined, 'GRAPHQL_PARSE_FAILED'],
+      ['validation', '{ executionz { pageInfo { hasNextPage } } }', undefined, 'GRAPHQL_VALIDATION_FAILED'],
+      ['a limit in validation', documentOfDepth(9), undefined, 'QUERY_TOO_DEEP'],
+      ['cost', `{ executions(first: 100) { ${STEPS_WITH_RESULTS} } }`, undefined, 'QUERY_TOO_COSTLY'],
+      ['a variable of the wrong type', 'query ($first: Int) { executions(first: $first) { pageInfo { hasNextPage } } }', { first: 'ten' }, 'BAD_USER_INPUT'],
+      ['a resolver refusing input', '{ executions(first: 1000) { pageInfo { hasNextPage } } }', undefined, 'BAD_USER_INPUT'],
+    ];
+    for (const [name, query, variables, code] of cases) {
+      // The socket first: yoga caches validation errors, and HTTP must still find its status on them afterwards.
+      const overSocket = await overWs(ws, query, variables);
+      expect(codesOf(overSocket), name).toEqual([code]);
+      for (const error of overSocket.errors!) expect(error.extensions, name).not.toHaveProperty('http');
+      const http = await overHttp(server, query, variables);
+      expect(http.status, name).toBe(400);
+      expect(codesOf(http), name).toEqual([code]);
+    }
+  });
+
+  it('prices every list of objects in the schema (a new list must say how long it can be)', () => {
+    const model = stepcastCostModel(50);
+    const unpriced = Object.values(schema.getTypeMap())
+      .filter((type) => isObjectType(type) && !isIntrospectionType(type))
+      .flatMap((type) =>
+        Object.values((type as GraphQLObjectType).getFields())
+          .filter((field) => isListType(getNullableType(field.type)) && isCompositeType(getNamedType(field.type)))
+          .map((field) => `${type.name}.${field.name}`),
+      )
+      .filter((key) => !(key in model.listSizes));
+    expect(unpriced).toEqual([]);
   });
 
   it('serves GraphiQL when STEPCAST_GRAPHIQL is on (the default outside production)', async () => {

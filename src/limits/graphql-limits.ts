@@ -1,5 +1,4 @@
 import { blockFieldSuggestionsPlugin } from '@escape.tech/graphql-armor-block-field-suggestions';
-import { costLimitPlugin } from '@escape.tech/graphql-armor-cost-limit';
 import { maxAliasesPlugin } from '@escape.tech/graphql-armor-max-aliases';
 import { maxDepthPlugin } from '@escape.tech/graphql-armor-max-depth';
 import { maxDirectivesPlugin } from '@escape.tech/graphql-armor-max-directives';
@@ -14,11 +13,12 @@ import {
 } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import type { GraphQLLimits } from '../config.js';
+import { costLimitPlugin, QUERY_TOO_COSTLY, type CostModel } from './query-cost.js';
 
 /** extensions.code of each rejection; every limit has its own. */
 export const LimitCode = {
   depth: 'QUERY_TOO_DEEP',
-  cost: 'QUERY_TOO_COSTLY',
+  cost: QUERY_TOO_COSTLY,
   aliases: 'TOO_MANY_ALIASES',
   tokens: 'TOO_MANY_TOKENS',
   directives: 'TOO_MANY_DIRECTIVES',
@@ -133,10 +133,11 @@ export function bodyLimitPlugin(limit: number): Plugin {
 }
 
 /**
- * The yoga/envelop plugins that enforce config.graphql. They hook parse and validate, so they hold wherever
- * yoga's getEnveloped runs: over HTTP and SSE, and over graphql-ws (server.ts's onSubscribe uses it).
+ * The yoga/envelop plugins that enforce config.graphql. They hook parse, validate, execute and subscribe, so they
+ * hold wherever yoga's getEnveloped runs: over HTTP and SSE, and over graphql-ws (server.ts's onSubscribe uses it).
+ * The cost limit prices fields with `costModel` (query-cost.ts's stepcastCostModel for stepcast's schema).
  */
-export function graphqlLimitPlugins(limits: GraphQLLimits): Plugin[] {
+export function graphqlLimitPlugins(limits: GraphQLLimits, costModel: CostModel): Plugin[] {
   const armor = { exposeLimits: true, propagateOnRejection: false } as const;
   return [
     bodyLimitPlugin(limits.maxBodyBytes),
@@ -150,11 +151,8 @@ export function graphqlLimitPlugins(limits: GraphQLLimits): Plugin[] {
       n: limits.maxDepth,
       onReject: [reportAs(LimitCode.depth, (found) => over('Query depth', limits.maxDepth, found), limits.maxDepth)],
     }),
-    costLimitPlugin({
-      ...armor,
-      maxCost: limits.maxCost,
-      onReject: [reportAs(LimitCode.cost, (found) => over('Query cost', limits.maxCost, found), limits.maxCost)],
-    }),
+    // Not armor's cost limit: it has no per-field weights, and counts `first: $first` as a page of one.
+    costLimitPlugin(limits.maxCost, costModel),
     maxAliasesPlugin({
       ...armor,
       n: limits.maxAliases,

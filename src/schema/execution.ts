@@ -116,7 +116,9 @@ const ExecutionFilterInput = builder.inputType('ExecutionFilter', {
   }),
 });
 
-const MAX_PAGE_SIZE = 100;
+/** executions(first): its default and its largest value. */
+export const DEFAULT_PAGE_SIZE = 20;
+export const MAX_PAGE_SIZE = 100;
 
 builder.queryType({
   fields: (t) => ({
@@ -136,12 +138,12 @@ builder.queryType({
       type: ExecutionConnectionRef,
       description: 'Execution history, newest first, keyset-paginated.',
       args: {
-        first: t.arg.int({ description: `Page size, 1 to ${MAX_PAGE_SIZE}; default 20.` }),
+        first: t.arg.int({ description: `Page size, 1 to ${MAX_PAGE_SIZE}; default ${DEFAULT_PAGE_SIZE}.` }),
         after: t.arg.string({ description: 'endCursor of the previous page.' }),
         filter: t.arg({ type: ExecutionFilterInput }),
       },
       resolve: async (_root, args, context) => {
-        const first = args.first ?? 20;
+        const first = args.first ?? DEFAULT_PAGE_SIZE;
         if (first < 1 || first > MAX_PAGE_SIZE) throw badUserInput(`first must be between 1 and ${MAX_PAGE_SIZE}`);
         for (const bound of ['createdAfter', 'createdBefore'] as const) {
           const date = args.filter?.[bound];

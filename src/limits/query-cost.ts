@@ -1,0 +1,196 @@
+import {
+  getArgumentValues,
+  getDirectiveValues,
+  getNamedType,
+  getNullableType,
+  getOperationAST,
+  getVariableValues,
+  GraphQLError,
+  GraphQLIncludeDirective,
+  GraphQLSkipDirective,
+  isCompositeType,
+  isInterfaceType,
+  isListType,
+  isObjectType,
+  Kind,
+  type DocumentNode,
+  type ExecutionArgs,
+  type ExecutionResult,
+  type FieldNode,
+  type GraphQLCompositeType,
+  type GraphQLSchema,
+  type SelectionNode,
+  type SelectionSetNode,
+} from 'graphql';
+import type { Plugin } from 'graphql-yoga';
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from '../schema/execution.js';
+
+/** Arguments of a field, as the resolver will see them (variables substituted, defaults applied). */
+export type FieldArguments = Readonly<Record<string, unknown>>;
+
+/**
+ * What the fields of a schema cost. A leaf (scalar, enum, or a list of them) costs its weight; an object costs its
+ * weight plus what is selected in it; a list of objects costs that times the most items it can hold.
+ */
+export interface CostModel {
+  /** By "Type.field"; 1 when not listed. */
+  weights: Readonly<Record<string, number>>;
+  /**
+   * The most items a list of objects holds, by "Type.field": a number, or a function of the arguments of the field
+   * that returned the parent object (a connection's `edges` get the `first` of the field that returned the connection).
+   */
+  listSizes: Readonly<Record<string, number | ((parentArguments: FieldArguments) => number)>>;
+  /** For a list of objects not in listSizes: on the high side, so a list added to the schema is not free. */
+  defaultListSize: number;
+}
+
+/** The page a connection returns: `first`, default 20; a value outside 1 to 100 is refused by the resolver itself. */
+export function pageSize(first: unknown): number {
+  return typeof first === 'number' ? Math.max(0, Math.min(first, MAX_PAGE_SIZE)) : DEFAULT_PAGE_SIZE;
+}
+
+/**
+ * stepcast's costs. Lists are scored at their largest: a page at its `first`, the steps of an execution or a plan at
+ * the most a plan may have (STEPCAST_PLAN_MAX_STEPS). The JSON blobs weigh by their size cap: a step's result and the
+ * execution's finalResult (up to STEPCAST_RESULT_MAX_BYTES, 1 MiB by default) 10, a step's sample and logs (64 KiB)
+ * 2. A step's columns are counted at 10: two short strings each, nothing heavy hangs off them.
+ */
+export function stepcastCostModel(maxPlanSteps: number): CostModel {
+  return {
+    weights: {
+      'StepResult.result': 10,
+      'Execution.finalResult': 10,
+      'StepResult.sample': 2,
+      'StepResult.logs': 2,
+    },
+    listSizes: {
+      'ExecutionConnection.edges': (connection) => pageSize(connection.first),
+      'Execution.steps': maxPlanSteps,
+      'Plan.steps': maxPlanSteps,
+      'StepResult.columns': 10,
+    },
+    defaultListSize: MAX_PAGE_SIZE,
+  };
+}
+
+const NO_ARGUMENTS: FieldArguments = Object.freeze({});
+
+/**
+ * What the operation `operationName` of `document` costs under `model`, with these (coerced) variable values.
+ * Counts every selection as written (a field selected twice costs twice; fragments count where they are spread),
+ * leaves out what @skip/@include leave out, and counts introspection (__schema, __type) as free: its answer is
+ * bounded by the schema, and graphql-js's own rule stops circular introspection queries.
+ * The document must have passed validation (known fields, no fragment cycles).
+ */
+export function queryCost(
+  schema: GraphQLSchema,
+  document: DocumentNode,
+  operationName: string | null | undefined,
+  variables: Readonly<Record<string, unknown>>,
+  model: CostModel,
+): number {
+  const operation = getOperationAST(document, operationName);
+  const root = operation && schema.getRootType(operation.operation);
+  if (!operation || !root) return 0;
+  const fragments = new Map(
+    document.definitions.flatMap((definition) => (definition.kind === Kind.FRAGMENT_DEFINITION ? [[definition.name.value, definition]] : [])),
+  );
+  // A fragment spread many times over is walked once per parent arguments (nested spreads would otherwise multiply).
+  const fragmentCosts = new Map<string, Map<FieldArguments, number>>();
+
+  const included = (selection: SelectionNode) =>
+    getDirectiveValues(GraphQLSkipDirective, selection, variables)?.if !== true &&
+    getDirectiveValues(GraphQLIncludeDirective, selection, variables)?.if !== false;
+
+  const typeOf = (name: string | undefined, fallback: GraphQLCompositeType): GraphQLCompositeType => {
+    const type = name === undefined ? undefined : schema.getType(name);
+    return type && isCompositeType(type) ? type : fallback;
+  };
+
+  function selectionSetCost(selectionSet: SelectionSetNode, type: GraphQLCompositeType, parentArguments: FieldArguments): number {
+    let cost = 0;
+    for (const selection of selectionSet.selections) {
+      if (!included(selection)) continue;
+      if (selection.kind === Kind.FIELD) {
+        cost += fieldCost(selection, type, parentArguments);
+      } else if (selection.kind === Kind.INLINE_FRAGMENT) {
+        cost += selectionSetCost(selection.selectionSet, typeOf(selection.typeCondition?.name.value, type), parentArguments);
+      } else {
+        const name = selection.name.value;
+        const fragment = fragments.get(name);
+        if (!fragment) continue;
+        let byArguments = fragmentCosts.get(name);
+        if (!byArguments) fragmentCosts.set(name, (byArguments = new Map()));
+        let fragmentCost = byArguments.get(parentArguments);
+        if (fragmentCost === undefined) {
+          fragmentCost = selectionSetCost(fragment.selectionSet, typeOf(fragment.typeCondition.name.value, type), parentArguments);
+          byArguments.set(parentArguments, fragmentCost);
+        }
+        cost += fragmentCost;
+      }
+    }
+    return cost;
+  }
+
+  function fieldCost(node: FieldNode, parentType: GraphQLCompositeType, parentArguments: FieldArguments): number {
+    const name = node.name.value;
+    if (name === '__schema' || name === '__type') return 0;
+    const field = isObjectType(parentType) || isInterfaceType(parentType) ? parentType.getFields()[name] : undefined;
+    // __typename, and anything validation would have refused.
+    if (!field) return 1;
+    const key = `${parentType.name}.${name}`;
+    const weight = model.weights[key] ?? 1;
+    const type = getNamedType(field.type);
+    if (!node.selectionSet || !isCompositeType(type)) return weight;
+    let fieldArguments = NO_ARGUMENTS;
+    try {
+      if (field.args.length > 0) fieldArguments = getArgumentValues(field, node, variables);
+    } catch {
+      // Arguments execute cannot coerce make the field an error: nothing under it is resolved.
+      return weight;
+    }
+    const itemCost = weight + selectionSetCost(node.selectionSet, type, fieldArguments);
+    if (!isListType(getNullableType(field.type))) return itemCost;
+    const size = model.listSizes[key] ?? model.defaultListSize;
+    return itemCost * (typeof size === 'function' ? size(parentArguments) : size);
+  }
+
+  return selectionSetCost(operation.selectionSet, root, NO_ARGUMENTS);
+}
+
+export const QUERY_TOO_COSTLY = 'QUERY_TOO_COSTLY';
+
+/**
+ * Refuses an operation whose cost under `model` is over `maxCost` with QUERY_TOO_COSTLY (HTTP 400), before any
+ * resolver runs. It runs where execute and subscribe start, not in validation, because only there are the variable
+ * values known: `executions(first: $first)` costs what $first asks for, exactly as `first: 100` written out would.
+ * Being an envelop hook, it holds wherever yoga's getEnveloped runs: HTTP, SSE and graphql-ws (server.ts).
+ */
+export function costLimitPlugin(maxCost: number, model: CostModel): Plugin {
+  const check = (args: ExecutionArgs): ExecutionResult | undefined => {
+    const operation = getOperationAST(args.document, args.operationName);
+    if (!operation) return undefined; // execute answers that itself
+    const variables = getVariableValues(args.schema, operation.variableDefinitions ?? [], args.variableValues ?? {});
+    // Variables that do not fit their types: execute refuses them before anything runs.
+    if (!variables.coerced) return undefined;
+    const cost = queryCost(args.schema, args.document, args.operationName, variables.coerced, model);
+    if (cost <= maxCost) return undefined;
+    return {
+      errors: [
+        new GraphQLError(`Query cost is ${cost}, over the limit of ${maxCost}.`, {
+          extensions: { code: QUERY_TOO_COSTLY, cost, limit: maxCost, http: { status: 400 } },
+        }),
+      ],
+    };
+  };
+  return {
+    onExecute({ args, setResultAndStopExecution }) {
+      const refused = check(args);
+      if (refused) setResultAndStopExecution(refused);
+    },
+    onSubscribe({ args, setResultAndStopExecution }) {
+      const refused = check(args);
+      if (refused) setResultAndStopExecution(refused);
+    },
+  };
+}
