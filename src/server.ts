@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { execute, GraphQLError, subscribe, type ExecutionArgs } from 'graphql';
+import { execute, getOperationAST, GraphQLError, subscribe, type ExecutionArgs } from 'graphql';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { useServer } from 'graphql-ws/use/ws';
 import { createYoga, maskError, useReadinessCheck, type YogaServerInstance } from 'graphql-yoga';
@@ -153,7 +153,11 @@ export function createGraphQLServer({
           document = enveloped.parse(payload.query);
         } catch (error) {
           // Answer this subscription with the syntax error; letting it throw would close the whole socket.
-          if (error instanceof GraphQLError) return [error];
+          // The code is the one HTTP answers with (yoga adds it to HTTP requests only).
+          if (error instanceof GraphQLError) {
+            Object.assign(error.extensions, { code: error.extensions.code ?? 'GRAPHQL_PARSE_FAILED' });
+            return [error];
+          }
           throw error;
         }
         const args: ExecutionArgs = {
@@ -165,7 +169,16 @@ export function createGraphQLServer({
           rootValue: { execute: enveloped.execute, subscribe: enveloped.subscribe },
         };
         const errors = enveloped.validate(args.schema, args.document);
-        return errors.length > 0 ? errors : args;
+        if (errors.length > 0) return errors;
+        // graphql-ws would answer an unknown operationName (or several unnamed operations) with no code.
+        if (!getOperationAST(document, payload.operationName)) {
+          return [
+            new GraphQLError('Could not determine what operation to execute.', {
+              extensions: { code: 'OPERATION_RESOLUTION_FAILURE' },
+            }),
+          ];
+        }
+        return args;
       },
     },
     wsServer,
