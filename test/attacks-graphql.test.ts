@@ -269,6 +269,7 @@ for (const { backend, skipReason } of backends) {
             bearer(`${(await hs256({ stepcast_tenant: DEMO_TENANT_ID })).split('.').slice(0, 2).join('.')}.${randomBytes(32).toString('base64url')}`),
         },
         { name: 'a JWT naming an unknown tenant', authorization: async () => bearer(await hs256({ stepcast_tenant: 'nobody' })) },
+        { name: "two tenants' keys in one header", authorization: async () => `${bearer(target.otherKey.token)} ${target.demoKey.token}` },
       ];
       const executePlanBody = operation(ExecutePlanMutation, { plan: PLAN });
       const transports: { name: string; expected: Outcome[]; send: (authorization: string | undefined) => Promise<{ outcome: Outcome; status?: number }> }[] = [
