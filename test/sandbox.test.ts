@@ -298,6 +298,9 @@ describe('runProgram: limits', () => {
     expect(tooLong.code).toBe('SANDBOX_MEMORY');
     const overLimit = await failureOf(run(`return 'x'.repeat(2 ** 26).length;`, { limits: { memoryBytes: 16 * MIB } }));
     expect(overLimit.code).toBe('SANDBOX_MEMORY');
+    // Concatenation builds ropes, so doubling reaches QuickJS's longest string ('string too long') within the heap.
+    const doubled = await failureOf(run(`let s = 'x'; while (true) s += s;`, { limits: { memoryBytes: 16 * MIB } }));
+    expect(doubled).toMatchObject({ code: 'SANDBOX_MEMORY', message: 'the program tried to build a string longer than the sandbox allows' });
   });
 
   it('stops deep recursion with a stack overflow', async () => {
@@ -355,6 +358,24 @@ describe('runProgram: limits', () => {
       host,
     });
     expect(run.value).toEqual({ caught: 'the API answered HTTP 404', code: 'API_CALL_FAILED' });
+  });
+
+  it("fails the run with the API's code and retryable flag when the program lets an API failure escape", async () => {
+    const host = new FakeHost(async () => {
+      throw Object.assign(new Error('the API answered 503: try later'), { code: 'API_CALL_FAILED', retryable: true });
+    });
+    const escaped = await failureOf(run("return await api.call('getUser', { id: 5 });", { host }));
+    expect(escaped).toMatchObject({ code: 'API_CALL_FAILED', message: 'the API answered 503: try later', retryable: true });
+    // Rethrowing the same error is letting it escape; an error of the program's own making stays SANDBOX_ERROR,
+    // even when it copies the code (it cannot claim a message the API never sent).
+    const rethrown = await failureOf(run("try { await api.call('getUser', {}); } catch (error) { throw error; }", { host }));
+    expect(rethrown).toMatchObject({ code: 'API_CALL_FAILED', retryable: true });
+    for (const code of [
+      "try { await api.call('getUser', {}); } catch (error) { throw new Error(error.message); }",
+      "throw Object.assign(new Error('the API answered 500: invented'), { code: 'API_CALL_FAILED' });",
+    ]) {
+      expect(await failureOf(run(code, { host }))).toMatchObject({ code: 'SANDBOX_ERROR', retryable: false });
+    }
   });
 
   it('fails the run with a host refusal even when the program catches it, and sends no further calls', async () => {

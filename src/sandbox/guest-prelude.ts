@@ -78,17 +78,19 @@ export const GUEST_PRELUDE = String.raw`(() => {
   function describeError(error) {
     let name = '';
     let message;
+    let code;
     try {
       if (error instanceof ErrorClass) {
         name = StringOf(error.name);
         message = StringOf(error.message);
+        if (typeof error.code === 'string') code = slice(error.code, 0, 100);
       } else {
         message = toText(error);
       }
     } catch (_) {
       message = 'the program threw a value that cannot be read';
     }
-    return stringify({ name: slice(name, 0, 100), message: slice(message, 0, ${ERROR_MESSAGE_MAX_CHARS}) });
+    return stringify({ name: slice(name, 0, 100), message: slice(message, 0, ${ERROR_MESSAGE_MAX_CHARS}), code });
   }
 
   // Both buffers are alive at once, so the memory for both is proven to be there together.

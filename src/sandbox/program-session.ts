@@ -47,6 +47,8 @@ interface GuestHelpers {
 interface GuestErrorDescription {
   name: string;
   message: string;
+  /** A string `code` on the thrown value, as on the errors api.call rejects with. */
+  code?: string;
 }
 
 export interface SessionHost {
@@ -121,7 +123,8 @@ function classifyGuestError(description: GuestErrorDescription, context: string,
   if (name === 'InternalError' && message === 'out of memory') return memoryError(limits);
   if (name === 'InternalError' && message === 'stack overflow') return stackOverflowError();
   if (name === 'RangeError' && message === 'Maximum call stack size exceeded') return stackOverflowError();
-  if (name === 'RangeError' && message === 'invalid string length') {
+  // QuickJS says 'string too long' when concatenation passes its maximum string length, which ropes reach cheaply.
+  if ((name === 'RangeError' && message === 'invalid string length') || (name === 'InternalError' && message === 'string too long')) {
     return new SandboxError('SANDBOX_MEMORY', 'the program tried to build a string longer than the sandbox allows');
   }
   return new SandboxError('SANDBOX_ERROR', `${context}: ${name ? `${name}: ` : ''}${message}`);
@@ -178,6 +181,8 @@ export class ProgramSession {
   private failure: SandboxError | undefined;
   /** Set with a failure that must stop guest code at once (time, memory, a crash), as opposed to a refusal. */
   private guestStopped = false;
+  /** API errors handed to the program (code, then message), to recognise one it lets escape. */
+  private readonly deliveredHostErrors = new Map<string, SandboxError>();
   private crashed = false;
   private closed = false;
 
@@ -296,7 +301,12 @@ export class ProgramSession {
       if (this.failure) return this.failure;
       const description = this.describeGuestError(errorHandle);
       if (!description) return this.stopGuest(memoryError(this.options.limits, 'reading the program’s error'));
-      return this.record(classifyGuestError(description, context, this.options.limits));
+      // An API error the program did not handle fails the step with the API's code (API_CALL_FAILED, say) and
+      // its retryable flag, not as a crash of the program.
+      const escaped = description.name === 'Error' && description.code !== undefined
+        ? this.deliveredHostErrors.get(`${description.code}\n${description.message}`)
+        : undefined;
+      return this.record(escaped ?? classifyGuestError(description, context, this.options.limits));
     } finally {
       if (!this.crashed) errorHandle.dispose();
     }
@@ -455,8 +465,12 @@ export class ProgramSession {
   private rejectCall(deferred: QuickJSDeferredPromise, error: unknown): void {
     const refusal = refusalOf(error);
     if (refusal) this.record(refusal);
-    const code = (error as { code?: unknown } | null)?.code;
-    const guestError = this.newGuestError(hostErrorMessage(error), typeof code === 'string' ? code : undefined);
+    const { code, retryable } = (error ?? {}) as { code?: unknown; retryable?: unknown };
+    const message = hostErrorMessage(error);
+    if (typeof code === 'string' && !refusal) {
+      this.deliveredHostErrors.set(`${code}\n${message}`, new SandboxError(code, message, { retryable: retryable === true }));
+    }
+    const guestError = this.newGuestError(message, typeof code === 'string' ? code : undefined);
     this.settleInGuest(() => deferred.reject(guestError));
     guestError.dispose();
   }
