@@ -154,6 +154,11 @@ if (process.env.BENCH_DATABASE_URL) {
     await benchmark('PostgreSQL', { DATABASE_URL: url.toString(), DATABASE_POOL_SIZE: '10' });
   } finally {
     await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    // Tenant roles are server-wide; the ones this database made go with it.
+    const { tenantRolePrefix } = await import('../src/db/tenant-roles.js');
+    const roles = await admin<{ rolname: string }[]>`
+      SELECT rolname FROM pg_roles WHERE starts_with(rolname, ${tenantRolePrefix(name)})`;
+    for (const { rolname } of roles) await admin.unsafe(`DROP ROLE IF EXISTS "${rolname}"`);
     await admin.end();
   }
 } else {
