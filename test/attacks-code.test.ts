@@ -6,11 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import { tenants } from '../src/db/tables.js';
 import {
-  databaseState,
+  expectOnlyTheFailedRun,
   expectStillServing,
   startAttackTarget,
-  storedCounts,
-  storedStepData,
+  snapshot,
   type AttackTarget,
 } from './support/attacks.js';
 import { backends } from './support/database.js';
@@ -191,8 +190,7 @@ for (const { backend, skipReason } of backends) {
     for (const attack of CODE_ATTACKS) {
       it(`${attack.name}: fails ${attack.expected}, changes and keeps nothing, and the next plan runs`, async () => {
         const { database } = target.server.app;
-        const before = await databaseState(database);
-        const countsBefore = await storedCounts(database);
+        const before = await snapshot(database);
         received = [];
         sent = [];
 
@@ -220,11 +218,7 @@ for (const { backend, skipReason } of backends) {
         );
 
         // (2) Nothing changed, and nothing but the failed run itself was stored.
-        expect(await databaseState(database)).toEqual(before);
-        const countsAfter = await storedCounts(database);
-        expect(countsAfter.executions - countsBefore.executions).toBe(1);
-        expect(countsAfter.stepResults - countsBefore.stepResults).toBe(1);
-        expect(await storedStepData(database, id)).toEqual({ steps: 1, withData: 0, eventsWithSample: 0, finalResult: null });
+        await expectOnlyTheFailedRun(database, before, id);
         expect(step.result).toBeNull();
         expect(step.recordCount).toBeNull();
 

@@ -1,11 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  databaseState,
+  expectOnlyTheFailedRun,
   expectStillServing,
   OTHER_SCHEMA,
   startAttackTarget,
-  storedCounts,
-  storedStepData,
+  snapshot,
   type AttackTarget,
 } from './support/attacks.js';
 import { backends } from './support/database.js';
@@ -99,8 +98,7 @@ for (const { backend, skipReason } of backends) {
     for (const attack of SQL_ATTACKS) {
       it(`${attack.name}: fails ${attack.code}, changes and keeps nothing, and the next plan runs`, async () => {
         const { database } = target.server.app;
-        const before = await databaseState(database);
-        const countsBefore = await storedCounts(database);
+        const before = await snapshot(database);
 
         const { id, execution } = await runPlan(
           target.demo,
@@ -117,11 +115,7 @@ for (const { backend, skipReason } of backends) {
         expect(execution.error?.code).toBe(attack.code);
 
         // (2) Nothing changed, and nothing but the failed run itself was stored.
-        expect(await databaseState(database)).toEqual(before);
-        const countsAfter = await storedCounts(database);
-        expect(countsAfter.executions - countsBefore.executions).toBe(1);
-        expect(countsAfter.stepResults - countsBefore.stepResults).toBe(1);
-        expect(await storedStepData(database, id)).toEqual({ steps: 1, withData: 0, eventsWithSample: 0, finalResult: null });
+        await expectOnlyTheFailedRun(database, before, id);
         expect(step.result).toBeNull();
         expect(step.recordCount).toBeNull();
 

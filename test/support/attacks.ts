@@ -169,6 +169,28 @@ export async function storedStepData(database: Database, executionId: string) {
   };
 }
 
+export interface Snapshot {
+  state: DatabaseState;
+  counts: Awaited<ReturnType<typeof storedCounts>>;
+}
+
+/** What a hostile step row compares against afterwards: the database's objects and data, and the service's counts. */
+export async function snapshot(database: Database): Promise<Snapshot> {
+  return { state: await databaseState(database), counts: await storedCounts(database) };
+}
+
+/**
+ * Check (2) of a hostile step: nothing changed, and nothing but the failed run itself was stored
+ * (one execution, its one step, with no records, sample, count or final result anywhere).
+ */
+export async function expectOnlyTheFailedRun(database: Database, before: Snapshot, executionId: string): Promise<void> {
+  expect(await databaseState(database)).toEqual(before.state);
+  const after = await storedCounts(database);
+  expect(after.executions - before.counts.executions).toBe(1);
+  expect(after.stepResults - before.counts.stepResults).toBe(1);
+  expect(await storedStepData(database, executionId)).toEqual({ steps: 1, withData: 0, eventsWithSample: 0, finalResult: null });
+}
+
 /** The next request after an attack: the tenant's history answers, and so do the database and the demo API. */
 export async function expectStillServing(client: TestClient): Promise<void> {
   const page = await client.request(ExecutionsQuery, { first: 1 });
