@@ -48,6 +48,12 @@ function describeApiCatalog(operations: ApiOperation[] | null): string | null {
   return operations && operations.length > 0 ? describeCatalog(operations) : null;
 }
 
+/** A question for the planner must pass the same checks as a plan's query (PlanValidationError). */
+function checkQuery(query: string): void {
+  const problems = queryProblems(query);
+  if (problems.length > 0) throw new PlanValidationError(problems);
+}
+
 /** The executor's whole surface: what the GraphQL layer (or any other front end) may ask of it. */
 export class Executor {
   private readonly store: ExecutionStore;
@@ -167,17 +173,12 @@ export class Executor {
 
   /** Asks the planner for a plan answering the query, checked like a client's plan; stores nothing. */
   async planQuery(tenantId: string, query: string): Promise<StoredPlan> {
+    checkQuery(query);
     return (await this.planWithUsage(tenantId, query)).plan;
   }
 
-  private async planWithUsage(
-    tenantId: string,
-    query: string,
-    beforePlanning: () => void = () => undefined,
-  ): Promise<{ plan: StoredPlan; usage: StoredTokenUsage }> {
-    const problems = queryProblems(query);
-    if (problems.length > 0) throw new PlanValidationError(problems);
-    beforePlanning();
+  /** Asks the planner; the query must have passed checkQuery. */
+  private async planWithUsage(tenantId: string, query: string): Promise<{ plan: StoredPlan; usage: StoredTokenUsage }> {
     const tenant = await this.findTenant(tenantId);
     if (!tenant) throw new Error(`tenant ${tenantId} does not exist`);
     const answer = await planWithModel(this.llm, {
@@ -200,7 +201,9 @@ export class Executor {
    */
   async executeQuery(tenantId: string, query: string, options?: ExecuteOptionsInput | null): Promise<ExecutionRow> {
     const validatedOptions = validateExecuteOptions(options, this.planDefaults());
-    const { plan, usage } = await this.planWithUsage(tenantId, query, () => this.takeExecutionToken(tenantId));
+    checkQuery(query);
+    this.takeExecutionToken(tenantId);
+    const { plan, usage } = await this.planWithUsage(tenantId, query);
     const { execution, planCreated } = await this.store.createExecution(
       tenantId,
       { ...validatedOptions, plan },
