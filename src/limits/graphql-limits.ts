@@ -46,6 +46,14 @@ function reportAs(code: string, describe: (found: string | undefined) => string,
 const over = (what: string, limit: number, found: string | undefined) =>
   `${what}${found === undefined ? '' : ` is ${found}`}, over the limit of ${limit}.`;
 
+/**
+ * The options every armor plugin here takes: the bound, limits exposed, no throw on rejection, and the
+ * rejection reported with `code` and a message naming `what` was counted (or `describe`'s own).
+ */
+function armorLimit(code: string, limit: number, what: string, describe = (found: string | undefined) => over(what, limit, found)) {
+  return { exposeLimits: true, propagateOnRejection: false, n: limit, onReject: [reportAs(code, describe, limit)] };
+}
+
 /** Rejects __schema and __type (not __typename) with INTROSPECTION_DISABLED. */
 export const introspectionDisabledRule: ValidationRule = (context) => ({
   Field(node) {
@@ -138,33 +146,16 @@ export function bodyLimitPlugin(limit: number): Plugin {
  * The cost limit prices fields with `costModel` (query-cost.ts's stepcastCostModel for stepcast's schema).
  */
 export function graphqlLimitPlugins(limits: GraphQLLimits, costModel: CostModel): Plugin[] {
-  const armor = { exposeLimits: true, propagateOnRejection: false } as const;
   return [
     bodyLimitPlugin(limits.maxBodyBytes),
-    maxTokensPlugin({
-      ...armor,
-      n: limits.maxTokens,
-      onReject: [reportAs(LimitCode.tokens, () => `The document has more than ${limits.maxTokens} tokens, the limit.`, limits.maxTokens)],
-    }),
-    maxDepthPlugin({
-      ...armor,
-      n: limits.maxDepth,
-      onReject: [reportAs(LimitCode.depth, (found) => over('Query depth', limits.maxDepth, found), limits.maxDepth)],
-    }),
+    maxTokensPlugin(
+      armorLimit(LimitCode.tokens, limits.maxTokens, 'tokens', () => `The document has more than ${limits.maxTokens} tokens, the limit.`),
+    ),
+    maxDepthPlugin(armorLimit(LimitCode.depth, limits.maxDepth, 'Query depth')),
     // Not armor's cost limit: it has no per-field weights, and counts `first: $first` as a page of one.
     costLimitPlugin(limits.maxCost, costModel),
-    maxAliasesPlugin({
-      ...armor,
-      n: limits.maxAliases,
-      onReject: [reportAs(LimitCode.aliases, (found) => over('The number of aliases', limits.maxAliases, found), limits.maxAliases)],
-    }),
-    maxDirectivesPlugin({
-      ...armor,
-      n: limits.maxDirectives,
-      onReject: [
-        reportAs(LimitCode.directives, (found) => over('The number of directives', limits.maxDirectives, found), limits.maxDirectives),
-      ],
-    }),
+    maxAliasesPlugin(armorLimit(LimitCode.aliases, limits.maxAliases, 'The number of aliases')),
+    maxDirectivesPlugin(armorLimit(LimitCode.directives, limits.maxDirectives, 'The number of directives')),
     ...(limits.introspection
       ? []
       : [{ onValidate: ({ addValidationRule }) => addValidationRule(introspectionDisabledRule) } satisfies Plugin]),
