@@ -11,12 +11,10 @@ import { createApiKey, createTenant, revokeApiKey } from '../src/admin/tenants.j
 import { SecretBox } from '../src/auth/secrets.js';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
-import { validatePlan } from '../src/executor/plan.js';
-import { ExecutionStore } from '../src/executor/store.js';
 import { backends } from './support/database.js';
 import { startServiceProcess } from './support/process.js';
 import { ExecutePlanMutation, ExecutionsQuery, StepUpdatesSubscription } from './support/operations.js';
-import { sqlStep, submitPlan } from './support/plans.js';
+import { sqlStep, storeQueuedExecution, submitPlan } from './support/plans.js';
 import { startTestServer, readSseEvents, type TestServer } from './support/server.js';
 
 const JWT_SECRET = randomBytes(32).toString('base64url');
@@ -201,7 +199,7 @@ for (const { backend, skipReason } of backends) {
       const { database } = server.app;
       const key = await createApiKey(database, DEMO_TENANT_ID, 'sse');
       // Stored straight into the history: an execution nobody runs stays QUEUED, so its stream waits.
-      const id = await queuedExecution(server);
+      const { id } = await storeQueuedExecution(server.app.database);
       const response = await fetch(server.url, {
         method: 'POST',
         headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: bearer(key.token) },
@@ -300,14 +298,3 @@ describe('authentication with a JWKS URL', () => {
     }
   });
 });
-
-/** An execution stored QUEUED that no dispatcher will run (for streams that must stay open). */
-async function queuedExecution(server: TestServer): Promise<string> {
-  const store = new ExecutionStore(server.app.database.db);
-  const plan = validatePlan(
-    { query: 'waits', steps: [{ kind: 'SQL', queryContext: 'c', sql: 'SELECT 1' }] },
-    {},
-    { sampleSize: 3, stepTimeoutMs: 1000, maxStepTimeoutMs: 60_000, limits: loadConfig({}).inputLimits },
-  );
-  return (await store.createExecution(DEMO_TENANT_ID, plan)).execution.id;
-}

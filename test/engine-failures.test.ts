@@ -1,13 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import { runExecution, type EngineDependencies } from '../src/executor/engine.js';
-import { loadConfig } from '../src/config.js';
-import { validatePlan } from '../src/executor/plan.js';
 import { createInProcessStepUpdateBus } from '../src/executor/step-update-bus.js';
 import type { StepHandler } from '../src/executor/steps/step-handler.js';
 import { ExecutionStore, type Transition } from '../src/executor/store.js';
 import { createLogger } from '../src/logger.js';
 import { backends } from './support/database.js';
+import { storeQueuedExecution } from './support/plans.js';
 import { startTestServer, type TestServer } from './support/server.js';
 
 /** What happens when the store itself fails in the middle of a run (a connection blip, a full disk). */
@@ -23,12 +22,7 @@ for (const { backend, skipReason } of backends) {
 
     it('marks the execution FAILED (INTERNAL) when a state write fails, and its stream completes', async () => {
       const store = new ExecutionStore(server.app.database.db);
-      const plan = validatePlan(
-        { query: 'q', steps: [1, 2, 3].map((n) => ({ kind: 'SQL', queryContext: `step ${n}`, sql: `SELECT ${n}` })) },
-        {},
-        { sampleSize: 3, stepTimeoutMs: 1000, maxStepTimeoutMs: 60_000, limits: loadConfig({}).inputLimits },
-      );
-      const { execution } = await store.createExecution(DEMO_TENANT_ID, plan);
+      const execution = await storeQueuedExecution(server.app.database, ['SELECT 1', 'SELECT 2', 'SELECT 3']);
       let failed = false;
       const flakyStore = Object.assign(Object.create(store) as ExecutionStore, {
         recordTransition: async (executionId: string, transition: Transition) => {
@@ -66,13 +60,7 @@ for (const { backend, skipReason } of backends) {
 
     it('never lets a second run of a finished execution write to it', async () => {
       const store = new ExecutionStore(server.app.database.db);
-      const plan = validatePlan({ query: 'q', steps: [{ kind: 'SQL', queryContext: 'c', sql: 'SELECT 1' }] }, {}, {
-        sampleSize: 3,
-        stepTimeoutMs: 1000,
-        maxStepTimeoutMs: 60_000,
-        limits: loadConfig({}).inputLimits,
-      });
-      const { execution } = await store.createExecution(DEMO_TENANT_ID, plan);
+      const execution = await storeQueuedExecution(server.app.database);
       await store.recordTransition(execution.id, { type: 'EXECUTION_STARTED', from: ['QUEUED'], execution: { status: 'RUNNING' } });
       await store.recordTransition(execution.id, { type: 'EXECUTION_SUCCEEDED', execution: { status: 'SUCCEEDED' } });
       await expect(store.recordTransition(execution.id, { type: 'STEP_STARTED', step: { index: 1, change: { status: 'RUNNING' } } })).rejects.toThrow(

@@ -12,14 +12,10 @@ import {
 import type { Client } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
-import { loadConfig } from '../src/config.js';
-import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
-import { validatePlan } from '../src/executor/plan.js';
-import { ExecutionStore } from '../src/executor/store.js';
 import { stepcastCostModel } from '../src/limits/query-cost.js';
 import { schema } from '../src/schema/index.js';
 import { ExecutionQuery, ExecutionsQuery, PlanQueryQuery, ExecuteQueryMutation, StepUpdatesSubscription } from './support/operations.js';
-import { runPlan, sqlStep, type StepUpdateEvent } from './support/plans.js';
+import { runPlan, sqlStep, storeQueuedExecution, type StepUpdateEvent } from './support/plans.js';
 import { startTestServer, type GraphQLResponse, type TestServer } from './support/server.js';
 
 // These limits sit in front of the schema and do not depend on the database, so PGlite alone is enough.
@@ -477,13 +473,8 @@ describe('GraphQL limits (defaults)', () => {
   });
 
   it('holds at most 20 subscriptions per socket: the 21st gets TOO_MANY_SUBSCRIPTIONS, the 20 go on, freed slots are reused', async () => {
-    const store = new ExecutionStore(server.app.database.db);
-    const defaults = { sampleSize: 3, stepTimeoutMs: 10_000, maxStepTimeoutMs: 120_000, limits: loadConfig({}).inputLimits };
     /** A QUEUED execution no one has dispatched: its subscribers wait, with nothing to time, until recover() starts it. */
-    const waitingExecution = async () => {
-      const plan = validatePlan({ query: 'q', steps: [sqlStep('SELECT count(*) AS n FROM users')] }, null, defaults);
-      return (await store.createExecution(DEMO_TENANT_ID, plan)).execution.id;
-    };
+    const waitingExecution = async () => (await storeQueuedExecution(server.app.database, ['SELECT count(*) AS n FROM users'])).id;
     const client = server.wsClient();
     const follow = (executionId: string) => {
       const types: string[] = [];

@@ -1,12 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
-import { loadConfig } from '../src/config.js';
-import { validatePlan } from '../src/executor/plan.js';
 import type { StepUpdate, StepUpdateType } from '../src/executor/step-update.js';
 import { createInProcessStepUpdateBus, type StepUpdateBus } from '../src/executor/step-update-bus.js';
 import { isStreamDenied, streamStepUpdates, type StreamDenied } from '../src/executor/step-update-stream.js';
 import { ExecutionStore } from '../src/executor/store.js';
 import { backends } from './support/database.js';
+import { storeQueuedExecution } from './support/plans.js';
 import { startTestServer, type TestServer } from './support/server.js';
 
 /**
@@ -26,14 +25,7 @@ for (const { backend, skipReason } of backends) {
       await server?.close();
     });
 
-    async function createExecution(): Promise<string> {
-      const plan = validatePlan(
-        { query: 'q', steps: [{ kind: 'SQL', queryContext: 'c', sql: 'SELECT 1' }] },
-        {},
-        { sampleSize: 3, stepTimeoutMs: 1000, maxStepTimeoutMs: 60_000, limits: loadConfig({}).inputLimits },
-      );
-      return (await store.createExecution(DEMO_TENANT_ID, plan)).execution.id;
-    }
+    const createExecution = async () => (await storeQueuedExecution(server.app.database)).id;
 
     const record = (id: string, type: StepUpdateType) =>
       store.recordTransition(id, {

@@ -7,6 +7,12 @@ import type {
 } from '../generated/graphql.js';
 import { ExecutePlanMutation, ExecutionQuery, StepUpdatesSubscription } from './operations.js';
 import type { TestClient } from './server.js';
+import { loadConfig } from '../../src/config.js';
+import type { Database } from '../../src/db/client.js';
+import { DEMO_TENANT_ID } from '../../src/db/demo-data.js';
+import type { ExecutionRow } from '../../src/db/tables.js';
+import { validatePlan } from '../../src/executor/plan.js';
+import { ExecutionStore } from '../../src/executor/store.js';
 
 export type ExecutionDetails = NonNullable<ExecutionQueryResult['execution']>;
 export type StepUpdateEvent = StepUpdatesResult['stepUpdates'];
@@ -48,4 +54,19 @@ export async function runPlan(
 
 export function describeUpdates(updates: readonly StepUpdateEvent[]): string[] {
   return updates.map((update) => (update.step ? `${update.type}:${update.step.index}` : update.type));
+}
+
+/**
+ * Stores a plan of SQL steps as a QUEUED execution of the demo tenant, past the executor: no dispatcher
+ * runs it (until recover()), so its streams wait, and tests can drive it themselves.
+ */
+export async function storeQueuedExecution(database: Database, sqls: string[] = ['SELECT 1']): Promise<ExecutionRow> {
+  const { executor, inputLimits } = loadConfig({});
+  const plan = validatePlan({ query: 'stored directly', steps: sqls.map((sql) => sqlStep(sql)) }, null, {
+    sampleSize: executor.defaultSampleSize,
+    stepTimeoutMs: executor.stepTimeoutMs,
+    maxStepTimeoutMs: executor.maxStepTimeoutMs,
+    limits: inputLimits,
+  });
+  return (await new ExecutionStore(database.db).createExecution(DEMO_TENANT_ID, plan)).execution;
 }
