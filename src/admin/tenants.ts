@@ -1,4 +1,5 @@
 import { and, asc, count, eq, isNull } from 'drizzle-orm';
+import { HTTP_METHODS } from '../api/catalog.js';
 import { generateApiKey } from '../auth/api-keys.js';
 import type { SecretBox } from '../auth/secrets.js';
 import type { Database } from '../db/client.js';
@@ -11,7 +12,6 @@ export class AdminError extends Error {
 }
 
 const TENANT_ID = /^[a-z][a-z0-9_]{1,39}$/;
-const HTTP_METHODS = new Set(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']);
 const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
 
 export interface CreateTenantInput {
@@ -59,7 +59,7 @@ function validateTenantInput(input: CreateTenantInput): { id: string; allowedMet
   }
   const allowedMethods = (input.allowedMethods ?? ['GET']).map((method) => method.toUpperCase());
   for (const method of allowedMethods) {
-    if (!HTTP_METHODS.has(method)) throw new AdminError(`"${method}" is not an HTTP method stepcast calls`);
+    if (!(HTTP_METHODS as readonly string[]).includes(method)) throw new AdminError(`"${method}" is not an HTTP method stepcast calls`);
   }
   return { id, allowedMethods };
 }

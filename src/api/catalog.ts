@@ -22,7 +22,8 @@ export interface ApiOperation {
 
 type JsonObject = Record<string, unknown>;
 
-const METHODS: readonly HttpMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
+/** The methods an API operation may have, and a tenant may allow. */
+export const HTTP_METHODS: readonly HttpMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
 const PARAMETER_LOCATIONS: readonly ApiParameter['in'][] = ['path', 'query', 'header'];
 export const CURSOR_PARAMETER_NAMES = ['after', 'cursor'] as const;
 const MAX_REF_HOPS = 10;
@@ -58,7 +59,7 @@ export function catalogFromOpenApi(document: unknown): ApiOperation[] {
 function operationsOfPath(root: JsonObject, path: string, item: JsonObject): ApiOperation[] {
   const shared = readParameters(root, item.parameters);
   const operations: ApiOperation[] = [];
-  for (const method of METHODS) {
+  for (const method of HTTP_METHODS) {
     const operation = asObject(item[method.toLowerCase()]);
     const operationId = typeof operation?.operationId === 'string' ? operation.operationId.trim() : '';
     if (!operation || !operationId) continue;
