@@ -33,9 +33,11 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
   if (keySource === 'key-file') {
     logger.warn({ keyId: secrets.keyId }, 'STEPCAST_ENCRYPTION_KEY is not set: tenant credentials are encrypted with a key file in DATA_DIR');
   }
-  // One lease connection per execution that may run at once, and one for recovery at start.
+  // One lease connection per execution that may run at once, and one for recovery at start; one
+  // connection for the statement of each running execution.
   const database = await openDatabase(config.database, {
-    leaseConnections: config.executor.maxConcurrentExecutions + 1,
+    leases: config.executor.maxConcurrentExecutions + 1,
+    tenantStatements: config.executor.maxConcurrentExecutions,
   });
   let executor: Executor | undefined;
   let demoApi: Awaited<ReturnType<typeof startDemoTenantApi>> | undefined;

@@ -22,6 +22,10 @@ const environmentSchema = z.object({
   STEPCAST_ROW_CAP: integer(10_000, 1, 1_000_000),
   STEPCAST_RESULT_MAX_BYTES: integer(1_048_576, 1024, 64 * 1_048_576),
   STEPCAST_STEP_MAX_BYTES: integer(16 * 1_048_576, 1024, 1024 * 1_048_576),
+  STEPCAST_ROW_MAX_BYTES: integer(1_048_576, 1024, 256 * 1_048_576),
+  STEPCAST_EXECUTION_MAX_BYTES: integer(64 * 1_048_576, 1_048_576, 16 * 1024 * 1_048_576),
+  STEPCAST_SQL_WORK_MEM_MB: integer(4, 1, 65_536),
+  STEPCAST_SQL_TEMP_FILE_LIMIT_MB: integer(128, 1, 1_048_576),
   STEPCAST_MAX_STEP_TIMEOUT_MS: integer(120_000, 100, 3_600_000),
   STEPCAST_SHUTDOWN_GRACE_MS: integer(10_000, 0, 600_000),
   OPENAI_API_KEY: z.string().min(1).optional(),
@@ -93,9 +97,19 @@ export interface Config {
     stepTimeoutMs: number;
     rowCap: number;
     resultMaxBytes: number;
+    /** Text bytes of a SQL result the database sends at most; the rest is not read (the step is truncated). */
     stepMaxBytes: number;
+    /** Text bytes of one row of a SQL result; the database refuses a larger row (RESULT_TOO_LARGE). */
+    rowMaxBytes: number;
+    /** Heap bytes one execution may hold at once: records kept for later steps, and the running step's (RESULT_TOO_LARGE). */
+    executionMaxBytes: number;
+    /** work_mem and temp_file_limit of every tenant statement. */
+    sqlWorkMemMb: number;
+    sqlTempFileLimitMb: number;
     maxStepTimeoutMs: number;
     defaultSampleSize: number;
+    /** JSON bytes of a step's sample at most (samples travel in every prompt and event). */
+    sampleMaxBytes: number;
   };
   shutdownGraceMs: number;
   llm: LlmConfig;
@@ -159,6 +173,9 @@ export interface InputLimits {
 }
 
 export interface SandboxConfig {
+  /** STEP_PROGRESS updates one step may publish, and the characters of each message. */
+  maxProgressReports: number;
+  maxProgressChars: number;
   memoryBytes: number;
   cpuTimeMs: number;
   maxResultBytes: number;
@@ -225,8 +242,13 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       rowCap: env.STEPCAST_ROW_CAP,
       resultMaxBytes: env.STEPCAST_RESULT_MAX_BYTES,
       stepMaxBytes: env.STEPCAST_STEP_MAX_BYTES,
+      rowMaxBytes: env.STEPCAST_ROW_MAX_BYTES,
+      executionMaxBytes: env.STEPCAST_EXECUTION_MAX_BYTES,
+      sqlWorkMemMb: env.STEPCAST_SQL_WORK_MEM_MB,
+      sqlTempFileLimitMb: env.STEPCAST_SQL_TEMP_FILE_LIMIT_MB,
       maxStepTimeoutMs: env.STEPCAST_MAX_STEP_TIMEOUT_MS,
       defaultSampleSize: 3,
+      sampleMaxBytes: 64 * 1024,
     },
     shutdownGraceMs: env.STEPCAST_SHUTDOWN_GRACE_MS,
     llm: {
@@ -242,6 +264,8 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       sqlRepairRounds: env.STEPCAST_SQL_REPAIR_ROUNDS,
     },
     sandbox: {
+      maxProgressReports: 100,
+      maxProgressChars: 1_000,
       memoryBytes: env.STEPCAST_SANDBOX_MEMORY_MB * 1_048_576,
       cpuTimeMs: env.STEPCAST_SANDBOX_CPU_MS,
       maxResultBytes: env.STEPCAST_SANDBOX_MAX_RESULT_BYTES,

@@ -1,13 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import { runExecution, type EngineDependencies } from '../src/executor/engine.js';
 import { createInProcessStepUpdateBus } from '../src/executor/step-update-bus.js';
 import type { StepHandler } from '../src/executor/steps/step-handler.js';
+import { snapshotOf } from '../src/executor/step-snapshots.js';
 import { ExecutionStore, type Transition } from '../src/executor/store.js';
 import { createLogger } from '../src/logger.js';
 import { backends } from './support/database.js';
 import { storeQueuedExecution } from './support/plans.js';
 import { startTestServer, type TestServer } from './support/server.js';
+
+const config = loadConfig({});
 
 /** What happens when the store itself fails in the middle of a run (a connection blip, a full disk). */
 for (const { backend, skipReason } of backends) {
@@ -26,7 +30,7 @@ for (const { backend, skipReason } of backends) {
       let failed = false;
       const flakyStore = Object.assign(Object.create(store) as ExecutionStore, {
         recordTransition: async (executionId: string, transition: Transition) => {
-          if (!failed && transition.type === 'STEP_STARTED' && transition.step?.index === 2) {
+          if (!failed && transition.type === 'STEP_STARTED' && transition.step?.before.index === 2) {
             failed = true;
             throw new Error('connection reset by peer');
           }
@@ -42,7 +46,14 @@ for (const { backend, skipReason } of backends) {
         handlers: { SQL: handler, API: handler },
         findTenant: (tenantId) => server.app.executor.findTenant(tenantId),
         logger: createLogger('silent'),
-        settings: { rowCap: 100, resultMaxBytes: 10_000 },
+        settings: {
+          rowCap: 100,
+          resultMaxBytes: 10_000,
+          executionMaxBytes: config.executor.executionMaxBytes,
+          sampleMaxBytes: config.executor.sampleMaxBytes,
+          maxProgressUpdates: config.sandbox.maxProgressReports,
+          maxProgressChars: config.sandbox.maxProgressChars,
+        },
       };
       await runExecution(deps, execution.id);
 
@@ -63,7 +74,8 @@ for (const { backend, skipReason } of backends) {
       const execution = await storeQueuedExecution(server.app.database);
       await store.recordTransition(execution.id, { type: 'EXECUTION_STARTED', from: ['QUEUED'], execution: { status: 'RUNNING' } });
       await store.recordTransition(execution.id, { type: 'EXECUTION_SUCCEEDED', execution: { status: 'SUCCEEDED' } });
-      await expect(store.recordTransition(execution.id, { type: 'STEP_STARTED', step: { index: 1, change: { status: 'RUNNING' } } })).rejects.toThrow(
+      const [step] = await store.listSteps(execution.id);
+      await expect(store.recordTransition(execution.id, { type: 'STEP_STARTED', step: { before: snapshotOf(step!), change: { status: 'RUNNING' } } })).rejects.toThrow(
         /not in a state/,
       );
       await expect(

@@ -10,8 +10,17 @@ import postgres from 'postgres';
 import type { Config } from '../config.js';
 import { lockDataDir } from './data-dir-lock.js';
 import { DatabaseQueryError, PgliteWorkerClient, StatementTimeoutError } from './pglite-client.js';
-import { approximateRowBytes } from './row-bytes.mjs';
 import * as tables from './tables.js';
+import {
+  quoteIdentifier,
+  tenantQueryError,
+  tenantTransactionSettings,
+  unwrapTenantResult,
+  wrapTenantStatement,
+  type ResultColumn,
+  type TenantQuery,
+  type TenantQueryResult,
+} from './tenant-query.js';
 
 export type Db = PgDatabase<PgQueryResultHKT, typeof tables>;
 
@@ -19,14 +28,11 @@ export interface ReadOnlyQuery {
   sql: string;
   params: string[];
   timeoutMs: number;
-  /** Stop reading once the rows read so far add up to this many bytes (JSON text, roughly); default unlimited. */
-  maxBytes?: number;
   /** The only schema unqualified names resolve in (besides pg_catalog, which Postgres always adds). */
   searchPath: string;
   /**
-   * The database role the statement runs as (SET LOCAL ROLE): a tenant's tenants.db_role, which may
-   * only read its schema. Without it the statement runs as the service's own role, which reads
-   * everything; only the service's own reads (introspection, the demo API) may leave it out.
+   * The database role the statement runs as (SET LOCAL ROLE). Without it the statement runs as the
+   * service's own role, which reads everything. Tenants' statements go through runTenantQuery instead.
    */
   role?: string;
 }
@@ -47,24 +53,22 @@ export interface ExecutionLease {
   release(): Promise<void>;
 }
 
-export interface ResultColumn {
-  name: string;
-  typeOid: number;
-}
-
 export interface ReadOnlyResult {
   rows: Record<string, unknown>[];
   columns: ResultColumn[];
-  /** True when maxBytes stopped the read before the last row. */
-  truncatedByBytes: boolean;
 }
-
 
 export interface Database {
   kind: 'pglite' | 'postgres';
   db: Db;
-  /** Runs one statement in a READ ONLY transaction; throws StatementTimeoutError or DatabaseQueryError. */
+  /** Runs one of the service's own statements in a READ ONLY transaction; throws StatementTimeoutError or DatabaseQueryError. */
   runReadOnly(query: ReadOnlyQuery): Promise<ReadOnlyResult>;
+  /**
+   * Runs a tenant's statement in a READ ONLY transaction as the tenant's role, with the database enforcing
+   * its row, byte, memory and temporary-file limits. Throws RowTooLargeError, DatabaseResourceError,
+   * StatementTimeoutError or DatabaseQueryError.
+   */
+  runTenantQuery(query: TenantQuery): Promise<TenantQueryResult>;
   /**
    * Exclusive right to run one execution, held until released: null when another process holds it.
    * On PostgreSQL a session advisory lock on a reserved connection, so it ends when that process dies.
@@ -78,17 +82,15 @@ export interface Database {
   close(graceMs?: number): Promise<void>;
 }
 
-export { DatabaseQueryError, StatementTimeoutError };
+export { DatabaseQueryError, StatementTimeoutError, quoteIdentifier, type ResultColumn };
 
 const migrationsFolder = fileURLToPath(new URL('../../drizzle', import.meta.url));
 const MIGRATION_LOCK_KEY = 4_242_001;
 
 // Returned as Postgres prints them, so that both drivers hand the same text to records.ts (int8, numeric, dates, times).
 const RAW_TEXT_TYPE_OIDS = [20, 1700, 1082, 1083, 1114, 1184, 1186, 1182, 1115, 1185, 1187];
-
-export function quoteIdentifier(identifier: string): string {
-  return `"${identifier.replaceAll('"', '""')}"`;
-}
+// json and jsonb too, for tenants' statements: records.ts parses them one value at a time, counting what they cost.
+const TENANT_RAW_TEXT_TYPE_OIDS = [...RAW_TEXT_TYPE_OIDS, 114, 3802];
 
 function pingWith(query: () => Promise<unknown>): (timeoutMs: number) => Promise<boolean> {
   return async (timeoutMs) => {
@@ -106,13 +108,19 @@ function pingWith(query: () => Promise<unknown>): (timeoutMs: number) => Promise
   };
 }
 
+/** Connections kept apart from the main pool (PostgreSQL): the executions' leases, and tenants' statements. */
+export interface DatabaseConnections {
+  leases: number;
+  tenantStatements: number;
+}
+
 export async function openDatabase(
   database: Config['database'],
-  { leaseConnections = 4 }: { leaseConnections?: number } = {},
+  connections: DatabaseConnections = { leases: 4, tenantStatements: 4 },
 ): Promise<Database> {
   return database.kind === 'pglite'
     ? openPglite(database.dataDir ?? './data')
-    : openPostgres(database.url, database.poolSize, leaseConnections);
+    : openPostgres(database.url, database.poolSize, connections);
 }
 
 async function openPglite(dataDir: string): Promise<Database> {
@@ -131,6 +139,7 @@ async function openPglite(dataDir: string): Promise<Database> {
   }
   const client = pending;
   const rawTypes = Object.fromEntries(RAW_TEXT_TYPE_OIDS.map((oid) => [oid, true]));
+  const tenantRawTypes = Object.fromEntries(TENANT_RAW_TEXT_TYPE_OIDS.map((oid) => [oid, true]));
   return {
     kind: 'pglite',
     db,
@@ -141,14 +150,25 @@ async function openPglite(dataDir: string): Promise<Database> {
         const result = await tx.query<Record<string, unknown>>(query.sql, query.params, {
           parsers: rawTypes,
           timeoutMs: query.timeoutMs,
-          maxBytes: query.maxBytes,
         });
-        return {
-          rows: result.rows,
-          columns: result.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID })),
-          truncatedByBytes: result.truncatedByBytes ?? false,
-        };
+        return { rows: result.rows, columns: result.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID })) };
       }),
+    runTenantQuery: async (query) => {
+      try {
+        return await client.transaction(async (tx) => {
+          await tx.query('SET TRANSACTION READ ONLY');
+          for (const setting of tenantTransactionSettings(query)) await tx.query(setting);
+          const result = await tx.query<Record<string, unknown>>(wrapTenantStatement(query), query.relations.params, {
+            parsers: tenantRawTypes,
+            timeoutMs: query.timeoutMs,
+          });
+          const columns = result.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID }));
+          return unwrapTenantResult(result.rows, columns, query.limits);
+        });
+      } catch (error) {
+        throw (error instanceof DatabaseQueryError && tenantQueryError(error, query.limits)) || error;
+      }
+    },
     ping: pingWith(() => client.query('SELECT 1')),
     // A PGlite data directory belongs to one process, so there is nobody to share executions with.
     acquireExecutionLease: async () => ({ release: async () => undefined }),
@@ -162,11 +182,14 @@ async function openPglite(dataDir: string): Promise<Database> {
   };
 }
 
-async function openPostgres(url: string, poolSize: number, leaseConnections: number): Promise<Database> {
+async function openPostgres(url: string, poolSize: number, connections: DatabaseConnections): Promise<Database> {
   await runMigrationsOnPostgres(url);
   const client = postgres(url, { max: poolSize, onnotice: () => undefined });
   // Leases hold a connection for a whole run; their own pool keeps them from starving every other query.
-  const leaseClient = postgres(url, { max: leaseConnections, onnotice: () => undefined });
+  const leaseClient = postgres(url, { max: connections.leases, onnotice: () => undefined });
+  // Tenants' statements have a pool of their own too, which hands json and jsonb over as text (see records.ts).
+  const tenantClient = postgres(url, { max: connections.tenantStatements, onnotice: () => undefined });
+  for (const oid of TENANT_RAW_TEXT_TYPE_OIDS) tenantClient.options.parsers[oid] = (text: string) => text;
   const db = drizzlePostgres({ client, schema: tables }) as unknown as Db;
   return {
     kind: 'postgres',
@@ -176,10 +199,25 @@ async function openPostgres(url: string, poolSize: number, leaseConnections: num
         return await client.begin('read only', async (tx) => {
           await tx.unsafe(`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(query.timeoutMs))}`);
           for (const setting of transactionSettings(query)) await tx.unsafe(setting);
-          return readWithCursor(client, tx, query);
+          const rows = await tx.unsafe(query.sql, query.params, EXTENDED_PROTOCOL);
+          return { rows: [...rows], columns: columnsOf(rows) };
         });
       } catch (error) {
         throw toDatabaseError(error, query.timeoutMs);
+      }
+    },
+    runTenantQuery: async (query) => {
+      try {
+        return await tenantClient.begin('read only', async (tx) => {
+          // One round trip for every setting (the simple protocol takes several statements).
+          const settings = [`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(query.timeoutMs))}`, ...tenantTransactionSettings(query)];
+          await tx.unsafe(settings.join('; '));
+          const rows = await tx.unsafe(wrapTenantStatement(query), query.relations.params, EXTENDED_PROTOCOL);
+          return unwrapTenantResult([...rows], columnsOf(rows), query.limits);
+        });
+      } catch (error) {
+        const postgresError = error instanceof postgres.PostgresError ? error : undefined;
+        throw (postgresError && tenantQueryError(postgresError, query.limits)) || toDatabaseError(error, query.timeoutMs);
       }
     },
     ping: pingWith(() => client`SELECT 1`),
@@ -210,7 +248,8 @@ async function openPostgres(url: string, poolSize: number, leaseConnections: num
       await client.begin((tx) => tx.unsafe(script));
     },
     close: async (graceMs = 5_000) => {
-      await Promise.all([client.end({ timeout: graceMs / 1000 }), leaseClient.end({ timeout: graceMs / 1000 })]);
+      const timeout = graceMs / 1000;
+      await Promise.all([client.end({ timeout }), leaseClient.end({ timeout }), tenantClient.end({ timeout })]);
     },
   };
 }
@@ -221,42 +260,12 @@ function advisoryLockKeys(executionId: string): [number, number] {
   return [Number.parseInt(hex.slice(0, 8), 16) | 0, Number.parseInt(hex.slice(8, 16), 16) | 0];
 }
 
-const CURSOR_BATCH_ROWS = 500;
-// postgres.js types omit `simple`; false forces the extended protocol even without parameters.
+// postgres.js types omit `simple`; false forces the extended protocol even without parameters, which also
+// refuses a string holding more than one statement.
 const EXTENDED_PROTOCOL = { simple: false } as postgres.UnsafeQueryOptions;
 
-/**
- * Reads a statement in batches so that a huge result stops at maxBytes instead of filling memory.
- * The extended protocol (simple: false) also refuses a string with more than one statement.
- */
-async function readWithCursor(
-  client: postgres.Sql,
-  tx: postgres.TransactionSql,
-  query: ReadOnlyQuery,
-): Promise<ReadOnlyResult> {
-  const rows: Record<string, unknown>[] = [];
-  let columns: ResultColumn[] | undefined;
-  let bytes = 0;
-  let truncatedByBytes = false;
-  const maxBytes = query.maxBytes ?? Number.POSITIVE_INFINITY;
-  await tx.unsafe(query.sql, query.params, EXTENDED_PROTOCOL).cursor(CURSOR_BATCH_ROWS, (batch) => {
-    const described = batch as unknown as Record<string, unknown>[] & { columns?: postgres.ColumnList<string> };
-    columns ??= described.columns?.map((c) => ({ name: c.name, typeOid: c.type }));
-    for (const row of described) {
-      bytes += approximateRowBytes(row);
-      if (bytes > maxBytes) {
-        truncatedByBytes = true;
-        return client.CLOSE;
-      }
-      rows.push(row);
-    }
-    return undefined;
-  });
-  if (!columns) {
-    const described = await tx.unsafe(query.sql, query.params, EXTENDED_PROTOCOL).describe();
-    columns = described.columns.map((c) => ({ name: c.name, typeOid: c.type }));
-  }
-  return { rows, columns, truncatedByBytes };
+function columnsOf(rows: postgres.RowList<postgres.Row[]>): ResultColumn[] {
+  return rows.columns.map((column) => ({ name: column.name, typeOid: column.type }));
 }
 
 async function runMigrationsOnPostgres(url: string): Promise<void> {

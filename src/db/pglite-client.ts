@@ -9,7 +9,6 @@ export interface PgliteResult<Row = unknown> {
   rows: Row[];
   fields: PgliteField[];
   affectedRows?: number;
-  truncatedByBytes?: boolean;
 }
 
 export interface PgliteQueryOptions {
@@ -18,8 +17,6 @@ export interface PgliteQueryOptions {
   parsers?: Record<number, unknown>;
   /** Abandon the statement after this many milliseconds by restarting the database worker. */
   timeoutMs?: number;
-  /** The worker returns rows only up to about this many bytes, so a huge result never crosses to the server. */
-  maxBytes?: number;
 }
 
 export interface PgliteQueryable {
@@ -236,6 +233,5 @@ function queryRequest(sql: string, params: unknown[], options: PgliteQueryOption
     params,
     rowMode: options.rowMode ?? 'object',
     rawTypes: Object.keys(options.parsers ?? {}).map(Number),
-    maxBytes: options.maxBytes,
   };
 }

@@ -2,19 +2,8 @@
 // terminate this worker to enforce a timeout that PGlite itself cannot (it has no timer interrupts).
 import { parentPort, workerData } from 'node:worker_threads';
 import { PGlite } from '@electric-sql/pglite';
-import { approximateRowBytes } from './row-bytes.mjs';
 
 const identity = (value) => value;
-
-function capRows(rows, maxBytes) {
-  if (maxBytes === undefined || maxBytes === null) return { rows, truncatedByBytes: false };
-  let bytes = 0;
-  for (let i = 0; i < rows.length; i++) {
-    bytes += approximateRowBytes(rows[i]);
-    if (bytes > maxBytes) return { rows: rows.slice(0, i), truncatedByBytes: true };
-  }
-  return { rows, truncatedByBytes: false };
-}
 
 function serializeError(error) {
   const fields = ['message', 'code', 'detail', 'hint', 'position', 'severity', 'where', 'schema', 'table', 'column', 'constraint'];
@@ -44,7 +33,7 @@ async function main() {
           rowMode: request.rowMode ?? 'object',
           parsers,
         });
-        result = { ...capRows(rows, request.maxBytes), fields, affectedRows };
+        result = { rows, fields, affectedRows };
       } else if (request.op === 'exec') {
         const results = await database.exec(request.sql);
         result = results.map(({ rows, fields, affectedRows }) => ({ rows, fields, affectedRows }));

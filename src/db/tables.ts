@@ -163,7 +163,8 @@ export const stepEvents = pgTable(
     type: text('type').notNull(),
     executionStatus: text('execution_status').notNull(),
     stepIndex: integer('step_index'),
-    step: json('step').$type<StepSnapshot>(),
+    /** What the event changed of its step (older events hold the whole step, which reads the same way). */
+    step: json('step').$type<StoredStepDelta>(),
     /** The text of a STEP_PROGRESS update. */
     message: text('message'),
     at: timestamptz('at').notNull(),
@@ -181,4 +182,13 @@ export type StepEventRow = typeof stepEvents.$inferSelect;
 export type StepSnapshot = Omit<StepResultRow, 'result' | 'startedAt' | 'finishedAt'> & {
   startedAt: string | null;
   finishedAt: string | null;
+};
+
+/** Fields a step gets once: kept only on its row, and named by the event that set them. */
+export type KeptOnStepField = 'sql' | 'code' | 'sample' | 'logs';
+
+/** What an event stores of its step: the fields its transition changed. */
+export type StoredStepDelta = Partial<Omit<StepSnapshot, KeptOnStepField>> & {
+  /** These fields changed too; their values are the step's (step_results). */
+  keptOnStep?: KeptOnStepField[];
 };

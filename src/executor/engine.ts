@@ -1,10 +1,20 @@
 import { addUsage, NO_USAGE } from '../agents/llm-client.js';
 import type { ExecutionLease } from '../db/client.js';
-import type { ExecutionRow, StepResultRow, StoredStepError, StoredTokenUsage, TenantRow } from '../db/tables.js';
+import type {
+  ExecutionRow,
+  StepResultRow,
+  StepSnapshot,
+  StoredPlanStep,
+  StoredStepError,
+  StoredTokenUsage,
+  TenantRow,
+} from '../db/tables.js';
 import { withLogContext, type Logger } from '../logger.js';
 import { StepFailure, toStoredStepError } from './errors.js';
+import { ExecutionMemory } from './execution-memory.js';
 import { capRecords } from './records.js';
-import type { StepKind } from './step-update.js';
+import { snapshotOf, type StepChange } from './step-snapshots.js';
+import type { StepKind, StepUpdate } from './step-update.js';
 import type { StepUpdateBus } from './step-update-bus.js';
 import type { EarlierStep, JsonRecord, StepHandler } from './steps/step-handler.js';
 import { ExecutionNotRunnableError, type ExecutionStore, type Transition } from './store.js';
@@ -12,6 +22,13 @@ import { ExecutionNotRunnableError, type ExecutionStore, type Transition } from 
 export interface EngineSettings {
   rowCap: number;
   resultMaxBytes: number;
+  /** What one execution may hold in memory at once (STEPCAST_EXECUTION_MAX_BYTES), as heap cost. */
+  executionMaxBytes: number;
+  /** A step's sample: its first sampleSize records, as long as they fit in this many bytes of JSON. */
+  sampleMaxBytes: number;
+  /** STEP_PROGRESS updates a step may publish, and the characters of each message. */
+  maxProgressUpdates: number;
+  maxProgressChars: number;
 }
 
 export interface EngineDependencies {
@@ -25,28 +42,39 @@ export interface EngineDependencies {
 }
 
 /** Writes one transition and, only once it has committed, publishes it. */
-async function transition(deps: EngineDependencies, executionId: string, change: Transition): Promise<void> {
+async function transition(deps: EngineDependencies, executionId: string, change: Transition): Promise<StepUpdate> {
   const update = await deps.store.recordTransition(executionId, change);
   deps.bus.publish(update);
+  return update;
 }
 
-const MAX_PROGRESS_UPDATES_PER_STEP = 100;
-const MAX_PROGRESS_MESSAGE_CHARS = 1_000;
+/** The steps of a running execution as they stand, so that each transition can publish its step whole. */
+class StepStates {
+  private readonly states: Map<number, StepSnapshot>;
 
+  constructor(steps: readonly StepResultRow[]) {
+    this.states = new Map(steps.map((step) => [step.index, snapshotOf(step)]));
+  }
 
-const MAX_SAMPLE_BYTES = 64 * 1024;
-
-/** The first sampleSize records, as long as they fit in 64 KiB: samples travel in every prompt and event. */
-function sampleOf(records: readonly JsonRecord[], sampleSize: number): JsonRecord[] {
-  return capRecords(records.slice(0, sampleSize), MAX_SAMPLE_BYTES).kept;
+  /** Records a change to a step, then keeps the step as the update shows it. */
+  async change(deps: EngineDependencies, executionId: string, index: number, change: Omit<Transition, 'step'> & { step: StepChange }) {
+    const { step, ...rest } = change;
+    const update = await transition(deps, executionId, { ...rest, step: { before: this.states.get(index)!, change: step } });
+    this.states.set(index, update.step!);
+  }
 }
 
-async function skipRemaining(deps: EngineDependencies, execution: ExecutionRow, steps: StepResultRow[]) {
+/** The first sampleSize records, as long as they fit: samples travel in every prompt and event. */
+function sampleOf(records: readonly JsonRecord[], sampleSize: number, maxBytes: number): JsonRecord[] {
+  return capRecords(records.slice(0, sampleSize), maxBytes).kept;
+}
+
+async function skipRemaining(deps: EngineDependencies, executionId: string, states: StepStates, steps: StepResultRow[]) {
   for (const step of steps) {
     if (step.status !== 'PENDING') continue;
-    await transition(deps, execution.id, {
+    await states.change(deps, executionId, step.index, {
       type: 'STEP_SKIPPED',
-      step: { index: step.index, change: { status: 'SKIPPED', finishedAt: new Date() } },
+      step: { status: 'SKIPPED', finishedAt: new Date() },
     });
   }
 }
@@ -64,11 +92,11 @@ export async function runExecution(deps: EngineDependencies, executionId: string
   try {
     await withLogContext({ correlationId: execution.correlationId, executionId, tenantId: execution.tenantId }, async () => {
       try {
-        await deps.store.recordTransition(executionId, {
+        await transition(deps, executionId, {
           type: 'EXECUTION_STARTED',
           from: ['QUEUED'],
           execution: { status: 'RUNNING', startedAt: new Date() },
-        }).then((update) => deps.bus.publish(update));
+        });
       } catch (error) {
         if (error instanceof ExecutionNotRunnableError) return;
         throw error;
@@ -90,11 +118,13 @@ export async function runExecution(deps: EngineDependencies, executionId: string
 }
 
 async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Promise<void> {
-  const { logger } = deps;
+  const { logger, settings } = deps;
   const tenant = await deps.findTenant(execution.tenantId);
   const steps = await deps.store.listSteps(execution.id);
+  const states = new StepStates(steps);
   logger.info({ steps: steps.length }, 'execution started');
 
+  const memory = new ExecutionMemory(settings.executionMaxBytes);
   const earlier: EarlierStep[] = [];
   let finalResult: unknown[] | null = null;
   let executionUsage = execution.usage;
@@ -109,23 +139,21 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
     let progressReports = 0;
     let progressWritten: Promise<void> = Promise.resolve();
     const reportProgress = (message: string) => {
-      if (++progressReports > MAX_PROGRESS_UPDATES_PER_STEP) return;
+      if (++progressReports > settings.maxProgressUpdates) return;
       progressWritten = progressWritten
         .then(() =>
-          transition(deps, execution.id, {
+          states.change(deps, execution.id, step.index, {
             type: 'STEP_PROGRESS',
-            message: message.slice(0, MAX_PROGRESS_MESSAGE_CHARS),
-            step: { index: step.index, change: {} },
+            message: message.slice(0, settings.maxProgressChars),
+            step: {},
           }),
         )
         .catch((error: unknown) => logger.warn({ err: error, stepIndex: step.index }, 'progress update lost'));
     };
     const stepTimeout = AbortSignal.timeout(execution.options.stepTimeoutMs);
     const deadline = Date.now() + execution.options.stepTimeoutMs;
-    await transition(deps, execution.id, {
-      type: 'STEP_STARTED',
-      step: { index: step.index, change: { status: 'RUNNING', startedAt } },
-    });
+    const stepMemory = memory.forStep(step.index);
+    await states.change(deps, execution.id, step.index, { type: 'STEP_STARTED', step: { status: 'RUNNING', startedAt } });
     try {
       if (!tenant) throw new Error(`tenant ${execution.tenantId} does not exist`);
       const handler = deps.handlers[step.kind];
@@ -137,36 +165,33 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
           step: planStep,
           earlier,
           timeoutMs: execution.options.stepTimeoutMs,
-          rowCap: deps.settings.rowCap,
+          rowCap: settings.rowCap,
           sampleSize: execution.options.sampleSize,
           recordUsage,
           reportProgress,
           signal: stepTimeout,
           deadline,
+          memory: stepMemory,
         }),
       );
       await progressWritten;
-      const capped = capRecords(outcome.records, deps.settings.resultMaxBytes);
-      const sample = sampleOf(outcome.records, execution.options.sampleSize);
-      await transition(deps, execution.id, {
+      const capped = capRecords(outcome.records, settings.resultMaxBytes);
+      const sample = sampleOf(outcome.records, execution.options.sampleSize, settings.sampleMaxBytes);
+      await states.change(deps, execution.id, step.index, {
         type: 'STEP_SUCCEEDED',
         execution: { successfulStepsDelta: 1, usage: executionUsage },
         step: {
-          index: step.index,
-          change: {
-            status: 'SUCCEEDED',
-            sql: outcome.sql ?? step.sql,
-            code: outcome.code ?? step.code,
-            recordCount: outcome.records.length,
-            columns: outcome.columns,
-            sample,
-            result: capped.kept,
-            truncated: outcome.truncated || capped.truncated,
-            attempts: outcome.attempts,
-            usage: stepUsage,
-            logs: outcome.logs ?? null,
-            finishedAt: new Date(),
-          },
+          status: 'SUCCEEDED',
+          ...writtenArtefact(planStep, outcome),
+          recordCount: outcome.records.length,
+          columns: outcome.columns,
+          sample,
+          result: capped.kept,
+          truncated: outcome.truncated || capped.truncated,
+          attempts: outcome.attempts,
+          usage: stepUsage,
+          logs: outcome.logs ?? null,
+          finishedAt: new Date(),
         },
       });
       logger.info({ stepIndex: step.index, recordCount: outcome.records.length }, 'step succeeded');
@@ -179,33 +204,32 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
         sample,
         records: outcome.records,
         columns: outcome.columns,
+        heapBytes: stepMemory.takenBytes,
       });
       finalResult = capped.kept;
     } catch (error) {
+      // A failed step keeps nothing for later steps.
+      stepMemory.discard();
       const stepError = toStoredStepError(error, execution.correlationId);
       if (error instanceof StepFailure) logger.warn({ stepIndex: step.index, error: stepError }, 'step failed');
       else logger.error({ stepIndex: step.index, err: error }, 'step failed unexpectedly');
       await progressWritten;
       const artefact = error instanceof StepFailure ? error.artefact : {};
-      await transition(deps, execution.id, {
+      await states.change(deps, execution.id, step.index, {
         type: 'STEP_FAILED',
         execution: { failedStepsDelta: 1, usage: executionUsage },
         step: {
-          index: step.index,
-          change: {
-            status: 'FAILED',
-            error: stepError,
-            sql: artefact.sql ?? step.sql,
-            code: artefact.code ?? step.code,
-            attempts: artefact.attempts ?? 1,
-            logs: artefact.logs ?? null,
-            usage: stepUsage,
-            finishedAt: new Date(),
-          },
+          status: 'FAILED',
+          error: stepError,
+          ...writtenArtefact(planStep, artefact),
+          attempts: artefact.attempts ?? 1,
+          logs: artefact.logs ?? null,
+          usage: stepUsage,
+          finishedAt: new Date(),
         },
       });
       if (step.critical) {
-        await skipRemaining(deps, execution, steps.slice(position + 1));
+        await skipRemaining(deps, execution.id, states, steps.slice(position + 1));
         await transition(deps, execution.id, {
           type: 'EXECUTION_FAILED',
           execution: { status: 'FAILED', error: stepError, finalResult, finishedAt: new Date() },
@@ -220,6 +244,12 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
     execution: { status: 'SUCCEEDED', finalResult, finishedAt: new Date() },
   });
   logger.info('execution succeeded');
+}
+
+/** The sql or code an agent wrote for the step; a step that came with its own keeps it in the plan only. */
+function writtenArtefact(planStep: StoredPlanStep, artefact: { sql?: string; code?: string }): StepChange {
+  if (planStep.kind === 'SQL') return planStep.sql === null && artefact.sql !== undefined ? { sql: artefact.sql } : {};
+  return planStep.code === null && artefact.code !== undefined ? { code: artefact.code } : {};
 }
 
 const FAILURE_WRITE_DELAYS_MS = [0, 200, 1_000, 5_000];
@@ -238,14 +268,15 @@ export async function failUnfinishedExecution(
     await new Promise((resolve) => setTimeout(resolve, delay));
     try {
       const steps = await deps.store.listSteps(execution.id);
+      const states = new StepStates(steps);
       for (const step of steps.filter((s) => s.status === 'RUNNING')) {
-        await transition(deps, execution.id, {
+        await states.change(deps, execution.id, step.index, {
           type: 'STEP_FAILED',
           execution: { failedStepsDelta: 1 },
-          step: { index: step.index, change: { status: 'FAILED', error, attempts: Math.max(step.attempts, 1), finishedAt: new Date() } },
+          step: { status: 'FAILED', error, attempts: Math.max(step.attempts, 1), finishedAt: new Date() },
         });
       }
-      await skipRemaining(deps, execution, steps);
+      await skipRemaining(deps, execution.id, states, steps);
       const lastSucceeded = steps.filter((s) => s.status === 'SUCCEEDED').at(-1);
       await transition(deps, execution.id, {
         type: 'EXECUTION_FAILED',

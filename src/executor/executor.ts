@@ -89,7 +89,12 @@ export class Executor {
           knowledge: this.knowledge,
           llm,
           repairRounds: settings.sqlRepairRounds,
-          maxBytes: settings.stepMaxBytes,
+          limits: {
+            rowMaxBytes: settings.rowMaxBytes,
+            readMaxBytes: settings.stepMaxBytes,
+            workMemMb: settings.sqlWorkMemMb,
+            tempFileLimitMb: settings.sqlTempFileLimitMb,
+          },
         }),
         API: createApiStepHandler({
           knowledge: this.knowledge,
@@ -108,7 +113,14 @@ export class Executor {
       },
       findTenant: (tenantId) => this.findTenant(tenantId),
       logger,
-      settings: { rowCap: settings.rowCap, resultMaxBytes: settings.resultMaxBytes },
+      settings: {
+        rowCap: settings.rowCap,
+        resultMaxBytes: settings.resultMaxBytes,
+        executionMaxBytes: settings.executionMaxBytes,
+        sampleMaxBytes: settings.sampleMaxBytes,
+        maxProgressUpdates: settings.sandbox.maxProgressReports,
+        maxProgressChars: settings.sandbox.maxProgressChars,
+      },
     };
     this.rateLimiter = createTenantRateLimiter({
       ratePerMinute: settings.tenantLimits.ratePerMinute,

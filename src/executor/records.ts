@@ -60,6 +60,8 @@ function toJsonNumber(value: string | number | bigint): number | string {
 
 function toJsonValue(value: unknown, type: string): unknown {
   if (value === null || value === undefined) return null;
+  // Tenants' statements hand json and jsonb over as text, so that each value is parsed (and counted) on its own.
+  if (type === 'jsonb' && typeof value === 'string') return JSON.parse(value) as unknown;
   if (type === 'bigint' || type === 'numeric') {
     return typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint'
       ? toJsonNumber(value)
@@ -75,11 +77,19 @@ function toJsonValue(value: unknown, type: string): unknown {
   return value;
 }
 
-/** Rows become plain JSON: counts and numerics as numbers where exact, timestamps as ISO 8601. */
-export function toJsonRecords(rows: readonly Record<string, unknown>[], columns: readonly StoredColumn[]): JsonRecord[] {
+/**
+ * Rows become plain JSON: counts and numerics as numbers where exact, timestamps as ISO 8601, json as
+ * values. `onRecord` sees each record as soon as it is made (to count it before the next one is).
+ */
+export function toJsonRecords(
+  rows: readonly Record<string, unknown>[],
+  columns: readonly StoredColumn[],
+  onRecord: (record: JsonRecord) => void = () => undefined,
+): JsonRecord[] {
   return rows.map((row) => {
     const record: JsonRecord = {};
     for (const column of columns) record[column.name] = toJsonValue(row[column.name], column.type);
+    onRecord(record);
     return record;
   });
 }
@@ -145,4 +155,58 @@ export function toRecords(value: unknown): JsonRecord[] {
   return items.map((item) =>
     item !== null && typeof item === 'object' && !Array.isArray(item) ? (item as JsonRecord) : { value: item },
   );
+}
+
+// V8 on 64-bit without pointer compression (Node's default build), as measured: what a value costs on the heap.
+const SLOT_BYTES = 8;
+const STRING_HEADER_BYTES = 16;
+const HEAP_NUMBER_BYTES = 16;
+const OBJECT_HEADER_BYTES = 24;
+/** An empty object still gets room for four properties. */
+const EMPTY_OBJECT_BYTES = 56;
+const ARRAY_HEADER_BYTES = 32;
+const ELEMENTS_HEADER_BYTES = 16;
+const TWO_BYTE = /[\u0100-\uffff]/;
+
+const align = (bytes: number) => Math.ceil(bytes / SLOT_BYTES) * SLOT_BYTES;
+const isSmallInteger = (value: number) => Number.isInteger(value) && value >= -(2 ** 31) && value < 2 ** 31;
+
+export function stringHeapBytes(text: string): number {
+  return STRING_HEADER_BYTES + align(TWO_BYTE.test(text) ? text.length * 2 : text.length);
+}
+
+/**
+ * Roughly what a JSON value costs on the heap, which is not what its JSON text weighs: `[{}, {}]` is 8
+ * bytes of text and 144 of heap. Property names are not counted (records share them), nor is the
+ * sharing of equal short strings, so this errs high.
+ */
+export function heapBytesOf(value: unknown): number {
+  switch (typeof value) {
+    case 'string':
+      return stringHeapBytes(value);
+    case 'number':
+      return isSmallInteger(value) ? 0 : HEAP_NUMBER_BYTES;
+    case 'bigint':
+      return HEAP_NUMBER_BYTES + SLOT_BYTES;
+    case 'object': {
+      if (value === null) return 0;
+      if (Array.isArray(value)) {
+        if (value.length === 0) return ARRAY_HEADER_BYTES;
+        let bytes = ARRAY_HEADER_BYTES + ELEMENTS_HEADER_BYTES + value.length * SLOT_BYTES;
+        // Numbers in an array are stored unboxed, in the slot itself.
+        for (const item of value) if (typeof item !== 'number') bytes += heapBytesOf(item);
+        return bytes;
+      }
+      if (value instanceof Date) return OBJECT_HEADER_BYTES + HEAP_NUMBER_BYTES;
+      let bytes = OBJECT_HEADER_BYTES;
+      let properties = 0;
+      for (const key in value) {
+        properties += 1;
+        bytes += SLOT_BYTES + heapBytesOf((value as Record<string, unknown>)[key]);
+      }
+      return properties === 0 ? EMPTY_OBJECT_BYTES : bytes;
+    }
+    default:
+      return 0;
+  }
 }

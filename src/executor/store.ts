@@ -1,17 +1,17 @@
 import { randomUUID } from 'node:crypto';
-import { and, asc, desc, eq, gt, inArray, lt, lte, or, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableColumns, gt, inArray, lt, lte, or, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../db/client.js';
 import {
   executions,
   stepEvents,
   stepResults,
   type ExecutionRow,
-  type StepEventRow,
   type StepResultRow,
   type StepSnapshot,
   type StoredTokenUsage,
 } from '../db/tables.js';
 import type { ValidatedPlan } from './plan.js';
+import { applyStepChange, applyStepDelta, pendingSnapshot, stepDeltaOf, type StepChange } from './step-snapshots.js';
 import type { ExecutionStatus, StepUpdate, StepUpdateType } from './step-update.js';
 
 export interface ExecutionFilter {
@@ -44,20 +44,38 @@ type ExecutionChange = Partial<
   >
 > & { successfulStepsDelta?: number; failedStepsDelta?: number };
 
-type StepChange = Partial<
-  Omit<StepResultRow, 'executionId' | 'index' | 'tenantId' | 'correlationId' | 'kind' | 'queryContext'>
->;
-
 export interface Transition {
   type: StepUpdateType;
   message?: string;
   /** The statuses the execution must be in for this change; by default any unfinished one. */
   from?: readonly ExecutionStatus[];
   execution?: ExecutionChange;
-  step?: { index: number; change: StepChange };
+  /** The step as it is (`before`) and what changes: the update carries `before` with the change applied. */
+  step?: { before: StepSnapshot; change: StepChange };
 }
 
 const UNFINISHED: readonly ExecutionStatus[] = ['QUEUED', 'RUNNING'];
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/**
+ * Text a program or the database produced, made storable: PostgreSQL's text and jsonb refuse NUL and
+ * lone UTF-16 surrogates, which a program can put in an error message, a progress message or a key.
+ */
+function storable(text: string): string {
+  return text.replaceAll('\u0000', '\uFFFD').replace(LONE_SURROGATE, '\uFFFD');
+}
+
+function storableError<T extends { message: string } | null | undefined>(error: T): T {
+  return error ? { ...error, message: storable(error.message) } : error;
+}
+
+function storableStepChange(change: StepChange): StepChange {
+  const stored = { ...change };
+  if (change.error !== undefined) stored.error = storableError(change.error);
+  if (change.columns) stored.columns = change.columns.map((column) => ({ ...column, name: storable(column.name) }));
+  return stored;
+}
 
 /** The execution is finished, or (for a claim) no longer QUEUED: another run got there first. */
 export class ExecutionNotRunnableError extends Error {
@@ -67,23 +85,16 @@ export class ExecutionNotRunnableError extends Error {
   }
 }
 
-export function snapshotOf(row: StepResultRow): StepSnapshot {
-  const { result: _result, startedAt, finishedAt, ...rest } = row;
-  return { ...rest, startedAt: startedAt?.toISOString() ?? null, finishedAt: finishedAt?.toISOString() ?? null };
-}
+const planArtefact = (field: 'sql' | 'code') =>
+  sql<string | null>`${executions.plan} -> 'steps' -> (${stepResults.index} - 1) ->> ${field}`;
 
-export function toStepUpdate(row: StepEventRow): StepUpdate {
-  return {
-    executionId: row.executionId,
-    tenantId: row.tenantId,
-    sequence: row.sequence,
-    type: row.type as StepUpdateType,
-    at: row.at,
-    status: row.executionStatus as ExecutionStatus,
-    step: row.step ?? null,
-    message: row.message ?? null,
-  };
-}
+// A step's sql and code: the agent's, or else the plan's (each is stored once: the plan's in executions.plan).
+const stepColumns = {
+  ...getTableColumns(stepResults),
+  sql: sql<string | null>`coalesce(${stepResults.sql}, ${planArtefact('sql')})`,
+  code: sql<string | null>`coalesce(${stepResults.code}, ${planArtefact('code')})`,
+};
+const { result: _result, ...stepStateColumns } = getTableColumns(stepResults);
 
 /** Every read and write of executions, step_results and step_events goes through here. */
 export class ExecutionStore {
@@ -128,26 +139,31 @@ export class ExecutionStore {
           entity: step.entity,
           reasoning: step.reasoning,
           critical: step.critical,
-          sql: step.sql,
-          code: step.code,
         })),
       );
       if (!planned) return { execution: execution!, planCreated: null };
-      const [event] = await tx
-        .insert(stepEvents)
-        .values({
-          executionId: id,
-          sequence: 1,
-          tenantId,
-          correlationId: validated.correlationId,
-          type: 'PLAN_CREATED',
-          executionStatus: 'QUEUED',
-          stepIndex: null,
-          step: null,
-          at: execution!.createdAt,
-        })
-        .returning();
-      return { execution: execution!, planCreated: toStepUpdate(event!) };
+      const planCreated: StepUpdate = {
+        executionId: id,
+        tenantId,
+        sequence: 1,
+        type: 'PLAN_CREATED',
+        status: 'QUEUED',
+        at: execution!.createdAt,
+        step: null,
+        message: null,
+      };
+      await tx.insert(stepEvents).values({
+        executionId: id,
+        sequence: 1,
+        tenantId,
+        correlationId: validated.correlationId,
+        type: 'PLAN_CREATED',
+        executionStatus: 'QUEUED',
+        stepIndex: null,
+        step: null,
+        at: planCreated.at,
+      });
+      return { execution: execution!, planCreated };
     });
   }
 
@@ -190,8 +206,9 @@ export class ExecutionStore {
   /** The steps of an execution; with tenantId, only if the execution is that tenant's. */
   async listSteps(executionId: string, tenantId?: string): Promise<StepResultRow[]> {
     return this.db
-      .select()
+      .select(stepColumns)
       .from(stepResults)
+      .innerJoin(executions, eq(executions.id, stepResults.executionId))
       .where(
         and(eq(stepResults.executionId, executionId), tenantId === undefined ? undefined : eq(stepResults.tenantId, tenantId)),
       )
@@ -208,15 +225,50 @@ export class ExecutionStore {
     return row?.result ?? null;
   }
 
+  /**
+   * The updates after afterSequence (up to upToSequence), each with its step as it was then: events store
+   * what changed, so every step is replayed from PENDING through the events before.
+   */
   async loadEvents(executionId: string, afterSequence: number, upToSequence?: number): Promise<StepUpdate[]> {
-    const conditions = [eq(stepEvents.executionId, executionId), gt(stepEvents.sequence, afterSequence)];
+    const conditions = [eq(stepEvents.executionId, executionId)];
     if (upToSequence !== undefined) conditions.push(lte(stepEvents.sequence, upToSequence));
-    const rows = await this.db
-      .select()
-      .from(stepEvents)
-      .where(and(...conditions))
-      .orderBy(asc(stepEvents.sequence));
-    return rows.map(toStepUpdate);
+    const [events, steps] = await Promise.all([
+      this.db
+        .select()
+        .from(stepEvents)
+        .where(and(...conditions))
+        .orderBy(asc(stepEvents.sequence)),
+      this.db
+        .select({ ...stepStateColumns, planSql: planArtefact('sql'), planCode: planArtefact('code') })
+        .from(stepResults)
+        .innerJoin(executions, eq(executions.id, stepResults.executionId))
+        .where(eq(stepResults.executionId, executionId)),
+    ]);
+    const rows = new Map(steps.map((step) => [step.index, step]));
+    const states = new Map<number, StepSnapshot>();
+    const updates: StepUpdate[] = [];
+    for (const event of events) {
+      let snapshot: StepSnapshot | null = null;
+      const row = event.stepIndex === null ? undefined : rows.get(event.stepIndex);
+      if (row) {
+        const before = states.get(row.index) ?? pendingSnapshot(row, { sql: row.planSql, code: row.planCode });
+        const kept = { sql: row.sql ?? row.planSql, code: row.code ?? row.planCode, sample: row.sample, logs: row.logs };
+        snapshot = applyStepDelta(before, event.step ?? {}, kept);
+        states.set(row.index, snapshot);
+      }
+      if (event.sequence <= afterSequence) continue;
+      updates.push({
+        executionId: event.executionId,
+        tenantId: event.tenantId,
+        sequence: event.sequence,
+        type: event.type as StepUpdateType,
+        at: event.at,
+        status: event.executionStatus as ExecutionStatus,
+        step: snapshot,
+        message: event.message ?? null,
+      });
+    }
+    return updates;
   }
 
   async listUnfinished(status: 'QUEUED' | 'RUNNING'): Promise<ExecutionRow[]> {
@@ -228,12 +280,15 @@ export class ExecutionStore {
   }
 
   /**
-   * One state change: updates the execution and the step, and appends the event, in one
-   * transaction. The caller publishes the returned update only after this has committed.
+   * One state change: updates the execution and the step, and appends the event (which stores what
+   * changed), in one transaction. The caller publishes the returned update only after this has committed.
    */
   async recordTransition(executionId: string, transition: Transition): Promise<StepUpdate> {
+    const message = transition.message === undefined ? null : storable(transition.message);
+    const step = transition.step && { before: transition.step.before, change: storableStepChange(transition.step.change) };
     return this.db.transaction(async (tx) => {
-      const { successfulStepsDelta = 0, failedStepsDelta = 0, ...executionChange } = transition.execution ?? {};
+      const { successfulStepsDelta = 0, failedStepsDelta = 0, ...changed } = transition.execution ?? {};
+      const executionChange = changed.error === undefined ? changed : { ...changed, error: storableError(changed.error) };
       const [execution] = await tx
         .update(executions)
         .set({
@@ -243,34 +298,44 @@ export class ExecutionStore {
           lastSequence: sql`${executions.lastSequence} + 1`,
         })
         .where(and(eq(executions.id, executionId), inArray(executions.status, [...(transition.from ?? UNFINISHED)])))
-        .returning();
+        .returning({
+          sequence: executions.lastSequence,
+          status: executions.status,
+          tenantId: executions.tenantId,
+          correlationId: executions.correlationId,
+        });
       if (!execution) throw new ExecutionNotRunnableError(executionId);
-      let snapshot: StepSnapshot | null = null;
-      if (transition.step) {
-        const stepKey = and(eq(stepResults.executionId, executionId), eq(stepResults.index, transition.step.index));
-        const [step] =
-          Object.keys(transition.step.change).length > 0
-            ? await tx.update(stepResults).set(transition.step.change).where(stepKey).returning()
-            : await tx.select().from(stepResults).where(stepKey);
-        if (!step) throw new Error(`step ${transition.step.index} of execution ${executionId} does not exist`);
-        snapshot = snapshotOf(step);
+      if (step && Object.keys(step.change).length > 0) {
+        const updated = await tx
+          .update(stepResults)
+          .set(step.change)
+          .where(and(eq(stepResults.executionId, executionId), eq(stepResults.index, step.before.index)))
+          .returning({ index: stepResults.index });
+        if (updated.length === 0) throw new Error(`step ${step.before.index} of execution ${executionId} does not exist`);
       }
-      const [event] = await tx
-        .insert(stepEvents)
-        .values({
-          executionId,
-          sequence: execution.lastSequence,
-          tenantId: execution.tenantId,
-          correlationId: execution.correlationId,
-          type: transition.type,
-          executionStatus: execution.status,
-          stepIndex: transition.step?.index ?? null,
-          step: snapshot,
-          message: transition.message ?? null,
-          at: new Date(),
-        })
-        .returning();
-      return toStepUpdate(event!);
+      const at = new Date();
+      await tx.insert(stepEvents).values({
+        executionId,
+        sequence: execution.sequence,
+        tenantId: execution.tenantId,
+        correlationId: execution.correlationId,
+        type: transition.type,
+        executionStatus: execution.status,
+        stepIndex: step?.before.index ?? null,
+        step: step ? stepDeltaOf(step.change) : null,
+        message,
+        at,
+      });
+      return {
+        executionId,
+        tenantId: execution.tenantId,
+        sequence: execution.sequence,
+        type: transition.type,
+        at,
+        status: execution.status as ExecutionStatus,
+        step: step ? applyStepChange(step.before, step.change) : null,
+        message,
+      };
     });
   }
 }

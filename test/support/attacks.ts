@@ -164,7 +164,7 @@ export async function storedStepData(database: Database, executionId: string) {
   return {
     steps: rows.length,
     withData: rows.filter((row) => row.result !== null || row.sample !== null || row.recordCount !== null || row.columns !== null).length,
-    eventsWithSample: events.filter((event) => event.step?.sample != null || event.step?.recordCount != null).length,
+    eventsWithSample: events.filter((event) => event.step?.keptOnStep?.includes('sample') || event.step?.recordCount != null).length,
     finalResult: execution?.finalResult ?? null,
   };
 }

@@ -4,7 +4,7 @@ import { createApiCaller } from '../../api/api-caller.js';
 import { describeCatalog } from '../../api/catalog.js';
 import { runProgram, type SandboxLimits } from '../../sandbox/run-program.js';
 import { asStepFailure, StepFailure } from '../errors.js';
-import { inferColumns, toRecords } from '../records.js';
+import { heapBytesOf, inferColumns, toRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
 import { askAgent, remainingMs, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
 
@@ -68,8 +68,16 @@ export function createApiStepHandler({
         }
       },
     });
+    const withCode = (error: unknown) => {
+      const failure = asStepFailure(error);
+      if (failure instanceof StepFailure) failure.artefact = { code, attempts: 1 };
+      return failure;
+    };
+    // The program gets its own copy of the earlier steps' records, as JSON.
+    const inputBytes = context.earlier.reduce((bytes, earlier) => bytes + earlier.heapBytes, 0);
     let run;
     try {
+      context.memory.take(inputBytes, "the copy of the earlier steps' records its program gets");
       run = await runProgram({
         code,
         steps: context.earlier.map((earlier) => ({ records: earlier.records })),
@@ -78,13 +86,18 @@ export function createApiStepHandler({
         limits: { ...sandbox, wallClockMs: remainingMs(context) },
       });
     } catch (error) {
-      const failure = asStepFailure(error);
-      if (failure instanceof StepFailure) failure.artefact = { code, attempts: 1 };
-      throw failure;
+      throw withCode(error);
+    } finally {
+      context.memory.give(inputBytes);
     }
     const records = toRecords(run.value);
     const capped = records.length > context.rowCap;
     const kept = capped ? records.slice(0, context.rowCap) : records;
+    try {
+      for (const record of kept) context.memory.take(heapBytesOf(record) + 8, 'its records');
+    } catch (error) {
+      throw withCode(error);
+    }
     return {
       code,
       records: kept,

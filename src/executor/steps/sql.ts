@@ -1,11 +1,12 @@
 import { DatabaseQueryError, quoteIdentifier, StatementTimeoutError, type Database } from '../../db/client.js';
+import { DatabaseResourceError, RowTooLargeError, type TenantQueryLimits } from '../../db/tenant-query.js';
 import type { StoredColumn } from '../../db/tables.js';
 import type { DataSchema } from '../../db/introspect.js';
 import { guardSql, SqlRejectedError } from '../../guard/sql-guard.js';
 import type { LlmClient } from '../../agents/llm-client.js';
 import { writeSql, type SqlAttempt } from '../../agents/sql-agent.js';
 import { asStepFailure, StepFailure } from '../errors.js';
-import { describeColumns, toJsonRecords } from '../records.js';
+import { describeColumns, heapBytesOf, stringHeapBytes, toJsonRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
 import { askAgent, remainingMs, type EarlierStep, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
 
@@ -15,8 +16,8 @@ export interface SqlStepOptions {
   llm: LlmClient;
   /** Times the agent may rewrite its SQL after the guard or the database rejected it. */
   repairRounds: number;
-  /** Reading stops here (the step is truncated) so that one result cannot exhaust memory. */
-  maxBytes: number;
+  /** What the database enforces on every statement (rowCap comes from the step's context). */
+  limits: Omit<TenantQueryLimits, 'rowCap'>;
 }
 
 export function stepRelationName(index: number): string {
@@ -42,12 +43,28 @@ export function buildStepRelations(earlier: readonly EarlierStep[], referenced: 
   return { params, prefix: definitions.length > 0 ? `WITH ${definitions.join(',\n')}\n` : '' };
 }
 
-function toStepFailure(error: unknown, timeoutMs: number): unknown {
+function toStepFailure(error: unknown, timeoutMs: number, limits: SqlStepOptions['limits']): unknown {
   if (error instanceof SqlRejectedError) return new StepFailure('SQL_REJECTED', error.message, { cause: error });
   if (error instanceof StatementTimeoutError) {
     return new StepFailure('STEP_TIMEOUT', `the statement ran longer than ${timeoutMs} ms and was cancelled`, {
       cause: error,
     });
+  }
+  if (error instanceof RowTooLargeError) {
+    return new StepFailure(
+      'RESULT_TOO_LARGE',
+      `a row of the result is ${error.rowBytes} bytes, over the limit of ${limits.rowMaxBytes} bytes per row (STEPCAST_ROW_MAX_BYTES); the database refused to send it`,
+      { cause: error },
+    );
+  }
+  if (error instanceof DatabaseResourceError) {
+    return error.resource === 'temp-files'
+      ? new StepFailure(
+          'TEMP_FILE_LIMIT',
+          `the statement needed more than ${limits.tempFileLimitMb} MB of temporary files (STEPCAST_SQL_TEMP_FILE_LIMIT_MB) and was cancelled`,
+          { cause: error },
+        )
+      : new StepFailure('SQL_OUT_OF_MEMORY', `the database ran out of memory running the statement`, { cause: error });
   }
   if (error instanceof DatabaseQueryError) {
     return new StepFailure('SQL_ERROR', `the database rejected the statement: ${error.message}`, { cause: error });
@@ -57,32 +74,44 @@ function toStepFailure(error: unknown, timeoutMs: number): unknown {
 
 const REPAIRABLE: ReadonlySet<string> = new Set(['SQL_REJECTED', 'SQL_ERROR']);
 
-export function createSqlStepHandler({ database, knowledge, llm, repairRounds, maxBytes }: SqlStepOptions): StepHandler {
+export function createSqlStepHandler({ database, knowledge, llm, repairRounds, limits }: SqlStepOptions): StepHandler {
   const runStatement = async (
     sql: string,
     context: StepContext,
     dataSchema: DataSchema,
     role: string,
   ): Promise<StepOutcome> => {
-    const { earlier, tenant } = context;
+    const { earlier, tenant, memory } = context;
     const guarded = await guardSql(sql, {
       tenantSchema: tenant.dataSchema,
       tenantTables: new Set(dataSchema.tables.map((table) => table.name.toLowerCase())),
       stepRelations: new Set(earlier.filter((e) => e.columns.length > 0).map((e) => stepRelationName(e.index))),
     });
-    const { params, prefix } = buildStepRelations(earlier, guarded.stepRelations);
-    const result = await database.runReadOnly({
-      sql: `${prefix}SELECT * FROM (\n${guarded.statement}\n) AS step_query LIMIT ${context.rowCap + 1}`,
-      params,
-      timeoutMs: remainingMs(context),
-      searchPath: tenant.dataSchema,
-      role,
-      maxBytes,
-    });
+    const relations = buildStepRelations(earlier, guarded.stepRelations);
+    const inputBytes = relations.params.reduce((bytes, param) => bytes + stringHeapBytes(param), 0);
+    memory.take(inputBytes, "the earlier steps' records it reads as step_N");
+    // What the database may send is bounded by what the execution may still hold, so an oversized
+    // result stops in the database instead of in memory.
+    const readMaxBytes = Math.min(limits.readMaxBytes, memory.remaining);
+    let result;
+    try {
+      result = await database.runTenantQuery({
+        statement: guarded.statement,
+        relations,
+        role,
+        searchPath: tenant.dataSchema,
+        timeoutMs: remainingMs(context),
+        limits: { ...limits, readMaxBytes, rowCap: context.rowCap },
+      });
+    } finally {
+      memory.give(inputBytes);
+    }
+    // The database stopped at what this execution may still hold, and there was more.
+    if (result.truncatedByBytes && readMaxBytes < limits.readMaxBytes) memory.overflow('its result');
     const columns = describeColumns(result.columns);
-    const truncated = result.rows.length > context.rowCap || result.truncatedByBytes;
-    const rows = truncated ? result.rows.slice(0, context.rowCap) : result.rows;
-    return { sql, records: toJsonRecords(rows, columns), columns, truncated, attempts: 1 };
+    const records = toJsonRecords(result.rows, columns, (record) => memory.take(heapBytesOf(record) + 8, 'its records'));
+    const truncated = result.truncatedByRows || result.truncatedByBytes;
+    return { sql, records, columns, truncated, attempts: 1 };
   };
 
   return async (context: StepContext): Promise<StepOutcome> => {
@@ -100,7 +129,7 @@ export function createSqlStepHandler({ database, knowledge, llm, repairRounds, m
       try {
         return await runStatement(step.sql, context, dataSchema, role);
       } catch (error) {
-        throw toStepFailure(error, context.timeoutMs);
+        throw toStepFailure(error, context.timeoutMs, limits);
       }
     }
     const failedAttempts: SqlAttempt[] = [];
@@ -121,7 +150,7 @@ export function createSqlStepHandler({ database, knowledge, llm, repairRounds, m
         sql = answer.sql;
         return { ...(await runStatement(sql, context, dataSchema, role)), attempts: attempt };
       } catch (error) {
-        const failure = toStepFailure(error, context.timeoutMs);
+        const failure = toStepFailure(error, context.timeoutMs, limits);
         if (!(failure instanceof StepFailure)) throw failure;
         failure.artefact = { sql, attempts: attempt };
         if (sql === undefined || !REPAIRABLE.has(failure.code) || failedAttempts.length >= repairRounds) throw failure;

@@ -1,6 +1,7 @@
 import { AgentError, type LlmClient, type StructuredAnswer } from '../../agents/llm-client.js';
 import type { StoredColumn, StoredPlanStep, StoredTokenUsage, TenantRow } from '../../db/tables.js';
 import { StepFailure } from '../errors.js';
+import type { StepMemory } from '../execution-memory.js';
 
 export type JsonRecord = Record<string, unknown>;
 
@@ -14,6 +15,8 @@ export interface EarlierStep {
   sample: JsonRecord[];
   records: JsonRecord[];
   columns: StoredColumn[];
+  /** What the records cost on the heap (they count against the execution's memory budget). */
+  heapBytes: number;
 }
 
 export interface StepContext {
@@ -34,6 +37,8 @@ export interface StepContext {
   signal: AbortSignal;
   /** When the step's time is up (ms since the epoch): agents, statements and programs share it. */
   deadline: number;
+  /** The step's account of its execution's memory budget: what it reads and makes is taken from it. */
+  memory: StepMemory;
 }
 
 export interface StepOutcome {
