@@ -1,5 +1,8 @@
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { count } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApiKey, createTenant } from '../src/admin/tenants.js';
 import { executions } from '../src/db/tables.js';
 import { promptOf, startScriptedLlm, type RecordedRequest, type ScriptedLlm, type ScriptedReply } from './fixtures/scripted-llm.js';
 import { backends } from './support/database.js';
@@ -10,8 +13,8 @@ import {
   PlanQueryQuery,
   StepUpdatesSubscription,
 } from './support/operations.js';
-import { describeUpdates, fetchExecution, sqlStep, submitPlan } from './support/plans.js';
-import { startTestServer, type TestServer } from './support/server.js';
+import { describeUpdates, fetchExecution, runPlan, sqlStep, submitPlan } from './support/plans.js';
+import { startTestServer, type TestClient, type TestServer } from './support/server.js';
 
 interface RawResponse {
   status: number;
@@ -241,6 +244,92 @@ for (const { backend, skipReason } of backends) {
       }
       expect(llm.requests).toHaveLength(0);
       expect(await stored(server)).toEqual(before);
+    });
+  });
+
+  describe.skipIf(skipReason !== null)(`fair shares of the execution slots ${suffix}`, () => {
+    let server: TestServer;
+    /** The API of tenants alpha and bravo: it answers only once the test lets go, so a step holds its slot without the database. */
+    let holdingApi: Server;
+    const held: ServerResponse[] = [];
+    let holding = true;
+    const letGo = () => {
+      holding = false;
+      for (const response of held.splice(0)) response.end(JSON.stringify({ released: true }));
+    };
+    let alpha: TestClient;
+    let bravo: TestClient;
+    let charlie: TestClient;
+
+    beforeAll(async () => {
+      holdingApi = createServer((request, response) => {
+        response.setHeader('content-type', 'application/json');
+        if (holding) held.push(response);
+        else response.end(JSON.stringify({ released: true }));
+      });
+      await new Promise<void>((resolve) => holdingApi.listen(0, '127.0.0.1', resolve));
+      server = await startTestServer(backend, {
+        env: {
+          STEPCAST_AUTH: 'on',
+          STEPCAST_DEMO: 'off',
+          STEPCAST_DEMO_API: 'off',
+          STEPCAST_MAX_CONCURRENT_EXECUTIONS: '4',
+          STEPCAST_TENANT_MAX_CONCURRENT_EXECUTIONS: '2',
+          STEPCAST_API_REQUEST_TIMEOUT_MS: '120000',
+        },
+      });
+      const { database, secrets } = server.app;
+      const apiBaseUrl = `http://127.0.0.1:${(holdingApi.address() as AddressInfo).port}`;
+      const openapi = {
+        openapi: '3.0.3',
+        info: { title: 'Holding API', version: '1' },
+        paths: { '/hold': { get: { operationId: 'hold', responses: { '200': { description: 'answered when the test lets go' } } } } },
+      };
+      const clientOf = async (id: string, api: boolean) => {
+        await createTenant(database, secrets, { name: id, id, ...(api ? { apiBaseUrl, openapi } : {}) });
+        return server.as(`Bearer ${(await createApiKey(database, id)).token}`);
+      };
+      alpha = await clientOf('alpha', true);
+      bravo = await clientOf('bravo', true);
+      charlie = await clientOf('charlie', false);
+    });
+    afterAll(async () => {
+      letGo();
+      await server?.close();
+      await new Promise((resolve) => holdingApi?.close(resolve));
+    });
+
+    it("runs a third tenant's plan at once while two tenants' executions hold the other slots", async () => {
+      const holdSlot = {
+        query: 'hold a slot',
+        steps: [{ kind: 'API' as const, queryContext: 'wait for the API', code: "return [await api.call('hold', {})];" }],
+      };
+      const submitHolds = async (client: TestClient) => [
+        await submitPlan(client, holdSlot, { stepTimeoutMs: 60_000 }),
+        await submitPlan(client, holdSlot, { stepTimeoutMs: 60_000 }),
+      ];
+      const statuses = async (client: TestClient, ids: string[]) =>
+        Promise.all(ids.map(async (id) => (await fetchExecution(client, id)).status));
+      const alphaIds = await submitHolds(alpha);
+      const bravoIds = await submitHolds(bravo);
+      // Alpha runs its two (its cap), bravo one: the fourth slot is kept for a tenant with nothing running.
+      await waitFor('three executions waiting on the API', () => held.length === 3, 30_000);
+
+      const { execution } = await runPlan(charlie, { query: 'one row', steps: [sqlStep('SELECT 1 AS one')] });
+      expect(execution.status).toBe('SUCCEEDED');
+      expect(execution.steps[0]!.result).toEqual([{ one: 1 }]);
+      expect(await statuses(alpha, alphaIds)).toEqual(['RUNNING', 'RUNNING']);
+      expect(await statuses(bravo, bravoIds)).toEqual(['RUNNING', 'QUEUED']);
+      expect(held).toHaveLength(3);
+
+      letGo();
+      for (const [client, ids] of [[alpha, alphaIds], [bravo, bravoIds]] as const) {
+        for (const id of ids) {
+          const updates = await client.subscribeWs(StepUpdatesSubscription, { executionId: id });
+          expect(describeUpdates(updates.map((r) => r.data!.stepUpdates)).at(-1)).toBe('EXECUTION_SUCCEEDED');
+        }
+        expect((await fetchExecution(client, ids[1]!)).finalResult).toEqual([{ released: true }]);
+      }
     });
   });
 }
