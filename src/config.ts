@@ -15,6 +15,7 @@ const environmentSchema = z.object({
     .optional(),
   DATABASE_POOL_SIZE: integer(10, 1, 200),
   DATA_DIR: z.string().min(1).default('./data'),
+  STEPCAST_PGLITE_MAX_MEMORY_MB: integer(1024, 256, 4096),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   STEPCAST_DEMO_USERS: integer(2000, 10, 5_000_000),
   STEPCAST_MAX_CONCURRENT_EXECUTIONS: integer(4, 1, 256),
@@ -85,7 +86,12 @@ export interface Config {
   env: 'development' | 'production' | 'test';
   http: { port: number; host: string };
   database:
-    | { kind: 'pglite'; dataDir: string | undefined }
+    | {
+        kind: 'pglite';
+        dataDir: string | undefined;
+        /** The embedded database's memory is the process's: past this, it is restarted to give it back. */
+        maxMemoryMb?: number;
+      }
     | { kind: 'postgres'; url: string; poolSize: number };
   /** Where the embedded database and the development key file live. */
   dataDir: string;
@@ -227,7 +233,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
     http: { port: env.PORT, host: env.HOST },
     database: env.DATABASE_URL
       ? { kind: 'postgres', url: env.DATABASE_URL, poolSize: env.DATABASE_POOL_SIZE }
-      : { kind: 'pglite', dataDir: env.DATA_DIR },
+      : { kind: 'pglite', dataDir: env.DATA_DIR, maxMemoryMb: env.STEPCAST_PGLITE_MAX_MEMORY_MB },
     dataDir: env.DATA_DIR,
     logLevel: env.LOG_LEVEL,
     demo: {

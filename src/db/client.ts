@@ -84,6 +84,8 @@ export interface Database {
 
 export { DatabaseQueryError, StatementTimeoutError, quoteIdentifier, type ResultColumn };
 
+/** For callers without a Config (the admin CLI and tests pass their own); the service takes STEPCAST_PGLITE_MAX_MEMORY_MB. */
+const DEFAULT_PGLITE_MAX_MEMORY_MB = 1024;
 const migrationsFolder = fileURLToPath(new URL('../../drizzle', import.meta.url));
 const MIGRATION_LOCK_KEY = 4_242_001;
 
@@ -119,11 +121,11 @@ export async function openDatabase(
   connections: DatabaseConnections = { leases: 4, tenantStatements: 4 },
 ): Promise<Database> {
   return database.kind === 'pglite'
-    ? openPglite(database.dataDir ?? './data')
+    ? openPglite(database.dataDir ?? './data', database.maxMemoryMb)
     : openPostgres(database.url, database.poolSize, connections);
 }
 
-async function openPglite(dataDir: string): Promise<Database> {
+async function openPglite(dataDir: string, maxMemoryMb = DEFAULT_PGLITE_MAX_MEMORY_MB): Promise<Database> {
   await mkdir(dataDir, { recursive: true });
   const unlock = await lockDataDir(dataDir);
   let pending: PgliteWorkerClient | undefined;
@@ -167,6 +169,9 @@ async function openPglite(dataDir: string): Promise<Database> {
         });
       } catch (error) {
         throw (error instanceof DatabaseQueryError && tenantQueryError(error, query.limits)) || error;
+      } finally {
+        // The database runs in this process: what a tenant's statement made it grow is given back.
+        await client.releaseMemoryAbove(maxMemoryMb * 1_048_576);
       }
     },
     ping: pingWith(() => client.query('SELECT 1')),

@@ -119,6 +119,22 @@ export class PgliteWorkerClient implements PgliteQueryable {
     });
   }
 
+  /**
+   * WebAssembly memory never shrinks: once statements made the database grow past maxBytes, the
+   * worker is restarted (the database closed first) to give the memory back. True when it was.
+   */
+  releaseMemoryAbove(maxBytes: number): Promise<boolean> {
+    return this.inTurn(async () => {
+      const worker = await this.ensureWorker();
+      if ((await this.sendTo<number>(worker, { op: 'memory' })) <= maxBytes) return false;
+      this.worker = undefined;
+      await this.sendTo(worker, { op: 'close' }).catch(() => undefined);
+      await worker.terminate();
+      await this.ensureWorker();
+      return true;
+    });
+  }
+
   /** Waits up to graceMs for the statement in progress; past that the worker is stopped as in a crash. */
   async close(graceMs = 5_000): Promise<void> {
     if (this.closed) return;

@@ -37,6 +37,9 @@ async function main() {
       } else if (request.op === 'exec') {
         const results = await database.exec(request.sql);
         result = results.map(({ rows, fields, affectedRows }) => ({ rows, fields, affectedRows }));
+      } else if (request.op === 'memory') {
+        // The WebAssembly memory PGlite runs in is this thread's external memory.
+        result = process.memoryUsage().external;
       } else if (request.op === 'close') {
         await database.close();
         result = null;
