@@ -42,6 +42,7 @@ const environmentSchema = z.object({
   STEPCAST_API_MAX_CONCURRENT_REQUESTS: integer(5, 1, 100),
   STEPCAST_API_MAX_RESPONSE_BYTES: integer(5 * 1_048_576, 1024, 256 * 1_048_576),
   STEPCAST_API_REQUEST_TIMEOUT_MS: integer(10_000, 100, 600_000),
+  STEPCAST_API_MAX_PAGES: integer(20, 1, 1_000),
   // Authentication and secrets.
   STEPCAST_AUTH: onOff.optional(),
   STEPCAST_ENCRYPTION_KEY: z.string().min(1).optional(),
@@ -167,6 +168,12 @@ export interface SandboxConfig {
   maxConcurrentRequests: number;
   maxResponseBytes: number;
   requestTimeoutMs: number;
+  /** Pages one `paginate: true` call follows; each page is also a request. */
+  maxPages: number;
+  /** progress() reports passed on per step; the engine publishes no more STEP_PROGRESS updates than this. */
+  maxProgressReports: number;
+  /** A progress message is cut to this many characters. */
+  maxProgressChars: number;
 }
 
 export type AgentName = 'sql' | 'api' | 'planner';
@@ -250,6 +257,9 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       maxConcurrentRequests: env.STEPCAST_API_MAX_CONCURRENT_REQUESTS,
       maxResponseBytes: env.STEPCAST_API_MAX_RESPONSE_BYTES,
       requestTimeoutMs: env.STEPCAST_API_REQUEST_TIMEOUT_MS,
+      maxPages: env.STEPCAST_API_MAX_PAGES,
+      maxProgressReports: 100,
+      maxProgressChars: 1_000,
     },
     auth: {
       enabled: authEnabled,
