@@ -47,6 +47,7 @@ const environmentSchema = z.object({
   STEPCAST_API_MAX_CONCURRENT_REQUESTS: integer(5, 1, 100),
   STEPCAST_API_MAX_RESPONSE_BYTES: integer(5 * 1_048_576, 1024, 256 * 1_048_576),
   STEPCAST_API_REQUEST_TIMEOUT_MS: integer(10_000, 100, 600_000),
+  STEPCAST_API_MAX_PAGES: integer(20, 1, 1_000),
   // Authentication and secrets.
   STEPCAST_AUTH: onOff.optional(),
   STEPCAST_ENCRYPTION_KEY: z.string().min(1).optional(),
@@ -179,9 +180,6 @@ export interface InputLimits {
 }
 
 export interface SandboxConfig {
-  /** STEP_PROGRESS updates one step may publish, and the characters of each message. */
-  maxProgressReports: number;
-  maxProgressChars: number;
   memoryBytes: number;
   cpuTimeMs: number;
   maxResultBytes: number;
@@ -190,6 +188,12 @@ export interface SandboxConfig {
   maxConcurrentRequests: number;
   maxResponseBytes: number;
   requestTimeoutMs: number;
+  /** Pages one `paginate: true` call follows; each page is also a request. */
+  maxPages: number;
+  /** progress() reports passed on per step; the engine publishes no more STEP_PROGRESS updates than this. */
+  maxProgressReports: number;
+  /** A progress message is cut to this many characters. */
+  maxProgressChars: number;
 }
 
 export type AgentName = 'sql' | 'api' | 'planner';
@@ -270,8 +274,6 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       sqlRepairRounds: env.STEPCAST_SQL_REPAIR_ROUNDS,
     },
     sandbox: {
-      maxProgressReports: 100,
-      maxProgressChars: 1_000,
       memoryBytes: env.STEPCAST_SANDBOX_MEMORY_MB * 1_048_576,
       cpuTimeMs: env.STEPCAST_SANDBOX_CPU_MS,
       maxResultBytes: env.STEPCAST_SANDBOX_MAX_RESULT_BYTES,
@@ -280,6 +282,9 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       maxConcurrentRequests: env.STEPCAST_API_MAX_CONCURRENT_REQUESTS,
       maxResponseBytes: env.STEPCAST_API_MAX_RESPONSE_BYTES,
       requestTimeoutMs: env.STEPCAST_API_REQUEST_TIMEOUT_MS,
+      maxPages: env.STEPCAST_API_MAX_PAGES,
+      maxProgressReports: 100,
+      maxProgressChars: 1_000,
     },
     auth: {
       enabled: authEnabled,

@@ -1,9 +1,11 @@
+import { EventEmitter, once } from 'node:events';
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { ApiCallError, createApiCaller, internalAddressKind, type ApiCallerOptions } from '../src/api/api-caller.js';
+import { ApiCallError, createApiCaller, internalAddressKind, type ApiCallerOptions, type ApiCallLimits } from '../src/api/api-caller.js';
 import { catalogFromOpenApi, describeCatalog, type ApiOperation, type ApiParameter } from '../src/api/catalog.js';
+import { loadConfig } from '../src/config.js';
 import { DEMO_TENANT_SCHEMA } from '../src/db/demo-data.js';
 import { startDemoApi, type DemoApi } from '../src/demo-api/demo-api-server.js';
 import { backends } from './support/database.js';
@@ -11,6 +13,9 @@ import { startTestServer, type TestServer } from './support/server.js';
 
 const TOKEN = 'api-caller-test-token';
 const MiB = 1024 * 1024;
+const LIMITS: ApiCallLimits = loadConfig({}).sandbox;
+/** For callers whose requests no test cancels. */
+const NEVER_CANCELLED = new AbortController().signal;
 
 // ---- a hard guarantee that this file never connects anywhere but loopback ------------------
 
@@ -82,17 +87,23 @@ const STUB_OPERATIONS: ApiOperation[] = [
   operation('getMissing', '/missing'),
   operation('getHtml', '/html'),
   operation('getSlow', '/slow'),
+  operation('getUnanswered', '/unanswered'),
+  operation('listPagesThenSilence', '/pages-then-silence', [queryParam('after')], { paginated: true }),
 ];
 
 interface Recorded {
   method: string;
   url: string;
   headers: IncomingHttpHeaders;
+  /** Settles when the request's socket has closed. */
+  closed: Promise<void>;
 }
 
 interface StubApi {
   url: string;
   requests: Recorded[];
+  /** The first request to `url` (path and query), once it has arrived. */
+  requestTo(url: string): Promise<Recorded>;
   close(): Promise<void>;
 }
 
@@ -121,8 +132,12 @@ function sendBytes(response: ServerResponse, bytes: number, declareLength: boole
 /** A loopback API under /v1 that records every request and answers by path. */
 async function startStubApi(): Promise<StubApi> {
   const requests: Recorded[] = [];
+  const arrivals = new EventEmitter();
   const server = createServer((request, response) => {
-    requests.push({ method: request.method ?? '', url: request.url ?? '', headers: request.headers });
+    const closed = new Promise<void>((resolve) => request.socket.once('close', () => resolve()));
+    const recorded = { method: request.method ?? '', url: request.url ?? '', headers: request.headers, closed };
+    requests.push(recorded);
+    arrivals.emit('request', recorded);
     const url = new URL(request.url ?? '/', 'http://stub');
     const after = url.searchParams.get('after');
     switch (url.pathname) {
@@ -155,15 +170,28 @@ async function startStubApi(): Promise<StubApi> {
       case '/v1/slow':
         response.writeHead(200, { 'content-type': 'application/json' });
         return void response.write('{"partial":');
+      case '/v1/unanswered':
+        return;
+      case '/v1/pages-then-silence':
+        if (after === null) return sendJson(response, 200, { data: [1], nextCursor: 'p2' });
+        return;
       default:
         return sendJson(response, 200, { path: url.pathname, query: url.search, received: 'ok' });
     }
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
+  const requestTo = async (url: string): Promise<Recorded> => {
+    for (;;) {
+      const found = requests.find((request) => request.url === url);
+      if (found) return found;
+      await once(arrivals, 'request');
+    }
+  };
   return {
     url: `http://127.0.0.1:${port}`,
     requests,
+    requestTo,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
@@ -292,6 +320,8 @@ describe('api.call refuses before sending', () => {
       baseUrl: `${stub.url}/v1`,
       operations: STUB_OPERATIONS,
       credentials: { authorization: `Bearer ${TOKEN}` },
+      limits: LIMITS,
+      signal: NEVER_CANCELLED,
       onRequest: () => (sent.count += 1),
       ...overrides,
     });
@@ -374,7 +404,7 @@ describe('api.call refuses before sending', () => {
   });
 
   it('rejects bad configuration when the caller is created', () => {
-    const base = { operations: STUB_OPERATIONS, credentials: {} };
+    const base = { operations: STUB_OPERATIONS, credentials: {}, limits: LIMITS, signal: NEVER_CANCELLED };
     expect(() => createApiCaller({ ...base, baseUrl: 'ftp://example.com' })).toThrow(/http/);
     expect(() => createApiCaller({ ...base, baseUrl: 'https://user:pw@example.com' })).toThrow(/credentials/);
     expect(() => createApiCaller({ ...base, baseUrl: 'not a url' })).toThrow(/not a URL/);
@@ -400,6 +430,8 @@ describe('api.call against a local API', () => {
       baseUrl: `${stub.url}/v1/`,
       operations: STUB_OPERATIONS,
       credentials: { authorization: `Bearer ${TOKEN}`, 'X-Api-Key': 'key-123' },
+      limits: LIMITS,
+      signal: NEVER_CANCELLED,
       onRequest: () => (sent.count += 1),
       ...overrides,
     });
@@ -431,7 +463,7 @@ describe('api.call against a local API', () => {
     expect(stub.requests.slice(-3).map((r) => r.url)).toEqual(['/v1/pages', '/v1/pages?after=p2', '/v1/pages?after=p3']);
     expect(sent.count).toBe(3);
 
-    const capped = stubCaller({ maxPages: 4 });
+    const capped = stubCaller({ limits: { ...LIMITS, maxPages: 4 } });
     expect(await capped.call('listEndless', { paginate: true, after: '10' })).toEqual({ data: [10, 11, 12, 13], pages: 4, nextCursor: '14' });
     expect(capped.sent.count).toBe(4);
 
@@ -451,7 +483,7 @@ describe('api.call against a local API', () => {
   });
 
   it('stops reading a response beyond maxResponseBytes, with or without a content-length', async () => {
-    const { call } = stubCaller({ maxResponseBytes: MiB });
+    const { call } = stubCaller({ limits: { ...LIMITS, maxResponseBytes: MiB } });
     for (const operationId of ['getBig', 'getBigDeclared']) {
       const error = await callError(call(operationId, {}));
       expect(error).toMatchObject({ code: 'API_RESPONSE_TOO_LARGE', retryable: false });
@@ -460,7 +492,7 @@ describe('api.call against a local API', () => {
   });
 
   it('caps the pages of a paginated call together at maxResponseBytes', async () => {
-    const { call } = stubCaller({ maxResponseBytes: 60, maxPages: 50 });
+    const { call } = stubCaller({ limits: { ...LIMITS, maxResponseBytes: 60, maxPages: 50 } });
     const error = await callError(call('listEndless', { paginate: true }));
     expect(error).toMatchObject({ code: 'API_RESPONSE_TOO_LARGE' });
     expect(error.message).toBe('the pages together are larger than 60 bytes');
@@ -476,7 +508,7 @@ describe('api.call against a local API', () => {
   });
 
   it('fails on a body that is not JSON, and on a response that does not finish in time', async () => {
-    const { call } = stubCaller({ timeoutMs: 300 });
+    const { call } = stubCaller({ limits: { ...LIMITS, requestTimeoutMs: 300 } });
     expect(await callError(call('getHtml', {}))).toMatchObject({ code: 'API_CALL_FAILED', message: 'the API answered with a body that is not JSON' });
     expect(await callError(call('getSlow', {}))).toMatchObject({ code: 'API_CALL_FAILED', retryable: true, message: 'no complete response within 300 ms' });
   });
@@ -484,7 +516,7 @@ describe('api.call against a local API', () => {
   it('fails, retryably, when nothing listens', async () => {
     const closed = await startStubApi();
     await closed.close();
-    const error = await callError(createApiCaller({ baseUrl: closed.url, operations: STUB_OPERATIONS, credentials: {} })('getUser', { id: 1 }));
+    const error = await callError(createApiCaller({ baseUrl: closed.url, operations: STUB_OPERATIONS, credentials: {}, limits: LIMITS, signal: NEVER_CANCELLED })('getUser', { id: 1 }));
     expect(error).toMatchObject({ code: 'API_CALL_FAILED', retryable: true });
     expect(error.message).toMatch(/ECONNREFUSED/);
   });
@@ -517,6 +549,86 @@ describe('api.call against a local API', () => {
   });
 });
 
+// ---- cancelled by the caller's signal -------------------------------------------------------------
+
+describe("api.call ends when the caller's signal aborts", () => {
+  let stub: StubApi;
+  beforeAll(async () => {
+    stub = await startStubApi();
+  });
+  afterAll(async () => {
+    await stub?.close();
+  });
+
+  // A request timeout far beyond the test's own, so only the signal can end these requests in time.
+  const NO_TIMEOUT_IN_SIGHT: ApiCallLimits = { ...LIMITS, requestTimeoutMs: 600_000 };
+
+  function cancellableCaller(overrides: Partial<ApiCallerOptions> = {}) {
+    const cancel = new AbortController();
+    const sent = { count: 0 };
+    const call = createApiCaller({
+      baseUrl: `${stub.url}/v1`,
+      operations: STUB_OPERATIONS,
+      credentials: {},
+      limits: NO_TIMEOUT_IN_SIGHT,
+      signal: cancel.signal,
+      onRequest: () => (sent.count += 1),
+      ...overrides,
+    });
+    return { call, cancel, sent };
+  }
+
+  const cancelled = { code: 'API_CALL_FAILED', retryable: false, message: 'the request was cancelled before the API answered' };
+
+  it('closes a request waiting for its answer, or for the rest of its body, as soon as the signal aborts', async () => {
+    for (const operationId of ['getUnanswered', 'getSlow']) {
+      const { call, cancel } = cancellableCaller();
+      const failure = callError(call(operationId, {}));
+      const request = await stub.requestTo(operationId === 'getSlow' ? '/v1/slow' : '/v1/unanswered');
+      cancel.abort();
+      expect(await failure).toMatchObject(cancelled);
+      await request.closed;
+    }
+  });
+
+  it('ends a paginated call at the page in flight, and asks for no further page', async () => {
+    const { call, cancel, sent } = cancellableCaller();
+    const failure = callError(call('listPagesThenSilence', { paginate: true }));
+    const secondPage = await stub.requestTo('/v1/pages-then-silence?after=p2');
+    cancel.abort();
+    expect(await failure).toMatchObject(cancelled);
+    await secondPage.closed;
+    expect(sent.count).toBe(2);
+    expect(stub.requests.filter((request) => request.url.startsWith('/v1/pages-then-silence'))).toHaveLength(2);
+  });
+
+  it('ends a DNS lookup that has not answered', async () => {
+    let lookupStarted: () => void = () => undefined;
+    const started = new Promise<void>((resolve) => (lookupStarted = resolve));
+    const lookup = vi.fn(() => {
+      lookupStarted();
+      return new Promise<string[]>(() => undefined);
+    });
+    const { call, cancel, sent } = cancellableCaller({ baseUrl: 'https://api.example.com', lookup });
+    const failure = callError(call('getUser', { id: 1 }));
+    await started;
+    cancel.abort();
+    expect(await failure).toMatchObject(cancelled);
+    expect(sent.count).toBe(0);
+  });
+
+  it('fails a call made after the signal aborted without looking up or sending anything', async () => {
+    const lookup = vi.fn(async () => ['127.0.0.1']);
+    const { call, cancel, sent } = cancellableCaller({ baseUrl: `http://tenant.localhost:${new URL(stub.url).port}/v1`, lookup });
+    cancel.abort();
+    const before = stub.requests.length;
+    expect(await callError(call('getUser', { id: 1 }))).toMatchObject(cancelled);
+    expect(lookup).not.toHaveBeenCalled();
+    expect(sent.count).toBe(0);
+    expect(stub.requests.length).toBe(before);
+  });
+});
+
 // ---- through the real demo API ----------------------------------------------------------------
 
 for (const { backend, skipReason } of backends) {
@@ -540,6 +652,8 @@ for (const { backend, skipReason } of backends) {
         baseUrl: api.url,
         operations,
         credentials: { authorization: `Bearer ${TOKEN}` },
+        limits: LIMITS,
+        signal: NEVER_CANCELLED,
         onRequest: () => (sent.count += 1),
         ...overrides,
       });

@@ -1,9 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApiKey, createTenant } from '../src/admin/tenants.js';
+import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import { promptOf, startScriptedLlm, type RecordedRequest, type ScriptedLlm } from './fixtures/scripted-llm.js';
+import { startSilentApi, type SilentApi } from './fixtures/silent-api.js';
 import { backends } from './support/database.js';
 import { ExecuteQueryMutation, StepUpdatesSubscription } from './support/operations.js';
 import { describeUpdates, fetchExecution, runPlan, sqlStep } from './support/plans.js';
-import { startTestServer, type TestServer } from './support/server.js';
+import { startTestServer, type TestClient, type TestServer } from './support/server.js';
 
 const apiStep = (code: string, extra = {}) => ({ kind: 'API' as const, queryContext: `program: ${code.slice(0, 40)}`, code, ...extra });
 const schemaOf = (request: RecordedRequest) => request.body.response_format?.json_schema?.name;
@@ -20,20 +23,35 @@ for (const { backend, skipReason } of backends) {
   describe.skipIf(skipReason !== null)(`API steps on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
     let llm: ScriptedLlm;
     let server: TestServer;
+    let silentApi: SilentApi;
+    /** Requests as the demo tenant, whose API is the demo API. */
+    let demo: TestClient;
+    /** Requests as a tenant whose API keeps requests waiting (test/fixtures/silent-api.ts). */
+    let silent: TestClient;
     beforeAll(async () => {
       llm = await startScriptedLlm();
+      silentApi = await startSilentApi();
       server = await startTestServer(backend, {
         env: {
+          STEPCAST_AUTH: 'on',
+          STEPCAST_DEMO: 'on',
           OPENAI_BASE_URL: llm.baseUrl,
           STEPCAST_LLM_MAX_RETRIES: '0',
           STEPCAST_SANDBOX_CPU_MS: '500',
           STEPCAST_SANDBOX_MEMORY_MB: '16',
           STEPCAST_API_MAX_REQUESTS: '20',
+          // Far beyond any test's time: only the end of its step can end a request here.
+          STEPCAST_API_REQUEST_TIMEOUT_MS: '600000',
         },
       });
+      const { database, secrets } = server.app;
+      await createTenant(database, secrets, { name: 'Silent', id: 'silent', apiBaseUrl: silentApi.url, openapi: silentApi.openapi });
+      demo = server.as(`Bearer ${(await createApiKey(database, DEMO_TENANT_ID)).token}`);
+      silent = server.as(`Bearer ${(await createApiKey(database, 'silent')).token}`);
     });
     afterAll(async () => {
       await server?.close();
+      await silentApi?.close();
       await llm?.close();
     });
 
@@ -59,10 +77,10 @@ for (const { backend, skipReason } of backends) {
         },
         { when: (r) => schemaOf(r) === 'api_step', replies: [{ content: { code: APPLICATIONS_OF_USERS, explanation: '' } }] },
       );
-      const response = await server.request(ExecuteQueryMutation, { query: 'Which applications do suspended users have?' });
+      const response = await demo.request(ExecuteQueryMutation, { query: 'Which applications do suspended users have?' });
       expect(response.errors).toBeUndefined();
       const id = response.data!.executeQuery.id;
-      const updates = (await server.subscribeWs(StepUpdatesSubscription, { executionId: id })).map((r) => r.data!.stepUpdates);
+      const updates = (await demo.subscribeWs(StepUpdatesSubscription, { executionId: id })).map((r) => r.data!.stepUpdates);
       expect(describeUpdates(updates)).toEqual([
         'PLAN_CREATED',
         'EXECUTION_STARTED',
@@ -75,7 +93,7 @@ for (const { backend, skipReason } of backends) {
       ]);
       expect(updates[5]!.message).toBe('looking up 4 users');
 
-      const execution = await fetchExecution(server, id);
+      const execution = await fetchExecution(demo, id);
       expect(execution.status).toBe('SUCCEEDED');
       const [users, applications] = execution.steps;
       expect(applications!.code).toBe(APPLICATIONS_OF_USERS);
@@ -85,7 +103,7 @@ for (const { backend, skipReason } of backends) {
         { name: 'application', type: 'text' },
       ]);
       const ids = (users!.result as { id: number }[]).map((u) => u.id);
-      const truth = await runPlan(server, {
+      const truth = await runPlan(demo, {
         query: 'ground truth',
         steps: [sqlStep(`SELECT count(*) AS n FROM app_assignments WHERE user_id IN (${ids.join(', ')})`)],
       });
@@ -102,7 +120,7 @@ for (const { backend, skipReason } of backends) {
 
     it('runs client code as written, and a later SQL step joins its records as step_N', async () => {
       llm.script();
-      const { execution } = await runPlan(server, {
+      const { execution } = await runPlan(demo, {
         query: 'q',
         steps: [
           sqlStep('SELECT id FROM users ORDER BY id LIMIT 3'),
@@ -128,7 +146,7 @@ for (const { backend, skipReason } of backends) {
         ['a thrown error', "throw new Error('no luck')", /SANDBOX_ERROR/],
       ];
       const { execution } = await runPlan(
-        server,
+        demo,
         {
           query: 'hostile programs',
           steps: [
@@ -151,7 +169,7 @@ for (const { backend, skipReason } of backends) {
     });
 
     it('counts every page of a paginated call against the request limit', async () => {
-      const { execution } = await runPlan(server, {
+      const { execution } = await runPlan(demo, {
         query: 'q',
         steps: [
           apiStep(
@@ -163,7 +181,7 @@ for (const { backend, skipReason } of backends) {
     });
 
     it('lets a program handle an ordinary API error itself', async () => {
-      const { execution } = await runPlan(server, {
+      const { execution } = await runPlan(demo, {
         query: 'q',
         steps: [apiStep("try { await api.call('getUser', { id: 999999 }); return []; } catch (error) { return [{ code: error.code, message: error.message }]; }")],
       });
@@ -172,7 +190,7 @@ for (const { backend, skipReason } of backends) {
     });
 
     it('never shows the program the API credentials', async () => {
-      const { execution } = await runPlan(server, {
+      const { execution } = await runPlan(demo, {
         query: 'q',
         steps: [
           apiStep(
@@ -184,6 +202,31 @@ for (const { backend, skipReason } of backends) {
       const text = JSON.stringify(execution.finalResult);
       expect(text).not.toMatch(/Bearer|authorization/i);
       expect((execution.finalResult as { user: string }[])[0]!.user).toContain('"id":1');
+    });
+
+    it("closes the API request a program still waits on when the step's time runs out, and fails the step SANDBOX_TIMEOUT", async () => {
+      const before = silentApi.requests.length;
+      const { execution } = await runPlan(
+        silent,
+        { query: 'q', steps: [apiStep("return [await api.call('waitForever', {})];")] },
+        { stepTimeoutMs: 3_000 },
+      );
+      expect(execution.steps[0]!.status).toBe('FAILED');
+      expect(execution.steps[0]!.error).toMatchObject({ code: 'SANDBOX_TIMEOUT', message: expect.stringMatching(/wall clock/) });
+      expect(silentApi.requests.slice(before).map((request) => request.path)).toEqual(['/wait-forever']);
+      await silentApi.allClosed();
+    });
+
+    it('closes an API request the program left in flight when it returned, and keeps the result', async () => {
+      const before = silentApi.requests.length;
+      const { execution } = await runPlan(silent, {
+        query: 'q',
+        steps: [apiStep("api.call('waitForever', {}); const answer = await api.call('answerOnceOneWaits', {}); return [answer];")],
+      });
+      expect(execution.status).toBe('SUCCEEDED');
+      expect(execution.finalResult).toEqual([{ answered: true }]);
+      expect(silentApi.requests.slice(before).map((request) => request.path).sort()).toEqual(['/answer-once-one-waits', '/wait-forever']);
+      await silentApi.allClosed();
     });
   });
 }

@@ -3,9 +3,12 @@ import type { ClientRequest, IncomingMessage, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApiKey, createTenant } from '../src/admin/tenants.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import { tenants } from '../src/db/tables.js';
+import { startSilentApi, type SilentApi } from './fixtures/silent-api.js';
 import {
+  bearer,
   expectOnlyTheFailedRun,
   expectStillServing,
   startAttackTarget,
@@ -14,6 +17,7 @@ import {
 } from './support/attacks.js';
 import { backends } from './support/database.js';
 import { runPlan } from './support/plans.js';
+import type { TestClient } from './support/server.js';
 
 /**
  * Hostile programs a client sends as an API step's `code`, run against the demo tenant's API. The
@@ -37,6 +41,11 @@ interface CodeAttack {
   /** The request paths the demo API received, in order; none when absent. */
   demoApiPaths?: string[];
   stepTimeoutMs?: number;
+  /**
+   * When set, the program runs as a tenant whose API keeps requests waiting (test/fixtures/silent-api.ts):
+   * the paths that API received, sorted, each of whose sockets must be closed once the step has ended.
+   */
+  silentApiPaths?: string[];
 }
 
 /** Names that would mean the program reached the host (Node, the sandbox's own plumbing, or I/O). */
@@ -145,6 +154,22 @@ const CODE_ATTACKS: CodeAttack[] = [
     message: /more than 10 api\.call requests/,
     demoApiPaths: Array<string>(10).fill('/users/1'),
   },
+  // Requests that would outlive their step (the API request timeout is 600 s here).
+  {
+    name: 'a request the API never answers, still awaited when the step runs out of time',
+    code: "return [await api.call('waitForever', {})];",
+    expected: 'SANDBOX_TIMEOUT',
+    message: /wall clock limit/,
+    stepTimeoutMs: 3_000,
+    silentApiPaths: ['/wait-forever'],
+  },
+  {
+    name: 'a request left in flight by a program that then throws',
+    code: "api.call('waitForever', {}); await api.call('answerOnceOneWaits', {}); throw new Error('leaving a request behind');",
+    expected: 'SANDBOX_ERROR',
+    message: /leaving a request behind/,
+    silentApiPaths: ['/answer-once-one-waits', '/wait-forever'],
+  },
 ];
 
 interface SeenRequest {
@@ -156,6 +181,10 @@ interface SeenRequest {
 for (const { backend, skipReason } of backends) {
   describe.skipIf(skipReason !== null)(`hostile API step programs on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
     let target: AttackTarget;
+    let silentApi: SilentApi;
+    let silentApiUrl: URL;
+    /** Requests as the tenant whose API is silentApi. */
+    let silent: TestClient;
     let demoApi: URL;
     let graphqlHost: string;
     // Every HTTP request this process received or sent while a case ran (the server runs in-process).
@@ -171,7 +200,12 @@ for (const { backend, skipReason } of backends) {
     };
 
     beforeAll(async () => {
-      target = await startAttackTarget(backend);
+      silentApi = await startSilentApi();
+      silentApiUrl = new URL(silentApi.url);
+      target = await startAttackTarget(backend, { STEPCAST_API_REQUEST_TIMEOUT_MS: '600000' });
+      const { database, secrets } = target.server.app;
+      await createTenant(database, secrets, { name: 'Silent', id: 'silent', apiBaseUrl: silentApi.url, openapi: silentApi.openapi });
+      silent = target.server.as(bearer((await createApiKey(database, 'silent', 'attacks')).token));
       const [demo] = await target.server.app.database.db
         .select({ apiBaseUrl: tenants.apiBaseUrl })
         .from(tenants)
@@ -185,6 +219,7 @@ for (const { backend, skipReason } of backends) {
       diagnosticsChannel.unsubscribe('http.server.request.start', onServerRequest);
       diagnosticsChannel.unsubscribe('http.client.request.start', onClientRequest);
       await target?.server.close();
+      await silentApi?.close();
     });
 
     for (const attack of CODE_ATTACKS) {
@@ -195,7 +230,7 @@ for (const { backend, skipReason } of backends) {
         sent = [];
 
         const { id, execution } = await runPlan(
-          target.demo,
+          attack.silentApiPaths ? silent : target.demo,
           { query: attack.name, steps: [{ kind: 'API', queryContext: attack.name, code: attack.code }] },
           { stepTimeoutMs: attack.stepTimeoutMs ?? 5_000 },
         );
@@ -213,9 +248,14 @@ for (const { backend, skipReason } of backends) {
         expect(received.filter((request) => request.where === demoApi.port)).toEqual(
           expectedPaths.map((path) => ({ where: demoApi.port, path })),
         );
-        expect(sent.filter((request) => request.where !== graphqlHost)).toEqual(
+        expect(sent.filter((request) => request.where !== graphqlHost && request.where !== silentApiUrl.host)).toEqual(
           expectedPaths.map((path) => ({ where: demoApi.host, path })),
         );
+        const silentPaths = attack.silentApiPaths ?? [];
+        expect(received.filter((request) => request.where === silentApiUrl.port).map((request) => request.path).sort()).toEqual(silentPaths);
+        expect(sent.filter((request) => request.where === silentApiUrl.host).map((request) => request.path).sort()).toEqual(silentPaths);
+        // None of them outlives the step: the API sees every socket closed, long before their own timeout.
+        await silentApi.allClosed();
 
         // (2) Nothing changed, and nothing but the failed run itself was stored.
         await expectOnlyTheFailedRun(database, before, id);

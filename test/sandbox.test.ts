@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
 import {
-  DEFAULT_SANDBOX_LIMITS,
   runProgram,
   SandboxError,
   type ProgramRun,
@@ -9,6 +9,8 @@ import {
 } from '../src/sandbox/run-program.js';
 
 const MIB = 1_048_576;
+/** The service's configured limits, as the API step handler passes them, with a wall clock of its own. */
+const LIMITS: SandboxLimits = { ...loadConfig({}).sandbox, wallClockMs: 30_000 };
 
 interface RecordedCall {
   operationId: string;
@@ -55,7 +57,8 @@ function run(
   code: string,
   options: { host?: SandboxHost; steps?: { records: unknown[] }[]; limits?: Partial<SandboxLimits>; signal?: AbortSignal } = {},
 ): Promise<ProgramRun> {
-  return runProgram({ code, steps: options.steps ?? [], host: options.host ?? new FakeHost(), limits: options.limits, signal: options.signal });
+  const limits = { ...LIMITS, ...options.limits };
+  return runProgram({ code, steps: options.steps ?? [], host: options.host ?? new FakeHost(), limits, signal: options.signal });
 }
 
 async function failureOf(running: Promise<unknown>): Promise<SandboxError> {
@@ -73,16 +76,25 @@ function expectNoHostStack(message: string): void {
 }
 
 describe('runProgram: results, steps and the host API', () => {
-  it('has the documented default limits', () => {
-    expect(DEFAULT_SANDBOX_LIMITS).toEqual({
+  it('takes every limit from the configuration, whose defaults are the documented ones', async () => {
+    expect(loadConfig({}).sandbox).toEqual({
       memoryBytes: 64 * MIB,
-      cpuTimeMs: 2_000,
-      wallClockMs: 30_000,
-      maxRequests: 200,
-      maxConcurrentRequests: 5,
+      cpuTimeMs: 5_000,
       maxResultBytes: 5 * MIB,
       maxLogBytes: 64 * 1024,
+      maxRequests: 200,
+      maxConcurrentRequests: 5,
+      maxResponseBytes: 5 * MIB,
+      requestTimeoutMs: 10_000,
+      maxPages: 20,
+      maxProgressReports: 100,
+      maxProgressChars: 1_000,
     });
+    const missingOne: Partial<SandboxLimits> = { ...LIMITS };
+    delete missingOne.maxProgressChars;
+    await expect(runProgram({ code: 'return 1', steps: [], host: new FakeHost(), limits: missingOne as SandboxLimits })).rejects.toThrow(
+      'sandbox limit maxProgressChars must be a number of at least 0, not undefined',
+    );
   });
 
   it('returns a JSON value computed from steps[0].records', async () => {
@@ -201,6 +213,15 @@ describe('runProgram: results, steps and the host API', () => {
     );
     expect(host.progressMessages).toEqual(['fetching users', '42', 'x'.repeat(1000)]);
     expect(result.logs).toEqual(['users 3 {"active":true} [1,"two"] null undefined', 'done']);
+  });
+
+  it('passes on at most maxProgressReports progress messages, each cut to maxProgressChars', async () => {
+    const host = new FakeHost();
+    await run(`for (let i = 0; i < 10; i++) progress(i + ' of ten reports'); return 1;`, {
+      host,
+      limits: { maxProgressReports: 3, maxProgressChars: 4 },
+    });
+    expect(host.progressMessages).toEqual(['0 of', '1 of', '2 of']);
   });
 
   it('keeps console.log output up to maxLogBytes, then drops lines and says so once', async () => {
@@ -356,6 +377,7 @@ describe('runProgram: limits', () => {
       code: "try { await api.call('getUser', { id: 5 }); } catch (error) { return { caught: error.message, code: error.code }; }",
       steps: [],
       host,
+      limits: LIMITS,
     });
     expect(run.value).toEqual({ caught: 'the API answered HTTP 404', code: 'API_CALL_FAILED' });
   });
@@ -412,6 +434,18 @@ describe('runProgram: limits', () => {
     const notStarted = await failureOf(run(`await api.call('ping', {}); return 1;`, { host: idleHost, signal: AbortSignal.abort() }));
     expect(notStarted.code).toBe('SANDBOX_ABORTED');
     expect(idleHost.calls).toEqual([]);
+  });
+
+  it('ends the run with SANDBOX_TIMEOUT when the signal aborts because time is up (a step that ran out of time)', async () => {
+    // The reason AbortSignal.timeout gives, sent once the program waits on the host.
+    const stepTime = new AbortController();
+    const host = new FakeHost(() => {
+      stepTime.abort(new DOMException('the step ran out of time', 'TimeoutError'));
+      return new Promise(() => {});
+    });
+    const timedOut = await failureOf(run(`return await api.call('hang', {});`, { host, signal: stepTime.signal }));
+    expect(timedOut).toMatchObject({ code: 'SANDBOX_TIMEOUT', retryable: true });
+    expect(timedOut.message).toMatch(/wall clock limit of 30000 ms/);
   });
 });
 

@@ -24,6 +24,16 @@ export class ApiCallError extends Error {
   }
 }
 
+/** The bounds of the requests a caller makes; the service supplies them from its configuration (config.sandbox). */
+export interface ApiCallLimits {
+  /** Enforced while reading; with `paginate: true` it caps all pages together. */
+  maxResponseBytes: number;
+  /** One request, its DNS lookup included. */
+  requestTimeoutMs: number;
+  /** Pages one `paginate: true` call follows. */
+  maxPages: number;
+}
+
 export interface ApiCallerOptions {
   /** The tenant's API base URL, e.g. http://127.0.0.1:40123 or https://api.example.com/v2. */
   baseUrl: string;
@@ -31,10 +41,9 @@ export interface ApiCallerOptions {
   /** Headers the host adds to every request (e.g. { authorization: 'Bearer …' }); never shown to the program. */
   credentials: Record<string, string>;
   allowedMethods?: readonly string[];
-  /** Enforced while reading; with `paginate: true` it caps all pages together. */
-  maxResponseBytes?: number;
-  timeoutMs?: number;
-  maxPages?: number;
+  limits: ApiCallLimits;
+  /** Aborting ends every request of this caller at once (DNS lookups and pages included), and fails later calls. */
+  signal: AbortSignal;
   lookup?: (hostname: string) => Promise<string[]>;
   /** Called once per HTTP request, just before it is sent. */
   onRequest?: () => void;
@@ -50,9 +59,6 @@ export interface PaginatedResult {
 }
 
 const DEFAULT_ALLOWED_METHODS = ['GET'] as const;
-const DEFAULT_MAX_RESPONSE_BYTES = 5 * 1024 * 1024;
-const DEFAULT_TIMEOUT_MS = 10_000;
-const DEFAULT_MAX_PAGES = 20;
 const ERROR_BODY_BYTES = 4096;
 const PAGINATE_PARAM = 'paginate';
 const HOST_ONLY_HEADERS = new Set(['host', 'content-length', 'transfer-encoding', 'connection']);
@@ -263,6 +269,8 @@ interface CallerSettings {
   base: BaseUrl;
   headers: OutgoingHttpHeaders;
   timeoutMs: number;
+  /** The caller's own signal: once aborted, no request of this caller goes on. */
+  cancelled: AbortSignal;
   lookup: (hostname: string) => Promise<string[]>;
   onRequest: () => void;
 }
@@ -292,9 +300,12 @@ async function lookupUntil(settings: CallerSettings, signal: AbortSignal): Promi
   try {
     return await untilAborted(settings.lookup(hostname), signal, `no answer within ${settings.timeoutMs} ms`);
   } catch (error) {
+    if (settings.cancelled.aborted) throw cancelledError();
     throw new ApiCallError('API_CALL_FAILED', `could not resolve ${hostname}: ${messageOf(error)}`, { retryable: true });
   }
 }
+
+const cancelledError = () => new ApiCallError('API_CALL_FAILED', 'the request was cancelled before the API answered');
 
 function untilAborted<T>(promise: Promise<T>, signal: AbortSignal, reason: string): Promise<T> {
   return new Promise<T>((resolve, reject) => {
@@ -361,14 +372,17 @@ async function readBody(response: IncomingMessage, maxBytes: number, overflow: '
 const tooLarge = (maxBytes: number) =>
   new ApiCallError('API_RESPONSE_TOO_LARGE', `the response is larger than ${maxBytes} bytes`);
 
-/** One HTTP request under one deadline, which covers the DNS lookup too. */
+/** One HTTP request under one deadline, which covers the DNS lookup too, and under the caller's signal. */
 async function sendRequest(request: Omit<Exchange, 'addresses' | 'signal'>, settings: CallerSettings): Promise<RawResponse> {
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), settings.timeoutMs);
+  if (settings.cancelled.aborted) throw cancelledError();
+  const deadline = new AbortController();
+  const timer = setTimeout(() => deadline.abort(), settings.timeoutMs);
+  const signal = AbortSignal.any([settings.cancelled, deadline.signal]);
   try {
-    const addresses = await resolveAllowedAddresses(settings, controller.signal);
+    const addresses = await resolveAllowedAddresses(settings, signal);
+    if (settings.cancelled.aborted) throw cancelledError();
     settings.onRequest(); // outside the error mapping: a limit the sandbox throws from here reaches it unchanged
-    return await exchangeOnce({ ...request, addresses, signal: controller.signal }, settings);
+    return await exchangeOnce({ ...request, addresses, signal }, settings);
   } finally {
     clearTimeout(timer);
   }
@@ -388,6 +402,7 @@ async function exchangeOnce(exchange: Exchange, settings: CallerSettings): Promi
     throw new ApiCallError('API_CALL_FAILED', `the API answered ${status}${detail}`, { status, retryable });
   } catch (error) {
     if (error instanceof ApiCallError) throw error;
+    if (settings.cancelled.aborted) throw cancelledError();
     if (exchange.signal.aborted) {
       throw new ApiCallError('API_CALL_FAILED', `no complete response within ${settings.timeoutMs} ms`, { retryable: true });
     }
@@ -456,14 +471,14 @@ export function createApiCaller(options: ApiCallerOptions): ApiCaller {
   const settings: CallerSettings = {
     base: parseBaseUrl(options.baseUrl),
     headers: { accept: 'application/json', 'accept-encoding': 'identity', ...checkCredentials(options.credentials) },
-    timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    timeoutMs: options.limits.requestTimeoutMs,
+    cancelled: options.signal,
     lookup: options.lookup ?? defaultLookup,
     onRequest: options.onRequest ?? (() => undefined),
   };
   const operations = new Map(options.operations.map((operation) => [operation.operationId, operation]));
   const allowedMethods = (options.allowedMethods ?? DEFAULT_ALLOWED_METHODS).map((method) => method.toUpperCase());
-  const maxResponseBytes = options.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
-  const maxPages = options.maxPages ?? DEFAULT_MAX_PAGES;
+  const { maxResponseBytes, maxPages } = options.limits;
 
   async function callOnce(operation: ApiOperation, params: Record<string, unknown>, maxBytes: number) {
     const url = buildUrl(settings.base, operation, params);

@@ -3,7 +3,6 @@
  * program can replace them, keeps the host functions in a closure (never on globalThis), and does all
  * marshalling as JSON text, so the host only ever receives and sends strings.
  */
-export const PROGRESS_MAX_CHARS = 1_000;
 export const ERROR_MESSAGE_MAX_CHARS = 2_000;
 
 export const GUEST_PRELUDE = String.raw`(() => {
@@ -36,7 +35,7 @@ export const GUEST_PRELUDE = String.raw`(() => {
     return typeof value === 'object' && value !== null && !isArray(value);
   }
 
-  function install(host, stepsJson, maxLogChars) {
+  function install(host, stepsJson, maxLogChars, maxProgressChars) {
     const { hostCall, hostProgress, hostLog } = host;
     const api = freeze({
       call: async function call(operationId, params) {
@@ -52,7 +51,7 @@ export const GUEST_PRELUDE = String.raw`(() => {
       },
     });
     const progress = function progress(message) {
-      hostProgress(slice(StringOf(message), 0, ${PROGRESS_MAX_CHARS}));
+      hostProgress(slice(StringOf(message), 0, maxProgressChars));
     };
     const console = freeze({
       log: function log(...args) {

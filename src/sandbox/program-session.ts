@@ -14,7 +14,7 @@ import {
   type VmCallResult,
 } from 'quickjs-emscripten-core';
 import { SandboxError } from './errors.js';
-import { ERROR_MESSAGE_MAX_CHARS, GUEST_PRELUDE, PROGRESS_MAX_CHARS, wrapProgram } from './guest-prelude.js';
+import { ERROR_MESSAGE_MAX_CHARS, GUEST_PRELUDE, wrapProgram } from './guest-prelude.js';
 import { RunBudget } from './run-budget.js';
 import type { ProgramRun, SandboxLimits } from './run-program.js';
 
@@ -158,9 +158,6 @@ function parseParams(json: string): Record<string, unknown> | undefined {
   if (typeof params !== 'object' || params === null || Array.isArray(params)) return undefined;
   return params as Record<string, unknown>;
 }
-
-// The executor publishes at most 100 progress updates per step; sending more from the guest is only noise.
-const MAX_PROGRESS_REPORTS = 100;
 
 export class ProgramSession {
   private readonly runtime: QuickJSRuntime;
@@ -367,7 +364,8 @@ export class ProgramSession {
       const steps = scope.manage(this.guestString(stepsJson, 'receiving the earlier steps’ records'));
       const host = scope.manage(this.hostBridge());
       const maxLogChars = scope.manage(this.context.newNumber(this.options.limits.maxLogBytes));
-      const installed = this.callHelper(this.guestHelpers().install, [host, steps, maxLogChars]);
+      const maxProgressChars = scope.manage(this.context.newNumber(this.options.limits.maxProgressChars));
+      const installed = this.callHelper(this.guestHelpers().install, [host, steps, maxLogChars, maxProgressChars]);
       this.expectValue(installed, 'the sandbox failed to start').dispose();
     });
   }
@@ -387,8 +385,9 @@ export class ProgramSession {
   }
 
   private reportProgress(messageHandle: QuickJSHandle | undefined): void {
-    if (!messageHandle || ++this.progressReports > MAX_PROGRESS_REPORTS) return;
-    this.options.host.progress(this.context.getString(messageHandle).slice(0, PROGRESS_MAX_CHARS));
+    const { maxProgressReports, maxProgressChars } = this.options.limits;
+    if (!messageHandle || ++this.progressReports > maxProgressReports) return;
+    this.options.host.progress(this.context.getString(messageHandle).slice(0, maxProgressChars));
   }
 
   private keepLog(lineHandle: QuickJSHandle | undefined): void {

@@ -14,6 +14,13 @@ export function wallClockTimeoutError(wallClockMs: number, waitingOnHost: boolea
   );
 }
 
+/** A run its caller aborted; aborted for lack of time (AbortSignal.timeout's TimeoutError), it ran out of wall clock. */
+export function abortedRunError(signal: AbortSignal, wallClockMs: number, started: boolean, waitingOnHost = false): SandboxError {
+  const reason: unknown = signal.reason;
+  if (reason instanceof Error && reason.name === 'TimeoutError') return wallClockTimeoutError(wallClockMs, waitingOnHost);
+  return new SandboxError('SANDBOX_ABORTED', `the run was aborted before the program ${started ? 'finished' : 'started'}`);
+}
+
 /** The time a run may take: CPU time spent inside QuickJS, and wall-clock time in total. */
 export class RunBudget {
   private cpuUsed = 0;

@@ -3,10 +3,12 @@
  * Inside it sees only `steps`, `api.call`, `progress` and `console.log`; everything crosses the boundary as JSON.
  */
 import { SandboxError } from './errors.js';
+import { abortedRunError } from './run-budget.js';
 import { runInSandboxWorker } from './worker-pool.js';
 
 export { SandboxError, type SandboxErrorCode } from './errors.js';
 
+/** Every limit of a run; the service supplies them from its configuration (config.sandbox), and the step its wall clock. */
 export interface SandboxLimits {
   /** The program's heap; the WebAssembly memory is capped at this plus the engine's fixed share. */
   memoryBytes: number;
@@ -22,17 +24,11 @@ export interface SandboxLimits {
   maxResultBytes: number;
   /** console.log output kept; beyond it lines are dropped and one "[log truncated]" line added. */
   maxLogBytes: number;
+  /** progress() calls passed to the host; later ones are dropped. */
+  maxProgressReports: number;
+  /** A progress message is cut to this many characters. */
+  maxProgressChars: number;
 }
-
-export const DEFAULT_SANDBOX_LIMITS: SandboxLimits = Object.freeze({
-  memoryBytes: 64 * 1_048_576,
-  cpuTimeMs: 2_000,
-  wallClockMs: 30_000,
-  maxRequests: 200,
-  maxConcurrentRequests: 5,
-  maxResultBytes: 5 * 1_048_576,
-  maxLogBytes: 64 * 1_024,
-});
 
 export interface SandboxHost {
   /** Performs one API call for the program. May throw; an error whose `code` is a string (e.g. 'API_CALL_REFUSED') is a refusal. */
@@ -54,8 +50,8 @@ export interface RunProgramOptions {
   /** Visible inside as `steps[i].records`, deep-copied in as JSON. */
   steps: { records: unknown[] }[];
   host: SandboxHost;
-  limits?: Partial<SandboxLimits>;
-  /** Aborting ends the run with SANDBOX_ABORTED. */
+  limits: SandboxLimits;
+  /** Aborting ends the run with SANDBOX_ABORTED, or SANDBOX_TIMEOUT when it aborts with a TimeoutError (AbortSignal.timeout). */
   signal?: AbortSignal;
 }
 
@@ -67,14 +63,16 @@ const LIMIT_MINIMUMS: Record<keyof SandboxLimits, number> = {
   maxConcurrentRequests: 1,
   maxResultBytes: 1,
   maxLogBytes: 0,
+  maxProgressReports: 0,
+  maxProgressChars: 0,
 };
 
-function resolveLimits(overrides: Partial<SandboxLimits> = {}): SandboxLimits {
-  const limits: SandboxLimits = { ...DEFAULT_SANDBOX_LIMITS };
+/** Only the limits the sandbox knows travel to the worker, each checked to be a usable number. */
+function checkedLimits(given: SandboxLimits): SandboxLimits {
+  const limits = {} as SandboxLimits;
   for (const key of Object.keys(LIMIT_MINIMUMS) as (keyof SandboxLimits)[]) {
-    const value = overrides[key];
-    if (value === undefined) continue;
-    if (!Number.isFinite(value) || value < LIMIT_MINIMUMS[key]) {
+    const value = given[key];
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < LIMIT_MINIMUMS[key]) {
       throw new RangeError(`sandbox limit ${key} must be a number of at least ${LIMIT_MINIMUMS[key]}, not ${value}`);
     }
     limits[key] = value;
@@ -93,8 +91,8 @@ function stepsToJson(steps: { records: unknown[] }[]): string {
 
 /** Runs one program in a fresh QuickJS runtime and context (and WebAssembly instance), disposed however the run ends. */
 export async function runProgram(options: RunProgramOptions): Promise<ProgramRun> {
-  const limits = resolveLimits(options.limits);
-  if (options.signal?.aborted) throw new SandboxError('SANDBOX_ABORTED', 'the run was aborted before the program started');
+  const limits = checkedLimits(options.limits);
+  if (options.signal?.aborted) throw abortedRunError(options.signal, limits.wallClockMs, false);
   const stepsJson = stepsToJson(options.steps);
   return runInSandboxWorker({ type: 'run', code: options.code, stepsJson, limits }, options.host, options.signal);
 }

@@ -6,7 +6,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { SandboxError } from './errors.js';
-import { cpuTimeoutError, wallClockTimeoutError } from './run-budget.js';
+import { abortedRunError, cpuTimeoutError, wallClockTimeoutError } from './run-budget.js';
 import type { ProgramRun, SandboxHost, SandboxLimits } from './run-program.js';
 import type { FromWorker, RunRequest, ToWorker, WireHostError } from './worker-protocol.js';
 
@@ -154,7 +154,7 @@ class SupervisedRun {
   };
 
   private readonly onAbort = (): void => {
-    this.terminate(new SandboxError('SANDBOX_ABORTED', 'the run was aborted before the program finished'));
+    if (this.signal) this.terminate(abortedRunError(this.signal, this.limits.wallClockMs, true, this.callsInFlight > 0));
   };
 
   /** While the worker is busy, it must report back before its CPU time could have run out. */
@@ -223,7 +223,7 @@ export async function runInSandboxWorker(
   const worker = await acquireWorker();
   if (signal?.aborted) {
     releaseWorker(worker);
-    throw new SandboxError('SANDBOX_ABORTED', 'the run was aborted before the program started');
+    throw abortedRunError(signal, request.limits.wallClockMs, false);
   }
   return new SupervisedRun(worker, host, request.limits, signal).start(request);
 }

@@ -2,7 +2,8 @@ import { writeApiCode } from '../../agents/api-agent.js';
 import type { LlmClient } from '../../agents/llm-client.js';
 import { createApiCaller } from '../../api/api-caller.js';
 import { describeCatalog } from '../../api/catalog.js';
-import { runProgram, type SandboxLimits } from '../../sandbox/run-program.js';
+import type { SandboxConfig } from '../../config.js';
+import { runProgram } from '../../sandbox/run-program.js';
 import { asStepFailure, StepFailure } from '../errors.js';
 import { heapBytesOf, inferColumns, toRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
@@ -11,19 +12,12 @@ import { askAgent, remainingMs, type StepContext, type StepHandler, type StepOut
 export interface ApiStepOptions {
   knowledge: TenantKnowledge;
   llm: LlmClient;
-  sandbox: Omit<SandboxLimits, 'wallClockMs'>;
-  maxResponseBytes: number;
-  requestTimeoutMs: number;
+  /** The program's limits and its API requests' limits. */
+  sandbox: SandboxConfig;
 }
 
 /** API steps: the client's program, or one the API code agent writes, run in QuickJS against the tenant's API. */
-export function createApiStepHandler({
-  knowledge,
-  llm,
-  sandbox,
-  maxResponseBytes,
-  requestTimeoutMs,
-}: ApiStepOptions): StepHandler {
+export function createApiStepHandler({ knowledge, llm, sandbox }: ApiStepOptions): StepHandler {
   return async (context: StepContext): Promise<StepOutcome> => {
     const { tenant, step } = context;
     const operations = knowledge.apiCatalog(tenant);
@@ -52,13 +46,15 @@ export function createApiStepHandler({
       }
     }
     let httpRequests = 0;
+    // The step's requests end with the step, however it ends: none may outlive it.
+    const stepRequests = new AbortController();
     const callApi = createApiCaller({
       baseUrl: tenant.apiBaseUrl,
       operations: callable,
       credentials: knowledge.apiCredentials(tenant),
       allowedMethods,
-      maxResponseBytes,
-      timeoutMs: requestTimeoutMs,
+      limits: sandbox,
+      signal: stepRequests.signal,
       // Pages of a paginated call are requests too: every one counts against the step's budget.
       onRequest: () => {
         if (++httpRequests > sandbox.maxRequests) {
@@ -84,10 +80,12 @@ export function createApiStepHandler({
         host: { callApi, progress: (message) => context.reportProgress(message) },
         // What is left of the step's time is the program's wall clock, so running out of it reads SANDBOX_TIMEOUT.
         limits: { ...sandbox, wallClockMs: remainingMs(context) },
+        signal: context.signal,
       });
     } catch (error) {
       throw withCode(error);
     } finally {
+      stepRequests.abort();
       context.memory.give(inputBytes);
     }
     const records = toRecords(run.value);
