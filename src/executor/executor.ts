@@ -90,6 +90,7 @@ export class Executor {
           llm,
           repairRounds: settings.sqlRepairRounds,
           maxBytes: settings.stepMaxBytes,
+          maxSqlChars: settings.inputLimits.maxSqlChars,
         }),
         API: createApiStepHandler({
           knowledge: this.knowledge,

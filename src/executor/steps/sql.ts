@@ -1,7 +1,7 @@
 import { DatabaseQueryError, quoteIdentifier, StatementTimeoutError, type Database } from '../../db/client.js';
 import type { StoredColumn } from '../../db/tables.js';
 import type { DataSchema } from '../../db/introspect.js';
-import { guardSql, SqlRejectedError } from '../../guard/sql-guard.js';
+import { guardSql, SqlRejectedError, type SqlGuardScope } from '../../guard/sql-guard.js';
 import type { LlmClient } from '../../agents/llm-client.js';
 import { writeSql, type SqlAttempt } from '../../agents/sql-agent.js';
 import { asStepFailure, StepFailure } from '../errors.js';
@@ -17,6 +17,8 @@ export interface SqlStepOptions {
   repairRounds: number;
   /** Reading stops here (the step is truncated) so that one result cannot exhaust memory. */
   maxBytes: number;
+  /** The longest statement the guard accepts, written by the client or by the agent. */
+  maxSqlChars: number;
 }
 
 export function stepRelationName(index: number): string {
@@ -57,19 +59,32 @@ function toStepFailure(error: unknown, timeoutMs: number): unknown {
 
 const REPAIRABLE: ReadonlySet<string> = new Set(['SQL_REJECTED', 'SQL_ERROR']);
 
-export function createSqlStepHandler({ database, knowledge, llm, repairRounds, maxBytes }: SqlStepOptions): StepHandler {
-  const runStatement = async (
-    sql: string,
-    context: StepContext,
-    dataSchema: DataSchema,
-    role: string,
-  ): Promise<StepOutcome> => {
-    const { earlier, tenant } = context;
-    const guarded = await guardSql(sql, {
-      tenantSchema: tenant.dataSchema,
+export function createSqlStepHandler({
+  database,
+  knowledge,
+  llm,
+  repairRounds,
+  maxBytes,
+  maxSqlChars,
+}: SqlStepOptions): StepHandler {
+  const guardScope = async (context: StepContext, dataSchema: DataSchema): Promise<SqlGuardScope> => {
+    const readable = context.earlier.filter((e) => e.columns.length > 0);
+    return {
+      tenantSchema: context.tenant.dataSchema,
       tenantTables: new Set(dataSchema.tables.map((table) => table.name.toLowerCase())),
-      stepRelations: new Set(earlier.filter((e) => e.columns.length > 0).map((e) => stepRelationName(e.index))),
-    });
+      stepRelations: new Set(readable.map((e) => stepRelationName(e.index))),
+      knownColumns: new Set([
+        ...dataSchema.tables.flatMap((table) => table.columns.map((column) => column.name)),
+        ...readable.flatMap((e) => e.columns.map((column) => column.name)),
+      ]),
+      reachableFunctions: await knowledge.reachableFunctions(context.tenant),
+      maxSqlChars,
+    };
+  };
+
+  const runStatement = async (sql: string, context: StepContext, scope: SqlGuardScope, role: string): Promise<StepOutcome> => {
+    const { earlier, tenant } = context;
+    const guarded = await guardSql(sql, scope);
     const { params, prefix } = buildStepRelations(earlier, guarded.stepRelations);
     const result = await database.runReadOnly({
       sql: `${prefix}SELECT * FROM (\n${guarded.statement}\n) AS step_query LIMIT ${context.rowCap + 1}`,
@@ -96,9 +111,10 @@ export function createSqlStepHandler({ database, knowledge, llm, repairRounds, m
       );
     }
     const dataSchema = await knowledge.dataSchema(tenant);
+    const scope = await guardScope(context, dataSchema);
     if (step.sql) {
       try {
-        return await runStatement(step.sql, context, dataSchema, role);
+        return await runStatement(step.sql, context, scope, role);
       } catch (error) {
         throw toStepFailure(error, context.timeoutMs);
       }
@@ -119,7 +135,7 @@ export function createSqlStepHandler({ database, knowledge, llm, repairRounds, m
           }),
         );
         sql = answer.sql;
-        return { ...(await runStatement(sql, context, dataSchema, role)), attempts: attempt };
+        return { ...(await runStatement(sql, context, scope, role)), attempts: attempt };
       } catch (error) {
         const failure = toStepFailure(error, context.timeoutMs);
         if (!(failure instanceof StepFailure)) throw failure;
