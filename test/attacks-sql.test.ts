@@ -82,6 +82,20 @@ const SQL_ATTACKS: SqlAttack[] = [
   { name: 'a regclass cast naming a foreign table', sql: `SELECT '${OTHER_SCHEMA}.secrets'::regclass::oid AS o`, code: 'SQL_REJECTED', message: /type regclass is not allowed/ },
   { name: 'current_setting (reads the session settings)', sql: "SELECT current_setting('data_directory')", code: 'SQL_REJECTED', message: /function current_setting is not allowed/ },
   { name: 'current_user', sql: 'SELECT current_user', code: 'SQL_REJECTED', message: /current_user is not allowed/ },
+  // Attribute notation: t.f and (expr).f call f(t) and f(expr) when there is no column or field f.
+  { name: 't.pg_typeof (attribute notation)', sql: 'SELECT t.pg_typeof AS x FROM users t', code: 'SQL_REJECTED', message: /attribute notation \.pg_typeof would call function pg_typeof, which is not allowed/ },
+  { name: 't.hash_record (attribute notation)', sql: 'SELECT t.hash_record AS x FROM users t', code: 'SQL_REJECTED', message: /would call function hash_record, which is not allowed/ },
+  { name: '(u.id::bigint).pg_advisory_lock (a session lock that outlives the transaction)', sql: 'SELECT (u.id::bigint).pg_advisory_lock AS x FROM users u', code: 'SQL_REJECTED', message: /would call function pg_advisory_lock, which is not allowed/ },
+  // Types that probe the catalogs or the server.
+  { name: "'name=r/x'::aclitem (tells whether a role exists)", sql: "SELECT 'postgres=r/postgres'::aclitem AS a", code: 'SQL_REJECTED', message: /type aclitem is not allowed/ },
+  { name: 'a pg_* type (pg_lsn)', sql: "SELECT '0/0'::pg_lsn AS l", code: 'SQL_REJECTED', message: /type pg_lsn is not allowed/ },
+  // System columns expose the cluster's transaction counter and row locations.
+  { name: 'the system column xmin', sql: 'SELECT xmin AS x FROM users', code: 'SQL_REJECTED', message: /system column xmin is not allowed/ },
+  { name: 'the system column xmax, qualified', sql: 'SELECT u.xmax AS x FROM users u', code: 'SQL_REJECTED', message: /system column xmax is not allowed/ },
+  { name: 'the system column cmin, schema-qualified', sql: 'SELECT tenant_demo.users.cmin AS x FROM tenant_demo.users', code: 'SQL_REJECTED', message: /system column cmin is not allowed/ },
+  { name: 'the system column cmax', sql: 'SELECT cmax AS x FROM users', code: 'SQL_REJECTED', message: /system column cmax is not allowed/ },
+  { name: 'the system column ctid', sql: 'SELECT ctid AS x FROM users', code: 'SQL_REJECTED', message: /system column ctid is not allowed/ },
+  { name: 'the system column tableoid', sql: 'SELECT tableoid AS x FROM users', code: 'SQL_REJECTED', message: /system column tableoid is not allowed/ },
 ];
 
 for (const { backend, skipReason } of backends) {

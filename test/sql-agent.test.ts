@@ -20,6 +20,7 @@ for (const { backend, skipReason } of backends) {
           OPENAI_API_KEY: 'test-key',
           STEPCAST_SQL_MODEL: 'sql-model-under-test',
           STEPCAST_LLM_MAX_RETRIES: '3',
+          STEPCAST_MAX_SQL_CHARS: '30000',
         },
       });
     });
@@ -77,6 +78,24 @@ for (const { backend, skipReason } of backends) {
       expect(repairPrompt).toContain('SELECT pg_sleep(1)');
       expect(repairPrompt).toMatch(/pg_sleep is not allowed/);
       expect(step.usage!.totalTokens).toBe(240);
+    });
+
+    it('holds agent-written SQL to STEPCAST_MAX_SQL_CHARS, the limit client-written SQL has', async () => {
+      const sqlOfLength = (length: number) => `SELECT length('${'x'.repeat(length - 22)}') AS n`;
+      llm.script({
+        when: isSqlAgent('a very long statement'),
+        replies: [
+          { content: { sql: sqlOfLength(30_001), explanation: 'too long' } },
+          { content: { sql: sqlOfLength(25_020), explanation: 'long, within the limit' } },
+        ],
+      });
+      const { execution } = await runPlan(server, { query: 'q', steps: [agentStep('a very long statement')] });
+      expect(execution.status).toBe('SUCCEEDED');
+      const step = execution.steps[0]!;
+      expect(step.attempts).toBe(2);
+      expect(step.sql).toHaveLength(25_020);
+      expect(execution.finalResult).toEqual([{ n: 24_998 }]);
+      expect(promptOf(llm.requests[1]!)).toContain('the query is 30001 characters long; the limit is 30000');
     });
 
     it('repairs a statement the database rejected, and fails with the last SQL when repairs run out', async () => {

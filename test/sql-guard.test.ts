@@ -1,11 +1,16 @@
 import { describe, it, expect } from 'vitest';
 import { loadModule, parseSync } from 'libpg-query';
+import { loadConfig } from '../src/config.js';
 import { ALLOWED_FUNCTIONS, SqlRejectedError, guardSql, type SqlGuardScope } from '../src/guard/sql-guard.js';
 
 const scope: SqlGuardScope = {
   tenantSchema: 'tenant_demo',
   tenantTables: new Set(['users', 'groups', 'group_members', 'applications', 'app_assignments']),
   stepRelations: new Set(['step_1', 'step_2']),
+  knownColumns: new Set(['id', 'email', 'name', 'created_at', 'last_login', 'active', 'group_id', 'user_id', 'role', 'score', 'settings', 'app_id', 'status']),
+  // A few of pg_catalog's function names, as the executor reads them from the database.
+  reachableFunctions: new Set(['count', 'upper', 'lower', 'date_trunc', 'name', 'text', 'date', 'version', 'hash_record', 'pg_typeof', 'pg_advisory_lock', 'current_setting', 'nextval']),
+  maxSqlChars: loadConfig({}).inputLimits.maxSqlChars,
 };
 
 interface AcceptedCase {
@@ -118,6 +123,29 @@ const acceptedCases: AcceptedCase[] = [
   { name: 'strips a semicolon followed by a comment', sql: 'SELECT 1; -- note\n', statement: 'SELECT 1' },
   { name: 'strips a leading block comment', sql: '/* why */ SELECT 1', statement: 'SELECT 1' },
   { name: 'keeps semicolons inside string literals', sql: "SELECT ';' AS s;", statement: "SELECT ';' AS s" },
+  {
+    name: 'accepts qualified columns whose names are also function names, when some table has such a column',
+    sql: 'SELECT u.name, g.name, tenant_demo.users.email, s.user_id FROM tenant_demo.users, groups g, step_1 s',
+    tables: ['users', 'groups'],
+    stepRelations: ['step_1'],
+  },
+  {
+    name: 'accepts whole-row field selection and subscripts',
+    sql: "SELECT (u).email, (u).id, (jsonb_each(u.settings)).key, (regexp_match(u.email, '(.*)@'))[1] FROM users u",
+    tables: ['users'],
+  },
+  { name: 'accepts u.* and (u).*', sql: 'SELECT u.*, (u).* FROM users u', tables: ['users'] },
+  { name: 'accepts attribute notation for an allowlisted function', sql: 'SELECT (u.email).upper FROM users u', tables: ['users'] },
+  {
+    name: 'accepts every allowlisted type, its SQL spelling and its arrays',
+    sql: "SELECT true::boolean, 1::smallint, 1::integer, 1::int, 1::bigint, 1::int2, 1::int4, 1::int8, 1::numeric(10, 2), 1::decimal, 1::real, 1::float, 1::double precision, 1::float4, 1::float8, 'a'::text, 'a'::varchar(3), 'a'::character varying, 'a'::char(2), 'a'::character, 'a'::\"char\", 'a'::bpchar, date '2024-01-01', time '10:00', time with time zone '10:00', timetz '10:00', timestamp '2024-01-01', timestamptz '2024-01-01', timestamp(3) with time zone '2024-01-01', interval '1 day', '1'::interval day to second, gen_random_uuid()::uuid, '{}'::json, '{}'::jsonb, '\\x00'::bytea, '{1}'::int[], '{1}'::_int4, '{a}'::text[][], CAST('1' AS pg_catalog.int8), ARRAY[]::timestamptz[]",
+    tables: [],
+  },
+  {
+    name: 'accepts allowlisted types in column definition lists and JSON RETURNING',
+    sql: "SELECT a, b, JSON_VALUE('1'::jsonb, '$' RETURNING int) FROM jsonb_to_record('{}') AS t(a int, b timestamptz[])",
+    tables: [],
+  },
   { name: 'cuts the statement correctly after multi-byte characters', sql: "SELECT 'héllo ✓' AS s; -- ünïcode", statement: "SELECT 'héllo ✓' AS s" },
 ];
 
@@ -126,7 +154,12 @@ const rejectedCases: RejectedCase[] = [
   { name: 'rejects whitespace-only input', sql: ' \n\t ', reason: 'empty input', message: /empty/ },
   { name: 'rejects input with only a comment', sql: '-- nothing here', reason: 'empty input', message: /no statement/ },
   { name: 'rejects input with only semicolons', sql: ';;', reason: 'empty input', message: /no statement/ },
-  { name: 'rejects input longer than 20,000 characters', sql: `SELECT 1${' '.repeat(20_000)}`, reason: 'input too long', message: /limit is 20000/ },
+  {
+    name: 'rejects input longer than STEPCAST_MAX_SQL_CHARS',
+    sql: `SELECT 1${' '.repeat(scope.maxSqlChars)}`,
+    reason: 'input too long',
+    message: new RegExp(`the query is ${scope.maxSqlChars + 8} characters long; the limit is ${scope.maxSqlChars}$`),
+  },
   { name: 'rejects current_user, which names the database role', sql: 'SELECT current_user', reason: 'function not allowed', message: /current_user is not allowed/ },
   { name: 'rejects session_user', sql: 'SELECT session_user', reason: 'function not allowed', message: /session_user is not allowed/ },
   { name: 'rejects current_catalog, which names the database', sql: 'SELECT current_catalog', reason: 'function not allowed', message: /current_catalog is not allowed/ },
@@ -287,6 +320,48 @@ const rejectedCases: RejectedCase[] = [
   { name: 'rejects XML functions', sql: "SELECT xmlparse(document '<a/>')", reason: 'xml not allowed', message: /XML/ },
   { name: 'rejects XMLTABLE', sql: "SELECT * FROM XMLTABLE('/a' PASSING '<a/>' COLUMNS a int PATH 'a') t", reason: 'xml not allowed', message: /XMLTABLE/ },
   { name: 'rejects the xml type', sql: "SELECT '<a/>'::xml", reason: 'xml not allowed', message: /xml/ },
+  { name: 'rejects the system column xmin', sql: 'SELECT xmin FROM users', reason: 'system column', message: /system column xmin is not allowed/ },
+  { name: 'rejects the system column xmax, qualified', sql: 'SELECT u.xmax FROM users u', reason: 'system column', message: /system column xmax is not allowed/ },
+  { name: 'rejects the system column cmin, schema-qualified', sql: 'SELECT tenant_demo.users.cmin FROM tenant_demo.users', reason: 'system column', message: /system column cmin is not allowed/ },
+  { name: 'rejects the system column cmax in WHERE', sql: 'SELECT id FROM users WHERE cmax > 0', reason: 'system column', message: /system column cmax is not allowed/ },
+  { name: 'rejects the system column ctid in ORDER BY', sql: 'SELECT id FROM users ORDER BY ctid', reason: 'system column', message: /system column ctid is not allowed/ },
+  { name: 'rejects the system column tableoid in a subquery', sql: 'SELECT (SELECT tableoid FROM users LIMIT 1)', reason: 'system column', message: /system column tableoid is not allowed/ },
+  { name: 'rejects a system column as a field selection', sql: 'SELECT (u).xmin FROM users u', reason: 'system column', message: /system column xmin is not allowed/ },
+  { name: 'rejects t.pg_typeof (attribute notation for pg_typeof(t))', sql: 'SELECT t.pg_typeof FROM users t', reason: 'function not allowed', message: /attribute notation \.pg_typeof would call function pg_typeof, which is not allowed/ },
+  { name: 'rejects t.hash_record', sql: 'SELECT t.hash_record FROM users t', reason: 'function not allowed', message: /would call function hash_record, which is not allowed/ },
+  { name: 'rejects a schema-qualified attribute-notation call', sql: 'SELECT tenant_demo.users.hash_record FROM tenant_demo.users', reason: 'function not allowed', message: /function hash_record/ },
+  { name: 'rejects attribute notation on a field of a column', sql: 'SELECT u.settings.version FROM users u', reason: 'function not allowed', message: /function version/ },
+  {
+    name: 'rejects (expr).pg_advisory_lock, which would take a session lock',
+    sql: 'SELECT (u.id::bigint).pg_advisory_lock FROM users u',
+    reason: 'function not allowed',
+    message: /attribute notation \.pg_advisory_lock would call function pg_advisory_lock, which is not allowed/,
+  },
+  { name: 'rejects (expr).current_setting', sql: "SELECT ('search_path'::text).current_setting", reason: 'function not allowed', message: /function current_setting/ },
+  { name: 'rejects any pg_ name in attribute notation, even one not known to exist', sql: 'SELECT u.pg_anything, (u).pg_else FROM users u', reason: 'function not allowed', message: /function pg_anything/ },
+  {
+    name: 'rejects (expr).f for a function name even when some table has a column f, since expr may be of any type',
+    sql: "SELECT ('x'::text).name FROM users u",
+    reason: 'function not allowed',
+    message: /function name/,
+  },
+  { name: 'rejects t.f for a function name no table has as a column', sql: 'SELECT g.text FROM groups g', reason: 'function not allowed', message: /function text/ },
+  { name: "rejects 'name=r/x'::aclitem, which tells whether a role exists", sql: "SELECT 'name=r/x'::aclitem", reason: 'type not allowed', message: /type aclitem is not allowed/ },
+  { name: 'rejects an aclitem array', sql: "SELECT '{name=r/x}'::aclitem[]", reason: 'type not allowed', message: /type aclitem is not allowed/ },
+  { name: 'rejects the _aclitem array type', sql: "SELECT '{name=r/x}'::_aclitem", reason: 'type not allowed', message: /type _aclitem is not allowed/ },
+  { name: 'rejects pg_catalog.aclitem in CAST', sql: "SELECT CAST('name=r/x' AS pg_catalog.aclitem)", reason: 'type not allowed', message: /type pg_catalog\.aclitem is not allowed/ },
+  { name: 'rejects regrole', sql: "SELECT 'postgres'::regrole", reason: 'type not allowed', message: /type regrole is not allowed/ },
+  { name: 'rejects regnamespace', sql: "SELECT 'tenant_other'::regnamespace", reason: 'type not allowed', message: /type regnamespace is not allowed/ },
+  { name: 'rejects the pg_lsn type', sql: "SELECT '0/0'::pg_lsn", reason: 'type not allowed', message: /type pg_lsn is not allowed/ },
+  { name: 'rejects a typed pg_snapshot literal', sql: "SELECT pg_snapshot '1:1:'", reason: 'type not allowed', message: /type pg_snapshot is not allowed/ },
+  { name: 'rejects oid', sql: 'SELECT 1::oid', reason: 'type not allowed', message: /type oid is not allowed/ },
+  { name: 'rejects name', sql: "SELECT 'x'::name", reason: 'type not allowed', message: /type name is not allowed/ },
+  { name: 'rejects a range type', sql: "SELECT '[1,2)'::int4range", reason: 'type not allowed', message: /type int4range is not allowed/ },
+  { name: 'rejects the bit type the parser qualifies', sql: "SELECT '1'::bit(1)", reason: 'type not allowed', message: /type pg_catalog\.bit is not allowed/ },
+  { name: "rejects a cast to a tenant table's row type", sql: "SELECT '(1)'::users", reason: 'type not allowed', message: /type users is not allowed/ },
+  { name: 'rejects a quoted type name differing in case', sql: "SELECT 'x'::\"TEXT\"", reason: 'type not allowed', message: /type TEXT is not allowed/ },
+  { name: 'rejects a disallowed type in a column definition list', sql: "SELECT * FROM jsonb_to_record('{}') AS t(a aclitem)", reason: 'type not allowed', message: /aclitem/ },
+  { name: 'rejects a disallowed type in JSON_TABLE columns', sql: "SELECT * FROM JSON_TABLE('[1]'::jsonb, '$[*]' COLUMNS (a pg_lsn PATH '$')) jt", reason: 'type not allowed', message: /pg_lsn/ },
   { name: 'rejects TABLESAMPLE', sql: 'SELECT * FROM users TABLESAMPLE bernoulli (10)', reason: 'tablesample not allowed', message: /TABLESAMPLE/ },
   { name: 'rejects absurdly deep nesting', sql: `SELECT ${'~ '.repeat(600)}1`, reason: 'too deeply nested', message: /nested more than/ },
 ];
@@ -332,6 +407,13 @@ describe('guardSql rejects anything outside the allowlist', () => {
 
   it('prefixes every message with "SQL rejected:"', async () => {
     await expect(guardSql('SELECT pg_sleep(1)', scope)).rejects.toThrow(/^SQL rejected: function pg_sleep is not allowed$/);
+  });
+
+  it('takes its length limit from the scope, which the executor fills from STEPCAST_MAX_SQL_CHARS', async () => {
+    const statement = `SELECT '${'x'.repeat(25_000)}' AS padding`;
+    expect(statement.length).toBe(25_020);
+    await expect(guardSql(statement, { ...scope, maxSqlChars: 50_000 })).resolves.toMatchObject({ statement });
+    await expect(guardSql(statement, { ...scope, maxSqlChars: 25_019 })).rejects.toThrow(/the query is 25020 characters long; the limit is 25019$/);
   });
 
   it('rejects a value that is not a string', async () => {

@@ -36,6 +36,7 @@ for (const { backend, skipReason } of backends) {
           STEPCAST_STEP_MAX_BYTES: '65536',
           // More executions than the default burst (10), in a few seconds.
           STEPCAST_TENANT_RATE_BURST: '100',
+          STEPCAST_MAX_SQL_CHARS: '50000',
         },
       });
     });
@@ -59,6 +60,16 @@ for (const { backend, skipReason } of backends) {
       });
       expect(execution.status).toBe('SUCCEEDED');
       expect(execution.finalResult).toEqual([{ users: 200, changed: 0 }]);
+    });
+
+    it('runs a statement longer than the default limit when STEPCAST_MAX_SQL_CHARS allows it: validation and the guard agree', async () => {
+      const sql = `SELECT length('${'x'.repeat(24_998)}') AS n`;
+      expect(sql).toHaveLength(25_020);
+      const { execution } = await runPlan(server, { query: 'a long statement', steps: [sqlStep(sql)] });
+      expect(execution.steps[0]!.error).toBeNull();
+      expect(execution.status).toBe('SUCCEEDED');
+      expect(execution.steps[0]!.sql).toBe(sql);
+      expect(execution.finalResult).toEqual([{ n: 24_998 }]);
     });
 
     it('cancels a statement that runs past stepTimeoutMs with STEP_TIMEOUT, and keeps serving', async () => {

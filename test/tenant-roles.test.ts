@@ -4,8 +4,10 @@ import { join } from 'node:path';
 import { eq, sql } from 'drizzle-orm';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
 import { openDatabase, type Database, type ReadOnlyQuery } from '../src/db/client.js';
 import { DEMO_TENANT_ID, DEMO_TENANT_SCHEMA } from '../src/db/demo-data.js';
+import { introspectFunctionNames } from '../src/db/introspect.js';
 import { tenants } from '../src/db/tables.js';
 import { provisionTenantDataAccess, tenantRoleFor, tenantRolePrefix } from '../src/db/tenant-roles.js';
 import { ALLOWED_FUNCTIONS, guardSql } from '../src/guard/sql-guard.js';
@@ -234,7 +236,14 @@ CREATE VIEW tenant_a.later_view AS SELECT n * 2 AS doubled FROM tenant_a.later;`
     it('is what the guard keeps: set_config and SET ROLE, which could undo SET LOCAL ROLE, are refused', async () => {
       expect(ALLOWED_FUNCTIONS.has('set_config')).toBe(false);
       expect(ALLOWED_FUNCTIONS.has('current_setting')).toBe(false);
-      const scope = { tenantSchema: 'tenant_a', tenantTables: new Set(['things']), stepRelations: new Set<string>() };
+      const scope = {
+        tenantSchema: 'tenant_a',
+        tenantTables: new Set(['things']),
+        stepRelations: new Set<string>(),
+        knownColumns: new Set<string>(),
+        reachableFunctions: await introspectFunctionNames(database, 'pg_catalog'),
+        maxSqlChars: loadConfig({}).inputLimits.maxSqlChars,
+      };
       for (const statement of ["SELECT set_config('role', 'none', true)", 'RESET ROLE', 'SET ROLE NONE', 'SET LOCAL ROLE postgres']) {
         await expect(guardSql(statement, scope), statement).rejects.toThrow(/rejected/);
       }

@@ -31,6 +31,7 @@ Rules:
 - Exactly one SELECT (WITH ... SELECT is fine). No INSERT/UPDATE/DELETE, no DDL, no SET, no semicolons, no $1 parameters.
 - Use only the tables listed, unqualified, and the relations step_1, step_2, ... of earlier steps that are listed.
 - Use only ordinary functions (aggregates, window, string, math, date/time, json). No pg_* functions, no system catalogs.
+- Cast only to boolean, integer, numeric, real, double precision, text, varchar, char, date/time, interval, uuid, json, jsonb or bytea types. Call functions as f(x), never as x.f. No system columns (xmin, ctid, ...).
 - Name every computed column with AS. Order the rows when the order matters.
 Answer with a JSON object {"sql": "...", "explanation": "..."}.`;
 

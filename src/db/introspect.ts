@@ -61,3 +61,14 @@ export async function introspectDataSchema(database: Database, schema: string): 
   }
   return { schema, tables: [...tables.values()] };
 }
+
+/** Names of the functions of one schema: what attribute notation (`t.f`, `(expr).f`) could call there. */
+export async function introspectFunctionNames(database: Database, schema: string): Promise<ReadonlySet<string>> {
+  const result = await database.runReadOnly({
+    sql: `SELECT DISTINCT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1`,
+    params: [schema],
+    timeoutMs: INTROSPECTION_TIMEOUT_MS,
+    searchPath: schema,
+  });
+  return new Set(result.rows.map((row) => String(row.proname)));
+}

@@ -89,6 +89,7 @@ export class Executor {
           knowledge: this.knowledge,
           llm,
           repairRounds: settings.sqlRepairRounds,
+          maxSqlChars: settings.inputLimits.maxSqlChars,
           limits: {
             rowMaxBytes: settings.rowMaxBytes,
             readMaxBytes: settings.stepMaxBytes,

@@ -1,13 +1,15 @@
 import { createHash } from 'node:crypto';
 import { catalogFromOpenApi, type ApiOperation } from '../api/catalog.js';
 import type { Database } from '../db/client.js';
-import { introspectDataSchema, type DataSchema } from '../db/introspect.js';
+import { introspectDataSchema, introspectFunctionNames, type DataSchema } from '../db/introspect.js';
 import type { TenantRow } from '../db/tables.js';
 import type { SecretBox } from '../auth/secrets.js';
 
 /** What the agents and the guard know of a tenant's data, introspected once per tenant and cached. */
 export class TenantKnowledge {
   private readonly dataSchemas = new Map<string, Promise<DataSchema>>();
+  /** Keyed by schema; pg_catalog's names are loaded once and shared by every tenant. */
+  private readonly functionNames = new Map<string, Promise<ReadonlySet<string>>>();
   private readonly catalogs = new Map<string, ApiOperation[]>();
 
   constructor(
@@ -22,13 +24,17 @@ export class TenantKnowledge {
   }
 
   dataSchema(tenant: TenantRow): Promise<DataSchema> {
-    let dataSchema = this.dataSchemas.get(tenant.dataSchema);
-    if (!dataSchema) {
-      dataSchema = introspectDataSchema(this.database, tenant.dataSchema);
-      dataSchema.catch(() => this.dataSchemas.delete(tenant.dataSchema));
-      this.dataSchemas.set(tenant.dataSchema, dataSchema);
-    }
-    return dataSchema;
+    return cachedUntilFailure(this.dataSchemas, tenant.dataSchema, () => introspectDataSchema(this.database, tenant.dataSchema));
+  }
+
+  /** Names of the functions a tenant's statement could reach: pg_catalog's and its own schema's. */
+  async reachableFunctions(tenant: TenantRow): Promise<Pick<ReadonlySet<string>, 'has'>> {
+    const [catalog, own] = await Promise.all([this.functionNamesOf('pg_catalog'), this.functionNamesOf(tenant.dataSchema)]);
+    return { has: (name) => catalog.has(name) || own.has(name) };
+  }
+
+  private functionNamesOf(schema: string): Promise<ReadonlySet<string>> {
+    return cachedUntilFailure(this.functionNames, schema, () => introspectFunctionNames(this.database, schema));
   }
 
   /** The operations of the tenant's API that its programs may call; null when the tenant has no API. */
@@ -46,4 +52,14 @@ export class TenantKnowledge {
     }
     return catalog;
   }
+}
+
+function cachedUntilFailure<T>(cache: Map<string, Promise<T>>, key: string, load: () => Promise<T>): Promise<T> {
+  let value = cache.get(key);
+  if (!value) {
+    value = load();
+    value.catch(() => cache.delete(key));
+    cache.set(key, value);
+  }
+  return value;
 }

@@ -5,6 +5,12 @@ export interface SqlGuardScope {
   tenantTables: ReadonlySet<string>;
   /** Relations provided by the executor for earlier steps: "step_1", "step_2", ... */
   stepRelations: ReadonlySet<string>;
+  /** Columns of the tenant tables and the step relations: `t.name` reads such a column rather than calling a function. */
+  knownColumns: ReadonlySet<string>;
+  /** Names of the functions the statement could reach (pg_catalog and the tenant schema), which attribute notation calls. */
+  reachableFunctions: Pick<ReadonlySet<string>, 'has'>;
+  /** Longest statement accepted, in characters (config.inputLimits.maxSqlChars). */
+  maxSqlChars: number;
 }
 
 export interface GuardedSql {
@@ -25,8 +31,6 @@ export class SqlRejectedError extends Error {
     this.reason = reason;
   }
 }
-
-const MAX_SQL_LENGTH = 20_000;
 
 export const ALLOWED_FUNCTIONS: ReadonlySet<string> = new Set([
   'count', 'sum', 'avg', 'min', 'max', 'bool_and', 'bool_or', 'every', 'bit_and', 'bit_or', 'any_value',
@@ -66,10 +70,14 @@ export const ALLOWED_FUNCTIONS: ReadonlySet<string> = new Set([
   'generate_series', 'gen_random_uuid',
 ]);
 
-const OBJECT_IDENTIFIER_TYPES: ReadonlySet<string> = new Set([
-  'regclass', 'regproc', 'regprocedure', 'regoper', 'regoperator', 'regtype', 'regnamespace', 'regrole',
-  'regconfig', 'regdictionary', 'regcollation',
+// Internal names, as the parser writes them (integer is pg_catalog.int4); each also as an array (_int4 or int4[]).
+const ALLOWED_TYPES: ReadonlySet<string> = new Set([
+  'bool', 'int2', 'int4', 'int8', 'numeric', 'float4', 'float8', 'text', 'varchar', 'bpchar', 'char',
+  'date', 'time', 'timetz', 'timestamp', 'timestamptz', 'interval', 'uuid', 'json', 'jsonb', 'bytea',
 ]);
+
+// xmin and xmax expose the cluster's transaction counter; the others, row locations and table oids.
+const SYSTEM_COLUMNS: ReadonlySet<string> = new Set(['xmin', 'xmax', 'cmin', 'cmax', 'ctid', 'tableoid']);
 
 const CATALOG_SCHEMA = 'pg_catalog';
 const MAX_TREE_DEPTH = 1_000;
@@ -180,6 +188,12 @@ function checkSqlValueFunction(op: string): void {
   if (name) throw new SqlRejectedError('function not allowed', `${name} is not allowed`);
 }
 
+function checkNotSystemColumn(name: string): void {
+  if (SYSTEM_COLUMNS.has(name)) {
+    throw new SqlRejectedError('system column', `system column ${name} is not allowed (it exposes the database's internals)`);
+  }
+}
+
 function rejectForbiddenNode(type: string): never {
   const forbidden = FORBIDDEN_NODES.get(type)!;
   throw new SqlRejectedError(forbidden.reason, forbidden.detail);
@@ -193,6 +207,11 @@ function stringNodeValues(list: unknown): string[] {
   });
 }
 
+/** The names in a list that also holds `*` (A_Star) or subscripts (A_Indices), which are left out. */
+function stringNodesOnly(list: unknown): string[] {
+  return stringNodeValues(Array.isArray(list) ? list.filter((item) => isJsonObject(item) && asWrappedNode(item)?.type === 'String') : []);
+}
+
 function describeStatementType(nodeType: string): string {
   const known = STATEMENT_KEYWORDS.get(nodeType);
   if (known) return known;
@@ -200,11 +219,11 @@ function describeStatementType(nodeType: string): string {
   return words.join(' ').toUpperCase();
 }
 
-function validateInputText(sql: unknown): asserts sql is string {
+function validateInputText(sql: unknown, maxSqlChars: number): asserts sql is string {
   if (typeof sql !== 'string') throw new SqlRejectedError('empty input', 'the query must be a string');
   if (sql.trim() === '') throw new SqlRejectedError('empty input', 'the query is empty');
-  if (sql.length > MAX_SQL_LENGTH) {
-    throw new SqlRejectedError('input too long', `the query is ${sql.length} characters long; the limit is ${MAX_SQL_LENGTH}`);
+  if (sql.length > maxSqlChars) {
+    throw new SqlRejectedError('input too long', `the query is ${sql.length} characters long; the limit is ${maxSqlChars}`);
   }
   const forbidden = FORBIDDEN_CHARACTER.exec(sql);
   if (forbidden) {
@@ -297,6 +316,12 @@ class ReferenceCollector {
       case 'TypeName':
         this.checkTypeName(stringNodeValues(body['names']));
         break;
+      case 'ColumnRef':
+        this.checkColumnRef(stringNodesOnly(body['fields']));
+        break;
+      case 'A_Indirection':
+        this.checkFieldSelection(stringNodesOnly(body['indirection']));
+        break;
       case 'A_Expr':
         this.checkOperatorName(stringNodeValues(body['name']));
         break;
@@ -379,11 +404,37 @@ class ReferenceCollector {
     if (nameParts.length > 2 || (nameParts.length === 2 && nameParts[0] !== CATALOG_SCHEMA)) {
       throw new SqlRejectedError('qualified type', `type ${qualifiedName} is not allowed (only pg_catalog may qualify a type)`);
     }
-    const baseName = (nameParts.at(-1) ?? '').toLowerCase().replace(/^_+/, '');
-    if (OBJECT_IDENTIFIER_TYPES.has(baseName)) {
-      throw new SqlRejectedError('type not allowed', `type ${qualifiedName} is not allowed (object identifier types read the system catalogs)`);
-    }
+    const baseName = (nameParts.at(-1) ?? '').replace(/^_/, '');
     if (baseName === 'xml') throw new SqlRejectedError('xml not allowed', 'type xml is not allowed');
+    // Exact match: aclitem, reg*, pg_* and every other type can probe the catalogs or the server.
+    if (!ALLOWED_TYPES.has(baseName)) {
+      throw new SqlRejectedError(
+        'type not allowed',
+        `type ${qualifiedName} is not allowed (only boolean, integer, numeric, floating-point, text, date/time, uuid, json and bytea types and their arrays)`,
+      );
+    }
+  }
+
+  /** `t.f` reads column f of t or, when t has none, calls f(t); `s.t.c` and `t.c.f` likewise. */
+  private checkColumnRef(fields: string[]): void {
+    for (const name of fields) checkNotSystemColumn(name);
+    // Applied to a whole row, f must take a record, so reading a name that is some table's column is safe.
+    for (const name of fields.slice(1)) this.checkAttributeName(name, this.scope.knownColumns.has(name));
+  }
+
+  /** `(expr).f` selects field f or, when expr has none, calls f(expr), for an expression of any type. */
+  private checkFieldSelection(selectors: string[]): void {
+    for (const name of selectors) {
+      checkNotSystemColumn(name);
+      this.checkAttributeName(name, false);
+    }
+  }
+
+  private checkAttributeName(name: string, isKnownColumn: boolean): void {
+    const callsFunction = this.scope.reachableFunctions.has(name) && !ALLOWED_FUNCTIONS.has(name) && !isKnownColumn;
+    if (name.toLowerCase().startsWith('pg_') || callsFunction) {
+      throw new SqlRejectedError('function not allowed', `attribute notation .${name} would call function ${name}, which is not allowed`);
+    }
   }
 
   private checkOperatorName(nameParts: string[]): void {
@@ -485,7 +536,7 @@ function verifyEmbeddable(parser: PgQueryModule, statement: string, checkedSelec
 }
 
 export async function guardSql(sql: string, scope: SqlGuardScope): Promise<GuardedSql> {
-  validateInputText(sql);
+  validateInputText(sql, scope.maxSqlChars);
   const parser = await loadParser();
   const tree = parseOrReject(parser, sql, 'the query');
   const { rawStatement, select } = singleSelectStatement(tree);

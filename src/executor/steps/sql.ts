@@ -2,7 +2,7 @@ import { DatabaseQueryError, quoteIdentifier, StatementTimeoutError, type Databa
 import { DatabaseResourceError, RowTooLargeError, type TenantQueryLimits } from '../../db/tenant-query.js';
 import type { StoredColumn } from '../../db/tables.js';
 import type { DataSchema } from '../../db/introspect.js';
-import { guardSql, SqlRejectedError } from '../../guard/sql-guard.js';
+import { guardSql, SqlRejectedError, type SqlGuardScope } from '../../guard/sql-guard.js';
 import type { LlmClient } from '../../agents/llm-client.js';
 import { writeSql, type SqlAttempt } from '../../agents/sql-agent.js';
 import { asStepFailure, StepFailure } from '../errors.js';
@@ -18,6 +18,8 @@ export interface SqlStepOptions {
   repairRounds: number;
   /** What the database enforces on every statement (rowCap comes from the step's context). */
   limits: Omit<TenantQueryLimits, 'rowCap'>;
+  /** The longest statement the guard accepts, written by the client or by the agent. */
+  maxSqlChars: number;
 }
 
 export function stepRelationName(index: number): string {
@@ -74,19 +76,32 @@ function toStepFailure(error: unknown, timeoutMs: number, limits: SqlStepOptions
 
 const REPAIRABLE: ReadonlySet<string> = new Set(['SQL_REJECTED', 'SQL_ERROR']);
 
-export function createSqlStepHandler({ database, knowledge, llm, repairRounds, limits }: SqlStepOptions): StepHandler {
-  const runStatement = async (
-    sql: string,
-    context: StepContext,
-    dataSchema: DataSchema,
-    role: string,
-  ): Promise<StepOutcome> => {
-    const { earlier, tenant, memory } = context;
-    const guarded = await guardSql(sql, {
-      tenantSchema: tenant.dataSchema,
+export function createSqlStepHandler({
+  database,
+  knowledge,
+  llm,
+  repairRounds,
+  limits,
+  maxSqlChars,
+}: SqlStepOptions): StepHandler {
+  const guardScope = async (context: StepContext, dataSchema: DataSchema): Promise<SqlGuardScope> => {
+    const readable = context.earlier.filter((e) => e.columns.length > 0);
+    return {
+      tenantSchema: context.tenant.dataSchema,
       tenantTables: new Set(dataSchema.tables.map((table) => table.name.toLowerCase())),
-      stepRelations: new Set(earlier.filter((e) => e.columns.length > 0).map((e) => stepRelationName(e.index))),
-    });
+      stepRelations: new Set(readable.map((e) => stepRelationName(e.index))),
+      knownColumns: new Set([
+        ...dataSchema.tables.flatMap((table) => table.columns.map((column) => column.name)),
+        ...readable.flatMap((e) => e.columns.map((column) => column.name)),
+      ]),
+      reachableFunctions: await knowledge.reachableFunctions(context.tenant),
+      maxSqlChars,
+    };
+  };
+
+  const runStatement = async (sql: string, context: StepContext, scope: SqlGuardScope, role: string): Promise<StepOutcome> => {
+    const { earlier, tenant, memory } = context;
+    const guarded = await guardSql(sql, scope);
     const relations = buildStepRelations(earlier, guarded.stepRelations);
     const inputBytes = relations.params.reduce((bytes, param) => bytes + stringHeapBytes(param), 0);
     memory.take(inputBytes, "the earlier steps' records it reads as step_N");
@@ -125,9 +140,10 @@ export function createSqlStepHandler({ database, knowledge, llm, repairRounds, l
       );
     }
     const dataSchema = await knowledge.dataSchema(tenant);
+    const scope = await guardScope(context, dataSchema);
     if (step.sql) {
       try {
-        return await runStatement(step.sql, context, dataSchema, role);
+        return await runStatement(step.sql, context, scope, role);
       } catch (error) {
         throw toStepFailure(error, context.timeoutMs, limits);
       }
@@ -148,7 +164,7 @@ export function createSqlStepHandler({ database, knowledge, llm, repairRounds, l
           }),
         );
         sql = answer.sql;
-        return { ...(await runStatement(sql, context, dataSchema, role)), attempts: attempt };
+        return { ...(await runStatement(sql, context, scope, role)), attempts: attempt };
       } catch (error) {
         const failure = toStepFailure(error, context.timeoutMs, limits);
         if (!(failure instanceof StepFailure)) throw failure;
