@@ -9,6 +9,7 @@ export type StepErrorCode =
   | 'SQL_NOT_CONFIGURED'
   | 'STEP_TIMEOUT'
   | 'API_NOT_CONFIGURED'
+  | 'MODEL_RATE_LIMITED'
   | 'INTERRUPTED'
   | 'INTERNAL'
   | AgentErrorCode
@@ -66,11 +67,14 @@ export class InvalidArgumentError extends Error {
   override name = 'InvalidArgumentError';
 }
 
-/** The tenant has used up its executions for now (token bucket); nothing was stored. */
+/** The tenant has used up its executions or its model calls for now (token buckets); nothing was stored. */
 export class RateLimitedError extends Error {
   override name = 'RateLimitedError';
-  constructor(readonly retryAfterSeconds: number) {
-    super(`rate limit reached: this tenant may start another execution in ${retryAfterSeconds} s`);
+  constructor(
+    readonly retryAfterSeconds: number,
+    message = `rate limit reached: this tenant may start another execution in ${retryAfterSeconds} s`,
+  ) {
+    super(message);
   }
 }
 
