@@ -3,6 +3,7 @@ import type { ExecutionLease } from '../db/client.js';
 import type { ExecutionRow, StepResultRow, StoredStepError, StoredTokenUsage, TenantRow } from '../db/tables.js';
 import { withLogContext, type Logger } from '../logger.js';
 import { StepFailure, toStoredStepError } from './errors.js';
+import type { TenantRateLimiter } from './rate-limiter.js';
 import { capRecords } from './records.js';
 import type { StepKind } from './step-update.js';
 import type { StepUpdateBus } from './step-update-bus.js';
@@ -20,6 +21,8 @@ export interface EngineDependencies {
   bus: StepUpdateBus;
   handlers: Record<StepKind, StepHandler>;
   findTenant: (tenantId: string) => Promise<TenantRow | undefined>;
+  /** The tenants' model-call budget: every agent call of a step takes one. */
+  modelCalls: TenantRateLimiter;
   logger: Logger;
   settings: EngineSettings;
 }
@@ -140,6 +143,7 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
           rowCap: deps.settings.rowCap,
           sampleSize: execution.options.sampleSize,
           recordUsage,
+          takeModelCall: () => deps.modelCalls.take(tenant.id),
           reportProgress,
           signal: stepTimeout,
           deadline,
