@@ -70,11 +70,12 @@ export class InvalidArgumentError extends Error {
 /** The tenant has used up its executions or its model calls for now (token buckets); nothing was stored. */
 export class RateLimitedError extends Error {
   override name = 'RateLimitedError';
+  /** action: what the tenant may do again after the wait ("start another execution"). */
   constructor(
     readonly retryAfterSeconds: number,
-    message = `rate limit reached: this tenant may start another execution in ${retryAfterSeconds} s`,
+    action: string,
   ) {
-    super(message);
+    super(`rate limit reached: this tenant may ${action} in ${retryAfterSeconds} s`);
   }
 }
 

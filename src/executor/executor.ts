@@ -44,11 +44,11 @@ export type ExecutorSettings = Config['executor'] & {
 
 const STREAM_CLOSE_TIMEOUT_MS = 2_000;
 
-/** A per-tenant token bucket and how its refusal reads to the client. */
+/** A per-tenant token bucket, and what a refusal tells the client it may do again after the wait. */
 interface TenantBudget {
   name: 'executions' | 'model calls';
   limiter: TenantRateLimiter;
-  refusal: (retryAfterSeconds: number) => string;
+  action: string;
 }
 
 function describeApiCatalog(operations: ApiOperation[] | null): string | null {
@@ -89,7 +89,7 @@ export class Executor {
         ratePerMinute: settings.tenantLimits.ratePerMinute,
         burst: settings.tenantLimits.burst,
       }),
-      refusal: (seconds) => `rate limit reached: this tenant may start another execution in ${seconds} s`,
+      action: 'start another execution',
     };
     this.modelCallBudget = {
       name: 'model calls',
@@ -97,7 +97,7 @@ export class Executor {
         ratePerMinute: settings.tenantLimits.modelCallsPerMinute,
         burst: settings.tenantLimits.modelCallsBurst,
       }),
-      refusal: (seconds) => `model call limit reached: this tenant may ask the planner or an agent again in ${seconds} s`,
+      action: 'call a model again (planQuery, executeQuery, agent steps)',
     };
     // Every open stepUpdates stream listens for shutdown on this one signal.
     setMaxListeners(0, this.shutdownController.signal);
@@ -198,7 +198,7 @@ export class Executor {
     if (refused) {
       const { budget, retryAfterSeconds } = refused;
       this.logger.info({ tenantId, budget: budget.name, retryAfterSeconds }, 'request refused: tenant rate limit');
-      throw new RateLimitedError(retryAfterSeconds, budget.refusal(retryAfterSeconds));
+      throw new RateLimitedError(retryAfterSeconds, budget.action);
     }
     for (const budget of budgets) budget.limiter.take(tenantId);
   }
