@@ -64,6 +64,7 @@ const environmentSchema = z.object({
   STEPCAST_GRAPHQL_MAX_ALIASES: integer(15, 0, 1_000),
   STEPCAST_GRAPHQL_MAX_TOKENS: integer(2_000, 10, 1_000_000),
   STEPCAST_GRAPHQL_MAX_DIRECTIVES: integer(50, 0, 1_000),
+  STEPCAST_GRAPHQL_MAX_MODEL_CALLS: integer(1, 1, 100),
   STEPCAST_MAX_BODY_BYTES: integer(1_048_576, 1_024, 64 * 1_048_576),
   STEPCAST_INTROSPECTION: onOff.optional(),
   STEPCAST_GRAPHIQL: onOff.optional(),
@@ -76,6 +77,9 @@ const environmentSchema = z.object({
   STEPCAST_TENANT_RATE_PER_MINUTE: integer(60, 1, 1_000_000),
   STEPCAST_TENANT_RATE_BURST: integer(10, 1, 1_000_000),
   STEPCAST_TENANT_MAX_CONCURRENT_EXECUTIONS: integer(2, 1, 256),
+  // A call every 2 s sustained; the burst covers a whole executeQuery of 50 agent-written steps (1 + 50 calls).
+  STEPCAST_TENANT_MODEL_CALLS_PER_MINUTE: integer(30, 1, 1_000_000),
+  STEPCAST_TENANT_MODEL_CALLS_BURST: integer(60, 1, 1_000_000),
   // Input sizes.
   STEPCAST_PLAN_MAX_STEPS: integer(50, 1, 1_000),
   STEPCAST_MAX_QUERY_CONTEXT_CHARS: integer(4_000, 100, 1_000_000),
@@ -152,6 +156,8 @@ export interface GraphQLLimits {
   maxAliases: number;
   maxTokens: number;
   maxDirectives: number;
+  /** Fields that call a model (planQuery, executeQuery) one operation may select. */
+  maxModelCalls: number;
   maxBodyBytes: number;
   introspection: boolean;
   graphiql: boolean;
@@ -170,6 +176,9 @@ export interface TenantLimits {
   burst: number;
   /** Executions of one tenant that run at once; the rest wait QUEUED, in order. */
   maxConcurrentExecutions: number;
+  /** Model requests a tenant may cause per minute (planner and agents, one per agent call), refilled continuously. */
+  modelCallsPerMinute: number;
+  modelCallsBurst: number;
 }
 
 export interface InputLimits {
@@ -306,6 +315,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       maxAliases: env.STEPCAST_GRAPHQL_MAX_ALIASES,
       maxTokens: env.STEPCAST_GRAPHQL_MAX_TOKENS,
       maxDirectives: env.STEPCAST_GRAPHQL_MAX_DIRECTIVES,
+      maxModelCalls: env.STEPCAST_GRAPHQL_MAX_MODEL_CALLS,
       maxBodyBytes: env.STEPCAST_MAX_BODY_BYTES,
       introspection: (env.STEPCAST_INTROSPECTION ?? (production ? 'off' : 'on')) === 'on',
       graphiql: (env.STEPCAST_GRAPHIQL ?? (production ? 'off' : 'on')) === 'on',
@@ -320,6 +330,8 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       ratePerMinute: env.STEPCAST_TENANT_RATE_PER_MINUTE,
       burst: env.STEPCAST_TENANT_RATE_BURST,
       maxConcurrentExecutions: env.STEPCAST_TENANT_MAX_CONCURRENT_EXECUTIONS,
+      modelCallsPerMinute: env.STEPCAST_TENANT_MODEL_CALLS_PER_MINUTE,
+      modelCallsBurst: env.STEPCAST_TENANT_MODEL_CALLS_BURST,
     },
     inputLimits: {
       maxSteps: env.STEPCAST_PLAN_MAX_STEPS,

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, revokeApiKey } from '../src/admin/tenants.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import { executions } from '../src/db/tables.js';
+import { startScriptedLlm, type ScriptedLlm } from './fixtures/scripted-llm.js';
 import {
   bearer,
   databaseState,
@@ -36,6 +37,9 @@ const operation = (document: { toString(): string }, variables?: unknown, operat
 const hugeContextPlan = () => ({ query: 'q', steps: [{ ...STEP, queryContext: 'x'.repeat(1_048_576) }] });
 /** A plan of 10,000 steps (about half a MiB of JSON). */
 const tenThousandStepsPlan = () => ({ query: 'q', steps: Array.from({ length: 10_000 }, () => STEP) });
+/** 15 aliased planQuery fields (the alias limit): 15 model calls in one request. */
+const fifteenPlanQueries = () => `{ ${Array.from({ length: 15 }, (_, i) => `p${i}: planQuery(query: "q${i}") { query }`).join(' ')} }`;
+const twoExecuteQueries = 'mutation { a: executeQuery(query: "a") { id } b: executeQuery(query: "b") { id } }';
 /**
  * The request body limit (STEPCAST_MAX_BODY_BYTES) and the WebSocket frame limit are being added on
  * another branch; until then a huge body reaches plan validation (BAD_USER_INPUT). Either answer is
@@ -105,6 +109,8 @@ const HTTP_ATTACKS: HttpAttack[] = [
   { name: 'a text/plain body (a simple cross-site request)', contentType: 'text/plain', body: () => operation(ExecutePlanMutation, { plan: PLAN }), expected: ['HTTP 415'], status: [415] },
   { name: 'a 1 MiB queryContext', body: () => operation(ExecutePlanMutation, { plan: hugeContextPlan() }), expected: TOO_LARGE, status: [400, 413] },
   { name: 'a plan of 10,000 steps', body: () => operation(ExecutePlanMutation, { plan: tenThousandStepsPlan() }), expected: TOO_LARGE, status: [400, 413] },
+  { name: '15 aliased planQuery fields', body: () => JSON.stringify({ query: fifteenPlanQueries() }), expected: ['TOO_MANY_MODEL_CALLS'], status: [400] },
+  { name: 'two executeQuery fields in one mutation', body: () => JSON.stringify({ query: twoExecuteQueries }), expected: ['TOO_MANY_MODEL_CALLS'], status: [400] },
 ];
 
 interface WsAttack {
@@ -133,6 +139,8 @@ const WS_ATTACKS: WsAttack[] = [
   { name: 'a wrong operation name', frame: () => stepUpdates({ executionId: randomUUID() }, 'DropEverything'), expected: ['OPERATION_RESOLUTION_FAILURE'] },
   { name: 'a plan with a 1 MiB queryContext (executePlan over WebSocket)', frame: () => subscribe({ query: ExecutePlanMutation.toString(), variables: { plan: hugeContextPlan() } }), expected: [...TOO_LARGE, 'close 1009'] },
   { name: 'a plan of 10,000 steps (executePlan over WebSocket)', frame: () => subscribe({ query: ExecutePlanMutation.toString(), variables: { plan: tenThousandStepsPlan() } }), expected: [...TOO_LARGE, 'close 1009'] },
+  { name: '15 aliased planQuery fields', frame: () => subscribe({ query: fifteenPlanQueries() }), expected: ['TOO_MANY_MODEL_CALLS'] },
+  { name: 'two executeQuery fields in one mutation', frame: () => subscribe({ query: twoExecuteQueries }), expected: ['TOO_MANY_MODEL_CALLS'] },
 ];
 
 /** POSTs (or GETs) a raw body and reports the first error's code, or the HTTP status when there is no GraphQL answer. */
@@ -201,12 +209,15 @@ async function expectAnswered(target: AttackTarget, { ws = false } = {}) {
 for (const { backend, skipReason } of backends) {
   describe.skipIf(skipReason !== null)(`hostile GraphQL requests and credentials on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
     let target: AttackTarget;
+    /** A model server that answers nothing: no attack may reach it. */
+    let llm: ScriptedLlm;
     let revokedKey: string;
     /** An execution of the demo tenant that the other tenant goes after. */
     let demoExecution: { id: string; correlationId: string; cursor: string; emails: string[] };
 
     beforeAll(async () => {
-      target = await startAttackTarget(backend);
+      llm = await startScriptedLlm();
+      target = await startAttackTarget(backend, { OPENAI_BASE_URL: llm.baseUrl, STEPCAST_LLM_MAX_RETRIES: '0' });
       const { database } = target.server.app;
       const revoked = await createApiKey(database, DEMO_TENANT_ID, 'revoked');
       await revokeApiKey(database, revoked.id);
@@ -224,6 +235,7 @@ for (const { backend, skipReason } of backends) {
     });
     afterAll(async () => {
       await target?.server.close();
+      await llm?.close();
     });
 
     describe('malformed and oversized requests over HTTP', () => {
@@ -237,6 +249,7 @@ for (const { backend, skipReason } of backends) {
           // No data: none at all, or only the null of the field that failed.
           expect(Object.values(answer.json?.data ?? {}).filter((value) => value !== null)).toEqual([]);
           expect(await storedCounts(database)).toEqual(before);
+          expect(llm.requests, 'no attack reaches the model').toEqual([]);
           await expectAnswered(target);
         });
       }
@@ -252,6 +265,7 @@ for (const { backend, skipReason } of backends) {
           // Errors in variables come as a `next` with errors only: no data ever comes back.
           expect(answer.messages.filter((message) => message.type === 'next' && (message.payload as GraphQLResponse<unknown>).data)).toEqual([]);
           expect(await storedCounts(database)).toEqual(before);
+          expect(llm.requests, 'no attack reaches the model').toEqual([]);
           await expectAnswered(target, { ws: true });
         });
       }

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import { runExecution, type EngineDependencies } from '../src/executor/engine.js';
+import { createTenantRateLimiter } from '../src/executor/rate-limiter.js';
 import { createInProcessStepUpdateBus } from '../src/executor/step-update-bus.js';
 import type { StepHandler } from '../src/executor/steps/step-handler.js';
 import { snapshotOf } from '../src/executor/step-snapshots.js';
@@ -45,6 +46,7 @@ for (const { backend, skipReason } of backends) {
         acquireLease: (id) => server.app.database.acquireExecutionLease(id),
         handlers: { SQL: handler, API: handler },
         findTenant: (tenantId) => server.app.executor.findTenant(tenantId),
+        modelCalls: createTenantRateLimiter({ ratePerMinute: 60, burst: 10 }),
         logger: createLogger('silent'),
         settings: {
           rowCap: 100,

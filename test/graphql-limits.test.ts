@@ -213,9 +213,14 @@ describe('GraphQL limits (defaults)', () => {
     }
 
     // No model is configured: these fail with the agent's error, past the limits.
+    // executeQuery selecting its whole execution: a model call (1,000) plus the largest execution.
+    const wholeExecution = ExecutionQuery.toString()
+      .replace('query Execution($id: ID!)', 'mutation ($query: String!)')
+      .replace('execution(id: $id)', 'executeQuery(query: $query)');
     for (const [document, variables] of [
       [PlanQueryQuery, { query: 'how many users?' }],
       [ExecuteQueryMutation, { query: 'how many users?' }],
+      [wholeExecution, { query: 'how many users?' }],
     ] as const) {
       const result = await overHttp(server, document.toString(), variables);
       expect(result.errors?.length, document.toString().slice(0, 40)).toBeGreaterThan(0);
@@ -535,7 +540,7 @@ describe('GraphQL limits (defaults)', () => {
 });
 
 // A second server (each PGlite start costs seconds) for the settings that differ from the defaults.
-describe('STEPCAST_INTROSPECTION=off, STEPCAST_GRAPHIQL=off, STEPCAST_WS_INIT_TIMEOUT_MS=200, STEPCAST_WS_KEEPALIVE_MS=200', () => {
+describe('STEPCAST_INTROSPECTION=off, STEPCAST_GRAPHIQL=off, STEPCAST_WS_INIT_TIMEOUT_MS=200, STEPCAST_WS_KEEPALIVE_MS=200, STEPCAST_GRAPHQL_MAX_MODEL_CALLS=100', () => {
   let server: TestServer;
   let ws: Client;
   beforeAll(async () => {
@@ -545,6 +550,7 @@ describe('STEPCAST_INTROSPECTION=off, STEPCAST_GRAPHIQL=off, STEPCAST_WS_INIT_TI
         STEPCAST_GRAPHIQL: 'off',
         STEPCAST_WS_INIT_TIMEOUT_MS: '200',
         STEPCAST_WS_KEEPALIVE_MS: '200',
+        STEPCAST_GRAPHQL_MAX_MODEL_CALLS: '100',
       },
     });
     ws = server.wsClient();
@@ -592,5 +598,20 @@ describe('STEPCAST_INTROSPECTION=off, STEPCAST_GRAPHIQL=off, STEPCAST_WS_INIT_TI
     expect(answering.socket.readyState).toBe(WebSocket.OPEN);
     expect(await overWs(ws, '{ __typename }')).toEqual({ data: { __typename: 'Query' } });
     answering.socket.close();
+  });
+
+  it('prices a model call at 1,000: past the model-call limit, the cost limit alone refuses a fifth planQuery, over HTTP and graphql-ws', async () => {
+    const planQueries = (n: number) => `{ ${Array.from({ length: n }, (_, i) => `p${i}: planQuery(query: "q") { __typename }`).join(' ')} }`;
+    // Four fit (4 × 1,001): they reach the resolvers, which find no model configured.
+    for (const result of [await overHttp(server, planQueries(4)), await overWs(ws, planQueries(4))]) {
+      expect(new Set(codesOf(result))).toEqual(new Set(['AGENT_NOT_CONFIGURED']));
+    }
+    for (const [n, cost] of [[5, 5_005], [15, 15_015]] as const) {
+      for (const result of [await overHttp(server, planQueries(n)), await overWs(ws, planQueries(n))]) {
+        expect(result.data ?? undefined).toBeUndefined();
+        expect(codesOf(result)).toEqual(['QUERY_TOO_COSTLY']);
+        expect(result.errors![0]!.extensions).toMatchObject({ cost, limit: 5000 });
+      }
+    }
   });
 });

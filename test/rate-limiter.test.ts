@@ -63,4 +63,19 @@ describe('tenant rate limiter (token bucket)', () => {
     // A forgotten tenant starts again with a full bucket.
     expect(Array.from({ length: 11 }, () => limit.take('tenant-0').allowed)).toEqual([...Array(10).fill(true), false]);
   });
+
+  it('peeks without taking: the answer take would give, and the bucket stays as it was', () => {
+    const { limit, advance } = limiter(6, 1); // one token every 10 s
+    expect(limit.peek('a')).toEqual({ allowed: true });
+    expect(limit.peek('a')).toEqual({ allowed: true });
+    expect(limit.take('a')).toEqual({ allowed: true });
+    advance(4_000);
+    expect(limit.peek('a')).toEqual({ allowed: false, retryAfterSeconds: 6 });
+    expect(limit.take('a')).toEqual({ allowed: false, retryAfterSeconds: 6 });
+    advance(6_000);
+    expect(limit.peek('a')).toEqual({ allowed: true });
+    expect(limit.take('a')).toEqual({ allowed: true });
+    expect(limit.peek('b')).toEqual({ allowed: true });
+    expect(limit.size).toBe(1);
+  });
 });

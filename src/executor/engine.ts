@@ -12,6 +12,7 @@ import type {
 import { withLogContext, type Logger } from '../logger.js';
 import { StepFailure, toStoredStepError } from './errors.js';
 import { ExecutionMemory } from './execution-memory.js';
+import type { TenantRateLimiter } from './rate-limiter.js';
 import { capRecords } from './records.js';
 import { snapshotOf, type StepChange } from './step-snapshots.js';
 import type { StepKind, StepUpdate } from './step-update.js';
@@ -37,6 +38,8 @@ export interface EngineDependencies {
   bus: StepUpdateBus;
   handlers: Record<StepKind, StepHandler>;
   findTenant: (tenantId: string) => Promise<TenantRow | undefined>;
+  /** The tenants' model-call budget: every agent call of a step takes one. */
+  modelCalls: TenantRateLimiter;
   logger: Logger;
   settings: EngineSettings;
 }
@@ -168,6 +171,7 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
           rowCap: settings.rowCap,
           sampleSize: execution.options.sampleSize,
           recordUsage,
+          takeModelCall: () => deps.modelCalls.take(tenant.id),
           reportProgress,
           signal: stepTimeout,
           deadline,

@@ -12,6 +12,7 @@ export type StepErrorCode =
   | 'SQL_OUT_OF_MEMORY'
   | 'STEP_TIMEOUT'
   | 'API_NOT_CONFIGURED'
+  | 'MODEL_RATE_LIMITED'
   | 'INTERRUPTED'
   | 'INTERNAL'
   | AgentErrorCode
@@ -69,11 +70,15 @@ export class InvalidArgumentError extends Error {
   override name = 'InvalidArgumentError';
 }
 
-/** The tenant has used up its executions for now (token bucket); nothing was stored. */
+/** The tenant has used up its executions or its model calls for now (token buckets); nothing was stored. */
 export class RateLimitedError extends Error {
   override name = 'RateLimitedError';
-  constructor(readonly retryAfterSeconds: number) {
-    super(`rate limit reached: this tenant may start another execution in ${retryAfterSeconds} s`);
+  /** action: what the tenant may do again after the wait ("start another execution"). */
+  constructor(
+    readonly retryAfterSeconds: number,
+    action: string,
+  ) {
+    super(`rate limit reached: this tenant may ${action} in ${retryAfterSeconds} s`);
   }
 }
 

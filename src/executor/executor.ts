@@ -44,6 +44,13 @@ export type ExecutorSettings = Config['executor'] & {
 
 const STREAM_CLOSE_TIMEOUT_MS = 2_000;
 
+/** A per-tenant token bucket, and what a refusal tells the client it may do again after the wait. */
+interface TenantBudget {
+  name: 'executions' | 'model calls';
+  limiter: TenantRateLimiter;
+  action: string;
+}
+
 function describeApiCatalog(operations: ApiOperation[] | null): string | null {
   return operations && operations.length > 0 ? describeCatalog(operations) : null;
 }
@@ -64,7 +71,8 @@ export class Executor {
   private readonly openStreams = new Set<Promise<void>>();
   private readonly knowledge: TenantKnowledge;
   private readonly llm: LlmClient;
-  private readonly rateLimiter: TenantRateLimiter;
+  private readonly executionBudget: TenantBudget;
+  private readonly modelCallBudget: TenantBudget;
 
   constructor(
     private readonly database: Database,
@@ -75,6 +83,22 @@ export class Executor {
   ) {
     this.knowledge = new TenantKnowledge(database, secrets);
     this.llm = llm;
+    this.executionBudget = {
+      name: 'executions',
+      limiter: createTenantRateLimiter({
+        ratePerMinute: settings.tenantLimits.ratePerMinute,
+        burst: settings.tenantLimits.burst,
+      }),
+      action: 'start another execution',
+    };
+    this.modelCallBudget = {
+      name: 'model calls',
+      limiter: createTenantRateLimiter({
+        ratePerMinute: settings.tenantLimits.modelCallsPerMinute,
+        burst: settings.tenantLimits.modelCallsBurst,
+      }),
+      action: 'call a model again (planQuery, executeQuery, agent steps)',
+    };
     // Every open stepUpdates stream listens for shutdown on this one signal.
     setMaxListeners(0, this.shutdownController.signal);
     this.store = new ExecutionStore(database.db);
@@ -100,6 +124,7 @@ export class Executor {
         API: createApiStepHandler({ knowledge: this.knowledge, llm, sandbox: settings.sandbox }),
       },
       findTenant: (tenantId) => this.findTenant(tenantId),
+      modelCalls: this.modelCallBudget.limiter,
       logger,
       settings: {
         rowCap: settings.rowCap,
@@ -110,10 +135,6 @@ export class Executor {
         maxProgressChars: settings.sandbox.maxProgressChars,
       },
     };
-    this.rateLimiter = createTenantRateLimiter({
-      ratePerMinute: settings.tenantLimits.ratePerMinute,
-      burst: settings.tenantLimits.burst,
-    });
     this.dispatcher = createInProcessDispatcher({
       concurrency: settings.maxConcurrentExecutions,
       perTenantConcurrency: settings.tenantLimits.maxConcurrentExecutions,
@@ -152,7 +173,7 @@ export class Executor {
    */
   async submitPlan(tenantId: string, plan: PlanInput, options?: ExecuteOptionsInput | null): Promise<ExecutionRow> {
     const validated = validatePlan(plan, options, this.planDefaults());
-    this.takeExecutionToken(tenantId);
+    this.takeTokens(tenantId, [this.executionBudget]);
     const { execution } = await this.store.createExecution(tenantId, validated);
     this.logger.info(
       { correlationId: execution.correlationId, executionId: execution.id, tenantId, steps: execution.totalSteps },
@@ -162,18 +183,38 @@ export class Executor {
     return execution;
   }
 
-  /** Counts one execution against the tenant's rate (per process: each replica keeps its own buckets). */
-  private takeExecutionToken(tenantId: string): void {
-    const decision = this.rateLimiter.take(tenantId);
-    if (!decision.allowed) {
-      this.logger.info({ tenantId, retryAfterSeconds: decision.retryAfterSeconds }, 'execution refused: tenant rate limit');
-      throw new RateLimitedError(decision.retryAfterSeconds);
+  /**
+   * Takes one token from each budget, or none: when any is empty, RateLimitedError with the longest wait.
+   * Per process: each replica keeps its own buckets.
+   */
+  private takeTokens(tenantId: string, budgets: readonly TenantBudget[]): void {
+    let refused: { budget: TenantBudget; retryAfterSeconds: number } | undefined;
+    for (const budget of budgets) {
+      const decision = budget.limiter.peek(tenantId);
+      if (!decision.allowed && decision.retryAfterSeconds > (refused?.retryAfterSeconds ?? 0)) {
+        refused = { budget, retryAfterSeconds: decision.retryAfterSeconds };
+      }
     }
+    if (refused) {
+      const { budget, retryAfterSeconds } = refused;
+      this.logger.info({ tenantId, budget: budget.name, retryAfterSeconds }, 'request refused: tenant rate limit');
+      throw new RateLimitedError(retryAfterSeconds, budget.action);
+    }
+    for (const budget of budgets) budget.limiter.take(tenantId);
   }
 
-  /** Asks the planner for a plan answering the query, checked like a client's plan; stores nothing. */
+  /** What asking the planner takes: a model call, when there is a model to call (else the planner says so). */
+  private plannerBudgets(): TenantBudget[] {
+    return this.llm.configured ? [this.modelCallBudget] : [];
+  }
+
+  /**
+   * Asks the planner for a plan answering the query, checked like a client's plan; stores nothing.
+   * It takes one of the tenant's model calls once the question passes its checks.
+   */
   async planQuery(tenantId: string, query: string): Promise<StoredPlan> {
     checkQuery(query);
+    this.takeTokens(tenantId, this.plannerBudgets());
     return (await this.planWithUsage(tenantId, query)).plan;
   }
 
@@ -196,13 +237,13 @@ export class Executor {
 
   /**
    * Plans the query, then executes the plan; the plan is the execution's first update (PLAN_CREATED).
-   * It counts against the tenant's rate like executePlan, from the moment the question passes its checks
-   * (planning costs model tokens even when the planner's answer cannot run).
+   * It takes an execution token, like executePlan, and a model call, both or neither, from the moment the
+   * question passes its checks (planning costs model tokens even when the planner's answer cannot run).
    */
   async executeQuery(tenantId: string, query: string, options?: ExecuteOptionsInput | null): Promise<ExecutionRow> {
     const validatedOptions = validateExecuteOptions(options, this.planDefaults());
     checkQuery(query);
-    this.takeExecutionToken(tenantId);
+    this.takeTokens(tenantId, [this.executionBudget, ...this.plannerBudgets()]);
     const { plan, usage } = await this.planWithUsage(tenantId, query);
     const { execution, planCreated } = await this.store.createExecution(
       tenantId,

@@ -5,6 +5,8 @@ export type RateDecision = { allowed: true } | { allowed: false; retryAfterSecon
 export interface TenantRateLimiter {
   /** Takes one token from the tenant's bucket; when it is empty, says in how many whole seconds (≥ 1) the next arrives. */
   take(tenantId: string): RateDecision;
+  /** What take would answer now, without taking a token (to take from several buckets all or none). */
+  peek(tenantId: string): RateDecision;
   /** Buckets held in memory: tenants whose bucket is not yet full again. */
   readonly size: number;
 }
@@ -43,20 +45,28 @@ export function createTenantRateLimiter({
     }
   };
 
+  const tokensAt = (tenantId: string, at: number) => {
+    const bucket = buckets.get(tenantId);
+    return bucket ? Math.min(burst, bucket.tokens + (at - bucket.updatedAt) * tokensPerMs) : burst;
+  };
+  const decide = (tokens: number): RateDecision => {
+    if (tokens >= 1) return { allowed: true };
+    const waitMs = (1 - tokens) / tokensPerMs;
+    return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil(waitMs / 1000)) };
+  };
+
   return {
     take(tenantId) {
       const at = now();
       dropFullBuckets(at);
-      const bucket = buckets.get(tenantId);
-      const tokens = bucket ? Math.min(burst, bucket.tokens + (at - bucket.updatedAt) * tokensPerMs) : burst;
+      const tokens = tokensAt(tenantId, at);
+      const decision = decide(tokens);
       buckets.delete(tenantId);
-      if (tokens >= 1) {
-        buckets.set(tenantId, { tokens: tokens - 1, updatedAt: at });
-        return { allowed: true };
-      }
-      buckets.set(tenantId, { tokens, updatedAt: at });
-      const waitMs = (1 - tokens) / tokensPerMs;
-      return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil(waitMs / 1000)) };
+      buckets.set(tenantId, { tokens: decision.allowed ? tokens - 1 : tokens, updatedAt: at });
+      return decision;
+    },
+    peek(tenantId) {
+      return decide(tokensAt(tenantId, now()));
     },
     get size() {
       return buckets.size;

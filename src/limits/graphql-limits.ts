@@ -13,6 +13,7 @@ import {
 } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import type { GraphQLLimits } from '../config.js';
+import { modelCallLimitPlugin, TOO_MANY_MODEL_CALLS } from './model-calls.js';
 import { costLimitPlugin, QUERY_TOO_COSTLY, type CostModel } from './query-cost.js';
 
 /** extensions.code of each rejection; every limit has its own. */
@@ -22,6 +23,7 @@ export const LimitCode = {
   aliases: 'TOO_MANY_ALIASES',
   tokens: 'TOO_MANY_TOKENS',
   directives: 'TOO_MANY_DIRECTIVES',
+  modelCalls: TOO_MANY_MODEL_CALLS,
   introspection: 'INTROSPECTION_DISABLED',
   payload: 'PAYLOAD_TOO_LARGE',
 } as const;
@@ -143,7 +145,8 @@ export function bodyLimitPlugin(limit: number): Plugin {
 /**
  * The yoga/envelop plugins that enforce config.graphql. They hook parse, validate, execute and subscribe, so they
  * hold wherever yoga's getEnveloped runs: over HTTP and SSE, and over graphql-ws (server.ts's onSubscribe uses it).
- * The cost limit prices fields with `costModel` (query-cost.ts's stepcastCostModel for stepcast's schema).
+ * The cost limit prices fields with `costModel` (query-cost.ts's stepcastCostModel for stepcast's schema), which also
+ * names the fields that ask a model: an operation may select limits.maxModelCalls of them.
  */
 export function graphqlLimitPlugins(limits: GraphQLLimits, costModel: CostModel): Plugin[] {
   return [
@@ -156,6 +159,7 @@ export function graphqlLimitPlugins(limits: GraphQLLimits, costModel: CostModel)
     costLimitPlugin(limits.maxCost, costModel),
     maxAliasesPlugin(armorLimit(LimitCode.aliases, limits.maxAliases, 'The number of aliases')),
     maxDirectivesPlugin(armorLimit(LimitCode.directives, limits.maxDirectives, 'The number of directives')),
+    modelCallLimitPlugin(limits.maxModelCalls, costModel.modelCallingFields),
     ...(limits.introspection
       ? []
       : [{ onValidate: ({ addValidationRule }) => addValidationRule(introspectionDisabledRule) } satisfies Plugin]),

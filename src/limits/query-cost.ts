@@ -42,6 +42,8 @@ export interface CostModel {
   listSizes: Readonly<Record<string, number | ((parentArguments: FieldArguments) => number)>>;
   /** For a list of objects not in listSizes: on the high side, so a list added to the schema is not free. */
   defaultListSize: number;
+  /** The root fields that ask a model ("Type.field"); an operation may select few of them (model-calls.ts). */
+  modelCallingFields: readonly string[];
 }
 
 /** The page a connection returns: `first`, default 20; a value outside 1 to 100 is refused by the resolver itself. */
@@ -50,14 +52,25 @@ export function pageSize(first: unknown): number {
 }
 
 /**
+ * What a field that asks a model weighs: a model request takes seconds and is billed by the token, far more than
+ * anything read from the store. At 1,000 the cost limit (5,000) alone admits at most four of them per document, while
+ * executeQuery selecting its whole execution (every step and result, about 3,600) still fits beside its own call.
+ */
+export const MODEL_CALL_WEIGHT = 1_000;
+
+const MODEL_CALLING_FIELDS = ['Query.planQuery', 'Mutation.executeQuery'];
+
+/**
  * stepcast's costs. Lists are scored at their largest: a page at its `first`, the steps of an execution or a plan at
  * the most a plan may have (STEPCAST_PLAN_MAX_STEPS). The JSON blobs weigh by their size cap: a step's result and the
  * execution's finalResult (up to STEPCAST_RESULT_MAX_BYTES, 1 MiB by default) 10, a step's sample and logs (64 KiB)
- * 2. A step's columns are counted at 10: two short strings each, nothing heavy hangs off them.
+ * 2. A step's columns are counted at 10: two short strings each, nothing heavy hangs off them. planQuery and
+ * executeQuery weigh MODEL_CALL_WEIGHT.
  */
 export function stepcastCostModel(maxPlanSteps: number): CostModel {
   return {
     weights: {
+      ...Object.fromEntries(MODEL_CALLING_FIELDS.map((field) => [field, MODEL_CALL_WEIGHT])),
       'StepResult.result': 10,
       'Execution.finalResult': 10,
       'StepResult.sample': 2,
@@ -70,6 +83,7 @@ export function stepcastCostModel(maxPlanSteps: number): CostModel {
       'StepResult.columns': 10,
     },
     defaultListSize: MAX_PAGE_SIZE,
+    modelCallingFields: MODEL_CALLING_FIELDS,
   };
 }
 

@@ -53,7 +53,7 @@ builder.mutationType({
     executeQuery: t.field({
       type: ExecutionRef,
       description:
-        'Asks the planner for a plan answering the question, then executes it. The plan is the first update (PLAN_CREATED). Counts against the same rate as executePlan.',
+        'Asks the planner for a plan answering the question, then executes it. The plan is the first update (PLAN_CREATED). Counts against the same rate as executePlan and takes one of your model calls (RATE_LIMITED with extensions.retryAfter when either is used up); each step an agent writes takes another. A request may select one planQuery or executeQuery (TOO_MANY_MODEL_CALLS).',
       args: {
         query: t.arg.string({ required: true, description: 'The question, in plain words.' }),
         options: t.arg({ type: ExecuteOptions }),
@@ -72,7 +72,8 @@ builder.mutationType({
 builder.queryField('planQuery', (t) =>
   t.field({
     type: PlanRef,
-    description: 'Asks the planner for a plan answering the question, checked like a client plan; runs nothing, stores nothing.',
+    description:
+      'Asks the planner for a plan answering the question, checked like a client plan; runs nothing, stores nothing. Takes one of your model calls (RATE_LIMITED with extensions.retryAfter when they are used up). A request may select one planQuery or executeQuery (TOO_MANY_MODEL_CALLS).',
     args: { query: t.arg.string({ required: true, description: 'The question, in plain words.' }) },
     resolve: async (_root, { query }, context) => {
       try {

@@ -2,6 +2,7 @@ import { AgentError, type LlmClient, type StructuredAnswer } from '../../agents/
 import type { StoredColumn, StoredPlanStep, StoredTokenUsage, TenantRow } from '../../db/tables.js';
 import { StepFailure } from '../errors.js';
 import type { StepMemory } from '../execution-memory.js';
+import type { RateDecision } from '../rate-limiter.js';
 
 export type JsonRecord = Record<string, unknown>;
 
@@ -31,6 +32,8 @@ export interface StepContext {
   sampleSize: number;
   /** Adds tokens an agent spent on this step; counted even when the step then fails. */
   recordUsage(usage: StoredTokenUsage): void;
+  /** Takes one of the tenant's model calls (STEPCAST_TENANT_MODEL_CALLS_*) for one agent call. */
+  takeModelCall(): RateDecision;
   /** Publishes a STEP_PROGRESS update (in order, before the step's outcome; at most 100 per step). */
   reportProgress(message: string): void;
   /** Aborted when the step must stop (its time is up). */
@@ -61,11 +64,13 @@ export function remainingMs(context: Pick<StepContext, 'deadline'>): number {
 
 /**
  * Asks an agent for a step's missing artefact (its sql or code), counting the tokens spent whether
- * the answer comes or not. Without a configured model the step fails AGENT_NOT_CONFIGURED.
+ * the answer comes or not. Without a configured model the step fails AGENT_NOT_CONFIGURED; when the
+ * tenant has no model call left, MODEL_RATE_LIMITED, and the model is not asked. One call takes one
+ * model call, whatever retries or corrective round it makes inside.
  */
 export async function askAgent<T>(
   llm: LlmClient,
-  context: Pick<StepContext, 'index' | 'recordUsage'>,
+  context: Pick<StepContext, 'index' | 'recordUsage' | 'takeModelCall'>,
   artefact: { field: 'sql' | 'code'; agent: string },
   ask: () => Promise<StructuredAnswer<T>>,
 ): Promise<T> {
@@ -73,6 +78,14 @@ export async function askAgent<T>(
     throw new StepFailure(
       'AGENT_NOT_CONFIGURED',
       `step ${context.index} has no ${artefact.field}, and no ${artefact.agent} is configured to write it: set OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL (an OpenAI-compatible server), or give the step its ${artefact.field}`,
+    );
+  }
+  const modelCall = context.takeModelCall();
+  if (!modelCall.allowed) {
+    throw new StepFailure(
+      'MODEL_RATE_LIMITED',
+      `step ${context.index} needs the ${artefact.agent} to write its ${artefact.field}, and this tenant has used up its model calls for now (STEPCAST_TENANT_MODEL_CALLS_PER_MINUTE, STEPCAST_TENANT_MODEL_CALLS_BURST); the next one is available in ${modelCall.retryAfterSeconds} s`,
+      { retryable: true },
     );
   }
   try {
