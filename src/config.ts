@@ -342,6 +342,25 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
   };
 }
 
+/** Heap the service needs besides what executions hold (schema, connections, streams); it uses about 80 MiB idle. */
+export const HEAP_HEADROOM_BYTES = 128 * 1_048_576;
+
+/** The most that running executions may hold on the heap at once: each its budget, plus the text of the result it is reading. */
+export function executionHeapBound(executor: Config['executor']): number {
+  return executor.maxConcurrentExecutions * (executor.executionMaxBytes + executor.stepMaxBytes);
+}
+
+/** Refuses settings under which running executions could hold more than the heap may grow to (--max-old-space-size). */
+export function checkHeapBound(config: Config, heapLimitBytes: number): void {
+  const mib = (bytes: number) => `${Math.round(bytes / 1_048_576)} MiB`;
+  const needed = executionHeapBound(config.executor) + HEAP_HEADROOM_BYTES;
+  if (needed <= heapLimitBytes) return;
+  throw new ConfigError(
+    `STEPCAST_MAX_CONCURRENT_EXECUTIONS x (STEPCAST_EXECUTION_MAX_BYTES + STEPCAST_STEP_MAX_BYTES) + ${mib(HEAP_HEADROOM_BYTES)} is ` +
+      `${mib(needed)}, more than this process's heap limit of ${mib(heapLimitBytes)}: lower them, or raise node's --max-old-space-size`,
+  );
+}
+
 /** A 32-byte key written as base64 (44 characters) or hex (64 characters). */
 function parseKey(text: string): Buffer {
   const key = /^[0-9a-fA-F]{64}$/.test(text) ? Buffer.from(text, 'hex') : Buffer.from(text, 'base64');

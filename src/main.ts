@@ -1,5 +1,6 @@
 import { startStepcast } from './app.js';
-import { ConfigError, loadConfig } from './config.js';
+import { getHeapStatistics } from 'node:v8';
+import { checkHeapBound, ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 
 const SHUTDOWN_OVERRUN_MS = 15_000;
@@ -8,6 +9,7 @@ async function main(): Promise<void> {
   let config;
   try {
     config = loadConfig();
+    checkHeapBound(config, getHeapStatistics().heap_size_limit);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     createLogger('error').fatal(error.message);

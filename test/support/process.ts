@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
@@ -13,9 +14,12 @@ export interface ServiceProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Starts `src/main.ts` as `npm start` does, and waits for the line that says where it listens. */
-export async function startServiceProcess(env: Record<string, string>): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+/**
+ * Starts `src/main.ts` as `npm start` does, and waits for the line that says where it listens.
+ * `nodeArgs` go to node itself (e.g. `--max-old-space-size=320`).
+ */
+export async function startServiceProcess(env: Record<string, string>, nodeArgs: string[] = []): Promise<ServiceProcess> {
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'src/main.ts'], {
     cwd: projectRoot,
     env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -43,6 +47,22 @@ export async function startServiceProcess(env: Record<string, string>): Promise<
     );
   });
   return { child, url, logs, exited };
+}
+
+/** Peak (VmHWM) and current (VmRSS) resident memory of a process, in bytes, from Linux's /proc. */
+export async function residentMemory(pid: number): Promise<{ peak: number; current: number }> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const kilobytes = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN) * 1024;
+  return { peak: kilobytes('VmHWM'), current: kilobytes('VmRSS') };
+}
+
+/** Stops the service with SIGTERM (SIGKILL if it does not stop within graceMs) and waits for it to exit. */
+export async function stopServiceProcess(service: ServiceProcess, graceMs = 15_000): Promise<void> {
+  if (service.child.exitCode !== null || service.child.signalCode !== null) return;
+  service.child.kill('SIGTERM');
+  const timer = setTimeout(() => service.child.kill('SIGKILL'), graceMs);
+  await service.exited;
+  clearTimeout(timer);
 }
 
 /** Runs `npm run admin -- <args>` as a user would (without npm's own output), and collects what it printed. */
