@@ -18,6 +18,8 @@ import { LiveCredentials } from './auth/live-credentials.js';
 import { unauthenticated } from './schema/errors.js';
 import type { GraphQLLimits, InputLimits, WebSocketLimits } from './config.js';
 import type { Executor } from './executor/executor.js';
+import { corsForOrigins, varyOnOrigin } from './limits/cors.js';
+import { csrfPreventionPlugin } from './limits/csrf-prevention.js';
 import { graphqlLimitPlugins } from './limits/graphql-limits.js';
 import { stepcastCostModel } from './limits/query-cost.js';
 import { logClientProtocolErrors, webSocketServerOptions, withWebSocketLimits } from './limits/websocket-limits.js';
@@ -38,6 +40,8 @@ export interface GraphQLServerOptions {
    * counts the steps of an execution or a plan at inputLimits.maxSteps, the most a plan may have.
    */
   limits: { graphql: GraphQLLimits; websocket: WebSocketLimits; inputLimits: Pick<InputLimits, 'maxSteps'> };
+  /** Origins whose pages may call the API from a browser (config.http.corsOrigins); none by default. */
+  corsOrigins?: readonly string[];
   /** Backs GET /ready: false (or throwing) answers 503. */
   checkReadiness?: () => Promise<boolean>;
 }
@@ -113,6 +117,7 @@ export function createGraphQLServer({
   credentialRecheckMs,
   graphiql = true,
   limits,
+  corsOrigins = [],
   checkReadiness = async () => true,
 }: GraphQLServerOptions): GraphQLServer {
   const liveCredentials = new LiveCredentials(authenticator, logger);
@@ -131,8 +136,11 @@ export function createGraphQLServer({
     renderGraphiQL,
     landingPage: false,
     maskedErrors: { isDev: false, maskError: markBadVariables },
+    cors: corsForOrigins(corsOrigins),
     plugins: [
       useReadinessCheck({ endpoint: '/ready', check: () => checkReadiness() }),
+      ...(corsOrigins.length > 0 ? [varyOnOrigin] : []),
+      csrfPreventionPlugin(),
       ...graphqlLimitPlugins(limits.graphql, stepcastCostModel(limits.inputLimits.maxSteps)),
     ],
     // graphqlLimitPlugins limits the body with its own code (PAYLOAD_TOO_LARGE).
@@ -166,7 +174,7 @@ export function createGraphQLServer({
   const wsServer = new WebSocketServer({
     server: httpServer,
     path: yoga.graphqlEndpoint,
-    ...webSocketServerOptions(limits.websocket),
+    ...webSocketServerOptions(limits.websocket, corsOrigins),
   });
   logClientProtocolErrors(wsServer, logger);
   const wsHandle = useServer<Record<string, unknown>>(
