@@ -68,6 +68,9 @@ const environmentSchema = z.object({
   STEPCAST_WS_KEEPALIVE_MS: integer(15_000, 100, 600_000),
   // Origins whose pages may call the API from a browser (CORS), comma-separated.
   STEPCAST_CORS_ORIGINS: z.string().default(''),
+  // Per-tenant shares of open connections.
+  STEPCAST_TENANT_MAX_SOCKETS: integer(25, 1, 100_000),
+  STEPCAST_TENANT_MAX_SUBSCRIPTIONS: integer(100, 1, 1_000_000),
   // Per-tenant limits.
   STEPCAST_TENANT_RATE_PER_MINUTE: integer(60, 1, 1_000_000),
   STEPCAST_TENANT_RATE_BURST: integer(10, 1, 1_000_000),
@@ -109,6 +112,7 @@ export interface Config {
   websocket: WebSocketLimits;
   tenantLimits: TenantLimits;
   inputLimits: InputLimits;
+  tenantConnections: TenantConnectionLimits;
 }
 
 export interface HttpConfig {
@@ -116,6 +120,14 @@ export interface HttpConfig {
   host: string;
   /** Exact origins (scheme://host[:port]) whose pages may call the API from a browser; empty: none. */
   corsOrigins: string[];
+}
+
+/** Per tenant and per process, like the rate limits. */
+export interface TenantConnectionLimits {
+  /** Open graphql-ws sockets of one tenant; the next is closed after authentication. */
+  maxSockets: number;
+  /** Open subscriptions of one tenant, graphql-ws and SSE together; the next is answered with an error. */
+  maxSubscriptions: number;
 }
 
 export interface AuthConfig {
@@ -300,6 +312,10 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       maxQueryContextChars: env.STEPCAST_MAX_QUERY_CONTEXT_CHARS,
       maxSqlChars: env.STEPCAST_MAX_SQL_CHARS,
       maxCodeChars: env.STEPCAST_MAX_CODE_CHARS,
+    },
+    tenantConnections: {
+      maxSockets: env.STEPCAST_TENANT_MAX_SOCKETS,
+      maxSubscriptions: env.STEPCAST_TENANT_MAX_SUBSCRIPTIONS,
     },
   };
 }
