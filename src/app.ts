@@ -73,7 +73,13 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
       }),
       credentialRecheckMs: config.auth.recheckMs,
       graphiql: config.graphql.graphiql,
-      limits: { graphql: config.graphql, websocket: config.websocket, inputLimits: config.inputLimits },
+      limits: {
+        graphql: config.graphql,
+        websocket: config.websocket,
+        inputLimits: config.inputLimits,
+        tenantConnections: config.tenantConnections,
+      },
+      corsOrigins: config.http.corsOrigins,
       checkReadiness: () => database.ping(READINESS_TIMEOUT_MS),
     });
     const address = await server.listen(config.http.port, config.http.host);

@@ -73,6 +73,11 @@ const environmentSchema = z.object({
   STEPCAST_WS_MAX_SUBSCRIPTIONS: integer(20, 1, 10_000),
   STEPCAST_WS_INIT_TIMEOUT_MS: integer(3_000, 100, 60_000),
   STEPCAST_WS_KEEPALIVE_MS: integer(15_000, 100, 600_000),
+  // Origins whose pages may call the API from a browser (CORS), comma-separated.
+  STEPCAST_CORS_ORIGINS: z.string().default(''),
+  // Per-tenant shares of open connections.
+  STEPCAST_TENANT_MAX_SOCKETS: integer(25, 1, 100_000),
+  STEPCAST_TENANT_MAX_SUBSCRIPTIONS: integer(100, 1, 1_000_000),
   // Per-tenant limits.
   STEPCAST_TENANT_RATE_PER_MINUTE: integer(60, 1, 1_000_000),
   STEPCAST_TENANT_RATE_BURST: integer(10, 1, 1_000_000),
@@ -89,7 +94,7 @@ const environmentSchema = z.object({
 
 export interface Config {
   env: 'development' | 'production' | 'test';
-  http: { port: number; host: string };
+  http: HttpConfig;
   database:
     | {
         kind: 'pglite';
@@ -132,6 +137,22 @@ export interface Config {
   websocket: WebSocketLimits;
   tenantLimits: TenantLimits;
   inputLimits: InputLimits;
+  tenantConnections: TenantConnectionLimits;
+}
+
+export interface HttpConfig {
+  port: number;
+  host: string;
+  /** Exact origins (scheme://host[:port]) whose pages may call the API from a browser; empty: none. */
+  corsOrigins: string[];
+}
+
+/** Per tenant and per process, like the rate limits. */
+export interface TenantConnectionLimits {
+  /** Open graphql-ws sockets of one tenant; the next is closed after authentication. */
+  maxSockets: number;
+  /** Open subscriptions of one tenant, graphql-ws and SSE together; the next is answered with an error. */
+  maxSubscriptions: number;
 }
 
 export interface AuthConfig {
@@ -243,7 +264,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
   }
   return {
     env: env.NODE_ENV,
-    http: { port: env.PORT, host: env.HOST },
+    http: { port: env.PORT, host: env.HOST, corsOrigins: parseOrigins(env.STEPCAST_CORS_ORIGINS) },
     database: env.DATABASE_URL
       ? { kind: 'postgres', url: env.DATABASE_URL, poolSize: env.DATABASE_POOL_SIZE }
       : { kind: 'pglite', dataDir: env.DATA_DIR, maxMemoryMb: env.STEPCAST_PGLITE_MAX_MEMORY_MB },
@@ -339,6 +360,10 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       maxSqlChars: env.STEPCAST_MAX_SQL_CHARS,
       maxCodeChars: env.STEPCAST_MAX_CODE_CHARS,
     },
+    tenantConnections: {
+      maxSockets: env.STEPCAST_TENANT_MAX_SOCKETS,
+      maxSubscriptions: env.STEPCAST_TENANT_MAX_SUBSCRIPTIONS,
+    },
   };
 }
 
@@ -359,6 +384,28 @@ export function checkHeapBound(config: Config, heapLimitBytes: number): void {
     `STEPCAST_MAX_CONCURRENT_EXECUTIONS x (STEPCAST_EXECUTION_MAX_BYTES + STEPCAST_STEP_MAX_BYTES) + ${mib(HEAP_HEADROOM_BYTES)} is ` +
       `${mib(needed)}, more than this process's heap limit of ${mib(heapLimitBytes)}: lower them, or raise node's --max-old-space-size`,
   );
+}
+
+/** `https://app.example.com,http://localhost:5173`: each an exact origin, as a browser sends it in `Origin`. */
+function parseOrigins(text: string): string[] {
+  const origins = text
+    .split(',')
+    .map((origin) => origin.trim())
+    .filter((origin) => origin.length > 0);
+  for (const origin of origins) {
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(origin);
+    } catch {
+      // reported below
+    }
+    if (!parsed || !/^https?:$/.test(parsed.protocol) || parsed.origin !== origin) {
+      throw new ConfigError(
+        `STEPCAST_CORS_ORIGINS: "${origin}" is not an exact origin; write scheme://host[:port] with no path or trailing slash, e.g. https://app.example.com`,
+      );
+    }
+  }
+  return origins;
 }
 
 /** A 32-byte key written as base64 (44 characters) or hex (64 characters). */

@@ -16,10 +16,13 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { AuthenticationError, type Authenticator, type Principal } from './auth/authenticator.js';
 import { LiveCredentials } from './auth/live-credentials.js';
 import { unauthenticated } from './schema/errors.js';
-import type { GraphQLLimits, InputLimits, WebSocketLimits } from './config.js';
+import type { GraphQLLimits, InputLimits, TenantConnectionLimits, WebSocketLimits } from './config.js';
 import type { Executor } from './executor/executor.js';
+import { corsForOrigins, varyOnOrigin } from './limits/cors.js';
+import { csrfPreventionPlugin } from './limits/csrf-prevention.js';
 import { graphqlLimitPlugins } from './limits/graphql-limits.js';
 import { stepcastCostModel } from './limits/query-cost.js';
+import { CLOSE_TOO_MANY_SOCKETS, TenantConnectionShares, tenantSubscriptionLimitPlugin } from './limits/tenant-connections.js';
 import { logClientProtocolErrors, webSocketServerOptions, withWebSocketLimits } from './limits/websocket-limits.js';
 import type { Logger } from './logger.js';
 import type { GraphQLContext } from './schema/context.js';
@@ -36,8 +39,16 @@ export interface GraphQLServerOptions {
   /**
    * config.graphql and config.websocket: enforced over HTTP and graphql-ws alike (src/limits). The query cost
    * counts the steps of an execution or a plan at inputLimits.maxSteps, the most a plan may have.
+   * tenantConnections: each tenant's share of open sockets and subscriptions.
    */
-  limits: { graphql: GraphQLLimits; websocket: WebSocketLimits; inputLimits: Pick<InputLimits, 'maxSteps'> };
+  limits: {
+    graphql: GraphQLLimits;
+    websocket: WebSocketLimits;
+    inputLimits: Pick<InputLimits, 'maxSteps'>;
+    tenantConnections: TenantConnectionLimits;
+  };
+  /** Origins whose pages may call the API from a browser (config.http.corsOrigins); none by default. */
+  corsOrigins?: readonly string[];
   /** Backs GET /ready: false (or throwing) answers 503. */
   checkReadiness?: () => Promise<boolean>;
 }
@@ -113,9 +124,11 @@ export function createGraphQLServer({
   credentialRecheckMs,
   graphiql = true,
   limits,
+  corsOrigins = [],
   checkReadiness = async () => true,
 }: GraphQLServerOptions): GraphQLServer {
   const liveCredentials = new LiveCredentials(authenticator, logger);
+  const shares = new TenantConnectionShares(limits.tenantConnections);
   const contextFor = (principal: Principal): GraphQLContext => ({
     executor,
     principal,
@@ -131,9 +144,14 @@ export function createGraphQLServer({
     renderGraphiQL,
     landingPage: false,
     maskedErrors: { isDev: false, maskError: markBadVariables },
+    cors: corsForOrigins(corsOrigins),
     plugins: [
       useReadinessCheck({ endpoint: '/ready', check: () => checkReadiness() }),
+      ...(corsOrigins.length > 0 ? [varyOnOrigin] : []),
+      csrfPreventionPlugin(),
       ...graphqlLimitPlugins(limits.graphql, stepcastCostModel(limits.inputLimits.maxSteps)),
+      // Last, so that a subscription the limits above refuse takes no slot.
+      tenantSubscriptionLimitPlugin(shares, (context) => (context as GraphQLContext).tenantId),
     ],
     // graphqlLimitPlugins limits the body with its own code (PAYLOAD_TOO_LARGE).
     maxRequestBodySize: false,
@@ -166,7 +184,7 @@ export function createGraphQLServer({
   const wsServer = new WebSocketServer({
     server: httpServer,
     path: yoga.graphqlEndpoint,
-    ...webSocketServerOptions(limits.websocket),
+    ...webSocketServerOptions(limits.websocket, corsOrigins),
   });
   logClientProtocolErrors(wsServer, logger);
   const wsHandle = useServer<Record<string, unknown>>(
@@ -180,11 +198,20 @@ export function createGraphQLServer({
         const { socket } = context.extra;
         try {
           const principal = await authenticator.authenticate(connectionAuthorization(context.connectionParams));
+          // Gone while it was authenticated: its 'close' has passed, so nothing taken now would be given back.
+          if (socket.readyState !== socket.OPEN) return false;
+          const releaseSocket = shares.takeSocket(principal.tenantId);
+          if (!releaseSocket) {
+            logger.info({ tenantId: principal.tenantId, limit: limits.tenantConnections.maxSockets }, 'WebSocket refused: tenant socket limit');
+            socket.close(CLOSE_TOO_MANY_SOCKETS, shares.socketRefusal());
+            return false;
+          }
           principals.set(socket, principal);
           const unwatch = liveCredentials.watch(principal, () =>
             socket.close(CLOSE_FORBIDDEN, 'Forbidden: the credential was revoked or has expired'),
           );
           socket.once('close', () => {
+            releaseSocket();
             unwatch();
             principals.delete(socket);
           });

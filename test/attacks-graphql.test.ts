@@ -46,6 +46,12 @@ const twoExecuteQueries = 'mutation { a: executeQuery(query: "a") { id } b: exec
  * clear, and either stores nothing.
  */
 const TOO_LARGE = ['BAD_USER_INPUT', 'PAYLOAD_TOO_LARGE', 'HTTP 413'];
+const BOUNDARY = 'stepcast-attack-boundary';
+/** A multipart/form-data body with these fields, as an HTML form with enctype="multipart/form-data" sends it. */
+const multipartBody = (fields: Record<string, string>) =>
+  `${Object.entries(fields)
+    .map(([name, value]) => `--${BOUNDARY}\r\nContent-Disposition: form-data; name="${name}"\r\n\r\n${value}\r\n`)
+    .join('')}--${BOUNDARY}--\r\n`;
 
 interface HttpAttack {
   name: string;
@@ -106,7 +112,21 @@ const HTTP_ATTACKS: HttpAttack[] = [
     status: [400],
   },
   { name: 'a page size of a million', body: () => operation(ExecutionsQuery, { first: 1_000_000 }), expected: ['BAD_USER_INPUT'], status: [400] },
-  { name: 'a text/plain body (a simple cross-site request)', contentType: 'text/plain', body: () => operation(ExecutePlanMutation, { plan: PLAN }), expected: ['HTTP 415'], status: [415] },
+  { name: 'a text/plain body (a simple cross-site request)', contentType: 'text/plain', body: () => operation(ExecutePlanMutation, { plan: PLAN }), expected: ['UNSUPPORTED_MEDIA_TYPE'], status: [415] },
+  {
+    name: 'executePlan as a form-encoded body (a cross-site HTML form)',
+    contentType: 'application/x-www-form-urlencoded',
+    body: () => new URLSearchParams({ query: ExecutePlanMutation.toString(), variables: JSON.stringify({ plan: PLAN }) }).toString(),
+    expected: ['UNSUPPORTED_MEDIA_TYPE'],
+    status: [415],
+  },
+  {
+    name: 'executePlan as a multipart body (a cross-site form with enctype="multipart/form-data")',
+    contentType: `multipart/form-data; boundary=${BOUNDARY}`,
+    body: () => multipartBody({ operations: operation(ExecutePlanMutation, { plan: PLAN }), map: '{}' }),
+    expected: ['UNSUPPORTED_MEDIA_TYPE'],
+    status: [415],
+  },
   { name: 'a 1 MiB queryContext', body: () => operation(ExecutePlanMutation, { plan: hugeContextPlan() }), expected: TOO_LARGE, status: [400, 413] },
   { name: 'a plan of 10,000 steps', body: () => operation(ExecutePlanMutation, { plan: tenThousandStepsPlan() }), expected: TOO_LARGE, status: [400, 413] },
   { name: '15 aliased planQuery fields', body: () => JSON.stringify({ query: fifteenPlanQueries() }), expected: ['TOO_MANY_MODEL_CALLS'], status: [400] },

@@ -8,7 +8,7 @@ import { createLogger } from '../src/logger.js';
 import { createAuthenticator } from '../src/auth/authenticator.js';
 import { createGraphQLServer, type GraphQLServer } from '../src/server.js';
 import { backends } from './support/database.js';
-import { ExecutePlanMutation, ExecutionQuery, ExecutionsQuery } from './support/operations.js';
+import { ExecutePlanMutation, ExecuteQueryMutation, ExecutionQuery, ExecutionsQuery, PlanQueryQuery } from './support/operations.js';
 import { runPlan, sqlStep } from './support/plans.js';
 import { startTestServer, type TestServer } from './support/server.js';
 
@@ -41,6 +41,12 @@ const executePlanBody = (variables: Record<string, unknown>) =>
   JSON.stringify({ query: ExecutePlanMutation.toString(), variables });
 const executionsBody = (variables: Record<string, unknown>) =>
   JSON.stringify({ query: ExecutionsQuery.toString(), variables });
+const questionBody = (document: typeof PlanQueryQuery | typeof ExecuteQueryMutation, query: string) =>
+  JSON.stringify({ query: document.toString(), variables: { query } });
+/** Half of a surrogate pair, alone: JSON carries it ("\ud800"), PostgreSQL text and jsonb cannot hold it. */
+const HIGH = '\uD800';
+const LOW = '\uDC00';
+const apiStep = { kind: 'API', queryContext: 'one user', code: "return [await api.call('getUser', { id: 1 })];" };
 const cursorOf = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
 /** A valid read-only SELECT of exactly `length` characters. */
 const sqlOfLength = (length: number) => {
@@ -150,6 +156,66 @@ const badPlans: BadInputCase[] = [
     body: executePlanBody({ plan: plan({ steps: [{ ...step, queryContext: 'ids\u0000' }] }) }),
     message: /steps\[0\]\.queryContext/,
   },
+  {
+    name: 'a lone surrogate in sql (it used to answer INTERNAL_SERVER_ERROR: jsonb refuses it)',
+    body: executePlanBody({ plan: plan({ steps: [{ ...step, sql: `SELECT '${HIGH}' AS x` }] }) }),
+    message: /plan\.steps\[0\]\.sql holds a lone UTF-16 surrogate/,
+  },
+  {
+    name: 'a NUL character in sql',
+    body: executePlanBody({ plan: plan({ steps: [{ ...step, sql: "SELECT 'a\u0000' AS x" }] }) }),
+    message: /plan\.steps\[0\]\.sql must not contain NUL/,
+  },
+  {
+    name: 'a lone surrogate in code',
+    body: executePlanBody({ plan: plan({ steps: [{ ...apiStep, code: `return ['${LOW}'];` }] }) }),
+    message: /plan\.steps\[0\]\.code holds a lone UTF-16 surrogate/,
+  },
+  {
+    name: 'a NUL character in code',
+    body: executePlanBody({ plan: plan({ steps: [{ ...apiStep, code: "return ['\u0000'];" }] }) }),
+    message: /plan\.steps\[0\]\.code must not contain NUL/,
+  },
+  {
+    name: 'a lone surrogate in queryContext, entity and reasoning, each named',
+    body: executePlanBody({ plan: plan({ steps: [{ ...step, queryContext: `ids ${LOW}`, entity: `users${HIGH}`, reasoning: `${LOW}${HIGH}` }] }) }),
+    message: /steps\[0\]\.queryContext holds a lone.*steps\[0\]\.entity holds a lone.*steps\[0\]\.reasoning holds a lone/,
+  },
+  {
+    name: 'a lone surrogate in plan.query and plan.reasoning, each named',
+    body: executePlanBody({ plan: plan({ query: `which ${HIGH}users?`, reasoning: `because${LOW}` }) }),
+    message: /plan\.query holds a lone.*plan\.reasoning holds a lone/,
+  },
+  {
+    name: 'a lone surrogate in options.correlationId',
+    body: executePlanBody({ plan: plan(), options: { correlationId: `trace-${HIGH}` } }),
+    message: /options\.correlationId may hold only letters, digits and \. _ : -/,
+  },
+  {
+    name: 'a NUL character in options.correlationId',
+    body: executePlanBody({ plan: plan(), options: { correlationId: 'trace\u0000' } }),
+    message: /options\.correlationId may hold only letters, digits and \. _ : -/,
+  },
+  {
+    name: "a lone surrogate in executeQuery's query",
+    body: questionBody(ExecuteQueryMutation, `which users${HIGH}?`),
+    message: /query holds a lone UTF-16 surrogate/,
+  },
+  {
+    name: "a NUL character in executeQuery's options.correlationId",
+    body: JSON.stringify({ query: ExecuteQueryMutation.toString(), variables: { query: 'which users?', options: { correlationId: 'a\u0000' } } }),
+    message: /options\.correlationId may hold only/,
+  },
+  {
+    name: "a lone surrogate in planQuery's query",
+    body: questionBody(PlanQueryQuery, `${LOW}which users?`),
+    message: /query holds a lone UTF-16 surrogate/,
+  },
+  {
+    name: "a NUL character in planQuery's query",
+    body: questionBody(PlanQueryQuery, 'which users?\u0000'),
+    message: /query must not contain NUL/,
+  },
 ];
 
 const badHistoryArguments: BadInputCase[] = [
@@ -165,6 +231,16 @@ const badHistoryArguments: BadInputCase[] = [
     name: 'a createdAfter in year 0, which Postgres cannot hold',
     body: executionsBody({ first: 2, filter: { createdAfter: '0000-01-01T00:00:00Z' } }),
     message: /createdAfter/,
+  },
+  {
+    name: 'a NUL character in filter.correlationId, which Postgres text cannot hold',
+    body: executionsBody({ first: 2, filter: { correlationId: 'bad-input-baseline\u0000' } }),
+    message: /filter\.correlationId may hold only letters, digits and \. _ : -/,
+  },
+  {
+    name: 'a lone surrogate in filter.correlationId',
+    body: executionsBody({ first: 2, filter: { correlationId: `bad-input-${HIGH}` } }),
+    message: /filter\.correlationId may hold only letters, digits and \. _ : -/,
   },
 ];
 

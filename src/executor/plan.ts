@@ -56,6 +56,8 @@ export interface ValidatedPlan {
 }
 
 const CORRELATION_ID_PATTERN = /^[A-Za-z0-9._:-]+$/;
+/** A UTF-16 surrogate without its pair: JSON can carry one, but PostgreSQL text and jsonb cannot hold it. */
+const LONE_SURROGATE = /\p{Surrogate}/u;
 
 function checkText(
   problems: string[],
@@ -69,6 +71,9 @@ function checkText(
   }
   if (required && value.trim().length === 0) problems.push(`${field} must not be empty`);
   if (value.includes('\u0000')) problems.push(`${field} must not contain NUL characters`);
+  if (LONE_SURROGATE.test(value)) {
+    problems.push(`${field} holds a lone UTF-16 surrogate (\\uD800 to \\uDFFF without its pair), which cannot be stored`);
+  }
   if (value.length > max) problems.push(`${field} is ${value.length} characters; the limit is ${max}`);
   return value;
 }
@@ -123,12 +128,23 @@ function checkOptions(
     );
   }
   const correlationId = options.correlationId ?? randomUUID();
-  if (correlationId.length === 0 || correlationId.length > PLAN_LIMITS.correlationIdChars) {
-    problems.push(`options.correlationId must be 1 to ${PLAN_LIMITS.correlationIdChars} characters`);
-  } else if (!CORRELATION_ID_PATTERN.test(correlationId)) {
-    problems.push('options.correlationId may hold only letters, digits and . _ : -');
-  }
+  checkCorrelationId(problems, 'options.correlationId', correlationId);
   return { options: { sampleSize, stepTimeoutMs }, correlationId };
+}
+
+function checkCorrelationId(problems: string[], field: string, correlationId: string): void {
+  if (correlationId.length === 0 || correlationId.length > PLAN_LIMITS.correlationIdChars) {
+    problems.push(`${field} must be 1 to ${PLAN_LIMITS.correlationIdChars} characters`);
+  } else if (!CORRELATION_ID_PATTERN.test(correlationId)) {
+    problems.push(`${field} may hold only letters, digits and . _ : -`);
+  }
+}
+
+/** Problems with a correlation id given elsewhere (a history filter), worded like the options' check. */
+export function correlationIdProblems(field: string, correlationId: string): string[] {
+  const problems: string[] = [];
+  checkCorrelationId(problems, field, correlationId);
+  return problems;
 }
 
 /** Checks the options of an execution on their own (executeQuery, before the planner runs). */

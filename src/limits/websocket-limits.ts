@@ -1,6 +1,6 @@
 import { getOperationAST, GraphQLError } from 'graphql';
 import type { ConnectionInitMessage, ServerOptions } from 'graphql-ws';
-import type { WebSocketServer } from 'ws';
+import type { ServerOptions as WsServerOptions, WebSocketServer } from 'ws';
 import type { WebSocketLimits } from '../config.js';
 import type { Logger } from '../logger.js';
 
@@ -50,11 +50,34 @@ export function withWebSocketLimits<P extends ConnectionInitMessage['payload'], 
 }
 
 /**
- * ws options for the GraphQL WebSocketServer. maxPayload: ws stops reading a frame (or a message of several
- * frames) once it passes the limit, without buffering it, and closes the socket with 1009 (Message Too Big).
+ * ws options for the GraphQL WebSocketServer.
+ * - maxPayload: ws stops reading a frame (or a message of several frames) once it passes the limit, without
+ *   buffering it, and closes the socket with 1009 (Message Too Big).
+ * - verifyClient: browsers apply no CORS to WebSockets, so a page of any site could open one to this server
+ *   (with authentication off, acting as the demo tenant). An upgrade that carries an Origin (browsers always send
+ *   one) is accepted only from this server's own host or from `allowedOrigins` (STEPCAST_CORS_ORIGINS); others get
+ *   HTTP 403. Clients outside a browser send no Origin and are not affected.
  */
-export function webSocketServerOptions(limits: WebSocketLimits): { maxPayload: number } {
-  return { maxPayload: limits.maxPayloadBytes };
+export function webSocketServerOptions(
+  limits: WebSocketLimits,
+  allowedOrigins: readonly string[],
+): Pick<WsServerOptions, 'maxPayload' | 'verifyClient'> {
+  const allowed = new Set(allowedOrigins);
+  return {
+    maxPayload: limits.maxPayloadBytes,
+    verifyClient: ({ origin, req }, done) => {
+      if (!origin || allowed.has(origin) || hostOf(origin) === req.headers.host) return done(true);
+      done(false, 403, 'Forbidden: this origin may not open a WebSocket here (STEPCAST_CORS_ORIGINS)');
+    },
+  };
+}
+
+function hostOf(origin: string): string | undefined {
+  try {
+    return new URL(origin).host;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { ExecutionRow, StoredPlan, StoredPlanStep } from '../db/tables.js';
+import { correlationIdProblems } from '../executor/plan.js';
 import type { ExecutionStatus, StepKind } from '../executor/step-update.js';
 import { builder } from './builder.js';
 import { decodeCursor, encodeCursor, isStorableDate, isUuid } from './cursor.js';
@@ -149,6 +150,11 @@ builder.queryType({
           const date = args.filter?.[bound];
           if (date && !isStorableDate(date)) throw badUserInput(`filter.${bound} must be a date in the years 0001 to 9999`);
         }
+        // An empty correlationId filters nothing, as before; any other must be one a run could carry.
+        const correlationProblems = args.filter?.correlationId
+          ? correlationIdProblems('filter.correlationId', args.filter.correlationId)
+          : [];
+        if (correlationProblems.length > 0) throw badUserInput(correlationProblems.join('; '));
         const page = await context.executor.listExecutions(context.tenantId, {
           first,
           after: args.after ? decodeCursor(args.after) : null,

@@ -1,4 +1,5 @@
 import type { StepUpdate } from '../executor/step-update.js';
+import { releaseOnEnd } from '../release-on-end.js';
 import { isStreamDenied, type StreamDenied } from '../executor/step-update-stream.js';
 import { builder } from './builder.js';
 import { isUuid } from './cursor.js';
@@ -54,7 +55,7 @@ builder.subscriptionType({
             id,
             after,
           );
-          return releasing(stream, unwatch);
+          return releaseOnEnd(stream, unwatch);
         } catch (error) {
           unwatch();
           throw toGraphQLError(error);
@@ -69,12 +70,3 @@ builder.subscriptionType({
     }),
   }),
 });
-
-/** The stream, with `release` called once it ends however it ends. */
-async function* releasing<T>(stream: AsyncIterable<T>, release: () => void): AsyncGenerator<T> {
-  try {
-    yield* stream;
-  } finally {
-    release();
-  }
-}

@@ -57,10 +57,14 @@ export function describeUpdates(updates: readonly StepUpdateEvent[]): string[] {
 }
 
 /**
- * Stores a plan of SQL steps as a QUEUED execution of the demo tenant, past the executor: no dispatcher
- * runs it (until recover()), so its streams wait, and tests can drive it themselves.
+ * Stores a plan of SQL steps as a QUEUED execution of the demo tenant (or `tenantId`), past the executor: no
+ * dispatcher runs it (until recover()), so its streams wait, and tests can drive it themselves.
  */
-export async function storeQueuedExecution(database: Database, sqls: string[] = ['SELECT 1']): Promise<ExecutionRow> {
+export async function storeQueuedExecution(
+  database: Database,
+  sqls: string[] = ['SELECT 1'],
+  tenantId: string = DEMO_TENANT_ID,
+): Promise<ExecutionRow> {
   const { executor, inputLimits } = loadConfig({});
   const plan = validatePlan({ query: 'stored directly', steps: sqls.map((sql) => sqlStep(sql)) }, null, {
     sampleSize: executor.defaultSampleSize,
@@ -68,5 +72,5 @@ export async function storeQueuedExecution(database: Database, sqls: string[] = 
     maxStepTimeoutMs: executor.maxStepTimeoutMs,
     limits: inputLimits,
   });
-  return (await new ExecutionStore(database.db).createExecution(DEMO_TENANT_ID, plan)).execution;
+  return (await new ExecutionStore(database.db).createExecution(tenantId, plan)).execution;
 }
