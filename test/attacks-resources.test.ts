@@ -26,7 +26,7 @@ const MIB = 1_048_576;
 const RESOURCE_ENV: Record<string, string> = {
   STEPCAST_EXECUTION_MAX_BYTES: String(4 * MIB),
   STEPCAST_SQL_WORK_MEM_MB: '1',
-  STEPCAST_SQL_TEMP_FILE_LIMIT_MB: '1',
+  STEPCAST_SQL_TEMP_FILE_LIMIT_MB: '8',
   // Room for a program to build a large result, so that the execution's budget is what stops it.
   STEPCAST_SANDBOX_MEMORY_MB: '64',
   STEPCAST_SANDBOX_CPU_MS: '5000',
@@ -68,12 +68,12 @@ const RESOURCE_ATTACKS: ResourceAttack[] = [
     failedStep: 4,
   },
   {
-    name: 'a program that returns 100,000 records (the budget holds for API steps too)',
+    name: 'a program that returns 10,000 records of 600 characters (the budget holds for API steps too)',
     steps: [
       {
         kind: 'API',
         queryContext: 'many records',
-        code: "return Array.from({ length: 100000 }, (_, i) => ({ i, s: 'x'.repeat(30) }));",
+        code: "return Array.from({ length: 10000 }, (_, i) => ({ i, s: 'x'.repeat(600) }));",
       },
     ],
     code: 'RESULT_TOO_LARGE',
@@ -82,9 +82,9 @@ const RESOURCE_ATTACKS: ResourceAttack[] = [
   },
   {
     name: 'a sort that spills more than STEPCAST_SQL_TEMP_FILE_LIMIT_MB to temporary files',
-    steps: [sqlStep('SELECT count(*) AS n FROM (SELECT g FROM generate_series(1, 1000000) g ORDER BY g DESC) s')],
+    steps: [sqlStep('SELECT count(*) AS n FROM (SELECT g FROM generate_series(1, 3000000) g ORDER BY g DESC) s')],
     code: 'TEMP_FILE_LIMIT',
-    message: /more than 1 MB of temporary files \(STEPCAST_SQL_TEMP_FILE_LIMIT_MB\)/,
+    message: /more than 8 MB of temporary files \(STEPCAST_SQL_TEMP_FILE_LIMIT_MB\)/,
     failedStep: 1,
   },
 ];

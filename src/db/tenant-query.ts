@@ -83,19 +83,22 @@ const integerSetting = (value: number) => String(Math.max(1, Math.floor(value)))
 /**
  * The statement as the database runs it. Every row's text size is measured in the database
  * (octet_length of the row as text, what the wire carries), and
- * - a row over rowMaxBytes fails the statement (the row is never sent),
+ * - a row over rowMaxBytes fails the statement before the row goes any further (it is never sent),
  * - rows are sent only while the text before them is within readMaxBytes (so at most one row past it),
  * - at most rowCap + 1 rows are computed.
- * The running sum is a window with a ROWS frame, which PostgreSQL computes without keeping the rows.
+ * Each level is fenced (OFFSET 0) so that the measure is computed once and the check runs before the
+ * running sum, a window with a ROWS frame that PostgreSQL computes without keeping the rows.
  */
 export function wrapTenantStatement(query: Pick<TenantQuery, 'statement' | 'relations' | 'limits'>): string {
   const { rowCap, rowMaxBytes, readMaxBytes } = query.limits;
   return `${query.relations.prefix}SELECT * FROM (
-  SELECT m.*, sum(m."${ROW_BYTES}") OVER (ROWS UNBOUNDED PRECEDING) AS "${READ_BYTES}",
-    CASE WHEN m."${ROW_BYTES}" > ${integerSetting(rowMaxBytes)} THEN ('${ROW_TOO_LARGE_MARKER}' || m."${ROW_BYTES}")::int END AS "${ROW_CHECK}"
-  FROM (SELECT q.*, octet_length(q::text) AS "${ROW_BYTES}" FROM (
+  SELECT c.*, sum(c."${ROW_BYTES}") OVER (ROWS UNBOUNDED PRECEDING) AS "${READ_BYTES}"
+  FROM (
+    SELECT m.*, CASE WHEN m."${ROW_BYTES}" > ${integerSetting(rowMaxBytes)} THEN ('${ROW_TOO_LARGE_MARKER}' || m."${ROW_BYTES}")::int END AS "${ROW_CHECK}"
+    FROM (SELECT q.*, octet_length(q::text) AS "${ROW_BYTES}" FROM (
 ${query.statement}
-) AS q OFFSET 0) AS m
+) AS q OFFSET 0) AS m OFFSET 0
+  ) AS c
   LIMIT ${integerSetting(rowCap + 1)}
 ) AS w WHERE w."${READ_BYTES}" - w."${ROW_BYTES}" <= ${integerSetting(readMaxBytes)}`;
 }
