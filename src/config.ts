@@ -15,7 +15,7 @@ const environmentSchema = z.object({
     .optional(),
   DATABASE_POOL_SIZE: integer(10, 1, 200),
   DATA_DIR: z.string().min(1).default('./data'),
-  STEPCAST_PGLITE_MAX_MEMORY_MB: integer(1024, 256, 4096),
+  STEPCAST_PGLITE_MAX_MEMORY_MB: integer(512, 256, 4096),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   STEPCAST_DEMO_USERS: integer(2000, 10, 5_000_000),
   STEPCAST_MAX_CONCURRENT_EXECUTIONS: integer(4, 1, 256),

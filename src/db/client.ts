@@ -85,7 +85,7 @@ export interface Database {
 export { DatabaseQueryError, StatementTimeoutError, quoteIdentifier, type ResultColumn };
 
 /** For callers without a Config (the admin CLI and tests pass their own); the service takes STEPCAST_PGLITE_MAX_MEMORY_MB. */
-const DEFAULT_PGLITE_MAX_MEMORY_MB = 1024;
+const DEFAULT_PGLITE_MAX_MEMORY_MB = 512;
 const migrationsFolder = fileURLToPath(new URL('../../drizzle', import.meta.url));
 const MIGRATION_LOCK_KEY = 4_242_001;
 

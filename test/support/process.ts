@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
@@ -54,6 +54,11 @@ export async function residentMemory(pid: number): Promise<{ peak: number; curre
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   const kilobytes = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN) * 1024;
   return { peak: kilobytes('VmHWM'), current: kilobytes('VmRSS') };
+}
+
+/** Starts a new peak: VmHWM goes back to the current resident memory (Linux, writing 5 to clear_refs). */
+export async function resetPeakMemory(pid: number): Promise<void> {
+  await writeFile(`/proc/${pid}/clear_refs`, '5');
 }
 
 /** Stops the service with SIGTERM (SIGKILL if it does not stop within graceMs) and waits for it to exit. */
