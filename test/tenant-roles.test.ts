@@ -292,7 +292,7 @@ describe.skipIf(!postgresUrl)(
       expect(await tenantRolesOf(admin, second!.name)).toEqual([]);
     });
 
-    it('works for a service role that is not a superuser (CREATEROLE, owner of its database)', async () => {
+    it('works for a service role that is not a superuser (CREATEROLE, owner of its database, granted SET on temp_file_limit)', async () => {
       const testDatabase = await createTestDatabase();
       const service = `${tenantRolePrefix(testDatabase.name)}service`;
       let database: Database | undefined;
@@ -301,6 +301,12 @@ describe.skipIf(!postgresUrl)(
         await admin.unsafe(`ALTER DATABASE ${testDatabase.name} OWNER TO "${service}"`);
         const url = new URL(testDatabase.url);
         url.username = service;
+        // Every tenant statement sets temp_file_limit: without the right to, the service refuses to start.
+        await expect(openDatabase({ kind: 'postgres', url: url.toString(), poolSize: 1 })).rejects.toThrow(
+          `the database user ${service} may not set temp_file_limit, which bounds the temporary files of every tenant statement: ` +
+            `run stepcast as a superuser, or GRANT SET ON PARAMETER temp_file_limit TO "${service}" (PostgreSQL 15 and later)`,
+        );
+        await admin.unsafe(`GRANT SET ON PARAMETER temp_file_limit TO "${service}"`);
         database = await openDatabase({ kind: 'postgres', url: url.toString(), poolSize: 1 });
         const [who] = await serviceRows(database, `SELECT current_user AS who, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser`);
         expect(who).toEqual({ who: service, superuser: false });
@@ -318,6 +324,7 @@ describe.skipIf(!postgresUrl)(
         expect(after).toEqual({ who: service });
       } finally {
         await database?.close();
+        await admin.unsafe(`REVOKE SET ON PARAMETER temp_file_limit FROM "${service}"`).catch(() => undefined);
         await testDatabase.drop();
       }
       expect(await tenantRolesOf(admin, testDatabase.name)).toEqual([]);

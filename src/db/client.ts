@@ -280,8 +280,25 @@ async function runMigrationsOnPostgres(url: string): Promise<void> {
     await client`SELECT pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
     await migratePostgres(drizzlePostgres({ client }), { migrationsFolder });
     await client`SELECT pg_advisory_unlock(${MIGRATION_LOCK_KEY})`;
+    await checkTenantSettingsAllowed(client);
   } finally {
     await client.end({ timeout: 5 });
+  }
+}
+
+/** Refuses to start where tenants' statements could not run: each sets temp_file_limit, which not every role may. */
+async function checkTenantSettingsAllowed(client: postgres.Sql): Promise<void> {
+  try {
+    await client.begin((tx) => tx.unsafe("SET LOCAL temp_file_limit = '1MB'; SET LOCAL work_mem = '1MB'"));
+  } catch (error) {
+    if (!(error instanceof postgres.PostgresError) || error.code !== '42501') throw error;
+    const [row] = await client<{ user: string }[]>`SELECT current_user AS user`;
+    const user = row?.user ?? 'stepcast connects as';
+    throw new Error(
+      `the database user ${user} may not set temp_file_limit, which bounds the temporary files of every tenant statement: ` +
+        `run stepcast as a superuser, or GRANT SET ON PARAMETER temp_file_limit TO ${quoteIdentifier(user)} (PostgreSQL 15 and later)`,
+      { cause: error },
+    );
   }
 }
 
