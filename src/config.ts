@@ -5,6 +5,9 @@ const integer = (fallback: number, min: number, max: number) =>
 
 const onOff = z.enum(['on', 'off']);
 
+/** The shortest stepTimeoutMs a client, or the settings, may ask for. */
+const MIN_STEP_TIMEOUT_MS = 100;
+
 const environmentSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   PORT: integer(4000, 0, 65535),
@@ -19,7 +22,7 @@ const environmentSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   STEPCAST_DEMO_USERS: integer(2000, 10, 5_000_000),
   STEPCAST_MAX_CONCURRENT_EXECUTIONS: integer(4, 1, 256),
-  STEPCAST_STEP_TIMEOUT_MS: integer(10_000, 100, 600_000),
+  STEPCAST_STEP_TIMEOUT_MS: integer(10_000, MIN_STEP_TIMEOUT_MS, 600_000),
   STEPCAST_ROW_CAP: integer(10_000, 1, 1_000_000),
   STEPCAST_RESULT_MAX_BYTES: integer(1_048_576, 1024, 64 * 1_048_576),
   STEPCAST_STEP_MAX_BYTES: integer(16 * 1_048_576, 1024, 1024 * 1_048_576),
@@ -27,7 +30,7 @@ const environmentSchema = z.object({
   STEPCAST_EXECUTION_MAX_BYTES: integer(64 * 1_048_576, 1_048_576, 16 * 1024 * 1_048_576),
   STEPCAST_SQL_WORK_MEM_MB: integer(4, 1, 65_536),
   STEPCAST_SQL_TEMP_FILE_LIMIT_MB: integer(128, 1, 1_048_576),
-  STEPCAST_MAX_STEP_TIMEOUT_MS: integer(120_000, 100, 3_600_000),
+  STEPCAST_MAX_STEP_TIMEOUT_MS: integer(120_000, MIN_STEP_TIMEOUT_MS, 3_600_000),
   STEPCAST_SHUTDOWN_GRACE_MS: integer(10_000, 0, 600_000),
   OPENAI_API_KEY: z.string().min(1).optional(),
   OPENAI_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),
@@ -207,6 +210,13 @@ export interface InputLimits {
   maxQueryContextChars: number;
   maxSqlChars: number;
   maxCodeChars: number;
+  /** plan.query, and the question given to planQuery / executeQuery. */
+  queryChars: number;
+  reasoningChars: number;
+  entityChars: number;
+  correlationIdChars: number;
+  maxSampleSize: number;
+  minStepTimeoutMs: number;
 }
 
 export interface SandboxConfig {
@@ -359,6 +369,12 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       maxQueryContextChars: env.STEPCAST_MAX_QUERY_CONTEXT_CHARS,
       maxSqlChars: env.STEPCAST_MAX_SQL_CHARS,
       maxCodeChars: env.STEPCAST_MAX_CODE_CHARS,
+      queryChars: 4_000,
+      reasoningChars: 10_000,
+      entityChars: 200,
+      correlationIdChars: 128,
+      maxSampleSize: 100,
+      minStepTimeoutMs: MIN_STEP_TIMEOUT_MS,
     },
     tenantConnections: {
       maxSockets: env.STEPCAST_TENANT_MAX_SOCKETS,

@@ -18,6 +18,7 @@ import { createInProcessDispatcher, type Dispatcher } from './dispatcher.js';
 import { failInterruptedExecution, runExecution, type EngineDependencies } from './engine.js';
 import { ExecutionNotFoundError, InvalidArgumentError, PlanValidationError, RateLimitedError } from './errors.js';
 import {
+  correlationIdProblems,
   queryProblems,
   validateExecuteOptions,
   validatePlan,
@@ -56,8 +57,8 @@ function describeApiCatalog(operations: ApiOperation[] | null): string | null {
 }
 
 /** A question for the planner must pass the same checks as a plan's query (PlanValidationError). */
-function checkQuery(query: string): void {
-  const problems = queryProblems(query);
+function checkQuery(query: string, limits: InputLimits): void {
+  const problems = queryProblems(query, limits);
   if (problems.length > 0) throw new PlanValidationError(problems);
 }
 
@@ -213,7 +214,7 @@ export class Executor {
    * It takes one of the tenant's model calls once the question passes its checks.
    */
   async planQuery(tenantId: string, query: string): Promise<StoredPlan> {
-    checkQuery(query);
+    checkQuery(query, this.settings.inputLimits);
     this.takeTokens(tenantId, this.plannerBudgets());
     return (await this.planWithUsage(tenantId, query)).plan;
   }
@@ -242,7 +243,7 @@ export class Executor {
    */
   async executeQuery(tenantId: string, query: string, options?: ExecuteOptionsInput | null): Promise<ExecutionRow> {
     const validatedOptions = validateExecuteOptions(options, this.planDefaults());
-    checkQuery(query);
+    checkQuery(query, this.settings.inputLimits);
     this.takeTokens(tenantId, [this.executionBudget, ...this.plannerBudgets()]);
     const { plan, usage } = await this.planWithUsage(tenantId, query);
     const { execution, planCreated } = await this.store.createExecution(
@@ -272,7 +273,12 @@ export class Executor {
     return this.store.findExecution(tenantId, executionId);
   }
 
-  listExecutions(tenantId: string, request: ExecutionPageRequest): Promise<ExecutionPage> {
+  /** A page of the tenant's history; InvalidArgumentError for a correlationId filter no run could carry. */
+  async listExecutions(tenantId: string, request: ExecutionPageRequest): Promise<ExecutionPage> {
+    // An empty correlationId filters nothing; any other must be one a run could carry.
+    const correlationId = request.filter?.correlationId;
+    const problems = correlationId ? correlationIdProblems('filter.correlationId', correlationId, this.settings.inputLimits) : [];
+    if (problems.length > 0) throw new InvalidArgumentError(problems.join('; '));
     return this.store.listExecutions(tenantId, request);
   }
 

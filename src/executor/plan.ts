@@ -4,20 +4,6 @@ import type { StoredExecuteOptions, StoredPlan, StoredPlanStep } from '../db/tab
 import { PlanValidationError } from './errors.js';
 import { STEP_KINDS, type StepKind } from './step-update.js';
 
-/**
- * Bounds that are not settings. The number of steps and the sizes of queryContext, sql and code are
- * settings (config.inputLimits, passed in PlanDefaults.limits).
- */
-export const PLAN_LIMITS = {
-  /** plan.query, and the question given to planQuery / executeQuery. */
-  queryChars: 4_000,
-  reasoningChars: 10_000,
-  entityChars: 200,
-  correlationIdChars: 128,
-  maxSampleSize: 100,
-  minStepTimeoutMs: 100,
-} as const;
-
 export interface PlanDefaults {
   sampleSize: number;
   stepTimeoutMs: number;
@@ -96,10 +82,10 @@ function validateStep(problems: string[], step: PlanStepInput, position: number,
   return {
     kind: step.kind as StepKind,
     queryContext: queryContext ?? '',
-    entity: checkText(problems, field('entity'), step.entity, { required: false, max: PLAN_LIMITS.entityChars }),
+    entity: checkText(problems, field('entity'), step.entity, { required: false, max: limits.entityChars }),
     reasoning: checkText(problems, field('reasoning'), step.reasoning, {
       required: false,
-      max: PLAN_LIMITS.reasoningChars,
+      max: limits.reasoningChars,
     }),
     critical: step.critical ?? true,
     sql,
@@ -113,37 +99,38 @@ function checkOptions(
   defaults: PlanDefaults,
 ): { options: StoredExecuteOptions; correlationId: string } {
   const options = optionsInput ?? {};
+  const { limits } = defaults;
   const sampleSize = options.sampleSize ?? defaults.sampleSize;
-  if (!Number.isInteger(sampleSize) || sampleSize < 0 || sampleSize > PLAN_LIMITS.maxSampleSize) {
-    problems.push(`options.sampleSize must be between 0 and ${PLAN_LIMITS.maxSampleSize}`);
+  if (!Number.isInteger(sampleSize) || sampleSize < 0 || sampleSize > limits.maxSampleSize) {
+    problems.push(`options.sampleSize must be between 0 and ${limits.maxSampleSize}`);
   }
   const stepTimeoutMs = options.stepTimeoutMs ?? defaults.stepTimeoutMs;
   if (
     !Number.isInteger(stepTimeoutMs) ||
-    stepTimeoutMs < PLAN_LIMITS.minStepTimeoutMs ||
+    stepTimeoutMs < limits.minStepTimeoutMs ||
     stepTimeoutMs > defaults.maxStepTimeoutMs
   ) {
     problems.push(
-      `options.stepTimeoutMs must be between ${PLAN_LIMITS.minStepTimeoutMs} and ${defaults.maxStepTimeoutMs}`,
+      `options.stepTimeoutMs must be between ${limits.minStepTimeoutMs} and ${defaults.maxStepTimeoutMs}`,
     );
   }
   const correlationId = options.correlationId ?? randomUUID();
-  checkCorrelationId(problems, 'options.correlationId', correlationId);
+  checkCorrelationId(problems, 'options.correlationId', correlationId, limits);
   return { options: { sampleSize, stepTimeoutMs }, correlationId };
 }
 
-function checkCorrelationId(problems: string[], field: string, correlationId: string): void {
-  if (correlationId.length === 0 || correlationId.length > PLAN_LIMITS.correlationIdChars) {
-    problems.push(`${field} must be 1 to ${PLAN_LIMITS.correlationIdChars} characters`);
+function checkCorrelationId(problems: string[], field: string, correlationId: string, limits: InputLimits): void {
+  if (correlationId.length === 0 || correlationId.length > limits.correlationIdChars) {
+    problems.push(`${field} must be 1 to ${limits.correlationIdChars} characters`);
   } else if (!CORRELATION_ID_PATTERN.test(correlationId)) {
     problems.push(`${field} may hold only letters, digits and . _ : -`);
   }
 }
 
 /** Problems with a correlation id given elsewhere (a history filter), worded like the options' check. */
-export function correlationIdProblems(field: string, correlationId: string): string[] {
+export function correlationIdProblems(field: string, correlationId: string, limits: InputLimits): string[] {
   const problems: string[] = [];
-  checkCorrelationId(problems, field, correlationId);
+  checkCorrelationId(problems, field, correlationId, limits);
   return problems;
 }
 
@@ -159,9 +146,9 @@ export function validateExecuteOptions(
 }
 
 /** Problems with a question given to the planner, worded like plan validation's. */
-export function queryProblems(query: string): string[] {
+export function queryProblems(query: string, limits: InputLimits): string[] {
   const problems: string[] = [];
-  checkText(problems, 'query', query, { required: true, max: PLAN_LIMITS.queryChars });
+  checkText(problems, 'query', query, { required: true, max: limits.queryChars });
   return problems;
 }
 
@@ -172,13 +159,13 @@ export function validatePlan(
   defaults: PlanDefaults,
 ): ValidatedPlan {
   const problems: string[] = [];
-  const query = checkText(problems, 'plan.query', input.query, { required: true, max: PLAN_LIMITS.queryChars });
+  const { limits } = defaults;
+  const query = checkText(problems, 'plan.query', input.query, { required: true, max: limits.queryChars });
   const reasoning = checkText(problems, 'plan.reasoning', input.reasoning, {
     required: false,
-    max: PLAN_LIMITS.reasoningChars,
+    max: limits.reasoningChars,
   });
   if (input.steps.length === 0) problems.push('plan.steps must hold at least one step');
-  const { limits } = defaults;
   if (input.steps.length > limits.maxSteps) {
     problems.push(`plan.steps holds ${input.steps.length} steps; the limit is ${limits.maxSteps}`);
   }

@@ -1,10 +1,9 @@
 import type { ExecutionRow, StoredPlan, StoredPlanStep } from '../db/tables.js';
-import { correlationIdProblems } from '../executor/plan.js';
 import type { ExecutionStatus, StepKind } from '../executor/step-update.js';
 import { builder } from './builder.js';
 import { decodeCursor, encodeCursor, isStorableDate, isUuid } from './cursor.js';
 import { ExecutionStatusEnum, StepKindEnum } from './enums.js';
-import { badUserInput, notFound } from './errors.js';
+import { badUserInput, notFound, toGraphQLError } from './errors.js';
 import { StepErrorRef, StepResultRef, TokenUsageRef } from './step-result.js';
 
 const PlanStepRef = builder.objectRef<StoredPlanStep>('PlanStep').implement({
@@ -150,11 +149,6 @@ builder.queryType({
           const date = args.filter?.[bound];
           if (date && !isStorableDate(date)) throw badUserInput(`filter.${bound} must be a date in the years 0001 to 9999`);
         }
-        // An empty correlationId filters nothing, as before; any other must be one a run could carry.
-        const correlationProblems = args.filter?.correlationId
-          ? correlationIdProblems('filter.correlationId', args.filter.correlationId)
-          : [];
-        if (correlationProblems.length > 0) throw badUserInput(correlationProblems.join('; '));
         const page = await context.executor.listExecutions(context.tenantId, {
           first,
           after: args.after ? decodeCursor(args.after) : null,
@@ -166,6 +160,8 @@ builder.queryType({
                 createdBefore: args.filter.createdBefore,
               }
             : null,
+        }).catch((error: unknown) => {
+          throw toGraphQLError(error);
         });
         const last = page.executions.at(-1);
         return {
