@@ -84,6 +84,13 @@ const CODE_ATTACKS: CodeAttack[] = [
     message: /host objects on globalThis: \[\] api: \[call\]$/,
   },
   // Exhausting the sandbox.
+  // Text PostgreSQL cannot store (NUL, a lone surrogate) in what the program reports: stored with U+FFFD instead.
+  {
+    name: 'NUL and a lone surrogate in a progress message and an error message',
+    code: "progress('half \\u0000 way \\ud800'); throw new Error('bad \\ud800 and \\u0000 end');",
+    expected: 'SANDBOX_ERROR',
+    message: /bad \uFFFD and \uFFFD end/,
+  },
   { name: 'an infinite loop', code: 'while (true) {}', expected: 'SANDBOX_TIMEOUT', message: /CPU time limit of 300 ms/ },
   { name: 'an await that never resolves', code: 'await new Promise(() => {}); return [];', expected: 'SANDBOX_TIMEOUT', message: /wall clock limit/, stepTimeoutMs: 500 },
   { name: 'a memory bomb (an array of megabyte strings)', code: "const a = []; while (true) a.push('x'.repeat(1e6));", expected: 'SANDBOX_MEMORY', message: /memory/i },
