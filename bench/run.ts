@@ -1,7 +1,7 @@
 // npm run bench: end-to-end figures through the real server (HTTP + graphql-ws) on PGlite, and on
 // PostgreSQL when BENCH_DATABASE_URL is set. Sized for a 2-core machine; scale with BENCH_* variables.
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createClient } from 'graphql-ws';
@@ -67,6 +67,30 @@ function follow(wsUrl: string, id: string, after = 0): Promise<{ updates: number
   }).finally(() => client.dispose());
 }
 
+const load = () => `load ${loadavg().map((value) => value.toFixed(2)).join(' ')}`;
+
+/** Peak resident memory of this process since the last reset (Linux /proc; 0 elsewhere). */
+async function peakRss(): Promise<number> {
+  const status = await readFile('/proc/self/status', 'utf8').catch(() => '');
+  return Number(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) * 1024;
+}
+const resetPeakRss = () => writeFile('/proc/self/clear_refs', '5').catch(() => undefined);
+
+/** Sends `{ __typename }` back to back until `until` settles: what another client sees meanwhile. */
+async function probeUntil(url: string, until: Promise<unknown> | undefined, count = 0): Promise<number[]> {
+  const samples: number[] = [];
+  let done = false;
+  void until?.finally(() => (done = true));
+  while (until ? !done : samples.length < count) {
+    const t0 = performance.now();
+    const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query":"{ __typename }"}' });
+    if (response.status !== 200) throw new Error(`the probe got HTTP ${response.status}`);
+    await response.arrayBuffer();
+    samples.push(performance.now() - t0);
+  }
+  return samples;
+}
+
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
@@ -82,8 +106,9 @@ async function benchmark(label: string, env: Record<string, string>) {
     PORT: '0',
     DATA_DIR: dataDir,
     STEPCAST_DEMO_USERS: USERS,
-    STEPCAST_MAX_CONCURRENT_EXECUTIONS: '4',
-    // The bench measures throughput, not quotas: one tenant may use the whole server.
+    // The bench measures throughput, not quotas: its one tenant may run 4 at once (the fair-share
+    // policy keeps a fifth slot for a tenant with nothing running).
+    STEPCAST_MAX_CONCURRENT_EXECUTIONS: '5',
     STEPCAST_TENANT_MAX_CONCURRENT_EXECUTIONS: '4',
     STEPCAST_TENANT_RATE_BURST: '1000000',
     STEPCAST_TENANT_RATE_PER_MINUTE: '1000000',
@@ -136,6 +161,32 @@ async function benchmark(label: string, env: Record<string, string>) {
       replays.push(performance.now() - r0);
     }
     console.log(summarize('replay of a finished 102-update execution', replays));
+
+    // A hostile tenant (issue 8): another client's latency while the plans below run, against the same
+    // probe on the idle server measured just before (the floor), with peak resident memory.
+    const floor = [...(await probeUntil(app.url, undefined, 300))].sort((a, b) => a - b);
+    console.log(`${'idle server, { __typename } (the floor)'.padEnd(44)} p50=${percentile(floor, 50).toFixed(1)} ms  p99=${percentile(floor, 99).toFixed(1)} ms  (${load()})`);
+    const jsonbAgg = "SELECT jsonb_agg('{}'::jsonb) AS j FROM generate_series(1, 2500000)";
+    const wide = "SELECT g AS id, repeat('x', 800) AS pad FROM generate_series(1, 10000) g";
+    for (const [name, sql, critical] of [
+      ['40 steps of jsonb_agg over 2.5M objects', jsonbAgg, true],
+      ['40 steps of 10,000 rows of 800 bytes', wide, false],
+    ] as const) {
+      await resetPeakRss();
+      const before = await peakRss();
+      const hostileId = await submit(app.url, {
+        query: name,
+        steps: Array.from({ length: 40 }, (_, i) => ({ kind: 'SQL', queryContext: `step ${i + 1}`, sql, critical })),
+      });
+      const finished = follow(wsUrl, hostileId);
+      const during = [...(await probeUntil(app.url, finished))].sort((a, b) => a - b);
+      const { last } = await finished;
+      const p99 = percentile(during, 99);
+      console.log(
+        `${`hostile: ${name}`.padEnd(44)} ${last}; others p50=${percentile(during, 50).toFixed(1)} ms p99=${p99.toFixed(1)} ms ` +
+          `(${(p99 / percentile(floor, 99)).toFixed(1)}x the floor's p99), peak RSS ${(Math.max(before, await peakRss()) / 1_048_576).toFixed(0)} MiB (${load()})`,
+      );
+    }
   } finally {
     await app.close();
     await rm(dataDir, { recursive: true, force: true });
