@@ -103,7 +103,7 @@ export interface Config {
         kind: 'pglite';
         dataDir: string | undefined;
         /** The embedded database's memory is the process's: past this, it is restarted to give it back. */
-        maxMemoryMb?: number;
+        maxMemoryMb: number;
       }
     | { kind: 'postgres'; url: string; poolSize: number };
   /** Where the embedded database and the development key file live. */

@@ -24,7 +24,7 @@ describe('what the execution budget counts', () => {
       { cwd: projectRoot, maxBuffer: 1_048_576 },
     );
     const measurements = stdout.trim().split('\n').map((line) => JSON.parse(line) as Measurement);
-    expect(measurements.map((m) => m.shape)).toHaveLength(9);
+    expect(measurements.map((m) => m.shape)).toHaveLength(11);
     for (const { shape, measured, estimated } of measurements) {
       expect(measured, shape).toBeGreaterThan(1_000_000);
       expect(estimated / measured, `${shape}: estimated ${estimated} for ${measured} measured`).toBeGreaterThan(0.75);

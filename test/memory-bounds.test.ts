@@ -137,6 +137,27 @@ for (const { backend, skipReason } of backends) {
       expectUnderOneGiB(memory);
     });
 
+    it('counts what jsonb costs on the heap across steps: 40 steps of 0.8 MB of text and 13 MB of heap each keep 5, fail the rest', async ({ annotate }) => {
+      const sql = "SELECT jsonb_agg('{}'::jsonb) AS j FROM generate_series(1, 200000)";
+      const served = await servedMeanwhile(otherTenantIsServed, () =>
+        run(Array.from({ length: 40 }, (_, i) => ({ kind: 'SQL' as const, queryContext: `step ${i + 1}`, sql, critical: false }))),
+      );
+      const memory = await residentMemory(service!.child.pid!);
+      await annotate(
+        `another tenant meanwhile: ${describeLatencies(served.latencies)}; RSS peak ${(memory.peak / MIB).toFixed(0)} MiB, after ${(memory.current / MIB).toFixed(0)} MiB`,
+      );
+      expect(served.failures).toBe(0);
+      const { steps } = served.result;
+      // 200,000 empty objects of 64 bytes each and their array: 12.8 MB a step, so 5 fit in 64 MiB.
+      expect(steps.slice(0, 5).map((step) => step.status)).toEqual(Array(5).fill('SUCCEEDED'));
+      for (const step of steps.slice(5)) {
+        expect(step.status).toBe('FAILED');
+        expect(step.error!.code).toBe('RESULT_TOO_LARGE');
+        expect(step.error!.message).toMatch(/\(STEPCAST_EXECUTION_MAX_BYTES\)/);
+      }
+      expectUnderOneGiB(memory);
+    });
+
     it('keeps 40 steps of 8 MB each within STEPCAST_EXECUTION_MAX_BYTES (64 MiB): the steps past it fail, the heap holds', async ({ annotate }) => {
       const sql = "SELECT g AS id, repeat('x', 800) AS pad FROM generate_series(1, 10000) g";
       const served = await servedMeanwhile(otherTenantIsServed, () =>

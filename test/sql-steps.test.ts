@@ -144,6 +144,16 @@ for (const { backend, skipReason } of backends) {
       expect(viaStep!.result).toEqual(direct!.result);
     });
 
+    it("does not let an earlier step's column named like a function make attribute notation call it", async () => {
+      const { execution } = await runPlan(server, {
+        query: 'q',
+        steps: [sqlStep('SELECT 1 AS hash_record'), sqlStep('SELECT u.hash_record FROM users u LIMIT 1')],
+      });
+      expect(execution.steps[0]!.status).toBe('SUCCEEDED');
+      expect(execution.steps[1]!.error).toMatchObject({ code: 'SQL_REJECTED' });
+      expect(execution.steps[1]!.error!.message).toMatch(/attribute notation \.hash_record would call function hash_record/);
+    });
+
     it('stops reading a result at STEPCAST_STEP_MAX_BYTES and says it truncated', async () => {
       const { execution } = await runPlan(server, {
         query: 'q',
@@ -154,6 +164,21 @@ for (const { backend, skipReason } of backends) {
       expect(step.truncated).toBe(true);
       expect(step.recordCount).toBeGreaterThan(0);
       expect(step.recordCount).toBeLessThan(14);
+    });
+
+    it('stops the statement in the database once the result passes STEPCAST_STEP_MAX_BYTES, instead of computing the rest', async () => {
+      // 200,000 rows of 20 kB would take the database far longer than 5 s to compute in full.
+      const { execution } = await runPlan(
+        server,
+        { query: 'q', steps: [sqlStep("SELECT g AS n, repeat('x', 20000) AS filler FROM generate_series(1, 200000) g")] },
+        { stepTimeoutMs: 5_000 },
+      );
+      const step = execution.steps[0]!;
+      expect(step.error).toBeNull();
+      expect(step.status).toBe('SUCCEEDED');
+      expect(step.truncated).toBe(true);
+      expect(step.recordCount).toBeGreaterThan(0);
+      expect(step.recordCount).toBeLessThanOrEqual(3);
     });
 
     it('refuses more than one statement in the database call itself, even past the guard', async () => {

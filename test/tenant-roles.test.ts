@@ -27,7 +27,7 @@ async function serviceRows(database: Database, query: string): Promise<Record<st
 
 async function openTestDatabase(backend: Backend, dataDir: string, url: string | undefined): Promise<Database> {
   return backend === 'pglite'
-    ? openDatabase({ kind: 'pglite', dataDir })
+    ? openDatabase(loadConfig({ DATA_DIR: dataDir }).database)
     : openDatabase({ kind: 'postgres', url: url!, poolSize: 1 }, { leases: 1, tenantStatements: 1 });
 }
 

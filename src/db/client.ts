@@ -15,8 +15,7 @@ import {
   quoteIdentifier,
   tenantQueryError,
   tenantTransactionSettings,
-  unwrapTenantResult,
-  wrapTenantStatement,
+  TenantRowReader,
   type ResultColumn,
   type TenantQuery,
   type TenantQueryResult,
@@ -84,8 +83,6 @@ export interface Database {
 
 export { DatabaseQueryError, StatementTimeoutError, quoteIdentifier, type ResultColumn };
 
-/** For callers without a Config (the admin CLI and tests pass their own); the service takes STEPCAST_PGLITE_MAX_MEMORY_MB. */
-const DEFAULT_PGLITE_MAX_MEMORY_MB = 512;
 const migrationsFolder = fileURLToPath(new URL('../../drizzle', import.meta.url));
 const MIGRATION_LOCK_KEY = 4_242_001;
 
@@ -125,7 +122,7 @@ export async function openDatabase(
     : openPostgres(database.url, database.poolSize, connections);
 }
 
-async function openPglite(dataDir: string, maxMemoryMb = DEFAULT_PGLITE_MAX_MEMORY_MB): Promise<Database> {
+async function openPglite(dataDir: string, maxMemoryMb: number): Promise<Database> {
   await mkdir(dataDir, { recursive: true });
   const unlock = await lockDataDir(dataDir);
   let pending: PgliteWorkerClient | undefined;
@@ -156,23 +153,30 @@ async function openPglite(dataDir: string, maxMemoryMb = DEFAULT_PGLITE_MAX_MEMO
         return { rows: result.rows, columns: result.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID })) };
       }),
     runTenantQuery: async (query) => {
+      const reader = new TenantRowReader(query);
       try {
-        return await client.transaction(async (tx) => {
+        await client.transaction(async (tx) => {
           await tx.query('SET TRANSACTION READ ONLY');
           for (const setting of tenantTransactionSettings(query)) await tx.query(setting);
-          const result = await tx.query<Record<string, unknown>>(wrapTenantStatement(query), query.relations.params, {
-            parsers: tenantRawTypes,
-            timeoutMs: query.timeoutMs,
+          await reader.read({
+            declare: async (sql, params) => {
+              await tx.query(sql, params, { timeoutMs: query.timeoutMs });
+            },
+            fetch: async (sql, timeoutMs) => {
+              const result = await tx.query<Record<string, unknown>>(sql, [], { parsers: tenantRawTypes, timeoutMs });
+              return { rows: result.rows, columns: result.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID })) };
+            },
           });
-          const columns = result.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID }));
-          return unwrapTenantResult(result.rows, columns, query.limits);
         });
       } catch (error) {
-        throw (error instanceof DatabaseQueryError && tenantQueryError(error, query.limits)) || error;
+        if (!reader.stoppedAtReadLimit(error)) {
+          throw (error instanceof DatabaseQueryError && tenantQueryError(error, query.limits)) || error;
+        }
       } finally {
         // The database runs in this process: what a tenant's statement made it grow is given back.
         await client.releaseMemoryAbove(maxMemoryMb * 1_048_576);
       }
+      return reader.result();
     },
     ping: pingWith(() => client.query('SELECT 1')),
     // A PGlite data directory belongs to one process, so there is nobody to share executions with.
@@ -212,18 +216,31 @@ async function openPostgres(url: string, poolSize: number, connections: Database
       }
     },
     runTenantQuery: async (query) => {
+      const reader = new TenantRowReader(query);
       try {
-        return await tenantClient.begin('read only', async (tx) => {
+        await tenantClient.begin('read only', async (tx) => {
           // One round trip for every setting (the simple protocol takes several statements).
           const settings = [`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(query.timeoutMs))}`, ...tenantTransactionSettings(query)];
           await tx.unsafe(settings.join('; '));
-          const rows = await tx.unsafe(wrapTenantStatement(query), query.relations.params, EXTENDED_PROTOCOL);
-          return unwrapTenantResult([...rows], columnsOf(rows), query.limits);
+          await reader.read({
+            declare: async (sql, params) => {
+              await tx.unsafe(sql, params, EXTENDED_PROTOCOL);
+            },
+            fetch: async (sql, timeoutMs) => {
+              // What is left of the step's time, for this FETCH; in the same round trip.
+              const results = (await tx.unsafe(`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(timeoutMs))}; ${sql}`)) as unknown as postgres.RowList<postgres.Row[]>[];
+              const rows = results.at(-1)!;
+              return { rows: [...rows], columns: columnsOf(rows) };
+            },
+          });
         });
       } catch (error) {
-        const postgresError = error instanceof postgres.PostgresError ? error : undefined;
-        throw (postgresError && tenantQueryError(postgresError, query.limits)) || toDatabaseError(error, query.timeoutMs);
+        if (!reader.stoppedAtReadLimit(error)) {
+          const postgresError = error instanceof postgres.PostgresError ? error : undefined;
+          throw (postgresError && tenantQueryError(postgresError, query.limits)) || toDatabaseError(error, query.timeoutMs);
+        }
       }
+      return reader.result();
     },
     ping: pingWith(() => client`SELECT 1`),
     acquireExecutionLease: async (executionId) => {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { StatementTimeoutError } from './pglite-client.js';
 
 /**
  * A tenant's statement, run read-only under the tenant's role with every bound enforced by the database
@@ -68,15 +69,26 @@ export class DatabaseResourceError extends Error {
   }
 }
 
-// Our own columns next to the statement's; the suffix keeps a statement's own column names from colliding.
+// Our own names beside the statement's; the suffix keeps a statement's own column names from colliding
+// with them (a statement with a column named like an alias would otherwise change what is measured).
 const suffix = randomBytes(6).toString('hex');
 const ROW_BYTES = `__stepcast_row_bytes_${suffix}`;
 const READ_BYTES = `__stepcast_read_bytes_${suffix}`;
 const ROW_CHECK = `__stepcast_row_check_${suffix}`;
-const OWN_COLUMNS: ReadonlySet<string> = new Set([ROW_BYTES, READ_BYTES, ROW_CHECK]);
+const READ_CHECK = `__stepcast_read_check_${suffix}`;
+const OWN_COLUMNS: readonly string[] = [ROW_BYTES, READ_BYTES, ROW_CHECK, READ_CHECK];
+const STATEMENT = `__stepcast_statement_${suffix}`;
+const MEASURED = `__stepcast_measured_${suffix}`;
+const CHECKED = `__stepcast_checked_${suffix}`;
+const SUMMED = `__stepcast_summed_${suffix}`;
+const CURSOR = `__stepcast_rows_${suffix}`;
 // A cast of this text to integer is how the statement stops itself: plain SQL has no RAISE.
 const ROW_TOO_LARGE_MARKER = `stepcast_row_too_large_${suffix}:`;
+const READ_LIMIT_MARKER = `stepcast_read_limit_${suffix}:`;
 const ROW_TOO_LARGE_MESSAGE = new RegExp(`"${ROW_TOO_LARGE_MARKER}(\\d+)"`);
+const READ_LIMIT_MESSAGE = `"${READ_LIMIT_MARKER}`;
+/** Rows a FETCH asks for at most; fewer while the result nears the read limit. */
+const MAX_FETCH_ROWS = 1_000;
 
 const integerSetting = (value: number) => String(Math.max(1, Math.floor(value)));
 
@@ -84,23 +96,104 @@ const integerSetting = (value: number) => String(Math.max(1, Math.floor(value)))
  * The statement as the database runs it. Every row's text size is measured in the database
  * (octet_length of the row as text, what the wire carries), and
  * - a row over rowMaxBytes fails the statement before the row goes any further (it is never sent),
- * - rows are sent only while the text before them is within readMaxBytes (so at most one row past it),
+ * - the first row that starts past readMaxBytes stops the statement, so at most one row past the
+ *   limit is ever sent, and nothing after it is computed,
  * - at most rowCap + 1 rows are computed.
- * Each level is fenced (OFFSET 0) so that the measure is computed once and the check runs before the
- * running sum, a window with a ROWS frame that PostgreSQL computes without keeping the rows.
+ * Each level is fenced (OFFSET 0) so that the measure is computed once and the row check runs before
+ * the running sum, a window with a ROWS frame that PostgreSQL computes without keeping the rows.
  */
 export function wrapTenantStatement(query: Pick<TenantQuery, 'statement' | 'relations' | 'limits'>): string {
   const { rowCap, rowMaxBytes, readMaxBytes } = query.limits;
-  return `${query.relations.prefix}SELECT * FROM (
-  SELECT c.*, sum(c."${ROW_BYTES}") OVER (ROWS UNBOUNDED PRECEDING) AS "${READ_BYTES}"
+  return `${query.relations.prefix}SELECT ${SUMMED}.*,
+  CASE WHEN ${SUMMED}."${READ_BYTES}" - ${SUMMED}."${ROW_BYTES}" > ${integerSetting(readMaxBytes)} THEN ('${READ_LIMIT_MARKER}' || ${SUMMED}."${READ_BYTES}")::int END AS "${READ_CHECK}"
+FROM (
+  SELECT ${CHECKED}.*, sum(${CHECKED}."${ROW_BYTES}") OVER (ROWS UNBOUNDED PRECEDING) AS "${READ_BYTES}"
   FROM (
-    SELECT m.*, CASE WHEN m."${ROW_BYTES}" > ${integerSetting(rowMaxBytes)} THEN ('${ROW_TOO_LARGE_MARKER}' || m."${ROW_BYTES}")::int END AS "${ROW_CHECK}"
-    FROM (SELECT q.*, octet_length(q::text) AS "${ROW_BYTES}" FROM (
+    SELECT ${MEASURED}.*, CASE WHEN ${MEASURED}."${ROW_BYTES}" > ${integerSetting(rowMaxBytes)} THEN ('${ROW_TOO_LARGE_MARKER}' || ${MEASURED}."${ROW_BYTES}")::int END AS "${ROW_CHECK}"
+    FROM (SELECT ${STATEMENT}.*, octet_length(${STATEMENT}.*::text) AS "${ROW_BYTES}" FROM (
 ${query.statement}
-) AS q OFFSET 0) AS m OFFSET 0
-  ) AS c
+) AS ${STATEMENT} OFFSET 0) AS ${MEASURED} OFFSET 0
+  ) AS ${CHECKED}
   LIMIT ${integerSetting(rowCap + 1)}
-) AS w WHERE w."${READ_BYTES}" - w."${ROW_BYTES}" <= ${integerSetting(readMaxBytes)}`;
+) AS ${SUMMED}`;
+}
+
+/** What a driver does for TenantRowReader, inside the statement's READ ONLY transaction. */
+export interface TenantCursor {
+  /** Runs DECLARE … CURSOR FOR the wrapped statement, with the step relations' parameters. */
+  declare(sql: string, params: string[]): Promise<void>;
+  /** Runs a FETCH, within timeoutMs. */
+  fetch(sql: string, timeoutMs: number): Promise<{ rows: Record<string, unknown>[]; columns: ResultColumn[] }>;
+}
+
+/**
+ * Reads a tenant's statement through a cursor, a batch at a time, and stops as soon as the result
+ * passes the read limit: the database computes no more than it sends. Batches are sized so that, with
+ * rows no larger than the largest seen so far, none would pass the limit; a larger row stops the
+ * statement itself (the read-limit check), which ends the transaction with an error: the rows read
+ * before it stand, and `stoppedAtReadLimit` tells that error from any other.
+ */
+export class TenantRowReader {
+  private readonly rows: Record<string, unknown>[] = [];
+  private columns: ResultColumn[] = [];
+  private readBytes = 0;
+  /** The largest row read so far; before the first, batches assume rows as large as allowed. */
+  private largestRow = 0;
+  private truncatedByBytes = false;
+  private truncatedByRows = false;
+
+  constructor(
+    private readonly query: TenantQuery,
+    private readonly deadline = Date.now() + query.timeoutMs,
+  ) {}
+
+  async read(cursor: TenantCursor): Promise<void> {
+    const { limits } = this.query;
+    await cursor.declare(`DECLARE ${CURSOR} NO SCROLL CURSOR FOR ${wrapTenantStatement(this.query)}`, this.query.relations.params);
+    for (;;) {
+      const room = Math.max(0, limits.readMaxBytes - this.readBytes);
+      const count = Math.min(MAX_FETCH_ROWS, Math.max(1, Math.floor(room / (this.largestRow || limits.rowMaxBytes))));
+      const timeoutMs = this.deadline - Date.now();
+      if (timeoutMs <= 0) throw new StatementTimeoutError(this.query.timeoutMs);
+      const fetched = await cursor.fetch(`FETCH ${count} FROM ${CURSOR}`, timeoutMs);
+      if (this.columns.length === 0) this.columns = fetched.columns.filter((column) => !OWN_COLUMNS.includes(column.name));
+      for (const row of fetched.rows) {
+        const rowBytes = Number(row[ROW_BYTES]);
+        const readBytes = Number(row[READ_BYTES]);
+        if (readBytes > limits.readMaxBytes) {
+          this.truncatedByBytes = true;
+          return;
+        }
+        if (this.rows.length === limits.rowCap) {
+          this.truncatedByRows = true;
+          return;
+        }
+        this.largestRow = Math.max(this.largestRow, rowBytes);
+        this.readBytes = readBytes;
+        for (const name of OWN_COLUMNS) delete row[name];
+        this.rows.push(row);
+      }
+      if (fetched.rows.length < count) return;
+    }
+  }
+
+  /** The statement stopped itself on its first row past the read limit: what was read before it stands. */
+  stoppedAtReadLimit(error: unknown): boolean {
+    const message = (error as { message?: unknown } | null)?.message;
+    if (typeof message !== 'string' || !message.includes(READ_LIMIT_MESSAGE)) return false;
+    this.truncatedByBytes = true;
+    return true;
+  }
+
+  result(): TenantQueryResult {
+    return {
+      rows: this.rows,
+      columns: this.columns,
+      truncatedByRows: this.truncatedByRows,
+      truncatedByBytes: this.truncatedByBytes,
+      bytes: this.readBytes,
+    };
+  }
 }
 
 /** SET LOCAL statements for the transaction a tenant statement runs in (they end with it). */
@@ -115,30 +208,6 @@ export function tenantTransactionSettings(query: Pick<TenantQuery, 'role' | 'sea
 
 export function quoteIdentifier(identifier: string): string {
   return `"${identifier.replaceAll('"', '""')}"`;
-}
-
-/** Takes our measuring columns off the rows the wrapped statement returned, and reads what they say. */
-export function unwrapTenantResult(
-  rawRows: Record<string, unknown>[],
-  rawColumns: ResultColumn[],
-  limits: TenantQueryLimits,
-): TenantQueryResult {
-  const columns = rawColumns.filter((column) => !OWN_COLUMNS.has(column.name));
-  const rows: Record<string, unknown>[] = [];
-  let bytes = 0;
-  let truncatedByBytes = false;
-  for (const row of rawRows) {
-    const readBytes = Number(row[READ_BYTES]);
-    if (readBytes > limits.readMaxBytes) {
-      truncatedByBytes = true;
-      break;
-    }
-    if (rows.length === limits.rowCap) break;
-    bytes = readBytes;
-    for (const name of OWN_COLUMNS) delete row[name];
-    rows.push(row);
-  }
-  return { rows, columns, truncatedByRows: rawRows.length > limits.rowCap && !truncatedByBytes, truncatedByBytes, bytes };
 }
 
 /** The error a tenant statement failed with, as one of ours when it is a limit the database enforced. */

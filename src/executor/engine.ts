@@ -139,18 +139,22 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
       stepUsage = addUsage(stepUsage ?? NO_USAGE, usage);
       executionUsage = addUsage(executionUsage ?? NO_USAGE, usage);
     };
-    let progressReports = 0;
+    // Progress is written one update at a time; messages that arrive while one is being written wait, and only
+    // the newest of them is written next, so a program that reports in a tight loop costs a few rows, not one each.
+    let progressUpdates = 0;
     let progressWritten: Promise<void> = Promise.resolve();
+    let newestMessage: string | undefined;
     const reportProgress = (message: string) => {
-      if (++progressReports > settings.maxProgressUpdates) return;
+      const writeQueued = newestMessage !== undefined;
+      newestMessage = message.slice(0, settings.maxProgressChars);
+      if (writeQueued) return;
       progressWritten = progressWritten
-        .then(() =>
-          states.change(deps, execution.id, step.index, {
-            type: 'STEP_PROGRESS',
-            message: message.slice(0, settings.maxProgressChars),
-            step: {},
-          }),
-        )
+        .then(async () => {
+          const text = newestMessage!;
+          newestMessage = undefined;
+          if (++progressUpdates > settings.maxProgressUpdates) return;
+          await states.change(deps, execution.id, step.index, { type: 'STEP_PROGRESS', message: text, step: {} });
+        })
         .catch((error: unknown) => logger.warn({ err: error, stepIndex: step.index }, 'progress update lost'));
     };
     const stepTimeout = AbortSignal.timeout(execution.options.stepTimeoutMs);

@@ -232,18 +232,18 @@ export class ExecutionStore {
   async loadEvents(executionId: string, afterSequence: number, upToSequence?: number): Promise<StepUpdate[]> {
     const conditions = [eq(stepEvents.executionId, executionId)];
     if (upToSequence !== undefined) conditions.push(lte(stepEvents.sequence, upToSequence));
-    const [events, steps] = await Promise.all([
-      this.db
-        .select()
-        .from(stepEvents)
-        .where(and(...conditions))
-        .orderBy(asc(stepEvents.sequence)),
-      this.db
-        .select({ ...stepStateColumns, planSql: planArtefact('sql'), planCode: planArtefact('code') })
-        .from(stepResults)
-        .innerJoin(executions, eq(executions.id, stepResults.executionId))
-        .where(eq(stepResults.executionId, executionId)),
-    ]);
+    // Events first, steps after: a step row is then at least as new as every event read, so the fields an
+    // event names as kept on the step are there (the two reads need not share a snapshot).
+    const events = await this.db
+      .select()
+      .from(stepEvents)
+      .where(and(...conditions))
+      .orderBy(asc(stepEvents.sequence));
+    const steps = await this.db
+      .select({ ...stepStateColumns, planSql: planArtefact('sql'), planCode: planArtefact('code') })
+      .from(stepResults)
+      .innerJoin(executions, eq(executions.id, stepResults.executionId))
+      .where(eq(stepResults.executionId, executionId));
     const rows = new Map(steps.map((step) => [step.index, step]));
     const states = new Map<number, StepSnapshot>();
     const updates: StepUpdate[] = [];

@@ -5,7 +5,10 @@ export interface SqlGuardScope {
   tenantTables: ReadonlySet<string>;
   /** Relations provided by the executor for earlier steps: "step_1", "step_2", ... */
   stepRelations: ReadonlySet<string>;
-  /** Columns of the tenant tables and the step relations: `t.name` reads such a column rather than calling a function. */
+  /**
+   * Columns of the tenant's tables: `t.name` reads such a column rather than calling a function. Not the
+   * step relations' columns, whose names the statement's author chose (unqualified they are fine).
+   */
   knownColumns: ReadonlySet<string>;
   /** Names of the functions the statement could reach (pg_catalog and the tenant schema), which attribute notation calls. */
   reachableFunctions: Pick<ReadonlySet<string>, 'has'>;

@@ -16,7 +16,9 @@ import {
 import { SandboxError } from './errors.js';
 import { ERROR_MESSAGE_MAX_CHARS, GUEST_PRELUDE, wrapProgram } from './guest-prelude.js';
 import { RunBudget } from './run-budget.js';
-import type { ProgramRun, SandboxLimits } from './run-program.js';
+import { heapBytesOf } from '../heap-bytes.js';
+import type { SandboxLimits } from './run-program.js';
+import type { WorkerRun } from './worker-protocol.js';
 
 /** QuickJS's own stack check must fire before Node's native stack (which the WebAssembly frames share) runs out. */
 const MAX_STACK_BYTES = 256 * 1024;
@@ -197,7 +199,7 @@ export class ProgramSession {
     this.context = this.runtime.newContext();
   }
 
-  async run(code: string, stepsJson: string): Promise<ProgramRun> {
+  async run(code: string, stepsJson: string): Promise<WorkerRun> {
     try {
       return await this.runToCompletion(code, stepsJson);
     } catch (error) {
@@ -208,12 +210,13 @@ export class ProgramSession {
     }
   }
 
-  private async runToCompletion(code: string, stepsJson: string): Promise<ProgramRun> {
+  private async runToCompletion(code: string, stepsJson: string): Promise<WorkerRun> {
     this.installGlobals(stepsJson);
     const program = this.startProgram(code);
     try {
-      const value = this.programResult(await this.awaitProgram(program));
-      return { value, logs: this.logBook.lines, requests: this.requestsSent };
+      const json = this.programResult(await this.awaitProgram(program));
+      // Measured here, on this thread's heap, so that the service's heap takes the result only if it fits.
+      return { json, heapBytes: heapBytesOf(JSON.parse(json)), logs: this.logBook.lines, requests: this.requestsSent };
     } finally {
       if (!this.crashed) program.dispose();
     }
@@ -531,7 +534,7 @@ export class ProgramSession {
     }
   }
 
-  private programResult(state: JSPromiseState): unknown {
+  private programResult(state: JSPromiseState): string {
     if (state.type === 'pending') throw new Error('the program has not settled');
     if (state.type === 'rejected') throw this.failureFrom(state.error, 'the program failed');
     try {
@@ -543,7 +546,7 @@ export class ProgramSession {
   }
 
   /** JSON.stringify runs inside the guest, so getters, toJSON and cycles behave as in any JavaScript. */
-  private readResult(valueHandle: QuickJSHandle): unknown {
+  private readResult(valueHandle: QuickJSHandle): string {
     const { maxResultBytes } = this.options.limits;
     const serialized = Scope.withScope((scope) => {
       const maxChars = scope.manage(this.context.newNumber(maxResultBytes));
@@ -558,7 +561,7 @@ export class ProgramSession {
       const json = this.context.getString(jsonHandle);
       const bytes = Buffer.byteLength(json, 'utf8');
       if (bytes > maxResultBytes) throw this.tooLarge(String(bytes));
-      return JSON.parse(json);
+      return json;
     } finally {
       if (!this.crashed) jsonHandle.dispose();
     }

@@ -53,6 +53,11 @@ export interface RunProgramOptions {
   limits: SandboxLimits;
   /** Aborting ends the run with SANDBOX_ABORTED, or SANDBOX_TIMEOUT when it aborts with a TimeoutError (AbortSignal.timeout). */
   signal?: AbortSignal;
+  /**
+   * Called with what the program's result will cost on this heap (heap-bytes.ts), measured by the worker
+   * on its own heap, before the result is parsed here: throw to refuse it.
+   */
+  admitResult?: (heapBytes: number) => void;
 }
 
 const LIMIT_MINIMUMS: Record<keyof SandboxLimits, number> = {
@@ -94,5 +99,12 @@ export async function runProgram(options: RunProgramOptions): Promise<ProgramRun
   const limits = checkedLimits(options.limits);
   if (options.signal?.aborted) throw abortedRunError(options.signal, limits.wallClockMs, false);
   const stepsJson = stepsToJson(options.steps);
-  return runInSandboxWorker({ type: 'run', code: options.code, stepsJson, limits }, options.host, options.signal);
+  const { json, heapBytes, ...run } = await runInSandboxWorker(
+    { type: 'run', code: options.code, stepsJson, limits },
+    options.host,
+    options.signal,
+  );
+  // The worker measured the result; it comes onto this heap only if the caller lets it.
+  options.admitResult?.(heapBytes);
+  return { value: JSON.parse(json) as unknown, ...run };
 }

@@ -7,8 +7,8 @@
 import { Worker } from 'node:worker_threads';
 import { SandboxError } from './errors.js';
 import { abortedRunError, cpuTimeoutError, wallClockTimeoutError } from './run-budget.js';
-import type { ProgramRun, SandboxHost, SandboxLimits } from './run-program.js';
-import type { FromWorker, RunRequest, ToWorker, WireHostError } from './worker-protocol.js';
+import type { SandboxHost, SandboxLimits } from './run-program.js';
+import type { FromWorker, RunRequest, ToWorker, WireHostError, WorkerRun } from './worker-protocol.js';
 
 const WORKER_URL = new URL('./sandbox-worker.mjs', import.meta.url);
 const MAX_IDLE_WORKERS = 2;
@@ -83,11 +83,11 @@ function marshalHostError(error: unknown): WireHostError {
   return { message, ...(typeof code === 'string' ? { code } : {}), ...(retryable === true ? { retryable } : {}) };
 }
 
-type RunOutcome = { run: ProgramRun } | { error: SandboxError };
+type RunOutcome = { run: WorkerRun } | { error: SandboxError };
 
 /** One run on one worker: relays host calls and progress, and terminates the worker if it overruns. */
 class SupervisedRun {
-  private resolveRun: (run: ProgramRun) => void = () => {};
+  private resolveRun: (run: WorkerRun) => void = () => {};
   private rejectRun: (error: SandboxError) => void = () => {};
   private cpuUsedMs = 0;
   private callsInFlight = 0;
@@ -102,8 +102,8 @@ class SupervisedRun {
     private readonly signal: AbortSignal | undefined,
   ) {}
 
-  start(request: RunRequest): Promise<ProgramRun> {
-    return new Promise<ProgramRun>((resolve, reject) => {
+  start(request: RunRequest): Promise<WorkerRun> {
+    return new Promise<WorkerRun>((resolve, reject) => {
       this.resolveRun = resolve;
       this.rejectRun = reject;
       this.worker.on('message', this.onMessage);
@@ -219,7 +219,7 @@ export async function runInSandboxWorker(
   request: RunRequest,
   host: SandboxHost,
   signal: AbortSignal | undefined,
-): Promise<ProgramRun> {
+): Promise<WorkerRun> {
   const worker = await acquireWorker();
   if (signal?.aborted) {
     releaseWorker(worker);

@@ -1,6 +1,9 @@
 /** Messages between the main thread and a sandbox worker. Everything the program produced crosses as JSON data. */
 import type { ProgramRun, SandboxLimits } from './run-program.js';
 
+/** A run as the worker reports it: the result as JSON text, and what it costs once parsed (heap-bytes.ts). */
+export type WorkerRun = Omit<ProgramRun, 'value'> & { json: string; heapBytes: number };
+
 /** A host error as the worker sees it: only what the program and the run's outcome may show. */
 export interface WireHostError {
   message: string;
@@ -32,5 +35,5 @@ export type FromWorker =
   | { type: 'progress'; message: string }
   | { type: 'busy' }
   | { type: 'idle'; cpuUsedMs: number }
-  | { type: 'done'; run: ProgramRun }
+  | { type: 'done'; run: WorkerRun }
   | { type: 'failed'; error: WireFailure };

@@ -5,7 +5,8 @@ import { describeCatalog } from '../../api/catalog.js';
 import type { SandboxConfig } from '../../config.js';
 import { runProgram } from '../../sandbox/run-program.js';
 import { asStepFailure, StepFailure } from '../errors.js';
-import { heapBytesOf, inferColumns, toRecords } from '../records.js';
+import { heapBytesOf } from '../../heap-bytes.js';
+import { inferColumns, toRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
 import { askAgent, remainingMs, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
 
@@ -71,6 +72,7 @@ export function createApiStepHandler({ knowledge, llm, sandbox }: ApiStepOptions
     };
     // The program gets its own copy of the earlier steps' records, as JSON.
     const inputBytes = context.earlier.reduce((bytes, earlier) => bytes + earlier.heapBytes, 0);
+    let resultBytes = 0;
     let run;
     try {
       context.memory.take(inputBytes, "the copy of the earlier steps' records its program gets");
@@ -81,6 +83,10 @@ export function createApiStepHandler({ knowledge, llm, sandbox }: ApiStepOptions
         // What is left of the step's time is the program's wall clock, so running out of it reads SANDBOX_TIMEOUT.
         limits: { ...sandbox, wallClockMs: remainingMs(context) },
         signal: context.signal,
+        admitResult: (bytes) => {
+          context.memory.take(bytes, 'the result its program returned');
+          resultBytes = bytes;
+        },
       });
     } catch (error) {
       throw withCode(error);
@@ -88,11 +94,16 @@ export function createApiStepHandler({ knowledge, llm, sandbox }: ApiStepOptions
       stepRequests.abort();
       context.memory.give(inputBytes);
     }
-    const records = toRecords(run.value);
+    // At most rowCap of the result's items become records (and one more tells that there were more).
+    const { value } = run;
+    const records = toRecords(Array.isArray(value) && value.length > context.rowCap ? value.slice(0, context.rowCap + 1) : value);
     const capped = records.length > context.rowCap;
     const kept = capped ? records.slice(0, context.rowCap) : records;
+    // The records are what the step keeps: they take the place of the result in the budget.
+    context.memory.give(resultBytes);
+    const names = new Set<string>();
     try {
-      for (const record of kept) context.memory.take(heapBytesOf(record) + 8, 'its records');
+      for (const record of kept) context.memory.take(heapBytesOf(record, names) + 8, 'its records');
     } catch (error) {
       throw withCode(error);
     }

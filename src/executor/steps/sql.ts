@@ -6,7 +6,8 @@ import { guardSql, SqlRejectedError, type SqlGuardScope } from '../../guard/sql-
 import type { LlmClient } from '../../agents/llm-client.js';
 import { writeSql, type SqlAttempt } from '../../agents/sql-agent.js';
 import { asStepFailure, StepFailure } from '../errors.js';
-import { describeColumns, heapBytesOf, stringHeapBytes, toJsonRecords } from '../records.js';
+import { heapBytesOf, stringHeapBytes } from '../../heap-bytes.js';
+import { describeColumns, toJsonRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
 import { askAgent, remainingMs, type EarlierStep, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
 
@@ -90,10 +91,9 @@ export function createSqlStepHandler({
       tenantSchema: context.tenant.dataSchema,
       tenantTables: new Set(dataSchema.tables.map((table) => table.name.toLowerCase())),
       stepRelations: new Set(readable.map((e) => stepRelationName(e.index))),
-      knownColumns: new Set([
-        ...dataSchema.tables.flatMap((table) => table.columns.map((column) => column.name)),
-        ...readable.flatMap((e) => e.columns.map((column) => column.name)),
-      ]),
+      // Only the tenant's tables' columns: earlier steps' column names are the statement author's to choose, and
+      // one named like a function would let `t.that_function` through (unqualified, they are fine).
+      knownColumns: new Set(dataSchema.tables.flatMap((table) => table.columns.map((column) => column.name))),
       reachableFunctions: await knowledge.reachableFunctions(context.tenant),
       maxSqlChars,
     };
@@ -124,7 +124,8 @@ export function createSqlStepHandler({
     // The database stopped at what this execution may still hold, and there was more.
     if (result.truncatedByBytes && readMaxBytes < limits.readMaxBytes) memory.overflow('its result');
     const columns = describeColumns(result.columns);
-    const records = toJsonRecords(result.rows, columns, (record) => memory.take(heapBytesOf(record) + 8, 'its records'));
+    const names = new Set<string>();
+    const records = toJsonRecords(result.rows, columns, (record) => memory.take(heapBytesOf(record, names) + 8, 'its records'));
     const truncated = result.truncatedByRows || result.truncatedByBytes;
     return { sql, records, columns, truncated, attempts: 1 };
   };

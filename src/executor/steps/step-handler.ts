@@ -34,7 +34,7 @@ export interface StepContext {
   recordUsage(usage: StoredTokenUsage): void;
   /** Takes one of the tenant's model calls (STEPCAST_TENANT_MODEL_CALLS_*) for one agent call. */
   takeModelCall(): RateDecision;
-  /** Publishes a STEP_PROGRESS update (in order, before the step's outcome; at most 100 per step). */
+  /** Publishes a STEP_PROGRESS update, in order, before the step's outcome; reports made while one is being stored are coalesced into the newest. */
   reportProgress(message: string): void;
   /** Aborted when the step must stop (its time is up). */
   signal: AbortSignal;
