@@ -112,6 +112,9 @@ async function benchmark(label: string, env: Record<string, string>) {
     STEPCAST_TENANT_MAX_CONCURRENT_EXECUTIONS: '4',
     STEPCAST_TENANT_RATE_BURST: '1000000',
     STEPCAST_TENANT_RATE_PER_MINUTE: '1000000',
+    // Its subscribers are all one tenant's.
+    STEPCAST_TENANT_MAX_SOCKETS: String(SUBSCRIBERS + 10),
+    STEPCAST_TENANT_MAX_SUBSCRIPTIONS: String(SUBSCRIBERS + 10),
     ...env,
   });
   const startedAt = performance.now();
