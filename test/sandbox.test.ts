@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
+import { JsonText } from '../src/sandbox/json-text.js';
 import {
   runProgram,
   SandboxError,
@@ -169,6 +170,14 @@ describe('runProgram: results, steps and the host API', () => {
     const host = new FakeHost(() => ({ count: 10n }));
     const result = await run(`try { return await api.call('count', {}); } catch (error) { return 'rejected: ' + error.message; }`, { host });
     expect(result.value).toBe('rejected: the API returned a value that is not JSON');
+  });
+
+  it('hands an API body given as JsonText to the program as it came, parsed on the worker, and rejects one that is not JSON', async () => {
+    const host = new FakeHost(({ operationId }) => new JsonText(operationId === 'good' ? '{"users": [{"id": 1}], "n": 1.5}' : '<html>oops</html>'));
+    const good = await run(`return await api.call('good', {});`, { host });
+    expect(good.value).toEqual({ users: [{ id: 1 }], n: 1.5 });
+    const bad = await run(`try { await api.call('bad', {}); } catch (error) { return [error.code, error.message]; }`, { host });
+    expect(bad.value).toEqual(['API_CALL_FAILED', 'the API answered with a body that is not JSON']);
   });
 
   it('rejects api.call inside the program when params is not a plain object', async () => {

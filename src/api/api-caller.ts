@@ -4,6 +4,7 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
+import { JsonText, NOT_JSON_MESSAGE } from '../sandbox/json-text.js';
 import { CURSOR_PARAMETER_NAMES, type ApiOperation, type ApiParameter } from './catalog.js';
 
 export type ApiCallErrorCode = 'API_CALL_REFUSED' | 'API_CALL_FAILED' | 'API_RESPONSE_TOO_LARGE';
@@ -47,6 +48,12 @@ export interface ApiCallerOptions {
   lookup?: (hostname: string) => Promise<string[]>;
   /** Called once per HTTP request, just before it is sent. */
   onRequest?: () => void;
+  /**
+   * Hand a single call's body on as JsonText instead of parsing it here: the sandbox parses it on its own
+   * thread, so that a response never takes this heap's room.
+   * Paginated calls are parsed, to join their pages.
+   */
+  keepBodiesAsText?: boolean;
 }
 
 export type ApiCaller = (operationId: string, params: Record<string, unknown>) => Promise<unknown>;
@@ -427,13 +434,18 @@ function errorDetail(body: Buffer): string {
   return clean ? `: ${clean}` : '';
 }
 
-function parseJson(body: Buffer): unknown {
+/** The body's text, without a byte order mark; an empty body is null. */
+function bodyText(body: Buffer): string {
   const text = body.toString('utf8').replace(/^\uFEFF/, '');
-  if (text.trim() === '') return null;
+  return text.trim() === '' ? 'null' : text;
+}
+
+function parseJson(body: Buffer): unknown {
+  const text = bodyText(body);
   try {
     return JSON.parse(text) as unknown;
   } catch {
-    throw new ApiCallError('API_CALL_FAILED', 'the API answered with a body that is not JSON');
+    throw new ApiCallError('API_CALL_FAILED', NOT_JSON_MESSAGE);
   }
 }
 
@@ -480,10 +492,10 @@ export function createApiCaller(options: ApiCallerOptions): ApiCaller {
   const allowedMethods = (options.allowedMethods ?? DEFAULT_ALLOWED_METHODS).map((method) => method.toUpperCase());
   const { maxResponseBytes, maxPages } = options.limits;
 
-  async function callOnce(operation: ApiOperation, params: Record<string, unknown>, maxBytes: number) {
+  async function callOnce(operation: ApiOperation, params: Record<string, unknown>, maxBytes: number, asText = false) {
     const url = buildUrl(settings.base, operation, params);
     const raw = await sendRequest({ method: operation.method, url, maxBytes }, settings);
-    return { value: parseJson(raw.body), bytes: raw.body.length };
+    return { value: asText ? new JsonText(bodyText(raw.body)) : parseJson(raw.body), bytes: raw.body.length };
   }
 
   /** Follows nextCursor as the cursor parameter; maxResponseBytes caps the pages together. */
@@ -510,6 +522,6 @@ export function createApiCaller(options: ApiCallerOptions): ApiCaller {
     const params = readParams(rawParams);
     checkParamNames(operation, params);
     if (readPaginate(operation, params)) return callAllPages(operation, params);
-    return (await callOnce(operation, params, maxResponseBytes)).value;
+    return (await callOnce(operation, params, maxResponseBytes, options.keepBodiesAsText)).value;
   };
 }

@@ -2,6 +2,7 @@
 import { parentPort } from 'node:worker_threads';
 import { newSandboxEngine } from './engine.js';
 import { SandboxError } from './errors.js';
+import { NOT_JSON_MESSAGE } from './json-text.js';
 import { ProgramSession, type SessionActivity, type SessionHost } from './program-session.js';
 import type { FromWorker, RunRequest, ToWorker, WireFailure, WireHostError } from './worker-protocol.js';
 
@@ -61,8 +62,18 @@ function settleCall(message: Exclude<ToWorker, RunRequest>): void {
   const call = pendingCalls.get(message.id);
   if (!call) return;
   pendingCalls.delete(message.id);
-  if (message.type === 'callSettled') call.resolve(message.json);
-  else call.reject(hostError(message.error));
+  if (message.type === 'callFailed') {
+    call.reject(hostError(message.error));
+    return;
+  }
+  // An API response comes as the API sent it, to be parsed on this thread rather than the service's.
+  try {
+    JSON.parse(message.json);
+  } catch {
+    call.reject(hostError({ message: NOT_JSON_MESSAGE, code: 'API_CALL_FAILED' }));
+    return;
+  }
+  call.resolve(message.json);
 }
 
 parentPort?.on('message', (message: ToWorker) => {

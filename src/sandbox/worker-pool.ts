@@ -6,6 +6,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { SandboxError } from './errors.js';
+import { JsonText } from './json-text.js';
 import { abortedRunError, cpuTimeoutError, wallClockTimeoutError } from './run-budget.js';
 import type { SandboxHost, SandboxLimits } from './run-program.js';
 import type { FromWorker, RunRequest, ToWorker, WireHostError, WorkerRun } from './worker-protocol.js';
@@ -68,6 +69,7 @@ function releaseWorker(worker: Worker): void {
 
 /** JSON text for a host call's result; undefined and other values JSON leaves out become null. */
 export function marshalHostResult(value: unknown): string | undefined {
+  if (value instanceof JsonText) return value.text;
   try {
     return JSON.stringify(value) ?? 'null';
   } catch {

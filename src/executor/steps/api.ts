@@ -56,6 +56,7 @@ export function createApiStepHandler({ knowledge, llm, sandbox }: ApiStepOptions
       allowedMethods,
       limits: sandbox,
       signal: stepRequests.signal,
+      keepBodiesAsText: true,
       // Pages of a paginated call are requests too: every one counts against the step's budget.
       onRequest: () => {
         if (++httpRequests > sandbox.maxRequests) {
