@@ -21,6 +21,9 @@ for (const { backend, skipReason } of backends) {
           STEPCAST_SQL_MODEL: 'sql-model-under-test',
           STEPCAST_LLM_MAX_RETRIES: '3',
           STEPCAST_MAX_SQL_CHARS: '30000',
+          // More executions and agent calls than the default bursts, in a few seconds; quotas have their own tests.
+          STEPCAST_TENANT_RATE_BURST: '1000',
+          STEPCAST_TENANT_MODEL_CALLS_BURST: '1000',
         },
       });
     });
