@@ -85,10 +85,11 @@ const CURSOR = `__stepcast_rows_${suffix}`;
 // A cast of this text to integer is how the statement stops itself: plain SQL has no RAISE.
 const ROW_TOO_LARGE_MARKER = `stepcast_row_too_large_${suffix}:`;
 const READ_LIMIT_MARKER = `stepcast_read_limit_${suffix}:`;
-const ROW_TOO_LARGE_MESSAGE = new RegExp(`"${ROW_TOO_LARGE_MARKER}(\\d+)"`);
-const READ_LIMIT_MESSAGE = `"${READ_LIMIT_MARKER}`;
-/** Rows a FETCH asks for at most; fewer while the result nears the read limit. */
+// Matched without the quotes around them, which a server's language may write otherwise.
+const ROW_TOO_LARGE_MESSAGE = new RegExp(`${ROW_TOO_LARGE_MARKER}(\\d+)`);
+/** Rows a FETCH asks for at most, and at first; fewer while the result nears the read limit. */
 const MAX_FETCH_ROWS = 1_000;
+const FIRST_FETCH_ROWS = 16;
 
 const integerSetting = (value: number) => String(Math.max(1, Math.floor(value)));
 
@@ -129,9 +130,10 @@ export interface TenantCursor {
 /**
  * Reads a tenant's statement through a cursor, a batch at a time, and stops as soon as the result
  * passes the read limit: the database computes no more than it sends. Batches are sized so that, with
- * rows no larger than the largest seen so far, none would pass the limit; a larger row stops the
- * statement itself (the read-limit check), which ends the transaction with an error: the rows read
- * before it stand, and `stoppedAtReadLimit` tells that error from any other.
+ * rows no larger than the largest seen so far, none would pass the limit; a larger row may make a batch
+ * pass it, and then the statement stops itself on the first row past the limit (the read-limit check),
+ * which ends the transaction with an error and loses that batch: the rows read before it stand, and
+ * `stoppedAtReadLimit` tells that error from any other.
  */
 export class TenantRowReader {
   private readonly rows: Record<string, unknown>[] = [];
@@ -152,7 +154,10 @@ export class TenantRowReader {
     await cursor.declare(`DECLARE ${CURSOR} NO SCROLL CURSOR FOR ${wrapTenantStatement(this.query)}`, this.query.relations.params);
     for (;;) {
       const room = Math.max(0, limits.readMaxBytes - this.readBytes);
-      const count = Math.min(MAX_FETCH_ROWS, Math.max(1, Math.floor(room / (this.largestRow || limits.rowMaxBytes))));
+      const fitting = Math.max(1, Math.floor(room / (this.largestRow || limits.rowMaxBytes)));
+      // Batches grow with what was read, so that a row larger than any before costs at most a batch that
+      // is not larger than twice the rows read (the statement stops itself there, and the batch is lost).
+      const count = Math.min(MAX_FETCH_ROWS, FIRST_FETCH_ROWS + 2 * this.rows.length, fitting);
       const timeoutMs = this.deadline - Date.now();
       if (timeoutMs <= 0) throw new StatementTimeoutError(this.query.timeoutMs);
       const fetched = await cursor.fetch(`FETCH ${count} FROM ${CURSOR}`, timeoutMs);
@@ -160,12 +165,12 @@ export class TenantRowReader {
       for (const row of fetched.rows) {
         const rowBytes = Number(row[ROW_BYTES]);
         const readBytes = Number(row[READ_BYTES]);
-        if (readBytes > limits.readMaxBytes) {
-          this.truncatedByBytes = true;
-          return;
-        }
         if (this.rows.length === limits.rowCap) {
           this.truncatedByRows = true;
+          return;
+        }
+        if (readBytes > limits.readMaxBytes) {
+          this.truncatedByBytes = true;
           return;
         }
         this.largestRow = Math.max(this.largestRow, rowBytes);
@@ -180,8 +185,10 @@ export class TenantRowReader {
   /** The statement stopped itself on its first row past the read limit: what was read before it stands. */
   stoppedAtReadLimit(error: unknown): boolean {
     const message = (error as { message?: unknown } | null)?.message;
-    if (typeof message !== 'string' || !message.includes(READ_LIMIT_MESSAGE)) return false;
-    this.truncatedByBytes = true;
+    if (typeof message !== 'string' || !message.includes(READ_LIMIT_MARKER)) return false;
+    // With rowCap rows read, the row that stopped it is the one past the cap.
+    if (this.rows.length === this.query.limits.rowCap) this.truncatedByRows = true;
+    else this.truncatedByBytes = true;
     return true;
   }
 

@@ -215,7 +215,9 @@ export class ProgramSession {
     const program = this.startProgram(code);
     try {
       const json = this.programResult(await this.awaitProgram(program));
-      // Measured here, on this thread's heap, so that the service's heap takes the result only if it fits.
+      // Measured here, on this thread's heap, so that the service's heap takes the result only if it fits; the
+      // program no longer runs, so the time it takes is not the program's CPU time.
+      this.options.activity?.idle(this.budget.cpuUsedMs());
       return { json, heapBytes: heapBytesOf(JSON.parse(json)), logs: this.logBook.lines, requests: this.requestsSent };
     } finally {
       if (!this.crashed) program.dispose();

@@ -66,14 +66,16 @@ function settleCall(message: Exclude<ToWorker, RunRequest>): void {
     call.reject(hostError(message.error));
     return;
   }
-  // An API response comes as the API sent it, to be parsed on this thread rather than the service's.
+  // An API response comes as the API sent it, to be parsed on this thread rather than the service's; written
+  // out again, it reaches the program exactly as a parsed value would (1e400 as null, -0 as 0).
+  let json: string;
   try {
-    JSON.parse(message.json);
+    json = JSON.stringify(JSON.parse(message.json));
   } catch {
     call.reject(hostError({ message: NOT_JSON_MESSAGE, code: 'API_CALL_FAILED' }));
     return;
   }
-  call.resolve(message.json);
+  call.resolve(json);
 }
 
 parentPort?.on('message', (message: ToWorker) => {
