@@ -224,13 +224,13 @@ describe('runProgram: results, steps and the host API', () => {
     expect(result.logs).toEqual(['users 3 {"active":true} [1,"two"] null undefined', 'done']);
   });
 
-  it('passes on at most maxProgressReports progress messages, each cut to maxProgressChars', async () => {
+  it('passes on at most maxProgressReports progress messages, each cut to maxProgressChars: the first as they come, the newest once the program returns', async () => {
     const host = new FakeHost();
     await run(`for (let i = 0; i < 10; i++) progress(i + ' of ten reports'); return 1;`, {
       host,
       limits: { maxProgressReports: 3, maxProgressChars: 4 },
     });
-    expect(host.progressMessages).toEqual(['0 of', '1 of', '2 of']);
+    expect(host.progressMessages).toEqual(['0 of', '1 of', '9 of']);
   });
 
   it('keeps console.log output up to maxLogBytes, then drops lines and says so once', async () => {

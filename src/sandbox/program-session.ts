@@ -167,6 +167,7 @@ export class ProgramSession {
   private readonly budget: RunBudget;
   private readonly logBook: LogBook;
   private progressReports = 0;
+  private newestProgress: string | undefined;
   private readonly wakeup = new Wakeup();
   private readonly ownedHandles: QuickJSHandle[] = [];
   private helpers: GuestHelpers | undefined;
@@ -215,6 +216,7 @@ export class ProgramSession {
     const program = this.startProgram(code);
     try {
       const json = this.programResult(await this.awaitProgram(program));
+      this.passOnNewestProgress();
       // Measured here, on this thread's heap, so that the service's heap takes the result only if it fits; the
       // program no longer runs, so the time it takes is not the program's CPU time.
       this.options.activity?.idle(this.budget.cpuUsedMs());
@@ -389,10 +391,18 @@ export class ProgramSession {
     return bridge;
   }
 
+  /** Past maxProgressReports only the newest report is kept, and passed on when the program has returned. */
   private reportProgress(messageHandle: QuickJSHandle | undefined): void {
+    if (!messageHandle) return;
     const { maxProgressReports, maxProgressChars } = this.options.limits;
-    if (!messageHandle || ++this.progressReports > maxProgressReports) return;
-    this.options.host.progress(this.context.getString(messageHandle).slice(0, maxProgressChars));
+    const message = this.context.getString(messageHandle).slice(0, maxProgressChars);
+    if (++this.progressReports < maxProgressReports) this.options.host.progress(message);
+    else this.newestProgress = message;
+  }
+
+  private passOnNewestProgress(): void {
+    if (this.newestProgress !== undefined) this.options.host.progress(this.newestProgress);
+    this.newestProgress = undefined;
   }
 
   private keepLog(lineHandle: QuickJSHandle | undefined): void {
