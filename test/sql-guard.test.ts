@@ -7,7 +7,15 @@ const scope: SqlGuardScope = {
   tenantSchema: 'tenant_demo',
   tenantTables: new Set(['users', 'groups', 'group_members', 'applications', 'app_assignments']),
   stepRelations: new Set(['step_1', 'step_2']),
-  knownColumns: new Set(['id', 'email', 'name', 'created_at', 'last_login', 'active', 'group_id', 'user_id', 'role', 'score', 'settings', 'app_id', 'status']),
+  relationColumns: new Map<string, ReadonlySet<string>>([
+    ['users', new Set(['id', 'email', 'name', 'created_at', 'last_login', 'active', 'score', 'settings', 'status'])],
+    ['groups', new Set(['id', 'name', 'created_at'])],
+    ['group_members', new Set(['group_id', 'user_id', 'role'])],
+    ['applications', new Set(['id', 'name', 'status'])],
+    ['app_assignments', new Set(['app_id', 'user_id'])],
+    ['step_1', new Set(['id', 'user_id', 'date'])],
+    ['step_2', new Set(['group_id', 'name'])],
+  ]),
   // A few of pg_catalog's function names, as the executor reads them from the database.
   reachableFunctions: new Set(['count', 'upper', 'lower', 'date_trunc', 'name', 'text', 'date', 'version', 'hash_record', 'pg_typeof', 'pg_advisory_lock', 'current_setting', 'nextval']),
   maxSqlChars: loadConfig({}).inputLimits.maxSqlChars,
@@ -124,10 +132,15 @@ const acceptedCases: AcceptedCase[] = [
   { name: 'strips a leading block comment', sql: '/* why */ SELECT 1', statement: 'SELECT 1' },
   { name: 'keeps semicolons inside string literals', sql: "SELECT ';' AS s;", statement: "SELECT ';' AS s" },
   {
-    name: 'accepts qualified columns whose names are also function names, when some table has such a column',
-    sql: 'SELECT u.name, g.name, tenant_demo.users.email, s.user_id FROM tenant_demo.users, groups g, step_1 s',
+    name: 'accepts qualified columns whose names are also function names, when the relation they are qualified by has such a column',
+    sql: 'SELECT users.name, g.name, tenant_demo.users.email, s.date, t.name FROM tenant_demo.users, groups g, step_1 s JOIN step_2 t ON t.group_id = s.id',
     tables: ['users', 'groups'],
-    stepRelations: ['step_1'],
+    stepRelations: ['step_1', 'step_2'],
+  },
+  {
+    name: 'accepts an outer relation\'s column in a correlated subquery',
+    sql: 'SELECT g.id, (SELECT count(*) FROM group_members m WHERE m.group_id = g.id AND g.name IS NOT NULL) AS n FROM groups g',
+    tables: ['group_members', 'groups'],
   },
   {
     name: 'accepts whole-row field selection and subscripts',
@@ -338,6 +351,10 @@ const rejectedCases: RejectedCase[] = [
     message: /attribute notation \.pg_advisory_lock would call function pg_advisory_lock, which is not allowed/,
   },
   { name: 'rejects (expr).current_setting', sql: "SELECT ('search_path'::text).current_setting", reason: 'function not allowed', message: /function current_setting/ },
+  { name: "rejects a function name qualified by a relation that has no such column", sql: 'SELECT g.version FROM groups g', reason: 'function not allowed', message: /attribute notation \.version would call function version/ },
+  { name: "rejects a step column name another step relation has, qualified by one that has not", sql: 'SELECT s.name FROM step_1 s', reason: 'function not allowed', message: /function name/ },
+  { name: 'rejects a table name shadowed by a WITH query as the source of a column', sql: 'WITH users AS (SELECT 1 AS x) SELECT u.name FROM users u', reason: 'function not allowed', message: /function name/ },
+  { name: 'rejects a column of a subquery named like a function (its columns are not known)', sql: 'SELECT q.date FROM (SELECT 1 AS date) q', reason: 'function not allowed', message: /function date/ },
   { name: 'rejects any pg_ name in attribute notation, even one not known to exist', sql: 'SELECT u.pg_anything, (u).pg_else FROM users u', reason: 'function not allowed', message: /function pg_anything/ },
   {
     name: 'rejects (expr).f for a function name even when some table has a column f, since expr may be of any type',

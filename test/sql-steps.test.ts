@@ -144,14 +144,21 @@ for (const { backend, skipReason } of backends) {
       expect(viaStep!.result).toEqual(direct!.result);
     });
 
-    it("does not let an earlier step's column named like a function make attribute notation call it", async () => {
+    it("reads a qualified column of an earlier step even when it is named like a function, and never one its relation lacks", async () => {
       const { execution } = await runPlan(server, {
         query: 'q',
-        steps: [sqlStep('SELECT 1 AS hash_record'), sqlStep('SELECT u.hash_record FROM users u LIMIT 1')],
+        steps: [
+          sqlStep('SELECT id, email AS name, 1 AS hash_record FROM users ORDER BY id LIMIT 2'),
+          sqlStep('SELECT s.name FROM step_1 s ORDER BY s.id'),
+          sqlStep('SELECT u.hash_record FROM users u LIMIT 1', { critical: false }),
+        ],
       });
       expect(execution.steps[0]!.status).toBe('SUCCEEDED');
-      expect(execution.steps[1]!.error).toMatchObject({ code: 'SQL_REJECTED' });
-      expect(execution.steps[1]!.error!.message).toMatch(/attribute notation \.hash_record would call function hash_record/);
+      expect(execution.steps[1]!.error).toBeNull();
+      expect(execution.steps[1]!.recordCount).toBe(2);
+      // users has no column hash_record, whatever step 1 has: this would call hash_record(u).
+      expect(execution.steps[2]!.error).toMatchObject({ code: 'SQL_REJECTED' });
+      expect(execution.steps[2]!.error!.message).toMatch(/attribute notation \.hash_record would call function hash_record/);
     });
 
     it('stops reading a result at STEPCAST_STEP_MAX_BYTES and says it truncated', async () => {

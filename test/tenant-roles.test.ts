@@ -240,7 +240,7 @@ CREATE VIEW tenant_a.later_view AS SELECT n * 2 AS doubled FROM tenant_a.later;`
         tenantSchema: 'tenant_a',
         tenantTables: new Set(['things']),
         stepRelations: new Set<string>(),
-        knownColumns: new Set<string>(),
+        relationColumns: new Map(),
         reachableFunctions: await introspectFunctionNames(database, 'pg_catalog'),
         maxSqlChars: loadConfig({}).inputLimits.maxSqlChars,
       };

@@ -6,10 +6,10 @@ export interface SqlGuardScope {
   /** Relations provided by the executor for earlier steps: "step_1", "step_2", ... */
   stepRelations: ReadonlySet<string>;
   /**
-   * Columns of the tenant's tables: `t.name` reads such a column rather than calling a function. Not the
-   * step relations' columns, whose names the statement's author chose (unqualified they are fine).
+   * The columns of each tenant table and step relation (lower-case names): `t.name` reads column `name`
+   * of what `t` stands for rather than calling a function, when that relation has such a column.
    */
-  knownColumns: ReadonlySet<string>;
+  relationColumns: ReadonlyMap<string, ReadonlySet<string>>;
   /** Names of the functions the statement could reach (pg_catalog and the tenant schema), which attribute notation calls. */
   reachableFunctions: Pick<ReadonlySet<string>, 'has'>;
   /** Longest statement accepted, in characters (config.inputLimits.maxSqlChars). */
@@ -269,9 +269,14 @@ function singleSelectStatement(tree: JsonObject): { rawStatement: JsonObject; se
   return { rawStatement, select: wrapped.body };
 }
 
+/** What the names in one SELECT's FROM stand for: a relation's columns, or null when they are not known. */
+type FromScope = ReadonlyMap<string, ReadonlySet<string> | null>;
+
 class ReferenceCollector {
   readonly tables = new Set<string>();
   readonly stepRelations = new Set<string>();
+  /** The FROM scopes of the SELECTs being inspected, innermost last (a subquery sees its outer ones). */
+  private readonly fromScopes: FromScope[] = [];
 
   constructor(private readonly scope: SqlGuardScope) {}
 
@@ -350,7 +355,44 @@ class ReferenceCollector {
     if (Array.isArray(lockingClause) && lockingClause.length > 0) rejectForbiddenNode('LockingClause');
     const withClause = select['withClause'];
     const visibleCtes = isJsonObject(withClause) ? this.inspectWithClause(withClause, outerCtes, depth + 1) : outerCtes;
-    this.inspectFields(select, visibleCtes, depth, 'withClause');
+    const fromScope = new Map<string, ReadonlySet<string> | null>();
+    for (const item of Array.isArray(select['fromClause']) ? select['fromClause'] : []) this.addFromItem(fromScope, item, visibleCtes);
+    this.fromScopes.push(fromScope);
+    try {
+      this.inspectFields(select, visibleCtes, depth, 'withClause');
+    } finally {
+      this.fromScopes.pop();
+    }
+  }
+
+  /** The names a FROM item brings into scope, each with the columns of the relation it stands for if known. */
+  private addFromItem(fromScope: Map<string, ReadonlySet<string> | null>, item: unknown, visibleCtes: ReadonlySet<string>): void {
+    const wrapped = isJsonObject(item) ? asWrappedNode(item) : undefined;
+    if (!wrapped) return;
+    const alias = isJsonObject(wrapped.body['alias']) ? wrapped.body['alias']['aliasname'] : undefined;
+    const aliasName = typeof alias === 'string' ? alias : undefined;
+    if (wrapped.type === 'RangeVar') {
+      const relation = typeof wrapped.body['relname'] === 'string' ? wrapped.body['relname'] : '';
+      const schema = wrapped.body['schemaname'];
+      const isCte = schema === undefined && visibleCtes.has(relation);
+      const columns = isCte || (schema !== undefined && schema !== this.scope.tenantSchema) ? null : (this.scope.relationColumns.get(relation) ?? null);
+      fromScope.set(aliasName ?? relation, columns);
+    } else if (wrapped.type === 'JoinExpr') {
+      this.addFromItem(fromScope, wrapped.body['larg'], visibleCtes);
+      this.addFromItem(fromScope, wrapped.body['rarg'], visibleCtes);
+      if (aliasName) fromScope.set(aliasName, null);
+    } else if (aliasName) {
+      fromScope.set(aliasName, null);
+    }
+  }
+
+  /** The columns of the relation `name` stands for in the innermost scope that has it, or null when not known. */
+  private columnsOf(name: string): ReadonlySet<string> | null {
+    for (let i = this.fromScopes.length - 1; i >= 0; i--) {
+      const scope = this.fromScopes[i]!;
+      if (scope.has(name)) return scope.get(name)!;
+    }
+    return null;
   }
 
   /** Returns the CTE names visible to the body of the SELECT that owns this WITH clause. */
@@ -418,11 +460,21 @@ class ReferenceCollector {
     }
   }
 
-  /** `t.f` reads column f of t or, when t has none, calls f(t); `s.t.c` and `t.c.f` likewise. */
+  /**
+   * `t.f` reads column f of t or, when t has none, calls f(t); `s.t.c` and `t.c.f` likewise. A name is read
+   * as a column only where the relation it is qualified by is known to have it.
+   */
   private checkColumnRef(fields: string[]): void {
     for (const name of fields) checkNotSystemColumn(name);
-    // Applied to a whole row, f must take a record, so reading a name that is some table's column is safe.
-    for (const name of fields.slice(1)) this.checkAttributeName(name, this.scope.knownColumns.has(name));
+    const [first, second] = fields;
+    if (first === undefined || second === undefined) return;
+    const schemaQualified = first === this.scope.tenantSchema && fields.length >= 3;
+    const columns = schemaQualified ? (this.scope.relationColumns.get(second) ?? null) : this.columnsOf(first);
+    fields.slice(1).forEach((name, i) => {
+      const position = i + 1;
+      const isColumn = schemaQualified ? position === 1 || (position === 2 && columns?.has(name) === true) : position === 1 && columns?.has(name) === true;
+      this.checkAttributeName(name, isColumn);
+    });
   }
 
   /** `(expr).f` selects field f or, when expr has none, calls f(expr), for an expression of any type. */

@@ -91,9 +91,10 @@ export function createSqlStepHandler({
       tenantSchema: context.tenant.dataSchema,
       tenantTables: new Set(dataSchema.tables.map((table) => table.name.toLowerCase())),
       stepRelations: new Set(readable.map((e) => stepRelationName(e.index))),
-      // Only the tenant's tables' columns: earlier steps' column names are the statement author's to choose, and
-      // one named like a function would let `t.that_function` through (unqualified, they are fine).
-      knownColumns: new Set(dataSchema.tables.flatMap((table) => table.columns.map((column) => column.name))),
+      relationColumns: new Map([
+        ...dataSchema.tables.map((table) => [table.name.toLowerCase(), new Set(table.columns.map((column) => column.name))] as const),
+        ...readable.map((e) => [stepRelationName(e.index), new Set(e.columns.map((column) => column.name))] as const),
+      ]),
       reachableFunctions: await knowledge.reachableFunctions(context.tenant),
       maxSqlChars,
     };
