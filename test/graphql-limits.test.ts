@@ -16,7 +16,7 @@ import { stepcastCostModel } from '../src/limits/query-cost.js';
 import { schema } from '../src/schema/index.js';
 import { ExecutionQuery, ExecutionsQuery, PlanQueryQuery, ExecuteQueryMutation, StepUpdatesSubscription } from './support/operations.js';
 import { runPlan, sqlStep, storeQueuedExecution, type StepUpdateEvent } from './support/plans.js';
-import { startTestServer, type GraphQLResponse, type TestServer } from './support/server.js';
+import { overWs, startTestServer, type GraphQLResponse, type TestServer } from './support/server.js';
 
 // These limits sit in front of the schema and do not depend on the database, so PGlite alone is enough.
 
@@ -35,20 +35,6 @@ async function overHttp(server: TestServer, query: string, variables?: Record<st
   return { status: response.status, ...((await response.json()) as Result) };
 }
 
-/** One operation over graphql-ws: its last result, or the errors it was answered with. */
-function overWs(client: Client, query: string, variables?: Record<string, unknown>): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    let last: Result = {};
-    client.subscribe(
-      { query, variables },
-      {
-        next: (value) => (last = value as Result),
-        error: (error) => (Array.isArray(error) ? resolve({ errors: error }) : reject(error as Error)),
-        complete: () => resolve(last),
-      },
-    );
-  });
-}
 
 const codesOf = (result: Result) => (result.errors ?? []).map((error) => error.extensions?.code);
 

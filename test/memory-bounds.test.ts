@@ -119,36 +119,39 @@ for (const { backend, skipReason } of backends) {
       }
     };
 
-    it('fails the issue\'s 40-step plan (jsonb_agg of 2.5 million objects per step) cleanly, under 1 GB, serving another tenant', async ({ annotate }) => {
-      const sql = "SELECT jsonb_agg('{}'::jsonb) AS j FROM generate_series(1, 2500000)";
+    /**
+     * Runs `count` copies of one SQL step as the hostile tenant while another tenant is served, and records how
+     * that tenant was served and the process's memory on the test. Every probe of the other tenant must succeed.
+     */
+    const runHostile = async (
+      annotate: (message: string) => Promise<unknown>,
+      count: number,
+      sql: string,
+      critical = true,
+    ): Promise<{ steps: Step[]; status: string; memory: { peak: number; current: number } }> => {
       const served = await servedMeanwhile(otherTenantIsServed, () =>
-        run(Array.from({ length: 40 }, (_, i) => ({ kind: 'SQL' as const, queryContext: `step ${i + 1}`, sql }))),
+        run(Array.from({ length: count }, (_, i) => ({ kind: 'SQL' as const, queryContext: `step ${i + 1}`, sql, critical }))),
       );
       const memory = await residentMemory(service!.child.pid!);
       await annotate(
         `another tenant meanwhile: ${describeLatencies(served.latencies)}; RSS peak ${(memory.peak / MIB).toFixed(0)} MiB, after ${(memory.current / MIB).toFixed(0)} MiB`,
       );
       expect(served.failures).toBe(0);
-      const execution = served.result;
+      expect(served.result.steps).toHaveLength(count);
+      return { ...served.result, memory };
+    };
+
+    it('fails the issue\'s 40-step plan (jsonb_agg of 2.5 million objects per step) cleanly, under 1 GB, serving another tenant', async ({ annotate }) => {
+      const execution = await runHostile(annotate, 40, "SELECT jsonb_agg('{}'::jsonb) AS j FROM generate_series(1, 2500000)");
       expect(execution.status).toBe('FAILED');
       expect(execution.steps[0]!.error).toMatchObject({ code: 'RESULT_TOO_LARGE' });
       expect(execution.steps[0]!.error!.message).toMatch(/STEPCAST_ROW_MAX_BYTES/);
       expect(execution.steps.slice(1).every((step) => step.status === 'SKIPPED')).toBe(true);
-      expectUnderOneGiB(memory);
+      expectUnderOneGiB(execution.memory);
     });
 
     it('counts what jsonb costs on the heap across steps: 12 steps of 0.8 MB of text and 13 MB of heap each keep 5, fail the rest', async ({ annotate }) => {
-      const sql = "SELECT jsonb_agg('{}'::jsonb) AS j FROM generate_series(1, 200000)";
-      const served = await servedMeanwhile(otherTenantIsServed, () =>
-        run(Array.from({ length: 12 }, (_, i) => ({ kind: 'SQL' as const, queryContext: `step ${i + 1}`, sql, critical: false }))),
-      );
-      const memory = await residentMemory(service!.child.pid!);
-      await annotate(
-        `another tenant meanwhile: ${describeLatencies(served.latencies)}; RSS peak ${(memory.peak / MIB).toFixed(0)} MiB, after ${(memory.current / MIB).toFixed(0)} MiB`,
-      );
-      expect(served.failures).toBe(0);
-      const { steps } = served.result;
-      expect(steps).toHaveLength(12);
+      const { steps, memory } = await runHostile(annotate, 12, "SELECT jsonb_agg('{}'::jsonb) AS j FROM generate_series(1, 200000)", false);
       // 200,000 empty objects of 64 bytes each and their array: 12.8 MB a step, so 5 fit in 64 MiB.
       expect(steps.slice(0, 5).map((step) => step.status)).toEqual(Array(5).fill('SUCCEEDED'));
       for (const step of steps.slice(5)) {
@@ -160,16 +163,7 @@ for (const { backend, skipReason } of backends) {
     });
 
     it('keeps 40 steps of 8 MB each within STEPCAST_EXECUTION_MAX_BYTES (64 MiB): the steps past it fail, the heap holds', async ({ annotate }) => {
-      const sql = "SELECT g AS id, repeat('x', 800) AS pad FROM generate_series(1, 10000) g";
-      const served = await servedMeanwhile(otherTenantIsServed, () =>
-        run(Array.from({ length: 40 }, (_, i) => ({ kind: 'SQL' as const, queryContext: `step ${i + 1}`, sql, critical: false }))),
-      );
-      const memory = await residentMemory(service!.child.pid!);
-      await annotate(
-        `another tenant meanwhile: ${describeLatencies(served.latencies)}; RSS peak ${(memory.peak / MIB).toFixed(0)} MiB, after ${(memory.current / MIB).toFixed(0)} MiB`,
-      );
-      expect(served.failures).toBe(0);
-      const { steps } = served.result;
+      const { steps, memory } = await runHostile(annotate, 40, "SELECT g AS id, repeat('x', 800) AS pad FROM generate_series(1, 10000) g", false);
       const succeeded = steps.filter((step) => step.status === 'SUCCEEDED');
       // 10,000 records of about 880 bytes of heap each: 7 such steps fit in 64 MiB.
       expect(succeeded).toHaveLength(7);

@@ -1,5 +1,4 @@
 import { count, eq } from 'drizzle-orm';
-import type { Client } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createTenant } from '../src/admin/tenants.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
@@ -9,7 +8,7 @@ import { bearer } from './support/attacks.js';
 import { backends } from './support/database.js';
 import { ExecutePlanMutation, ExecuteQueryMutation, PlanQueryQuery, StepUpdatesSubscription } from './support/operations.js';
 import { fetchExecution, runPlan, sqlStep } from './support/plans.js';
-import { startTestServer, type GraphQLResponse, type TestClient, type TestServer } from './support/server.js';
+import { overWs, startTestServer, type GraphQLResponse, type TestClient, type TestServer } from './support/server.js';
 
 /**
  * Bounded model cost: every planQuery, executeQuery and agent call takes one of the tenant's model calls
@@ -48,20 +47,6 @@ async function post(server: TestServer, authorization: string, query: { toString
   return { status: response.status, retryAfter: response.headers.get('retry-after'), ...((await response.json()) as Result) };
 }
 
-/** One operation over graphql-ws: its last result, or the errors it was answered with. */
-function overWs(client: Client, query: string, variables?: Record<string, unknown>): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    let last: Result = {};
-    client.subscribe(
-      { query, variables },
-      {
-        next: (value) => (last = value as Result),
-        error: (error) => (Array.isArray(error) ? resolve({ errors: error }) : reject(error as Error)),
-        complete: () => resolve(last),
-      },
-    );
-  });
-}
 
 function expectRateLimited(result: Awaited<ReturnType<typeof post>>) {
   expect(result.status).toBe(429);

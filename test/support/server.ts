@@ -164,6 +164,25 @@ export async function startTestServer(backend: Backend, options: TestServerOptio
   return server;
 }
 
+/** One operation over graphql-ws: its last result, or the errors it was answered with. */
+export function overWs<TResult = Record<string, unknown>>(
+  client: Client,
+  query: string,
+  variables?: Record<string, unknown>,
+): Promise<GraphQLResponse<TResult>> {
+  return new Promise((resolve, reject) => {
+    let last: GraphQLResponse<TResult> = {};
+    client.subscribe(
+      { query, variables },
+      {
+        next: (value) => (last = value as GraphQLResponse<TResult>),
+        error: (error) => (Array.isArray(error) ? resolve({ errors: error }) : reject(error as Error)),
+        complete: () => resolve(last),
+      },
+    );
+  });
+}
+
 /** Reads a GraphQL-over-SSE response until the server completes the stream. */
 export async function readSseEvents<T>(response: Response): Promise<GraphQLResponse<T>[]> {
   const results: GraphQLResponse<T>[] = [];
