@@ -85,20 +85,30 @@ export class ExecutionNotRunnableError extends Error {
   }
 }
 
-const planArtefact = (field: 'sql' | 'code') =>
-  sql<string | null>`${executions.plan} -> 'steps' -> (${stepResults.index} - 1) ->> ${field}`;
-
-// A step's sql and code: the agent's, or else the plan's (each is stored once: the plan's in executions.plan).
-const stepColumns = {
-  ...getTableColumns(stepResults),
-  sql: sql<string | null>`coalesce(${stepResults.sql}, ${planArtefact('sql')})`,
-  code: sql<string | null>`coalesce(${stepResults.code}, ${planArtefact('code')})`,
-};
 const { result: _result, ...stepStateColumns } = getTableColumns(stepResults);
 
 /** Every read and write of executions, step_results and step_events goes through here. */
 export class ExecutionStore {
   constructor(private readonly db: Db) {}
+
+  /**
+   * The sql and code each step of one execution came with in its plan, read from the plan once (a plan
+   * may hold megabytes of programs; reading it once per step would read it that many times).
+   */
+  private planned(executionId: string) {
+    return this.db.$with('planned').as(
+      this.db
+        .select({
+          index: sql<number>`planned_step.ordinal::int`.as('planned_index'),
+          planSql: sql<string | null>`planned_step.step ->> 'sql'`.as('planned_sql'),
+          planCode: sql<string | null>`planned_step.step ->> 'code'`.as('planned_code'),
+        })
+        .from(
+          sql`${executions} CROSS JOIN LATERAL jsonb_array_elements(${executions.plan} -> 'steps') WITH ORDINALITY AS planned_step(step, ordinal)`,
+        )
+        .where(eq(executions.id, executionId)),
+    );
+  }
 
   /**
    * Stores a QUEUED execution with its PENDING steps. A plan the planner wrote also gets its
@@ -205,10 +215,17 @@ export class ExecutionStore {
 
   /** The steps of an execution; with tenantId, only if the execution is that tenant's. */
   async listSteps(executionId: string, tenantId?: string): Promise<StepResultRow[]> {
+    // A step's sql and code: the agent's, or else the plan's (each is stored once: the plan's in executions.plan).
+    const planned = this.planned(executionId);
     return this.db
-      .select(stepColumns)
+      .with(planned)
+      .select({
+        ...getTableColumns(stepResults),
+        sql: sql<string | null>`coalesce(${stepResults.sql}, ${planned.planSql})`,
+        code: sql<string | null>`coalesce(${stepResults.code}, ${planned.planCode})`,
+      })
       .from(stepResults)
-      .innerJoin(executions, eq(executions.id, stepResults.executionId))
+      .innerJoin(planned, eq(planned.index, stepResults.index))
       .where(
         and(eq(stepResults.executionId, executionId), tenantId === undefined ? undefined : eq(stepResults.tenantId, tenantId)),
       )
@@ -239,10 +256,12 @@ export class ExecutionStore {
       .from(stepEvents)
       .where(and(...conditions))
       .orderBy(asc(stepEvents.sequence));
+    const planned = this.planned(executionId);
     const steps = await this.db
-      .select({ ...stepStateColumns, planSql: planArtefact('sql'), planCode: planArtefact('code') })
+      .with(planned)
+      .select({ ...stepStateColumns, planSql: planned.planSql, planCode: planned.planCode })
       .from(stepResults)
-      .innerJoin(executions, eq(executions.id, stepResults.executionId))
+      .innerJoin(planned, eq(planned.index, stepResults.index))
       .where(eq(stepResults.executionId, executionId));
     const rows = new Map(steps.map((step) => [step.index, step]));
     const states = new Map<number, StepSnapshot>();
