@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { InputLimits } from '../config.js';
 import type { StoredExecuteOptions, StoredPlan, StoredPlanStep } from '../db/tables.js';
 import { PlanValidationError } from './errors.js';
+import { LONE_SURROGATE } from './storable-text.js';
 import { STEP_KINDS, type StepKind } from './step-update.js';
 
 export interface PlanDefaults {
@@ -42,8 +43,6 @@ export interface ValidatedPlan {
 }
 
 const CORRELATION_ID_PATTERN = /^[A-Za-z0-9._:-]+$/;
-/** A UTF-16 surrogate without its pair: JSON can carry one, but PostgreSQL text and jsonb cannot hold it. */
-const LONE_SURROGATE = /\p{Surrogate}/u;
 
 function checkText(
   problems: string[],

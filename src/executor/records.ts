@@ -1,5 +1,6 @@
 import type { ResultColumn } from '../db/client.js';
 import type { StoredColumn } from '../db/tables.js';
+import { isStorableText } from './storable-text.js';
 import type { JsonRecord } from './steps/step-handler.js';
 
 const TYPE_NAMES: Record<number, string> = {
@@ -109,7 +110,7 @@ export function capRecords(records: readonly JsonRecord[], maxBytes: number): { 
 
 function isPostgresIdentifier(name: string): boolean {
   const bytes = Buffer.byteLength(name);
-  return bytes > 0 && bytes <= MAX_IDENTIFIER_BYTES && !name.includes('\u0000');
+  return bytes > 0 && bytes <= MAX_IDENTIFIER_BYTES && isStorableText(name);
 }
 
 const ISO_TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/;

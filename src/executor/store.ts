@@ -11,6 +11,7 @@ import {
   type StoredTokenUsage,
 } from '../db/tables.js';
 import type { ValidatedPlan } from './plan.js';
+import { storableText } from './storable-text.js';
 import { applyStepChange, applyStepDelta, pendingSnapshot, stepDeltaOf, type StepChange } from './step-snapshots.js';
 import type { ExecutionStatus, StepUpdate, StepUpdateType } from './step-update.js';
 
@@ -56,25 +57,12 @@ export interface Transition {
 
 const UNFINISHED: readonly ExecutionStatus[] = ['QUEUED', 'RUNNING'];
 
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
-
-/**
- * Text a program or the database produced, made storable: PostgreSQL's text and jsonb refuse NUL and
- * lone UTF-16 surrogates, which a program can put in an error message, a progress message or a key.
- */
-function storable(text: string): string {
-  return text.replaceAll('\u0000', '\uFFFD').replace(LONE_SURROGATE, '\uFFFD');
-}
-
 function storableError<T extends { message: string } | null | undefined>(error: T): T {
-  return error ? { ...error, message: storable(error.message) } : error;
+  return error ? { ...error, message: storableText(error.message) } : error;
 }
 
-function storableStepChange(change: StepChange): StepChange {
-  const stored = { ...change };
-  if (change.error !== undefined) stored.error = storableError(change.error);
-  if (change.columns) stored.columns = change.columns.map((column) => ({ ...column, name: storable(column.name) }));
-  return stored;
+function storableChange(change: StepChange): StepChange {
+  return change.error === undefined ? change : { ...change, error: storableError(change.error) };
 }
 
 /** The execution is finished, or (for a claim) no longer QUEUED: another run got there first. */
@@ -303,8 +291,9 @@ export class ExecutionStore {
    * changed), in one transaction. The caller publishes the returned update only after this has committed.
    */
   async recordTransition(executionId: string, transition: Transition): Promise<StepUpdate> {
-    const message = transition.message === undefined ? null : storable(transition.message);
-    const step = transition.step && { before: transition.step.before, change: storableStepChange(transition.step.change) };
+    // A program's error and progress messages may hold text PostgreSQL refuses (NUL, lone surrogates).
+    const message = transition.message === undefined ? null : storableText(transition.message);
+    const step = transition.step && { before: transition.step.before, change: storableChange(transition.step.change) };
     return this.db.transaction(async (tx) => {
       const { successfulStepsDelta = 0, failedStepsDelta = 0, ...changed } = transition.execution ?? {};
       const executionChange = changed.error === undefined ? changed : { ...changed, error: storableError(changed.error) };
