@@ -13,6 +13,7 @@ import { DatabaseQueryError, PgliteWorkerClient, StatementTimeoutError } from '.
 import * as tables from './tables.js';
 import {
   quoteIdentifier,
+  readOnlySettings,
   tenantQueryError,
   tenantTransactionSettings,
   TenantRowReader,
@@ -34,18 +35,6 @@ export interface ReadOnlyQuery {
    * service's own role, which reads everything. Tenants' statements go through runTenantQuery instead.
    */
   role?: string;
-}
-
-/**
- * What every read-only statement starts with, after READ ONLY: the role, then the search path. Both are
- * SET LOCAL, so they end with the transaction (commit or rollback) and a pooled connection carries
- * neither to the next statement.
- */
-function transactionSettings(query: ReadOnlyQuery): string[] {
-  return [
-    ...(query.role === undefined ? [] : [`SET LOCAL ROLE ${quoteIdentifier(query.role)}`]),
-    `SET LOCAL search_path TO ${quoteIdentifier(query.searchPath)}`,
-  ];
 }
 
 export interface ExecutionLease {
@@ -145,7 +134,7 @@ async function openPglite(dataDir: string, maxMemoryMb: number): Promise<Databas
     runReadOnly: (query) =>
       client.transaction(async (tx) => {
         await tx.query('SET TRANSACTION READ ONLY');
-        for (const setting of transactionSettings(query)) await tx.query(setting);
+        for (const setting of readOnlySettings(query)) await tx.query(setting);
         const result = await tx.query<Record<string, unknown>>(query.sql, query.params, {
           parsers: rawTypes,
           timeoutMs: query.timeoutMs,
@@ -207,7 +196,7 @@ async function openPostgres(url: string, poolSize: number, connections: Database
       try {
         return await client.begin('read only', async (tx) => {
           await tx.unsafe(`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(query.timeoutMs))}`);
-          for (const setting of transactionSettings(query)) await tx.unsafe(setting);
+          for (const setting of readOnlySettings(query)) await tx.unsafe(setting);
           const rows = await tx.unsafe(query.sql, query.params, EXTENDED_PROTOCOL);
           return { rows: [...rows], columns: columnsOf(rows) };
         });

@@ -203,13 +203,24 @@ export class TenantRowReader {
   }
 }
 
-/** SET LOCAL statements for the transaction a tenant statement runs in (they end with it). */
+/**
+ * What every read-only statement starts with, after READ ONLY: the role, then the search path. Both are
+ * SET LOCAL, so they end with the transaction (commit or rollback) and a pooled connection carries
+ * neither to the next statement.
+ */
+export function readOnlySettings(query: { role?: string; searchPath: string }): string[] {
+  return [
+    ...(query.role === undefined ? [] : [`SET LOCAL ROLE ${quoteIdentifier(query.role)}`]),
+    `SET LOCAL search_path TO ${quoteIdentifier(query.searchPath)}`,
+  ];
+}
+
+/** SET LOCAL statements for the transaction a tenant statement runs in: its resource limits, then its role and search path. */
 export function tenantTransactionSettings(query: Pick<TenantQuery, 'role' | 'searchPath' | 'limits'>): string[] {
   return [
     `SET LOCAL work_mem = '${integerSetting(query.limits.workMemMb)}MB'`,
     `SET LOCAL temp_file_limit = '${integerSetting(query.limits.tempFileLimitMb)}MB'`,
-    `SET LOCAL ROLE ${quoteIdentifier(query.role)}`,
-    `SET LOCAL search_path TO ${quoteIdentifier(query.searchPath)}`,
+    ...readOnlySettings(query),
   ];
 }
 
