@@ -26,6 +26,10 @@ export interface StoredPlanStep {
   critical: boolean;
   sql: string | null;
   code: string | null;
+  /** The step waits for a person's approval (approveStep) before it runs. */
+  approval?: boolean;
+  /** How long the approval may wait before the step fails with APPROVAL_TIMEOUT; none when absent. */
+  approvalTimeoutMs?: number | null;
 }
 
 export interface StoredPlan {
@@ -105,6 +109,20 @@ export const executions = pgTable(
     failedSteps: integer('failed_steps').notNull().default(0),
     usage: jsonb('usage').$type<StoredTokenUsage>(),
     lastSequence: integer('last_sequence').notNull().default(0),
+    /**
+     * The lease: the worker running the execution (null when none does), which claim of it this is (each
+     * claim adds one; a transition commits only with the epoch it claimed, so a holder whose lease was taken
+     * over commits nothing), and until when it holds unless renewed.
+     */
+    leaseOwner: text('lease_owner'),
+    leaseEpoch: integer('lease_epoch').notNull().default(0),
+    leaseExpiresAt: timestamptz('lease_expires_at'),
+    /** How many times a worker continued the execution after its previous holder stopped mid-run. */
+    resumes: integer('resumes').notNull().default(0),
+    /** cancelExecution was accepted: the holder stops the running step and ends the execution CANCELLED. */
+    cancelRequestedAt: timestamptz('cancel_requested_at'),
+    /** A WAITING execution's approval deadline (approvalTimeoutMs), when it has one. */
+    wakeAt: timestamptz('wake_at'),
     createdAt: timestamptz('created_at').notNull(),
     startedAt: timestamptz('started_at'),
     finishedAt: timestamptz('finished_at'),
@@ -115,7 +133,30 @@ export const executions = pgTable(
     index('executions_unfinished_idx')
       .on(table.status)
       .where(sql`${table.status} in ('QUEUED', 'RUNNING')`),
+    index('executions_waiting_idx')
+      .on(table.wakeAt)
+      .where(sql`${table.status} = 'WAITING'`),
   ],
+);
+
+/**
+ * Idempotency keys of submitted executions (ExecuteOptions.idempotencyKey), per tenant: the request they
+ * came with (a hash of the plan or query and options), and the execution they created (null while the
+ * planner of an executeQuery is still writing it).
+ */
+export const idempotencyKeys = pgTable(
+  'idempotency_keys',
+  {
+    tenantId: text('tenant_id')
+      .notNull()
+      .references(() => tenants.id),
+    key: text('key').notNull(),
+    requestHash: text('request_hash').notNull(),
+    executionId: uuid('execution_id').references(() => executions.id, { onDelete: 'cascade' }),
+    createdAt: timestamptz('created_at').notNull(),
+    expiresAt: timestamptz('expires_at').notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.tenantId, table.key] }), index('idempotency_keys_expires_idx').on(table.expiresAt)],
 );
 
 export const stepResults = pgTable(
@@ -139,12 +180,29 @@ export const stepResults = pgTable(
     columns: jsonb('columns').$type<StoredColumn[]>(),
     sample: json('sample').$type<unknown[]>(),
     result: json('result').$type<unknown[]>(),
+    /**
+     * Every record the step produced, when they are more than `result` keeps (null: `result` is all of
+     * them): what later steps read as step_N and steps[i].records, so that a resumed run rebuilds them.
+     */
+    records: json('records').$type<unknown[]>(),
     truncated: boolean('truncated').notNull().default(false),
     error: jsonb('error').$type<StoredStepError>(),
     attempts: integer('attempts').notNull().default(0),
     usage: jsonb('usage').$type<StoredTokenUsage>(),
     /** What the step's program wrote with console.log (API steps). */
     logs: json('logs').$type<string[]>(),
+    /**
+     * The step's program made a call that is not safe to repeat (not GET, and not declared idempotent in the
+     * tenant's catalog): a run that stopped during this step cannot run it again.
+     */
+    unsafeCalls: boolean('unsafe_calls').notNull().default(false),
+    /** The step waits for approval (approveStep / rejectStep) before it runs. */
+    approval: boolean('approval').notNull().default(false),
+    /** The person's decision on an approval step: APPROVED or REJECTED, by whom, when, and what they wrote. */
+    decision: text('decision').$type<'APPROVED' | 'REJECTED'>(),
+    decidedBy: text('decided_by'),
+    decidedAt: timestamptz('decided_at'),
+    decisionComment: text('decision_comment'),
     startedAt: timestamptz('started_at'),
     finishedAt: timestamptz('finished_at'),
   },
@@ -177,11 +235,13 @@ export type ApiKeyRow = typeof apiKeys.$inferSelect;
 export type ExecutionRow = typeof executions.$inferSelect;
 export type StepResultRow = typeof stepResults.$inferSelect;
 export type StepEventRow = typeof stepEvents.$inferSelect;
+export type IdempotencyKeyRow = typeof idempotencyKeys.$inferSelect;
 
-/** A StepResult as it was when an event happened; `result` stays in step_results to keep the log small. */
-export type StepSnapshot = Omit<StepResultRow, 'result' | 'startedAt' | 'finishedAt'> & {
+/** A StepResult as it was when an event happened; `result` and `records` stay in step_results to keep the log small. */
+export type StepSnapshot = Omit<StepResultRow, 'result' | 'records' | 'startedAt' | 'finishedAt' | 'decidedAt'> & {
   startedAt: string | null;
   finishedAt: string | null;
+  decidedAt: string | null;
 };
 
 /** Fields a step gets once: kept only on its row, and named by the event that set them. */

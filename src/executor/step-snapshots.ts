@@ -14,17 +14,18 @@ export type KeptOnStep = Pick<StepSnapshot, KeptOnStepField>;
 
 const iso = (value: Date | string | null | undefined) => (value instanceof Date ? value.toISOString() : (value ?? null));
 
-/** A step row as an event shows it: without `result` (read from step_results on demand), dates as ISO text. */
+/** A step row as an event shows it: without `result` and `records` (read from step_results on demand), dates as ISO text. */
 export function snapshotOf(row: StepResultRow): StepSnapshot {
-  const { result: _result, startedAt, finishedAt, ...rest } = row;
-  return { ...rest, startedAt: iso(startedAt), finishedAt: iso(finishedAt) };
+  const { result: _result, records: _records, startedAt, finishedAt, decidedAt, ...rest } = row;
+  return { ...rest, startedAt: iso(startedAt), finishedAt: iso(finishedAt), decidedAt: iso(decidedAt) };
 }
 
 export function stepDeltaOf(change: StepChange): StoredStepDelta {
-  const { result: _result, sql, code, sample, logs, startedAt, finishedAt, ...rest } = change;
+  const { result: _result, records: _records, sql, code, sample, logs, startedAt, finishedAt, decidedAt, ...rest } = change;
   const delta: StoredStepDelta = { ...rest };
   if (startedAt !== undefined) delta.startedAt = iso(startedAt);
   if (finishedAt !== undefined) delta.finishedAt = iso(finishedAt);
+  if (decidedAt !== undefined) delta.decidedAt = iso(decidedAt);
   const kept = { sql, code, sample, logs };
   const keptOnStep = KEPT_ON_STEP.filter((field) => kept[field] !== undefined);
   if (keptOnStep.length > 0) delta.keptOnStep = keptOnStep;
@@ -51,7 +52,10 @@ export function applyStepChange(snapshot: StepSnapshot, change: StepChange): Ste
 
 /** A step before its first event: PENDING, with what the plan gave it. */
 export function pendingSnapshot(
-  row: Pick<StepResultRow, 'executionId' | 'index' | 'tenantId' | 'correlationId' | 'kind' | 'queryContext' | 'entity' | 'reasoning' | 'critical'>,
+  row: Pick<
+    StepResultRow,
+    'executionId' | 'index' | 'tenantId' | 'correlationId' | 'kind' | 'queryContext' | 'entity' | 'reasoning' | 'critical' | 'approval'
+  >,
   planned: Pick<StepSnapshot, 'sql' | 'code'>,
 ): StepSnapshot {
   return {
@@ -75,6 +79,12 @@ export function pendingSnapshot(
     attempts: 0,
     usage: null,
     logs: null,
+    unsafeCalls: false,
+    approval: row.approval,
+    decision: null,
+    decidedBy: null,
+    decidedAt: null,
+    decisionComment: null,
     startedAt: null,
     finishedAt: null,
   };
