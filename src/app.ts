@@ -5,7 +5,15 @@ import { startDemoTenantApi } from './demo-api/demo-tenant.js';
 import { LlmClient } from './agents/llm-client.js';
 import { createAuthenticator } from './auth/authenticator.js';
 import { loadSecretBox, type SecretBox } from './auth/secrets.js';
+import { hostname } from 'node:os';
+import { randomUUID } from 'node:crypto';
+import { DrizzleExecutionStore } from './db/execution-store.js';
+import { createInProcessDispatcher } from './executor/dispatcher.js';
 import { Executor } from './executor/executor.js';
+import { createInProcessStepUpdateBus } from './executor/step-update-bus.js';
+import { createApiStepHandler } from './executor/steps/api.js';
+import { createSqlStepHandler } from './executor/steps/sql.js';
+import { TenantKnowledge } from './executor/tenant-knowledge.js';
 import type { Logger } from './logger.js';
 import { createGraphQLServer } from './server.js';
 
@@ -21,6 +29,54 @@ export interface StepcastApp {
   close(): Promise<void>;
 }
 
+/** The executor and what it stands on: the store, the bus, the dispatcher and the step handlers. */
+function composeExecutor(config: Config, database: Database, llm: LlmClient, secrets: SecretBox, logger: Logger): Executor {
+  const store = new DrizzleExecutionStore(database.db);
+  const knowledge = new TenantKnowledge(database, secrets);
+  const settings = {
+    ...config.executor,
+    sqlRepairRounds: config.llm.sqlRepairRounds,
+    sandbox: config.sandbox,
+    tenantLimits: config.tenantLimits,
+    inputLimits: config.inputLimits,
+  };
+  return new Executor({
+    store,
+    leases: store,
+    tenants: store,
+    bus: createInProcessStepUpdateBus(),
+    handlers: {
+      SQL: createSqlStepHandler({
+        database,
+        knowledge,
+        llm,
+        repairRounds: config.llm.sqlRepairRounds,
+        maxSqlChars: config.inputLimits.maxSqlChars,
+        limits: {
+          rowMaxBytes: config.executor.rowMaxBytes,
+          readMaxBytes: config.executor.stepMaxBytes,
+          workMemMb: config.executor.sqlWorkMemMb,
+          tempFileLimitMb: config.executor.sqlTempFileLimitMb,
+        },
+      }),
+      API: createApiStepHandler({ knowledge, llm, sandbox: config.sandbox }),
+    },
+    dispatcher: (run) =>
+      createInProcessDispatcher({
+        concurrency: config.executor.maxConcurrentExecutions,
+        perTenantConcurrency: config.tenantLimits.maxConcurrentExecutions,
+        runExecution: run,
+        logger,
+      }),
+    knowledge,
+    llm,
+    settings,
+    logger,
+    workerId: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
+    isUnavailable: () => false,
+  });
+}
+
 /** Opens the database (migrating it), loads the demo tenant, recovers unfinished executions, and listens. */
 export async function startStepcast(config: Config, logger: Logger): Promise<StepcastApp> {
   if (!config.auth.enabled) {
@@ -33,12 +89,8 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
   if (keySource === 'key-file') {
     logger.warn({ keyId: secrets.keyId }, 'STEPCAST_ENCRYPTION_KEY is not set: tenant credentials are encrypted with a key file in DATA_DIR');
   }
-  // One lease connection per execution that may run at once, and one for recovery at start; one
-  // connection for the statement of each running execution.
-  const database = await openDatabase(config.database, {
-    leases: config.executor.maxConcurrentExecutions + 1,
-    tenantStatements: config.executor.maxConcurrentExecutions,
-  });
+  // One connection for the statement of each running execution, apart from the service's own pool.
+  const database = await openDatabase(config.database, { tenantStatements: config.executor.maxConcurrentExecutions });
   let executor: Executor | undefined;
   let demoApi: Awaited<ReturnType<typeof startDemoTenantApi>> | undefined;
   try {
@@ -48,20 +100,8 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
     if (demoApi) logger.info({ url: demoApi.url }, 'demo tenant API is listening');
     const llm = new LlmClient(config.llm, logger);
     if (!llm.configured) logger.info('no model configured (OPENAI_API_KEY / OPENAI_BASE_URL): steps need their sql or code');
-    executor = new Executor(
-      database,
-      {
-        ...config.executor,
-        sqlRepairRounds: config.llm.sqlRepairRounds,
-        sandbox: config.sandbox,
-        tenantLimits: config.tenantLimits,
-        inputLimits: config.inputLimits,
-      },
-      logger,
-      llm,
-      secrets,
-    );
-    await executor.recover();
+    executor = composeExecutor(config, database, llm, secrets, logger);
+    await executor.start();
     const server = createGraphQLServer({
       executor,
       logger,

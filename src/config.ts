@@ -23,6 +23,9 @@ const environmentSchema = z.object({
   STEPCAST_DEMO_USERS: integer(2000, 10, 5_000_000),
   STEPCAST_MAX_CONCURRENT_EXECUTIONS: integer(4, 1, 256),
   STEPCAST_STEP_TIMEOUT_MS: integer(10_000, MIN_STEP_TIMEOUT_MS, 600_000),
+  STEPCAST_LEASE_TTL_MS: integer(10_000, 300, 600_000),
+  STEPCAST_MAX_RESUMES: integer(3, 0, 1_000),
+  STEPCAST_RECOVERY_INTERVAL_MS: integer(2_000, 0, 600_000),
   STEPCAST_ROW_CAP: integer(10_000, 1, 1_000_000),
   STEPCAST_RESULT_MAX_BYTES: integer(1_048_576, 1024, 64 * 1_048_576),
   STEPCAST_STEP_MAX_BYTES: integer(16 * 1_048_576, 1024, 1024 * 1_048_576),
@@ -129,6 +132,15 @@ export interface Config {
     defaultSampleSize: number;
     /** JSON bytes of a step's sample at most (samples travel in every prompt and event). */
     sampleMaxBytes: number;
+    /** How long an execution's lease holds unless its worker renews it; a lapsed one is continued by another. */
+    leaseTtlMs: number;
+    /** Resumes after interruptions an execution may have before it fails INTERRUPTED. */
+    maxResumes: number;
+    /**
+     * How often a worker looks for executions to take up (lapsed leases, timed-out approvals, ones queued
+     * elsewhere); 0: only when it starts.
+     */
+    recoveryIntervalMs: number;
   };
   shutdownGraceMs: number;
   llm: LlmConfig;
@@ -299,6 +311,9 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       maxStepTimeoutMs: env.STEPCAST_MAX_STEP_TIMEOUT_MS,
       defaultSampleSize: 3,
       sampleMaxBytes: 64 * 1024,
+      leaseTtlMs: env.STEPCAST_LEASE_TTL_MS,
+      maxResumes: env.STEPCAST_MAX_RESUMES,
+      recoveryIntervalMs: env.STEPCAST_RECOVERY_INTERVAL_MS,
     },
     shutdownGraceMs: env.STEPCAST_SHUTDOWN_GRACE_MS,
     llm: {

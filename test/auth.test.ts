@@ -109,7 +109,7 @@ for (const { backend, skipReason } of backends) {
     let otherKey: string;
 
     beforeAll(async () => {
-      server = await startTestServer(backend, { env: AUTH_ENV });
+      server = await startTestServer(backend, { env: { ...AUTH_ENV, STEPCAST_RECOVERY_INTERVAL_MS: '0' } });
       const { database } = server.app;
       await createTenant(database, new SecretBox(randomBytes(32)), { name: 'Other', id: 'other' });
       demoKey = (await createApiKey(database, DEMO_TENANT_ID, 'tests')).token;

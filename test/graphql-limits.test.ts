@@ -126,7 +126,7 @@ describe('GraphQL limits (defaults)', () => {
   let server: TestServer;
   let ws: Client;
   beforeAll(async () => {
-    server = await startTestServer('pglite');
+    server = await startTestServer('pglite', { env: { STEPCAST_RECOVERY_INTERVAL_MS: '0' } });
     ws = server.wsClient();
   });
   afterAll(async () => {

@@ -28,7 +28,7 @@ async function serviceRows(database: Database, query: string): Promise<Record<st
 async function openTestDatabase(backend: Backend, dataDir: string, url: string | undefined): Promise<Database> {
   return backend === 'pglite'
     ? openDatabase(loadConfig({ DATA_DIR: dataDir }).database)
-    : openDatabase({ kind: 'postgres', url: url!, poolSize: 1 }, { leases: 1, tenantStatements: 1 });
+    : openDatabase({ kind: 'postgres', url: url!, poolSize: 1 }, { tenantStatements: 1 });
 }
 
 const tenantSchemaScript = (schema: string, labels: string[]) => `

@@ -67,7 +67,7 @@ async function run(argv: string[]): Promise<void> {
   if (extra.length > 0) throw new UsageError(`unexpected arguments: ${extra.join(' ')}`);
 
   const config = loadConfig();
-  const database = await openDatabase(config.database, { leases: 1, tenantStatements: 1 });
+  const database = await openDatabase(config.database, { tenantStatements: 1 });
   try {
     await dispatch(command, argument, values, database, config);
   } finally {

@@ -37,10 +37,6 @@ export interface ReadOnlyQuery {
   role?: string;
 }
 
-export interface ExecutionLease {
-  release(): Promise<void>;
-}
-
 export interface ReadOnlyResult {
   rows: Record<string, unknown>[];
   columns: ResultColumn[];
@@ -57,11 +53,6 @@ export interface Database {
    * StatementTimeoutError or DatabaseQueryError.
    */
   runTenantQuery(query: TenantQuery): Promise<TenantQueryResult>;
-  /**
-   * Exclusive right to run one execution, held until released: null when another process holds it.
-   * On PostgreSQL a session advisory lock on a reserved connection, so it ends when that process dies.
-   */
-  acquireExecutionLease(executionId: string): Promise<ExecutionLease | null>;
   /** Whether the database answers a trivial query within timeoutMs (the query itself is not cancelled). */
   ping(timeoutMs: number): Promise<boolean>;
   /** Runs several statements (DDL, bulk loads) in one transaction. */
@@ -96,15 +87,14 @@ function pingWith(query: () => Promise<unknown>): (timeoutMs: number) => Promise
   };
 }
 
-/** Connections kept apart from the main pool (PostgreSQL): the executions' leases, and tenants' statements. */
+/** Connections kept apart from the main pool (PostgreSQL): tenants' statements. */
 export interface DatabaseConnections {
-  leases: number;
   tenantStatements: number;
 }
 
 export async function openDatabase(
   database: Config['database'],
-  connections: DatabaseConnections = { leases: 4, tenantStatements: 4 },
+  connections: DatabaseConnections = { tenantStatements: 4 },
 ): Promise<Database> {
   return database.kind === 'pglite'
     ? openPglite(database.dataDir ?? './data', database.maxMemoryMb)
@@ -168,8 +158,6 @@ async function openPglite(dataDir: string, maxMemoryMb: number): Promise<Databas
       return reader.result();
     },
     ping: pingWith(() => client.query('SELECT 1')),
-    // A PGlite data directory belongs to one process, so there is nobody to share executions with.
-    acquireExecutionLease: async () => ({ release: async () => undefined }),
     runScriptInTransaction: async (script) => {
       await client.execInTransaction(script);
     },
@@ -183,8 +171,6 @@ async function openPglite(dataDir: string, maxMemoryMb: number): Promise<Databas
 async function openPostgres(url: string, poolSize: number, connections: DatabaseConnections): Promise<Database> {
   await runMigrationsOnPostgres(url);
   const client = postgres(url, { max: poolSize, onnotice: () => undefined });
-  // Leases hold a connection for a whole run; their own pool keeps them from starving every other query.
-  const leaseClient = postgres(url, { max: connections.leases, onnotice: () => undefined });
   // Tenants' statements have a pool of their own too, which hands json and jsonb over as text (see records.ts).
   const tenantClient = postgres(url, { max: connections.tenantStatements, onnotice: () => undefined });
   for (const oid of TENANT_RAW_TEXT_TYPE_OIDS) tenantClient.options.parsers[oid] = (text: string) => text;
@@ -232,43 +218,14 @@ async function openPostgres(url: string, poolSize: number, connections: Database
       return reader.result();
     },
     ping: pingWith(() => client`SELECT 1`),
-    acquireExecutionLease: async (executionId) => {
-      const [high, low] = advisoryLockKeys(executionId);
-      const connection = await leaseClient.reserve();
-      try {
-        const [row] = await connection`SELECT pg_try_advisory_lock(${high}, ${low}) AS acquired`;
-        if (row?.acquired) {
-          return {
-            release: async () => {
-              try {
-                await connection`SELECT pg_advisory_unlock(${high}, ${low})`;
-              } finally {
-                connection.release();
-              }
-            },
-          };
-        }
-      } catch (error) {
-        connection.release();
-        throw error;
-      }
-      connection.release();
-      return null;
-    },
     runScriptInTransaction: async (script) => {
       await client.begin((tx) => tx.unsafe(script));
     },
     close: async (graceMs = 5_000) => {
       const timeout = graceMs / 1000;
-      await Promise.all([client.end({ timeout }), leaseClient.end({ timeout }), tenantClient.end({ timeout })]);
+      await Promise.all([client.end({ timeout }), tenantClient.end({ timeout })]);
     },
   };
-}
-
-/** The two int4 keys of an execution's advisory lock, from the first 16 hex digits of its UUID. */
-function advisoryLockKeys(executionId: string): [number, number] {
-  const hex = executionId.replaceAll('-', '');
-  return [Number.parseInt(hex.slice(0, 8), 16) | 0, Number.parseInt(hex.slice(8, 16), 16) | 0];
 }
 
 // postgres.js types omit `simple`; false forces the extended protocol even without parameters, which also

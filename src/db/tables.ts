@@ -234,6 +234,8 @@ export type TenantRow = typeof tenants.$inferSelect;
 export type ApiKeyRow = typeof apiKeys.$inferSelect;
 export type ExecutionRow = typeof executions.$inferSelect;
 export type StepResultRow = typeof stepResults.$inferSelect;
+/** A step as history shows it: without its full records (read only by a run that continues the execution). */
+export type StepRow = Omit<StepResultRow, 'records'>;
 export type StepEventRow = typeof stepEvents.$inferSelect;
 export type IdempotencyKeyRow = typeof idempotencyKeys.$inferSelect;
 

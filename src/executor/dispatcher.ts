@@ -2,7 +2,10 @@ import type { Logger } from '../logger.js';
 import { FairShareQueue } from './fair-share.js';
 
 export interface Dispatcher {
-  /** Queues an execution of the tenant; it starts when the fair-share policy (fair-share.ts) gives it a slot. */
+  /**
+   * Queues an execution of the tenant; it starts when the fair-share policy (fair-share.ts) gives it a slot.
+   * An execution already queued or running here is not queued twice.
+   */
   enqueue(executionId: string, tenantId: string): void;
   /** Stops taking work and waits up to graceMs for running executions; returns the ids still running. */
   stop(graceMs: number): Promise<string[]>;
@@ -26,9 +29,11 @@ export function createInProcessDispatcher({
 }): Dispatcher {
   const queue = new FairShareQueue({ slots: concurrency, perTenantCap: perTenantConcurrency });
   const running = new Map<string, Promise<void>>();
+  const queued = new Set<string>();
   let stopped = false;
 
   const start = (executionId: string, tenantId: string) => {
+    queued.delete(executionId);
     const run = runExecution(executionId)
       .catch((error: unknown) => logger.error({ err: error, executionId, tenantId }, 'execution crashed'))
       .finally(() => {
@@ -49,13 +54,15 @@ export function createInProcessDispatcher({
 
   return {
     enqueue(executionId, tenantId) {
-      if (stopped) return;
+      if (stopped || queued.has(executionId) || running.has(executionId)) return;
+      queued.add(executionId);
       queue.add(executionId, tenantId);
       startNext();
     },
     async stop(graceMs) {
       stopped = true;
       queue.dropWaiting();
+      queued.clear();
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
         Promise.allSettled([...running.values()]),

@@ -1,24 +1,25 @@
 import { addUsage, NO_USAGE } from '../agents/llm-client.js';
-import type { ExecutionLease } from '../db/client.js';
-import type {
-  ExecutionRow,
-  StepResultRow,
-  StepSnapshot,
-  StoredPlanStep,
-  StoredStepError,
-  StoredTokenUsage,
-  TenantRow,
-} from '../db/tables.js';
+import type { ExecutionRow, StepSnapshot, StoredPlanStep, StoredStepError, StoredTokenUsage } from '../db/tables.js';
+import { heapBytesOf } from '../heap-bytes.js';
 import { withLogContext, type Logger } from '../logger.js';
-import { StepFailure, toStoredStepError } from './errors.js';
+import { RunStoppedError, StepCancelledError, StepFailure, toStoredStepError } from './errors.js';
 import { ExecutionMemory } from './execution-memory.js';
 import type { TenantRateLimiter } from './rate-limiter.js';
 import { capRecords } from './records.js';
 import { snapshotOf, type StepChange } from './step-snapshots.js';
 import type { StepKind, StepUpdate } from './step-update.js';
 import type { StepUpdateBus } from './step-update-bus.js';
-import type { EarlierStep, JsonRecord, StepHandler } from './steps/step-handler.js';
-import { ExecutionNotRunnableError, type ExecutionStore, type Transition } from './store.js';
+import type { EarlierStep, JsonRecord, StepHandler, StepOutcome } from './steps/step-handler.js';
+import {
+  ExecutionNotRunnableError,
+  type ClaimedExecution,
+  type ExecutionStore,
+  type LeaseHold,
+  type LeaseProvider,
+  type StoredStep,
+  type TenantDirectory,
+  type Transition,
+} from './store.js';
 
 export interface EngineSettings {
   rowCap: number;
@@ -30,41 +31,28 @@ export interface EngineSettings {
   /** STEP_PROGRESS updates a step may publish, and the characters of each message. */
   maxProgressUpdates: number;
   maxProgressChars: number;
+  /** How long a lease holds without renewal (STEPCAST_LEASE_TTL_MS); it is renewed three times as often. */
+  leaseTtlMs: number;
+  /** How many times an execution may be continued after an interruption before it fails INTERRUPTED. */
+  maxResumes: number;
 }
 
 export interface EngineDependencies {
   store: ExecutionStore;
-  acquireLease: (executionId: string) => Promise<ExecutionLease | null>;
+  leases: LeaseProvider;
   bus: StepUpdateBus;
   handlers: Record<StepKind, StepHandler>;
-  findTenant: (tenantId: string) => Promise<TenantRow | undefined>;
+  tenants: TenantDirectory;
   /** The tenants' model-call budget: every agent call of a step takes one. */
   modelCalls: TenantRateLimiter;
   logger: Logger;
   settings: EngineSettings;
-}
-
-/** Writes one transition and, only once it has committed, publishes it. */
-async function transition(deps: EngineDependencies, executionId: string, change: Transition): Promise<StepUpdate> {
-  const update = await deps.store.recordTransition(executionId, change);
-  deps.bus.publish(update);
-  return update;
-}
-
-/** The steps of a running execution as they stand, so that each transition can publish its step whole. */
-class StepStates {
-  private readonly states: Map<number, StepSnapshot>;
-
-  constructor(steps: readonly StepResultRow[]) {
-    this.states = new Map(steps.map((step) => [step.index, snapshotOf(step)]));
-  }
-
-  /** Records a change to a step, then keeps the step as the update shows it. */
-  async change(deps: EngineDependencies, executionId: string, index: number, change: Omit<Transition, 'step'> & { step: StepChange }) {
-    const { step, ...rest } = change;
-    const update = await transition(deps, executionId, { ...rest, step: { before: this.states.get(index)!, change: step } });
-    this.states.set(index, update.step!);
-  }
+  /** This process, as the owner of the leases it takes. */
+  workerId: string;
+  /** The store (the database) cannot be reached: the run stops, and is continued once it answers again. */
+  isUnavailable(error: unknown): boolean;
+  /** The clock approval deadlines are set and checked by (Date.now unless a test moves time). */
+  now?: () => number;
 }
 
 /** The first sampleSize records, as long as they fit: samples travel in every prompt and event. */
@@ -72,72 +60,374 @@ function sampleOf(records: readonly JsonRecord[], sampleSize: number, maxBytes: 
   return capRecords(records.slice(0, sampleSize), maxBytes).kept;
 }
 
-async function skipRemaining(deps: EngineDependencies, executionId: string, states: StepStates, steps: StepResultRow[]) {
-  for (const step of steps) {
-    if (step.status !== 'PENDING') continue;
-    await states.change(deps, executionId, step.index, {
-      type: 'STEP_SKIPPED',
-      step: { status: 'SKIPPED', finishedAt: new Date() },
-    });
-  }
+/** The sql or code an agent wrote for the step; a step that came with its own keeps it in the plan only. */
+function writtenArtefact(planStep: StoredPlanStep, artefact: { sql?: string; code?: string }): StepChange {
+  if (planStep.kind === 'SQL') return planStep.sql === null && artefact.sql !== undefined ? { sql: artefact.sql } : {};
+  return planStep.code === null && artefact.code !== undefined ? { code: artefact.code } : {};
 }
+
+/** The error, or one of its causes, says the store cannot be reached. */
+function causedByUnavailability(deps: EngineDependencies, error: unknown): boolean {
+  for (let cause = error, depth = 0; cause !== undefined && cause !== null && depth < 8; depth++) {
+    if (deps.isUnavailable(cause)) return true;
+    cause = (cause as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
+const FAILURE_WRITE_DELAYS_MS = [0, 200, 1_000, 5_000];
+
+const CANCELLED_ERROR: StoredStepError = { code: 'CANCELLED', message: 'the execution was cancelled', retryable: false };
 
 /**
- * Runs a QUEUED execution's steps strictly in order, recording and publishing every change.
- * It first takes the execution's lease, then claims it (QUEUED to RUNNING, in the same transaction
- * as EXECUTION_STARTED), so two processes can never run the same execution.
+ * Runs executions as a step machine: a worker claims an execution's lease, continues from its committed
+ * state (the steps that succeeded are not run again), commits each step's outcome, and lets the lease go
+ * when the execution finishes or waits for a person. A run that stops (a crash, a shutdown, an outage, a
+ * lost lease) leaves the execution for the next holder of its lease.
  */
-export async function runExecution(deps: EngineDependencies, executionId: string): Promise<void> {
-  const execution = await deps.store.loadExecution(executionId);
-  if (!execution || execution.status !== 'QUEUED') return;
-  const lease = await deps.acquireLease(executionId);
-  if (!lease) return;
-  try {
-    await withLogContext({ correlationId: execution.correlationId, executionId, tenantId: execution.tenantId }, async () => {
-      try {
-        await transition(deps, executionId, {
-          type: 'EXECUTION_STARTED',
-          from: ['QUEUED'],
-          execution: { status: 'RUNNING', startedAt: new Date() },
-        });
-      } catch (error) {
-        if (error instanceof ExecutionNotRunnableError) return;
-        throw error;
-      }
-      try {
-        await runSteps(deps, execution);
-      } catch (error) {
-        deps.logger.error({ err: error }, 'execution crashed; marking it FAILED');
-        await failUnfinishedExecution(deps, execution, {
-          code: 'INTERNAL',
-          message: `the execution stopped on an unexpected error; the server log has the details under correlation id ${execution.correlationId}`,
-          retryable: true,
-        });
-      }
-    });
-  } finally {
-    await lease.release();
+export class Engine {
+  private readonly runs = new Map<string, { controller: AbortController; done: Promise<void> }>();
+
+  constructor(private readonly deps: EngineDependencies) {}
+
+  /** Continues the execution from its committed state if its lease can be taken; does nothing otherwise. */
+  run(executionId: string): Promise<void> {
+    const active = this.runs.get(executionId);
+    if (active) return active.done;
+    const controller = new AbortController();
+    const done = this.claimAndDrive(executionId, controller).finally(() => this.runs.delete(executionId));
+    this.runs.set(executionId, { controller, done });
+    return done;
+  }
+
+  private async claimAndDrive(executionId: string, controller: AbortController): Promise<void> {
+    const { deps } = this;
+    let claim: ClaimedExecution | null;
+    try {
+      claim = await deps.leases.claim(executionId, deps.workerId, deps.settings.leaseTtlMs);
+    } catch (error) {
+      if (!causedByUnavailability(deps, error)) throw error;
+      deps.logger.warn({ err: error, executionId }, 'cannot claim the execution while the database is unavailable; it is taken again later');
+      return;
+    }
+    if (!claim) return;
+    const { execution } = claim;
+    await withLogContext({ correlationId: execution.correlationId, executionId, tenantId: execution.tenantId }, () =>
+      new Run(deps, claim, controller).drive(),
+    );
+  }
+
+  /** Whether this process runs the execution now. */
+  isRunning(executionId: string): boolean {
+    return this.runs.has(executionId);
+  }
+
+  /** Stops the step this process runs for the execution, which then ends CANCELLED; false when it runs none here. */
+  cancelRun(executionId: string): boolean {
+    const active = this.runs.get(executionId);
+    if (!active) return false;
+    active.controller.abort(new StepCancelledError());
+    return true;
+  }
+
+  /** Waits up to timeoutMs for the execution's run in this process to end. */
+  async waitForRun(executionId: string, timeoutMs: number): Promise<void> {
+    const active = this.runs.get(executionId);
+    if (active) await settleWithin([active.done], timeoutMs);
+  }
+
+  /**
+   * Stops every run in this process without recording anything more, lets their leases go so that the
+   * next start (or another worker) continues them at once, and waits up to timeoutMs for them to unwind.
+   */
+  async stopRuns(timeoutMs: number): Promise<void> {
+    for (const { controller } of this.runs.values()) controller.abort(new RunStoppedError('shutdown'));
+    await settleWithin(
+      [...this.runs.values()].map((run) => run.done),
+      timeoutMs,
+    );
   }
 }
 
-async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Promise<void> {
-  const { logger, settings } = deps;
-  const tenant = await deps.findTenant(execution.tenantId);
-  const steps = await deps.store.listSteps(execution.id);
-  const states = new StepStates(steps);
-  logger.info({ steps: steps.length }, 'execution started');
+async function settleWithin(promises: Promise<unknown>[], timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.allSettled(promises),
+    new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+  ]);
+  clearTimeout(timer);
+}
 
-  const memory = new ExecutionMemory(settings.executionMaxBytes);
-  const earlier: EarlierStep[] = [];
-  let finalResult: unknown[] | null = null;
-  let executionUsage = execution.usage;
-  for (const [position, step] of steps.entries()) {
-    const planStep = execution.plan.steps[step.index - 1]!;
-    const startedAt = new Date();
+type StepEnd = 'next' | 'ended';
+
+/** One worker's run of one execution, from the state it claimed to the end or to a stop. */
+class Run {
+  private readonly execution: ExecutionRow;
+  private readonly lease: LeaseHold;
+  private readonly steps: StoredStep[];
+  private readonly states = new Map<number, StepSnapshot>();
+  private readonly memory: ExecutionMemory;
+  private readonly earlier: EarlierStep[] = [];
+  private finalResult: unknown[] | null = null;
+  private usage: StoredTokenUsage | null;
+  private renewTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly deps: EngineDependencies,
+    private readonly claim: ClaimedExecution,
+    private readonly controller: AbortController,
+  ) {
+    this.execution = claim.execution;
+    this.lease = claim.lease;
+    this.steps = claim.steps;
+    this.usage = claim.execution.usage;
+    this.memory = new ExecutionMemory(deps.settings.executionMaxBytes);
+    for (const step of claim.steps) {
+      this.states.set(step.index, snapshotOf({ ...step, records: null }));
+      if (step.status === 'SUCCEEDED') this.keepForLaterSteps(step);
+    }
+  }
+
+  /** What later steps get from a step that succeeded in an earlier run, rebuilt from the store. */
+  private keepForLaterSteps(step: StoredStep): void {
+    const records = (step.records ?? []) as JsonRecord[];
+    const heapBytes = heapBytesOf(records);
+    // The records fitted when the step ran; they are counted, not refused, when a run continues.
+    this.memory.adjust(Math.min(heapBytes, this.memory.remaining));
+    this.earlier.push({
+      index: step.index,
+      kind: step.kind,
+      queryContext: step.queryContext,
+      entity: step.entity,
+      recordCount: step.recordCount ?? records.length,
+      sample: (step.sample ?? []) as JsonRecord[],
+      records,
+      columns: step.columns ?? [],
+      heapBytes,
+    });
+    this.finalResult = step.result;
+  }
+
+  private get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  async drive(): Promise<void> {
+    const { deps } = this;
+    this.startRenewing();
+    try {
+      await this.continue();
+    } catch (error) {
+      await this.stopped(error);
+    } finally {
+      clearInterval(this.renewTimer);
+    }
+    if (this.signal.reason instanceof RunStoppedError && this.signal.reason.why === 'shutdown') {
+      await deps.leases.release(this.execution.id, this.lease).catch((error: unknown) => {
+        deps.logger.warn({ err: error }, 'could not let the lease go at shutdown; it lapses on its own');
+      });
+    }
+  }
+
+  /** The run cannot go on: a stop leaves the execution to the lease's next holder; anything else fails it. */
+  private async stopped(error: unknown): Promise<void> {
+    const { logger } = this.deps;
+    if (error instanceof ExecutionNotRunnableError) {
+      logger.warn('the lease of this execution was taken over (or it finished elsewhere); this run stops');
+    } else if (error instanceof RunStoppedError) {
+      logger.info({ why: error.why }, 'run stopped; the execution continues from its last committed step');
+    } else if (causedByUnavailability(this.deps, error)) {
+      logger.warn({ err: error }, 'the database is unavailable; the execution continues from its last committed step once it is back');
+    } else {
+      logger.error({ err: error }, 'execution crashed; marking it FAILED');
+      await this.failAll({
+        code: 'INTERNAL',
+        message: `the execution stopped on an unexpected error; the server log has the details under correlation id ${this.execution.correlationId}`,
+        retryable: true,
+      });
+    }
+  }
+
+  /** Renews the lease while the run goes on; a lost lease or a cancel stops the running step. */
+  private startRenewing(): void {
+    const { deps } = this;
+    const every = Math.max(50, Math.floor(deps.settings.leaseTtlMs / 3));
+    this.renewTimer = setInterval(() => {
+      deps.leases.renew(this.execution.id, this.lease, deps.settings.leaseTtlMs).then(
+        (state) => {
+          if (!state.held) this.controller.abort(new RunStoppedError('lease lost'));
+          else if (state.cancelRequested) this.controller.abort(new StepCancelledError());
+        },
+        (error: unknown) => deps.logger.warn({ err: error }, 'could not renew the lease; trying again'),
+      );
+    }, every);
+    this.renewTimer.unref();
+  }
+
+  /** Commits one transition under the lease, then publishes it; a cancel it reports stops the run. */
+  private async commit(
+    change: Omit<Transition, 'lease' | 'step'> & { index?: number; step?: StepChange },
+  ): Promise<StepUpdate> {
+    const { index, step, ...rest } = change;
+    const before = index === undefined ? undefined : this.states.get(index)!;
+    const { update, cancelRequested } = await this.deps.store.recordTransition(this.execution.id, {
+      ...rest,
+      lease: this.lease,
+      step: before && { before, change: step ?? {} },
+    });
+    if (update.step) this.states.set(update.step.index, update.step);
+    this.deps.bus.publish(update);
+    if (cancelRequested && !this.signal.aborted) this.controller.abort(new StepCancelledError());
+    return update;
+  }
+
+  private status(index: number): string {
+    return this.states.get(index)!.status;
+  }
+
+  /** Throws the reason the run was stopped for, unless it is a cancel (handled as a step boundary). */
+  private throwIfStopped(): void {
+    if (this.signal.aborted && !(this.signal.reason instanceof StepCancelledError)) throw this.signal.reason;
+  }
+
+  private get cancelRequested(): boolean {
+    return this.signal.reason instanceof StepCancelledError || this.execution.cancelRequestedAt !== null;
+  }
+
+  private async continue(): Promise<void> {
+    const { deps, execution } = this;
+    const { settings, logger } = deps;
+    if (this.cancelRequested) return this.cancel();
+    if (execution.status === 'QUEUED') {
+      await this.commit({ type: 'EXECUTION_STARTED', from: ['QUEUED'], execution: { status: 'RUNNING', startedAt: new Date() } });
+      logger.info({ steps: this.steps.length }, 'execution started');
+    } else if (this.claim.resumed) {
+      if (execution.resumes > settings.maxResumes) {
+        return this.failAll({
+          code: 'INTERRUPTED',
+          message: `the execution was interrupted ${execution.resumes} times, more than STEPCAST_MAX_RESUMES (${settings.maxResumes}) allows; a step that stops the server would otherwise run forever`,
+          retryable: false,
+        });
+      }
+      if ((await this.resume()) === 'ended') return;
+    } else if (execution.status === 'WAITING') {
+      if ((await this.approvalTimedOut()) === 'ended') return;
+    }
+    for (const step of this.steps) {
+      this.throwIfStopped();
+      if (this.signal.aborted) return this.cancel();
+      const status = this.status(step.index);
+      if (status === 'SUCCEEDED' || status === 'FAILED' || status === 'SKIPPED' || status === 'CANCELLED') continue;
+      if (status === 'WAITING') return this.letGo('still waiting for approval');
+      if (status === 'PENDING') {
+        const state = this.states.get(step.index)!;
+        if (step.approval && state.decision === null) return this.waitForApproval(step);
+        if (state.decision === 'REJECTED') {
+          const end = await this.failStep(step, {
+            code: 'REJECTED',
+            message: `step ${step.index} was rejected by ${state.decidedBy ?? 'a person'}${state.decisionComment ? `: ${state.decisionComment}` : ''}`,
+            retryable: false,
+          });
+          if (end === 'ended') return;
+          continue;
+        }
+        await this.commit({ type: 'STEP_STARTED', index: step.index, step: { status: 'RUNNING', startedAt: new Date(), attempts: 1 } });
+      }
+      if ((await this.runStep(step)) === 'ended') return;
+    }
+    if (this.signal.reason instanceof StepCancelledError) return this.cancel();
+    await this.commit({
+      type: 'EXECUTION_SUCCEEDED',
+      releaseLease: true,
+      execution: { status: 'SUCCEEDED', finalResult: this.finalResult, finishedAt: new Date() },
+    });
+    logger.info('execution succeeded');
+  }
+
+  /**
+   * Continues after an interruption: the step that was running runs again (attempts + 1), unless it is an API
+   * step whose program made a call that is not safe to repeat, which fails INTERRUPTED.
+   */
+  private async resume(): Promise<StepEnd> {
+    const { execution, deps } = this;
+    const running = this.steps.find((step) => this.status(step.index) === 'RUNNING');
+    const message = `continued after an interruption (${execution.resumes} of at most ${deps.settings.maxResumes})`;
+    if (!running) {
+      await this.commit({ type: 'EXECUTION_RESUMED', message });
+      deps.logger.info({ resumes: execution.resumes }, 'execution resumed between steps');
+      return 'next';
+    }
+    const state = this.states.get(running.index)!;
+    if (state.unsafeCalls) {
+      await this.commit({ type: 'EXECUTION_RESUMED', message });
+      return this.failStep(running, {
+        code: 'INTERRUPTED',
+        message: `the server stopped while step ${running.index} ran, after its program made a call that is not safe to repeat (not a GET, and not declared idempotent in the tenant's API catalog), so it is not run again`,
+        retryable: false,
+      });
+    }
+    await this.commit({
+      type: 'EXECUTION_RESUMED',
+      message,
+      index: running.index,
+      step: { attempts: state.attempts + 1, startedAt: new Date() },
+    });
+    deps.logger.info({ resumes: execution.resumes, stepIndex: running.index }, 'execution resumed; running the interrupted step again');
+    return 'next';
+  }
+
+  /** A WAITING execution claimed because its approval may have timed out. */
+  private async approvalTimedOut(): Promise<StepEnd | 'waiting'> {
+    const waiting = this.steps.find((step) => this.status(step.index) === 'WAITING');
+    const wakeAt = this.execution.wakeAt;
+    if (!waiting || wakeAt === null || wakeAt.getTime() > this.now()) return 'waiting';
+    return this.failStep(
+      waiting,
+      {
+        code: 'APPROVAL_TIMEOUT',
+        message: `step ${waiting.index} waited for approval longer than its approvalTimeoutMs (${this.planStep(waiting).approvalTimeoutMs} ms)`,
+        retryable: false,
+      },
+      { from: ['WAITING'], execution: { status: 'RUNNING', wakeAt: null } },
+    );
+  }
+
+  private now(): number {
+    return (this.deps.now ?? Date.now)();
+  }
+
+  private planStep(step: StoredStep): StoredPlanStep {
+    return this.execution.plan.steps[step.index - 1]!;
+  }
+
+  /** Stops before the step: the execution WAITs for a person, holding no lease, slot or connection. */
+  private async waitForApproval(step: StoredStep): Promise<void> {
+    const timeoutMs = this.planStep(step).approvalTimeoutMs ?? null;
+    await this.commit({
+      type: 'STEP_WAITING',
+      index: step.index,
+      releaseLease: true,
+      step: { status: 'WAITING' },
+      execution: { status: 'WAITING', wakeAt: timeoutMs === null ? null : new Date(this.now() + timeoutMs) },
+    });
+    this.deps.logger.info({ stepIndex: step.index, approvalTimeoutMs: timeoutMs }, 'execution waits for approval');
+  }
+
+  /** Lets the lease go without a change (a WAITING execution claimed before its time). */
+  private async letGo(why: string): Promise<void> {
+    await this.deps.leases.release(this.execution.id, this.lease);
+    this.deps.logger.debug({ why }, 'lease let go');
+  }
+
+  private async runStep(step: StoredStep): Promise<StepEnd> {
+    const { deps, execution } = this;
+    const { logger, settings } = deps;
+    const planStep = this.planStep(step);
+    const priorAttempts = this.states.get(step.index)!.attempts - 1;
     let stepUsage: StoredTokenUsage | null = null;
     const recordUsage = (usage: StoredTokenUsage) => {
       stepUsage = addUsage(stepUsage ?? NO_USAGE, usage);
-      executionUsage = addUsage(executionUsage ?? NO_USAGE, usage);
+      this.usage = addUsage(this.usage ?? NO_USAGE, usage);
     };
     // Progress is written one update at a time; messages that arrive while one is being written wait, and only
     // the newest of them is written next, so a program that reports in a tight loop costs a few rows, not one each.
@@ -152,160 +442,189 @@ async function runSteps(deps: EngineDependencies, execution: ExecutionRow): Prom
         .then(async () => {
           const text = newestMessage!;
           newestMessage = undefined;
-          if (++progressUpdates > settings.maxProgressUpdates) return;
-          await states.change(deps, execution.id, step.index, { type: 'STEP_PROGRESS', message: text, step: {} });
+          if (++progressUpdates > settings.maxProgressUpdates || this.signal.aborted) return;
+          await this.commit({ type: 'STEP_PROGRESS', message: text, index: step.index, step: {} });
         })
         .catch((error: unknown) => logger.warn({ err: error, stepIndex: step.index }, 'progress update lost'));
     };
-    const stepTimeout = AbortSignal.timeout(execution.options.stepTimeoutMs);
+    const signal = AbortSignal.any([this.signal, AbortSignal.timeout(execution.options.stepTimeoutMs)]);
     const deadline = Date.now() + execution.options.stepTimeoutMs;
-    const stepMemory = memory.forStep(step.index);
-    await states.change(deps, execution.id, step.index, { type: 'STEP_STARTED', step: { status: 'RUNNING', startedAt } });
+    const stepMemory = this.memory.forStep(step.index);
+    let outcome: StepOutcome;
     try {
+      const tenant = await deps.tenants.findTenant(execution.tenantId);
       if (!tenant) throw new Error(`tenant ${execution.tenantId} does not exist`);
       const handler = deps.handlers[step.kind];
-      const outcome = await withLogContext({ stepIndex: step.index }, () =>
+      outcome = await withLogContext({ stepIndex: step.index }, () =>
         handler({
           tenant,
           planQuery: execution.plan.query,
           index: step.index,
           step: planStep,
-          earlier,
+          earlier: this.earlier,
           timeoutMs: execution.options.stepTimeoutMs,
           rowCap: settings.rowCap,
           sampleSize: execution.options.sampleSize,
           recordUsage,
           takeModelCall: () => deps.modelCalls.take(tenant.id),
           reportProgress,
-          signal: stepTimeout,
+          beforeUnsafeCall: () => this.markUnsafeCalls(step),
+          signal,
           deadline,
           memory: stepMemory,
         }),
       );
       await progressWritten;
-      const capped = capRecords(outcome.records, settings.resultMaxBytes);
-      const sample = sampleOf(outcome.records, execution.options.sampleSize, settings.sampleMaxBytes);
-      await states.change(deps, execution.id, step.index, {
-        type: 'STEP_SUCCEEDED',
-        execution: { successfulStepsDelta: 1, usage: executionUsage },
-        step: {
-          status: 'SUCCEEDED',
-          ...writtenArtefact(planStep, outcome),
-          recordCount: outcome.records.length,
-          columns: outcome.columns,
-          sample,
-          result: capped.kept,
-          truncated: outcome.truncated || capped.truncated,
-          attempts: outcome.attempts,
-          usage: stepUsage,
-          logs: outcome.logs ?? null,
-          finishedAt: new Date(),
-        },
-      });
-      logger.info({ stepIndex: step.index, recordCount: outcome.records.length }, 'step succeeded');
-      earlier.push({
-        index: step.index,
-        kind: step.kind,
-        queryContext: step.queryContext,
-        entity: step.entity,
-        recordCount: outcome.records.length,
-        sample,
-        records: outcome.records,
-        columns: outcome.columns,
-        heapBytes: stepMemory.takenBytes,
-      });
-      finalResult = capped.kept;
+      // A cancel or a stop that came while the step finished wins: its outcome is not recorded.
+      if (this.signal.aborted) throw this.signal.reason;
     } catch (error) {
       // A failed step keeps nothing for later steps.
       stepMemory.discard();
+      await progressWritten;
+      if (this.signal.aborted) {
+        if (!(this.signal.reason instanceof StepCancelledError)) throw this.signal.reason;
+        await this.cancel();
+        return 'ended';
+      }
+      if (causedByUnavailability(deps, error)) throw new RunStoppedError('database unavailable', { cause: error });
       const stepError = toStoredStepError(error, execution.correlationId);
       if (error instanceof StepFailure) logger.warn({ stepIndex: step.index, error: stepError }, 'step failed');
       else logger.error({ stepIndex: step.index, err: error }, 'step failed unexpectedly');
-      await progressWritten;
       const artefact = error instanceof StepFailure ? error.artefact : {};
-      await states.change(deps, execution.id, step.index, {
-        type: 'STEP_FAILED',
-        execution: { failedStepsDelta: 1, usage: executionUsage },
+      return this.failStep(step, stepError, {
         step: {
-          status: 'FAILED',
-          error: stepError,
           ...writtenArtefact(planStep, artefact),
-          attempts: artefact.attempts ?? 1,
+          attempts: priorAttempts + (artefact.attempts ?? 1),
           logs: artefact.logs ?? null,
           usage: stepUsage,
-          finishedAt: new Date(),
         },
       });
-      if (step.critical) {
-        await skipRemaining(deps, execution.id, states, steps.slice(position + 1));
-        await transition(deps, execution.id, {
-          type: 'EXECUTION_FAILED',
-          execution: { status: 'FAILED', error: stepError, finalResult, finishedAt: new Date() },
-        });
-        logger.info({ failedStep: step.index }, 'execution failed');
-        return;
-      }
     }
-  }
-  await transition(deps, execution.id, {
-    type: 'EXECUTION_SUCCEEDED',
-    execution: { status: 'SUCCEEDED', finalResult, finishedAt: new Date() },
-  });
-  logger.info('execution succeeded');
-}
-
-/** The sql or code an agent wrote for the step; a step that came with its own keeps it in the plan only. */
-function writtenArtefact(planStep: StoredPlanStep, artefact: { sql?: string; code?: string }): StepChange {
-  if (planStep.kind === 'SQL') return planStep.sql === null && artefact.sql !== undefined ? { sql: artefact.sql } : {};
-  return planStep.code === null && artefact.code !== undefined ? { code: artefact.code } : {};
-}
-
-const FAILURE_WRITE_DELAYS_MS = [0, 200, 1_000, 5_000];
-
-/**
- * Ends an execution that cannot go on: the step that was running fails, the rest are skipped, and
- * finalResult keeps the last step that succeeded. Retried a few times, since the store may be
- * what failed; an execution another run already finished is left as it is.
- */
-export async function failUnfinishedExecution(
-  deps: EngineDependencies,
-  execution: ExecutionRow,
-  error: StoredStepError,
-): Promise<void> {
-  for (const delay of FAILURE_WRITE_DELAYS_MS) {
-    await new Promise((resolve) => setTimeout(resolve, delay));
-    try {
-      const steps = await deps.store.listSteps(execution.id);
-      const states = new StepStates(steps);
-      for (const step of steps.filter((s) => s.status === 'RUNNING')) {
-        await states.change(deps, execution.id, step.index, {
-          type: 'STEP_FAILED',
-          execution: { failedStepsDelta: 1 },
-          step: { status: 'FAILED', error, attempts: Math.max(step.attempts, 1), finishedAt: new Date() },
-        });
-      }
-      await skipRemaining(deps, execution.id, states, steps);
-      const lastSucceeded = steps.filter((s) => s.status === 'SUCCEEDED').at(-1);
-      await transition(deps, execution.id, {
-        type: 'EXECUTION_FAILED',
-        execution: { status: 'FAILED', error, finalResult: lastSucceeded?.result ?? null, finishedAt: new Date() },
-      });
-      return;
-    } catch (writeError) {
-      if (writeError instanceof ExecutionNotRunnableError) return;
-      deps.logger.error({ err: writeError }, 'could not record the failure of the execution; trying again');
-    }
-  }
-}
-
-/** Executions cut off by a crash or kill, found RUNNING at start with nobody holding their lease. */
-export async function failInterruptedExecution(deps: EngineDependencies, execution: ExecutionRow): Promise<void> {
-  await withLogContext({ correlationId: execution.correlationId, executionId: execution.id }, async () => {
-    await failUnfinishedExecution(deps, execution, {
-      code: 'INTERRUPTED',
-      message: 'the server stopped while this execution was running',
-      retryable: true,
+    const capped = capRecords(outcome.records, settings.resultMaxBytes);
+    const sample = sampleOf(outcome.records, execution.options.sampleSize, settings.sampleMaxBytes);
+    await this.commit({
+      type: 'STEP_SUCCEEDED',
+      index: step.index,
+      execution: { successfulStepsDelta: 1, usage: this.usage },
+      step: {
+        status: 'SUCCEEDED',
+        ...writtenArtefact(planStep, outcome),
+        recordCount: outcome.records.length,
+        columns: outcome.columns,
+        sample,
+        result: capped.kept,
+        // Every record, for a run that continues after a crash; `result` already holds them when none was cut.
+        records: capped.truncated ? outcome.records : null,
+        truncated: outcome.truncated || capped.truncated,
+        attempts: priorAttempts + outcome.attempts,
+        usage: stepUsage,
+        logs: outcome.logs ?? null,
+        finishedAt: new Date(),
+      },
     });
-    deps.logger.warn('execution was interrupted by a restart and is marked FAILED');
-  });
+    logger.info({ stepIndex: step.index, recordCount: outcome.records.length }, 'step succeeded');
+    this.earlier.push({
+      index: step.index,
+      kind: step.kind,
+      queryContext: step.queryContext,
+      entity: step.entity,
+      recordCount: outcome.records.length,
+      sample,
+      records: outcome.records,
+      columns: outcome.columns,
+      heapBytes: stepMemory.takenBytes,
+    });
+    this.finalResult = capped.kept;
+    return 'next';
+  }
+
+  /** Records, before the call is made, that the step's program makes a call that is not safe to repeat. */
+  private async markUnsafeCalls(step: StoredStep): Promise<void> {
+    if (this.states.get(step.index)!.unsafeCalls) return;
+    await this.deps.store.markUnsafeCalls(this.execution.id, this.lease, step.index);
+    this.states.set(step.index, { ...this.states.get(step.index)!, unsafeCalls: true });
+  }
+
+  /** The step fails; a critical one ends the execution (the rest are skipped). */
+  private async failStep(
+    step: StoredStep,
+    error: StoredStepError,
+    extra: { step?: StepChange; from?: Transition['from']; execution?: Transition['execution'] } = {},
+  ): Promise<StepEnd> {
+    await this.commit({
+      type: 'STEP_FAILED',
+      index: step.index,
+      from: extra.from,
+      execution: { failedStepsDelta: 1, usage: this.usage, ...extra.execution },
+      step: { status: 'FAILED', error, finishedAt: new Date(), ...extra.step },
+    });
+    if (!step.critical) return 'next';
+    await this.skipRemaining();
+    await this.commit({
+      type: 'EXECUTION_FAILED',
+      releaseLease: true,
+      execution: { status: 'FAILED', error, finalResult: this.finalResult, finishedAt: new Date() },
+    });
+    this.deps.logger.info({ failedStep: step.index }, 'execution failed');
+    return 'ended';
+  }
+
+  private async skipRemaining(): Promise<void> {
+    for (const step of this.steps) {
+      if (this.status(step.index) !== 'PENDING') continue;
+      await this.commit({ type: 'STEP_SKIPPED', index: step.index, step: { status: 'SKIPPED', finishedAt: new Date() } });
+    }
+  }
+
+  /** The running (or waiting) step becomes CANCELLED, the rest SKIPPED, then EXECUTION_CANCELLED. */
+  private async cancel(): Promise<void> {
+    for (const step of this.steps) {
+      const status = this.status(step.index);
+      if (status !== 'RUNNING' && status !== 'WAITING') continue;
+      await this.commit({
+        type: 'STEP_CANCELLED',
+        index: step.index,
+        step: { status: 'CANCELLED', error: CANCELLED_ERROR, finishedAt: new Date() },
+      });
+    }
+    await this.skipRemaining();
+    await this.commit({
+      type: 'EXECUTION_CANCELLED',
+      releaseLease: true,
+      execution: { status: 'CANCELLED', error: CANCELLED_ERROR, finalResult: this.finalResult, finishedAt: new Date() },
+    });
+    this.deps.logger.info('execution cancelled');
+  }
+
+  /**
+   * Ends an execution that cannot go on: the running step fails, the rest are skipped. Retried a few
+   * times, since the store may be what failed; a lease that was taken over ends the attempt.
+   */
+  private async failAll(error: StoredStepError): Promise<void> {
+    for (const delay of FAILURE_WRITE_DELAYS_MS) {
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      try {
+        for (const step of this.steps) {
+          const status = this.status(step.index);
+          if (status !== 'RUNNING' && status !== 'WAITING') continue;
+          await this.commit({
+            type: 'STEP_FAILED',
+            index: step.index,
+            execution: { failedStepsDelta: 1 },
+            step: { status: 'FAILED', error, attempts: Math.max(this.states.get(step.index)!.attempts, 1), finishedAt: new Date() },
+          });
+        }
+        await this.skipRemaining();
+        await this.commit({
+          type: 'EXECUTION_FAILED',
+          releaseLease: true,
+          execution: { status: 'FAILED', error, finalResult: this.finalResult, finishedAt: new Date() },
+        });
+        return;
+      } catch (writeError) {
+        if (writeError instanceof ExecutionNotRunnableError || writeError instanceof RunStoppedError) return;
+        this.deps.logger.error({ err: writeError }, 'could not record the failure of the execution; trying again');
+      }
+    }
+  }
 }

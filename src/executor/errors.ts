@@ -14,6 +14,9 @@ export type StepErrorCode =
   | 'API_NOT_CONFIGURED'
   | 'MODEL_RATE_LIMITED'
   | 'INTERRUPTED'
+  | 'CANCELLED'
+  | 'REJECTED'
+  | 'APPROVAL_TIMEOUT'
   | 'INTERNAL'
   | AgentErrorCode
   | SandboxErrorCode
@@ -43,6 +46,29 @@ export class StepFailure extends Error {
     this.code = code;
     this.retryable = options.retryable ?? false;
     this.artefact = options.artefact ?? {};
+  }
+}
+
+/** The abort reason of a step whose execution was cancelled (cancelExecution): handlers let it surface as it is. */
+export class StepCancelledError extends StepFailure {
+  override name = 'StepCancelledError';
+  constructor() {
+    super('CANCELLED', 'the execution was cancelled while this step ran');
+  }
+}
+
+/**
+ * Why a run stops without recording anything more: its lease was taken over, the process is shutting
+ * down, or the database went away. The execution is continued from its last committed step by whoever
+ * holds the lease next (this process, once the database is back, or another one).
+ */
+export class RunStoppedError extends Error {
+  override name = 'RunStoppedError';
+  constructor(
+    readonly why: 'lease lost' | 'shutdown' | 'database unavailable',
+    options?: { cause?: unknown },
+  ) {
+    super(`the run stopped: ${why}`, options);
   }
 }
 

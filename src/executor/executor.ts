@@ -1,21 +1,12 @@
 import { setMaxListeners } from 'node:events';
-import { eq } from 'drizzle-orm';
 import { AgentError, type LlmClient } from '../agents/llm-client.js';
 import { planQuery as planWithModel } from '../agents/planner.js';
 import { describeCatalog, type ApiOperation } from '../api/catalog.js';
 import type { Config, InputLimits, SandboxConfig, TenantLimits } from '../config.js';
-import type { Database } from '../db/client.js';
-import {
-  tenants,
-  type ExecutionRow,
-  type StepResultRow,
-  type StoredPlan,
-  type StoredTokenUsage,
-  type TenantRow,
-} from '../db/tables.js';
+import type { ExecutionRow, StepRow, StoredPlan, StoredTokenUsage, TenantRow } from '../db/tables.js';
 import type { Logger } from '../logger.js';
-import { createInProcessDispatcher, type Dispatcher } from './dispatcher.js';
-import { failInterruptedExecution, runExecution, type EngineDependencies } from './engine.js';
+import type { Dispatcher } from './dispatcher.js';
+import { Engine } from './engine.js';
 import { ExecutionNotFoundError, InvalidArgumentError, PlanValidationError, RateLimitedError } from './errors.js';
 import {
   correlationIdProblems,
@@ -27,14 +18,20 @@ import {
   type PlanInput,
 } from './plan.js';
 import { createTenantRateLimiter, type TenantRateLimiter } from './rate-limiter.js';
-import type { StepUpdate } from './step-update.js';
-import { createInProcessStepUpdateBus, type StepUpdateBus } from './step-update-bus.js';
+import { isFinished, type ExecutionStatus, type StepKind, type StepUpdate } from './step-update.js';
+import type { StepUpdateBus } from './step-update-bus.js';
 import { streamStepUpdates, type StreamAccess, type StreamDenied } from './step-update-stream.js';
-import { createApiStepHandler } from './steps/api.js';
-import { createSqlStepHandler } from './steps/sql.js';
-import { ExecutionStore, type ExecutionPage, type ExecutionPageRequest } from './store.js';
-import { TenantKnowledge } from './tenant-knowledge.js';
-import type { SecretBox } from '../auth/secrets.js';
+import type { StepHandler } from './steps/step-handler.js';
+import { snapshotOf } from './step-snapshots.js';
+import {
+  ExecutionNotRunnableError,
+  type ExecutionPage,
+  type ExecutionPageRequest,
+  type ExecutionStore,
+  type LeaseProvider,
+  type TenantDirectory,
+} from './store.js';
+import type { TenantKnowledge } from './tenant-knowledge.js';
 
 export type ExecutorSettings = Config['executor'] & {
   sqlRepairRounds: number;
@@ -44,6 +41,8 @@ export type ExecutorSettings = Config['executor'] & {
 };
 
 const STREAM_CLOSE_TIMEOUT_MS = 2_000;
+/** Executions queued per look for work; the rest are found by the next look. */
+const RECOVERY_BATCH = 500;
 
 /** A per-tenant token bucket, and what a refusal tells the client it may do again after the wait. */
 interface TenantBudget {
@@ -62,28 +61,62 @@ function checkQuery(query: string, limits: InputLimits): void {
   if (problems.length > 0) throw new PlanValidationError(problems);
 }
 
+/** What the composition root (src/app.ts) hands the executor: storage, bus, dispatcher and step handlers. */
+export interface ExecutorDependencies {
+  store: ExecutionStore;
+  leases: LeaseProvider;
+  tenants: TenantDirectory;
+  bus: StepUpdateBus;
+  handlers: Record<StepKind, StepHandler>;
+  /** Builds the dispatcher that decides when each queued execution runs; it is handed the engine's run. */
+  dispatcher: (run: (executionId: string) => Promise<void>) => Dispatcher;
+  /** What the planner is told of a tenant (its data schema and API catalog). */
+  knowledge: TenantKnowledge;
+  llm: LlmClient;
+  settings: ExecutorSettings;
+  logger: Logger;
+  /** This process, as the owner of the leases it takes (unique per process). */
+  workerId: string;
+  /** The store cannot be reached (the database is down): runs stop and are continued later. */
+  isUnavailable(error: unknown): boolean;
+}
+
+/** How long a cancel waits for the run it stopped to record the end, so that it can answer CANCELLED. */
+const CANCEL_WAIT_MS = 2_000;
+/** How long a shutdown waits for runs it stopped to unwind after the grace period. */
+const STOP_RUNS_WAIT_MS = 2_000;
+
 /** The executor's whole surface: what the GraphQL layer (or any other front end) may ask of it. */
 export class Executor {
   private readonly store: ExecutionStore;
+  private readonly leases: LeaseProvider;
   private readonly bus: StepUpdateBus;
   private readonly dispatcher: Dispatcher;
-  private readonly engine: EngineDependencies;
+  private readonly engine: Engine;
   private readonly shutdownController = new AbortController();
   private readonly openStreams = new Set<Promise<void>>();
   private readonly knowledge: TenantKnowledge;
   private readonly llm: LlmClient;
+  private readonly settings: ExecutorSettings;
+  private readonly logger: Logger;
+  private readonly tenants: TenantDirectory;
+  private readonly workerId: string;
   private readonly executionBudget: TenantBudget;
   private readonly modelCallBudget: TenantBudget;
+  private sweeper: NodeJS.Timeout | undefined;
+  private sweepFailing = false;
 
-  constructor(
-    private readonly database: Database,
-    private readonly settings: ExecutorSettings,
-    private readonly logger: Logger,
-    llm: LlmClient,
-    secrets: SecretBox,
-  ) {
-    this.knowledge = new TenantKnowledge(database, secrets);
-    this.llm = llm;
+  constructor(deps: ExecutorDependencies) {
+    const { settings, logger } = deps;
+    this.store = deps.store;
+    this.leases = deps.leases;
+    this.bus = deps.bus;
+    this.knowledge = deps.knowledge;
+    this.llm = deps.llm;
+    this.settings = settings;
+    this.logger = logger;
+    this.tenants = deps.tenants;
+    this.workerId = deps.workerId;
     this.executionBudget = {
       name: 'executions',
       limiter: createTenantRateLimiter({
@@ -102,31 +135,16 @@ export class Executor {
     };
     // Every open stepUpdates stream listens for shutdown on this one signal.
     setMaxListeners(0, this.shutdownController.signal);
-    this.store = new ExecutionStore(database.db);
-    this.bus = createInProcessStepUpdateBus();
-    this.engine = {
-      store: this.store,
-      acquireLease: (executionId) => database.acquireExecutionLease(executionId),
-      bus: this.bus,
-      handlers: {
-        SQL: createSqlStepHandler({
-          database,
-          knowledge: this.knowledge,
-          llm,
-          repairRounds: settings.sqlRepairRounds,
-          maxSqlChars: settings.inputLimits.maxSqlChars,
-          limits: {
-            rowMaxBytes: settings.rowMaxBytes,
-            readMaxBytes: settings.stepMaxBytes,
-            workMemMb: settings.sqlWorkMemMb,
-            tempFileLimitMb: settings.sqlTempFileLimitMb,
-          },
-        }),
-        API: createApiStepHandler({ knowledge: this.knowledge, llm, sandbox: settings.sandbox }),
-      },
-      findTenant: (tenantId) => this.findTenant(tenantId),
+    this.engine = new Engine({
+      store: deps.store,
+      leases: deps.leases,
+      bus: deps.bus,
+      handlers: deps.handlers,
+      tenants: deps.tenants,
       modelCalls: this.modelCallBudget.limiter,
       logger,
+      workerId: deps.workerId,
+      isUnavailable: deps.isUnavailable,
       settings: {
         rowCap: settings.rowCap,
         resultMaxBytes: settings.resultMaxBytes,
@@ -134,38 +152,48 @@ export class Executor {
         sampleMaxBytes: settings.sampleMaxBytes,
         maxProgressUpdates: settings.sandbox.maxProgressReports,
         maxProgressChars: settings.sandbox.maxProgressChars,
+        leaseTtlMs: settings.leaseTtlMs,
+        maxResumes: settings.maxResumes,
       },
-    };
-    this.dispatcher = createInProcessDispatcher({
-      concurrency: settings.maxConcurrentExecutions,
-      perTenantConcurrency: settings.tenantLimits.maxConcurrentExecutions,
-      runExecution: (executionId) => runExecution(this.engine, executionId),
-      logger,
     });
+    this.dispatcher = deps.dispatcher((executionId) => this.engine.run(executionId));
   }
 
   /**
-   * Marks executions cut off by a stopped process as FAILED (INTERRUPTED) and queues the ones never
-   * started. A RUNNING execution whose lease another live process holds is that process's to finish.
+   * Queues every execution a worker should take now: QUEUED ones, RUNNING ones whose holder stopped
+   * renewing their lease (a crash: they resume from their last committed step), and WAITING ones whose
+   * approval timed out or that were cancelled.
    */
   async recover(): Promise<void> {
-    for (const execution of await this.store.listUnfinished('RUNNING')) {
-      const lease = await this.database.acquireExecutionLease(execution.id);
-      if (!lease) continue;
-      try {
-        await failInterruptedExecution(this.engine, execution);
-      } finally {
-        await lease.release();
-      }
-    }
-    for (const execution of await this.store.listUnfinished('QUEUED')) {
+    for (const execution of await this.leases.listClaimable(this.workerId, RECOVERY_BATCH)) {
       this.dispatcher.enqueue(execution.id, execution.tenantId);
     }
   }
 
-  async findTenant(tenantId: string): Promise<TenantRow | undefined> {
-    const [row] = await this.database.db.select().from(tenants).where(eq(tenants.id, tenantId));
-    return row;
+  /** Recovers now, then keeps looking for work that lapsed leases or timers free (STEPCAST_RECOVERY_INTERVAL_MS). */
+  async start(): Promise<void> {
+    if (this.sweeper) return;
+    const every = this.settings.recoveryIntervalMs;
+    const sweep = () =>
+      this.recover().then(
+        () => {
+          if (this.sweepFailing) this.logger.info('the store answers again; continuing executions');
+          this.sweepFailing = false;
+        },
+        (error: unknown) => {
+          if (!this.sweepFailing) this.logger.warn({ err: error }, 'cannot look for executions to continue; trying again');
+          this.sweepFailing = true;
+        },
+      );
+    if (every > 0) {
+      this.sweeper = setInterval(sweep, every);
+      this.sweeper.unref();
+    }
+    await sweep();
+  }
+
+  findTenant(tenantId: string): Promise<TenantRow | undefined> {
+    return this.tenants.findTenant(tenantId);
   }
 
   /**
@@ -282,7 +310,7 @@ export class Executor {
     return this.store.listExecutions(tenantId, request);
   }
 
-  listSteps(tenantId: string, executionId: string): Promise<StepResultRow[]> {
+  listSteps(tenantId: string, executionId: string): Promise<StepRow[]> {
     return this.store.listSteps(executionId, tenantId);
   }
 
@@ -324,9 +352,77 @@ export class Executor {
     return this.openStreams.size;
   }
 
-  /** Ends open subscriptions and waits for running executions; any still running are found at the next start. */
+  /**
+   * Cancels an unfinished execution of the tenant: a QUEUED or WAITING one ends CANCELLED at once; the running
+   * step of a RUNNING one is stopped, and the run records the end. The request is stored first, so a holder
+   * that crashes honours it after its restart. A finished execution is returned as it is.
+   */
+  async cancelExecution(tenantId: string, executionId: string): Promise<ExecutionRow> {
+    const requested = await this.store.requestCancel(tenantId, executionId);
+    if (!requested) throw new ExecutionNotFoundError(executionId);
+    if (isFinished(requested.status as ExecutionStatus)) return requested;
+    this.logger.info({ correlationId: requested.correlationId, executionId, tenantId }, 'cancel requested');
+    // Runs here stop at once; one nobody runs is claimed and ended now, without waiting for a slot. A run in
+    // another process sees the request at its next transition or lease renewal.
+    if (!this.engine.cancelRun(executionId)) void this.engine.run(executionId);
+    await this.engine.waitForRun(executionId, CANCEL_WAIT_MS);
+    return (await this.store.findExecution(tenantId, executionId)) ?? requested;
+  }
+
+  /** A person lets the WAITING step run (APPROVED) or fails it (REJECTED); the decision is stored on the step. */
+  async decideStep(
+    tenantId: string,
+    decision: { executionId: string; index: number; approve: boolean; comment: string | null; decidedBy: string },
+  ): Promise<ExecutionRow> {
+    const { executionId, index } = decision;
+    const execution = await this.store.findExecution(tenantId, executionId);
+    if (!execution) throw new ExecutionNotFoundError(executionId);
+    const step = (await this.store.listSteps(executionId, tenantId)).find((s) => s.index === index);
+    if (!step || execution.status !== 'WAITING' || step.status !== 'WAITING') {
+      throw new InvalidArgumentError(
+        `step ${index} of execution ${executionId} is not waiting for approval (the execution is ${execution.status}${step ? `, the step ${step.status}` : ', and has no such step'})`,
+      );
+    }
+    try {
+      const { update } = await this.store.recordTransition(executionId, {
+        type: decision.approve ? 'STEP_APPROVED' : 'STEP_REJECTED',
+        from: ['WAITING'],
+        execution: { status: 'RUNNING', wakeAt: null },
+        step: {
+          before: snapshotOf({ ...step, records: null }),
+          change: {
+            status: 'PENDING',
+            decision: decision.approve ? 'APPROVED' : 'REJECTED',
+            decidedBy: decision.decidedBy,
+            decidedAt: new Date(),
+            decisionComment: decision.comment,
+          },
+        },
+      });
+      this.bus.publish(update);
+    } catch (error) {
+      if (!(error instanceof ExecutionNotRunnableError)) throw error;
+      throw new InvalidArgumentError(`step ${index} of execution ${executionId} is no longer waiting for approval`);
+    }
+    this.logger.info(
+      { correlationId: execution.correlationId, executionId, tenantId, stepIndex: index, approved: decision.approve },
+      'approval decided',
+    );
+    this.dispatcher.enqueue(executionId, tenantId);
+    return (await this.store.findExecution(tenantId, executionId))!;
+  }
+
+  /**
+   * Ends open subscriptions, waits up to graceMs for running executions, then stops the rest without
+   * recording anything more: their leases are let go, and the next start (or another worker) continues them.
+   */
   async stop(graceMs: number): Promise<void> {
+    clearInterval(this.sweeper);
     const unfinished = await this.dispatcher.stop(graceMs);
+    if (unfinished.length > 0) {
+      this.logger.warn({ executionIds: unfinished }, 'executions still running at shutdown; they continue at the next start');
+      await this.engine.stopRuns(STOP_RUNS_WAIT_MS);
+    }
     this.shutdownController.abort();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -334,8 +430,5 @@ export class Executor {
       new Promise((resolve) => (timer = setTimeout(resolve, STREAM_CLOSE_TIMEOUT_MS))),
     ]);
     clearTimeout(timer);
-    if (unfinished.length > 0) {
-      this.logger.warn({ executionIds: unfinished }, 'executions still running at shutdown; the next start marks them INTERRUPTED');
-    }
   }
 }

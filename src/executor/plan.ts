@@ -22,7 +22,13 @@ export interface PlanStepInput {
   critical?: boolean | null;
   sql?: string | null;
   code?: string | null;
+  approval?: boolean | null;
+  approvalTimeoutMs?: number | null;
 }
+
+/** How long an approval may wait at most (approvalTimeoutMs): a week. */
+export const MAX_APPROVAL_TIMEOUT_MS = 7 * 24 * 3_600_000;
+const MIN_APPROVAL_TIMEOUT_MS = 1_000;
 
 export interface PlanInput {
   query: string;
@@ -78,6 +84,14 @@ function validateStep(problems: string[], step: PlanStepInput, position: number,
   if (step.kind === 'API' && sql !== null) problems.push(`${field('sql')} belongs to SQL steps; an API step takes code`);
   if (sql !== null && sql.trim().length === 0) problems.push(`${field('sql')} must not be empty when given`);
   if (code !== null && code.trim().length === 0) problems.push(`${field('code')} must not be empty when given`);
+  const approval = step.approval ?? false;
+  const approvalTimeoutMs = step.approvalTimeoutMs ?? null;
+  if (approvalTimeoutMs !== null) {
+    if (!approval) problems.push(`${field('approvalTimeoutMs')} applies to approval steps only; set approval: true`);
+    if (!Number.isInteger(approvalTimeoutMs) || approvalTimeoutMs < MIN_APPROVAL_TIMEOUT_MS || approvalTimeoutMs > MAX_APPROVAL_TIMEOUT_MS) {
+      problems.push(`${field('approvalTimeoutMs')} must be between ${MIN_APPROVAL_TIMEOUT_MS} and ${MAX_APPROVAL_TIMEOUT_MS} (a week)`);
+    }
+  }
   return {
     kind: step.kind as StepKind,
     queryContext: queryContext ?? '',
@@ -89,6 +103,9 @@ function validateStep(problems: string[], step: PlanStepInput, position: number,
     critical: step.critical ?? true,
     sql,
     code,
+    // Stored only when set, so that plans without approvals read as before.
+    ...(approval ? { approval: true } : {}),
+    ...(approval && approvalTimeoutMs !== null ? { approvalTimeoutMs } : {}),
   };
 }
 

@@ -1,9 +1,9 @@
 import type { StepSnapshot } from '../db/tables.js';
 
-export const EXECUTION_STATUSES = ['QUEUED', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED'] as const;
+export const EXECUTION_STATUSES = ['QUEUED', 'RUNNING', 'WAITING', 'SUCCEEDED', 'FAILED', 'CANCELLED'] as const;
 export type ExecutionStatus = (typeof EXECUTION_STATUSES)[number];
 
-export const STEP_STATUSES = ['PENDING', 'RUNNING', 'SUCCEEDED', 'FAILED', 'SKIPPED', 'CANCELLED'] as const;
+export const STEP_STATUSES = ['PENDING', 'WAITING', 'RUNNING', 'SUCCEEDED', 'FAILED', 'SKIPPED', 'CANCELLED'] as const;
 export type StepStatus = (typeof STEP_STATUSES)[number];
 
 export const STEP_KINDS = ['SQL', 'API'] as const;
@@ -12,11 +12,16 @@ export type StepKind = (typeof STEP_KINDS)[number];
 export const STEP_UPDATE_TYPES = [
   'PLAN_CREATED',
   'EXECUTION_STARTED',
+  'EXECUTION_RESUMED',
+  'STEP_WAITING',
+  'STEP_APPROVED',
+  'STEP_REJECTED',
   'STEP_STARTED',
   'STEP_PROGRESS',
   'STEP_SUCCEEDED',
   'STEP_FAILED',
   'STEP_SKIPPED',
+  'STEP_CANCELLED',
   'EXECUTION_SUCCEEDED',
   'EXECUTION_FAILED',
   'EXECUTION_CANCELLED',

@@ -1,10 +1,10 @@
-import type { StepResultRow, StepSnapshot, StoredColumn, StoredStepError, StoredTokenUsage } from '../db/tables.js';
+import type { StepRow, StepSnapshot, StoredColumn, StoredStepError, StoredTokenUsage } from '../db/tables.js';
 import type { StepKind, StepStatus } from '../executor/step-update.js';
 import { builder } from './builder.js';
 import { StepKindEnum, StepStatusEnum } from './enums.js';
 
 /** A step as stored (step_results) or as it was when an event happened (a snapshot in step_events). */
-export type StepResultSource = StepResultRow | StepSnapshot;
+export type StepResultSource = StepRow | StepSnapshot;
 
 export const StepErrorRef = builder.objectRef<StoredStepError>('StepError').implement({
   description: 'Why a step or an execution failed.',

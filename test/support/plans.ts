@@ -12,7 +12,7 @@ import type { Database } from '../../src/db/client.js';
 import { DEMO_TENANT_ID } from '../../src/db/demo-data.js';
 import type { ExecutionRow } from '../../src/db/tables.js';
 import { validatePlan } from '../../src/executor/plan.js';
-import { ExecutionStore } from '../../src/executor/store.js';
+import { DrizzleExecutionStore } from '../../src/db/execution-store.js';
 
 export type ExecutionDetails = NonNullable<ExecutionQueryResult['execution']>;
 export type StepUpdateEvent = StepUpdatesResult['stepUpdates'];
@@ -72,5 +72,5 @@ export async function storeQueuedExecution(
     maxStepTimeoutMs: executor.maxStepTimeoutMs,
     limits: inputLimits,
   });
-  return (await new ExecutionStore(database.db).createExecution(tenantId, plan)).execution;
+  return (await new DrizzleExecutionStore(database.db).createExecution(tenantId, plan)).execution;
 }

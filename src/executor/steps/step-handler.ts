@@ -36,7 +36,13 @@ export interface StepContext {
   takeModelCall(): RateDecision;
   /** Publishes a STEP_PROGRESS update, in order, before the step's outcome; reports made while one is being stored are coalesced into the newest. */
   reportProgress(message: string): void;
-  /** Aborted when the step must stop (its time is up). */
+  /**
+   * Called before the step's program makes a call that is not safe to repeat (not a GET, and not declared
+   * idempotent in the tenant's catalog); resolves once that is stored, so a crash after it does not run the
+   * step again.
+   */
+  beforeUnsafeCall?(): Promise<void>;
+  /** Aborted when the step must stop: its time is up, or the execution was cancelled (reason: StepCancelledError). */
   signal: AbortSignal;
   /** When the step's time is up (ms since the epoch): agents, statements and programs share it. */
   deadline: number;

@@ -1,0 +1,274 @@
+import { randomUUID } from 'node:crypto';
+import type { ExecutionRow, StepResultRow, StepRow, StoredTokenUsage, TenantRow } from '../db/tables.js';
+import type { ValidatedPlan } from './plan.js';
+import { applyStepChange } from './step-snapshots.js';
+import type { ExecutionStatus, StepUpdate } from './step-update.js';
+import {
+  ExecutionNotRunnableError,
+  UNFINISHED_STATUSES,
+  type ClaimedExecution,
+  type CommittedTransition,
+  type ExecutionPage,
+  type ExecutionPageRequest,
+  type ExecutionStore,
+  type LeaseHold,
+  type LeaseProvider,
+  type LeaseState,
+  type TenantDirectory,
+  type Transition,
+} from './store.js';
+
+interface StoredExecution {
+  row: ExecutionRow;
+  steps: StepResultRow[];
+  events: StepUpdate[];
+}
+
+const clone = <T>(value: T): T => structuredClone(value);
+
+/**
+ * The engine's store in memory: the same contract as the Drizzle store (src/db/execution-store.ts), for
+ * tests of the engine that run in milliseconds. Each call is atomic, as a transaction is there; `now` is
+ * the clock leases expire by, so tests can move time.
+ */
+export class MemoryExecutionStore implements ExecutionStore, LeaseProvider, TenantDirectory {
+  private readonly executions = new Map<string, StoredExecution>();
+  readonly tenants = new Map<string, TenantRow>();
+  /** Makes the next calls of a method fail (a store that went away), as many times as given. */
+  readonly failures = new Map<string, { times: number; error: () => Error }>();
+
+  constructor(public now: () => number = Date.now) {}
+
+  private failIfAsked(method: string): void {
+    const failure = this.failures.get(method);
+    if (!failure || failure.times <= 0) return;
+    failure.times--;
+    throw failure.error();
+  }
+
+  async findTenant(tenantId: string): Promise<TenantRow | undefined> {
+    return this.tenants.get(tenantId);
+  }
+
+  async createExecution(
+    tenantId: string,
+    validated: ValidatedPlan,
+    { plannerUsage }: { plannerUsage?: StoredTokenUsage } = {},
+  ): Promise<{ execution: ExecutionRow; planCreated: StepUpdate | null }> {
+    this.failIfAsked('createExecution');
+    const id = randomUUID();
+    const createdAt = new Date(this.now());
+    const row: ExecutionRow = {
+      id,
+      tenantId,
+      correlationId: validated.correlationId,
+      status: 'QUEUED',
+      plan: validated.plan,
+      options: validated.options,
+      finalResult: null,
+      error: null,
+      totalSteps: validated.plan.steps.length,
+      successfulSteps: 0,
+      failedSteps: 0,
+      usage: plannerUsage ?? null,
+      lastSequence: 0,
+      leaseOwner: null,
+      leaseEpoch: 0,
+      leaseExpiresAt: null,
+      resumes: 0,
+      cancelRequestedAt: null,
+      wakeAt: null,
+      createdAt,
+      startedAt: null,
+      finishedAt: null,
+    };
+    const steps: StepResultRow[] = validated.plan.steps.map((step, i) => ({
+      executionId: id,
+      index: i + 1,
+      tenantId,
+      correlationId: validated.correlationId,
+      kind: step.kind,
+      status: 'PENDING',
+      queryContext: step.queryContext,
+      entity: step.entity,
+      reasoning: step.reasoning,
+      critical: step.critical,
+      sql: step.sql,
+      code: step.code,
+      recordCount: null,
+      columns: null,
+      sample: null,
+      result: null,
+      records: null,
+      truncated: false,
+      error: null,
+      attempts: 0,
+      usage: null,
+      logs: null,
+      unsafeCalls: false,
+      approval: step.approval ?? false,
+      decision: null,
+      decidedBy: null,
+      decidedAt: null,
+      decisionComment: null,
+      startedAt: null,
+      finishedAt: null,
+    }));
+    const stored: StoredExecution = { row, steps, events: [] };
+    this.executions.set(id, stored);
+    if (plannerUsage === undefined) return { execution: clone(row), planCreated: null };
+    row.lastSequence = 1;
+    const planCreated: StepUpdate = {
+      executionId: id,
+      tenantId,
+      sequence: 1,
+      type: 'PLAN_CREATED',
+      status: 'QUEUED',
+      at: createdAt,
+      step: null,
+      message: null,
+    };
+    stored.events.push(planCreated);
+    return { execution: clone(row), planCreated: clone(planCreated) };
+  }
+
+  async findExecution(tenantId: string, id: string): Promise<ExecutionRow | undefined> {
+    const stored = this.executions.get(id);
+    return stored && stored.row.tenantId === tenantId ? clone(stored.row) : undefined;
+  }
+
+  async loadExecution(id: string): Promise<ExecutionRow | undefined> {
+    const stored = this.executions.get(id);
+    return stored && clone(stored.row);
+  }
+
+  async listExecutions(tenantId: string, request: ExecutionPageRequest): Promise<ExecutionPage> {
+    const filter = request.filter ?? {};
+    const rows = [...this.executions.values()]
+      .map((stored) => stored.row)
+      .filter(
+        (row) =>
+          row.tenantId === tenantId &&
+          (!filter.status?.length || filter.status.includes(row.status as ExecutionStatus)) &&
+          (!filter.correlationId || row.correlationId === filter.correlationId),
+      )
+      .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? 1 : -1));
+    return { executions: clone(rows.slice(0, request.first)), hasNextPage: rows.length > request.first };
+  }
+
+  async listSteps(executionId: string, tenantId?: string): Promise<StepRow[]> {
+    const stored = this.executions.get(executionId);
+    if (!stored || (tenantId !== undefined && stored.row.tenantId !== tenantId)) return [];
+    return stored.steps.map(({ records: _records, ...step }) => clone(step));
+  }
+
+  async findStepResult(tenantId: string, executionId: string, index: number): Promise<unknown[] | null> {
+    const stored = this.executions.get(executionId);
+    if (!stored || stored.row.tenantId !== tenantId) return null;
+    return clone(stored.steps[index - 1]?.result ?? null);
+  }
+
+  async loadEvents(executionId: string, afterSequence: number, upToSequence?: number): Promise<StepUpdate[]> {
+    const events = this.executions.get(executionId)?.events ?? [];
+    return clone(events.filter((e) => e.sequence > afterSequence && (upToSequence === undefined || e.sequence <= upToSequence)));
+  }
+
+  private holds(row: ExecutionRow, lease: LeaseHold | undefined): boolean {
+    return lease ? row.leaseOwner === lease.owner && row.leaseEpoch === lease.epoch : row.leaseOwner === null;
+  }
+
+  async recordTransition(executionId: string, transition: Transition): Promise<CommittedTransition> {
+    this.failIfAsked('recordTransition');
+    const stored = this.executions.get(executionId);
+    const from = transition.from ?? UNFINISHED_STATUSES;
+    if (!stored || !from.includes(stored.row.status as ExecutionStatus) || !this.holds(stored.row, transition.lease)) {
+      throw new ExecutionNotRunnableError(executionId);
+    }
+    const { row } = stored;
+    const { successfulStepsDelta = 0, failedStepsDelta = 0, ...changed } = transition.execution ?? {};
+    Object.assign(row, clone(changed));
+    row.successfulSteps += successfulStepsDelta;
+    row.failedSteps += failedStepsDelta;
+    row.lastSequence += 1;
+    if (transition.releaseLease) Object.assign(row, { leaseOwner: null, leaseExpiresAt: null });
+    const step = transition.step;
+    if (step) Object.assign(stored.steps[step.before.index - 1]!, clone(step.change));
+    const update: StepUpdate = {
+      executionId,
+      tenantId: row.tenantId,
+      sequence: row.lastSequence,
+      type: transition.type,
+      at: new Date(this.now()),
+      status: row.status as ExecutionStatus,
+      step: step ? applyStepChange(step.before, step.change) : null,
+      message: transition.message ?? null,
+    };
+    stored.events.push(clone(update));
+    return { update, cancelRequested: row.cancelRequestedAt !== null };
+  }
+
+  async markUnsafeCalls(executionId: string, lease: LeaseHold, index: number): Promise<void> {
+    const stored = this.executions.get(executionId);
+    if (!stored || !this.holds(stored.row, lease)) throw new ExecutionNotRunnableError(executionId);
+    stored.steps[index - 1]!.unsafeCalls = true;
+  }
+
+  async requestCancel(tenantId: string, executionId: string): Promise<ExecutionRow | undefined> {
+    const stored = this.executions.get(executionId);
+    if (!stored || stored.row.tenantId !== tenantId) return undefined;
+    if (UNFINISHED_STATUSES.includes(stored.row.status as ExecutionStatus)) {
+      stored.row.cancelRequestedAt ??= new Date(this.now());
+    }
+    return clone(stored.row);
+  }
+
+  private free(row: ExecutionRow, owner: string): boolean {
+    return row.leaseOwner === null || row.leaseOwner === owner || (row.leaseExpiresAt?.getTime() ?? 0) < this.now();
+  }
+
+  async claim(executionId: string, owner: string, ttlMs: number): Promise<ClaimedExecution | null> {
+    this.failIfAsked('claim');
+    const stored = this.executions.get(executionId);
+    if (!stored) return null;
+    const { row } = stored;
+    if (!UNFINISHED_STATUSES.includes(row.status as ExecutionStatus) || !this.free(row, owner)) return null;
+    const resumed = row.status === 'RUNNING' && (row.leaseOwner !== null || stored.steps.some((s) => s.status === 'RUNNING'));
+    row.leaseOwner = owner;
+    row.leaseEpoch += 1;
+    row.leaseExpiresAt = new Date(this.now() + ttlMs);
+    if (resumed) row.resumes += 1;
+    return {
+      execution: clone(row),
+      steps: clone(stored.steps.map((step) => ({ ...step, records: step.records ?? step.result }))),
+      lease: { owner, epoch: row.leaseEpoch },
+      resumed,
+    };
+  }
+
+  async renew(executionId: string, lease: LeaseHold, ttlMs: number): Promise<LeaseState> {
+    this.failIfAsked('renew');
+    const stored = this.executions.get(executionId);
+    if (!stored || !this.holds(stored.row, lease)) return { held: false, cancelRequested: false };
+    stored.row.leaseExpiresAt = new Date(this.now() + ttlMs);
+    return { held: true, cancelRequested: stored.row.cancelRequestedAt !== null };
+  }
+
+  async release(executionId: string, lease: LeaseHold): Promise<void> {
+    const stored = this.executions.get(executionId);
+    if (stored && this.holds(stored.row, lease)) Object.assign(stored.row, { leaseOwner: null, leaseExpiresAt: null });
+  }
+
+  async listClaimable(owner: string, limit: number): Promise<{ id: string; tenantId: string }[]> {
+    this.failIfAsked('listClaimable');
+    return [...this.executions.values()]
+      .map((stored) => stored.row)
+      .filter((row) =>
+        row.status === 'WAITING'
+          ? row.leaseOwner === null && (row.cancelRequestedAt !== null || (row.wakeAt?.getTime() ?? Infinity) < this.now())
+          : (row.status === 'QUEUED' || row.status === 'RUNNING') && this.free(row, owner),
+      )
+      .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime())
+      .slice(0, limit)
+      .map((row) => ({ id: row.id, tenantId: row.tenantId }));
+  }
+}
