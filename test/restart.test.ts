@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import type { StepUpdatesSubscription as StepUpdatesResult } from './generated/graphql.js';
 import { backends, createTestDatabase, type TestDatabase } from './support/database.js';
 import { ExecutePlanMutation, ExecutionQuery, StepUpdatesSubscription } from './support/operations.js';
@@ -61,31 +61,63 @@ async function startSlowExecution(service: ServiceProcess) {
   return { id: executePlan.id, updates, ended, client };
 }
 
+/** Follows an execution over graphql-ws from afterSequence, collecting updates, until `until` says so. */
+function follow(service: ServiceProcess, executionId: string, afterSequence: number, until: (update: Update) => boolean) {
+  const client = createClient({ url: service.url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, retryAttempts: 0 });
+  const updates: Update[] = [];
+  const reached = new Promise<void>((resolve, reject) => {
+    client.subscribe(
+      { query: StepUpdatesSubscription.toString(), variables: { executionId, afterSequence } },
+      {
+        next: (value) => {
+          const update = (value.data as { stepUpdates: Update }).stepUpdates;
+          updates.push(update);
+          if (until(update)) resolve();
+        },
+        error: reject,
+        complete: () => reject(new Error(`the stream completed before the awaited update: ${describeUpdates(updates).join(', ')}`)),
+      },
+    );
+  });
+  return { updates, reached, client };
+}
+
 for (const { backend, skipReason } of backends) {
   describe.skipIf(skipReason !== null)(`stopping and restarting on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
-    let env: Record<string, string>;
-    let dataDir: string;
-    let database: TestDatabase | undefined;
-    let service: ServiceProcess | undefined;
+    const dataDirs: string[] = [];
+    const databases: TestDatabase[] = [];
+    const services: ServiceProcess[] = [];
 
-    beforeAll(async () => {
-      dataDir = await mkdtemp(join(tmpdir(), 'stepcast-restart-'));
-      if (backend === 'postgres') database = await createTestDatabase();
-      env = {
+    /** A fresh data directory (and PostgreSQL database): each test's executions are its own. */
+    async function environment(extra: Record<string, string> = {}): Promise<Record<string, string>> {
+      const dataDir = await mkdtemp(join(tmpdir(), 'stepcast-restart-'));
+      dataDirs.push(dataDir);
+      const database = backend === 'postgres' ? await createTestDatabase() : undefined;
+      if (database) databases.push(database);
+      return {
         DATA_DIR: dataDir,
         STEPCAST_DEMO_USERS: '300',
         STEPCAST_SHUTDOWN_GRACE_MS: '300',
         ...(database ? { DATABASE_URL: database.url } : {}),
+        ...extra,
       };
-    });
+    }
+
+    async function start(env: Record<string, string>): Promise<ServiceProcess> {
+      const service = await startServiceProcess(env);
+      services.push(service);
+      return service;
+    }
+
     afterAll(async () => {
-      if (service?.child.exitCode === null) service.child.kill('SIGKILL');
-      await database?.drop();
-      await rm(dataDir, { recursive: true, force: true });
+      for (const service of services) if (service.child.exitCode === null) service.child.kill('SIGKILL');
+      await Promise.all(services.map((service) => service.exited));
+      for (const database of databases) await database.drop();
+      for (const dataDir of dataDirs) await rm(dataDir, { recursive: true, force: true });
     });
 
     it('on SIGTERM completes open subscriptions, closes the database and exits 0', async () => {
-      service = await startServiceProcess(env);
+      const service = await start(await environment());
       const running = await startSlowExecution(service);
       service.child.kill('SIGTERM');
       expect(await running.ended).toBe('complete');
@@ -96,31 +128,48 @@ for (const { backend, skipReason } of backends) {
       await running.client.dispose();
     });
 
-    it('after a crash, marks the interrupted execution FAILED (INTERRUPTED) with every update stored', async () => {
-      service = await startServiceProcess(env);
+    it('after a crash, resumes the interrupted step; past STEPCAST_MAX_RESUMES it fails INTERRUPTED', async () => {
+      // A lease outlives a restart by a few seconds, so the subscriber below is reading before the run resumes.
+      const env = await environment({ STEPCAST_MAX_RESUMES: '1', STEPCAST_LEASE_TTL_MS: '8000', STEPCAST_RECOVERY_INTERVAL_MS: '200' });
+      let service = await start(env);
       const running = await startSlowExecution(service);
       service.child.kill('SIGKILL');
       await service.exited;
       await running.client.dispose();
 
-      service = await startServiceProcess(env);
+      // The restarted service continues the execution: step 2 runs again (attempts 2), step 1 does not.
+      service = await start(env);
+      const resumed = follow(service, running.id, running.updates.length, (u) => u.type === 'EXECUTION_RESUMED');
+      await resumed.reached;
+      expect(describeUpdates(resumed.updates)).toEqual(['EXECUTION_RESUMED:2']);
+      expect(resumed.updates[0]!.step).toMatchObject({ status: 'RUNNING', attempts: 2 });
+      expect(resumed.updates[0]!.sequence).toBe(running.updates.length + 1);
+      await resumed.client.dispose();
+      await expect
+        .poll(() => service.logs.find((entry) => entry.msg === 'execution resumed; running the interrupted step again'))
+        .toMatchObject({ correlationId: expect.any(String), executionId: running.id });
+
+      // It is killed in the same step again: one resume is all STEPCAST_MAX_RESUMES=1 allows.
+      service.child.kill('SIGKILL');
+      await service.exited;
+      service = await start(env);
+      const ended = follow(service, running.id, 0, (u) => u.type === 'EXECUTION_FAILED');
+      await ended.reached;
+      await ended.client.dispose();
       const { execution } = await post<{
         execution: {
           status: string;
-          error: { code: string };
+          error: { code: string; message: string };
           finalResult: unknown;
           steps: { status: string; attempts: number; result: unknown; error: { code: string } | null }[];
         };
-      }>(
-        service.url,
-        ExecutionQuery,
-        { id: running.id },
-      );
+      }>(service.url, ExecutionQuery, { id: running.id });
       expect(execution.status).toBe('FAILED');
       expect(execution.error.code).toBe('INTERRUPTED');
+      expect(execution.error.message).toContain('STEPCAST_MAX_RESUMES');
       expect(execution.steps.map((s) => s.status)).toEqual(['SUCCEEDED', 'FAILED', 'SKIPPED']);
       expect(execution.steps[1]!.error?.code).toBe('INTERRUPTED');
-      expect(execution.steps[1]!.attempts).toBe(1);
+      expect(execution.steps[1]!.attempts).toBe(2);
       expect(execution.finalResult).toEqual(execution.steps[0]!.result);
       expect(execution.finalResult).toEqual([{ n: 300 }]);
 
@@ -135,16 +184,14 @@ for (const { backend, skipReason } of backends) {
         'STEP_STARTED:1',
         'STEP_SUCCEEDED:1',
         'STEP_STARTED:2',
+        'EXECUTION_RESUMED:2',
         'STEP_FAILED:2',
         'STEP_SKIPPED:3',
         'EXECUTION_FAILED',
       ]);
-      expect(replay.map((u) => u.sequence)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+      expect(replay.map((u) => u.sequence)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
       expect(replay.slice(0, 4)).toEqual(running.updates.slice(0, 4));
-
-      const interrupted = service.logs.filter((entry) => entry.msg?.toString().includes('interrupted'));
-      expect(interrupted.length).toBeGreaterThanOrEqual(1);
-      expect(interrupted.every((entry) => typeof entry.correlationId === 'string')).toBe(true);
+      expect(ended.updates).toEqual(replay);
 
       service.child.kill('SIGTERM');
       expect(await service.exited).toEqual({ code: 0, signal: null });

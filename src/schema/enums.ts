@@ -7,16 +7,19 @@ export const StepKindEnum = builder.enumType('StepKind', {
 });
 
 export const ExecutionStatusEnum = builder.enumType('ExecutionStatus', {
-  description: 'Where an execution is in its life: QUEUED, then RUNNING, then one of the finished states.',
+  description:
+    'Where an execution is in its life: QUEUED, then RUNNING (WAITING while an approval step waits for a person), then SUCCEEDED, FAILED or CANCELLED.',
   values: EXECUTION_STATUSES,
 });
 
 export const StepStatusEnum = builder.enumType('StepStatus', {
-  description: 'SKIPPED: an earlier critical step failed, so this one never ran.',
+  description:
+    'SKIPPED: an earlier critical step failed (or the execution was cancelled), so this one never ran. WAITING: an approval step waiting for approveStep or rejectStep.',
   values: STEP_STATUSES,
 });
 
 export const StepUpdateTypeEnum = builder.enumType('StepUpdateType', {
-  description: 'What happened in one StepUpdate. The EXECUTION_SUCCEEDED/FAILED/CANCELLED update is the last.',
+  description:
+    'What happened in one StepUpdate. The EXECUTION_SUCCEEDED/FAILED/CANCELLED update is the last. EXECUTION_RESUMED: a server continued the execution after the one running it stopped; its step is the one run again.',
   values: STEP_UPDATE_TYPES,
 });

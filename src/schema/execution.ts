@@ -72,6 +72,15 @@ export const ExecutionRef = builder.objectRef<ExecutionRow>('Execution').impleme
           ? execution.finishedAt.getTime() - execution.startedAt.getTime()
           : null,
     }),
+    resumes: t.exposeInt('resumes', {
+      description: 'How many times the execution was continued after the server running it stopped (a crash, an outage).',
+    }),
+    cancelRequestedAt: t.field({
+      type: 'DateTime',
+      nullable: true,
+      description: 'When cancelExecution was accepted.',
+      resolve: (execution) => execution.cancelRequestedAt,
+    }),
     lastSequence: t.exposeInt('lastSequence', {
       description: 'Sequence of the latest StepUpdate; pass it as afterSequence to follow on from here.',
     }),

@@ -1,7 +1,23 @@
 import { builder } from './builder.js';
 import { StepKindEnum } from './enums.js';
-import { toGraphQLError } from './errors.js';
+import { isUuid } from './cursor.js';
+import { badUserInput, notFound, toGraphQLError } from './errors.js';
 import { ExecutionRef, PlanRef } from './execution.js';
+import type { GraphQLContext } from './context.js';
+
+/** Who decided, as stored on the step: the API key or JWT subject, never a secret. */
+function decidedBy(context: GraphQLContext): string {
+  const { principal } = context;
+  if (principal.kind === 'api-key') return `api-key:${principal.keyId}`;
+  if (principal.kind === 'jwt') return `jwt:${principal.subject ?? 'no subject'}`;
+  return 'anonymous';
+}
+
+function executionIdOf(id: string | number): string {
+  const text = String(id);
+  if (!isUuid(text)) throw notFound(`execution ${text} was not found`);
+  return text;
+}
 
 const StepInput = builder.inputType('StepInput', {
   description: 'One step. With sql (SQL) or code (API) it runs as written; without, its agent writes it.',
@@ -13,6 +29,14 @@ const StepInput = builder.inputType('StepInput', {
     critical: t.boolean({ defaultValue: true, description: 'When true, a failure stops the plan.' }),
     sql: t.string({ description: 'Read-only SQL over your tables and step_1, step_2, ... (earlier steps).' }),
     code: t.string(),
+    approval: t.boolean({
+      defaultValue: false,
+      description:
+        'When true, the execution stops before this step (status WAITING, a STEP_WAITING update) until approveStep or rejectStep.',
+    }),
+    approvalTimeoutMs: t.int({
+      description: 'How long the step may wait for a decision before it fails APPROVAL_TIMEOUT (1000 to 604800000); no limit when absent.',
+    }),
   }),
 });
 
@@ -66,8 +90,67 @@ builder.mutationType({
         }
       },
     }),
+    cancelExecution: t.field({
+      type: ExecutionRef,
+      description:
+        'Cancels an execution of yours. QUEUED and WAITING ones end CANCELLED at once; for a RUNNING one the running step is stopped (its SQL statement cancelled on the server, its program interrupted, its API and model calls aborted), it becomes CANCELLED, the rest SKIPPED, then EXECUTION_CANCELLED. The request is stored first: a restart honours it. A finished execution is returned unchanged; an unknown id answers NOT_FOUND.',
+      args: { id: t.arg.id({ required: true }) },
+      resolve: async (_root, { id }, context) => {
+        try {
+          return await context.executor.cancelExecution(context.tenantId, executionIdOf(id));
+        } catch (error) {
+          throw toGraphQLError(error);
+        }
+      },
+    }),
+    approveStep: t.field({
+      type: ExecutionRef,
+      description:
+        'Lets the step the execution is WAITING before run. Who approved, when and the comment are stored on the step. BAD_USER_INPUT when that step is not waiting.',
+      args: {
+        executionId: t.arg.id({ required: true }),
+        index: t.arg.int({ required: true, description: '1-based position of the waiting step.' }),
+        comment: t.arg.string({ description: 'Why, in plain words (up to 2000 characters).' }),
+      },
+      resolve: async (_root, args, context) => decide(context, args, true),
+    }),
+    rejectStep: t.field({
+      type: ExecutionRef,
+      description:
+        'Fails the step the execution is WAITING before with REJECTED (a critical step then fails the execution, as any failure would). Who rejected, when and the comment are stored on the step.',
+      args: {
+        executionId: t.arg.id({ required: true }),
+        index: t.arg.int({ required: true, description: '1-based position of the waiting step.' }),
+        comment: t.arg.string({ description: 'Why, in plain words (up to 2000 characters).' }),
+      },
+      resolve: async (_root, args, context) => decide(context, args, false),
+    }),
   }),
 });
+
+const MAX_COMMENT_CHARS = 2_000;
+
+async function decide(
+  context: GraphQLContext,
+  args: { executionId: string | number; index: number; comment?: string | null },
+  approve: boolean,
+) {
+  const comment = args.comment ?? null;
+  if (comment !== null && (comment.length > MAX_COMMENT_CHARS || comment.includes('\u0000'))) {
+    throw badUserInput(`comment must be at most ${MAX_COMMENT_CHARS} characters, without NUL characters`);
+  }
+  try {
+    return await context.executor.decideStep(context.tenantId, {
+      executionId: executionIdOf(args.executionId),
+      index: args.index,
+      approve,
+      comment,
+      decidedBy: decidedBy(context),
+    });
+  } catch (error) {
+    throw toGraphQLError(error);
+  }
+}
 
 builder.queryField('planQuery', (t) =>
   t.field({

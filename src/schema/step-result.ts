@@ -88,6 +88,17 @@ export const StepResultRef = builder.objectRef<StepResultSource>('StepResult').i
       nullable: true,
       description: "What the step's program wrote with console.log (API steps).",
     }),
+    approval: t.exposeBoolean('approval', { description: 'The step waits for approveStep or rejectStep before it runs.' }),
+    decision: t.exposeString('decision', {
+      nullable: true,
+      description: "APPROVED or REJECTED: a person's decision on an approval step; null until one is made.",
+    }),
+    decidedBy: t.exposeString('decidedBy', {
+      nullable: true,
+      description: 'Who decided: api-key:<key id>, jwt:<subject>, or anonymous (authentication off).',
+    }),
+    decidedAt: t.field({ type: 'DateTime', nullable: true, resolve: (step) => toDate(step.decidedAt) }),
+    decisionComment: t.exposeString('decisionComment', { nullable: true }),
     startedAt: t.field({ type: 'DateTime', nullable: true, resolve: (step) => toDate(step.startedAt) }),
     finishedAt: t.field({ type: 'DateTime', nullable: true, resolve: (step) => toDate(step.finishedAt) }),
     durationMs: t.int({

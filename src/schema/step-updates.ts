@@ -29,6 +29,18 @@ const StepUpdateRef = builder.objectRef<StepUpdate>('StepUpdate').implement({
       description: 'The step as it was after this update; null on execution-level updates.',
       resolve: (update) => update.step,
     }),
+    findings: t.field({
+      type: [StepResultRef],
+      nullable: true,
+      description:
+        'On STEP_WAITING only: the earlier steps that succeeded (their recordCount, sample and result), for the person deciding on the waiting step.',
+      resolve: async (update, _args, context) => {
+        if (update.type !== 'STEP_WAITING' || !update.step) return null;
+        const waitingIndex = update.step.index;
+        const steps = await context.executor.listSteps(context.tenantId, update.executionId);
+        return steps.filter((step) => step.index < waitingIndex && step.status === 'SUCCEEDED');
+      },
+    }),
   }),
 });
 

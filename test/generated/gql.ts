@@ -22,6 +22,11 @@ type Documents = {
     "\n  subscription StepUpdates($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      executionId\n      sequence\n      type\n      at\n      status\n      message\n      step {\n        ...StepResultFields\n      }\n    }\n  }\n": typeof types.StepUpdatesDocument,
     "\n  query PlanQuery($query: String!) {\n    planQuery(query: $query) {\n      query\n      reasoning\n      steps {\n        kind\n        queryContext\n        entity\n        reasoning\n        critical\n        sql\n        code\n      }\n    }\n  }\n": typeof types.PlanQueryDocument,
     "\n  mutation ExecuteQuery($query: String!, $options: ExecuteOptions) {\n    executeQuery(query: $query, options: $options) {\n      id\n      status\n      correlationId\n      lastSequence\n      plan {\n        reasoning\n        steps {\n          kind\n          queryContext\n          critical\n        }\n      }\n    }\n  }\n": typeof types.ExecuteQueryDocument,
+    "\n  mutation CancelExecution($id: ID!) {\n    cancelExecution(id: $id) {\n      id\n      status\n      cancelRequestedAt\n      error {\n        code\n      }\n    }\n  }\n": typeof types.CancelExecutionDocument,
+    "\n  mutation ApproveStep($executionId: ID!, $index: Int!, $comment: String) {\n    approveStep(executionId: $executionId, index: $index, comment: $comment) {\n      id\n      status\n    }\n  }\n": typeof types.ApproveStepDocument,
+    "\n  mutation RejectStep($executionId: ID!, $index: Int!, $comment: String) {\n    rejectStep(executionId: $executionId, index: $index, comment: $comment) {\n      id\n      status\n    }\n  }\n": typeof types.RejectStepDocument,
+    "\n  query DurableExecution($id: ID!) {\n    execution(id: $id) {\n      id\n      status\n      resumes\n      cancelRequestedAt\n      lastSequence\n      error {\n        code\n        message\n      }\n      steps {\n        index\n        status\n        attempts\n        approval\n        decision\n        decidedBy\n        decidedAt\n        decisionComment\n        recordCount\n        error {\n          code\n          message\n        }\n      }\n    }\n  }\n": typeof types.DurableExecutionDocument,
+    "\n  subscription WaitingUpdates($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      sequence\n      type\n      status\n      step {\n        index\n        status\n        attempts\n      }\n      findings {\n        index\n        recordCount\n        sample\n      }\n    }\n  }\n": typeof types.WaitingUpdatesDocument,
 };
 const documents: Documents = {
     "\n  fragment StepResultFields on StepResult {\n    index\n    kind\n    status\n    queryContext\n    entity\n    critical\n    sql\n    code\n    logs\n    recordCount\n    sample\n    truncated\n    attempts\n    startedAt\n    finishedAt\n    durationMs\n    usage {\n      promptTokens\n      completionTokens\n      totalTokens\n    }\n    columns {\n      name\n      type\n    }\n    error {\n      code\n      message\n      retryable\n    }\n  }\n": types.StepResultFieldsFragmentDoc,
@@ -31,6 +36,11 @@ const documents: Documents = {
     "\n  subscription StepUpdates($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      executionId\n      sequence\n      type\n      at\n      status\n      message\n      step {\n        ...StepResultFields\n      }\n    }\n  }\n": types.StepUpdatesDocument,
     "\n  query PlanQuery($query: String!) {\n    planQuery(query: $query) {\n      query\n      reasoning\n      steps {\n        kind\n        queryContext\n        entity\n        reasoning\n        critical\n        sql\n        code\n      }\n    }\n  }\n": types.PlanQueryDocument,
     "\n  mutation ExecuteQuery($query: String!, $options: ExecuteOptions) {\n    executeQuery(query: $query, options: $options) {\n      id\n      status\n      correlationId\n      lastSequence\n      plan {\n        reasoning\n        steps {\n          kind\n          queryContext\n          critical\n        }\n      }\n    }\n  }\n": types.ExecuteQueryDocument,
+    "\n  mutation CancelExecution($id: ID!) {\n    cancelExecution(id: $id) {\n      id\n      status\n      cancelRequestedAt\n      error {\n        code\n      }\n    }\n  }\n": types.CancelExecutionDocument,
+    "\n  mutation ApproveStep($executionId: ID!, $index: Int!, $comment: String) {\n    approveStep(executionId: $executionId, index: $index, comment: $comment) {\n      id\n      status\n    }\n  }\n": types.ApproveStepDocument,
+    "\n  mutation RejectStep($executionId: ID!, $index: Int!, $comment: String) {\n    rejectStep(executionId: $executionId, index: $index, comment: $comment) {\n      id\n      status\n    }\n  }\n": types.RejectStepDocument,
+    "\n  query DurableExecution($id: ID!) {\n    execution(id: $id) {\n      id\n      status\n      resumes\n      cancelRequestedAt\n      lastSequence\n      error {\n        code\n        message\n      }\n      steps {\n        index\n        status\n        attempts\n        approval\n        decision\n        decidedBy\n        decidedAt\n        decisionComment\n        recordCount\n        error {\n          code\n          message\n        }\n      }\n    }\n  }\n": types.DurableExecutionDocument,
+    "\n  subscription WaitingUpdates($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      sequence\n      type\n      status\n      step {\n        index\n        status\n        attempts\n      }\n      findings {\n        index\n        recordCount\n        sample\n      }\n    }\n  }\n": types.WaitingUpdatesDocument,
 };
 
 /**
@@ -61,6 +71,26 @@ export function graphql(source: "\n  query PlanQuery($query: String!) {\n    pla
  * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
  */
 export function graphql(source: "\n  mutation ExecuteQuery($query: String!, $options: ExecuteOptions) {\n    executeQuery(query: $query, options: $options) {\n      id\n      status\n      correlationId\n      lastSequence\n      plan {\n        reasoning\n        steps {\n          kind\n          queryContext\n          critical\n        }\n      }\n    }\n  }\n"): typeof import('./graphql.js').ExecuteQueryDocument;
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  mutation CancelExecution($id: ID!) {\n    cancelExecution(id: $id) {\n      id\n      status\n      cancelRequestedAt\n      error {\n        code\n      }\n    }\n  }\n"): typeof import('./graphql.js').CancelExecutionDocument;
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  mutation ApproveStep($executionId: ID!, $index: Int!, $comment: String) {\n    approveStep(executionId: $executionId, index: $index, comment: $comment) {\n      id\n      status\n    }\n  }\n"): typeof import('./graphql.js').ApproveStepDocument;
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  mutation RejectStep($executionId: ID!, $index: Int!, $comment: String) {\n    rejectStep(executionId: $executionId, index: $index, comment: $comment) {\n      id\n      status\n    }\n  }\n"): typeof import('./graphql.js').RejectStepDocument;
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  query DurableExecution($id: ID!) {\n    execution(id: $id) {\n      id\n      status\n      resumes\n      cancelRequestedAt\n      lastSequence\n      error {\n        code\n        message\n      }\n      steps {\n        index\n        status\n        attempts\n        approval\n        decision\n        decidedBy\n        decidedAt\n        decisionComment\n        recordCount\n        error {\n          code\n          message\n        }\n      }\n    }\n  }\n"): typeof import('./graphql.js').DurableExecutionDocument;
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  subscription WaitingUpdates($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      sequence\n      type\n      status\n      step {\n        index\n        status\n        attempts\n      }\n      findings {\n        index\n        recordCount\n        sample\n      }\n    }\n  }\n"): typeof import('./graphql.js').WaitingUpdatesDocument;
 
 
 export function graphql(source: string) {

@@ -21,13 +21,14 @@ export type ExecutionFilter = {
   status?: Array<ExecutionStatus> | null | undefined;
 };
 
-/** Where an execution is in its life: QUEUED, then RUNNING, then one of the finished states. */
+/** Where an execution is in its life: QUEUED, then RUNNING (WAITING while an approval step waits for a person), then SUCCEEDED, FAILED or CANCELLED. */
 export type ExecutionStatus =
   | 'CANCELLED'
   | 'FAILED'
   | 'QUEUED'
   | 'RUNNING'
-  | 'SUCCEEDED';
+  | 'SUCCEEDED'
+  | 'WAITING';
 
 export type PlanInput = {
   /** The question the plan answers. */
@@ -38,6 +39,10 @@ export type PlanInput = {
 
 /** One step. With sql (SQL) or code (API) it runs as written; without, its agent writes it. */
 export type StepInput = {
+  /** When true, the execution stops before this step (status WAITING, a STEP_WAITING update) until approveStep or rejectStep. */
+  approval?: boolean | null | undefined;
+  /** How long the step may wait for a decision before it fails APPROVAL_TIMEOUT (1000 to 604800000); no limit when absent. */
+  approvalTimeoutMs?: number | null | undefined;
   code?: string | null | undefined;
   /** When true, a failure stops the plan. */
   critical?: boolean | null | undefined;
@@ -56,27 +61,33 @@ export type StepKind =
   | 'API'
   | 'SQL';
 
-/** SKIPPED: an earlier critical step failed, so this one never ran. */
+/** SKIPPED: an earlier critical step failed (or the execution was cancelled), so this one never ran. WAITING: an approval step waiting for approveStep or rejectStep. */
 export type StepStatus =
   | 'CANCELLED'
   | 'FAILED'
   | 'PENDING'
   | 'RUNNING'
   | 'SKIPPED'
-  | 'SUCCEEDED';
+  | 'SUCCEEDED'
+  | 'WAITING';
 
-/** What happened in one StepUpdate. The EXECUTION_SUCCEEDED/FAILED/CANCELLED update is the last. */
+/** What happened in one StepUpdate. The EXECUTION_SUCCEEDED/FAILED/CANCELLED update is the last. EXECUTION_RESUMED: a server continued the execution after the one running it stopped; its step is the one run again. */
 export type StepUpdateType =
   | 'EXECUTION_CANCELLED'
   | 'EXECUTION_FAILED'
+  | 'EXECUTION_RESUMED'
   | 'EXECUTION_STARTED'
   | 'EXECUTION_SUCCEEDED'
   | 'PLAN_CREATED'
+  | 'STEP_APPROVED'
+  | 'STEP_CANCELLED'
   | 'STEP_FAILED'
   | 'STEP_PROGRESS'
+  | 'STEP_REJECTED'
   | 'STEP_SKIPPED'
   | 'STEP_STARTED'
-  | 'STEP_SUCCEEDED';
+  | 'STEP_SUCCEEDED'
+  | 'STEP_WAITING';
 
 export type StepResultFieldsFragment = { index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, code: string | null, logs: Array<string> | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, usage: { promptTokens: number, completionTokens: number, totalTokens: number } | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null };
 
@@ -126,6 +137,46 @@ export type ExecuteQueryMutationVariables = Exact<{
 
 
 export type ExecuteQueryMutation = { executeQuery: { id: string, status: ExecutionStatus, correlationId: string, lastSequence: number, plan: { reasoning: string | null, steps: Array<{ kind: StepKind, queryContext: string, critical: boolean }> } } };
+
+export type CancelExecutionMutationVariables = Exact<{
+  id: string | number;
+}>;
+
+
+export type CancelExecutionMutation = { cancelExecution: { id: string, status: ExecutionStatus, cancelRequestedAt: string | null, error: { code: string } | null } };
+
+export type ApproveStepMutationVariables = Exact<{
+  executionId: string | number;
+  index: number;
+  comment?: string | null | undefined;
+}>;
+
+
+export type ApproveStepMutation = { approveStep: { id: string, status: ExecutionStatus } };
+
+export type RejectStepMutationVariables = Exact<{
+  executionId: string | number;
+  index: number;
+  comment?: string | null | undefined;
+}>;
+
+
+export type RejectStepMutation = { rejectStep: { id: string, status: ExecutionStatus } };
+
+export type DurableExecutionQueryVariables = Exact<{
+  id: string | number;
+}>;
+
+
+export type DurableExecutionQuery = { execution: { id: string, status: ExecutionStatus, resumes: number, cancelRequestedAt: string | null, lastSequence: number, error: { code: string, message: string } | null, steps: Array<{ index: number, status: StepStatus, attempts: number, approval: boolean, decision: string | null, decidedBy: string | null, decidedAt: string | null, decisionComment: string | null, recordCount: number | null, error: { code: string, message: string } | null }> } | null };
+
+export type WaitingUpdatesSubscriptionVariables = Exact<{
+  executionId: string | number;
+  afterSequence?: number | null | undefined;
+}>;
+
+
+export type WaitingUpdatesSubscription = { stepUpdates: { sequence: number, type: StepUpdateType, status: ExecutionStatus, step: { index: number, status: StepStatus, attempts: number } | null, findings: Array<{ index: number, recordCount: number | null, sample: unknown }> | null } };
 
 export class TypedDocumentString<TResult, TVariables>
   extends String
@@ -363,3 +414,80 @@ export const ExecuteQueryDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<ExecuteQueryMutation, ExecuteQueryMutationVariables>;
+export const CancelExecutionDocument = new TypedDocumentString(`
+    mutation CancelExecution($id: ID!) {
+  cancelExecution(id: $id) {
+    id
+    status
+    cancelRequestedAt
+    error {
+      code
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<CancelExecutionMutation, CancelExecutionMutationVariables>;
+export const ApproveStepDocument = new TypedDocumentString(`
+    mutation ApproveStep($executionId: ID!, $index: Int!, $comment: String) {
+  approveStep(executionId: $executionId, index: $index, comment: $comment) {
+    id
+    status
+  }
+}
+    `) as unknown as TypedDocumentString<ApproveStepMutation, ApproveStepMutationVariables>;
+export const RejectStepDocument = new TypedDocumentString(`
+    mutation RejectStep($executionId: ID!, $index: Int!, $comment: String) {
+  rejectStep(executionId: $executionId, index: $index, comment: $comment) {
+    id
+    status
+  }
+}
+    `) as unknown as TypedDocumentString<RejectStepMutation, RejectStepMutationVariables>;
+export const DurableExecutionDocument = new TypedDocumentString(`
+    query DurableExecution($id: ID!) {
+  execution(id: $id) {
+    id
+    status
+    resumes
+    cancelRequestedAt
+    lastSequence
+    error {
+      code
+      message
+    }
+    steps {
+      index
+      status
+      attempts
+      approval
+      decision
+      decidedBy
+      decidedAt
+      decisionComment
+      recordCount
+      error {
+        code
+        message
+      }
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<DurableExecutionQuery, DurableExecutionQueryVariables>;
+export const WaitingUpdatesDocument = new TypedDocumentString(`
+    subscription WaitingUpdates($executionId: ID!, $afterSequence: Int) {
+  stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {
+    sequence
+    type
+    status
+    step {
+      index
+      status
+      attempts
+    }
+    findings {
+      index
+      recordCount
+      sample
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<WaitingUpdatesSubscription, WaitingUpdatesSubscriptionVariables>;

@@ -162,3 +162,85 @@ export const ExecuteQueryMutation = graphql(`
     }
   }
 `);
+
+export const CancelExecutionMutation = graphql(`
+  mutation CancelExecution($id: ID!) {
+    cancelExecution(id: $id) {
+      id
+      status
+      cancelRequestedAt
+      error {
+        code
+      }
+    }
+  }
+`);
+
+export const ApproveStepMutation = graphql(`
+  mutation ApproveStep($executionId: ID!, $index: Int!, $comment: String) {
+    approveStep(executionId: $executionId, index: $index, comment: $comment) {
+      id
+      status
+    }
+  }
+`);
+
+export const RejectStepMutation = graphql(`
+  mutation RejectStep($executionId: ID!, $index: Int!, $comment: String) {
+    rejectStep(executionId: $executionId, index: $index, comment: $comment) {
+      id
+      status
+    }
+  }
+`);
+
+export const DurableExecutionQuery = graphql(`
+  query DurableExecution($id: ID!) {
+    execution(id: $id) {
+      id
+      status
+      resumes
+      cancelRequestedAt
+      lastSequence
+      error {
+        code
+        message
+      }
+      steps {
+        index
+        status
+        attempts
+        approval
+        decision
+        decidedBy
+        decidedAt
+        decisionComment
+        recordCount
+        error {
+          code
+          message
+        }
+      }
+    }
+  }
+`);
+
+export const WaitingUpdatesSubscription = graphql(`
+  subscription WaitingUpdates($executionId: ID!, $afterSequence: Int) {
+    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {
+      sequence
+      type
+      status
+      step {
+        index
+        status
+        attempts
+      }
+      findings {
+        index
+        recordCount
+        sample
+      }
+    }
+  }
+`);
