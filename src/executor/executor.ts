@@ -17,6 +17,7 @@ import type { Logger } from '../logger.js';
 import { createInProcessDispatcher, type Dispatcher } from './dispatcher.js';
 import { failInterruptedExecution, runExecution, type EngineDependencies } from './engine.js';
 import { ExecutionNotFoundError, InvalidArgumentError, PlanValidationError, RateLimitedError } from './errors.js';
+import { IdempotentSubmits, planRequest, queryRequest } from './idempotency.js';
 import {
   correlationIdProblems,
   queryProblems,
@@ -74,6 +75,7 @@ export class Executor {
   private readonly llm: LlmClient;
   private readonly executionBudget: TenantBudget;
   private readonly modelCallBudget: TenantBudget;
+  private readonly idempotency: IdempotentSubmits;
 
   constructor(
     private readonly database: Database,
@@ -103,6 +105,13 @@ export class Executor {
     // Every open stepUpdates stream listens for shutdown on this one signal.
     setMaxListeners(0, this.shutdownController.signal);
     this.store = new ExecutionStore(database.db);
+    this.idempotency = new IdempotentSubmits(
+      database.db,
+      { ttlMs: settings.idempotencyTtlMs, plannerMaxMs: settings.plannerMaxMs },
+      (tenantId, executionId) => this.store.findExecution(tenantId, executionId),
+      logger,
+      this.shutdownController.signal,
+    );
     this.bus = createInProcessStepUpdateBus();
     this.engine = {
       store: this.store,
@@ -170,12 +179,17 @@ export class Executor {
 
   /**
    * Validates the plan, takes one of the tenant's execution tokens (RateLimitedError when there is
-   * none), and stores it as a QUEUED execution for the dispatcher. Bad input spends no token.
+   * none), and stores it as a QUEUED execution for the dispatcher. Bad input spends no token. With an
+   * idempotency key already used, it answers with that key's execution and takes no token (src/executor/idempotency.ts).
    */
   async submitPlan(tenantId: string, plan: PlanInput, options?: ExecuteOptionsInput | null): Promise<ExecutionRow> {
     const validated = validatePlan(plan, options, this.planDefaults());
-    this.takeTokens(tenantId, [this.executionBudget]);
-    const { execution } = await this.store.createExecution(tenantId, validated);
+    const submitted = await this.idempotency.submit(tenantId, validated.idempotencyKey, planRequest(validated, options), {
+      spendTokens: () => this.takeTokens(tenantId, [this.executionBudget]),
+      create: (claim) => this.store.createExecution(tenantId, validated, { claim }),
+    });
+    if ('replayed' in submitted) return submitted.replayed;
+    const { execution } = submitted.created;
     this.logger.info(
       { correlationId: execution.correlationId, executionId: execution.id, tenantId, steps: execution.totalSteps },
       'execution queued',
@@ -240,17 +254,21 @@ export class Executor {
    * Plans the query, then executes the plan; the plan is the execution's first update (PLAN_CREATED).
    * It takes an execution token, like executePlan, and a model call, both or neither, from the moment the
    * question passes its checks (planning costs model tokens even when the planner's answer cannot run).
+   * With an idempotency key, the planner runs once per key: a second request waits for the first's execution.
    */
   async executeQuery(tenantId: string, query: string, options?: ExecuteOptionsInput | null): Promise<ExecutionRow> {
     const validatedOptions = validateExecuteOptions(options, this.planDefaults());
     checkQuery(query, this.settings.inputLimits);
-    this.takeTokens(tenantId, [this.executionBudget, ...this.plannerBudgets()]);
-    const { plan, usage } = await this.planWithUsage(tenantId, query);
-    const { execution, planCreated } = await this.store.createExecution(
-      tenantId,
-      { ...validatedOptions, plan },
-      { plannerUsage: usage },
-    );
+    const { idempotencyKey } = validatedOptions;
+    const submitted = await this.idempotency.submitPlanned(tenantId, idempotencyKey, queryRequest(query, validatedOptions, options), {
+      spendTokens: () => this.takeTokens(tenantId, [this.executionBudget, ...this.plannerBudgets()]),
+      create: async (claim) => {
+        const { plan, usage } = await this.planWithUsage(tenantId, query);
+        return this.store.createExecution(tenantId, { ...validatedOptions, plan }, { plannerUsage: usage, claim });
+      },
+    });
+    if ('replayed' in submitted) return submitted.replayed;
+    const { execution, planCreated } = submitted.created;
     if (planCreated) this.bus.publish(planCreated);
     this.logger.info(
       { correlationId: execution.correlationId, executionId: execution.id, tenantId, steps: execution.totalSteps },

@@ -10,6 +10,7 @@ import {
   type StepSnapshot,
   type StoredTokenUsage,
 } from '../db/tables.js';
+import type { ClaimInTransaction } from './idempotency.js';
 import type { ValidatedPlan } from './plan.js';
 import { storableText } from './storable-text.js';
 import { applyStepChange, applyStepDelta, pendingSnapshot, stepDeltaOf, type StepChange } from './step-snapshots.js';
@@ -101,11 +102,12 @@ export class ExecutionStore {
   /**
    * Stores a QUEUED execution with its PENDING steps. A plan the planner wrote also gets its
    * PLAN_CREATED update, sequence 1, in the same transaction, and the planner's tokens as usage.
+   * `claim` (an idempotency key) runs in that transaction too; what it throws stores nothing.
    */
   async createExecution(
     tenantId: string,
     validated: ValidatedPlan,
-    { plannerUsage }: { plannerUsage?: StoredTokenUsage } = {},
+    { plannerUsage, claim }: { plannerUsage?: StoredTokenUsage; claim?: ClaimInTransaction } = {},
   ): Promise<{ execution: ExecutionRow; planCreated: StepUpdate | null }> {
     const planned = plannerUsage !== undefined;
     const id = randomUUID();
@@ -125,6 +127,7 @@ export class ExecutionStore {
           createdAt: new Date(),
         })
         .returning();
+      await claim?.(tx, id);
       await tx.insert(stepResults).values(
         validated.plan.steps.map((step, i) => ({
           executionId: id,
