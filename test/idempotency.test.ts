@@ -6,6 +6,7 @@ import { backends } from './support/database.js';
 import { ExecutePlanMutation, ExecuteQueryMutation, StepUpdatesSubscription } from './support/operations.js';
 import type { TestClient } from './support/server.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
+import { canonicalJson, requestHash } from '../src/executor/idempotency.js';
 
 const PLANNED = {
   reasoning: 'Count the users, then say it again.',
@@ -28,6 +29,18 @@ function twoSteps(query: string): PlanInput {
 }
 
 type Options = NonNullable<ExecutePlanMutationVariables['options']>;
+
+// GraphQL hands the server input objects in the schema's field order; a request hash must not depend on it anyway.
+describe('the request an idempotency key is compared by', () => {
+  it('is the same for the same values whatever the order of their keys, and differs for any other value', () => {
+    const a = { plan: { query: 'q', steps: [{ kind: 'SQL', sql: 'SELECT 1', critical: true }] }, options: { sampleSize: 3, stepTimeoutMs: 100 } };
+    const b = { options: { stepTimeoutMs: 100, sampleSize: 3 }, plan: { steps: [{ critical: true, sql: 'SELECT 1', kind: 'SQL' }], query: 'q' } };
+    expect(canonicalJson(b)).toBe(canonicalJson(a));
+    expect(requestHash(b)).toBe(requestHash(a));
+    expect(requestHash({ ...a, options: { sampleSize: 4, stepTimeoutMs: 100 } })).not.toBe(requestHash(a));
+    expect(requestHash({ ...a, plan: { ...a.plan, steps: [...a.plan.steps, ...a.plan.steps] } })).not.toBe(requestHash(a));
+  });
+});
 
 for (const { backend, skipReason } of backends) {
   describe.skipIf(skipReason !== null)(`idempotent submit on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
