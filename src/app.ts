@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { DrizzleExecutionStore } from './db/execution-store.js';
 import { createInProcessDispatcher } from './executor/dispatcher.js';
 import { Executor } from './executor/executor.js';
+import { IdempotentSubmits } from './executor/idempotency.js';
 import { createInProcessStepUpdateBus } from './executor/step-update-bus.js';
 import { createApiStepHandler } from './executor/steps/api.js';
 import { createSqlStepHandler } from './executor/steps/sql.js';
@@ -74,6 +75,14 @@ function composeExecutor(config: Config, database: Database, llm: LlmClient, sec
     logger,
     workerId: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
     isUnavailable: () => false,
+    idempotency: ({ findExecution, logger: executorLogger, shutdown }) =>
+      new IdempotentSubmits(
+        database.db,
+        { ttlMs: config.executor.idempotencyTtlMs, plannerMaxMs: config.executor.plannerMaxMs },
+        findExecution,
+        executorLogger,
+        shutdown,
+      ),
   });
 }
 

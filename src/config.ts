@@ -35,6 +35,7 @@ const environmentSchema = z.object({
   STEPCAST_SQL_TEMP_FILE_LIMIT_MB: integer(128, 1, 1_048_576),
   STEPCAST_MAX_STEP_TIMEOUT_MS: integer(120_000, MIN_STEP_TIMEOUT_MS, 3_600_000),
   STEPCAST_SHUTDOWN_GRACE_MS: integer(10_000, 0, 600_000),
+  STEPCAST_IDEMPOTENCY_TTL_HOURS: integer(24, 1, 8_760),
   OPENAI_API_KEY: z.string().min(1).optional(),
   OPENAI_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),
   STEPCAST_MODEL: z.string().min(1).default('gpt-4o-mini'),
@@ -141,6 +142,13 @@ export interface Config {
      * elsewhere); 0: only when it starts.
      */
     recoveryIntervalMs: number;
+    /** How long an idempotency key answers with the execution it made (STEPCAST_IDEMPOTENCY_TTL_HOURS). */
+    idempotencyTtlMs: number;
+    /**
+     * The longest one planner call may take, every retry and the corrective round included: an executeQuery's
+     * key still without its execution after this was left by a stopped process, and a new request may take it.
+     */
+    plannerMaxMs: number;
   };
   shutdownGraceMs: number;
   llm: LlmConfig;
@@ -227,6 +235,7 @@ export interface InputLimits {
   reasoningChars: number;
   entityChars: number;
   correlationIdChars: number;
+  idempotencyKeyChars: number;
   maxSampleSize: number;
   minStepTimeoutMs: number;
 }
@@ -314,6 +323,8 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       leaseTtlMs: env.STEPCAST_LEASE_TTL_MS,
       maxResumes: env.STEPCAST_MAX_RESUMES,
       recoveryIntervalMs: env.STEPCAST_RECOVERY_INTERVAL_MS,
+      idempotencyTtlMs: env.STEPCAST_IDEMPOTENCY_TTL_HOURS * 3_600_000,
+      plannerMaxMs: plannerMaxMs(env.STEPCAST_LLM_TIMEOUT_MS, env.STEPCAST_LLM_MAX_RETRIES),
     },
     shutdownGraceMs: env.STEPCAST_SHUTDOWN_GRACE_MS,
     llm: {
@@ -388,6 +399,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       reasoningChars: 10_000,
       entityChars: 200,
       correlationIdChars: 128,
+      idempotencyKeyChars: 200,
       maxSampleSize: 100,
       minStepTimeoutMs: MIN_STEP_TIMEOUT_MS,
     },
@@ -396,6 +408,12 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       maxSubscriptions: env.STEPCAST_TENANT_MAX_SUBSCRIPTIONS,
     },
   };
+}
+
+/** Two rounds (the corrective one), each every attempt at its timeout plus the longest Retry-After honoured, and a minute for the rest. */
+function plannerMaxMs(llmTimeoutMs: number, llmMaxRetries: number): number {
+  const MAX_RETRY_AFTER_MS = 30_000;
+  return 2 * (llmMaxRetries + 1) * (llmTimeoutMs + MAX_RETRY_AFTER_MS) + 60_000;
 }
 
 /** Heap the service needs besides what executions hold (schema, connections, streams); it uses about 80 MiB idle. */

@@ -12,6 +12,8 @@ import { createInProcessStepUpdateBus } from '../src/executor/step-update-bus.js
 import type { StepUpdate } from '../src/executor/step-update.js';
 import type { StepContext, StepHandler, StepOutcome } from '../src/executor/steps/step-handler.js';
 import type { TenantKnowledge } from '../src/executor/tenant-knowledge.js';
+import { IdempotentSubmits } from '../src/executor/idempotency.js';
+import type { Db } from '../src/db/client.js';
 import type { LlmClient } from '../src/agents/llm-client.js';
 import { createLogger } from '../src/logger.js';
 
@@ -151,6 +153,9 @@ class World {
       dispatcher: (run) =>
         createInProcessDispatcher({ concurrency: 4, perTenantConcurrency: 4, runExecution: run, logger: deps.logger }),
       knowledge: {} as TenantKnowledge,
+      // No test here sends an idempotency key; keys are settled by the database (test/idempotency.test.ts).
+      idempotency: ({ findExecution, logger, shutdown }) =>
+        new IdempotentSubmits({} as Db, { ttlMs: 60_000, plannerMaxMs: 60_000 }, findExecution, logger, shutdown),
       llm: { configured: false } as LlmClient,
       settings: {
         ...config.executor,

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, lte, or, sql, type SQL } from 'drizzle-orm';
+import type { ClaimInTransaction } from '../executor/idempotency.js';
 import type { ValidatedPlan } from '../executor/plan.js';
 import { storableText } from '../executor/storable-text.js';
 import { applyStepChange, applyStepDelta, pendingSnapshot, stepDeltaOf, type StepChange } from '../executor/step-snapshots.js';
@@ -82,7 +83,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
   async createExecution(
     tenantId: string,
     validated: ValidatedPlan,
-    { plannerUsage }: { plannerUsage?: StoredTokenUsage } = {},
+    { plannerUsage, claim }: { plannerUsage?: StoredTokenUsage; claim?: ClaimInTransaction } = {},
   ): Promise<{ execution: ExecutionRow; planCreated: StepUpdate | null }> {
     const planned = plannerUsage !== undefined;
     const id = randomUUID();
@@ -102,6 +103,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
           createdAt: new Date(),
         })
         .returning();
+      await claim?.(tx as unknown as Db, id);
       await tx.insert(stepResults).values(
         validated.plan.steps.map((step, i) => ({
           executionId: id,

@@ -108,6 +108,25 @@ export class RateLimitedError extends Error {
   }
 }
 
+/** The tenant's idempotency key came with a different request (plan, query or options) before; nothing was stored. */
+export class IdempotencyConflictError extends Error {
+  override name = 'IdempotencyConflictError';
+  constructor() {
+    super(
+      'this idempotency key was used with a different request (plan, query or options); use a new key for a new request',
+    );
+  }
+}
+
+/**
+ * The request that first used the idempotency key has not stored its execution (its planner is still running, or
+ * it failed); sending the same request again after retryAfterSeconds gets the execution, or makes it.
+ */
+export class IdempotencyKeyInUseError extends Error {
+  override name = 'IdempotencyKeyInUseError';
+  readonly retryAfterSeconds = 1;
+}
+
 export class ExecutionNotFoundError extends Error {
   override name = 'ExecutionNotFoundError';
   constructor(executionId: string) {

@@ -8,6 +8,7 @@ import type { Logger } from '../logger.js';
 import type { Dispatcher } from './dispatcher.js';
 import { Engine } from './engine.js';
 import { ExecutionNotFoundError, InvalidArgumentError, PlanValidationError, RateLimitedError } from './errors.js';
+import { IdempotentSubmits, planRequest, queryRequest } from './idempotency.js';
 import {
   correlationIdProblems,
   queryProblems,
@@ -79,6 +80,12 @@ export interface ExecutorDependencies {
   workerId: string;
   /** The store cannot be reached (the database is down): runs stop and are continued later. */
   isUnavailable(error: unknown): boolean;
+  /** Builds what settles idempotency keys (src/executor/idempotency.ts), given what it needs of the executor. */
+  idempotency(executor: {
+    findExecution: (tenantId: string, executionId: string) => Promise<ExecutionRow | undefined>;
+    logger: Logger;
+    shutdown: AbortSignal;
+  }): IdempotentSubmits;
 }
 
 /** How long a cancel waits for the run it stopped to record the end, so that it can answer CANCELLED. */
@@ -105,6 +112,7 @@ export class Executor {
   private readonly modelCallBudget: TenantBudget;
   private sweeper: NodeJS.Timeout | undefined;
   private sweepFailing = false;
+  private readonly idempotency: IdempotentSubmits;
 
   constructor(deps: ExecutorDependencies) {
     const { settings, logger } = deps;
@@ -135,6 +143,11 @@ export class Executor {
     };
     // Every open stepUpdates stream listens for shutdown on this one signal.
     setMaxListeners(0, this.shutdownController.signal);
+    this.idempotency = deps.idempotency({
+      findExecution: (tenantId, executionId) => this.store.findExecution(tenantId, executionId),
+      logger,
+      shutdown: this.shutdownController.signal,
+    });
     this.engine = new Engine({
       store: deps.store,
       leases: deps.leases,
@@ -198,12 +211,17 @@ export class Executor {
 
   /**
    * Validates the plan, takes one of the tenant's execution tokens (RateLimitedError when there is
-   * none), and stores it as a QUEUED execution for the dispatcher. Bad input spends no token.
+   * none), and stores it as a QUEUED execution for the dispatcher. Bad input spends no token. With an
+   * idempotency key already used, it answers with that key's execution and takes no token (src/executor/idempotency.ts).
    */
   async submitPlan(tenantId: string, plan: PlanInput, options?: ExecuteOptionsInput | null): Promise<ExecutionRow> {
     const validated = validatePlan(plan, options, this.planDefaults());
-    this.takeTokens(tenantId, [this.executionBudget]);
-    const { execution } = await this.store.createExecution(tenantId, validated);
+    const submitted = await this.idempotency.submit(tenantId, validated.idempotencyKey, planRequest(validated, options), {
+      spendTokens: () => this.takeTokens(tenantId, [this.executionBudget]),
+      create: (claim) => this.store.createExecution(tenantId, validated, { claim }),
+    });
+    if ('replayed' in submitted) return submitted.replayed;
+    const { execution } = submitted.created;
     this.logger.info(
       { correlationId: execution.correlationId, executionId: execution.id, tenantId, steps: execution.totalSteps },
       'execution queued',
@@ -268,17 +286,21 @@ export class Executor {
    * Plans the query, then executes the plan; the plan is the execution's first update (PLAN_CREATED).
    * It takes an execution token, like executePlan, and a model call, both or neither, from the moment the
    * question passes its checks (planning costs model tokens even when the planner's answer cannot run).
+   * With an idempotency key, the planner runs once per key: a second request waits for the first's execution.
    */
   async executeQuery(tenantId: string, query: string, options?: ExecuteOptionsInput | null): Promise<ExecutionRow> {
     const validatedOptions = validateExecuteOptions(options, this.planDefaults());
     checkQuery(query, this.settings.inputLimits);
-    this.takeTokens(tenantId, [this.executionBudget, ...this.plannerBudgets()]);
-    const { plan, usage } = await this.planWithUsage(tenantId, query);
-    const { execution, planCreated } = await this.store.createExecution(
-      tenantId,
-      { ...validatedOptions, plan },
-      { plannerUsage: usage },
-    );
+    const { idempotencyKey } = validatedOptions;
+    const submitted = await this.idempotency.submitPlanned(tenantId, idempotencyKey, queryRequest(query, validatedOptions, options), {
+      spendTokens: () => this.takeTokens(tenantId, [this.executionBudget, ...this.plannerBudgets()]),
+      create: async (claim) => {
+        const { plan, usage } = await this.planWithUsage(tenantId, query);
+        return this.store.createExecution(tenantId, { ...validatedOptions, plan }, { plannerUsage: usage, claim });
+      },
+    });
+    if ('replayed' in submitted) return submitted.replayed;
+    const { execution, planCreated } = submitted.created;
     if (planCreated) this.bus.publish(planCreated);
     this.logger.info(
       { correlationId: execution.correlationId, executionId: execution.id, tenantId, steps: execution.totalSteps },

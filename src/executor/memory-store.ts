@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { ExecutionRow, StepResultRow, StepRow, StoredTokenUsage, TenantRow } from '../db/tables.js';
+import type { ClaimInTransaction } from './idempotency.js';
 import type { ValidatedPlan } from './plan.js';
 import { applyStepChange } from './step-snapshots.js';
 import type { ExecutionStatus, StepUpdate } from './step-update.js';
@@ -53,9 +54,11 @@ export class MemoryExecutionStore implements ExecutionStore, LeaseProvider, Tena
   async createExecution(
     tenantId: string,
     validated: ValidatedPlan,
-    { plannerUsage }: { plannerUsage?: StoredTokenUsage } = {},
+    { plannerUsage, claim }: { plannerUsage?: StoredTokenUsage; claim?: ClaimInTransaction } = {},
   ): Promise<{ execution: ExecutionRow; planCreated: StepUpdate | null }> {
     this.failIfAsked('createExecution');
+    // Idempotency keys are settled by the database (INSERT ... ON CONFLICT); this store has none.
+    if (claim) throw new Error('the in-memory store does not keep idempotency keys');
     const id = randomUUID();
     const createdAt = new Date(this.now());
     const row: ExecutionRow = {

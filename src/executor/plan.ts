@@ -40,13 +40,19 @@ export interface ExecuteOptionsInput {
   correlationId?: string | null;
   sampleSize?: number | null;
   stepTimeoutMs?: number | null;
+  idempotencyKey?: string | null;
 }
 
 export interface ValidatedPlan {
   plan: StoredPlan;
   options: StoredExecuteOptions;
   correlationId: string;
+  /** The client's key for submitting this request once (not stored with the execution). */
+  idempotencyKey: string | null;
 }
+
+/** The options of an execution as checked; the correlationId is generated when the client gave none. */
+export type ValidatedOptions = Omit<ValidatedPlan, 'plan'>;
 
 const CORRELATION_ID_PATTERN = /^[A-Za-z0-9._:-]+$/;
 
@@ -113,7 +119,7 @@ function checkOptions(
   problems: string[],
   optionsInput: ExecuteOptionsInput | null | undefined,
   defaults: PlanDefaults,
-): { options: StoredExecuteOptions; correlationId: string } {
+): ValidatedOptions {
   const options = optionsInput ?? {};
   const { limits } = defaults;
   const sampleSize = options.sampleSize ?? defaults.sampleSize;
@@ -132,7 +138,12 @@ function checkOptions(
   }
   const correlationId = options.correlationId ?? randomUUID();
   checkCorrelationId(problems, 'options.correlationId', correlationId, limits);
-  return { options: { sampleSize, stepTimeoutMs }, correlationId };
+  const idempotencyKey = checkText(problems, 'options.idempotencyKey', options.idempotencyKey, {
+    required: false,
+    max: limits.idempotencyKeyChars,
+  });
+  if (idempotencyKey === '') problems.push(`options.idempotencyKey must be 1 to ${limits.idempotencyKeyChars} characters`);
+  return { options: { sampleSize, stepTimeoutMs }, correlationId, idempotencyKey };
 }
 
 function checkCorrelationId(problems: string[], field: string, correlationId: string, limits: InputLimits): void {
@@ -154,7 +165,7 @@ export function correlationIdProblems(field: string, correlationId: string, limi
 export function validateExecuteOptions(
   optionsInput: ExecuteOptionsInput | null | undefined,
   defaults: PlanDefaults,
-): { options: StoredExecuteOptions; correlationId: string } {
+): ValidatedOptions {
   const problems: string[] = [];
   const checked = checkOptions(problems, optionsInput, defaults);
   if (problems.length > 0) throw new PlanValidationError(problems);
@@ -187,11 +198,7 @@ export function validatePlan(
   }
   const steps = input.steps.slice(0, limits.maxSteps).map((step, i) => validateStep(problems, step, i, limits));
 
-  const { options, correlationId } = checkOptions(problems, optionsInput, defaults);
+  const options = checkOptions(problems, optionsInput, defaults);
   if (problems.length > 0) throw new PlanValidationError(problems);
-  return {
-    plan: { query: query ?? '', reasoning, steps },
-    options,
-    correlationId,
-  };
+  return { plan: { query: query ?? '', reasoning, steps }, ...options };
 }

@@ -1,4 +1,5 @@
 import type { ExecutionRow, StepResultRow, StepRow, StepSnapshot, StoredTokenUsage, TenantRow } from '../db/tables.js';
+import type { ClaimInTransaction } from './idempotency.js';
 import type { ValidatedPlan } from './plan.js';
 import type { StepChange } from './step-snapshots.js';
 import type { ExecutionStatus, StepUpdate, StepUpdateType } from './step-update.js';
@@ -126,12 +127,13 @@ export class ExecutionNotRunnableError extends Error {
 export interface ExecutionStore {
   /**
    * Stores a QUEUED execution with its PENDING steps. A plan the planner wrote also gets its
-   * PLAN_CREATED update, sequence 1, and the planner's tokens as usage.
+   * PLAN_CREATED update, sequence 1, and the planner's tokens as usage. `claim` (an idempotency key) runs
+   * in the same transaction, after the execution's row is written; what it throws stores nothing.
    */
   createExecution(
     tenantId: string,
     validated: ValidatedPlan,
-    options?: { plannerUsage?: StoredTokenUsage },
+    options?: { plannerUsage?: StoredTokenUsage; claim?: ClaimInTransaction },
   ): Promise<{ execution: ExecutionRow; planCreated: StepUpdate | null }>;
   findExecution(tenantId: string, id: string): Promise<ExecutionRow | undefined>;
   /** Unscoped lookup for the executor itself, which runs executions of every tenant. */

@@ -2,6 +2,8 @@ import { GraphQLError } from 'graphql';
 import { AgentError } from '../agents/llm-client.js';
 import {
   ExecutionNotFoundError,
+  IdempotencyConflictError,
+  IdempotencyKeyInUseError,
   InvalidArgumentError,
   PlanValidationError,
   RateLimitedError,
@@ -29,12 +31,31 @@ function rateLimited(error: RateLimitedError): GraphQLError {
   });
 }
 
+/** HTTP 422 and 409, as the IETF Idempotency-Key draft answers a reused key and one whose request is still in progress. */
+function idempotencyError(error: IdempotencyConflictError | IdempotencyKeyInUseError): GraphQLError {
+  if (error instanceof IdempotencyConflictError) {
+    return new GraphQLError(error.message, {
+      extensions: { code: 'IDEMPOTENCY_CONFLICT', retryable: false, http: { status: 422 } },
+    });
+  }
+  const retryAfter = error.retryAfterSeconds;
+  return new GraphQLError(error.message, {
+    extensions: {
+      code: 'IDEMPOTENCY_KEY_IN_USE',
+      retryable: true,
+      retryAfter,
+      http: { status: 409, headers: { 'Retry-After': String(retryAfter) } },
+    },
+  });
+}
+
 /** Errors the executor raises on purpose become GraphQL errors with a code; anything else stays unexpected (masked). */
 export function toGraphQLError(error: unknown): unknown {
   if (error instanceof PlanValidationError) return badUserInput(`invalid input: ${error.message}`);
   if (error instanceof InvalidArgumentError) return badUserInput(error.message);
   if (error instanceof ExecutionNotFoundError) return notFound(error.message);
   if (error instanceof RateLimitedError) return rateLimited(error);
+  if (error instanceof IdempotencyConflictError || error instanceof IdempotencyKeyInUseError) return idempotencyError(error);
   if (error instanceof AgentError) {
     return new GraphQLError(error.message, { extensions: { code: error.code, retryable: error.retryable } });
   }

@@ -7,6 +7,8 @@ import type { DocumentTypeDecoration } from '@graphql-typed-document-node/core';
 export type ExecuteOptions = {
   /** Tags every log line, event and row of the run; generated when absent. */
   correlationId?: string | null | undefined;
+  /** Submits the request once: the same key with the same request (plan or query, and options) answers with the execution it made, for STEPCAST_IDEMPOTENCY_TTL_HOURS (24), without running it again or counting against your rate. 1 to 200 characters. The same key with another request answers IDEMPOTENCY_CONFLICT; while the first executeQuery with the key is still planning, a retry waits for its execution, or answers IDEMPOTENCY_KEY_IN_USE (retryable, extensions.retryAfter) if it fails. */
+  idempotencyKey?: string | null | undefined;
   /** Records of each step passed on as its sample, 0 to 100; default 3. */
   sampleSize?: number | null | undefined;
   /** Time limit of each step in milliseconds; default 10000. */
