@@ -133,5 +133,5 @@ describe.skipIf(!postgresUrl)(`crashes during runs on postgres${postgresUrl ? ''
     }
     const steps = await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM step_results WHERE status <> 'SUCCEEDED'`;
     expect(steps[0]!.n).toBe(0);
-  });
+  }, 420_000);
 });
