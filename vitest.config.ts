@@ -13,6 +13,8 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // Migrates one PGlite template per run; every PGlite the tests start is a copy of it.
     globalSetup: ['test/support/global-setup.ts'],
+    // Stops child processes a failed or timed-out test left running (see test/support/process.ts).
+    setupFiles: ['test/support/setup.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',

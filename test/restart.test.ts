@@ -3,13 +3,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { StepUpdatesSubscription as StepUpdatesResult } from './generated/graphql.js';
 import { backends, createTestDatabase, type TestDatabase } from './support/database.js';
 import { ExecutePlanMutation, ExecutionQuery, StepUpdatesSubscription } from './support/operations.js';
 import { describeUpdates, sqlStep } from './support/plans.js';
-import { startServiceProcess, type ServiceProcess } from './support/process.js';
+import { seedPgliteDataDir } from './support/pglite-template.js';
+import { killLeftoverProcesses, startServiceProcess, type ServiceProcess } from './support/process.js';
 import { readSseEvents } from './support/server.js';
+import { scaledTimeout } from './support/timing.js';
 
 type Update = StepUpdatesResult['stepUpdates'];
 
@@ -71,6 +73,7 @@ for (const { backend, skipReason } of backends) {
     beforeAll(async () => {
       dataDir = await mkdtemp(join(tmpdir(), 'stepcast-restart-'));
       if (backend === 'postgres') database = await createTestDatabase();
+      else await seedPgliteDataDir(dataDir);
       env = {
         DATA_DIR: dataDir,
         STEPCAST_DEMO_USERS: '300',
@@ -78,8 +81,9 @@ for (const { backend, skipReason } of backends) {
         ...(database ? { DATABASE_URL: database.url } : {}),
       };
     });
+    // Each test ends with its services gone, even when it failed: the next one opens the same data directory.
+    afterEach(() => killLeftoverProcesses('services'));
     afterAll(async () => {
-      if (service?.child.exitCode === null) service.child.kill('SIGKILL');
       await database?.drop();
       await rm(dataDir, { recursive: true, force: true });
     });
@@ -94,7 +98,7 @@ for (const { backend, skipReason } of backends) {
       // Authentication is off by default in development, and the log says so before anything else.
       expect(service.logs.find((entry) => /AUTHENTICATION IS OFF/.test(String(entry.msg)))).toMatchObject({ level: 40 });
       await running.client.dispose();
-    });
+    }, scaledTimeout(60_000));
 
     it('after a crash, marks the interrupted execution FAILED (INTERRUPTED) with every update stored', async () => {
       service = await startServiceProcess(env);
@@ -148,6 +152,6 @@ for (const { backend, skipReason } of backends) {
 
       service.child.kill('SIGTERM');
       expect(await service.exited).toEqual({ code: 0, signal: null });
-    });
+    }, scaledTimeout(60_000));
   });
 }
