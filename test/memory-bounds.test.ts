@@ -6,7 +6,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { hs256, JWT_SECRET } from './support/attacks.js';
 import { backends, createTestDatabase, type TestDatabase } from './support/database.js';
 import { describeLatencies, servedMeanwhile } from './support/latency.js';
+import { seedPgliteDataDir } from './support/pglite-template.js';
 import {
+  killLeftoverProcesses,
   resetPeakMemory,
   residentMemory,
   runAdmin,
@@ -14,6 +16,7 @@ import {
   stopServiceProcess,
   type ServiceProcess,
 } from './support/process.js';
+import { scaledTimeout } from './support/timing.js';
 
 const GIB = 1024 * 1_048_576;
 const MIB = 1_048_576;
@@ -49,6 +52,7 @@ for (const { backend, skipReason } of backends) {
     beforeAll(async () => {
       dataDir = await mkdtemp(join(tmpdir(), 'stepcast-memory-'));
       if (backend === 'postgres') database = await createTestDatabase();
+      else await seedPgliteDataDir(dataDir);
       const env: Record<string, string> = {
         NODE_ENV: 'test',
         DATA_DIR: dataDir,
@@ -68,6 +72,8 @@ for (const { backend, skipReason } of backends) {
     });
     afterAll(async () => {
       if (service) await stopServiceProcess(service);
+      // A start that never got as far as listening is stopped too, before its data directory is removed.
+      await killLeftoverProcesses('services');
       await database?.drop();
       await rm(dataDir, { recursive: true, force: true });
     });
@@ -148,7 +154,7 @@ for (const { backend, skipReason } of backends) {
       expect(execution.steps[0]!.error!.message).toMatch(/STEPCAST_ROW_MAX_BYTES/);
       expect(execution.steps.slice(1).every((step) => step.status === 'SKIPPED')).toBe(true);
       expectUnderOneGiB(execution.memory);
-    });
+    }, scaledTimeout(60_000));
 
     it('counts what jsonb costs on the heap across steps: 12 steps of 0.8 MB of text and 13 MB of heap each keep 5, fail the rest', async ({ annotate }) => {
       const { steps, memory } = await runHostile(annotate, 12, "SELECT jsonb_agg('{}'::jsonb) AS j FROM generate_series(1, 200000)", false);
@@ -160,7 +166,7 @@ for (const { backend, skipReason } of backends) {
         expect(step.error!.message).toMatch(/\(STEPCAST_EXECUTION_MAX_BYTES\)/);
       }
       expectUnderOneGiB(memory);
-    });
+    }, scaledTimeout(60_000));
 
     it('keeps 40 steps of 8 MB each within STEPCAST_EXECUTION_MAX_BYTES (64 MiB): the steps past it fail, the heap holds', async ({ annotate }) => {
       const { steps, memory } = await runHostile(annotate, 40, "SELECT g AS id, repeat('x', 800) AS pad FROM generate_series(1, 10000) g", false);
@@ -175,7 +181,7 @@ for (const { backend, skipReason } of backends) {
         expect(step.error!.message).toMatch(/over this execution's memory limit of 64\.0 MiB \(STEPCAST_EXECUTION_MAX_BYTES\)/);
       }
       expectUnderOneGiB(memory);
-    });
+    }, scaledTimeout(60_000));
 
     it('refuses a 300 MB row in the database: the service never holds it', async ({ annotate }) => {
       const before = await residentMemory(service!.child.pid!);
@@ -201,7 +207,7 @@ for (const { backend, skipReason } of backends) {
         expect(['RESULT_TOO_LARGE', 'SQL_OUT_OF_MEMORY']).toContain(step!.error!.code);
         expectUnderOneGiB(after);
       }
-    });
+    }, scaledTimeout(60_000));
   });
 }
 

@@ -3,13 +3,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { StepUpdatesSubscription as StepUpdatesResult } from './generated/graphql.js';
 import { backends, createTestDatabase, type TestDatabase } from './support/database.js';
 import { ExecutePlanMutation, ExecutionQuery, StepUpdatesSubscription } from './support/operations.js';
 import { describeUpdates, sqlStep } from './support/plans.js';
-import { startServiceProcess, type ServiceProcess } from './support/process.js';
+import { seedPgliteDataDir } from './support/pglite-template.js';
+import { killLeftoverProcesses, startServiceProcess, type ServiceProcess } from './support/process.js';
 import { readSseEvents } from './support/server.js';
+import { scaledTimeout } from './support/timing.js';
 
 type Update = StepUpdatesResult['stepUpdates'];
 
@@ -86,7 +88,6 @@ for (const { backend, skipReason } of backends) {
   describe.skipIf(skipReason !== null)(`stopping and restarting on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
     const dataDirs: string[] = [];
     const databases: TestDatabase[] = [];
-    const services: ServiceProcess[] = [];
 
     /** A fresh data directory (and PostgreSQL database): each test's executions are its own. */
     async function environment(extra: Record<string, string> = {}): Promise<Record<string, string>> {
@@ -94,6 +95,7 @@ for (const { backend, skipReason } of backends) {
       dataDirs.push(dataDir);
       const database = backend === 'postgres' ? await createTestDatabase() : undefined;
       if (database) databases.push(database);
+      else await seedPgliteDataDir(dataDir);
       return {
         DATA_DIR: dataDir,
         STEPCAST_DEMO_USERS: '300',
@@ -103,15 +105,11 @@ for (const { backend, skipReason } of backends) {
       };
     }
 
-    async function start(env: Record<string, string>): Promise<ServiceProcess> {
-      const service = await startServiceProcess(env);
-      services.push(service);
-      return service;
-    }
+    const start = (env: Record<string, string>): Promise<ServiceProcess> => startServiceProcess(env);
 
+    // Each test ends with its services gone, even when it failed.
+    afterEach(() => killLeftoverProcesses('services'));
     afterAll(async () => {
-      for (const service of services) if (service.child.exitCode === null) service.child.kill('SIGKILL');
-      await Promise.all(services.map((service) => service.exited));
       for (const database of databases) await database.drop();
       for (const dataDir of dataDirs) await rm(dataDir, { recursive: true, force: true });
     });
@@ -126,7 +124,7 @@ for (const { backend, skipReason } of backends) {
       // Authentication is off by default in development, and the log says so before anything else.
       expect(service.logs.find((entry) => /AUTHENTICATION IS OFF/.test(String(entry.msg)))).toMatchObject({ level: 40 });
       await running.client.dispose();
-    });
+    }, scaledTimeout(60_000));
 
     it('after a crash, resumes the interrupted step; past STEPCAST_MAX_RESUMES it fails INTERRUPTED', async () => {
       // A lease outlives a restart by a few seconds, so the subscriber below is reading before the run resumes.
@@ -195,6 +193,6 @@ for (const { backend, skipReason } of backends) {
 
       service.child.kill('SIGTERM');
       expect(await service.exited).toEqual({ code: 0, signal: null });
-    });
+    }, scaledTimeout(90_000));
   });
 }

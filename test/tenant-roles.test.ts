@@ -12,6 +12,7 @@ import { tenants } from '../src/db/tables.js';
 import { provisionTenantDataAccess, tenantRoleFor, tenantRolePrefix } from '../src/db/tenant-roles.js';
 import { ALLOWED_FUNCTIONS, guardSql } from '../src/guard/sql-guard.js';
 import { backends, createTestDatabase, postgresUrl, tenantRolesOf, type Backend, type TestDatabase } from './support/database.js';
+import { seedPgliteDataDir } from './support/pglite-template.js';
 import { runPlan, sqlStep } from './support/plans.js';
 import { startTestServer, type TestServer } from './support/server.js';
 
@@ -52,6 +53,7 @@ for (const { backend, skipReason } of backends) {
     beforeAll(async () => {
       dataDir = await mkdtemp(join(tmpdir(), 'stepcast-roles-'));
       if (backend === 'postgres') testDatabase = await createTestDatabase();
+      else await seedPgliteDataDir(dataDir);
       database = await openTestDatabase(backend, dataDir, testDatabase?.url);
       await database.runScriptInTransaction(tenantSchemaScript('tenant_a', ['a1', 'a2']));
       await database.runScriptInTransaction(tenantSchemaScript('tenant_b', ['b1']));

@@ -6,6 +6,34 @@ import { fileURLToPath } from 'node:url';
 
 const projectRoot = fileURLToPath(new URL('../../', import.meta.url));
 
+/**
+ * Every process these helpers start, until it has exited: a test that fails or times out must not leave one
+ * behind, holding a PGlite data directory (its lock) or a port while the next test starts.
+ * test/support/setup.ts stops what is left after each test (commands) and after each file (services).
+ */
+const running = { commands: new Set<ChildProcess>(), services: new Set<ChildProcess>() };
+
+function track(child: ChildProcess, kind: keyof typeof running): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  running[kind].add(child);
+  return once(child, 'exit').then(([code, signal]) => {
+    running[kind].delete(child);
+    return { code: code as number | null, signal: signal as NodeJS.Signals | null };
+  });
+}
+
+/** Kills (SIGKILL) the processes of that kind that are still running, and waits until they have exited. */
+export async function killLeftoverProcesses(kind: keyof typeof running): Promise<void> {
+  await Promise.all(
+    [...running[kind]].map(async (child) => {
+      const exited = once(child, 'exit');
+      // A child that exited between the check and now has no listener left to fire: exitCode tells.
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
+    }),
+  );
+}
+
 export interface ServiceProcess {
   child: ChildProcess;
   url: string;
@@ -24,10 +52,7 @@ export async function startServiceProcess(env: Record<string, string>, nodeArgs:
     env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const exited = once(child, 'exit').then(([code, signal]) => ({
-    code: code as number | null,
-    signal: signal as NodeJS.Signals | null,
-  }));
+  const exited = track(child, 'services');
   const logs: Record<string, unknown>[] = [];
   const stderr: string[] = [];
   child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
@@ -70,20 +95,30 @@ export async function stopServiceProcess(service: ServiceProcess, graceMs = 15_0
   clearTimeout(timer);
 }
 
-/** Runs `npm run admin -- <args>` as a user would (without npm's own output), and collects what it printed. */
+/**
+ * Runs `npm run admin -- <args>` as a user would (without npm's own output), and collects what it printed.
+ * With `signal` (a test's context.signal), a timed-out test kills the command and goes no further.
+ */
 export async function runAdmin(
   args: string[],
   env: Record<string, string>,
+  { signal }: { signal?: AbortSignal } = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  signal?.throwIfAborted();
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/admin/cli.ts', ...args], {
     cwd: projectRoot,
     env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'silent', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  const exited = track(child, 'commands');
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const [code] = (await once(child, 'exit')) as [number | null];
+  const kill = () => child.kill('SIGKILL');
+  signal?.addEventListener('abort', kill, { once: true });
+  const { code } = await exited;
+  signal?.removeEventListener('abort', kill);
+  signal?.throwIfAborted();
   return { code, stdout, stderr };
 }

@@ -8,6 +8,7 @@ import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import type { TypedDocumentString } from '../generated/graphql.js';
 import { createTestDatabase, type Backend, type TestDatabase } from './database.js';
+import { seedPgliteDataDir } from './pglite-template.js';
 
 export interface GraphQLResponse<TResult> {
   data?: TResult | null;
@@ -52,6 +53,8 @@ export interface TestServerOptions {
 
 export async function startTestServer(backend: Backend, options: TestServerOptions = {}): Promise<TestServer> {
   const dataDir = await mkdtemp(join(tmpdir(), 'stepcast-test-'));
+  // A DATA_DIR of the test's own is the test's to prepare (seedPgliteDataDir), or to leave empty.
+  if (backend === 'pglite' && !options.env?.DATA_DIR) await seedPgliteDataDir(dataDir);
   let testDatabase: TestDatabase | undefined;
   if (backend === 'postgres' && !options.joinDatabaseOf) testDatabase = await createTestDatabase();
   const databaseUrl = options.joinDatabaseOf?.databaseUrl ?? testDatabase?.url;
