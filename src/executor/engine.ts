@@ -252,13 +252,19 @@ class Run {
   private startRenewing(): void {
     const { deps } = this;
     const every = Math.max(50, Math.floor(deps.settings.leaseTtlMs / 3));
+    let failing = false;
     this.renewTimer = setInterval(() => {
       deps.leases.renew(this.execution.id, this.lease, deps.settings.leaseTtlMs).then(
         (state) => {
+          failing = false;
           if (!state.held) this.controller.abort(new RunStoppedError('lease lost'));
           else if (state.cancelRequested) this.controller.abort(new StepCancelledError());
         },
-        (error: unknown) => deps.logger.warn({ err: error }, 'could not renew the lease; trying again'),
+        (error: unknown) => {
+          // Said once per outage, not at every renewal.
+          if (!failing) deps.logger.warn({ err: error }, 'could not renew the lease; trying again');
+          failing = true;
+        },
       );
     }, every);
     this.renewTimer.unref();
