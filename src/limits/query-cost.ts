@@ -80,6 +80,8 @@ export function stepcastCostModel(maxPlanSteps: number): CostModel {
       'ExecutionConnection.edges': (connection) => pageSize(connection.first),
       'Execution.steps': maxPlanSteps,
       'Plan.steps': maxPlanSteps,
+      // The earlier steps of a waiting step: fewer than the plan's.
+      'StepUpdate.findings': maxPlanSteps,
       'StepResult.columns': 10,
     },
     defaultListSize: MAX_PAGE_SIZE,
