@@ -1,0 +1,94 @@
+// Run by `npm install` (postinstall). postgres.js 3.4.9 writes to a connection's socket after it closed
+// (porsager/postgres#1154, #1208): a query sent on a connection whose backend died, which is what sql.begin()'s
+// own ROLLBACK does when the backend is terminated or the server restarts mid-transaction, throws
+// `TypeError: Cannot read properties of null (reading 'write')` from a setImmediate, and the process exits.
+// This patches the installed driver in place so that such a query is rejected with CONNECTION_CLOSED instead.
+// Idempotent; fails loudly when the driver's text is not what it was written for (a new version: re-check
+// the issues, then drop or update this patch).
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const MARKER = 'stepcast patch (porsager/postgres#1208)';
+const EXPECTED_VERSION = '3.4.9';
+
+/** [what the driver has, what it gets]: each must occur exactly once in each file. */
+const EDITS = [
+  // The one guard that matters: nothing is written for a query on a connection with no socket; the query is
+  // rejected (settled, not dropped, or its caller would wait forever). true keeps the pool from parking the
+  // connection in its `full` queue, where nothing would ever take it out again.
+  [
+    `    if (terminated)
+      return queryError(q, Errors.connection('CONNECTION_DESTROYED', options))
+`,
+    `    if (terminated)
+      return queryError(q, Errors.connection('CONNECTION_DESTROYED', options))
+
+    // ${MARKER}: a closed connection has no socket to write to
+    if (socket === null)
+      return (queryError(q, Errors.connection('CONNECTION_CLOSED', options)), true)
+`,
+  ],
+  // Behind it, a write that still finds no socket settles what was waiting instead of throwing from a timer.
+  [
+    `  function nextWrite(fn) {
+    const x = socket.write(chunk, fn)
+`,
+    `  function nextWrite(fn) {
+    // ${MARKER}: never throw from a timer with no caller to catch it
+    if (socket === null) {
+      nextWriteTimer !== null && clearImmediate(nextWriteTimer)
+      chunk = nextWriteTimer = null
+      error(Errors.connection('CONNECTION_CLOSED', options))
+      return true
+    }
+    const x = socket.write(chunk, fn)
+`,
+  ],
+  // A closed socket's unsent bytes belong to the dead session, and a cleared timer left non-null would stop
+  // every later write from being scheduled (the reconnected session's startup message would never be sent).
+  [
+    `    incomings = null
+    clearImmediate(nextWriteTimer)
+    socket.removeListener('data', data)
+`,
+    `    incomings = null
+    clearImmediate(nextWriteTimer)
+    chunk = nextWriteTimer = null // ${MARKER}
+    socket.removeListener('data', data)
+`,
+  ],
+];
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const driver = join(root, 'node_modules', 'postgres');
+
+function fail(message) {
+  console.error(`patch-postgres: ${message}`);
+  process.exit(1);
+}
+
+if (!existsSync(driver)) fail(`${driver} is missing: run npm install first`);
+const { version } = JSON.parse(readFileSync(join(driver, 'package.json'), 'utf8'));
+if (version !== EXPECTED_VERSION) {
+  fail(`postgres ${version} is installed, this patch is for ${EXPECTED_VERSION}: check whether porsager/postgres#1208 is fixed, then update or remove scripts/patch-postgres.mjs`);
+}
+
+// The ESM build (import), the CommonJS build (require) and the Cloudflare build share this code.
+for (const file of ['src/connection.js', 'cjs/src/connection.js', 'cf/src/connection.js']) {
+  const path = join(driver, file);
+  if (!existsSync(path)) fail(`${path} is missing`);
+  let text = readFileSync(path, 'utf8');
+  if (text.includes(MARKER)) {
+    const count = text.split(MARKER).length - 1;
+    if (count !== EDITS.length) fail(`${path} is partly patched (${count} of ${EDITS.length} edits): reinstall postgres`);
+    continue;
+  }
+  for (const [before, after] of EDITS) {
+    const occurrences = text.split(before).length - 1;
+    if (occurrences !== 1) fail(`${path}: expected the text below exactly once, found it ${occurrences} times:\n${before}`);
+    text = text.replace(before, after);
+  }
+  writeFileSync(path, text);
+  console.log(`patch-postgres: patched ${file}`);
+}
