@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ExecutionsQuery } from './support/operations.js';
+import { ExecutionsQuery, StepUpdatesSubscription } from './support/operations.js';
 import { createPgCluster, throwawayClusterSkipReason, type PgCluster } from './support/pg-cluster.js';
 import { startTestServer, type TestServer } from './support/server.js';
 
@@ -81,6 +81,12 @@ describe.skipIf(skipReason !== null)(`the service when PostgreSQL goes away ${sk
       await cluster.stop();
       expectServiceUnavailable(await queryExecutions(server));
       expect(await readiness(server)).toBe(503);
+      // Subscriptions meet the outage when they look the execution up: the same code over graphql-ws and SSE.
+      const executionId = '00000000-0000-4000-8000-000000000000';
+      const overWs = await server.subscribeWs(StepUpdatesSubscription, { executionId });
+      expect(overWs.flatMap((result) => result.errors ?? []).map((e) => e.extensions?.code)).toEqual(['SERVICE_UNAVAILABLE']);
+      const overSse = await server.subscribeSse(StepUpdatesSubscription, { executionId });
+      expect(overSse.flatMap((result) => result.errors ?? []).map((e) => e.extensions?.code)).toEqual(['SERVICE_UNAVAILABLE']);
       await cluster.start();
       await until(async () => (await queryExecutions(server)).status === 200, 'requests succeed once the server is back');
       expect(await readiness(server)).toBe(200);
