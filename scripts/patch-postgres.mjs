@@ -2,7 +2,9 @@
 // (porsager/postgres#1154, #1208): a query sent on a connection whose backend died, which is what sql.begin()'s
 // own ROLLBACK does when the backend is terminated or the server restarts mid-transaction, throws
 // `TypeError: Cannot read properties of null (reading 'write')` from a setImmediate, and the process exits.
-// This patches the installed driver in place so that such a query is rejected with CONNECTION_CLOSED instead.
+// This patches the installed driver in place so that such a query is rejected with CONNECTION_CLOSED instead, and
+// so that a reserve()d connection that closed can neither be released back into the pool (where the next query
+// found a connection with no socket) nor carry queries into the session it was reopened for.
 // Idempotent; fails loudly when the driver's text is not what it was written for (a new version: re-check
 // the issues, then drop or update this patch).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -12,8 +14,8 @@ import { fileURLToPath } from 'node:url';
 const MARKER = 'stepcast patch (porsager/postgres#1208)';
 const EXPECTED_VERSION = '3.4.9';
 
-/** [what the driver has, what it gets]: each must occur exactly once in each file. */
-const EDITS = [
+/** [what the driver has, what it gets]: each must occur exactly once in its file. */
+const CONNECTION_EDITS = [
   // The one guard that matters: nothing is written for a query on a connection with no socket; the query is
   // rejected (settled, not dropped, or its caller would wait forever). true keeps the pool from parking the
   // connection in its `full` queue, where nothing would ever take it out again.
@@ -60,6 +62,48 @@ const EDITS = [
   ],
 ];
 
+const INDEX_EDITS = [
+  // onclose() sets c.reserved = null: the reservation ended with its connection, whatever was reopened since.
+  [
+    `    c.reserved.release = true
+
+    const sql = Sql(handler)
+    sql.release = () => {
+      c.reserved = null
+      onopen(c)
+    }
+`,
+    `    c.reserved.release = true
+    const reservation = c.reserved // ${MARKER}
+
+    const sql = Sql(handler)
+    sql.release = () => {
+      if (c.reserved !== reservation) return // ${MARKER}: closed while reserved, back in the pool already
+      c.reserved = null
+      onopen(c)
+    }
+`,
+  ],
+  [
+    `    function handler(q) {
+      c.queue === full
+        ? queue.push(q)
+        : c.execute(q) || move(c, full)
+    }
+  }
+`,
+    `    function handler(q) {
+      if (c.reserved !== reservation) // ${MARKER}: never into the session of whoever the connection serves now
+        return q.reject(Errors.connection('CONNECTION_CLOSED', options))
+      c.queue === full
+        ? queue.push(q)
+        : c.execute(q) || move(c, full)
+    }
+  }
+`,
+  ],
+];
+
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const driver = join(root, 'node_modules', 'postgres');
 
@@ -75,16 +119,21 @@ if (version !== EXPECTED_VERSION) {
 }
 
 // The ESM build (import), the CommonJS build (require) and the Cloudflare build share this code.
-for (const file of ['src/connection.js', 'cjs/src/connection.js', 'cf/src/connection.js']) {
+const FILES = ['src', 'cjs/src', 'cf/src'].flatMap((dir) => [
+  [`${dir}/connection.js`, CONNECTION_EDITS],
+  [`${dir}/index.js`, INDEX_EDITS],
+]);
+for (const [file, edits] of FILES) {
   const path = join(driver, file);
   if (!existsSync(path)) fail(`${path} is missing`);
   let text = readFileSync(path, 'utf8');
   if (text.includes(MARKER)) {
     const count = text.split(MARKER).length - 1;
-    if (count !== EDITS.length) fail(`${path} is partly patched (${count} of ${EDITS.length} edits): reinstall postgres`);
+    const expected = edits.reduce((sum, [, after]) => sum + after.split(MARKER).length - 1, 0);
+    if (count !== expected) fail(`${path} is partly patched (${count} markers, ${expected} expected): reinstall postgres`);
     continue;
   }
-  for (const [before, after] of EDITS) {
+  for (const [before, after] of edits) {
     const occurrences = text.split(before).length - 1;
     if (occurrences !== 1) fail(`${path}: expected the text below exactly once, found it ${occurrences} times:\n${before}`);
     text = text.replace(before, after);

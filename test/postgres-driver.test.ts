@@ -22,10 +22,10 @@ describe.skipIf(skipReason !== null)(`postgres.js on a backend that goes away ${
     await cluster?.destroy();
   });
 
-  async function transactionWhile(cutOff: () => Promise<unknown>) {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/driver-on-dead-backend.ts', cluster.url, 'x'], {
+  async function driverWhile(scenario: 'transaction' | 'reserve', cutOff: () => Promise<unknown>) {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/driver-on-dead-backend.ts', cluster.url, scenario], {
       cwd: projectRoot,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['pipe', 'pipe', 'pipe'],
     });
     const exited = once(child, 'exit');
     let stderr = '';
@@ -35,7 +35,7 @@ describe.skipIf(skipReason !== null)(`postgres.js on a backend that goes away ${
     createInterface({ input: child.stdout }).on('line', (line) => {
       lines.push(JSON.parse(line) as Record<string, unknown>);
       // The transaction is open and fetching: now its backend goes away.
-      if (lines.length === 1) cut = cutOff();
+      if (lines.length === 1) cut = cutOff().then(() => child.stdin.write('cut\n'));
     });
     const [code] = await exited;
     await cut;
@@ -43,16 +43,23 @@ describe.skipIf(skipReason !== null)(`postgres.js on a backend that goes away ${
   }
 
   it('a transaction whose backend is terminated fails with CONNECTION_CLOSED, and the process lives on', async () => {
-    const { code, stderr, result } = await transactionWhile(() => cluster.terminateBackends());
+    const { code, stderr, result } = await driverWhile('transaction', () => cluster.terminateBackends());
     expect(stderr).not.toContain("Cannot read properties of null (reading 'write')");
     expect(code).toBe(0);
-    expect(result).toEqual({ transaction: expect.stringMatching(/^(CONNECTION_CLOSED|57P01)$/), after: 'ok' });
+    expect(result).toEqual({ outcome: expect.stringMatching(/^(CONNECTION_CLOSED|57P01)$/), after: 'ok' });
+  });
+
+  it('a reserved connection used and released after its backend was terminated fails, and the pool serves again', async () => {
+    const { code, stderr, result } = await driverWhile('reserve', () => cluster.terminateBackends());
+    expect(stderr).not.toContain("Cannot read properties of null (reading 'write')");
+    expect(code).toBe(0);
+    expect(result).toEqual({ outcome: expect.stringMatching(/^(CONNECTION_CLOSED|57P01)$/), after: 'ok' });
   });
 
   it('a transaction open while the server restarts fails with CONNECTION_CLOSED, and the process lives on', async () => {
-    const { code, stderr, result } = await transactionWhile(() => cluster.restart());
+    const { code, stderr, result } = await driverWhile('transaction', () => cluster.restart());
     expect(stderr).not.toContain("Cannot read properties of null (reading 'write')");
     expect(code).toBe(0);
-    expect(result).toEqual({ transaction: expect.stringMatching(/^(CONNECTION_CLOSED|57P01)$/), after: 'ok' });
+    expect(result).toEqual({ outcome: expect.stringMatching(/^(CONNECTION_CLOSED|57P01)$/), after: 'ok' });
   });
 });
