@@ -1,4 +1,9 @@
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApiKey } from '../src/admin/tenants.js';
+import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import { ExecutionsQuery, StepUpdatesSubscription } from './support/operations.js';
 import { createPgCluster, throwawayClusterSkipReason, type PgCluster } from './support/pg-cluster.js';
 import { startTestServer, type TestServer } from './support/server.js';
@@ -11,10 +16,14 @@ interface Answer {
   body: { data?: unknown; errors?: { message: string; extensions?: Record<string, unknown> }[] };
 }
 
-async function queryExecutions(server: TestServer): Promise<Answer> {
+async function queryExecutions(server: TestServer, authorization?: string): Promise<Answer> {
   const response = await fetch(server.url, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' },
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/graphql-response+json',
+      ...(authorization ? { authorization } : {}),
+    },
     body: JSON.stringify({ query: ExecutionsQuery.toString(), variables: { first: 5 } }),
   });
   return { status: response.status, retryAfter: response.headers.get('retry-after'), body: (await response.json()) as Answer['body'] };
@@ -107,6 +116,27 @@ describe.skipIf(skipReason !== null)(`the service when PostgreSQL goes away ${sk
       expect(answer.status).toBe(200);
       expect(answer.body.errors).toBeUndefined();
     } finally {
+      await server.close();
+    }
+  });
+
+  it('with authentication on, a request and a WebSocket whose key cannot be checked are told to retry, not refused', async () => {
+    const server = await startTestServer('postgres', {
+      env: { DATABASE_URL: cluster.url, STEPCAST_AUTH: 'on', STEPCAST_JWT_SECRET: randomBytes(32).toString('base64url') },
+    });
+    try {
+      const key = `Bearer ${(await createApiKey(server.app.database, DEMO_TENANT_ID, 'outage')).token}`;
+      expect((await queryExecutions(server, key)).status).toBe(200);
+      await cluster.stop();
+      expectServiceUnavailable(await queryExecutions(server, key));
+      // 1013 "try again later": graphql-ws clients retry it, where 4403 would tell them the key is bad.
+      const socket = new WebSocket(server.wsUrl, 'graphql-transport-ws');
+      await once(socket, 'open');
+      socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: key } }));
+      const [code, reason] = (await once(socket, 'close')) as [number, Buffer];
+      expect({ code, reason: reason.toString() }).toEqual({ code: 1013, reason: expect.stringContaining('SERVICE_UNAVAILABLE') });
+    } finally {
+      await cluster.start();
       await server.close();
     }
   });
