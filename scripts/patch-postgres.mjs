@@ -4,7 +4,8 @@
 // `TypeError: Cannot read properties of null (reading 'write')` from a setImmediate, and the process exits.
 // This patches the installed driver in place so that such a query is rejected with CONNECTION_CLOSED instead, and
 // so that a reserve()d connection that closed can neither be released back into the pool (where the next query
-// found a connection with no socket) nor carry queries into the session it was reopened for.
+// found a connection with no socket) nor carry queries into the session it was reopened for, and so that a query
+// sent between a socket's 'error' and its 'close' is rejected rather than left waiting forever.
 // Idempotent; fails loudly when the driver's text is not what it was written for (a new version: re-check
 // the issues, then drop or update this patch).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -58,6 +59,14 @@ const CONNECTION_EDITS = [
     clearImmediate(nextWriteTimer)
     chunk = nextWriteTimer = null // ${MARKER}
     socket.removeListener('data', data)
+`,
+  ],
+  // After a socket error, error() rejected what was waiting then; a query sent between the socket's 'error' and
+  // its 'close' (a reserved connection released and reused at once) was in nobody's hands and waited forever.
+  [
+    `    !hadError && (query || sent.length) && error(Errors.connection('CONNECTION_CLOSED', options, socket))
+`,
+    `    ;(query || sent.length) && error(Errors.connection('CONNECTION_CLOSED', options, socket)) // ${MARKER}
 `,
   ],
 ];
