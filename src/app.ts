@@ -1,6 +1,8 @@
 import type { Config } from './config.js';
-import { openDatabase, type Database } from './db/client.js';
+import type { Database } from './db/client.js';
 import { DEMO_TENANT_ID, ensureDemoTenant } from './db/demo-data.js';
+import { openDatabaseWhenReachable } from './db/reconnect.js';
+import { isDatabaseUnavailable } from './db/unavailable.js';
 import { startDemoTenantApi } from './demo-api/demo-tenant.js';
 import { LlmClient } from './agents/llm-client.js';
 import { createAuthenticator } from './auth/authenticator.js';
@@ -19,6 +21,8 @@ import type { Logger } from './logger.js';
 import { createGraphQLServer } from './server.js';
 
 const READINESS_TIMEOUT_MS = 2_000;
+/** Between tries of the work that needs the database at start, when it went away again meanwhile. */
+const PREPARE_RETRY_MS = 2_000;
 
 export interface StepcastApp {
   url: string;
@@ -74,7 +78,7 @@ function composeExecutor(config: Config, database: Database, llm: LlmClient, sec
     settings,
     logger,
     workerId: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
-    isUnavailable: () => false,
+    isUnavailable: isDatabaseUnavailable,
     idempotency: ({ findExecution, logger: executorLogger, shutdown }) =>
       new IdempotentSubmits(
         database.db,
@@ -86,7 +90,11 @@ function composeExecutor(config: Config, database: Database, llm: LlmClient, sec
   });
 }
 
-/** Opens the database (migrating it), loads the demo tenant, recovers unfinished executions, and listens. */
+/**
+ * Opens the database (migrating it), loads the demo tenant, recovers unfinished executions, and listens. When the
+ * database cannot be reached it listens anyway, not ready and answering SERVICE_UNAVAILABLE, and does the rest
+ * in the background once the database comes up.
+ */
 export async function startStepcast(config: Config, logger: Logger): Promise<StepcastApp> {
   if (!config.auth.enabled) {
     logger.warn(
@@ -99,18 +107,31 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
     logger.warn({ keyId: secrets.keyId }, 'STEPCAST_ENCRYPTION_KEY is not set: tenant credentials are encrypted with a key file in DATA_DIR');
   }
   // One connection for the statement of each running execution, apart from the service's own pool.
-  const database = await openDatabase(config.database, { tenantStatements: config.executor.maxConcurrentExecutions });
+  const opening = await openDatabaseWhenReachable(
+    config.database,
+    { tenantStatements: config.executor.maxConcurrentExecutions },
+    logger,
+  );
+  const { database } = opening;
   let executor: Executor | undefined;
   let demoApi: Awaited<ReturnType<typeof startDemoTenantApi>> | undefined;
-  try {
+  let ready = false;
+  let closed = false;
+  // What needs the database before the service is ready: the demo tenant and its API, and the executions a
+  // previous process left unfinished.
+  const prepare = async (running: Executor) => {
     if (config.demo.enabled) await ensureDemoTenant(database, { users: config.demo.users });
-    demoApi =
+    demoApi ??=
       config.demo.enabled && config.demo.api ? await startDemoTenantApi(database, config.demo.apiPort, secrets) : undefined;
     if (demoApi) logger.info({ url: demoApi.url }, 'demo tenant API is listening');
+    await running.start();
+    ready = true;
+  };
+  try {
     const llm = new LlmClient(config.llm, logger);
     if (!llm.configured) logger.info('no model configured (OPENAI_API_KEY / OPENAI_BASE_URL): steps need their sql or code');
     executor = composeExecutor(config, database, llm, secrets, logger);
-    await executor.start();
+    if (opening.isOpen()) await prepare(executor);
     const server = createGraphQLServer({
       executor,
       logger,
@@ -129,16 +150,30 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
         tenantConnections: config.tenantConnections,
       },
       corsOrigins: config.http.corsOrigins,
-      checkReadiness: () => database.ping(READINESS_TIMEOUT_MS),
+      checkReadiness: async () => ready && (await database.ping(READINESS_TIMEOUT_MS)),
     });
     const address = await server.listen(config.http.port, config.http.host);
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     const url = `http://${host}:${address.port}${server.yoga.graphqlEndpoint}`;
-    logger.info({ url, database: database.kind }, 'stepcast is listening');
+    logger.info({ url, database: database.kind, ready }, 'stepcast is listening');
+
+    const running = executor;
+    if (!ready) {
+      void opening.opened.then(async () => {
+        while (!closed) {
+          try {
+            await prepare(running);
+            logger.info('stepcast is ready');
+            return;
+          } catch (error) {
+            logger.warn({ err: error }, 'preparing the service failed; trying again');
+            await new Promise((resolve) => setTimeout(resolve, PREPARE_RETRY_MS));
+          }
+        }
+      }, () => undefined);
+    }
 
     let closing: Promise<void> | undefined;
-    const running = executor;
-    const api = demoApi;
     return {
       url,
       port: address.port,
@@ -147,10 +182,12 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
       executor: running,
       close: () =>
         (closing ??= (async () => {
+          closed = true;
+          opening.stop();
           server.httpServer.close();
           await running.stop(config.shutdownGraceMs);
           await server.close();
-          await api?.close();
+          await demoApi?.close();
           await database.close(config.shutdownGraceMs);
           logger.info('stepcast stopped');
         })()),

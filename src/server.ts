@@ -15,7 +15,8 @@ import { createYoga, maskError, useReadinessCheck, type YogaServerInstance } fro
 import { WebSocketServer, type WebSocket } from 'ws';
 import { AuthenticationError, type Authenticator, type Principal } from './auth/authenticator.js';
 import { LiveCredentials } from './auth/live-credentials.js';
-import { unauthenticated } from './schema/errors.js';
+import { isDatabaseUnavailable } from './db/unavailable.js';
+import { serviceUnavailable, unauthenticated } from './schema/errors.js';
 import type { GraphQLLimits, InputLimits, TenantConnectionLimits, WebSocketLimits } from './config.js';
 import type { Executor } from './executor/executor.js';
 import { corsForOrigins, varyOnOrigin } from './limits/cors.js';
@@ -63,11 +64,21 @@ export interface GraphQLServer {
 
 /** graphql-ws's own code for a refused connection_init. */
 const CLOSE_FORBIDDEN = 4403;
+const CLOSE_TRY_AGAIN_LATER = 1013;
 
 /** connectionParams.authorization (or Authorization), as sent by the client in connection_init. */
 function connectionAuthorization(params: Readonly<Record<string, unknown>> | undefined): string | undefined {
   const value = params?.authorization ?? params?.Authorization;
   return typeof value === 'string' ? value : undefined;
+}
+
+/**
+ * The database being unreachable is not the request's fault nor a bug: the client is told to retry (503, Retry-After)
+ * instead of getting the masked "Unexpected error.", whichever resolver, context or stream met it.
+ */
+function maskStepcastError(error: unknown, message: string, isDev?: boolean): Error {
+  if (isDatabaseUnavailable(error)) return serviceUnavailable({ located: error instanceof GraphQLError ? error : undefined });
+  return markBadVariables(error, message, isDev);
 }
 
 /**
@@ -143,7 +154,7 @@ export function createGraphQLServer({
     // The bundled GraphiQL: yoga's default page loads its scripts from a CDN, which offline machines cannot reach.
     renderGraphiQL,
     landingPage: false,
-    maskedErrors: { isDev: false, maskError: markBadVariables },
+    maskedErrors: { isDev: false, maskError: maskStepcastError },
     cors: corsForOrigins(corsOrigins),
     plugins: [
       useReadinessCheck({ endpoint: '/ready', check: () => checkReadiness() }),
@@ -171,6 +182,10 @@ export function createGraphQLServer({
       warn: (...args) => logger.warn({ yoga: args.map(String) }, 'graphql-yoga'),
       error: (...args) => {
         const err = args.find((a) => a instanceof Error);
+        if (isDatabaseUnavailable(err)) {
+          logger.warn({ reason: err instanceof Error ? err.message : undefined }, 'request answered SERVICE_UNAVAILABLE: the database cannot be reached');
+          return;
+        }
         // Errors the API raises on purpose (NOT_FOUND, BAD_USER_INPUT) are answers, not faults.
         const expected = err instanceof GraphQLError && err.extensions?.code && !err.extensions.unexpected;
         if (expected) logger.debug({ err }, 'graphql-yoga');
@@ -217,6 +232,12 @@ export function createGraphQLServer({
           });
           return true;
         } catch (error) {
+          if (isDatabaseUnavailable(error)) {
+            // 1013 is the WebSocket code for "try again later"; graphql-ws clients retry on it.
+            logger.warn({ reason: error instanceof Error ? error.message : undefined }, 'WebSocket refused: the database cannot be reached');
+            socket.close(CLOSE_TRY_AGAIN_LATER, 'SERVICE_UNAVAILABLE: the database cannot be reached');
+            return false;
+          }
           if (!(error instanceof AuthenticationError)) throw error;
           logger.info({ reason: error.message }, 'WebSocket connection refused: not authenticated');
           socket.close(CLOSE_FORBIDDEN, `Forbidden: ${error.message}`.slice(0, 120));

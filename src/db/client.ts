@@ -87,6 +87,14 @@ function pingWith(query: () => Promise<unknown>): (timeoutMs: number) => Promise
   };
 }
 
+/**
+ * Seconds before a closed connection is opened again, after `retries` failed connections in a row. postgres.js's
+ * own grows to 20 s, so a short outage (a restart of half a second) kept the service failing for 10 s and more
+ * after the server was back; at most 2 s, it serves again about 2 s after, at the cost of a connection attempt
+ * per pooled connection every 2 s while requests keep coming during the outage.
+ */
+const reconnectBackoff = (retries: number) => Math.min(0.05 * 2 ** retries, 2);
+
 /** Connections kept apart from the main pool (PostgreSQL): tenants' statements. */
 export interface DatabaseConnections {
   tenantStatements: number;
@@ -170,9 +178,9 @@ async function openPglite(dataDir: string, maxMemoryMb: number): Promise<Databas
 
 async function openPostgres(url: string, poolSize: number, connections: DatabaseConnections): Promise<Database> {
   await runMigrationsOnPostgres(url);
-  const client = postgres(url, { max: poolSize, onnotice: () => undefined });
+  const client = postgres(url, { max: poolSize, onnotice: () => undefined, backoff: reconnectBackoff });
   // Tenants' statements have a pool of their own too, which hands json and jsonb over as text (see records.ts).
-  const tenantClient = postgres(url, { max: connections.tenantStatements, onnotice: () => undefined });
+  const tenantClient = postgres(url, { max: connections.tenantStatements, onnotice: () => undefined, backoff: reconnectBackoff });
   for (const oid of TENANT_RAW_TEXT_TYPE_OIDS) tenantClient.options.parsers[oid] = (text: string) => text;
   const db = drizzlePostgres({ client, schema: tables }) as unknown as Db;
   return {
@@ -237,7 +245,7 @@ function columnsOf(rows: postgres.RowList<postgres.Row[]>): ResultColumn[] {
 }
 
 async function runMigrationsOnPostgres(url: string): Promise<void> {
-  const client = postgres(url, { max: 1, onnotice: () => undefined });
+  const client = postgres(url, { max: 1, onnotice: () => undefined, backoff: reconnectBackoff });
   try {
     // Several replicas may start at once; one migrates while the others wait.
     await client`SELECT pg_advisory_lock(${MIGRATION_LOCK_KEY})`;

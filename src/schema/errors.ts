@@ -49,6 +49,28 @@ function idempotencyError(error: IdempotencyConflictError | IdempotencyKeyInUseE
   });
 }
 
+/**
+ * Seconds a client waits before retrying while the database cannot be reached: a PostgreSQL restart or failover
+ * usually takes a few seconds, and the service reconnects within about that (src/db/reconnect.ts), so 5 s brings
+ * clients back soon after it without every client hammering a service that cannot answer yet.
+ */
+export const DATABASE_RETRY_AFTER_SECONDS = 5;
+
+/** HTTP 503 with Retry-After: the request may be retried as it is once the database is back. */
+export function serviceUnavailable(
+  { retryAfter = DATABASE_RETRY_AFTER_SECONDS, located }: { retryAfter?: number; located?: GraphQLError } = {},
+): GraphQLError {
+  return new GraphQLError('The service cannot reach its database right now; retry later.', {
+    nodes: located?.nodes,
+    path: located?.path,
+    extensions: {
+      code: 'SERVICE_UNAVAILABLE',
+      retryAfter,
+      http: { status: 503, headers: { 'Retry-After': String(retryAfter) } },
+    },
+  });
+}
+
 /** Errors the executor raises on purpose become GraphQL errors with a code; anything else stays unexpected (masked). */
 export function toGraphQLError(error: unknown): unknown {
   if (error instanceof PlanValidationError) return badUserInput(`invalid input: ${error.message}`);

@@ -1,0 +1,65 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPgCluster, throwawayClusterSkipReason, type PgCluster } from './support/pg-cluster.js';
+
+const skipReason = await throwawayClusterSkipReason();
+const projectRoot = fileURLToPath(new URL('../', import.meta.url));
+
+/**
+ * postgres.js 3.4.9 writes to the socket of a connection that closed (porsager/postgres#1154, #1208): the ROLLBACK
+ * sql.begin() sends after its backend died threw from a timer and ended the process. scripts/patch-postgres.mjs
+ * (npm install's postinstall) patches the driver; these run the driver in a child process, where a crash shows.
+ */
+describe.skipIf(skipReason !== null)(`postgres.js on a backend that goes away ${skipReason ?? ''}`, () => {
+  let cluster: PgCluster;
+  beforeAll(async () => {
+    cluster = await createPgCluster();
+  });
+  afterAll(async () => {
+    await cluster?.destroy();
+  });
+
+  async function driverWhile(scenario: 'transaction' | 'reserve', cutOff: () => Promise<unknown>) {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/driver-on-dead-backend.ts', cluster.url, scenario], {
+      cwd: projectRoot,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const exited = once(child, 'exit');
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const lines: Record<string, unknown>[] = [];
+    let cut: Promise<unknown> | undefined;
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      lines.push(JSON.parse(line) as Record<string, unknown>);
+      // The transaction is open and fetching: now its backend goes away.
+      if (lines.length === 1) cut = cutOff().then(() => child.stdin.write('cut\n'));
+    });
+    const [code] = await exited;
+    await cut;
+    return { code: code as number | null, stderr, result: lines.at(-1) };
+  }
+
+  it('a transaction whose backend is terminated fails with CONNECTION_CLOSED, and the process lives on', async () => {
+    const { code, stderr, result } = await driverWhile('transaction', () => cluster.terminateBackends());
+    expect(stderr).not.toContain("Cannot read properties of null (reading 'write')");
+    expect(code).toBe(0);
+    expect(result).toEqual({ outcome: expect.stringMatching(/^(CONNECTION_CLOSED|57P01)$/), after: 'ok' });
+  });
+
+  it('a reserved connection used and released after its backend was terminated fails, and the pool serves again', async () => {
+    const { code, stderr, result } = await driverWhile('reserve', () => cluster.terminateBackends());
+    expect(stderr).not.toContain("Cannot read properties of null (reading 'write')");
+    expect(code).toBe(0);
+    expect(result).toEqual({ outcome: expect.stringMatching(/^(CONNECTION_CLOSED|57P01)$/), after: 'ok' });
+  });
+
+  it('a transaction open while the server restarts fails with CONNECTION_CLOSED, and the process lives on', async () => {
+    const { code, stderr, result } = await driverWhile('transaction', () => cluster.restart());
+    expect(stderr).not.toContain("Cannot read properties of null (reading 'write')");
+    expect(code).toBe(0);
+    expect(result).toEqual({ outcome: expect.stringMatching(/^(CONNECTION_CLOSED|57P01)$/), after: 'ok' });
+  });
+});
