@@ -14,6 +14,7 @@ export type StepErrorCode =
   | 'API_NOT_CONFIGURED'
   | 'MODEL_RATE_LIMITED'
   | 'INTERRUPTED'
+  | 'CANCELLED'
   | 'INTERNAL'
   | AgentErrorCode
   | SandboxErrorCode
@@ -44,6 +45,28 @@ export class StepFailure extends Error {
     this.retryable = options.retryable ?? false;
     this.artefact = options.artefact ?? {};
   }
+}
+
+/**
+ * The step was stopped because its execution was cancelled. The engine aborts the step's signal with one of
+ * these as the reason; a handler stopped by it rejects with that same instance, never with what the abort
+ * caused below it (a cancelled statement, a terminated sandbox), so the engine tells a cancel by type.
+ */
+export class StepCancelledError extends StepFailure {
+  override name = 'StepCancelledError';
+  constructor(message = 'the step was stopped because its execution was cancelled') {
+    super('CANCELLED', message);
+  }
+}
+
+/** The signal's reason when it was aborted for a cancel, otherwise undefined. */
+export function cancelOf(signal: AbortSignal): StepCancelledError | undefined {
+  return signal.aborted && signal.reason instanceof StepCancelledError ? signal.reason : undefined;
+}
+
+/** An abort for lack of time (AbortSignal.timeout rejects with a TimeoutError DOMException). */
+export function isTimeoutAbort(reason: unknown): boolean {
+  return reason instanceof Error && reason.name === 'TimeoutError';
 }
 
 /**
