@@ -110,13 +110,15 @@ export class PgliteWorkerClient implements PgliteQueryable {
         query: <Row>(sql: string, params: unknown[] = [], options: PgliteQueryOptions = {}) =>
           this.send<PgliteResult<Row>>(queryRequest(sql, params, options), options),
       };
-      await this.send(queryRequest('BEGIN', [], {}));
+      const worker = await this.ensureWorker();
+      await this.sendTo(worker, queryRequest('BEGIN', [], {}));
       try {
         const result = await work(tx);
         await this.send(queryRequest('COMMIT', [], {}));
         return result;
       } catch (error) {
-        await this.send(queryRequest('ROLLBACK', [], {})).catch(() => undefined);
+        // A statement abandoned by restarting the worker took the transaction with it.
+        if (this.worker === worker) await this.send(queryRequest('ROLLBACK', [], {})).catch(() => undefined);
         throw error;
       }
     }, signal);
@@ -235,22 +237,27 @@ export class PgliteWorkerClient implements PgliteQueryable {
   private async restartWorker(): Promise<void> {
     const worker = this.worker;
     this.worker = undefined;
-    if (worker) await worker.terminate();
-    await this.ensureWorker();
+    // The next worker starts while this one exits, and opens the data directory once it is gone.
+    await this.ensureWorker(worker?.terminate());
   }
 
-  private ensureWorker(): Promise<Worker> {
+  private ensureWorker(previousExit?: Promise<unknown>): Promise<Worker> {
     if (this.worker) return Promise.resolve(this.worker);
     if (this.closed) return Promise.reject(new Error('database is closed'));
-    this.starting ??= this.startWorker().finally(() => {
+    this.starting ??= this.startWorker(previousExit).finally(() => {
       this.starting = undefined;
     });
     return this.starting;
   }
 
-  private startWorker(): Promise<Worker> {
+  private startWorker(previousExit: Promise<unknown> = Promise.resolve()): Promise<Worker> {
     return new Promise<Worker>((resolve, reject) => {
       const worker = new Worker(workerUrl, { workerData: { dataDir: this.dataDir } });
+      // Two workers must never have the data directory open at once.
+      void previousExit.then(
+        () => worker.postMessage({ op: 'open' }),
+        () => worker.postMessage({ op: 'open' }),
+      );
       let ready = false;
       worker.on('message', (message: WorkerMessage) => {
         if (message.type === 'ready') {

@@ -16,6 +16,8 @@ function serializeError(error) {
 }
 
 async function main() {
+  // The host says when to open the data directory: after the worker this one replaces has exited.
+  await new Promise((resolve) => parentPort.once('message', resolve));
   let database;
   try {
     database = await PGlite.create(workerData.dataDir);
