@@ -89,6 +89,14 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/**
+ * An abort for lack of time (AbortSignal.timeout's TimeoutError) is the agent's failure to answer in time;
+ * an abort for any other reason (a cancel) is the caller's, and rejects with that reason unchanged.
+ */
+function isTimeoutAbort(reason: unknown): boolean {
+  return reason instanceof Error && reason.name === 'TimeoutError';
+}
+
 function usageOf(completion: OpenAI.Chat.Completions.ChatCompletion): TokenUsage {
   const usage = completion.usage;
   return {
@@ -212,6 +220,7 @@ export class LlmClient {
         const connectionFailed = error instanceof OpenAI.APIConnectionError;
         const retryable = timedOut || connectionFailed || isRetryableStatus(status);
         if (request.signal?.aborted) {
+          if (!isTimeoutAbort(request.signal.reason)) throw request.signal.reason;
           throw new AgentError('AGENT_FAILED', 'the step ran out of time while waiting for the model', true, NO_USAGE, {
             cause: error,
           });
@@ -234,7 +243,8 @@ export class LlmClient {
         this.logger.warn({ agent: request.agent, model, attempt: attempt + 1, status, delay }, 'retrying the model');
         try {
           await sleep(delay, request.signal);
-        } catch {
+        } catch (reason) {
+          if (!isTimeoutAbort(reason)) throw reason;
           throw new AgentError('AGENT_FAILED', 'the step ran out of time while waiting to retry the model', true);
         }
       }

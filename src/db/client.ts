@@ -63,6 +63,9 @@ export interface Database {
 
 export { DatabaseQueryError, StatementTimeoutError, quoteIdentifier, type ResultColumn };
 
+/** WAL a restarted PGlite worker may have to replay, at most (more is checkpointed before a tenant statement). */
+const PGLITE_RECOVERY_WAL_BYTES = 8 * 1_048_576;
+
 const migrationsFolder = fileURLToPath(new URL('../../drizzle', import.meta.url));
 const MIGRATION_LOCK_KEY = 4_242_001;
 
@@ -141,27 +144,34 @@ async function openPglite(dataDir: string, maxMemoryMb: number): Promise<Databas
       }),
     runTenantQuery: async (query) => {
       const reader = new TenantRowReader(query);
+      const { signal } = query;
+      let ran = false;
       try {
+        // A statement that is aborted or runs out of time restarts the worker: the restart should be short.
+        await client.checkpointAbove(PGLITE_RECOVERY_WAL_BYTES, signal);
         await client.transaction(async (tx) => {
-          await tx.query('SET TRANSACTION READ ONLY');
-          for (const setting of tenantTransactionSettings(query)) await tx.query(setting);
+          ran = true;
+          await tx.query('SET TRANSACTION READ ONLY', [], { signal });
+          for (const setting of tenantTransactionSettings(query)) await tx.query(setting, [], { signal });
           await reader.read({
             declare: async (sql, params) => {
-              await tx.query(sql, params, { timeoutMs: query.timeoutMs });
+              await tx.query(sql, params, { timeoutMs: query.timeoutMs, signal });
             },
             fetch: async (sql, timeoutMs) => {
-              const result = await tx.query<Record<string, unknown>>(sql, [], { parsers: tenantRawTypes, timeoutMs });
+              const result = await tx.query<Record<string, unknown>>(sql, [], { parsers: tenantRawTypes, timeoutMs, signal });
               return { rows: result.rows, columns: result.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID })) };
             },
           });
-        });
+        }, signal);
       } catch (error) {
+        if (signal?.aborted) throw signal.reason;
         if (!reader.stoppedAtReadLimit(error)) {
           throw (error instanceof DatabaseQueryError && tenantQueryError(error, query.limits)) || error;
         }
       } finally {
-        // The database runs in this process: what a tenant's statement made it grow is given back.
-        await client.releaseMemoryAbove(maxMemoryMb * 1_048_576);
+        // The database runs in this process: what a tenant's statement made it grow is given back (a statement
+        // aborted before its turn came made nothing grow, and must not wait for the turn).
+        if (ran) await client.releaseMemoryAbove(maxMemoryMb * 1_048_576);
       }
       return reader.result();
     },
@@ -200,28 +210,41 @@ async function openPostgres(url: string, poolSize: number, connections: Database
     },
     runTenantQuery: async (query) => {
       const reader = new TenantRowReader(query);
+      const statements = new CancellableStatements(client, query.signal);
       try {
-        await tenantClient.begin('read only', async (tx) => {
-          // One round trip for every setting (the simple protocol takes several statements).
-          const settings = [`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(query.timeoutMs))}`, ...tenantTransactionSettings(query)];
-          await tx.unsafe(settings.join('; '));
+        await statements.transaction(tenantClient, async (tx) => {
+          // One round trip for every setting (the simple protocol takes several statements), and the backend's
+          // pid, which a cancel that came too early for the server to act on is repeated with.
+          const settings = [
+            `SET LOCAL statement_timeout = ${Math.max(1, Math.floor(query.timeoutMs))}`,
+            ...tenantTransactionSettings(query),
+            'SELECT pg_backend_pid() AS pid',
+          ];
+          const results = await statements.run(() => tx.unsafe(settings.join('; ')) as unknown as Promise<postgres.RowList<postgres.Row[]>[]>);
+          statements.backendPid = Number(results.at(-1)?.[0]?.pid);
           await reader.read({
             declare: async (sql, params) => {
-              await tx.unsafe(sql, params, EXTENDED_PROTOCOL);
+              await statements.run(() => tx.unsafe(sql, params, EXTENDED_PROTOCOL));
             },
             fetch: async (sql, timeoutMs) => {
               // What is left of the step's time, for this FETCH; in the same round trip.
-              const results = (await tx.unsafe(`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(timeoutMs))}; ${sql}`)) as unknown as postgres.RowList<postgres.Row[]>[];
+              const results = await statements.run(
+                () => tx.unsafe(`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(timeoutMs))}; ${sql}`) as unknown as Promise<postgres.RowList<postgres.Row[]>[]>,
+              );
               const rows = results.at(-1)!;
               return { rows: [...rows], columns: columnsOf(rows) };
             },
           });
         });
       } catch (error) {
+        // Aborted: whatever the abort made of the statement (a 57014, a rollback), the caller's reason stands.
+        if (query.signal?.aborted) throw query.signal.reason;
         if (!reader.stoppedAtReadLimit(error)) {
           const postgresError = error instanceof postgres.PostgresError ? error : undefined;
           throw (postgresError && tenantQueryError(postgresError, query.limits)) || toDatabaseError(error, query.timeoutMs);
         }
+      } finally {
+        statements.close();
       }
       return reader.result();
     },
@@ -234,6 +257,92 @@ async function openPostgres(url: string, poolSize: number, connections: Database
       await Promise.all([client.end({ timeout }), tenantClient.end({ timeout })]);
     },
   };
+}
+
+/** How often a cancel is repeated while the cancelled statement has not ended. */
+const CANCEL_REPEAT_MS = 250;
+
+/**
+ * The statements of one tenant query on PostgreSQL, cancelled on the server when the signal aborts.
+ * postgres.js's `cancel()` opens a new connection and sends a CancelRequest with the statement's backend
+ * pid and secret key. The server drops a cancel that reaches the backend while it is still reading the
+ * statement (a DECLARE with large step_N parameters takes a while to read), so while the statement has
+ * not ended the cancel is repeated with pg_cancel_backend on the service's pool.
+ */
+class CancellableStatements {
+  backendPid: number | undefined;
+  private inFlight: postgres.PendingQuery<postgres.Row[]> | undefined;
+  private repeat: NodeJS.Timeout | undefined;
+  private started = false;
+  private closed = false;
+
+  constructor(
+    private readonly service: postgres.Sql,
+    private readonly signal: AbortSignal | undefined,
+  ) {
+    signal?.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  /**
+   * Runs `work` in a READ ONLY transaction on `pool`. Aborted while it still waits for a connection, it
+   * rejects at once; the transaction, when it does start, then ends before its first statement.
+   */
+  transaction(pool: postgres.Sql, work: (tx: postgres.TransactionSql) => Promise<void>): Promise<void> {
+    const transaction = pool.begin('read only', (tx) => {
+      this.started = true;
+      return work(tx);
+    }) as Promise<unknown> as Promise<void>;
+    if (!this.signal) return transaction;
+    const signal = this.signal;
+    transaction.catch(() => undefined);
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = () => {
+        if (!this.started) reject(signal.reason);
+      };
+      if (signal.aborted) onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      transaction.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
+  }
+
+  /** Sends one statement (made by `make`, so that none is made once aborted) and waits for it. */
+  async run<T>(make: () => Promise<T>): Promise<T> {
+    this.signal?.throwIfAborted();
+    const pending = make();
+    this.inFlight = pending as unknown as postgres.PendingQuery<postgres.Row[]>;
+    try {
+      return await pending;
+    } finally {
+      this.inFlight = undefined;
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.repeat);
+    this.signal?.removeEventListener('abort', this.onAbort);
+  }
+
+  private readonly onAbort = (): void => {
+    const statement = this.inFlight;
+    if (!statement) return;
+    statement.cancel();
+    const repeatWhileRunning = () => {
+      if (this.closed) return;
+      this.repeat = setTimeout(() => {
+        const pid = this.backendPid;
+        if (this.inFlight !== statement || pid === undefined || !Number.isInteger(pid)) return;
+        this.service`SELECT pg_cancel_backend(${pid})`.then(repeatWhileRunning, repeatWhileRunning);
+      }, CANCEL_REPEAT_MS);
+    };
+    repeatWhileRunning();
+  };
+}
+
+/** The two int4 keys of an execution's advisory lock, from the first 16 hex digits of its UUID. */
+function advisoryLockKeys(executionId: string): [number, number] {
+  const hex = executionId.replaceAll('-', '');
+  return [Number.parseInt(hex.slice(0, 8), 16) | 0, Number.parseInt(hex.slice(8, 16), 16) | 0];
 }
 
 // postgres.js types omit `simple`; false forces the extended protocol even without parameters, which also

@@ -17,6 +17,8 @@ export interface PgliteQueryOptions {
   parsers?: Record<number, unknown>;
   /** Abandon the statement after this many milliseconds by restarting the database worker. */
   timeoutMs?: number;
+  /** Abandon the statement when this aborts, the same way; the query then rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export interface PgliteQueryable {
@@ -86,7 +88,7 @@ export class PgliteWorkerClient implements PgliteQueryable {
   }
 
   query<Row = unknown>(sql: string, params: unknown[] = [], options: PgliteQueryOptions = {}): Promise<PgliteResult<Row>> {
-    return this.inTurn(() => this.send<PgliteResult<Row>>(queryRequest(sql, params, options), options.timeoutMs));
+    return this.inTurn(() => this.send<PgliteResult<Row>>(queryRequest(sql, params, options), options), options.signal);
   }
 
   /** Runs a multi-statement script in one transaction, rolled back if any statement fails. */
@@ -101,22 +103,34 @@ export class PgliteWorkerClient implements PgliteQueryable {
     });
   }
 
-  transaction<T>(work: (tx: PgliteQueryable) => Promise<T>): Promise<T> {
+  /** Aborting `signal` while the transaction waits for its turn rejects at once, and the transaction never runs. */
+  transaction<T>(work: (tx: PgliteQueryable) => Promise<T>, signal?: AbortSignal): Promise<T> {
     return this.inTurn(async () => {
       const tx: PgliteQueryable = {
         query: <Row>(sql: string, params: unknown[] = [], options: PgliteQueryOptions = {}) =>
-          this.send<PgliteResult<Row>>(queryRequest(sql, params, options), options.timeoutMs),
+          this.send<PgliteResult<Row>>(queryRequest(sql, params, options), options),
       };
-      await this.send(queryRequest('BEGIN', [], {}));
+      const worker = await this.ensureWorker();
+      await this.sendTo(worker, queryRequest('BEGIN', [], {}));
       try {
         const result = await work(tx);
         await this.send(queryRequest('COMMIT', [], {}));
         return result;
       } catch (error) {
-        await this.send(queryRequest('ROLLBACK', [], {})).catch(() => undefined);
+        // A statement abandoned by restarting the worker took the transaction with it.
+        if (this.worker === worker) await this.send(queryRequest('ROLLBACK', [], {})).catch(() => undefined);
         throw error;
       }
-    });
+    }, signal);
+  }
+
+  /**
+   * Checkpoints when more than `bytes` of WAL were written since the last checkpoint: a restarted worker
+   * replays that much before it answers (about a second per 100 MB), and PGlite has no checkpointer to
+   * bound it. True when it checkpointed.
+   */
+  checkpointAbove(bytes: number, signal?: AbortSignal): Promise<boolean> {
+    return this.inTurn(() => this.send<boolean>({ op: 'checkpoint', aboveBytes: bytes }), signal);
   }
 
   /**
@@ -152,63 +166,98 @@ export class PgliteWorkerClient implements PgliteQueryable {
     await worker.terminate();
   }
 
-  private inTurn<T>(work: () => Promise<T>): Promise<T> {
+  private inTurn<T>(work: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    let started = false;
     const run = this.turn.then(() => {
       if (this.closed) throw new Error('database is closed');
+      signal?.throwIfAborted();
+      started = true;
       return work();
     });
     this.turn = run.then(
       () => undefined,
       () => undefined,
     );
-    return run;
+    if (!signal) return run;
+    // Aborted while it waits for its turn, the caller need not wait for the queries before it.
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () => {
+        if (!started) reject(signal.reason);
+      };
+      if (signal.aborted) onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      run.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
   }
 
-  private async send<T>(request: Record<string, unknown>, timeoutMs?: number): Promise<T> {
-    return this.sendTo<T>(await this.ensureWorker(), request, timeoutMs);
+  private async send<T>(request: Record<string, unknown>, limits: Pick<PgliteQueryOptions, 'timeoutMs' | 'signal'> = {}): Promise<T> {
+    return this.sendTo<T>(await this.ensureWorker(), request, limits);
   }
 
-  private async sendTo<T>(worker: Worker, request: Record<string, unknown>, timeoutMs?: number): Promise<T> {
+  /**
+   * PGlite cannot interrupt a statement: one that runs past timeoutMs, or is still running when `signal`
+   * aborts, is abandoned by terminating the worker, and the request rejects once a new worker is up.
+   */
+  private async sendTo<T>(
+    worker: Worker,
+    request: Record<string, unknown>,
+    { timeoutMs, signal }: Pick<PgliteQueryOptions, 'timeoutMs' | 'signal'> = {},
+  ): Promise<T> {
+    signal?.throwIfAborted();
     const id = this.nextRequestId++;
     const response = new Promise<T>((resolve, reject) => {
       this.pending.set(id, { worker, resolve: resolve as (value: unknown) => void, reject });
     });
     worker.postMessage({ ...request, id });
-    if (timeoutMs === undefined) return response;
+    if (timeoutMs === undefined && signal === undefined) return response;
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        this.pending.delete(id);
+    let onAbort: (() => void) | undefined;
+    const abandoned = new Promise<never>((_, reject) => {
+      const abandon = (error: unknown) => {
+        clearTimeout(timer);
+        if (onAbort) signal?.removeEventListener('abort', onAbort);
+        if (!this.pending.delete(id)) return;
         const restart = this.closed ? Promise.resolve() : this.restartWorker();
-        void restart.catch(() => undefined).finally(() => reject(new StatementTimeoutError(timeoutMs)));
-      }, timeoutMs);
+        void restart.catch(() => undefined).finally(() => reject(error));
+      };
+      if (timeoutMs !== undefined) timer = setTimeout(() => abandon(new StatementTimeoutError(timeoutMs)), timeoutMs);
+      if (signal) {
+        onAbort = () => abandon(signal.reason);
+        signal.addEventListener('abort', onAbort, { once: true });
+      }
     });
     try {
-      return await Promise.race([response, timeout]);
+      return await Promise.race([response, abandoned]);
     } finally {
       clearTimeout(timer);
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
     }
   }
 
   private async restartWorker(): Promise<void> {
     const worker = this.worker;
     this.worker = undefined;
-    if (worker) await worker.terminate();
-    await this.ensureWorker();
+    // The next worker starts while this one exits, and opens the data directory once it is gone.
+    await this.ensureWorker(worker?.terminate());
   }
 
-  private ensureWorker(): Promise<Worker> {
+  private ensureWorker(previousExit?: Promise<unknown>): Promise<Worker> {
     if (this.worker) return Promise.resolve(this.worker);
     if (this.closed) return Promise.reject(new Error('database is closed'));
-    this.starting ??= this.startWorker().finally(() => {
+    this.starting ??= this.startWorker(previousExit).finally(() => {
       this.starting = undefined;
     });
     return this.starting;
   }
 
-  private startWorker(): Promise<Worker> {
+  private startWorker(previousExit: Promise<unknown> = Promise.resolve()): Promise<Worker> {
     return new Promise<Worker>((resolve, reject) => {
       const worker = new Worker(workerUrl, { workerData: { dataDir: this.dataDir } });
+      // Two workers must never have the data directory open at once.
+      void previousExit.then(
+        () => worker.postMessage({ op: 'open' }),
+        () => worker.postMessage({ op: 'open' }),
+      );
       let ready = false;
       worker.on('message', (message: WorkerMessage) => {
         if (message.type === 'ready') {

@@ -16,6 +16,8 @@ function serializeError(error) {
 }
 
 async function main() {
+  // The host says when to open the data directory: after the worker this one replaces has exited.
+  await new Promise((resolve) => parentPort.once('message', resolve));
   let database;
   try {
     database = await PGlite.create(workerData.dataDir);
@@ -37,6 +39,11 @@ async function main() {
       } else if (request.op === 'exec') {
         const results = await database.exec(request.sql);
         result = results.map(({ rows, fields, affectedRows }) => ({ rows, fields, affectedRows }));
+      } else if (request.op === 'checkpoint') {
+        // Without a checkpointer process only max_wal_size (1 GB) would bound what a restart replays.
+        const { rows } = await database.query('SELECT (pg_current_wal_insert_lsn() - redo_lsn)::float8 AS behind FROM pg_control_checkpoint()');
+        result = Number(rows[0].behind) > request.aboveBytes;
+        if (result) await database.exec('CHECKPOINT');
       } else if (request.op === 'memory') {
         // The WebAssembly memory PGlite runs in is this thread's external memory.
         result = process.memoryUsage().external;

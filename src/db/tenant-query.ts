@@ -15,6 +15,11 @@ export interface TenantQuery {
   /** The only schema unqualified names resolve in (besides pg_catalog). */
   searchPath: string;
   timeoutMs: number;
+  /**
+   * Aborting stops the statement in the database (PostgreSQL cancels it on the server; PGlite's worker is
+   * restarted) and ends its transaction; the query then rejects with the signal's reason.
+   */
+  signal?: AbortSignal;
   limits: TenantQueryLimits;
 }
 
@@ -150,7 +155,8 @@ export class TenantRowReader {
   ) {}
 
   async read(cursor: TenantCursor): Promise<void> {
-    const { limits } = this.query;
+    const { limits, signal } = this.query;
+    signal?.throwIfAborted();
     await cursor.declare(`DECLARE ${CURSOR} NO SCROLL CURSOR FOR ${wrapTenantStatement(this.query)}`, this.query.relations.params);
     for (;;) {
       const room = Math.max(0, limits.readMaxBytes - this.readBytes);
@@ -160,6 +166,7 @@ export class TenantRowReader {
       const count = Math.min(MAX_FETCH_ROWS, FIRST_FETCH_ROWS + 2 * this.rows.length, fitting);
       const timeoutMs = this.deadline - Date.now();
       if (timeoutMs <= 0) throw new StatementTimeoutError(this.query.timeoutMs);
+      signal?.throwIfAborted();
       const fetched = await cursor.fetch(`FETCH ${count} FROM ${CURSOR}`, timeoutMs);
       if (this.columns.length === 0) this.columns = fetched.columns.filter((column) => !OWN_COLUMNS.includes(column.name));
       for (const row of fetched.rows) {

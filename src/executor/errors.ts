@@ -49,14 +49,6 @@ export class StepFailure extends Error {
   }
 }
 
-/** The abort reason of a step whose execution was cancelled (cancelExecution): handlers let it surface as it is. */
-export class StepCancelledError extends StepFailure {
-  override name = 'StepCancelledError';
-  constructor() {
-    super('CANCELLED', 'the execution was cancelled while this step ran');
-  }
-}
-
 /**
  * Why a run stops without recording anything more: its lease was taken over, the process is shutting
  * down, or the database went away. The execution is continued from its last committed step by whoever
@@ -70,6 +62,28 @@ export class RunStoppedError extends Error {
   ) {
     super(`the run stopped: ${why}`, options);
   }
+}
+
+/**
+ * The step was stopped because its execution was cancelled. The engine aborts the step's signal with one of
+ * these as the reason; a handler stopped by it rejects with that same instance, never with what the abort
+ * caused below it (a cancelled statement, a terminated sandbox), so the engine tells a cancel by type.
+ */
+export class StepCancelledError extends StepFailure {
+  override name = 'StepCancelledError';
+  constructor(message = 'the step was stopped because its execution was cancelled') {
+    super('CANCELLED', message);
+  }
+}
+
+/** The signal's reason when it was aborted for a cancel, otherwise undefined. */
+export function cancelOf(signal: AbortSignal): StepCancelledError | undefined {
+  return signal.aborted && signal.reason instanceof StepCancelledError ? signal.reason : undefined;
+}
+
+/** An abort for lack of time (AbortSignal.timeout rejects with a TimeoutError DOMException). */
+export function isTimeoutAbort(reason: unknown): boolean {
+  return reason instanceof Error && reason.name === 'TimeoutError';
 }
 
 /**

@@ -8,7 +8,7 @@ import { asStepFailure, StepFailure } from '../errors.js';
 import { heapBytesOf } from '../../heap-bytes.js';
 import { inferColumns, toRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
-import { askAgent, remainingMs, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
+import { askAgent, remainingMs, stoppedByCancel, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
 
 export interface ApiStepOptions {
   knowledge: TenantKnowledge;
@@ -19,7 +19,7 @@ export interface ApiStepOptions {
 
 /** API steps: the client's program, or one the API code agent writes, run in QuickJS against the tenant's API. */
 export function createApiStepHandler({ knowledge, llm, sandbox }: ApiStepOptions): StepHandler {
-  return async (context: StepContext): Promise<StepOutcome> => {
+  return stoppedByCancel(async (context: StepContext): Promise<StepOutcome> => {
     const { tenant, step } = context;
     const operations = knowledge.apiCatalog(tenant);
     if (!operations || !tenant.apiBaseUrl) {
@@ -55,7 +55,8 @@ export function createApiStepHandler({ knowledge, llm, sandbox }: ApiStepOptions
       credentials: knowledge.apiCredentials(tenant),
       allowedMethods,
       limits: sandbox,
-      signal: stepRequests.signal,
+      // Aborted with the step too, without waiting for the program to notice.
+      signal: AbortSignal.any([stepRequests.signal, context.signal]),
       keepBodiesAsText: true,
       // Pages of a paginated call are requests too: every one counts against the step's budget.
       onRequest: () => {
@@ -116,5 +117,5 @@ export function createApiStepHandler({ knowledge, llm, sandbox }: ApiStepOptions
       attempts: 1,
       logs: run.logs,
     };
-  };
+  });
 }

@@ -5,11 +5,11 @@ import type { DataSchema } from '../../db/introspect.js';
 import { guardSql, SqlRejectedError, type SqlGuardScope } from '../../guard/sql-guard.js';
 import type { LlmClient } from '../../agents/llm-client.js';
 import { writeSql, type SqlAttempt } from '../../agents/sql-agent.js';
-import { asStepFailure, StepFailure } from '../errors.js';
+import { asStepFailure, isTimeoutAbort, StepFailure } from '../errors.js';
 import { heapBytesOf, stringHeapBytes } from '../../heap-bytes.js';
 import { describeColumns, toJsonRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
-import { askAgent, remainingMs, type EarlierStep, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
+import { askAgent, remainingMs, stoppedByCancel, type EarlierStep, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
 
 export interface SqlStepOptions {
   database: Database;
@@ -48,7 +48,8 @@ export function buildStepRelations(earlier: readonly EarlierStep[], referenced: 
 
 function toStepFailure(error: unknown, timeoutMs: number, limits: SqlStepOptions['limits']): unknown {
   if (error instanceof SqlRejectedError) return new StepFailure('SQL_REJECTED', error.message, { cause: error });
-  if (error instanceof StatementTimeoutError) {
+  // The step's signal ran out of time while the statement ran: the database cancelled it, as its own timeout would.
+  if (error instanceof StatementTimeoutError || isTimeoutAbort(error)) {
     return new StepFailure('STEP_TIMEOUT', `the statement ran longer than ${timeoutMs} ms and was cancelled`, {
       cause: error,
     });
@@ -117,6 +118,7 @@ export function createSqlStepHandler({
         role,
         searchPath: tenant.dataSchema,
         timeoutMs: remainingMs(context),
+        signal: context.signal,
         limits: { ...limits, readMaxBytes, rowCap: context.rowCap },
       });
     } finally {
@@ -131,7 +133,7 @@ export function createSqlStepHandler({
     return { sql, records, columns, truncated, attempts: 1 };
   };
 
-  return async (context: StepContext): Promise<StepOutcome> => {
+  return stoppedByCancel(async (context: StepContext): Promise<StepOutcome> => {
     const { step, tenant } = context;
     // Never run a tenant's statement as the service, whose role reads every tenant and the service's tables.
     const role = tenant.dbRole;
@@ -175,5 +177,5 @@ export function createSqlStepHandler({
         failedAttempts.push({ sql, error: failure.message });
       }
     }
-  };
+  });
 }

@@ -1,6 +1,6 @@
 import { AgentError, type LlmClient, type StructuredAnswer } from '../../agents/llm-client.js';
 import type { StoredColumn, StoredPlanStep, StoredTokenUsage, TenantRow } from '../../db/tables.js';
-import { StepFailure } from '../errors.js';
+import { cancelOf, StepFailure } from '../errors.js';
 import type { StepMemory } from '../execution-memory.js';
 import type { RateDecision } from '../rate-limiter.js';
 
@@ -42,7 +42,11 @@ export interface StepContext {
    * step again.
    */
   beforeUnsafeCall?(): Promise<void>;
-  /** Aborted when the step must stop: its time is up, or the execution was cancelled (reason: StepCancelledError). */
+  /**
+   * Aborted when the step must stop: its time is up (a TimeoutError reason), or its execution was cancelled
+   * (a StepCancelledError reason, which the handler then rejects with). The statement, the program, its API
+   * calls and the agents' model calls all stop with it.
+   */
   signal: AbortSignal;
   /** When the step's time is up (ms since the epoch): agents, statements and programs share it. */
   deadline: number;
@@ -62,6 +66,32 @@ export interface StepOutcome {
 }
 
 export type StepHandler = (context: StepContext) => Promise<StepOutcome>;
+
+/**
+ * A handler whose step was cancelled rejects with the cancel (the signal's StepCancelledError), whatever
+ * the abort made of its work below (a cancelled statement, a terminated program, an aborted model call) and
+ * even if the work finished as the cancel came: the engine stops the step either way. The cancel keeps
+ * what the step had got to (its SQL or code, its attempts).
+ */
+export function stoppedByCancel(handler: StepHandler): StepHandler {
+  return async (context) => {
+    let outcome: StepOutcome;
+    try {
+      outcome = await handler(context);
+    } catch (error) {
+      const cancel = cancelOf(context.signal);
+      if (!cancel) throw error;
+      if (error instanceof StepFailure && error !== cancel) cancel.artefact = { ...error.artefact, ...cancel.artefact };
+      throw cancel;
+    }
+    const cancel = cancelOf(context.signal);
+    if (cancel) {
+      cancel.artefact = { sql: outcome.sql, code: outcome.code, attempts: outcome.attempts, logs: outcome.logs, ...cancel.artefact };
+      throw cancel;
+    }
+    return outcome;
+  };
+}
 
 /** What is left of the step's time, at least 1 ms so that a limit set from it is still a limit. */
 export function remainingMs(context: Pick<StepContext, 'deadline'>): number {
