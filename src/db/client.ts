@@ -339,12 +339,6 @@ class CancellableStatements {
   };
 }
 
-/** The two int4 keys of an execution's advisory lock, from the first 16 hex digits of its UUID. */
-function advisoryLockKeys(executionId: string): [number, number] {
-  const hex = executionId.replaceAll('-', '');
-  return [Number.parseInt(hex.slice(0, 8), 16) | 0, Number.parseInt(hex.slice(8, 16), 16) | 0];
-}
-
 // postgres.js types omit `simple`; false forces the extended protocol even without parameters, which also
 // refuses a string holding more than one statement.
 const EXTENDED_PROTOCOL = { simple: false } as postgres.UnsafeQueryOptions;
