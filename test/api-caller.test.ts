@@ -67,6 +67,7 @@ const operation = (operationId: string, path: string, parameters: ApiParameter[]
   summary: null,
   parameters,
   paginated: false,
+  idempotent: (extra.method ?? 'GET') === 'GET',
   ...extra,
 });
 
@@ -79,6 +80,7 @@ const STUB_OPERATIONS: ApiOperation[] = [
   operation('listEndless', '/endless', [queryParam('after')], { paginated: true }),
   operation('notAPage', '/users', [queryParam('after')], { paginated: true }),
   operation('createUser', '/users', [], { method: 'POST' }),
+  operation('replaceUser', '/users/{id}', [pathParam('id')], { method: 'PUT', idempotent: true }),
   operation('followRedirect', '/redirect'),
   operation('getBig', '/big'),
   operation('getBigDeclared', '/big-declared'),
@@ -249,12 +251,29 @@ describe('catalogFromOpenApi', () => {
         { name: 'x-trace', in: 'header', required: false, description: null, schema: { type: 'string' } },
       ],
       paginated: false,
+      idempotent: true,
     });
     expect(search?.paginated).toBe(true);
     expect(describeCatalog(catalog)).toBe(
       'getPart GET /things/{thingId}/parts/{partId} (partId: string, thingId: integer, verbose: boolean) — Get one part\n' +
         'search GET /search (cursor?: string[])',
     );
+  });
+
+  it('counts GET, and operations marked x-idempotent: true, as safe to repeat', () => {
+    const catalog = catalogFromOpenApi({
+      openapi: '3.0.3',
+      paths: {
+        '/orders': { get: { operationId: 'listOrders' }, post: { operationId: 'createOrder' } },
+        '/orders/{id}': { put: { operationId: 'replaceOrder', 'x-idempotent': true }, delete: { operationId: 'deleteOrder', 'x-idempotent': 'yes' } },
+      },
+    });
+    expect(Object.fromEntries(catalog.map((op) => [op.operationId, op.idempotent]))).toEqual({
+      listOrders: true,
+      createOrder: false,
+      replaceOrder: true,
+      deleteOrder: false,
+    });
   });
 
   it('refuses a document with a duplicate operationId, and survives circular references', () => {
@@ -361,6 +380,32 @@ describe('api.call refuses before sending', () => {
     await call('createUser', {});
     expect(stub.requests.at(-1)).toMatchObject({ method: 'POST', url: '/v1/users' });
     expect(sent.count).toBe(1);
+  });
+
+  it('records a call that is not safe to repeat before it is sent, and only such a call', async () => {
+    const order: string[] = [];
+    const { call } = stubCaller({
+      allowedMethods: ['GET', 'POST', 'PUT'],
+      onRequest: () => order.push('sent'),
+      beforeUnsafeCall: async () => {
+        order.push('recorded');
+      },
+    });
+    await call('getUser', { id: 1 });
+    await call('replaceUser', { id: 1 });
+    expect(order).toEqual(['sent', 'sent']);
+    await call('createUser', {});
+    expect(order).toEqual(['sent', 'sent', 'recorded', 'sent']);
+    // A record that fails (the lease was lost, say) sends nothing.
+    const before = stub.requests.length;
+    const { call: failing } = stubCaller({
+      allowedMethods: ['POST'],
+      beforeUnsafeCall: async () => {
+        throw new Error('the lease is gone');
+      },
+    });
+    await expect(failing('createUser', {})).rejects.toThrow('the lease is gone');
+    expect(stub.requests.length).toBe(before);
   });
 
   it('refuses a public hostname that resolves to an internal address, without connecting', async () => {

@@ -49,6 +49,11 @@ export interface ApiCallerOptions {
   /** Called once per HTTP request, just before it is sent. */
   onRequest?: () => void;
   /**
+   * Awaited before the first request of an operation that is not safe to repeat (not idempotent): the step
+   * records that it made one, so that a run resumed after a crash does not send it again.
+   */
+  beforeUnsafeCall?: () => Promise<void>;
+  /**
    * Hand a single call's body on as JsonText instead of parsing it here: the sandbox parses it on its own
    * thread, so that a response never takes this heap's room.
    * Paginated calls are parsed, to join their pages.
@@ -494,6 +499,7 @@ export function createApiCaller(options: ApiCallerOptions): ApiCaller {
 
   async function callOnce(operation: ApiOperation, params: Record<string, unknown>, maxBytes: number, asText = false) {
     const url = buildUrl(settings.base, operation, params);
+    if (!operation.idempotent) await options.beforeUnsafeCall?.();
     const raw = await sendRequest({ method: operation.method, url, maxBytes }, settings);
     return { value: asText ? new JsonText(bodyText(raw.body)) : parseJson(raw.body), bytes: raw.body.length };
   }

@@ -18,6 +18,11 @@ export interface ApiOperation {
   parameters: ApiParameter[];
   /** Has an `after` or `cursor` query parameter, so api.call can follow pages with `paginate: true`. */
   paginated: boolean;
+  /**
+   * Safe to send again after a crash: a GET, or an operation the document marks `x-idempotent: true`. A step
+   * whose program made any other call is not run again when its execution resumes (it fails INTERRUPTED).
+   */
+  idempotent: boolean;
 }
 
 type JsonObject = Record<string, unknown>;
@@ -71,6 +76,7 @@ function operationsOfPath(root: JsonObject, path: string, item: JsonObject): Api
       summary: oneLine(operation.summary),
       parameters,
       paginated: parameters.some((p) => p.in === 'query' && (CURSOR_PARAMETER_NAMES as readonly string[]).includes(p.name)),
+      idempotent: method === 'GET' || operation['x-idempotent'] === true,
     });
   }
   return operations;

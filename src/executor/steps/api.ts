@@ -58,6 +58,7 @@ export function createApiStepHandler({ knowledge, llm, sandbox }: ApiStepOptions
       // Aborted with the step too, without waiting for the program to notice.
       signal: AbortSignal.any([stepRequests.signal, context.signal]),
       keepBodiesAsText: true,
+      beforeUnsafeCall: context.beforeUnsafeCall,
       // Pages of a paginated call are requests too: every one counts against the step's budget.
       onRequest: () => {
         if (++httpRequests > sandbox.maxRequests) {
