@@ -4,7 +4,8 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey } from '../src/admin/tenants.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
-import { ExecutionsQuery, StepUpdatesSubscription } from './support/operations.js';
+import { DurableExecutionQuery, ExecutePlanMutation, ExecutionsQuery, StepUpdatesSubscription } from './support/operations.js';
+import { sqlStep } from './support/plans.js';
 import { createPgCluster, throwawayClusterSkipReason, type PgCluster } from './support/pg-cluster.js';
 import { startTestServer, type TestServer } from './support/server.js';
 
@@ -99,6 +100,54 @@ describe.skipIf(skipReason !== null)(`the service when PostgreSQL goes away ${sk
       await cluster.start();
       await until(async () => (await queryExecutions(server)).status === 200, 'requests succeed once the server is back');
       expect(await readiness(server)).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('pauses runs in flight while its backends are terminated and the server restarts, and resumes them to success', async () => {
+    const server = await startTestServer('postgres', {
+      env: { DATABASE_URL: cluster.url, STEPCAST_RECOVERY_INTERVAL_MS: '200', STEPCAST_DEMO_API: 'off' },
+    });
+    try {
+      const plan = {
+        query: 'a run that outlives two outages',
+        steps: [
+          sqlStep('SELECT id FROM users ORDER BY id LIMIT 20'),
+          sqlStep('SELECT count(*) AS n FROM users a, users b, users c'),
+          sqlStep('SELECT count(*) AS n FROM users a, users b, users c, step_1 s'),
+          sqlStep('SELECT s.id FROM step_1 s ORDER BY s.id LIMIT 3'),
+        ],
+      };
+      const ids: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const submitted = await server.request(ExecutePlanMutation, { plan, options: { stepTimeoutMs: 60_000 } });
+        expect(submitted.errors).toBeUndefined();
+        ids.push(submitted.data!.executePlan.id);
+      }
+      const statuses = async () =>
+        Promise.all(ids.map(async (id) => (await server.request(DurableExecutionQuery, { id })).data?.execution ?? null));
+      await until(async () => (await statuses()).some((e) => e?.status === 'RUNNING'), 'a run is under way');
+      expect(await cluster.terminateBackends()).toBeGreaterThan(0);
+      await until(async () => (await queryExecutions(server)).status === 200, 'requests succeed after the backends were terminated');
+      await cluster.restart();
+      await until(
+        async () => (await statuses()).every((e) => e !== null && ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(e.status)),
+        'every run has ended',
+        120_000,
+      );
+      const executions = await statuses();
+      // Nothing was failed by the outages: the runs paused and continued from their last committed step.
+      expect(executions.map((e) => [e!.status, e!.error?.code ?? null])).toEqual(ids.map(() => ['SUCCEEDED', null]));
+      expect(executions.reduce((sum, e) => sum + e!.resumes, 0)).toBeGreaterThan(0);
+      for (const id of ids) {
+        const updates = (await server.subscribeSse(StepUpdatesSubscription, { executionId: id })).map((r) => r.data!.stepUpdates);
+        expect(updates.map((u) => u.sequence)).toEqual(updates.map((_, i) => i + 1));
+        for (let index = 1; index <= plan.steps.length; index++) {
+          expect(updates.filter((u) => u.type === 'STEP_SUCCEEDED' && u.step?.index === index)).toHaveLength(1);
+        }
+        expect(updates.at(-1)!.type).toBe('EXECUTION_SUCCEEDED');
+      }
     } finally {
       await server.close();
     }
