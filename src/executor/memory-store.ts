@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { ExecutionRow, StepResultRow, StepRow, StoredTokenUsage, TenantRow } from '../db/tables.js';
 import type { ClaimInTransaction } from './idempotency.js';
 import type { ValidatedPlan } from './plan.js';
-import { applyStepChange } from './step-snapshots.js';
+import { applyStepChange, pendingSnapshot } from './step-snapshots.js';
 import type { ExecutionStatus, StepUpdate } from './step-update.js';
 import {
   ExecutionNotRunnableError,
@@ -86,36 +86,15 @@ export class MemoryExecutionStore implements ExecutionStore, LeaseProvider, Tena
       finishedAt: null,
     };
     const steps: StepResultRow[] = validated.plan.steps.map((step, i) => ({
-      executionId: id,
-      index: i + 1,
-      tenantId,
-      correlationId: validated.correlationId,
-      kind: step.kind,
-      status: 'PENDING',
-      queryContext: step.queryContext,
-      entity: step.entity,
-      reasoning: step.reasoning,
-      critical: step.critical,
-      sql: step.sql,
-      code: step.code,
-      recordCount: null,
-      columns: null,
-      sample: null,
+      ...pendingSnapshot(
+        { ...step, executionId: id, index: i + 1, tenantId, correlationId: validated.correlationId, approval: step.approval ?? false },
+        { sql: step.sql, code: step.code },
+      ),
       result: null,
       records: null,
-      truncated: false,
-      error: null,
-      attempts: 0,
-      usage: null,
-      logs: null,
-      unsafeCalls: false,
-      approval: step.approval ?? false,
-      decision: null,
-      decidedBy: null,
-      decidedAt: null,
-      decisionComment: null,
       startedAt: null,
       finishedAt: null,
+      decidedAt: null,
     }));
     const stored: StoredExecution = { row, steps, events: [] };
     this.executions.set(id, stored);
