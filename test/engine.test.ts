@@ -93,12 +93,19 @@ class World {
     const store = this.store;
     const view = Object.create(store) as MemoryExecutionStore;
     view.recordTransition = async (id, transition) => {
-      if (this.crashed || left-- <= 0) throw new Crash();
+      if (this.crashed || left-- <= 0) {
+        this.crashed = true;
+        throw new Crash();
+      }
       return store.recordTransition(id, transition);
     };
     view.markUnsafeCalls = async (id, lease, index) => {
       if (this.crashed) throw new Crash();
       return store.markUnsafeCalls(id, lease, index);
+    };
+    view.release = async (id, lease) => {
+      if (this.crashed) throw new Crash();
+      return store.release(id, lease);
     };
     return view;
   }
@@ -112,8 +119,7 @@ class World {
   engineDeps(workerId: string, store = this.storeOfProcess()): EngineDependencies {
     return {
       store,
-      now: () => this.clock,
-      leases: this.store,
+      leases: store,
       bus: this.bus,
       handlers: { SQL: this.handler, API: this.handler },
       tenants: this.store,
@@ -339,25 +345,41 @@ describe('engine: runs and resumes', () => {
     expect(await world.store.findStepResult(TENANT, id, 1)).toEqual(recordsOf(1));
   });
 
-  it('stops a run when the store goes away, and continues it from the last commit once it is back', async () => {
+  it("keeps a step's outcome through a store that goes away: the transition is written, once, when it answers", async () => {
     const world = new World();
     const id = await world.submit(3);
-    world.store.failures.set('recordTransition', { times: 0, error: () => new Unavailable('connection refused') });
     world.behaviours.set(2, async () => {
-      world.store.failures.get('recordTransition')!.times = 1;
+      // The next two writes (step 2's outcome, then its retry) meet a database that cannot be reached.
+      world.store.failures.set('recordTransition', { times: 2, error: () => new Unavailable('connection refused') });
       return outcome(2);
+    });
+    await world.engine('worker-1').run(id);
+    expect((await world.store.loadExecution(id))!.status).toBe('SUCCEEDED');
+    expect(world.calls.map((c) => c.index)).toEqual([1, 2, 3]);
+    const events = await expectWellFormedLog(world, id);
+    expect(events.some((e) => e.type === 'EXECUTION_RESUMED')).toBe(false);
+  });
+
+  it('stops a run whose step met a database that went away, and resumes it once the store answers', async () => {
+    const world = new World();
+    const id = await world.submit(3);
+    let firstTry = true;
+    world.behaviours.set(2, async () => {
+      if (!firstTry) return outcome(2);
+      firstTry = false;
+      throw new StepFailure('SQL_ERROR', 'terminating connection due to administrator command', { cause: new Unavailable('57P01') });
     });
     const executor = world.executor('worker-1');
     await world.engine('worker-1').run(id);
-    // The step's outcome could not be stored: nothing failed, the run waits for the store.
+    // Nothing failed: the run stopped, holding its lease, for the store to answer again.
     expect((await world.steps(id)).map((s) => s.status)).toEqual(['SUCCEEDED', 'RUNNING', 'PENDING']);
-    // Same worker, lease not lapsed: a look for work takes it up again (the store answers now).
-    world.behaviours.delete(2);
     await executor.recover();
     await expect.poll(async () => (await world.store.loadExecution(id))!.status).toBe('SUCCEEDED');
     const events = await expectWellFormedLog(world, id);
     expect(events.filter((e) => e.type === 'EXECUTION_RESUMED')).toHaveLength(1);
     expect(world.calls.map((c) => c.index)).toEqual([1, 2, 2, 3]);
+    // The same worker took its own run back after an outage: no step is to blame, so no resume is counted.
+    expect((await world.store.loadExecution(id))!.resumes).toBe(0);
     await executor.stop(1_000);
   });
 
@@ -507,6 +529,40 @@ describe('engine: approval steps', () => {
     await executor.recover();
     await expect.poll(async () => (await world.store.loadExecution(id))!.status).toBe('FAILED');
     expect((await world.steps(id))[1]!.error).toMatchObject({ code: 'APPROVAL_TIMEOUT' });
+    await expectWellFormedLog(world, id);
+    await executor.stop(1_000);
+  });
+
+  it('times out an approval whose first claimer died before recording it', async () => {
+    const world = new World();
+    const { executor, id } = await waiting(world, 5_000);
+    world.clock += 5_001;
+    // A worker claims it to record the timeout, and dies before it writes anything.
+    expect(await world.store.claim(id, 'dies', LEASE_TTL_MS)).not.toBeNull();
+    expect((await world.store.loadExecution(id))!).toMatchObject({ status: 'WAITING', leaseOwner: 'dies' });
+    expect(await world.store.listClaimable('someone-else', 10)).toEqual([]);
+    // Its lease lapses: the execution is work again, for any worker.
+    world.passLeaseTtl();
+    expect(await world.store.listClaimable('someone-else', 10)).toEqual([{ id, tenantId: TENANT }]);
+    await executor.recover();
+    await expect.poll(async () => (await world.store.loadExecution(id))!.status).toBe('FAILED');
+    expect((await world.steps(id))[1]!.error).toMatchObject({ code: 'APPROVAL_TIMEOUT' });
+    await expectWellFormedLog(world, id);
+    await executor.stop(1_000);
+  });
+
+  it('lets a person decide on a waiting step whose claimer died', async () => {
+    const world = new World();
+    const { executor, id } = await waiting(world);
+    expect(await world.store.claim(id, 'dies', LEASE_TTL_MS)).not.toBeNull();
+    // While the claimer's lease holds, nobody else decides; once it lapsed, a person may.
+    await expect(
+      executor.decideStep(TENANT, { executionId: id, index: 2, approve: true, comment: null, decidedBy: 'key:ops' }),
+    ).rejects.toMatchObject({ name: 'InvalidArgumentError' });
+    world.passLeaseTtl();
+    await executor.decideStep(TENANT, { executionId: id, index: 2, approve: true, comment: null, decidedBy: 'key:ops' });
+    await expect.poll(async () => (await world.store.loadExecution(id))!.status).toBe('SUCCEEDED');
+    expect((await world.steps(id))[1]).toMatchObject({ decision: 'APPROVED', status: 'SUCCEEDED' });
     await expectWellFormedLog(world, id);
     await executor.stop(1_000);
   });

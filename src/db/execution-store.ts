@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, isNull, lt, lte, or, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, lt, lte, or, sql, type SQL } from 'drizzle-orm';
 import type { ClaimInTransaction } from '../executor/idempotency.js';
 import type { ValidatedPlan } from '../executor/plan.js';
 import { storableText } from '../executor/storable-text.js';
@@ -45,7 +45,13 @@ function storableChange(change: StepChange): StepChange {
 const { result: _result, records: _records, ...stepStateColumns } = getTableColumns(stepResults);
 const { records: _allRecords, ...stepColumns } = getTableColumns(stepResults);
 
-/** A lease's expiry, ttlMs from the database's clock (one clock for every worker). */
+/** Nobody holds the lease, `owner` does (a run of its that stopped), or its holder stopped renewing it. */
+const leaseIsFree = (owner: string) =>
+  sql`(${executions.leaseOwner} IS NULL OR ${executions.leaseOwner} = ${owner} OR ${executions.leaseExpiresAt} < clock_timestamp())`;
+/** Nobody holds the lease, or its holder stopped renewing it. */
+const leaseIsUnheld = sql`(${executions.leaseOwner} IS NULL OR ${executions.leaseExpiresAt} < clock_timestamp())`;
+
+/** A moment ttlMs from now on the database's clock (one clock for every worker): a lease's expiry, an approval's deadline. */
 const leaseExpiry = (ttlMs: number) => sql`clock_timestamp() + ${Math.max(1, Math.round(ttlMs))} * interval '1 millisecond'`;
 
 /** Every read and write of executions, step_results and step_events goes through here (PGlite and PostgreSQL). */
@@ -281,25 +287,28 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
         .select({
           status: executions.status,
           leaseOwner: executions.leaseOwner,
-          free: sql<boolean>`${executions.leaseOwner} IS NULL OR ${executions.leaseOwner} = ${owner} OR ${executions.leaseExpiresAt} < clock_timestamp()`,
+          free: sql<boolean>`${leaseIsFree(owner)}`,
+          wakeDue: sql<boolean>`coalesce(${executions.wakeAt} <= clock_timestamp(), false)`,
         })
         .from(executions)
         .where(eq(executions.id, executionId))
         .for('update');
       if (!current || !UNFINISHED.includes(current.status as ExecutionStatus) || !current.free) return null;
       const steps = await this.stepsForRun(tx as unknown as Db, executionId);
-      const resumed = current.status === 'RUNNING' && (current.leaseOwner !== null || steps.some((s) => s.status === 'RUNNING'));
+      const running = current.status === 'RUNNING';
+      const resumed = running && (current.leaseOwner !== null || steps.some((s) => s.status === 'RUNNING'));
+      const takenOver = running && current.leaseOwner !== null && current.leaseOwner !== owner;
       const [execution] = await tx
         .update(executions)
         .set({
           leaseOwner: owner,
           leaseEpoch: sql`${executions.leaseEpoch} + 1`,
           leaseExpiresAt: leaseExpiry(ttlMs),
-          ...(resumed ? { resumes: sql`${executions.resumes} + 1` } : {}),
+          ...(takenOver ? { resumes: sql`${executions.resumes} + 1` } : {}),
         })
         .where(eq(executions.id, executionId))
         .returning();
-      return { execution: execution!, steps, lease: { owner, epoch: execution!.leaseEpoch }, resumed };
+      return { execution: execution!, steps, lease: { owner, epoch: execution!.leaseEpoch }, resumed, wakeDue: current.wakeDue };
     });
   }
 
@@ -325,13 +334,10 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
       .from(executions)
       .where(
         or(
-          and(
-            inArray(executions.status, ['QUEUED', 'RUNNING']),
-            or(isNull(executions.leaseOwner), eq(executions.leaseOwner, owner), lt(executions.leaseExpiresAt, sql`clock_timestamp()`)),
-          ),
+          and(inArray(executions.status, ['QUEUED', 'RUNNING']), leaseIsFree(owner)),
           and(
             eq(executions.status, 'WAITING'),
-            isNull(executions.leaseOwner),
+            leaseIsFree(owner),
             or(isNotNull(executions.cancelRequestedAt), lt(executions.wakeAt, sql`clock_timestamp()`)),
           ),
         ),
@@ -374,13 +380,14 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
     const step = transition.step && { before: transition.step.before, change: storableChange(transition.step.change) };
     const { lease } = transition;
     return this.db.transaction(async (tx) => {
-      const { successfulStepsDelta = 0, failedStepsDelta = 0, ...changed } = transition.execution ?? {};
+      const { successfulStepsDelta = 0, failedStepsDelta = 0, wakeInMs, ...changed } = transition.execution ?? {};
       const executionChange = changed.error === undefined ? changed : { ...changed, error: storableError(changed.error) };
       const [execution] = await tx
         .update(executions)
         .set({
           ...executionChange,
-          ...(transition.releaseLease ? { leaseOwner: null, leaseExpiresAt: null } : {}),
+          ...(wakeInMs === undefined ? {} : { wakeAt: wakeInMs === null ? null : leaseExpiry(wakeInMs) }),
+          ...(transition.releaseLease || !lease ? { leaseOwner: null, leaseExpiresAt: null } : {}),
           successfulSteps: sql`${executions.successfulSteps} + ${successfulStepsDelta}`,
           failedSteps: sql`${executions.failedSteps} + ${failedStepsDelta}`,
           lastSequence: sql`${executions.lastSequence} + 1`,
@@ -389,9 +396,8 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
           and(
             eq(executions.id, executionId),
             inArray(executions.status, [...(transition.from ?? UNFINISHED)]),
-            lease
-              ? and(eq(executions.leaseOwner, lease.owner), eq(executions.leaseEpoch, lease.epoch))
-              : isNull(executions.leaseOwner),
+            lease ? and(eq(executions.leaseOwner, lease.owner), eq(executions.leaseEpoch, lease.epoch)) : leaseIsUnheld,
+            transition.expectSequence === undefined ? undefined : eq(executions.lastSequence, transition.expectSequence),
           ),
         )
         .returning({

@@ -30,6 +30,8 @@ export function createInProcessDispatcher({
   const queue = new FairShareQueue({ slots: concurrency, perTenantCap: perTenantConcurrency });
   const running = new Map<string, Promise<void>>();
   const queued = new Set<string>();
+  /** Queued again while running (a decision came as the run let the execution go): started again once it ends. */
+  const again = new Map<string, string>();
   let stopped = false;
 
   const start = (executionId: string, tenantId: string) => {
@@ -39,6 +41,12 @@ export function createInProcessDispatcher({
       .finally(() => {
         running.delete(executionId);
         queue.finished(tenantId);
+        const requeue = again.get(executionId);
+        again.delete(executionId);
+        if (requeue !== undefined && !stopped) {
+          queued.add(executionId);
+          queue.add(executionId, requeue);
+        }
         startNext();
       });
     running.set(executionId, run);
@@ -54,7 +62,11 @@ export function createInProcessDispatcher({
 
   return {
     enqueue(executionId, tenantId) {
-      if (stopped || queued.has(executionId) || running.has(executionId)) return;
+      if (stopped || queued.has(executionId)) return;
+      if (running.has(executionId)) {
+        again.set(executionId, tenantId);
+        return;
+      }
       queued.add(executionId);
       queue.add(executionId, tenantId);
       startNext();

@@ -51,8 +51,6 @@ export interface EngineDependencies {
   workerId: string;
   /** The store (the database) cannot be reached: the run stops, and is continued once it answers again. */
   isUnavailable(error: unknown): boolean;
-  /** The clock approval deadlines are set and checked by (Date.now unless a test moves time). */
-  now?: () => number;
 }
 
 /** The first sampleSize records, as long as they fit: samples travel in every prompt and event. */
@@ -76,6 +74,9 @@ function causedByUnavailability(deps: EngineDependencies, error: unknown): boole
 }
 
 const FAILURE_WRITE_DELAYS_MS = [0, 200, 1_000, 5_000];
+/** Retries of a transition while the database cannot be reached: from 250 ms, doubling, at most 5 s apart. */
+const COMMIT_RETRY_FIRST_MS = 250;
+const COMMIT_RETRY_MAX_MS = 5_000;
 
 const CANCELLED_ERROR: StoredStepError = { code: 'CANCELLED', message: 'the execution was cancelled', retryable: false };
 
@@ -171,6 +172,9 @@ class Run {
   private finalResult: unknown[] | null = null;
   private usage: StoredTokenUsage | null;
   private renewTimer: NodeJS.Timeout | undefined;
+  /** The execution's last sequence and status as this run committed them (the next commit expects them). */
+  private lastSequence: number;
+  private executionStatus: string;
 
   constructor(
     private readonly deps: EngineDependencies,
@@ -181,6 +185,8 @@ class Run {
     this.lease = claim.lease;
     this.steps = claim.steps;
     this.usage = claim.execution.usage;
+    this.lastSequence = claim.execution.lastSequence;
+    this.executionStatus = claim.execution.status;
     this.memory = new ExecutionMemory(deps.settings.executionMaxBytes);
     for (const step of claim.steps) {
       this.states.set(step.index, snapshotOf({ ...step, records: null }));
@@ -222,9 +228,15 @@ class Run {
     } finally {
       clearInterval(this.renewTimer);
     }
-    if (this.signal.reason instanceof RunStoppedError && this.signal.reason.why === 'shutdown') {
+    // A run stopped at shutdown lets its lease go, so the next start resumes it at once; one that stopped on a
+    // WAITING execution (claimed for a timeout or a cancel it could not record) lets it go too, so that a
+    // decision or the next look for work can take it. A lost lease is not this run's to let go.
+    const reason: unknown = this.signal.reason;
+    const shutdown = reason instanceof RunStoppedError && reason.why === 'shutdown';
+    const leaseLost = reason instanceof RunStoppedError && reason.why === 'lease lost';
+    if (shutdown || (this.executionStatus === 'WAITING' && !leaseLost)) {
       await deps.leases.release(this.execution.id, this.lease).catch((error: unknown) => {
-        deps.logger.warn({ err: error }, 'could not let the lease go at shutdown; it lapses on its own');
+        deps.logger.warn({ err: error }, 'could not let the lease go; it lapses on its own');
       });
     }
   }
@@ -248,15 +260,22 @@ class Run {
     }
   }
 
-  /** Renews the lease while the run goes on; a lost lease or a cancel stops the running step. */
+  /**
+   * Renews the lease while the run goes on; a lost lease or a cancel stops the running step. A holder that
+   * cannot renew for most of a lease stops too: by then another worker may take the execution, and two
+   * runs of one step must not overlap (commits are fenced, a program's calls are not).
+   */
   private startRenewing(): void {
     const { deps } = this;
-    const every = Math.max(50, Math.floor(deps.settings.leaseTtlMs / 3));
+    const ttl = deps.settings.leaseTtlMs;
+    const every = Math.max(50, Math.floor(ttl / 3));
+    let renewedAt = performance.now();
     let failing = false;
     this.renewTimer = setInterval(() => {
-      deps.leases.renew(this.execution.id, this.lease, deps.settings.leaseTtlMs).then(
+      deps.leases.renew(this.execution.id, this.lease, ttl).then(
         (state) => {
           failing = false;
+          renewedAt = performance.now();
           if (!state.held) this.controller.abort(new RunStoppedError('lease lost'));
           else if (state.cancelRequested) this.controller.abort(new StepCancelledError());
         },
@@ -264,27 +283,49 @@ class Run {
           // Said once per outage, not at every renewal.
           if (!failing) deps.logger.warn({ err: error }, 'could not renew the lease; trying again');
           failing = true;
+          if (performance.now() - renewedAt > ttl * 0.8) this.controller.abort(new RunStoppedError('lease lost', { cause: error }));
         },
       );
     }, every);
     this.renewTimer.unref();
+    // A stopped run renews no more, even if its step ignores the abort and keeps running.
+    this.signal.addEventListener('abort', () => {
+      if (this.signal.reason instanceof RunStoppedError) clearInterval(this.renewTimer);
+    });
   }
 
-  /** Commits one transition under the lease, then publishes it; a cancel it reports stops the run. */
+  /**
+   * Commits one transition under the lease, then publishes it; a cancel it reports stops the run. When the
+   * database cannot be reached the commit is tried again until it answers (an outcome already computed is not
+   * thrown away): it expects the last sequence this run wrote, so a try whose answer was lost never commits twice.
+   */
   private async commit(
-    change: Omit<Transition, 'lease' | 'step'> & { index?: number; step?: StepChange },
+    change: Omit<Transition, 'lease' | 'step' | 'expectSequence'> & { index?: number; step?: StepChange },
   ): Promise<StepUpdate> {
     const { index, step, ...rest } = change;
     const before = index === undefined ? undefined : this.states.get(index)!;
-    const { update, cancelRequested } = await this.deps.store.recordTransition(this.execution.id, {
+    const transition: Transition = {
       ...rest,
       lease: this.lease,
+      expectSequence: this.lastSequence,
       step: before && { before, change: step ?? {} },
-    });
-    if (update.step) this.states.set(update.step.index, update.step);
-    this.deps.bus.publish(update);
-    if (cancelRequested && !this.signal.aborted) this.controller.abort(new StepCancelledError());
-    return update;
+    };
+    for (let delayMs = COMMIT_RETRY_FIRST_MS; ; delayMs = Math.min(delayMs * 2, COMMIT_RETRY_MAX_MS)) {
+      try {
+        const { update, cancelRequested } = await this.deps.store.recordTransition(this.execution.id, transition);
+        this.lastSequence = update.sequence;
+        this.executionStatus = update.status;
+        if (update.step) this.states.set(update.step.index, update.step);
+        this.deps.bus.publish(update);
+        if (cancelRequested && !this.signal.aborted) this.controller.abort(new StepCancelledError());
+        return update;
+      } catch (error) {
+        if (!causedByUnavailability(this.deps, error)) throw error;
+        if (this.signal.reason instanceof RunStoppedError) throw this.signal.reason;
+        this.deps.logger.warn({ err: error, type: change.type, retryInMs: delayMs }, 'cannot record the transition yet; trying again');
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+      }
+    }
   }
 
   private status(index: number): string {
@@ -303,12 +344,14 @@ class Run {
   private async continue(): Promise<void> {
     const { deps, execution } = this;
     const { settings, logger } = deps;
+    this.throwIfStopped();
     if (this.cancelRequested) return this.cancel();
     if (execution.status === 'QUEUED') {
       await this.commit({ type: 'EXECUTION_STARTED', from: ['QUEUED'], execution: { status: 'RUNNING', startedAt: new Date() } });
       logger.info({ steps: this.steps.length }, 'execution started');
     } else if (this.claim.resumed) {
       if (execution.resumes > settings.maxResumes) {
+        this.throwIfStopped();
         return this.failAll({
           code: 'INTERRUPTED',
           message: `the execution was interrupted ${execution.resumes} times, more than STEPCAST_MAX_RESUMES (${settings.maxResumes}) allows; a step that stops the server would otherwise run forever`,
@@ -341,7 +384,7 @@ class Run {
       }
       if ((await this.runStep(step)) === 'ended') return;
     }
-    if (this.signal.reason instanceof StepCancelledError) return this.cancel();
+    // A cancel that came once every step had ended is too late: the execution succeeded.
     await this.commit({
       type: 'EXECUTION_SUCCEEDED',
       releaseLease: true,
@@ -385,8 +428,7 @@ class Run {
   /** A WAITING execution claimed because its approval may have timed out. */
   private async approvalTimedOut(): Promise<StepEnd | 'waiting'> {
     const waiting = this.steps.find((step) => this.status(step.index) === 'WAITING');
-    const wakeAt = this.execution.wakeAt;
-    if (!waiting || wakeAt === null || wakeAt.getTime() > this.now()) return 'waiting';
+    if (!waiting || !this.claim.wakeDue) return 'waiting';
     return this.failStep(
       waiting,
       {
@@ -394,12 +436,8 @@ class Run {
         message: `step ${waiting.index} waited for approval longer than its approvalTimeoutMs (${this.planStep(waiting).approvalTimeoutMs} ms)`,
         retryable: false,
       },
-      { from: ['WAITING'], execution: { status: 'RUNNING', wakeAt: null } },
+      { from: ['WAITING'], execution: { status: 'RUNNING', wakeInMs: null } },
     );
-  }
-
-  private now(): number {
-    return (this.deps.now ?? Date.now)();
   }
 
   private planStep(step: StoredStep): StoredPlanStep {
@@ -414,7 +452,7 @@ class Run {
       index: step.index,
       releaseLease: true,
       step: { status: 'WAITING' },
-      execution: { status: 'WAITING', wakeAt: timeoutMs === null ? null : new Date(this.now() + timeoutMs) },
+      execution: { status: 'WAITING', wakeInMs: timeoutMs },
     });
     this.deps.logger.info({ stepIndex: step.index, approvalTimeoutMs: timeoutMs }, 'execution waits for approval');
   }
@@ -546,8 +584,15 @@ class Run {
 
   /** Records, before the call is made, that the step's program makes a call that is not safe to repeat. */
   private async markUnsafeCalls(step: StoredStep): Promise<void> {
-    if (this.states.get(step.index)!.unsafeCalls) return;
-    await this.deps.store.markUnsafeCalls(this.execution.id, this.lease, step.index);
+    // Every such call, not only the first: each one is a check that this run still holds the lease.
+    try {
+      await this.deps.store.markUnsafeCalls(this.execution.id, this.lease, step.index);
+    } catch (error) {
+      // The call is not made; the run stops (and is resumed) rather than the step failing for it.
+      if (error instanceof ExecutionNotRunnableError) this.controller.abort(new RunStoppedError('lease lost', { cause: error }));
+      else if (causedByUnavailability(this.deps, error)) this.controller.abort(new RunStoppedError('database unavailable', { cause: error }));
+      throw error;
+    }
     this.states.set(step.index, { ...this.states.get(step.index)!, unsafeCalls: true });
   }
 

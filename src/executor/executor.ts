@@ -112,6 +112,7 @@ export class Executor {
   private readonly modelCallBudget: TenantBudget;
   private sweeper: NodeJS.Timeout | undefined;
   private sweepFailing = false;
+  private stopped = false;
   private readonly idempotency: IdempotentSubmits;
 
   constructor(deps: ExecutorDependencies) {
@@ -179,15 +180,21 @@ export class Executor {
    */
   async recover(): Promise<void> {
     for (const execution of await this.leases.listClaimable(this.workerId, RECOVERY_BATCH)) {
-      this.dispatcher.enqueue(execution.id, execution.tenantId);
+      // This worker's own running executions are listed too (their lease is its own): they are not work to take.
+      if (!this.engine.isRunning(execution.id)) this.dispatcher.enqueue(execution.id, execution.tenantId);
     }
   }
 
-  /** Recovers now, then keeps looking for work that lapsed leases or timers free (STEPCAST_RECOVERY_INTERVAL_MS). */
+  /**
+   * Recovers now (throwing when that fails, so that the caller can try again), then keeps looking for work
+   * that lapsed leases or timers free, every STEPCAST_RECOVERY_INTERVAL_MS.
+   */
   async start(): Promise<void> {
-    if (this.sweeper) return;
+    if (this.sweeper || this.stopped) return;
+    await this.recover();
     const every = this.settings.recoveryIntervalMs;
-    const sweep = () =>
+    if (every === 0) return;
+    this.sweeper = setInterval(() => {
       this.recover().then(
         () => {
           if (this.sweepFailing) this.logger.info('the store answers again; continuing executions');
@@ -198,11 +205,8 @@ export class Executor {
           this.sweepFailing = true;
         },
       );
-    if (every > 0) {
-      this.sweeper = setInterval(sweep, every);
-      this.sweeper.unref();
-    }
-    await sweep();
+    }, every);
+    this.sweeper.unref();
   }
 
   findTenant(tenantId: string): Promise<TenantRow | undefined> {
@@ -384,11 +388,20 @@ export class Executor {
     if (!requested) throw new ExecutionNotFoundError(executionId);
     if (isFinished(requested.status as ExecutionStatus)) return requested;
     this.logger.info({ correlationId: requested.correlationId, executionId, tenantId }, 'cancel requested');
+    if (this.stopped) return requested;
     // Runs here stop at once; one nobody runs is claimed and ended now, without waiting for a slot. A run in
     // another process sees the request at its next transition or lease renewal.
+    const deadline = Date.now() + CANCEL_WAIT_MS;
     if (!this.engine.cancelRun(executionId)) void this.engine.run(executionId);
     await this.engine.waitForRun(executionId, CANCEL_WAIT_MS);
-    return (await this.store.findExecution(tenantId, executionId)) ?? requested;
+    let current = await this.store.findExecution(tenantId, executionId);
+    // A run that was letting the execution go (it had just started to wait for approval) did not end it: this does.
+    if (current && (current.status === 'QUEUED' || current.status === 'WAITING') && !this.engine.isRunning(executionId)) {
+      void this.engine.run(executionId);
+      await this.engine.waitForRun(executionId, Math.max(0, deadline - Date.now()));
+      current = await this.store.findExecution(tenantId, executionId);
+    }
+    return current ?? requested;
   }
 
   /** A person lets the WAITING step run (APPROVED) or fails it (REJECTED); the decision is stored on the step. */
@@ -409,7 +422,7 @@ export class Executor {
       const { update } = await this.store.recordTransition(executionId, {
         type: decision.approve ? 'STEP_APPROVED' : 'STEP_REJECTED',
         from: ['WAITING'],
-        execution: { status: 'RUNNING', wakeAt: null },
+        execution: { status: 'RUNNING', wakeInMs: null },
         step: {
           before: snapshotOf({ ...step, records: null }),
           change: {
@@ -439,12 +452,14 @@ export class Executor {
    * recording anything more: their leases are let go, and the next start (or another worker) continues them.
    */
   async stop(graceMs: number): Promise<void> {
+    this.stopped = true;
     clearInterval(this.sweeper);
     const unfinished = await this.dispatcher.stop(graceMs);
     if (unfinished.length > 0) {
       this.logger.warn({ executionIds: unfinished }, 'executions still running at shutdown; they continue at the next start');
-      await this.engine.stopRuns(STOP_RUNS_WAIT_MS);
     }
+    // Also the runs a cancel started outside the dispatcher.
+    await this.engine.stopRuns(STOP_RUNS_WAIT_MS);
     this.shutdownController.abort();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([

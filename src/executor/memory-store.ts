@@ -155,24 +155,35 @@ export class MemoryExecutionStore implements ExecutionStore, LeaseProvider, Tena
     return clone(events.filter((e) => e.sequence > afterSequence && (upToSequence === undefined || e.sequence <= upToSequence)));
   }
 
+  private lapsed(row: ExecutionRow): boolean {
+    return (row.leaseExpiresAt?.getTime() ?? 0) < this.now();
+  }
+
+  /** The lease is this claim's; without a claim, nobody holds it (or its holder stopped renewing it). */
   private holds(row: ExecutionRow, lease: LeaseHold | undefined): boolean {
-    return lease ? row.leaseOwner === lease.owner && row.leaseEpoch === lease.epoch : row.leaseOwner === null;
+    return lease ? row.leaseOwner === lease.owner && row.leaseEpoch === lease.epoch : row.leaseOwner === null || this.lapsed(row);
   }
 
   async recordTransition(executionId: string, transition: Transition): Promise<CommittedTransition> {
     this.failIfAsked('recordTransition');
     const stored = this.executions.get(executionId);
     const from = transition.from ?? UNFINISHED_STATUSES;
-    if (!stored || !from.includes(stored.row.status as ExecutionStatus) || !this.holds(stored.row, transition.lease)) {
+    if (
+      !stored ||
+      !from.includes(stored.row.status as ExecutionStatus) ||
+      !this.holds(stored.row, transition.lease) ||
+      (transition.expectSequence !== undefined && stored.row.lastSequence !== transition.expectSequence)
+    ) {
       throw new ExecutionNotRunnableError(executionId);
     }
     const { row } = stored;
-    const { successfulStepsDelta = 0, failedStepsDelta = 0, ...changed } = transition.execution ?? {};
+    const { successfulStepsDelta = 0, failedStepsDelta = 0, wakeInMs, ...changed } = transition.execution ?? {};
     Object.assign(row, clone(changed));
+    if (wakeInMs !== undefined) row.wakeAt = wakeInMs === null ? null : new Date(this.now() + wakeInMs);
     row.successfulSteps += successfulStepsDelta;
     row.failedSteps += failedStepsDelta;
     row.lastSequence += 1;
-    if (transition.releaseLease) Object.assign(row, { leaseOwner: null, leaseExpiresAt: null });
+    if (transition.releaseLease || !transition.lease) Object.assign(row, { leaseOwner: null, leaseExpiresAt: null });
     const step = transition.step;
     if (step) Object.assign(stored.steps[step.before.index - 1]!, clone(step.change));
     const update: StepUpdate = {
@@ -190,12 +201,14 @@ export class MemoryExecutionStore implements ExecutionStore, LeaseProvider, Tena
   }
 
   async markUnsafeCalls(executionId: string, lease: LeaseHold, index: number): Promise<void> {
+    this.failIfAsked('markUnsafeCalls');
     const stored = this.executions.get(executionId);
     if (!stored || !this.holds(stored.row, lease)) throw new ExecutionNotRunnableError(executionId);
     stored.steps[index - 1]!.unsafeCalls = true;
   }
 
   async requestCancel(tenantId: string, executionId: string): Promise<ExecutionRow | undefined> {
+    this.failIfAsked('requestCancel');
     const stored = this.executions.get(executionId);
     if (!stored || stored.row.tenantId !== tenantId) return undefined;
     if (UNFINISHED_STATUSES.includes(stored.row.status as ExecutionStatus)) {
@@ -205,7 +218,7 @@ export class MemoryExecutionStore implements ExecutionStore, LeaseProvider, Tena
   }
 
   private free(row: ExecutionRow, owner: string): boolean {
-    return row.leaseOwner === null || row.leaseOwner === owner || (row.leaseExpiresAt?.getTime() ?? 0) < this.now();
+    return row.leaseOwner === null || row.leaseOwner === owner || this.lapsed(row);
   }
 
   async claim(executionId: string, owner: string, ttlMs: number): Promise<ClaimedExecution | null> {
@@ -214,16 +227,20 @@ export class MemoryExecutionStore implements ExecutionStore, LeaseProvider, Tena
     if (!stored) return null;
     const { row } = stored;
     if (!UNFINISHED_STATUSES.includes(row.status as ExecutionStatus) || !this.free(row, owner)) return null;
-    const resumed = row.status === 'RUNNING' && (row.leaseOwner !== null || stored.steps.some((s) => s.status === 'RUNNING'));
+    const running = row.status === 'RUNNING';
+    const resumed = running && (row.leaseOwner !== null || stored.steps.some((s) => s.status === 'RUNNING'));
+    const takenOver = running && row.leaseOwner !== null && row.leaseOwner !== owner;
+    const wakeDue = row.wakeAt !== null && row.wakeAt.getTime() <= this.now();
     row.leaseOwner = owner;
     row.leaseEpoch += 1;
     row.leaseExpiresAt = new Date(this.now() + ttlMs);
-    if (resumed) row.resumes += 1;
+    if (takenOver) row.resumes += 1;
     return {
       execution: clone(row),
       steps: clone(stored.steps.map((step) => ({ ...step, records: step.records ?? step.result }))),
       lease: { owner, epoch: row.leaseEpoch },
       resumed,
+      wakeDue,
     };
   }
 
@@ -236,6 +253,7 @@ export class MemoryExecutionStore implements ExecutionStore, LeaseProvider, Tena
   }
 
   async release(executionId: string, lease: LeaseHold): Promise<void> {
+    this.failIfAsked('release');
     const stored = this.executions.get(executionId);
     if (stored && this.holds(stored.row, lease)) Object.assign(stored.row, { leaseOwner: null, leaseExpiresAt: null });
   }
@@ -246,7 +264,7 @@ export class MemoryExecutionStore implements ExecutionStore, LeaseProvider, Tena
       .map((stored) => stored.row)
       .filter((row) =>
         row.status === 'WAITING'
-          ? row.leaseOwner === null && (row.cancelRequestedAt !== null || (row.wakeAt?.getTime() ?? Infinity) < this.now())
+          ? this.free(row, owner) && (row.cancelRequestedAt !== null || (row.wakeAt?.getTime() ?? Infinity) < this.now())
           : (row.status === 'QUEUED' || row.status === 'RUNNING') && this.free(row, owner),
       )
       .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime())

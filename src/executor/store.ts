@@ -35,8 +35,13 @@ export interface ExecutionPage {
 }
 
 export type ExecutionChange = Partial<
-  Pick<ExecutionRow, 'status' | 'finalResult' | 'error' | 'startedAt' | 'finishedAt' | 'usage' | 'wakeAt'>
-> & { successfulStepsDelta?: number; failedStepsDelta?: number };
+  Pick<ExecutionRow, 'status' | 'finalResult' | 'error' | 'startedAt' | 'finishedAt' | 'usage'>
+> & {
+  successfulStepsDelta?: number;
+  failedStepsDelta?: number;
+  /** Sets wake_at this many milliseconds from now on the store's clock (null clears it). */
+  wakeInMs?: number | null;
+};
 
 /** A claim of an execution's lease: who holds it, and which claim it is (the fencing token). */
 export interface LeaseHold {
@@ -57,6 +62,11 @@ export interface Transition {
   lease?: LeaseHold;
   /** The holder lets go of the lease with this change (the execution finished, or waits for a person). */
   releaseLease?: boolean;
+  /**
+   * The execution's last sequence as the caller knows it: the change commits only if no other has since. A
+   * transition retried after a lost answer (did the first attempt commit?) therefore commits at most once.
+   */
+  expectSequence?: number;
   execution?: ExecutionChange;
   /** The step as it is (`before`) and what changes: the update carries `before` with the change applied. */
   step?: { before: StepSnapshot; change: StepChange };
@@ -79,6 +89,8 @@ export interface ClaimedExecution {
   lease: LeaseHold;
   /** The execution was running under a holder that stopped before finishing it (a crash, a shutdown, an outage). */
   resumed: boolean;
+  /** Its wake_at (an approval's deadline) has passed, on the store's clock. */
+  wakeDue: boolean;
 }
 
 export interface LeaseState {
@@ -95,7 +107,9 @@ export interface LeaseProvider {
   /**
    * Takes the lease of an execution that is QUEUED, RUNNING or WAITING, when nobody holds it, its holder
    * stopped renewing it, or the holder is this owner (a run of this process that stopped on an outage);
-   * null otherwise. A RUNNING execution taken from a holder counts one more resume.
+   * null otherwise. A RUNNING execution taken over from another holder whose lease lapsed (it crashed, or
+   * stalled) counts one more resume: not one this worker takes back after an outage, nor one let go at a
+   * shutdown, which no step can be blamed for.
    */
   claim(executionId: string, owner: string, ttlMs: number): Promise<ClaimedExecution | null>;
   /** Extends the lease by ttlMs from now; says whether it is still held and whether a cancel was asked for. */
@@ -107,7 +121,8 @@ export interface LeaseProvider {
   release(executionId: string, lease: LeaseHold): Promise<void>;
   /**
    * Executions a worker should take: QUEUED or RUNNING with nobody holding them (or held by `owner`, whose
-   * run stopped), and WAITING ones whose approval timed out or that were cancelled. Oldest first.
+   * run stopped, or by a holder whose lease lapsed), and WAITING ones, free the same way, whose approval
+   * timed out or that were cancelled. Oldest first.
    */
   listClaimable(owner: string, limit: number): Promise<{ id: string; tenantId: string }[]>;
 }
