@@ -24,16 +24,21 @@ describe('schema.graphql, the published API contract', () => {
 
   const enums: Record<string, string[]> = {
     StepKind: ['SQL', 'API'],
-    ExecutionStatus: ['QUEUED', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED'],
-    StepStatus: ['PENDING', 'RUNNING', 'SUCCEEDED', 'FAILED', 'SKIPPED', 'CANCELLED'],
+    ExecutionStatus: ['QUEUED', 'RUNNING', 'WAITING', 'SUCCEEDED', 'FAILED', 'CANCELLED'],
+    StepStatus: ['PENDING', 'WAITING', 'RUNNING', 'SUCCEEDED', 'FAILED', 'SKIPPED', 'CANCELLED'],
     StepUpdateType: [
       'PLAN_CREATED',
       'EXECUTION_STARTED',
+      'EXECUTION_RESUMED',
+      'STEP_WAITING',
+      'STEP_APPROVED',
+      'STEP_REJECTED',
       'STEP_STARTED',
       'STEP_PROGRESS',
       'STEP_SUCCEEDED',
       'STEP_FAILED',
       'STEP_SKIPPED',
+      'STEP_CANCELLED',
       'EXECUTION_SUCCEEDED',
       'EXECUTION_FAILED',
       'EXECUTION_CANCELLED',
