@@ -5,7 +5,8 @@
 // This patches the installed driver in place so that such a query is rejected with CONNECTION_CLOSED instead, and
 // so that a reserve()d connection that closed can neither be released back into the pool (where the next query
 // found a connection with no socket) nor carry queries into the session it was reopened for, and so that a query
-// sent between a socket's 'error' and its 'close' is rejected rather than left waiting forever.
+// sent between a socket's 'error' and its 'close' is rejected rather than left waiting forever, and so that a
+// query's cancel request that cannot be sent is not an unhandled rejection.
 // Idempotent; fails loudly when the driver's text is not what it was written for (a new version: re-check
 // the issues, then drop or update this patch).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -113,6 +114,22 @@ const INDEX_EDITS = [
   ],
 ];
 
+const QUERY_EDITS = [
+  // query.cancel() drops the promise of the cancel request it sends on a new connection: when that connection
+  // cannot be made (the server refuses connections, a DNS blip), the rejection is unhandled and the process exits.
+  [
+    `  cancel() {
+    return this.canceller && (this.canceller(this), this.canceller = null)
+  }
+`,
+    `  cancel() {
+    // ${MARKER}: a cancel that cannot be sent is not the process's end; the caller may cancel another way
+    return this.canceller && (this.canceller(this).catch(() => undefined), this.canceller = null)
+  }
+`,
+  ],
+];
+
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const driver = join(root, 'node_modules', 'postgres');
 
@@ -131,6 +148,7 @@ if (version !== EXPECTED_VERSION) {
 const FILES = ['src', 'cjs/src', 'cf/src'].flatMap((dir) => [
   [`${dir}/connection.js`, CONNECTION_EDITS],
   [`${dir}/index.js`, INDEX_EDITS],
+  [`${dir}/query.js`, QUERY_EDITS],
 ]);
 for (const [file, edits] of FILES) {
   const path = join(driver, file);

@@ -63,3 +63,22 @@ describe.skipIf(skipReason !== null)(`postgres.js on a backend that goes away ${
     expect(result).toEqual({ outcome: expect.stringMatching(/^(CONNECTION_CLOSED|57P01)$/), after: 'ok' });
   });
 });
+
+describe.skipIf(!process.env.TEST_DATABASE_URL)(
+  `postgres.js when a cancel cannot be sent${process.env.TEST_DATABASE_URL ? '' : ' (skipped: TEST_DATABASE_URL is not set)'}`,
+  () => {
+    it('a cancel whose connection is refused leaves the query to finish, and the process lives on', async () => {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/driver-cancel-unsent.ts', process.env.TEST_DATABASE_URL!], {
+        cwd: projectRoot,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const lines: string[] = [];
+      createInterface({ input: child.stdout! }).on('line', (line) => lines.push(line));
+      const stderr: string[] = [];
+      child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
+      const [code] = (await once(child, 'exit')) as [number | null];
+      expect({ code, stderr: stderr.join('') }).toEqual({ code: 0, stderr: '' });
+      expect(JSON.parse(lines.at(-1)!)).toEqual({ outcome: 'ok' });
+    });
+  },
+);
