@@ -16,6 +16,9 @@ import { IdempotentSubmits } from '../src/executor/idempotency.js';
 import type { Db } from '../src/db/client.js';
 import type { LlmClient } from '../src/agents/llm-client.js';
 import { createLogger } from '../src/logger.js';
+import { isDatabaseUnavailable } from '../src/db/unavailable.js';
+import { AgentError, NO_USAGE } from '../src/agents/llm-client.js';
+import { asStepFailure } from '../src/executor/errors.js';
 
 /*
  * The engine as a step machine, on the in-memory store: crashes at every transition, cancels at every
@@ -126,7 +129,8 @@ class World {
       modelCalls: createTenantRateLimiter({ ratePerMinute: 600, burst: 100 }),
       logger: createLogger('silent'),
       workerId,
-      isUnavailable: (error) => error instanceof Unavailable,
+      // The service's own classification, as the composition root hands it over, plus this file's outage.
+      isUnavailable: (error) => error instanceof Unavailable || isDatabaseUnavailable(error),
       settings: {
         rowCap: 1_000,
         resultMaxBytes: this.settings.resultMaxBytes,
@@ -380,6 +384,42 @@ describe('engine: runs and resumes', () => {
     expect(world.calls.map((c) => c.index)).toEqual([1, 2, 2, 3]);
     // The same worker took its own run back after an outage: no step is to blame, so no resume is counted.
     expect((await world.store.loadExecution(id))!.resumes).toBe(0);
+    await executor.stop(1_000);
+  });
+
+  it('fails a step whose model server cannot be reached: a socket error of another service is not an outage', async () => {
+    const world = new World();
+    const id = await world.submit(2);
+    world.behaviours.set(1, async () => {
+      const fetchFailed = Object.assign(new TypeError('fetch failed'), { cause: Object.assign(new Error('getaddrinfo ENOTFOUND'), { code: 'ENOTFOUND' }) });
+      throw asStepFailure(new AgentError('AGENT_FAILED', 'the model server could not be reached', true, NO_USAGE, { cause: fetchFailed }));
+    });
+    await world.engine().run(id);
+    const execution = (await world.store.loadExecution(id))!;
+    expect(execution.status).toBe('FAILED');
+    expect(execution.error).toMatchObject({ code: 'AGENT_FAILED' });
+    expect(world.calls).toHaveLength(1);
+  });
+
+  it('fails a step whose own statement keeps meeting a terminated backend, after a few pauses', async () => {
+    const world = new World();
+    const id = await world.submit(2);
+    world.behaviours.set(1, async () => {
+      throw new StepFailure('SQL_ERROR', 'terminating connection due to administrator command', {
+        cause: Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' }),
+      });
+    });
+    const executor = world.executor('worker-1');
+    await expect
+      .poll(async () => {
+        await executor.recover();
+        return (await world.store.loadExecution(id))!.status;
+      })
+      .toBe('FAILED');
+    expect((await world.steps(id))[0]!.error).toMatchObject({ code: 'SQL_ERROR' });
+    // The first run and five pauses, then the error is the step's.
+    expect(world.calls).toHaveLength(6);
+    await expectWellFormedLog(world, id);
     await executor.stop(1_000);
   });
 

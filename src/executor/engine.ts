@@ -1,4 +1,6 @@
-import { addUsage, NO_USAGE } from '../agents/llm-client.js';
+import { AgentError, addUsage, NO_USAGE } from '../agents/llm-client.js';
+import { ApiCallError } from '../api/api-caller.js';
+import { SandboxError } from '../sandbox/errors.js';
 import type { ExecutionRow, StepSnapshot, StoredPlanStep, StoredStepError, StoredTokenUsage } from '../db/tables.js';
 import { heapBytesOf } from '../heap-bytes.js';
 import { withLogContext, type Logger } from '../logger.js';
@@ -64,14 +66,25 @@ function writtenArtefact(planStep: StoredPlanStep, artefact: { sql?: string; cod
   return planStep.code === null && artefact.code !== undefined ? { code: artefact.code } : {};
 }
 
-/** The error, or one of its causes, says the store cannot be reached. */
+/**
+ * The error says the database cannot be reached. A failure of another service on the way (the model server,
+ * the tenant's API, the sandbox) never is, whatever socket error it carries: the step fails as usual.
+ */
 function causedByUnavailability(deps: EngineDependencies, error: unknown): boolean {
-  for (let cause = error, depth = 0; cause !== undefined && cause !== null && depth < 8; depth++) {
-    if (deps.isUnavailable(cause)) return true;
-    cause = (cause as { cause?: unknown }).cause;
+  const chain: unknown[] = [];
+  for (let cause = error; cause !== undefined && cause !== null && chain.length < 8; cause = (cause as { cause?: unknown }).cause) {
+    if (cause instanceof AgentError || cause instanceof ApiCallError || cause instanceof SandboxError) return false;
+    chain.push(cause);
   }
-  return false;
+  return chain.some((cause) => deps.isUnavailable(cause));
 }
+
+/**
+ * Times one step may stop its run because its own statement met an unreachable database, in this process, before
+ * the error counts as the step's: a statement that a DBA terminates, or that crashes the server, each time it
+ * runs must not be run for ever.
+ */
+const MAX_OUTAGE_PAUSES_PER_STEP = 5;
 
 const FAILURE_WRITE_DELAYS_MS = [0, 200, 1_000, 5_000];
 /** Retries of a transition while the database cannot be reached: from 250 ms, doubling, at most 5 s apart. */
@@ -88,6 +101,8 @@ const CANCELLED_ERROR: StoredStepError = { code: 'CANCELLED', message: 'the exec
  */
 export class Engine {
   private readonly runs = new Map<string, { controller: AbortController; done: Promise<void> }>();
+  /** How often each step (`executionId:index`) stopped its run on an outage, in this process. */
+  private readonly outagePauses = new Map<string, number>();
 
   constructor(private readonly deps: EngineDependencies) {}
 
@@ -113,9 +128,13 @@ export class Engine {
     }
     if (!claim) return;
     const { execution } = claim;
-    await withLogContext({ correlationId: execution.correlationId, executionId, tenantId: execution.tenantId }, () =>
-      new Run(deps, claim, controller).drive(),
-    );
+    const pauses = {
+      count: (index: number) => this.outagePauses.get(`${executionId}:${index}`) ?? 0,
+      add: (index: number) => this.outagePauses.set(`${executionId}:${index}`, (this.outagePauses.get(`${executionId}:${index}`) ?? 0) + 1),
+    };
+    const run = new Run(deps, claim, controller, pauses);
+    await withLogContext({ correlationId: execution.correlationId, executionId, tenantId: execution.tenantId }, () => run.drive());
+    if (run.finished) for (const key of this.outagePauses.keys()) if (key.startsWith(`${executionId}:`)) this.outagePauses.delete(key);
   }
 
   /** Whether this process runs the execution now. */
@@ -180,6 +199,7 @@ class Run {
     private readonly deps: EngineDependencies,
     private readonly claim: ClaimedExecution,
     private readonly controller: AbortController,
+    private readonly outagePauses: { count(index: number): number; add(index: number): void },
   ) {
     this.execution = claim.execution;
     this.lease = claim.lease;
@@ -326,6 +346,11 @@ class Run {
         await new Promise((resolve) => setTimeout(resolve, delayMs));
       }
     }
+  }
+
+  /** The execution ended (or was found ended) in this run. */
+  get finished(): boolean {
+    return this.executionStatus === 'SUCCEEDED' || this.executionStatus === 'FAILED' || this.executionStatus === 'CANCELLED';
   }
 
   private status(index: number): string {
@@ -530,7 +555,10 @@ class Run {
         await this.cancel();
         return 'ended';
       }
-      if (causedByUnavailability(deps, error)) throw new RunStoppedError('database unavailable', { cause: error });
+      if (causedByUnavailability(deps, error) && this.outagePauses.count(step.index) < MAX_OUTAGE_PAUSES_PER_STEP) {
+        this.outagePauses.add(step.index);
+        throw new RunStoppedError('database unavailable', { cause: error });
+      }
       const stepError = toStoredStepError(error, execution.correlationId);
       if (error instanceof StepFailure) logger.warn({ stepIndex: step.index, error: stepError }, 'step failed');
       else logger.error({ stepIndex: step.index, err: error }, 'step failed unexpectedly');
