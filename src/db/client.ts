@@ -218,10 +218,12 @@ async function openPostgres(url: string, poolSize: number, connections: Database
           const settings = [
             `SET LOCAL statement_timeout = ${Math.max(1, Math.floor(query.timeoutMs))}`,
             ...tenantTransactionSettings(query),
-            'SELECT pg_backend_pid() AS pid',
+            // now() is the transaction's start: with the pid, it names this transaction and no later one on the backend.
+            'SELECT pg_backend_pid() AS pid, now()::text AS started',
           ];
           const results = await statements.run(() => tx.unsafe(settings.join('; ')) as unknown as Promise<postgres.RowList<postgres.Row[]>[]>);
           statements.backendPid = Number(results.at(-1)?.[0]?.pid);
+          statements.transactionStart = String(results.at(-1)?.[0]?.started);
           await reader.read({
             declare: async (sql, params) => {
               await statements.run(() => tx.unsafe(sql, params, EXTENDED_PROTOCOL));
@@ -271,6 +273,7 @@ const CANCEL_REPEAT_MS = 250;
  */
 class CancellableStatements {
   backendPid: number | undefined;
+  transactionStart: string | undefined;
   private inFlight: postgres.PendingQuery<postgres.Row[]> | undefined;
   private repeat: NodeJS.Timeout | undefined;
   private started = false;
@@ -331,8 +334,14 @@ class CancellableStatements {
       if (this.closed) return;
       this.repeat = setTimeout(() => {
         const pid = this.backendPid;
-        if (this.inFlight !== statement || pid === undefined || !Number.isInteger(pid)) return;
-        this.service`SELECT pg_cancel_backend(${pid})`.then(repeatWhileRunning, repeatWhileRunning);
+        const started = this.transactionStart;
+        if (this.inFlight !== statement || pid === undefined || !Number.isInteger(pid) || started === undefined) return;
+        // Only while the backend still runs this transaction: by the time the service's pool sends this, the
+        // statement may have ended and the connection moved on to another tenant's statement.
+        this.service`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = ${pid} AND xact_start = ${started}::timestamptz`.then(
+          repeatWhileRunning,
+          repeatWhileRunning,
+        );
       }, CANCEL_REPEAT_MS);
     };
     repeatWhileRunning();
