@@ -174,9 +174,8 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
     if (filter.createdBefore) conditions.push(lt(executions.createdAt, filter.createdBefore));
     if (request.after) {
       const { createdAt, id } = request.after;
-      conditions.push(
-        or(lt(executions.createdAt, createdAt), and(eq(executions.createdAt, createdAt), lt(executions.id, id))),
-      );
+      // A row comparison, which the index serves as one range (an OR of two conditions would not be).
+      conditions.push(sql`(${executions.createdAt}, ${executions.id}) < (${createdAt.toISOString()}::timestamptz, ${id}::uuid)`);
     }
     const rows = await this.db
       .select()

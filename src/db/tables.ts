@@ -128,7 +128,15 @@ export const executions = pgTable(
     finishedAt: timestamptz('finished_at'),
   },
   (table) => [
-    index('executions_tenant_created_idx').on(table.tenantId, table.createdAt.desc(), table.id.desc()),
+    // The order history reads in (created_at DESC, id DESC: NULLS FIRST, as ORDER BY ... DESC means), so a page
+    // is an index scan with no sort; the same with a status filter.
+    index('executions_tenant_created_idx').on(table.tenantId, table.createdAt.desc().nullsFirst(), table.id.desc().nullsFirst()),
+    index('executions_tenant_status_created_idx').on(
+      table.tenantId,
+      table.status,
+      table.createdAt.desc().nullsFirst(),
+      table.id.desc().nullsFirst(),
+    ),
     index('executions_tenant_correlation_idx').on(table.tenantId, table.correlationId),
     index('executions_unfinished_idx')
       .on(table.status)
