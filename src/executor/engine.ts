@@ -1,7 +1,7 @@
 import { AgentError, addUsage, NO_USAGE } from '../agents/llm-client.js';
 import { ApiCallError } from '../api/api-caller.js';
 import { SandboxError } from '../sandbox/errors.js';
-import type { ExecutionRow, StepSnapshot, StoredPlanStep, StoredStepError, StoredTokenUsage } from '../db/tables.js';
+import type { ExecutionRow, StepSnapshot, StoredPlanStep, StoredStepError, StoredTokenUsage, TenantRow } from '../db/tables.js';
 import { heapBytesOf } from '../heap-bytes.js';
 import { withLogContext, type Logger } from '../logger.js';
 import { RunStoppedError, StepCancelledError, StepFailure, toStoredStepError } from './errors.js';
@@ -191,6 +191,7 @@ class Run {
   private finalResult: unknown[] | null = null;
   private usage: StoredTokenUsage | null;
   private renewTimer: NodeJS.Timeout | undefined;
+  private tenant: TenantRow | undefined;
   /** The execution's last sequence and status as this run committed them (the next commit expects them). */
   private lastSequence: number;
   private executionStatus: string;
@@ -209,7 +210,7 @@ class Run {
     this.executionStatus = claim.execution.status;
     this.memory = new ExecutionMemory(deps.settings.executionMaxBytes);
     for (const step of claim.steps) {
-      this.states.set(step.index, snapshotOf({ ...step, records: null }));
+      this.states.set(step.index, snapshotOf(step));
       if (step.status === 'SUCCEEDED') this.keepForLaterSteps(step);
     }
   }
@@ -521,7 +522,9 @@ class Run {
     const stepMemory = this.memory.forStep(step.index);
     let outcome: StepOutcome;
     try {
-      const tenant = await deps.tenants.findTenant(execution.tenantId);
+      // Read once per run, not once per step: a tenant's row does not change under a running execution.
+      this.tenant ??= await deps.tenants.findTenant(execution.tenantId);
+      const tenant = this.tenant;
       if (!tenant) throw new Error(`tenant ${execution.tenantId} does not exist`);
       const handler = deps.handlers[step.kind];
       outcome = await withLogContext({ stepIndex: step.index }, () =>
