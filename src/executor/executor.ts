@@ -424,7 +424,7 @@ export class Executor {
         from: ['WAITING'],
         execution: { status: 'RUNNING', wakeInMs: null },
         step: {
-          before: snapshotOf({ ...step, records: null }),
+          before: snapshotOf(step),
           change: {
             status: 'PENDING',
             decision: decision.approve ? 'APPROVED' : 'REJECTED',

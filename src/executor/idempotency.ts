@@ -65,6 +65,12 @@ export function queryRequest(query: string, validated: ValidatedOptions, given: 
   return { operation: 'executeQuery', query, options: validated.options, correlationId: given?.correlationId ?? null };
 }
 
+/** A request without a key: it takes its tokens and stores its execution, as any submit did before keys. */
+async function withoutKey<T>(submission: Submission<T>): Promise<SubmitOutcome<T>> {
+  submission.spendTokens();
+  return { created: await submission.create(undefined) };
+}
+
 /** This request lost the race for its key inside the execution's transaction, which rolls back. */
 class KeyTaken extends Error {
   override name = 'KeyTaken';
@@ -96,10 +102,7 @@ export class IdempotentSubmits {
     request: unknown,
     submission: Submission<T>,
   ): Promise<SubmitOutcome<T>> {
-    if (key === null) {
-      submission.spendTokens();
-      return { created: await submission.create(undefined) };
-    }
+    if (key === null) return withoutKey(submission);
     const keyRequest = this.keyRequest(tenantId, key, request);
     const known = await findIdempotencyKey(this.db, tenantId, key);
     if (known) return { replayed: await this.answerFor(known, keyRequest, { wait: false }) };
@@ -127,10 +130,7 @@ export class IdempotentSubmits {
     request: unknown,
     submission: Submission<T>,
   ): Promise<SubmitOutcome<T>> {
-    if (key === null) {
-      submission.spendTokens();
-      return { created: await submission.create(undefined) };
-    }
+    if (key === null) return withoutKey(submission);
     const keyRequest = this.keyRequest(tenantId, key, request);
     const claim = await reserveIdempotencyKey(this.db, keyRequest);
     if ('holder' in claim) return { replayed: await this.answerFor(claim.holder, keyRequest, { wait: true }) };

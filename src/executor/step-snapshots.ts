@@ -1,4 +1,7 @@
-import type { KeptOnStepField, StepResultRow, StepSnapshot, StoredStepDelta } from '../db/tables.js';
+import type { KeptOnStepField, StepResultRow, StepRow, StepSnapshot, StoredStepDelta } from '../db/tables.js';
+
+/** A step row with its records (read for a run), whatever their type. */
+type StoredStepRow = StepRow & { records: unknown };
 
 /** A change to a step: the columns of step_results a transition sets. */
 export type StepChange = Partial<
@@ -15,8 +18,8 @@ export type KeptOnStep = Pick<StepSnapshot, KeptOnStepField>;
 const iso = (value: Date | string | null | undefined) => (value instanceof Date ? value.toISOString() : (value ?? null));
 
 /** A step row as an event shows it: without `result` and `records` (read from step_results on demand), dates as ISO text. */
-export function snapshotOf(row: StepResultRow): StepSnapshot {
-  const { result: _result, records: _records, startedAt, finishedAt, decidedAt, ...rest } = row;
+export function snapshotOf(row: StepRow | StoredStepRow): StepSnapshot {
+  const { result: _result, records: _records, startedAt, finishedAt, decidedAt, ...rest } = row as StepRow & { records?: unknown };
   return { ...rest, startedAt: iso(startedAt), finishedAt: iso(finishedAt), decidedAt: iso(decidedAt) };
 }
 
