@@ -240,8 +240,9 @@ describe('engine: runs and resumes', () => {
     expect((await world.store.loadExecution(id))!.leaseOwner).toBeNull();
   });
 
-  // A 3-step run commits 8 transitions; a crash before any of them is written must resume to the same end.
-  for (let commits = 0; commits < 8; commits++) {
+  // A 3-step run commits its 8 transitions in 4 statements (a step's end carries the next step's start, the last
+  // one the execution's end); a crash before any of them is written must resume to the same end.
+  for (let commits = 0; commits < 4; commits++) {
     it(`resumes after a crash with ${commits} transitions committed, running no succeeded step again`, async () => {
       const world = new World();
       // More records than `result` keeps: a resumed run must still hand later steps every one of them.
@@ -293,7 +294,7 @@ describe('engine: runs and resumes', () => {
     const world = new World();
     world.settings.maxResumes = 2;
     const id = await world.submit(3);
-    // Each holder dies while step 2 runs (after EXECUTION_STARTED, step 1, STEP_STARTED of step 2: 4 commits).
+    // Each holder dies while step 2 runs (after EXECUTION_STARTED with step 1's start, then step 1's end with step 2's start).
     world.behaviours.set(2, async () => world.crash());
     for (let attempt = 0; attempt < 4; attempt++) {
       await world.engine(`worker-${attempt}`).run(id);

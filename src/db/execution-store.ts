@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, lt, lte, or, sql, type SQL } from 'drizzle-orm';
+import type { PgColumn } from 'drizzle-orm/pg-core';
 import type { ClaimInTransaction } from '../executor/idempotency.js';
 import type { ValidatedPlan } from '../executor/plan.js';
 import { storableText } from '../executor/storable-text.js';
@@ -280,35 +281,40 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
       .orderBy(asc(stepResults.index));
   }
 
+  /**
+   * One statement takes the lease (the row locked FOR UPDATE, so two claims never both win); a second reads the
+   * steps to continue from, which nobody else changes while the lease is held.
+   */
   async claim(executionId: string, owner: string, ttlMs: number): Promise<ClaimedExecution | null> {
-    return this.db.transaction(async (tx) => {
-      const [current] = await tx
-        .select({
-          status: executions.status,
-          leaseOwner: executions.leaseOwner,
-          free: sql<boolean>`${leaseIsFree(owner)}`,
-          wakeDue: sql<boolean>`coalesce(${executions.wakeAt} <= clock_timestamp(), false)`,
-        })
-        .from(executions)
-        .where(eq(executions.id, executionId))
-        .for('update');
-      if (!current || !UNFINISHED.includes(current.status as ExecutionStatus) || !current.free) return null;
-      const steps = await this.stepsForRun(tx as unknown as Db, executionId);
-      const running = current.status === 'RUNNING';
-      const resumed = running && (current.leaseOwner !== null || steps.some((s) => s.status === 'RUNNING'));
-      const takenOver = running && current.leaseOwner !== null && current.leaseOwner !== owner;
-      const [execution] = await tx
-        .update(executions)
-        .set({
-          leaseOwner: owner,
-          leaseEpoch: sql`${executions.leaseEpoch} + 1`,
-          leaseExpiresAt: leaseExpiry(ttlMs),
-          ...(takenOver ? { resumes: sql`${executions.resumes} + 1` } : {}),
-        })
-        .where(eq(executions.id, executionId))
-        .returning();
-      return { execution: execution!, steps, lease: { owner, epoch: execution!.leaseEpoch }, resumed, wakeDue: current.wakeDue };
-    });
+    const locked = this.db
+      .select({
+        previousOwner: sql<string | null>`${executions.leaseOwner}`.as('previous_owner'),
+        free: sql<boolean>`${leaseIsFree(owner)}`.as('free'),
+        wakeDue: sql<boolean>`coalesce(${executions.wakeAt} <= clock_timestamp(), false)`.as('wake_due'),
+      })
+      .from(executions)
+      .where(eq(executions.id, executionId))
+      .for('update')
+      .as('locked');
+    // A RUNNING execution whose holder was another worker (it crashed or stalled) counts one more resume.
+    const takenOver = sql`(${executions.status} = 'RUNNING' AND ${locked.previousOwner} IS NOT NULL AND ${locked.previousOwner} <> ${owner})`;
+    const [execution] = await this.db
+      .update(executions)
+      .set({
+        leaseOwner: owner,
+        leaseEpoch: sql`${executions.leaseEpoch} + 1`,
+        leaseExpiresAt: leaseExpiry(ttlMs),
+        resumes: sql`${executions.resumes} + CASE WHEN ${takenOver} THEN 1 ELSE 0 END`,
+      })
+      .from(locked)
+      .where(and(eq(executions.id, executionId), inArray(executions.status, [...UNFINISHED]), sql`${locked.free}`))
+      .returning({ ...getTableColumns(executions), previousOwner: locked.previousOwner, wakeDue: locked.wakeDue });
+    if (!execution) return null;
+    const { previousOwner, wakeDue, ...row } = execution;
+    const steps = await this.stepsForRun(this.db, executionId);
+    const running = row.status === 'RUNNING';
+    const resumed = running && (previousOwner !== null || steps.some((s) => s.status === 'RUNNING'));
+    return { execution: row, steps, lease: { owner, epoch: row.leaseEpoch }, resumed, wakeDue };
   }
 
   async renew(executionId: string, lease: LeaseHold, ttlMs: number): Promise<LeaseState> {
@@ -370,77 +376,139 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
   }
 
   /**
-   * One state change: updates the execution and the step, and appends the event (which stores what
-   * changed), in one transaction. The caller publishes the returned update only after this has committed.
+   * One state change, or several in a row (a step's end and the next step's start), as ONE statement: the
+   * execution's update, each step's, and the events appended, all or nothing, in one round trip and one commit.
+   * The first transition's conditions (its statuses, its lease, the sequence it expects) decide whether the
+   * batch applies; the rest follow it in order. The caller publishes the returned updates only after this has
+   * returned (committed).
    */
-  async recordTransition(executionId: string, transition: Transition): Promise<CommittedTransition> {
-    // A program's error and progress messages may hold text PostgreSQL refuses (NUL, lone surrogates).
-    const message = transition.message === undefined ? null : storableText(transition.message);
-    const step = transition.step && { before: transition.step.before, change: storableChange(transition.step.change) };
-    const { lease } = transition;
-    return this.db.transaction(async (tx) => {
-      const { successfulStepsDelta = 0, failedStepsDelta = 0, wakeInMs, ...changed } = transition.execution ?? {};
-      const executionChange = changed.error === undefined ? changed : { ...changed, error: storableError(changed.error) };
-      const [execution] = await tx
-        .update(executions)
-        .set({
-          ...executionChange,
-          ...(wakeInMs === undefined ? {} : { wakeAt: wakeInMs === null ? null : leaseExpiry(wakeInMs) }),
-          ...(transition.releaseLease || !lease ? { leaseOwner: null, leaseExpiresAt: null } : {}),
-          successfulSteps: sql`${executions.successfulSteps} + ${successfulStepsDelta}`,
-          failedSteps: sql`${executions.failedSteps} + ${failedStepsDelta}`,
-          lastSequence: sql`${executions.lastSequence} + 1`,
-        })
-        .where(
-          and(
-            eq(executions.id, executionId),
-            inArray(executions.status, [...(transition.from ?? UNFINISHED)]),
-            lease ? and(eq(executions.leaseOwner, lease.owner), eq(executions.leaseEpoch, lease.epoch)) : leaseIsUnheld,
-            transition.expectSequence === undefined ? undefined : eq(executions.lastSequence, transition.expectSequence),
-          ),
-        )
-        .returning({
-          sequence: executions.lastSequence,
-          status: executions.status,
-          tenantId: executions.tenantId,
-          correlationId: executions.correlationId,
-          cancelRequestedAt: executions.cancelRequestedAt,
-        });
-      if (!execution) throw new ExecutionNotRunnableError(executionId);
+  async recordTransition(executionId: string, batch: Transition | readonly Transition[]): Promise<CommittedTransition> {
+    const transitions = Array.isArray(batch) ? (batch as readonly Transition[]) : [batch as Transition];
+    const [first] = transitions;
+    if (!first) throw new Error('recordTransition needs at least one transition');
+    const { lease } = first;
+    const at = new Date();
+
+    // What the execution becomes: the changes in order, the counters summed.
+    const executionChange: Record<string, unknown> = {};
+    let successfulStepsDelta = 0;
+    let failedStepsDelta = 0;
+    let wakeInMs: number | null | undefined;
+    for (const { execution } of transitions) {
+      if (!execution) continue;
+      const { successfulStepsDelta: succeeded = 0, failedStepsDelta: failed = 0, wakeInMs: wake, ...changed } = execution;
+      successfulStepsDelta += succeeded;
+      failedStepsDelta += failed;
+      if (wake !== undefined) wakeInMs = wake;
+      Object.assign(executionChange, changed.error === undefined ? changed : { ...changed, error: storableError(changed.error) });
+    }
+    // What each step becomes (a step changed twice gets both, in order), and the events with the status each leaves.
+    const stepChanges = new Map<number, StepChange>();
+    let status: string | null = null;
+    const events = transitions.map((transition) => {
+      // A program's error and progress messages may hold text PostgreSQL refuses (NUL, lone surrogates).
+      const message = transition.message === undefined ? null : storableText(transition.message);
+      const step = transition.step && { before: transition.step.before, change: storableChange(transition.step.change) };
       if (step && Object.keys(step.change).length > 0) {
-        const updated = await tx
-          .update(stepResults)
-          .set(step.change)
-          .where(and(eq(stepResults.executionId, executionId), eq(stepResults.index, step.before.index)))
-          .returning({ index: stepResults.index });
-        if (updated.length === 0) throw new Error(`step ${step.before.index} of execution ${executionId} does not exist`);
+        stepChanges.set(step.before.index, { ...stepChanges.get(step.before.index), ...step.change });
       }
-      const at = new Date();
-      await tx.insert(stepEvents).values({
-        executionId,
-        sequence: execution.sequence,
-        tenantId: execution.tenantId,
-        correlationId: execution.correlationId,
-        type: transition.type,
-        executionStatus: execution.status,
-        stepIndex: step?.before.index ?? null,
-        step: step ? stepDeltaOf(step.change) : null,
-        message,
-        at,
-      });
-      return {
-        update: {
-          executionId,
-          tenantId: execution.tenantId,
-          sequence: execution.sequence,
-          type: transition.type,
-          at,
-          status: execution.status as ExecutionStatus,
-          step: step ? applyStepChange(step.before, step.change) : null,
-          message,
-        },
-        cancelRequested: execution.cancelRequestedAt !== null,
-      };
+      status = transition.execution?.status ?? status;
+      return { transition, step, message, status };
     });
+
+    const set: SQL[] = [
+      ...assignments(executionColumnsByKey, executionChange),
+      sql`successful_steps = successful_steps + ${successfulStepsDelta}::int`,
+      sql`failed_steps = failed_steps + ${failedStepsDelta}::int`,
+      sql`last_sequence = last_sequence + ${transitions.length}::int`,
+    ];
+    if (wakeInMs !== undefined) set.push(sql`wake_at = ${wakeInMs === null ? null : leaseExpiry(wakeInMs)}`);
+    if (transitions.some((t) => t.releaseLease) || !lease) set.push(sql`lease_owner = NULL, lease_expires_at = NULL`);
+    const conditions = and(
+      eq(executions.id, executionId),
+      inArray(executions.status, [...(first.from ?? UNFINISHED)]),
+      lease ? and(eq(executions.leaseOwner, lease.owner), eq(executions.leaseEpoch, lease.epoch)) : leaseIsUnheld,
+      first.expectSequence === undefined ? undefined : eq(executions.lastSequence, first.expectSequence),
+    );
+    const stepUpdates = [...stepChanges].map(
+      ([index, change], i) =>
+        sql`, ${sql.identifier(`step_${i}`)} AS (
+          UPDATE step_results SET ${sql.join(assignments(stepColumnsByKey, change), sql`, `)}
+          WHERE execution_id = ${executionId}::uuid AND index = ${index}::int AND EXISTS (SELECT 1 FROM changed)
+          RETURNING index)`,
+    );
+    const eventRows = events.map(
+      ({ transition, step, message, status: eventStatus }, i) =>
+        sql`(${i - (events.length - 1)}::int, ${transition.type}::text, ${eventStatus}::text, ${step?.before.index ?? null}::int,
+          ${step ? JSON.stringify(stepDeltaOf(step.change)) : null}::json, ${message}::text, ${at.toISOString()}::timestamptz)`,
+    );
+    const stepsFound = stepUpdates.length === 0 ? sql`0` : sql.join([...stepChanges.keys()].map((_, i) => sql`(SELECT count(*) FROM ${sql.identifier(`step_${i}`)})`), sql` + `);
+    // The execution's status before the change comes from the row locked FOR UPDATE (the newest version), so an
+    // event that does not set the status records the one it was in.
+    const result = await this.db.execute(sql`
+      WITH changed AS (
+        UPDATE executions SET ${sql.join(set, sql`, `)}
+        FROM (SELECT status AS old_status FROM executions WHERE id = ${executionId}::uuid FOR UPDATE) AS locked
+        WHERE ${conditions}
+        RETURNING executions.last_sequence, executions.status, executions.tenant_id, executions.correlation_id,
+          executions.cancel_requested_at IS NOT NULL AS cancel_requested, locked.old_status
+      )${sql.join(stepUpdates, sql``)}, appended AS (
+        INSERT INTO step_events (execution_id, sequence, tenant_id, correlation_id, type, execution_status, step_index, step, message, at)
+        SELECT ${executionId}::uuid, changed.last_sequence + event.offset_from_last, changed.tenant_id, changed.correlation_id,
+          event.type, coalesce(event.status, changed.old_status), event.step_index, event.step, event.message, event.at
+        FROM changed CROSS JOIN (VALUES ${sql.join(eventRows, sql`, `)}) AS event(offset_from_last, type, status, step_index, step, message, at)
+        RETURNING sequence
+      )
+      SELECT changed.last_sequence, changed.status, changed.tenant_id, changed.old_status, changed.cancel_requested,
+        (${stepsFound})::int AS steps_found
+      FROM changed`);
+    const [row] = rowsOf(result) as {
+      last_sequence: number;
+      status: string;
+      tenant_id: string;
+      old_status: string;
+      cancel_requested: boolean;
+      steps_found: number;
+    }[];
+    if (!row) throw new ExecutionNotRunnableError(executionId);
+    if (Number(row.steps_found) !== stepChanges.size) {
+      throw new Error(`a step changed by ${first.type} of execution ${executionId} does not exist`);
+    }
+    const lastSequence = Number(row.last_sequence);
+    const updates = events.map(({ transition, step, message, status: eventStatus }, i): StepUpdate => ({
+      executionId,
+      tenantId: row.tenant_id,
+      sequence: lastSequence - (events.length - 1 - i),
+      type: transition.type,
+      at,
+      status: (eventStatus ?? row.old_status) as ExecutionStatus,
+      step: step ? applyStepChange(step.before, step.change) : null,
+      message,
+    }));
+    return { update: updates.at(-1)!, updates, cancelRequested: row.cancel_requested };
   }
+}
+
+/** The rows a raw statement returned, whichever driver ran it (postgres.js: an array; PGlite: { rows }). */
+function rowsOf(result: unknown): Record<string, unknown>[] {
+  return Array.isArray(result) ? (result as Record<string, unknown>[]) : (result as { rows: Record<string, unknown>[] }).rows;
+}
+
+/** The columns of a table by their key in the row type (`finalResult`), to name and encode them in raw SQL. */
+function columnsByKey(table: typeof executions | typeof stepResults): ReadonlyMap<string, PgColumn> {
+  return new Map(Object.entries(getTableColumns(table)) as [string, PgColumn][]);
+}
+const executionColumnsByKey = columnsByKey(executions);
+const stepColumnsByKey = columnsByKey(stepResults);
+
+/** `column = value` for each field of a change, each value encoded as its column encodes it (json, timestamps). */
+function assignments(columns: ReadonlyMap<string, PgColumn>, change: Record<string, unknown>): SQL[] {
+  const set: SQL[] = [];
+  for (const [key, value] of Object.entries(change)) {
+    if (value === undefined) continue;
+    const column = columns.get(key);
+    if (!column) throw new Error(`no column for ${key}`);
+    set.push(sql`${sql.identifier(column.name)} = ${sql.param(value, column)}`);
+  }
+  return set;
 }

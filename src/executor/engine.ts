@@ -8,7 +8,7 @@ import { RunStoppedError, StepCancelledError, StepFailure, toStoredStepError } f
 import { ExecutionMemory } from './execution-memory.js';
 import type { TenantRateLimiter } from './rate-limiter.js';
 import { capRecords } from './records.js';
-import { snapshotOf, type StepChange } from './step-snapshots.js';
+import { applyStepChange, snapshotOf, type StepChange } from './step-snapshots.js';
 import type { StepKind, StepUpdate } from './step-update.js';
 import type { StepUpdateBus } from './step-update-bus.js';
 import type { EarlierStep, JsonRecord, StepHandler, StepOutcome } from './steps/step-handler.js';
@@ -180,6 +180,18 @@ async function settleWithin(promises: Promise<unknown>[], timeoutMs: number): Pr
 
 type StepEnd = 'next' | 'ended';
 
+/** A change a run commits: a transition, with the step it changes named by index (the run knows its state). */
+type RunChange = Omit<Transition, 'lease' | 'step' | 'expectSequence'> & { index?: number; step?: StepChange };
+
+const ENDED_STEP: ReadonlySet<string> = new Set(['SUCCEEDED', 'FAILED', 'SKIPPED', 'CANCELLED']);
+
+/** A pending step starts: RUNNING, first attempt. */
+const startOf = (step: StoredStep): RunChange => ({
+  type: 'STEP_STARTED',
+  index: step.index,
+  step: { status: 'RUNNING', startedAt: new Date(), attempts: 1 },
+});
+
 /** One worker's run of one execution, from the state it claimed to the end or to a stop. */
 class Run {
   private readonly execution: ExecutionRow;
@@ -195,6 +207,8 @@ class Run {
   /** The execution's last sequence and status as this run committed them (the next commit expects them). */
   private lastSequence: number;
   private executionStatus: string;
+  /** Transitions that commit with the next one (the execution's start commits with its first step's). */
+  private readonly deferred: RunChange[] = [];
 
   constructor(
     private readonly deps: EngineDependencies,
@@ -316,37 +330,62 @@ class Run {
   }
 
   /**
-   * Commits one transition under the lease, then publishes it; a cancel it reports stops the run. When the
-   * database cannot be reached the commit is tried again until it answers (an outcome already computed is not
-   * thrown away): it expects the last sequence this run wrote, so a try whose answer was lost never commits twice.
+   * Commits one transition under the lease (or several in a row, in one statement), then publishes them; a cancel
+   * it reports stops the run. A transition deferred earlier (the execution's start) goes first, in the same commit.
+   * When the database cannot be reached the commit is tried again until it answers (an outcome already computed is
+   * not thrown away): it expects the last sequence this run wrote, so a try whose answer was lost never commits twice.
    */
-  private async commit(
-    change: Omit<Transition, 'lease' | 'step' | 'expectSequence'> & { index?: number; step?: StepChange },
-  ): Promise<StepUpdate> {
-    const { index, step, ...rest } = change;
-    const before = index === undefined ? undefined : this.states.get(index)!;
-    const transition: Transition = {
-      ...rest,
-      lease: this.lease,
-      expectSequence: this.lastSequence,
-      step: before && { before, change: step ?? {} },
-    };
+  private async commit(...changes: RunChange[]): Promise<StepUpdate> {
+    const all = [...this.deferred.splice(0), ...changes];
+    // Each step change applies to the step as the changes before it in the batch leave it.
+    const states = new Map<number, StepSnapshot>();
+    const transitions = all.map(({ index, step, ...rest }, i): Transition => {
+      const before = index === undefined ? undefined : (states.get(index) ?? this.states.get(index)!);
+      if (before && index !== undefined) states.set(index, applyStepChange(before, step ?? {}));
+      return {
+        ...rest,
+        ...(i === 0 ? { lease: this.lease, expectSequence: this.lastSequence } : {}),
+        step: before && { before, change: step ?? {} },
+      };
+    });
     for (let delayMs = COMMIT_RETRY_FIRST_MS; ; delayMs = Math.min(delayMs * 2, COMMIT_RETRY_MAX_MS)) {
       try {
-        const { update, cancelRequested } = await this.deps.store.recordTransition(this.execution.id, transition);
-        this.lastSequence = update.sequence;
-        this.executionStatus = update.status;
-        if (update.step) this.states.set(update.step.index, update.step);
-        this.deps.bus.publish(update);
+        const { updates, cancelRequested } = await this.deps.store.recordTransition(this.execution.id, transitions);
+        for (const update of updates) {
+          this.lastSequence = update.sequence;
+          this.executionStatus = update.status;
+          if (update.step) this.states.set(update.step.index, update.step);
+          this.deps.bus.publish(update);
+        }
         if (cancelRequested && !this.signal.aborted) this.controller.abort(new StepCancelledError());
-        return update;
+        return updates.at(-1)!;
       } catch (error) {
         if (!causedByUnavailability(this.deps, error)) throw error;
         if (this.signal.reason instanceof RunStoppedError) throw this.signal.reason;
-        this.deps.logger.warn({ err: error, type: change.type, retryInMs: delayMs }, 'cannot record the transition yet; trying again');
+        this.deps.logger.warn({ err: error, type: all[0]!.type, retryInMs: delayMs }, 'cannot record the transition yet; trying again');
         await new Promise((resolve) => setTimeout(resolve, delayMs));
       }
     }
+  }
+
+  /**
+   * What commits with a step's success so that the next step does not cost a commit of its own: the next step's
+   * start, or the execution's success after the last step. Nothing when the next step needs a commit of its own
+   * (it waits for approval, was rejected) or the run was asked to stop.
+   */
+  private followOn(after: StoredStep, finalResult: unknown[]): RunChange | undefined {
+    if (this.signal.aborted) return undefined;
+    const next = this.steps.find((step) => step.index > after.index && !ENDED_STEP.has(this.status(step.index)));
+    if (!next) {
+      return {
+        type: 'EXECUTION_SUCCEEDED',
+        releaseLease: true,
+        execution: { status: 'SUCCEEDED', finalResult, finishedAt: new Date() },
+      };
+    }
+    const state = this.states.get(next.index)!;
+    if (state.status !== 'PENDING' || (next.approval && state.decision === null) || state.decision === 'REJECTED') return undefined;
+    return startOf(next);
   }
 
   /** The execution ended (or was found ended) in this run. */
@@ -373,7 +412,8 @@ class Run {
     this.throwIfStopped();
     if (this.cancelRequested) return this.cancel();
     if (execution.status === 'QUEUED') {
-      await this.commit({ type: 'EXECUTION_STARTED', from: ['QUEUED'], execution: { status: 'RUNNING', startedAt: new Date() } });
+      // Committed with whatever comes next (the first step's start), in one statement.
+      this.deferred.push({ type: 'EXECUTION_STARTED', from: ['QUEUED'], execution: { status: 'RUNNING', startedAt: new Date() } });
       logger.info({ steps: this.steps.length }, 'execution started');
     } else if (this.claim.resumed) {
       if (execution.resumes > settings.maxResumes) {
@@ -392,7 +432,7 @@ class Run {
       this.throwIfStopped();
       if (this.signal.aborted) return this.cancel();
       const status = this.status(step.index);
-      if (status === 'SUCCEEDED' || status === 'FAILED' || status === 'SKIPPED' || status === 'CANCELLED') continue;
+      if (ENDED_STEP.has(status)) continue;
       if (status === 'WAITING') return this.letGo('still waiting for approval');
       if (status === 'PENDING') {
         const state = this.states.get(step.index)!;
@@ -406,9 +446,14 @@ class Run {
           if (end === 'ended') return;
           continue;
         }
-        await this.commit({ type: 'STEP_STARTED', index: step.index, step: { status: 'RUNNING', startedAt: new Date(), attempts: 1 } });
+        await this.commit(startOf(step));
       }
       if ((await this.runStep(step)) === 'ended') return;
+    }
+    // The last step's success committed the execution's too, unless a stop kept it apart.
+    if (this.executionStatus === 'SUCCEEDED') {
+      logger.info('execution succeeded');
+      return;
     }
     // A cancel that came once every step had ended is too late: the execution succeeded.
     await this.commit({
@@ -577,7 +622,8 @@ class Run {
     }
     const capped = capRecords(outcome.records, settings.resultMaxBytes);
     const sample = sampleOf(outcome.records, execution.options.sampleSize, settings.sampleMaxBytes);
-    await this.commit({
+    const followOn = this.followOn(step, capped.kept);
+    const succeeded: RunChange = {
       type: 'STEP_SUCCEEDED',
       index: step.index,
       execution: { successfulStepsDelta: 1, usage: this.usage },
@@ -596,7 +642,8 @@ class Run {
         logs: outcome.logs ?? null,
         finishedAt: new Date(),
       },
-    });
+    };
+    await (followOn ? this.commit(succeeded, followOn) : this.commit(succeeded));
     logger.info({ stepIndex: step.index, recordCount: outcome.records.length }, 'step succeeded');
     this.earlier.push({
       index: step.index,

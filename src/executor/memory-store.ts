@@ -164,40 +164,47 @@ export class MemoryExecutionStore implements ExecutionStore, LeaseProvider, Tena
     return lease ? row.leaseOwner === lease.owner && row.leaseEpoch === lease.epoch : row.leaseOwner === null || this.lapsed(row);
   }
 
-  async recordTransition(executionId: string, transition: Transition): Promise<CommittedTransition> {
+  async recordTransition(executionId: string, batch: Transition | readonly Transition[]): Promise<CommittedTransition> {
     this.failIfAsked('recordTransition');
+    const transitions = Array.isArray(batch) ? (batch as readonly Transition[]) : [batch as Transition];
+    const [first] = transitions;
     const stored = this.executions.get(executionId);
-    const from = transition.from ?? UNFINISHED_STATUSES;
+    const from = first?.from ?? UNFINISHED_STATUSES;
     if (
+      !first ||
       !stored ||
       !from.includes(stored.row.status as ExecutionStatus) ||
-      !this.holds(stored.row, transition.lease) ||
-      (transition.expectSequence !== undefined && stored.row.lastSequence !== transition.expectSequence)
+      !this.holds(stored.row, first.lease) ||
+      (first.expectSequence !== undefined && stored.row.lastSequence !== first.expectSequence)
     ) {
       throw new ExecutionNotRunnableError(executionId);
     }
     const { row } = stored;
-    const { successfulStepsDelta = 0, failedStepsDelta = 0, wakeInMs, ...changed } = transition.execution ?? {};
-    Object.assign(row, clone(changed));
-    if (wakeInMs !== undefined) row.wakeAt = wakeInMs === null ? null : new Date(this.now() + wakeInMs);
-    row.successfulSteps += successfulStepsDelta;
-    row.failedSteps += failedStepsDelta;
-    row.lastSequence += 1;
-    if (transition.releaseLease || !transition.lease) Object.assign(row, { leaseOwner: null, leaseExpiresAt: null });
-    const step = transition.step;
-    if (step) Object.assign(stored.steps[step.before.index - 1]!, clone(step.change));
-    const update: StepUpdate = {
-      executionId,
-      tenantId: row.tenantId,
-      sequence: row.lastSequence,
-      type: transition.type,
-      at: new Date(this.now()),
-      status: row.status as ExecutionStatus,
-      step: step ? applyStepChange(step.before, step.change) : null,
-      message: transition.message ?? null,
-    };
-    stored.events.push(clone(update));
-    return { update, cancelRequested: row.cancelRequestedAt !== null };
+    const at = new Date(this.now());
+    const updates = transitions.map((transition): StepUpdate => {
+      const { successfulStepsDelta = 0, failedStepsDelta = 0, wakeInMs, ...changed } = transition.execution ?? {};
+      Object.assign(row, clone(changed));
+      if (wakeInMs !== undefined) row.wakeAt = wakeInMs === null ? null : new Date(this.now() + wakeInMs);
+      row.successfulSteps += successfulStepsDelta;
+      row.failedSteps += failedStepsDelta;
+      row.lastSequence += 1;
+      if (transition.releaseLease || !first.lease) Object.assign(row, { leaseOwner: null, leaseExpiresAt: null });
+      const step = transition.step;
+      if (step) Object.assign(stored.steps[step.before.index - 1]!, clone(step.change));
+      const update: StepUpdate = {
+        executionId,
+        tenantId: row.tenantId,
+        sequence: row.lastSequence,
+        type: transition.type,
+        at,
+        status: row.status as ExecutionStatus,
+        step: step ? applyStepChange(step.before, step.change) : null,
+        message: transition.message ?? null,
+      };
+      stored.events.push(clone(update));
+      return update;
+    });
+    return { update: updates.at(-1)!, updates, cancelRequested: row.cancelRequestedAt !== null };
   }
 
   async markUnsafeCalls(executionId: string, lease: LeaseHold, index: number): Promise<void> {

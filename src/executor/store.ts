@@ -72,9 +72,13 @@ export interface Transition {
   step?: { before: StepSnapshot; change: StepChange };
 }
 
-/** A committed transition: its update, and whether a cancel has been asked for (the holder stops the run). */
+/**
+ * A committed transition (or batch of them): its updates in order, the last as `update`, and whether a cancel has
+ * been asked for (the holder stops the run).
+ */
 export interface CommittedTransition {
   update: StepUpdate;
+  updates: StepUpdate[];
   cancelRequested: boolean;
 }
 
@@ -162,8 +166,10 @@ export interface ExecutionStore {
   /**
    * One state change: the execution, the step and the appended event, all or nothing. The caller publishes
    * the update only after this has returned. ExecutionNotRunnableError when the change does not apply.
+   * Several transitions in a row (a step's end and the next one's start) commit together, in order, with
+   * consecutive sequences: the first's conditions (from, lease, expectSequence) decide for the batch.
    */
-  recordTransition(executionId: string, transition: Transition): Promise<CommittedTransition>;
+  recordTransition(executionId: string, transition: Transition | readonly Transition[]): Promise<CommittedTransition>;
   /**
    * Records, under the lease, that a step's program is about to make a call that is not safe to repeat, so
    * that a run continuing after a crash does not run the step again. Not an update: no event is appended.
