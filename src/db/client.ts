@@ -74,6 +74,33 @@ const RAW_TEXT_TYPE_OIDS = [20, 1700, 1082, 1083, 1114, 1184, 1186, 1182, 1115, 
 // json and jsonb too, for tenants' statements: records.ts parses them one value at a time, counting what they cost.
 const TENANT_RAW_TEXT_TYPE_OIDS = [...RAW_TEXT_TYPE_OIDS, 114, 3802];
 
+/**
+ * The service's own client as drizzle gets it: every statement prepared (postgres.js keeps it per connection by its
+ * text and types), in transactions too. drizzle sends every query through `unsafe()`, which postgres.js does not
+ * prepare, and then asks the server to describe each query with parameters before binding them: a round trip of
+ * its own for every statement. Prepared, a statement seen before on the connection is parsed, bound and run in one
+ * flight. The service's statements come in a few dozen shapes, so what each connection keeps stays small; tenants'
+ * statements never come through here.
+ */
+function preparing<T extends postgres.Sql | postgres.TransactionSql>(client: T): T {
+  return new Proxy(client, {
+    get(target, property, receiver) {
+      if (property === 'unsafe') {
+        return (query: string, params?: postgres.ParameterOrJSON<never>[], options?: postgres.UnsafeQueryOptions) =>
+          target.unsafe(query, params, { ...options, prepare: true });
+      }
+      if (property === 'begin' || property === 'savepoint') {
+        const original = Reflect.get(target, property, receiver) as (...args: unknown[]) => unknown;
+        return (...args: unknown[]) => {
+          const callback = args.at(-1) as (tx: postgres.TransactionSql) => unknown;
+          return original.apply(target, [...args.slice(0, -1), (tx: postgres.TransactionSql) => callback(preparing(tx))]);
+        };
+      }
+      return Reflect.get(target, property, receiver);
+    },
+  });
+}
+
 function pingWith(query: () => Promise<unknown>): (timeoutMs: number) => Promise<boolean> {
   return async (timeoutMs) => {
     let timer: NodeJS.Timeout | undefined;
@@ -192,7 +219,7 @@ async function openPostgres(url: string, poolSize: number, connections: Database
   // Tenants' statements have a pool of their own too, which hands json and jsonb over as text (see records.ts).
   const tenantClient = postgres(url, { max: connections.tenantStatements, onnotice: () => undefined, backoff: reconnectBackoff });
   for (const oid of TENANT_RAW_TEXT_TYPE_OIDS) tenantClient.options.parsers[oid] = (text: string) => text;
-  const db = drizzlePostgres({ client, schema: tables }) as unknown as Db;
+  const db = drizzlePostgres({ client: preparing(client), schema: tables }) as unknown as Db;
   return {
     kind: 'postgres',
     db,
