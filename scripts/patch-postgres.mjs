@@ -7,6 +7,7 @@
 // found a connection with no socket) nor carry queries into the session it was reopened for, and so that a query
 // sent between a socket's 'error' and its 'close' is rejected rather than left waiting forever, and so that a
 // query's cancel request that cannot be sent is not an unhandled rejection.
+// It also sends a query whose parameters all have their types in one flight, without describing it first.
 // Idempotent; fails loudly when the driver's text is not what it was written for (a new version: re-check
 // the issues, then drop or update this patch).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -15,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 
 const MARKER = 'stepcast patch (porsager/postgres#1208)';
 const EXPECTED_VERSION = '3.4.9';
+const TYPED_MARKER = 'stepcast patch: typed parameters in one flight';
 
 /** [what the driver has, what it gets]: each must occur exactly once in its file. */
 const CONNECTION_EDITS = [
@@ -68,6 +70,17 @@ const CONNECTION_EDITS = [
     `    !hadError && (query || sent.length) && error(Errors.connection('CONNECTION_CLOSED', options, socket))
 `,
     `    ;(query || sent.length) && error(Errors.connection('CONNECTION_CLOSED', options, socket)) // ${MARKER}
+`,
+  ],
+  // Not a bug fix: a query with parameters waits for the server to describe them (Parse, Describe, Flush) before
+  // it binds them, a round trip of its own that also holds back every query pipelined behind it. When every
+  // parameter's type is given (sql.typed, or one postgres.js infers), the server takes the types from Parse and
+  // describes nothing postgres.js needs: the query is parsed, bound and run in one flight, as one without
+  // parameters is.
+  [
+    `    q.describeFirst = q.onlyDescribe || (parameters.length && !q.prepared)
+`,
+    `    q.describeFirst = q.onlyDescribe || (parameters.length && !q.prepared && !types.every(Boolean)) // ${TYPED_MARKER}
 `,
   ],
 ];
@@ -153,18 +166,16 @@ const FILES = ['src', 'cjs/src', 'cf/src'].flatMap((dir) => [
 for (const [file, edits] of FILES) {
   const path = join(driver, file);
   if (!existsSync(path)) fail(`${path} is missing`);
-  let text = readFileSync(path, 'utf8');
-  if (text.includes(MARKER)) {
-    const count = text.split(MARKER).length - 1;
-    const expected = edits.reduce((sum, [, after]) => sum + after.split(MARKER).length - 1, 0);
-    if (count !== expected) fail(`${path} is partly patched (${count} markers, ${expected} expected): reinstall postgres`);
-    continue;
-  }
+  const original = readFileSync(path, 'utf8');
+  let text = original;
+  // Edit by edit, so that a driver patched by an earlier version of this script gets only what it lacks.
   for (const [before, after] of edits) {
+    if (text.split(after).length - 1 === 1) continue;
     const occurrences = text.split(before).length - 1;
-    if (occurrences !== 1) fail(`${path}: expected the text below exactly once, found it ${occurrences} times:\n${before}`);
+    if (occurrences !== 1) fail(`${path}: expected the text below exactly once, found it ${occurrences} times (reinstall postgres):\n${before}`);
     text = text.replace(before, after);
   }
+  if (text === original) continue;
   writeFileSync(path, text);
   console.log(`patch-postgres: patched ${file}`);
 }

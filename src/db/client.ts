@@ -178,17 +178,24 @@ async function openPglite(dataDir: string, maxMemoryMb: number): Promise<Databas
         await client.checkpointAbove(PGLITE_RECOVERY_WAL_BYTES, signal);
         await client.transaction(async (tx) => {
           ran = true;
-          await tx.query('SET TRANSACTION READ ONLY', [], { signal });
-          for (const setting of tenantTransactionSettings(query)) await tx.query(setting, [], { signal });
-          await reader.read({
-            declare: async (sql, params) => {
-              await tx.query(sql, params, { timeoutMs: query.timeoutMs, signal });
-            },
-            fetch: async (sql, timeoutMs) => {
-              const result = await tx.query<Record<string, unknown>>(sql, [], { parsers: tenantRawTypes, timeoutMs, signal });
-              return { rows: result.rows, columns: result.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID })) };
-            },
-          });
+          // Posted with the DECLARE and the first FETCH without waiting between them: the worker runs them in order,
+          // and in this transaction a setting that fails fails every statement after it, and none of them runs.
+          const settings = ['SET TRANSACTION READ ONLY', ...tenantTransactionSettings(query)].map((setting) => tx.query(setting, [], { signal }));
+          for (const setting of settings) setting.catch(() => undefined);
+          try {
+            await reader.read({
+              declare: async (sql, params, timeoutMs) => {
+                await tx.query(sql, params, { timeoutMs, signal });
+              },
+              fetch: async (sql, timeoutMs) => {
+                const result = await tx.query<Record<string, unknown>>(sql, [], { parsers: tenantRawTypes, timeoutMs, signal });
+                return { rows: result.rows, columns: result.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID })) };
+              },
+            });
+          } finally {
+            // A setting that failed is why the statements after it failed.
+            await Promise.all(settings);
+          }
         }, signal);
       } catch (error) {
         if (signal?.aborted) throw signal.reason;
@@ -240,30 +247,43 @@ async function openPostgres(url: string, poolSize: number, connections: Database
       const statements = new CancellableStatements(client, query.signal);
       try {
         await statements.transaction(tenantClient, async (tx) => {
-          // One round trip for every setting (the simple protocol takes several statements), and the backend's
-          // pid, which a cancel that came too early for the server to act on is repeated with.
+          // Every setting in one statement (the simple protocol takes several), and the backend's pid, which a
+          // cancel that came too early for the server to act on is repeated with. The DECLARE and the first FETCH
+          // follow in the same flight without waiting for it: in this transaction, a setting that fails fails every
+          // statement after it, and none of them runs.
           const settings = [
             `SET LOCAL statement_timeout = ${Math.max(1, Math.floor(query.timeoutMs))}`,
             ...tenantTransactionSettings(query),
             // now() is the transaction's start: with the pid, it names this transaction and no later one on the backend.
             'SELECT pg_backend_pid() AS pid, now()::text AS started',
           ];
-          const results = await statements.run(() => tx.unsafe(settings.join('; ')) as unknown as Promise<postgres.RowList<postgres.Row[]>[]>);
-          statements.backendPid = Number(results.at(-1)?.[0]?.pid);
-          statements.transactionStart = String(results.at(-1)?.[0]?.started);
-          await reader.read({
-            declare: async (sql, params) => {
-              await statements.run(() => tx.unsafe(sql, params, EXTENDED_PROTOCOL));
-            },
-            fetch: async (sql, timeoutMs) => {
-              // What is left of the step's time, for this FETCH; in the same round trip.
-              const results = await statements.run(
-                () => tx.unsafe(`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(timeoutMs))}; ${sql}`) as unknown as Promise<postgres.RowList<postgres.Row[]>[]>,
-              );
-              const rows = results.at(-1)!;
-              return { rows: [...rows], columns: columnsOf(rows) };
-            },
-          });
+          const set = statements.run(() => tx.unsafe(settings.join('; ')) as unknown as Promise<postgres.RowList<postgres.Row[]>[]>);
+          set.then((results) => {
+            statements.backendPid = Number(results.at(-1)?.[0]?.pid);
+            statements.transactionStart = String(results.at(-1)?.[0]?.started);
+          }, () => undefined);
+          try {
+            await reader.read({
+              declare: async (sql, params) => {
+                // Typed as text (what `$n::text::jsonb` reads), so that the driver needs no description of the
+                // statement before it binds them, and sends it in one flight with the statements around it.
+                const typed = params.map((param) => tx.typed(param, TEXT_OID));
+                await statements.run(() => tx.unsafe(sql, typed, EXTENDED_PROTOCOL));
+              },
+              fetch: async (sql, timeoutMs) => {
+                // What is left of the step's time, for this FETCH; in the same round trip.
+                const results = await statements.run(
+                  () => tx.unsafe(`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(timeoutMs))}; ${sql}`) as unknown as Promise<postgres.RowList<postgres.Row[]>[]>,
+                );
+                const rows = results.at(-1)!;
+                return { rows: [...rows], columns: columnsOf(rows) };
+              },
+            });
+          } catch (error) {
+            // A setting that failed is why the statements after it failed.
+            await set;
+            throw error;
+          }
         });
       } catch (error) {
         // Aborted: whatever the abort made of the statement (a 57014, a rollback), the caller's reason stands.
@@ -301,7 +321,8 @@ const CANCEL_REPEAT_MS = 250;
 class CancellableStatements {
   backendPid: number | undefined;
   transactionStart: string | undefined;
-  private inFlight: postgres.PendingQuery<postgres.Row[]> | undefined;
+  /** Statements sent and not answered yet, in the order they were sent: the backend runs the first. */
+  private readonly inFlight: postgres.PendingQuery<postgres.Row[]>[] = [];
   private repeat: NodeJS.Timeout | undefined;
   private started = false;
   private closed = false;
@@ -335,15 +356,19 @@ class CancellableStatements {
     });
   }
 
-  /** Sends one statement (made by `make`, so that none is made once aborted) and waits for it. */
+  /**
+   * Sends one statement (made by `make`, so that none is made once aborted) and waits for it. Statements
+   * sent while others wait are pipelined behind them on the transaction's connection.
+   */
   async run<T>(make: () => Promise<T>): Promise<T> {
     this.signal?.throwIfAborted();
     const pending = make();
-    this.inFlight = pending as unknown as postgres.PendingQuery<postgres.Row[]>;
+    const statement = pending as unknown as postgres.PendingQuery<postgres.Row[]>;
+    this.inFlight.push(statement);
     try {
       return await pending;
     } finally {
-      this.inFlight = undefined;
+      this.inFlight.splice(this.inFlight.indexOf(statement), 1);
     }
   }
 
@@ -354,15 +379,19 @@ class CancellableStatements {
   }
 
   private readonly onAbort = (): void => {
-    const statement = this.inFlight;
+    // The first statement not answered is the one the backend runs, or reads; those behind it fail after it.
+    const statement = this.inFlight[0];
     if (!statement) return;
     statement.cancel();
     const repeatWhileRunning = () => {
       if (this.closed) return;
       this.repeat = setTimeout(() => {
+        if (this.inFlight.length === 0) return;
         const pid = this.backendPid;
         const started = this.transactionStart;
-        if (this.inFlight !== statement || pid === undefined || !Number.isInteger(pid) || started === undefined) return;
+        // The pid comes with the settings, which the statements after them were sent with: it may not be here yet.
+        if (pid === undefined || started === undefined) return repeatWhileRunning();
+        if (!Number.isInteger(pid)) return;
         // Only while the backend still runs this transaction: by the time the service's pool sends this, the
         // statement may have ended and the connection moved on to another tenant's statement.
         this.service`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = ${pid} AND xact_start = ${started}::timestamptz`.then(
@@ -378,6 +407,7 @@ class CancellableStatements {
 // postgres.js types omit `simple`; false forces the extended protocol even without parameters, which also
 // refuses a string holding more than one statement.
 const EXTENDED_PROTOCOL = { simple: false } as postgres.UnsafeQueryOptions;
+const TEXT_OID = 25;
 
 function columnsOf(rows: postgres.RowList<postgres.Row[]>): ResultColumn[] {
   return rows.columns.map((column) => ({ name: column.name, typeOid: column.type }));

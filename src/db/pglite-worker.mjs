@@ -26,7 +26,14 @@ async function main() {
     return;
   }
   parentPort.postMessage({ type: 'ready' });
-  parentPort.on('message', async (request) => {
+  // One request at a time, in the order they were posted: the host pipelines a transaction's statements (posts
+  // the next before the answer to the one before it), and each must run after the one before it has ended.
+  let previous = Promise.resolve();
+  parentPort.on('message', (request) => {
+    previous = previous.then(() => handle(request));
+  });
+
+  async function handle(request) {
     try {
       let result;
       if (request.op === 'query') {
@@ -57,7 +64,7 @@ async function main() {
     } catch (error) {
       parentPort.postMessage({ type: 'response', id: request.id, ok: false, error: serializeError(error) });
     }
-  });
+  }
 }
 
 void main();

@@ -124,10 +124,15 @@ ${query.statement}
 ) AS ${SUMMED}`;
 }
 
-/** What a driver does for TenantRowReader, inside the statement's READ ONLY transaction. */
+/**
+ * What a driver does for TenantRowReader, inside the statement's READ ONLY transaction, where the tenant's
+ * settings were sent first. The first FETCH is asked for before the DECLARE is answered: the driver sends the
+ * statements in order without waiting between them (one flight), and the transaction keeps one that follows a
+ * failed statement from running (it fails as well, and the first failure is the one that stands).
+ */
 export interface TenantCursor {
-  /** Runs DECLARE … CURSOR FOR the wrapped statement, with the step relations' parameters. */
-  declare(sql: string, params: string[]): Promise<void>;
+  /** Runs DECLARE … CURSOR FOR the wrapped statement, with the step relations' parameters, within timeoutMs. */
+  declare(sql: string, params: string[], timeoutMs: number): Promise<void>;
   /** Runs a FETCH, within timeoutMs. */
   fetch(sql: string, timeoutMs: number): Promise<{ rows: Record<string, unknown>[]; columns: ResultColumn[] }>;
 }
@@ -157,17 +162,18 @@ export class TenantRowReader {
   async read(cursor: TenantCursor): Promise<void> {
     const { limits, signal } = this.query;
     signal?.throwIfAborted();
-    await cursor.declare(`DECLARE ${CURSOR} NO SCROLL CURSOR FOR ${wrapTenantStatement(this.query)}`, this.query.relations.params);
+    const timeoutMs = this.deadline - Date.now();
+    if (timeoutMs <= 0) throw new StatementTimeoutError(this.query.timeoutMs);
+    const declare = `DECLARE ${CURSOR} NO SCROLL CURSOR FOR ${wrapTenantStatement(this.query)}`;
+    const declared = cursor.declare(declare, this.query.relations.params, timeoutMs);
+    // Sent behind the DECLARE without waiting for it: a small result costs no round trip of its own. Should the
+    // DECLARE fail, this FETCH fails too, and the DECLARE's error is the one thrown (with the same time, the
+    // DECLARE's runs out first).
+    let batch = this.fetchBatch(cursor, timeoutMs);
+    batch.fetched.catch(() => undefined);
+    await declared;
     for (;;) {
-      const room = Math.max(0, limits.readMaxBytes - this.readBytes);
-      const fitting = Math.max(1, Math.floor(room / (this.largestRow || limits.rowMaxBytes)));
-      // Batches grow with what was read, so that a row larger than any before costs at most a batch that
-      // is not larger than twice the rows read (the statement stops itself there, and the batch is lost).
-      const count = Math.min(MAX_FETCH_ROWS, FIRST_FETCH_ROWS + 2 * this.rows.length, fitting);
-      const timeoutMs = this.deadline - Date.now();
-      if (timeoutMs <= 0) throw new StatementTimeoutError(this.query.timeoutMs);
-      signal?.throwIfAborted();
-      const fetched = await cursor.fetch(`FETCH ${count} FROM ${CURSOR}`, timeoutMs);
+      const fetched = await batch.fetched;
       if (this.columns.length === 0) this.columns = fetched.columns.filter((column) => !OWN_COLUMNS.includes(column.name));
       for (const row of fetched.rows) {
         const rowBytes = Number(row[ROW_BYTES]);
@@ -185,8 +191,23 @@ export class TenantRowReader {
         for (const name of OWN_COLUMNS) delete row[name];
         this.rows.push(row);
       }
-      if (fetched.rows.length < count) return;
+      if (fetched.rows.length < batch.count) return;
+      signal?.throwIfAborted();
+      batch = this.fetchBatch(cursor);
     }
+  }
+
+  /** Asks for the next batch, sized by what was read so far. */
+  private fetchBatch(cursor: TenantCursor, timeoutMs = this.deadline - Date.now()) {
+    const { limits } = this.query;
+    const room = Math.max(0, limits.readMaxBytes - this.readBytes);
+    const fitting = Math.max(1, Math.floor(room / (this.largestRow || limits.rowMaxBytes)));
+    // Batches grow with what was read, so that a row larger than any before costs at most a batch that
+    // is not larger than twice the rows read (the statement stops itself there, and the batch is lost).
+    const count = Math.min(MAX_FETCH_ROWS, FIRST_FETCH_ROWS + 2 * this.rows.length, fitting);
+    const fetched =
+      timeoutMs <= 0 ? Promise.reject(new StatementTimeoutError(this.query.timeoutMs)) : cursor.fetch(`FETCH ${count} FROM ${CURSOR}`, timeoutMs);
+    return { count, fetched };
   }
 
   /** The statement stopped itself on its first row past the read limit: what was read before it stands. */
