@@ -49,15 +49,17 @@ const { records: _allRecords, ...stepColumns } = getTableColumns(stepResults);
 /** Nobody holds the lease, `owner` does (a run of its that stopped), or its holder stopped renewing it. */
 const leaseIsFree = (owner: string) =>
   sql`(${executions.leaseOwner} IS NULL OR ${executions.leaseOwner} = ${owner} OR ${executions.leaseExpiresAt} < clock_timestamp())`;
-/** Nobody holds the lease, or its holder stopped renewing it. */
-const leaseIsUnheld = sql`(${executions.leaseOwner} IS NULL OR ${executions.leaseExpiresAt} < clock_timestamp())`;
 
 /** A moment ttlMs from now on the database's clock (one clock for every worker): a lease's expiry, an approval's deadline. */
 const leaseExpiry = (ttlMs: number) => sql`clock_timestamp() + ${Math.max(1, Math.round(ttlMs))} * interval '1 millisecond'`;
 
 /** Every read and write of executions, step_results and step_events goes through here (PGlite and PostgreSQL). */
 export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, TenantDirectory {
-  constructor(private readonly db: Db) {}
+  private readonly raw: RawQuery;
+
+  constructor(private readonly db: Db) {
+    this.raw = rawQueryOf(db);
+  }
 
   async findTenant(tenantId: string): Promise<TenantRow | undefined> {
     const [row] = await this.db.select().from(tenants).where(eq(tenants.id, tenantId));
@@ -416,53 +418,64 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
       return { transition, step, message, status };
     });
 
-    const set: SQL[] = [
-      ...assignments(executionColumnsByKey, executionChange),
-      sql`successful_steps = successful_steps + ${successfulStepsDelta}::int`,
-      sql`failed_steps = failed_steps + ${failedStepsDelta}::int`,
-      sql`last_sequence = last_sequence + ${transitions.length}::int`,
+    // Written as text, not built by drizzle: this runs at every step, and the text takes a handful of shapes, each
+    // prepared once per connection.
+    const params: unknown[] = [];
+    const param = (value: unknown, cast?: string) => `$${params.push(value)}${cast ? `::${cast}` : ''}`;
+    const set = [
+      ...assignments(executionColumnsByKey, executionChange, param),
+      `successful_steps = successful_steps + ${param(successfulStepsDelta, 'int')}`,
+      `failed_steps = failed_steps + ${param(failedStepsDelta, 'int')}`,
+      `last_sequence = last_sequence + ${param(transitions.length, 'int')}`,
     ];
-    if (wakeInMs !== undefined) set.push(sql`wake_at = ${wakeInMs === null ? null : leaseExpiry(wakeInMs)}`);
-    if (transitions.some((t) => t.releaseLease) || !lease) set.push(sql`lease_owner = NULL, lease_expires_at = NULL`);
-    const conditions = and(
-      eq(executions.id, executionId),
-      inArray(executions.status, [...(first.from ?? UNFINISHED)]),
-      lease ? and(eq(executions.leaseOwner, lease.owner), eq(executions.leaseEpoch, lease.epoch)) : leaseIsUnheld,
-      first.expectSequence === undefined ? undefined : eq(executions.lastSequence, first.expectSequence),
-    );
+    if (wakeInMs !== undefined) {
+      set.push(`wake_at = ${wakeInMs === null ? 'NULL' : `clock_timestamp() + ${param(Math.max(1, Math.round(wakeInMs)), 'int')} * interval '1 millisecond'`}`);
+    }
+    if (transitions.some((t) => t.releaseLease) || !lease) set.push('lease_owner = NULL, lease_expires_at = NULL');
+    const id = param(executionId, 'uuid');
+    const conditions = [
+      `executions.id = ${id}`,
+      `executions.status = ANY(${param([...(first.from ?? UNFINISHED)], 'text[]')})`,
+      lease
+        ? `executions.lease_owner = ${param(lease.owner, 'text')} AND executions.lease_epoch = ${param(lease.epoch, 'int')}`
+        : '(executions.lease_owner IS NULL OR executions.lease_expires_at < clock_timestamp())',
+      ...(first.expectSequence === undefined ? [] : [`executions.last_sequence = ${param(first.expectSequence, 'int')}`]),
+    ];
     const stepUpdates = [...stepChanges].map(
-      ([index, change], i) =>
-        sql`, ${sql.identifier(`step_${i}`)} AS (
-          UPDATE step_results SET ${sql.join(assignments(stepColumnsByKey, change), sql`, `)}
-          WHERE execution_id = ${executionId}::uuid AND index = ${index}::int AND EXISTS (SELECT 1 FROM changed)
-          RETURNING index)`,
+      ([index, change], i) => `, step_${i} AS (
+        UPDATE step_results SET ${assignments(stepColumnsByKey, change, param).join(', ')}
+        WHERE execution_id = ${id} AND index = ${param(index, 'int')} AND EXISTS (SELECT 1 FROM changed)
+        RETURNING index)`,
     );
     const eventRows = events.map(
       ({ transition, step, message, status: eventStatus }, i) =>
-        sql`(${i - (events.length - 1)}::int, ${transition.type}::text, ${eventStatus}::text, ${step?.before.index ?? null}::int,
-          ${step ? JSON.stringify(stepDeltaOf(step.change)) : null}::json, ${message}::text, ${at.toISOString()}::timestamptz)`,
+        `(${param(i - (events.length - 1), 'int')}, ${param(transition.type, 'text')}, ${param(eventStatus, 'text')}, ` +
+        `${param(step?.before.index ?? null, 'int')}, ${param(step ? JSON.stringify(stepDeltaOf(step.change)) : null, 'json')}, ` +
+        `${param(message, 'text')}, ${param(at.toISOString(), 'timestamptz')})`,
     );
-    const stepsFound = stepUpdates.length === 0 ? sql`0` : sql.join([...stepChanges.keys()].map((_, i) => sql`(SELECT count(*) FROM ${sql.identifier(`step_${i}`)})`), sql` + `);
+    const stepsFound = stepUpdates.length === 0 ? '0' : stepUpdates.map((_, i) => `(SELECT count(*) FROM step_${i})`).join(' + ');
     // The execution's status before the change comes from the row locked FOR UPDATE (the newest version), so an
     // event that does not set the status records the one it was in.
-    const result = await this.db.execute(sql`
-      WITH changed AS (
-        UPDATE executions SET ${sql.join(set, sql`, `)}
-        FROM (SELECT status AS old_status FROM executions WHERE id = ${executionId}::uuid FOR UPDATE) AS locked
-        WHERE ${conditions}
+    const rows = await this.raw(
+      `WITH changed AS (
+        UPDATE executions SET ${set.join(', ')}
+        FROM (SELECT status AS old_status FROM executions WHERE id = ${id} FOR UPDATE) AS locked
+        WHERE ${conditions.join(' AND ')}
         RETURNING executions.last_sequence, executions.status, executions.tenant_id, executions.correlation_id,
           executions.cancel_requested_at IS NOT NULL AS cancel_requested, locked.old_status
-      )${sql.join(stepUpdates, sql``)}, appended AS (
+      )${stepUpdates.join('')}, appended AS (
         INSERT INTO step_events (execution_id, sequence, tenant_id, correlation_id, type, execution_status, step_index, step, message, at)
-        SELECT ${executionId}::uuid, changed.last_sequence + event.offset_from_last, changed.tenant_id, changed.correlation_id,
+        SELECT ${id}, changed.last_sequence + event.offset_from_last, changed.tenant_id, changed.correlation_id,
           event.type, coalesce(event.status, changed.old_status), event.step_index, event.step, event.message, event.at
-        FROM changed CROSS JOIN (VALUES ${sql.join(eventRows, sql`, `)}) AS event(offset_from_last, type, status, step_index, step, message, at)
+        FROM changed CROSS JOIN (VALUES ${eventRows.join(', ')}) AS event(offset_from_last, type, status, step_index, step, message, at)
         RETURNING sequence
       )
       SELECT changed.last_sequence, changed.status, changed.tenant_id, changed.old_status, changed.cancel_requested,
         (${stepsFound})::int AS steps_found
-      FROM changed`);
-    const [row] = rowsOf(result) as {
+      FROM changed`,
+      params,
+    );
+    const [row] = rows as {
       last_sequence: number;
       status: string;
       tenant_id: string;
@@ -489,9 +502,15 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
   }
 }
 
-/** The rows a raw statement returned, whichever driver ran it (postgres.js: an array; PGlite: { rows }). */
-function rowsOf(result: unknown): Record<string, unknown>[] {
-  return Array.isArray(result) ? (result as Record<string, unknown>[]) : (result as { rows: Record<string, unknown>[] }).rows;
+/** Runs one statement with parameters, prepared, on whichever driver drizzle wraps (postgres.js or PGlite). */
+type RawQuery = (text: string, params: unknown[]) => Promise<Record<string, unknown>[]>;
+
+function rawQueryOf(db: Db): RawQuery {
+  const client = (db as unknown as { $client: unknown }).$client as
+    | { unsafe(text: string, params: unknown[], options: { prepare: boolean }): Promise<Record<string, unknown>[]> }
+    | { query(text: string, params: unknown[]): Promise<{ rows: Record<string, unknown>[] }> };
+  if ('unsafe' in client) return async (text, params) => [...(await client.unsafe(text, params, { prepare: true }))];
+  return async (text, params) => (await client.query(text, params)).rows;
 }
 
 /** The columns of a table by their key in the row type (`finalResult`), to name and encode them in raw SQL. */
@@ -501,14 +520,14 @@ function columnsByKey(table: typeof executions | typeof stepResults): ReadonlyMa
 const executionColumnsByKey = columnsByKey(executions);
 const stepColumnsByKey = columnsByKey(stepResults);
 
-/** `column = value` for each field of a change, each value encoded as its column encodes it (json, timestamps). */
-function assignments(columns: ReadonlyMap<string, PgColumn>, change: Record<string, unknown>): SQL[] {
-  const set: SQL[] = [];
+/** `column = $n` for each field of a change, each value encoded as its column encodes it (json, timestamps). */
+function assignments(columns: ReadonlyMap<string, PgColumn>, change: Record<string, unknown>, param: (value: unknown) => string): string[] {
+  const set: string[] = [];
   for (const [key, value] of Object.entries(change)) {
     if (value === undefined) continue;
     const column = columns.get(key);
     if (!column) throw new Error(`no column for ${key}`);
-    set.push(sql`${sql.identifier(column.name)} = ${sql.param(value, column)}`);
+    set.push(`"${column.name}" = ${param(value === null ? null : column.mapToDriverValue(value))}`);
   }
   return set;
 }
