@@ -36,7 +36,7 @@ export interface StepcastApp {
 
 /** The executor and what it stands on: the store, the bus, the dispatcher and the step handlers. */
 function composeExecutor(config: Config, database: Database, llm: LlmClient, secrets: SecretBox, logger: Logger): Executor {
-  const store = new DrizzleExecutionStore(database.db);
+  const store = new DrizzleExecutionStore(database.db, database.query);
   const knowledge = new TenantKnowledge(database, secrets);
   const settings = {
     ...config.executor,

@@ -53,6 +53,11 @@ export interface Database {
    * StatementTimeoutError or DatabaseQueryError.
    */
   runTenantQuery(query: TenantQuery): Promise<TenantQueryResult>;
+  /**
+   * Runs one of the service's own statements with parameters, prepared (once per connection): for the few written
+   * as text because they run at every step.
+   */
+  query(text: string, params: unknown[]): Promise<Record<string, unknown>[]>;
   /** Whether the database answers a trivial query within timeoutMs (the query itself is not cancelled). */
   ping(timeoutMs: number): Promise<boolean>;
   /** Runs several statements (DDL, bulk loads) in one transaction. */
@@ -159,6 +164,7 @@ async function openPglite(dataDir: string, maxMemoryMb: number): Promise<Databas
   return {
     kind: 'pglite',
     db,
+    query: async (text, params) => (await client.query<Record<string, unknown>>(text, params)).rows,
     runReadOnly: (query) =>
       client.transaction(async (tx) => {
         await tx.query('SET TRANSACTION READ ONLY');
@@ -226,10 +232,12 @@ async function openPostgres(url: string, poolSize: number, connections: Database
   // Tenants' statements have a pool of their own too, which hands json and jsonb over as text (see records.ts).
   const tenantClient = postgres(url, { max: connections.tenantStatements, onnotice: () => undefined, backoff: reconnectBackoff });
   for (const oid of TENANT_RAW_TEXT_TYPE_OIDS) tenantClient.options.parsers[oid] = (text: string) => text;
-  const db = drizzlePostgres({ client: preparing(client), schema: tables }) as unknown as Db;
+  const prepared = preparing(client);
+  const db = drizzlePostgres({ client: prepared, schema: tables }) as unknown as Db;
   return {
     kind: 'postgres',
     db,
+    query: async (text, params) => [...(await prepared.unsafe(text, params as postgres.ParameterOrJSON<never>[]))],
     runReadOnly: async (query) => {
       try {
         return await client.begin('read only', async (tx) => {

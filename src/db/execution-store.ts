@@ -55,11 +55,10 @@ const leaseExpiry = (ttlMs: number) => sql`clock_timestamp() + ${Math.max(1, Mat
 
 /** Every read and write of executions, step_results and step_events goes through here (PGlite and PostgreSQL). */
 export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, TenantDirectory {
-  private readonly raw: RawQuery;
-
-  constructor(private readonly db: Db) {
-    this.raw = rawQueryOf(db);
-  }
+  constructor(
+    private readonly db: Db,
+    private readonly raw: RawQuery,
+  ) {}
 
   async findTenant(tenantId: string): Promise<TenantRow | undefined> {
     const [row] = await this.db.select().from(tenants).where(eq(tenants.id, tenantId));
@@ -502,16 +501,8 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
   }
 }
 
-/** Runs one statement with parameters, prepared, on whichever driver drizzle wraps (postgres.js or PGlite). */
+/** Runs one of the service's own statements with parameters, prepared (Database.query). */
 type RawQuery = (text: string, params: unknown[]) => Promise<Record<string, unknown>[]>;
-
-function rawQueryOf(db: Db): RawQuery {
-  const client = (db as unknown as { $client: unknown }).$client as
-    | { unsafe(text: string, params: unknown[], options: { prepare: boolean }): Promise<Record<string, unknown>[]> }
-    | { query(text: string, params: unknown[]): Promise<{ rows: Record<string, unknown>[] }> };
-  if ('unsafe' in client) return async (text, params) => [...(await client.unsafe(text, params, { prepare: true }))];
-  return async (text, params) => (await client.query(text, params)).rows;
-}
 
 /** The columns of a table by their key in the row type (`finalResult`), to name and encode them in raw SQL. */
 function columnsByKey(table: typeof executions | typeof stepResults): ReadonlyMap<string, PgColumn> {

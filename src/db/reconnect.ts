@@ -70,6 +70,7 @@ export async function openDatabaseWhenReachable(
         return typeof value === 'function' ? value.bind(real.db) : value;
       },
     }),
+    query: (text, params) => (real ? real.query(text, params) : Promise.reject(unavailable())),
     runReadOnly: (query) => (real ? real.runReadOnly(query) : Promise.reject(unavailable())),
     runTenantQuery: (query) => (real ? real.runTenantQuery(query) : Promise.reject(unavailable())),
     ping: (timeoutMs) => (real ? real.ping(timeoutMs) : Promise.resolve(false)),

@@ -72,5 +72,5 @@ export async function storeQueuedExecution(
     maxStepTimeoutMs: executor.maxStepTimeoutMs,
     limits: inputLimits,
   });
-  return (await new DrizzleExecutionStore(database.db).createExecution(tenantId, plan)).execution;
+  return (await new DrizzleExecutionStore(database.db, database.query).createExecution(tenantId, plan)).execution;
 }
