@@ -1,22 +1,22 @@
-// npm run bench: end-to-end figures through the real server (HTTP + graphql-ws) on PGlite, and on
-// PostgreSQL when BENCH_DATABASE_URL is set. Sized for a 2-core machine; scale with BENCH_* variables.
+// npm run bench: one table of figures, each beside its floor measured in the same run, on PGlite and, when
+// BENCH_DATABASE_URL is set, on PostgreSQL (a fresh database the bench creates and drops). Sized for a 2-core
+// machine; scale with BENCH_* variables. Progress goes to stderr, the table to stdout at the end.
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createClient } from 'graphql-ws';
-import WebSocket from 'ws';
 import { startStepcast, type StepcastApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
+import { follow, percentile, submit } from './client.js';
+import { benchSteps, type StepsTarget } from './steps.js';
+import { currentLoad, formatTable, type BenchRow } from './table.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 40);
 const CONCURRENT = Number(process.env.BENCH_CONCURRENT ?? 20);
 const SUBSCRIBERS = Number(process.env.BENCH_SUBSCRIBERS ?? 50);
 const USERS = process.env.BENCH_USERS ?? '20000';
 
-const EXECUTE = `mutation Run($plan: PlanInput!) { executePlan(plan: $plan) { id } }`;
-const FOLLOW = `subscription Follow($id: ID!, $after: Int) { stepUpdates(executionId: $id, afterSequence: $after) { sequence type } }`;
 const TWO_STEP_PLAN = {
   query: 'memberships of recently active users',
   steps: [
@@ -37,37 +37,7 @@ const SQL_THEN_API_PLAN = {
   ],
 };
 
-async function submit(url: string, plan: unknown): Promise<string> {
-  const response = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ query: EXECUTE, variables: { plan } }),
-  });
-  const body = (await response.json()) as { data?: { executePlan: { id: string } }; errors?: unknown };
-  if (!body.data) throw new Error(`executePlan failed: ${JSON.stringify(body.errors)}`);
-  return body.data.executePlan.id;
-}
-
-function follow(wsUrl: string, id: string, after = 0): Promise<{ updates: number; last: string }> {
-  const client = createClient({ url: wsUrl, webSocketImpl: WebSocket, retryAttempts: 0 });
-  let updates = 0;
-  let last = '';
-  return new Promise<{ updates: number; last: string }>((resolve, reject) => {
-    client.subscribe(
-      { query: FOLLOW, variables: { id, after } },
-      {
-        next: (value) => {
-          updates += 1;
-          last = (value.data as { stepUpdates: { type: string } }).stepUpdates.type;
-        },
-        error: reject,
-        complete: () => resolve({ updates, last }),
-      },
-    );
-  }).finally(() => client.dispose());
-}
-
-const load = () => `load ${loadavg().map((value) => value.toFixed(2)).join(' ')}`;
+const progress = (backend: string, text: string) => console.error(`[${backend}] ${text} (load ${currentLoad().toFixed(2)})`);
 
 /** Peak resident memory of this process since the last reset (Linux /proc; 0 elsewhere). */
 async function peakRss(): Promise<number> {
@@ -91,16 +61,22 @@ async function probeUntil(url: string, until: Promise<unknown> | undefined, coun
   return samples;
 }
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
-
-function summarize(name: string, samplesMs: number[]): string {
+/** A latency row: p50 as the figure, p95 and max beside it. */
+function latencyRow(backend: string, name: string, samplesMs: number[]): BenchRow {
   const sorted = [...samplesMs].sort((a, b) => a - b);
-  return `${name.padEnd(44)} n=${String(sorted.length).padStart(4)}  p50=${percentile(sorted, 50).toFixed(1).padStart(7)} ms  p95=${percentile(sorted, 95).toFixed(1).padStart(7)} ms  max=${sorted.at(-1)!.toFixed(1).padStart(7)} ms`;
+  return {
+    name: `${name}: p50 (n=${sorted.length})`,
+    backend,
+    value: percentile(sorted, 50),
+    unit: 'ms',
+    note: `p95 ${percentile(sorted, 95).toFixed(1)} ms, max ${sorted.at(-1)!.toFixed(1)} ms`,
+    load: currentLoad(),
+  };
 }
 
-async function benchmark(label: string, env: Record<string, string>) {
+/** Plans end to end through the real server (HTTP + graphql-ws), and what a hostile tenant costs another client. */
+async function endToEnd(backend: string, env: Record<string, string>): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
   const dataDir = await mkdtemp(join(tmpdir(), 'stepcast-bench-'));
   const config = loadConfig({
     PORT: '0',
@@ -115,12 +91,13 @@ async function benchmark(label: string, env: Record<string, string>) {
     // Its subscribers are all one tenant's.
     STEPCAST_TENANT_MAX_SOCKETS: String(SUBSCRIBERS + 10),
     STEPCAST_TENANT_MAX_SUBSCRIPTIONS: String(SUBSCRIBERS + 10),
+    DATABASE_POOL_SIZE: '10',
     ...env,
   });
   const startedAt = performance.now();
   const app: StepcastApp = await startStepcast(config, createLogger('warn'));
   const wsUrl = app.url.replace(/^http/, 'ws');
-  console.log(`\n## ${label} (${USERS} demo users; first start ${(performance.now() - startedAt).toFixed(0)} ms)`);
+  progress(backend, `end-to-end server started in ${(performance.now() - startedAt).toFixed(0)} ms (${USERS} demo users)`);
   try {
     const latencies: number[] = [];
     for (let i = 0; i < RUNS; i++) {
@@ -130,7 +107,7 @@ async function benchmark(label: string, env: Record<string, string>) {
       if (last !== 'EXECUTION_SUCCEEDED') throw new Error(`run ended with ${last}`);
       latencies.push(performance.now() - t0);
     }
-    console.log(summarize('2-step plan, submit to terminal update', latencies));
+    rows.push(latencyRow(backend, '2-step plan, submit to terminal update', latencies));
 
     const apiLatencies: number[] = [];
     for (let i = 0; i < Math.ceil(RUNS / 2); i++) {
@@ -140,13 +117,21 @@ async function benchmark(label: string, env: Record<string, string>) {
       if (last !== 'EXECUTION_SUCCEEDED') throw new Error(`SQL+API run ended with ${last}`);
       apiLatencies.push(performance.now() - t0);
     }
-    console.log(summarize('SQL step, then a program making 10 API calls', apiLatencies));
+    rows.push(latencyRow(backend, 'SQL step, then a program making 10 API calls', apiLatencies));
+    progress(backend, 'plan latencies measured');
 
     const t0 = performance.now();
     const ids = await Promise.all(Array.from({ length: CONCURRENT }, () => submit(app.url, TWO_STEP_PLAN)));
     await Promise.all(ids.map((id) => follow(wsUrl, id)));
     const seconds = (performance.now() - t0) / 1000;
-    console.log(`${`${CONCURRENT} concurrent 2-step plans`.padEnd(44)} ${(CONCURRENT / seconds).toFixed(1)} executions/s (${seconds.toFixed(2)} s)`);
+    rows.push({
+      name: `${CONCURRENT} concurrent 2-step plans`,
+      backend,
+      value: CONCURRENT / seconds,
+      unit: 'executions/s',
+      note: `all done in ${seconds.toFixed(2)} s; 4 at once (the tenant's cap here)`,
+      load: currentLoad(),
+    });
 
     const steps = Array.from({ length: 50 }, (_, i) => ({ kind: 'SQL', queryContext: `step ${i + 1}`, sql: `SELECT ${i + 1} AS n` }));
     const longId = await submit(app.url, { query: 'long', steps });
@@ -154,7 +139,14 @@ async function benchmark(label: string, env: Record<string, string>) {
     const results = await Promise.all(Array.from({ length: SUBSCRIBERS }, () => follow(wsUrl, longId)));
     const fanOutMs = performance.now() - fanOut;
     const delivered = results.reduce((sum, r) => sum + r.updates, 0);
-    console.log(`${`${SUBSCRIBERS} subscribers on a 50-step plan`.padEnd(44)} ${delivered} updates delivered in ${fanOutMs.toFixed(0)} ms`);
+    rows.push({
+      name: `${SUBSCRIBERS} subscribers on a 50-step plan, to its end`,
+      backend,
+      value: fanOutMs,
+      unit: 'ms',
+      note: `${delivered} updates delivered`,
+      load: currentLoad(),
+    });
 
     const replays: number[] = [];
     for (let i = 0; i < 20; i++) {
@@ -163,12 +155,13 @@ async function benchmark(label: string, env: Record<string, string>) {
       if (updates !== 102) throw new Error(`replay delivered ${updates} updates, expected 102`);
       replays.push(performance.now() - r0);
     }
-    console.log(summarize('replay of a finished 102-update execution', replays));
+    rows.push(latencyRow(backend, 'replay of a finished 102-update execution', replays));
+    progress(backend, 'fan-out and replay measured');
 
     // A hostile tenant (issue 8): another client's latency while the plans below run, against the same
     // probe on the idle server measured just before (the floor), with peak resident memory.
-    const floor = [...(await probeUntil(app.url, undefined, 300))].sort((a, b) => a - b);
-    console.log(`${'idle server, { __typename } (the floor)'.padEnd(44)} p50=${percentile(floor, 50).toFixed(1)} ms  p99=${percentile(floor, 99).toFixed(1)} ms  (${load()})`);
+    const idle = [...(await probeUntil(app.url, undefined, 300))].sort((a, b) => a - b);
+    const idleP99 = percentile(idle, 99);
     const jsonbAgg = "SELECT jsonb_agg('{}'::jsonb) AS j FROM generate_series(1, 2500000)";
     const wide = "SELECT g AS id, repeat('x', 800) AS pad FROM generate_series(1, 10000) g";
     for (const [name, sql, critical] of [
@@ -185,36 +178,76 @@ async function benchmark(label: string, env: Record<string, string>) {
       const during = [...(await probeUntil(app.url, finished))].sort((a, b) => a - b);
       const { last } = await finished;
       const p99 = percentile(during, 99);
-      console.log(
-        `${`hostile: ${name}`.padEnd(44)} ${last}; others p50=${percentile(during, 50).toFixed(1)} ms p99=${p99.toFixed(1)} ms ` +
-          `(${(p99 / percentile(floor, 99)).toFixed(1)}x the floor's p99), peak RSS ${(Math.max(before, await peakRss()) / 1_048_576).toFixed(0)} MiB (${load()})`,
-      );
+      rows.push({
+        name: `hostile: ${name}; another client's { __typename } p99`,
+        backend,
+        value: p99,
+        unit: 'ms',
+        floor: idleP99,
+        bar: 'p99 < 1 s',
+        meets: p99 < 1000,
+        note:
+          `${last}; p50 ${percentile(during, 50).toFixed(1)} ms (idle ${percentile(idle, 50).toFixed(1)} ms); ` +
+          `peak RSS ${(Math.max(before, await peakRss()) / 1_048_576).toFixed(0)} MiB (the bench's process)`,
+        load: currentLoad(),
+      });
+      progress(backend, `hostile: ${name} measured`);
     }
   } finally {
     await app.close();
     await rm(dataDir, { recursive: true, force: true });
   }
+  return rows;
 }
 
-await benchmark('PGlite (embedded, worker thread)', {});
-if (process.env.BENCH_DATABASE_URL) {
-  const { default: postgres } = await import('postgres');
-  const admin = postgres(process.env.BENCH_DATABASE_URL, { max: 1, onnotice: () => undefined });
-  const name = `stepcast_bench_${Date.now()}`;
-  await admin.unsafe(`CREATE DATABASE ${name}`);
-  const url = new URL(process.env.BENCH_DATABASE_URL);
-  url.pathname = `/${name}`;
-  try {
-    await benchmark('PostgreSQL', { DATABASE_URL: url.toString(), DATABASE_POOL_SIZE: '10' });
-  } finally {
-    await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    // Tenant roles are server-wide; the ones this database made go with it.
-    const { tenantRolePrefix } = await import('../src/db/tenant-roles.js');
-    const roles = await admin<{ rolname: string }[]>`
-      SELECT rolname FROM pg_roles WHERE starts_with(rolname, ${tenantRolePrefix(name)})`;
-    for (const { rolname } of roles) await admin.unsafe(`DROP ROLE IF EXISTS "${rolname}"`);
-    await admin.end();
+/** Every measurement of one backend, in the table's order. */
+async function benchBackend(target: StepsTarget): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  progress(target.backend, 'steps against the 2-commit floor');
+  rows.push(...(await benchSteps(target)));
+  // HOOK (lead): fan-out to 1,000 subscribers, issue 10 parts 3 and 5 (bench/fanout.ts):
+  //   rows.push(...(await benchFanOut(target)));
+  rows.push(...(await endToEnd(target.backend, target.env)));
+  return rows;
+}
+
+const rows: BenchRow[] = [];
+try {
+  // On PGlite each server has a data directory of its own; the steps need no more than the default demo dataset.
+  rows.push(...(await benchBackend({ backend: 'PGlite', env: {} })));
+
+  if (process.env.BENCH_DATABASE_URL) {
+    const { default: postgres } = await import('postgres');
+    const admin = postgres(process.env.BENCH_DATABASE_URL, { max: 1, onnotice: () => undefined });
+    const name = `stepcast_bench_${Date.now()}`;
+    await admin.unsafe(`CREATE DATABASE ${name}`);
+    const url = new URL(process.env.BENCH_DATABASE_URL);
+    url.pathname = `/${name}`;
+    const databaseUrl = url.toString();
+    try {
+      rows.push(
+        ...(await benchBackend({
+          backend: 'PostgreSQL',
+          // Both servers share the bench's database, so both ask for the same demo dataset (the first seeds it).
+          env: { DATABASE_URL: databaseUrl, STEPCAST_DEMO_USERS: USERS },
+          floorUrl: databaseUrl,
+        })),
+      );
+      // HOOK (lead): history at 1,000,000 stored executions, issue 10 part 4, PostgreSQL only (bench/history.ts):
+      //   rows.push(...(await benchHistory(databaseUrl)));
+    } finally {
+      await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      // Tenant roles are server-wide; the ones this database made go with it.
+      const { tenantRolePrefix } = await import('../src/db/tenant-roles.js');
+      const roles = await admin<{ rolname: string }[]>`
+        SELECT rolname FROM pg_roles WHERE starts_with(rolname, ${tenantRolePrefix(name)})`;
+      for (const { rolname } of roles) await admin.unsafe(`DROP ROLE IF EXISTS "${rolname}"`);
+      await admin.end();
+    }
+  } else {
+    console.error('(PostgreSQL skipped: set BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test to include it)');
   }
-} else {
-  console.log('\n(PostgreSQL skipped: set BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test to include it)');
+} finally {
+  // Whatever was measured, even when a later part failed.
+  console.log(formatTable(rows));
 }
