@@ -6,6 +6,7 @@ import { Engine, type EngineDependencies } from '../src/executor/engine.js';
 import { RunStoppedError, StepFailure } from '../src/executor/errors.js';
 import { Executor, type ExecutorSettings } from '../src/executor/executor.js';
 import { MemoryExecutionStore } from '../src/executor/memory-store.js';
+import type { Transition } from '../src/executor/store.js';
 import { validatePlan, type PlanInput } from '../src/executor/plan.js';
 import { createTenantRateLimiter } from '../src/executor/rate-limiter.js';
 import { createInProcessStepUpdateBus } from '../src/executor/step-update-bus.js';
@@ -238,6 +239,34 @@ describe('engine: runs and resumes', () => {
       { index: 2, records: recordsOf(2), sample: recordsOf(2).slice(0, 2) },
     ]);
     expect((await world.store.loadExecution(id))!.leaseOwner).toBeNull();
+  });
+
+  it("commits once per step: a step's end carries the next step's start, the last one the execution's end", async () => {
+    const world = new World();
+    const id = await world.submit(3);
+    const statements: string[][] = [];
+    const view = Object.create(world.store) as MemoryExecutionStore;
+    view.recordTransition = async (executionId, batch) => {
+      statements.push((Array.isArray(batch) ? batch : [batch]).map((t: Transition) => t.type));
+      return world.store.recordTransition(executionId, batch);
+    };
+    // A step runs only once its start has been committed and published.
+    let seenByStep2: StepUpdate | undefined;
+    world.behaviours.set(2, async () => {
+      seenByStep2 = world.published.at(-1);
+      return outcome(2);
+    });
+    await new Engine(world.engineDeps('worker-1', view)).run(id);
+    expect(statements).toEqual([
+      ['EXECUTION_STARTED', 'STEP_STARTED'],
+      ['STEP_SUCCEEDED', 'STEP_STARTED'],
+      ['STEP_SUCCEEDED', 'STEP_STARTED'],
+      ['STEP_SUCCEEDED', 'EXECUTION_SUCCEEDED'],
+    ]);
+    expect(seenByStep2).toMatchObject({ type: 'STEP_STARTED', status: 'RUNNING', step: { index: 2, status: 'RUNNING' } });
+    const events = await expectWellFormedLog(world, id);
+    // Each event of a statement carries the execution's status as that event left it.
+    expect(events.map((e) => e.status)).toEqual([...Array(7).fill('RUNNING'), 'SUCCEEDED']);
   });
 
   // A 3-step run commits its 8 transitions in 4 statements (a step's end carries the next step's start, the last
