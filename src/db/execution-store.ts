@@ -230,7 +230,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
         )
         .where(and(sql`${executions.id} = ANY(${idArray})`, eq(executions.tenantId, tenantId))),
     );
-    return this.db
+    const steps = await this.db
       .with(planned)
       .select({
         ...stepColumns,
@@ -239,8 +239,9 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
       })
       .from(stepResults)
       .innerJoin(planned, and(eq(planned.executionId, stepResults.executionId), eq(planned.index, stepResults.index)))
-      .where(and(sql`${stepResults.executionId} = ANY(${idArray})`, eq(stepResults.tenantId, tenantId)))
-      .orderBy(asc(stepResults.executionId), asc(stepResults.index));
+      .where(and(sql`${stepResults.executionId} = ANY(${idArray})`, eq(stepResults.tenantId, tenantId)));
+    // Ordered here, not by the database: a page's few hundred rows, and the plan then has no Sort node.
+    return steps.sort((a, b) => (a.executionId < b.executionId ? -1 : a.executionId > b.executionId ? 1 : a.index - b.index));
   }
 
   async findStepResult(tenantId: string, executionId: string, index: number): Promise<unknown[] | null> {
