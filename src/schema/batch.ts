@@ -18,14 +18,17 @@ export function batchLoader<V>(
   const dispatch = () => {
     const batch = pending!;
     pending = null;
-    loadMany([...batch.keys]).then(
-      (values) => {
-        for (const { key, resolve } of batch.waiting) resolve(values.has(key) ? values.get(key)! : missing());
-      },
-      (error: unknown) => {
-        for (const { reject } of batch.waiting) reject(error);
-      },
-    );
+    // Through a promise, so that loadMany throwing rejects the batch's loads instead of escaping the tick.
+    void Promise.resolve()
+      .then(() => loadMany([...batch.keys]))
+      .then(
+        (values) => {
+          for (const { key, resolve } of batch.waiting) resolve(values.has(key) ? values.get(key)! : missing());
+        },
+        (error: unknown) => {
+          for (const { reject } of batch.waiting) reject(error);
+        },
+      );
   };
 
   return (key) =>
