@@ -26,6 +26,7 @@ import { stepcastCostModel } from './limits/query-cost.js';
 import { CLOSE_TOO_MANY_SOCKETS, TenantConnectionShares, tenantSubscriptionLimitPlugin } from './limits/tenant-connections.js';
 import { logClientProtocolErrors, webSocketServerOptions, withWebSocketLimits } from './limits/websocket-limits.js';
 import type { Logger } from './logger.js';
+import { batchLoader } from './schema/batch.js';
 import type { GraphQLContext } from './schema/context.js';
 import { schema } from './schema/index.js';
 
@@ -146,6 +147,10 @@ export function createGraphQLServer({
     tenantId: principal.tenantId,
     stillAuthorized: () => authenticator.stillValid(principal),
     watchCredential: (onInvalid) => liveCredentials.watch(principal, onInvalid),
+    loadSteps: batchLoader(
+      (executionIds) => executor.listStepsOfExecutions(principal.tenantId, executionIds),
+      () => [],
+    ),
   });
 
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({

@@ -1,10 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createApiKey, createTenant } from '../src/admin/tenants.js';
+import { DrizzleExecutionStore } from '../src/db/execution-store.js';
+import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import type { ExecutionFilter, ExecutionsQuery as ExecutionsResult } from './generated/graphql.js';
 import { backends } from './support/database.js';
-import { ExecutionQuery, ExecutionsQuery } from './support/operations.js';
+import { ExecutionQuery, ExecutionsQuery, ExecutionsWithStepsQuery } from './support/operations.js';
 import { fetchExecution, sqlStep, submitPlan, type ExecutionDetails } from './support/plans.js';
-import { startTestServer, type TestServer } from './support/server.js';
+import { startTestServer, type TestClient, type TestServer } from './support/server.js';
 
 const TWO_USERS = 'SELECT id FROM users ORDER BY id LIMIT 2';
 const REJECTED_SQL = 'SELECT pg_sleep(1)';
@@ -13,7 +16,7 @@ const FINISHED_STATUSES: readonly string[] = ['SUCCEEDED', 'FAILED', 'CANCELLED'
 type Page = ExecutionsResult['executions'];
 
 /** Polls execution(id) until it has finished; fails after a bounded number of tries. */
-async function waitUntilFinished(server: TestServer, id: string, tries = 400, pauseMs = 25): Promise<ExecutionDetails> {
+async function waitUntilFinished(server: TestClient, id: string, tries = 400, pauseMs = 25): Promise<ExecutionDetails> {
   let execution: ExecutionDetails | undefined;
   for (let attempt = 0; attempt < tries; attempt++) {
     execution = await fetchExecution(server, id);
@@ -284,6 +287,114 @@ for (const { backend, skipReason } of backends) {
       for (const after of forged) {
         await expectBadUserInput({ first: 2, after }, /pass an endCursor from a previous page/);
       }
+    });
+  });
+}
+
+/** The store's reads a history request could make; the executor's own background calls (leases, sweeps) are not among them. */
+const READS = ['listExecutions', 'listSteps', 'listStepsOfExecutions', 'findExecution', 'loadEvents', 'findStepResult'] as const;
+
+for (const { backend, skipReason } of backends) {
+  describe.skipIf(skipReason !== null)(`history with steps on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
+    let server: TestServer;
+    let demo: TestClient;
+    let other: TestClient;
+    /** The demo tenant's executions, newest first, with the sql of each of their steps. */
+    const demoRuns: { id: string; sqls: string[] }[] = [];
+    let otherRun: { id: string; sqls: string[] };
+    const spies = new Map<string, { mock: { calls: unknown[][] } }>();
+
+    /** The store reads made while `request` ran, by method, with the ids listStepsOfExecutions was given. */
+    async function readsDuring(request: () => Promise<unknown>): Promise<{ counts: Record<string, number>; batches: string[][] }> {
+      const before = new Map([...spies].map(([name, spy]) => [name, spy.mock.calls.length]));
+      await request();
+      const counts: Record<string, number> = {};
+      for (const [name, spy] of spies) {
+        const made = spy.mock.calls.length - before.get(name)!;
+        if (made > 0) counts[name] = made;
+      }
+      const batchCalls = spies.get('listStepsOfExecutions')!.mock.calls.slice(before.get('listStepsOfExecutions'));
+      return { counts, batches: batchCalls.map((args) => [...(args[1] as string[])]) };
+    }
+
+    async function run(client: TestClient, sqls: string[]): Promise<string> {
+      const id = await submitPlan(client, { query: `history with steps: ${sqls.join('; ')}`, steps: sqls.map((sql) => sqlStep(sql)) });
+      const finished = await waitUntilFinished(client, id);
+      expect(finished.status).toBe('SUCCEEDED');
+      return id;
+    }
+
+    beforeAll(async () => {
+      server = await startTestServer(backend, {
+        env: {
+          STEPCAST_AUTH: 'on',
+          STEPCAST_DEMO: 'on',
+          STEPCAST_TENANT_RATE_BURST: '100',
+          STEPCAST_TENANT_RATE_PER_MINUTE: '6000',
+          // The cost counts every execution of a page at the most steps a plan may have: 20 of them with steps exceed the default.
+          STEPCAST_GRAPHQL_MAX_COST: '50000',
+        },
+      });
+      const { database, secrets } = server.app;
+      await createTenant(database, secrets, { name: 'Other', id: 'other' });
+      demo = server.as(`Bearer ${(await createApiKey(database, DEMO_TENANT_ID)).token}`);
+      other = server.as(`Bearer ${(await createApiKey(database, 'other')).token}`);
+      otherRun = { sqls: ["SELECT 'other' AS tenant"], id: '' };
+      otherRun.id = await run(other, otherRun.sqls);
+      // 21 executions of one to three steps each, every step selecting a number of its own: more than a page of 20.
+      const created: { id: string; sqls: string[] }[] = [];
+      for (let i = 0; i < 21; i++) {
+        const sqls = Array.from({ length: (i % 3) + 1 }, (_, k) => `SELECT ${i * 10 + k} AS n`);
+        created.push({ id: await run(demo, sqls), sqls });
+      }
+      demoRuns.push(...created.reverse());
+      for (const name of READS) spies.set(name, vi.spyOn(DrizzleExecutionStore.prototype, name));
+    });
+
+    afterAll(async () => {
+      vi.restoreAllMocks();
+      await server?.close();
+    });
+
+    it('reads the steps of a whole page in one query, whether the page holds 2 executions or 20', async () => {
+      for (const first of [2, 20]) {
+        const { counts, batches } = await readsDuring(async () => {
+          const response = await demo.request(ExecutionsWithStepsQuery, { first });
+          expect(response.errors).toBeUndefined();
+          expect(response.data!.executions.edges).toHaveLength(first);
+        });
+        expect(counts, `store reads for a page of ${first}`).toEqual({ listExecutions: 1, listStepsOfExecutions: 1 });
+        expect(new Set(batches[0]), `ids loaded for a page of ${first}`).toEqual(new Set(demoRuns.slice(0, first).map((r) => r.id)));
+      }
+    });
+
+    it("gives every execution of the page its own steps, in order, with their sql and records", async () => {
+      const response = await demo.request(ExecutionsWithStepsQuery, { first: 20 });
+      expect(response.errors).toBeUndefined();
+      const edges = response.data!.executions.edges;
+      expect(edges.map((edge) => edge.node.id)).toEqual(demoRuns.slice(0, 20).map((r) => r.id));
+      for (const [i, { node }] of edges.entries()) {
+        const { sqls } = demoRuns[i]!;
+        expect(node.steps, `steps of execution ${i}`).toEqual(
+          sqls.map((sql, k) => ({ index: k + 1, status: 'SUCCEEDED', sql, result: [{ n: Number(/\d+/.exec(sql)![0]) }] })),
+        );
+      }
+    });
+
+    it("shows each tenant only its executions and their steps, and never loads another tenant's steps", async () => {
+      const response = await other.request(ExecutionsWithStepsQuery, { first: 20 });
+      expect(response.errors).toBeUndefined();
+      expect(response.data!.executions.edges).toEqual([
+        { node: { id: otherRun.id, steps: [{ index: 1, status: 'SUCCEEDED', sql: otherRun.sqls[0], result: [{ tenant: 'other' }] }] } },
+      ]);
+      // Asked for both tenants' executions at once, the store answers only those of the tenant asking.
+      const mixed = [demoRuns[0]!.id, otherRun.id];
+      const forOther = await server.app.executor.listStepsOfExecutions('other', mixed);
+      expect(forOther.get(demoRuns[0]!.id)).toEqual([]);
+      expect(forOther.get(otherRun.id)!.map((step) => step.sql)).toEqual(otherRun.sqls);
+      const forDemo = await server.app.executor.listStepsOfExecutions(DEMO_TENANT_ID, mixed);
+      expect(forDemo.get(otherRun.id)).toEqual([]);
+      expect(forDemo.get(demoRuns[0]!.id)!.map((step) => step.sql)).toEqual(demoRuns[0]!.sqls);
     });
   });
 }

@@ -207,6 +207,45 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
       .orderBy(asc(stepResults.index));
   }
 
+  /**
+   * The steps of many executions of one tenant (without their full records) in one statement, ordered by
+   * execution then index: what a page of history with its steps reads (src/schema/batch.ts gathers the
+   * page's executions into one call). Each step's sql and code as in listSteps: the agent's, or else the
+   * plan's, read from each plan once. An id that is not the tenant's execution (or not a UUID) has no steps.
+   */
+  async listStepsOfExecutions(tenantId: string, executionIds: readonly string[]): Promise<StepRow[]> {
+    const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+    const ids = [...new Set(executionIds)].filter((id) => uuid.test(id));
+    if (ids.length === 0) return [];
+    // One parameter (a uuid[] literal), so the statement is the same text whatever the page size.
+    const idArray = sql`${`{${ids.join(',')}}`}::uuid[]`;
+    const planned = this.db.$with('planned').as(
+      this.db
+        .select({
+          executionId: sql<string>`${executions.id}`.as('planned_execution_id'),
+          index: sql<number>`planned_step.ordinal::int`.as('planned_index'),
+          planSql: sql<string | null>`planned_step.step ->> 'sql'`.as('planned_sql'),
+          planCode: sql<string | null>`planned_step.step ->> 'code'`.as('planned_code'),
+        })
+        .from(
+          sql`${executions} CROSS JOIN LATERAL jsonb_array_elements(${executions.plan} -> 'steps') WITH ORDINALITY AS planned_step(step, ordinal)`,
+        )
+        .where(and(sql`${executions.id} = ANY(${idArray})`, eq(executions.tenantId, tenantId))),
+    );
+    const steps = await this.db
+      .with(planned)
+      .select({
+        ...stepColumns,
+        sql: sql<string | null>`coalesce(${stepResults.sql}, ${planned.planSql})`,
+        code: sql<string | null>`coalesce(${stepResults.code}, ${planned.planCode})`,
+      })
+      .from(stepResults)
+      .innerJoin(planned, and(eq(planned.executionId, stepResults.executionId), eq(planned.index, stepResults.index)))
+      .where(and(sql`${stepResults.executionId} = ANY(${idArray})`, eq(stepResults.tenantId, tenantId)));
+    // Ordered here, not by the database: a page's few hundred rows, and the plan then has no Sort node.
+    return steps.sort((a, b) => (a.executionId < b.executionId ? -1 : a.executionId > b.executionId ? 1 : a.index - b.index));
+  }
+
   async findStepResult(tenantId: string, executionId: string, index: number): Promise<unknown[] | null> {
     const [row] = await this.db
       .select({ result: stepResults.result })

@@ -340,6 +340,13 @@ export class Executor {
     return this.store.listSteps(executionId, tenantId);
   }
 
+  /** The steps of many executions of the tenant, each execution's in index order (one read of the store). */
+  async listStepsOfExecutions(tenantId: string, executionIds: readonly string[]): Promise<Map<string, StepRow[]>> {
+    const byExecution = new Map<string, StepRow[]>(executionIds.map((id) => [id, []]));
+    for (const step of await this.store.listStepsOfExecutions(tenantId, executionIds)) byExecution.get(step.executionId)?.push(step);
+    return byExecution;
+  }
+
   findStepResult(tenantId: string, executionId: string, index: number): Promise<unknown[] | null> {
     return this.store.findStepResult(tenantId, executionId, index);
   }

@@ -144,6 +144,12 @@ export class MemoryExecutionStore implements ExecutionStore, LeaseProvider, Tena
     return stored.steps.map(({ records: _records, ...step }) => clone(step));
   }
 
+  async listStepsOfExecutions(tenantId: string, executionIds: readonly string[]): Promise<StepRow[]> {
+    const steps: StepRow[] = [];
+    for (const id of [...new Set(executionIds)].sort()) steps.push(...(await this.listSteps(id, tenantId)));
+    return steps;
+  }
+
   async findStepResult(tenantId: string, executionId: string, index: number): Promise<unknown[] | null> {
     const stored = this.executions.get(executionId);
     if (!stored || stored.row.tenantId !== tenantId) return null;

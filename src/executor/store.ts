@@ -160,6 +160,11 @@ export interface ExecutionStore {
   listExecutions(tenantId: string, request: ExecutionPageRequest): Promise<ExecutionPage>;
   /** The steps of an execution (without their full records); with tenantId, only if the execution is that tenant's. */
   listSteps(executionId: string, tenantId?: string): Promise<StepRow[]>;
+  /**
+   * The steps of many executions of the tenant (without their full records), ordered by execution then
+   * index, in one read: a page of history with its steps. Ids that are not the tenant's executions have none.
+   */
+  listStepsOfExecutions(tenantId: string, executionIds: readonly string[]): Promise<StepRow[]>;
   findStepResult(tenantId: string, executionId: string, index: number): Promise<unknown[] | null>;
   /** The updates after afterSequence (up to upToSequence), each with its step as it was then. */
   loadEvents(executionId: string, afterSequence: number, upToSequence?: number): Promise<StepUpdate[]>;

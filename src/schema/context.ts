@@ -1,4 +1,5 @@
 import type { Principal } from '../auth/authenticator.js';
+import type { StepRow } from '../db/tables.js';
 import type { Executor } from '../executor/executor.js';
 
 export interface GraphQLContext {
@@ -11,4 +12,10 @@ export interface GraphQLContext {
   stillAuthorized: () => boolean;
   /** Calls onInvalid once the credential stops standing; returns the function that stops watching. */
   watchCredential: (onInvalid: () => void) => () => void;
+  /**
+   * The steps of one of the tenant's executions (none if it is not the tenant's). The loads of one tick are
+   * one read of the store (src/schema/batch.ts): a page of executions with their steps is one query, not one per
+   * execution.
+   */
+  loadSteps: (executionId: string) => Promise<StepRow[]>;
 }

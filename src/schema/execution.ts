@@ -39,7 +39,8 @@ export const ExecutionRef = builder.objectRef<ExecutionRow>('Execution').impleme
     plan: t.field({ type: PlanRef, resolve: (execution) => execution.plan }),
     steps: t.field({
       type: [StepResultRef],
-      resolve: (execution, _args, context) => context.executor.listSteps(context.tenantId, execution.id),
+      // Batched: the steps of every execution of a page are one read (context.loadSteps).
+      resolve: (execution, _args, context) => context.loadSteps(execution.id),
     }),
     totalSteps: t.exposeInt('totalSteps'),
     successfulSteps: t.exposeInt('successfulSteps'),

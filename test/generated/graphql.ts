@@ -117,6 +117,13 @@ export type ExecutionsQueryVariables = Exact<{
 
 export type ExecutionsQuery = { executions: { edges: Array<{ cursor: string, node: { id: string, status: ExecutionStatus, correlationId: string, createdAt: string } }>, pageInfo: { hasNextPage: boolean, endCursor: string | null } } };
 
+export type ExecutionsWithStepsQueryVariables = Exact<{
+  first?: number | null | undefined;
+}>;
+
+
+export type ExecutionsWithStepsQuery = { executions: { edges: Array<{ node: { id: string, steps: Array<{ index: number, status: StepStatus, sql: string | null, result: unknown }> } }> } };
+
 export type StepUpdatesSubscriptionVariables = Exact<{
   executionId: string | number;
   afterSequence?: number | null | undefined;
@@ -335,6 +342,23 @@ export const ExecutionsDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<ExecutionsQuery, ExecutionsQueryVariables>;
+export const ExecutionsWithStepsDocument = new TypedDocumentString(`
+    query ExecutionsWithSteps($first: Int) {
+  executions(first: $first) {
+    edges {
+      node {
+        id
+        steps {
+          index
+          status
+          sql
+          result
+        }
+      }
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<ExecutionsWithStepsQuery, ExecutionsWithStepsQueryVariables>;
 export const StepUpdatesDocument = new TypedDocumentString(`
     subscription StepUpdates($executionId: ID!, $afterSequence: Int) {
   stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {

@@ -110,6 +110,24 @@ export const ExecutionsQuery = graphql(`
   }
 `);
 
+export const ExecutionsWithStepsQuery = graphql(`
+  query ExecutionsWithSteps($first: Int) {
+    executions(first: $first) {
+      edges {
+        node {
+          id
+          steps {
+            index
+            status
+            sql
+            result
+          }
+        }
+      }
+    }
+  }
+`);
+
 export const StepUpdatesSubscription = graphql(`
   subscription StepUpdates($executionId: ID!, $afterSequence: Int) {
     stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {
