@@ -84,15 +84,19 @@ const TENANT_RAW_TEXT_TYPE_OIDS = [...RAW_TEXT_TYPE_OIDS, 114, 3802];
  * text and types), in transactions too. drizzle sends every query through `unsafe()`, which postgres.js does not
  * prepare, and then asks the server to describe each query with parameters before binding them: a round trip of
  * its own for every statement. Prepared, a statement seen before on the connection is parsed, bound and run in one
- * flight. The service's statements come in a few dozen shapes, so what each connection keeps stays small; tenants'
- * statements never come through here.
+ * flight. The service's statements come in a few dozen shapes, so what each connection keeps stays small (postgres.js
+ * never lets one go until the connection closes): a statement with many parameters, whose text varies with a list's
+ * length (a plan's steps inserted in one statement, a list of keys), is not prepared. Tenants' statements never come
+ * through here.
  */
+const MAX_PREPARED_PARAMETERS = 32;
+
 function preparing<T extends postgres.Sql | postgres.TransactionSql>(client: T): T {
   return new Proxy(client, {
     get(target, property, receiver) {
       if (property === 'unsafe') {
         return (query: string, params?: postgres.ParameterOrJSON<never>[], options?: postgres.UnsafeQueryOptions) =>
-          target.unsafe(query, params, { ...options, prepare: true });
+          target.unsafe(query, params, { ...options, prepare: (params?.length ?? 0) <= MAX_PREPARED_PARAMETERS });
       }
       if (property === 'begin' || property === 'savepoint') {
         const original = Reflect.get(target, property, receiver) as (...args: unknown[]) => unknown;
@@ -237,7 +241,8 @@ async function openPostgres(url: string, poolSize: number, connections: Database
   return {
     kind: 'postgres',
     db,
-    query: async (text, params) => [...(await prepared.unsafe(text, params as postgres.ParameterOrJSON<never>[]))],
+    // Always prepared: the caller's statements take a few shapes whatever their number of parameters.
+    query: async (text, params) => [...(await client.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true }))],
     runReadOnly: async (query) => {
       try {
         return await client.begin('read only', async (tx) => {

@@ -491,7 +491,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
         `${param(step?.before.index ?? null, 'int')}, ${param(step ? JSON.stringify(stepDeltaOf(step.change)) : null, 'json')}, ` +
         `${param(message, 'text')}, ${param(at.toISOString(), 'timestamptz')})`,
     );
-    const stepsFound = stepUpdates.length === 0 ? '0' : stepUpdates.map((_, i) => `(SELECT count(*) FROM step_${i})`).join(' + ');
+    const stepsFound = stepUpdates.map((_, i) => `(SELECT count(*) FROM step_${i})`).join(' + ');
     // The execution's status before the change comes from the row locked FOR UPDATE (the newest version), so an
     // event that does not set the status records the one it was in.
     const rows = await this.raw(
@@ -509,7 +509,14 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
         RETURNING sequence
       )
       SELECT changed.last_sequence, changed.status, changed.tenant_id, changed.old_status, changed.cancel_requested,
-        (${stepsFound})::int AS steps_found
+        -- A step the batch names that does not exist fails the whole statement, so nothing of it commits.
+        ${
+          stepUpdates.length === 0
+            ? 'NULL'
+            : // Not constant (it counts rows), so the planner cannot fold the failing cast into an error of every statement.
+              `CASE WHEN (${stepsFound}) <> ${param(stepChanges.size, 'int')}
+          THEN ('stepcast: a step this transition changes does not exist (' || (${stepsFound}) || ' found)')::int END`
+        } AS missing_step
       FROM changed`,
       params,
     );
@@ -519,12 +526,8 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
       tenant_id: string;
       old_status: string;
       cancel_requested: boolean;
-      steps_found: number;
     }[];
     if (!row) throw new ExecutionNotRunnableError(executionId);
-    if (Number(row.steps_found) !== stepChanges.size) {
-      throw new Error(`a step changed by ${first.type} of execution ${executionId} does not exist`);
-    }
     const lastSequence = Number(row.last_sequence);
     const updates = events.map(({ transition, step, message, status: eventStatus }, i): StepUpdate => ({
       executionId,
