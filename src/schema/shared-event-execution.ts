@@ -163,15 +163,14 @@ function mapEvents(
     [Symbol.asyncIterator]() {
       return this;
     },
-    async next() {
-      let step: IteratorResult<unknown>;
-      try {
-        step = await iterator.next();
-      } catch (error) {
-        throw located(error);
-      }
-      if (step.done) return done();
-      return { done: false, value: await map(step.value) };
+    // Plain promise callbacks, not an async function: a quiet stream holds one reaction here, not a suspended frame.
+    next() {
+      return iterator.next().then(
+        (step) => (step.done ? done() : Promise.resolve(map(step.value)).then((value) => ({ done: false, value }))),
+        (error: unknown) => {
+          throw located(error);
+        },
+      );
     },
     async return() {
       await iterator.return?.();
