@@ -15,15 +15,18 @@ export function releaseOnEnd<T>(source: AsyncIterable<T>, release: () => void): 
     [Symbol.asyncIterator]() {
       return this;
     },
-    async next() {
-      try {
-        const result = await iterator.next();
-        if (result.done) releaseOnce();
-        return result;
-      } catch (error) {
-        releaseOnce();
-        throw error;
-      }
+    // Plain promise callbacks, not an async function: a quiet stream holds one reaction here, not a suspended frame.
+    next() {
+      return iterator.next().then(
+        (result) => {
+          if (result.done) releaseOnce();
+          return result;
+        },
+        (error: unknown) => {
+          releaseOnce();
+          throw error;
+        },
+      );
     },
     async return(value?: unknown) {
       releaseOnce();

@@ -29,6 +29,7 @@ import type { Logger } from './logger.js';
 import { batchLoader } from './schema/batch.js';
 import type { GraphQLContext } from './schema/context.js';
 import { schema } from './schema/index.js';
+import { sharedEventExecutionPlugin } from './schema/shared-event-execution.js';
 
 export interface GraphQLServerOptions {
   executor: Executor;
@@ -166,6 +167,8 @@ export function createGraphQLServer({
       ...(corsOrigins.length > 0 ? [varyOnOrigin] : []),
       csrfPreventionPlugin(),
       ...graphqlLimitPlugins(limits.graphql, stepcastCostModel(limits.inputLimits.maxSteps)),
+      // One execution of a live update per distinct selection, variables and tenant, not one per subscriber.
+      sharedEventExecutionPlugin({ fields: ['stepUpdates'], contextKey: (context) => (context as GraphQLContext).tenantId }),
       // Last, so that a subscription the limits above refuse takes no slot.
       tenantSubscriptionLimitPlugin(shares, (context) => (context as GraphQLContext).tenantId),
     ],

@@ -1,4 +1,3 @@
-import { Repeater } from 'graphql-yoga';
 import { isFinished, isTerminalUpdate, type ExecutionStatus, type StepUpdate } from './step-update.js';
 import type { StepUpdateBus } from './step-update-bus.js';
 import type { ExecutionStore } from './store.js';
@@ -27,6 +26,10 @@ export interface StreamAccess {
  * Stored updates after `afterSequence`, then live ones, in sequence order with no gap and no
  * duplicate. Live updates that arrive out of turn (while the replay reads, or after a slow
  * consumer overflowed its buffer) are filled in from the store, which holds every committed update.
+ *
+ * Pulled, not pushed: nothing runs between the consumer's calls to next() but the bus listener, and a quiet stream
+ * holds a buffer, a few closures and the one pending next() (a thousand idle subscriptions are held in memory at
+ * once). The bus is listened to from the first next() (before the replay reads) until the stream ends.
  */
 export function streamStepUpdates({
   store,
@@ -45,81 +48,138 @@ export function streamStepUpdates({
   access: StreamAccess;
   /** Called once the stream has ended, however it ended (completed, client gone, shutdown). */
   onClose?: () => void;
-}): AsyncIterable<StepUpdate | StreamDenied> {
-  return new Repeater<StepUpdate | StreamDenied>(async (push, stop) => {
-    let buffered: StepUpdate[] = [];
-    let wake: (() => void) | undefined;
-    const unsubscribe = bus.subscribe(executionId, (update) => {
-      buffered.push(update);
+}): AsyncIterableIterator<StepUpdate | StreamDenied> {
+  /** Live updates from the bus, not yet looked at. */
+  let buffered: StepUpdate[] = [];
+  /** Contiguous updates after the last one handed out, up to lastSequence; checked as each is handed out. */
+  let ready: StepUpdate[] = [];
+  let lastSequence = afterSequence;
+  let wake: (() => void) | undefined;
+  let denied: StreamDenied | undefined;
+  let started = false;
+  let replayed = false;
+  /** Nothing more comes after `ready`: the terminal update is in it, or the execution had ended. */
+  let ending = false;
+  let closed = false;
+  let unsubscribe: (() => void) | undefined;
+  /** The next() being answered: calls run one after another. */
+  let pulling: Promise<unknown> | undefined;
+
+  const onRevoked = () => {
+    denied = { denied: 'credential' };
+    wake?.();
+  };
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    unsubscribe?.();
+    shutdown.removeEventListener('abort', close);
+    access.revoked?.removeEventListener('abort', onRevoked);
+    buffered = [];
+    ready = [];
+    wake?.();
+    onClose?.();
+  };
+  const done = (): IteratorResult<StepUpdate | StreamDenied> => {
+    close();
+    return { done: true, value: undefined };
+  };
+  const deny = (reason: StreamDenied): IteratorResult<StepUpdate | StreamDenied> => {
+    ending = true;
+    ready = [];
+    return { done: false, value: reason };
+  };
+
+  /** Puts `updates` in `ready` in sequence, filling gaps from the store; true once the terminal update is in. */
+  const accept = async (updates: readonly StepUpdate[]): Promise<boolean> => {
+    for (const update of updates) {
+      if (update.sequence <= lastSequence) continue;
+      if (update.sequence > lastSequence + 1) {
+        const missing = await store.loadEvents(executionId, lastSequence, update.sequence - 1);
+        if (await accept(missing)) return true;
+        if (update.sequence !== lastSequence + 1) continue;
+      }
+      ready.push(update);
+      lastSequence = update.sequence;
+      if (isTerminalUpdate(update.type)) return true;
+    }
+    return false;
+  };
+
+  /** The stored updates; true when nothing comes after them. */
+  const replay = async (): Promise<boolean> => {
+    if (await accept(await store.loadEvents(executionId, lastSequence))) return true;
+    const execution = await store.loadExecution(executionId);
+    return !execution || (isFinished(execution.status as ExecutionStatus) && lastSequence >= execution.lastSequence);
+  };
+
+  const start = () => {
+    started = true;
+    if (shutdown.aborted) return close();
+    unsubscribe = bus.subscribe(executionId, (live) => {
+      buffered.push(live);
       if (buffered.length > MAX_BUFFERED_LIVE_UPDATES) buffered = buffered.slice(-1);
       wake?.();
     });
-    const onShutdown = () => stop();
-    shutdown.addEventListener('abort', onShutdown);
-    let denied: StreamDenied | undefined;
-    const onRevoked = () => {
-      denied = { denied: 'credential' };
-      wake?.();
-    };
+    shutdown.addEventListener('abort', close);
     if (access.revoked?.aborted) onRevoked();
     access.revoked?.addEventListener('abort', onRevoked);
-    const deny = async (reason: StreamDenied): Promise<true> => {
-      await push(reason);
-      return true;
-    };
-    let stopped = false;
-    void stop.then(() => {
-      stopped = true;
-      wake?.();
-    });
+  };
 
-    let lastSequence = afterSequence;
-    const emit = async (updates: StepUpdate[]): Promise<boolean> => {
-      for (const update of updates) {
-        if (denied) return deny(denied);
-        if (update.sequence <= lastSequence) continue;
-        if (update.sequence > lastSequence + 1) {
-          const missing = await store.loadEvents(executionId, lastSequence, update.sequence - 1);
-          if (await emit(missing)) return true;
-          if (update.sequence !== lastSequence + 1) continue;
-        }
-        // Checked per update, not only at subscribe time: a revoked key or a foreign row ends the stream.
+  const pull = async (): Promise<IteratorResult<StepUpdate | StreamDenied>> => {
+    for (;;) {
+      if (closed) return { done: true, value: undefined };
+      if (denied) return ending && ready.length === 0 ? done() : deny(denied);
+      const update = ready.shift();
+      if (update) {
+        // Checked per update as it is handed out, not only at subscribe time: a revoked key or a foreign row ends the stream.
         if (update.tenantId !== access.tenantId) return deny({ denied: 'tenant' });
         if (access.stillAuthorized && !access.stillAuthorized()) return deny({ denied: 'credential' });
-        await push(update);
-        lastSequence = update.sequence;
-        if (isTerminalUpdate(update.type)) return true;
+        if (isTerminalUpdate(update.type)) ending = true;
+        return { done: false, value: update };
       }
-      return false;
-    };
-
-    try {
-      if (shutdown.aborted) return;
-      if (await emit(await store.loadEvents(executionId, lastSequence))) return;
-      const execution = await store.loadExecution(executionId);
-      if (!execution || (isFinished(execution.status as ExecutionStatus) && lastSequence >= execution.lastSequence)) {
-        return;
+      if (ending) return done();
+      if (!replayed) {
+        replayed = true;
+        if (await replay()) ending = true;
+        continue;
       }
-      while (!stopped) {
-        if (denied) {
-          await deny(denied);
-          return;
-        }
-        if (buffered.length === 0) {
-          await new Promise<void>((resolve) => (wake = resolve));
-          wake = undefined;
-          continue;
-        }
-        const batch = buffered;
-        buffered = [];
-        if (await emit(batch)) return;
+      if (buffered.length === 0) {
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+        continue;
       }
-    } finally {
-      unsubscribe();
-      shutdown.removeEventListener('abort', onShutdown);
-      access.revoked?.removeEventListener('abort', onRevoked);
-      stop();
-      onClose?.();
+      const batch = buffered;
+      buffered = [];
+      if (await accept(batch)) ending = true;
     }
-  });
+  };
+
+  return {
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+    next() {
+      // Listening starts with the first next(), at once: an update published before its pull runs is not missed.
+      if (!started) start();
+      const result = (pulling ? pulling.then(pull) : pull()).catch((error: unknown) => {
+        close();
+        throw error;
+      });
+      pulling = result.then(
+        () => undefined,
+        () => undefined,
+      );
+      return result;
+    },
+    // Ends at once, even while a next() waits on a quiet stream: that next() answers done.
+    async return() {
+      close();
+      return { done: true, value: undefined };
+    },
+    async throw(error?: unknown) {
+      close();
+      throw error;
+    },
+  };
 }

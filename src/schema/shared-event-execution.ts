@@ -1,0 +1,184 @@
+import {
+  createSourceEventStream,
+  execute,
+  getOperationAST,
+  getVariableValues,
+  GraphQLError,
+  Kind,
+  visit,
+  type ASTNode,
+  type DocumentNode,
+  type ExecutionArgs,
+  type ExecutionResult,
+  type OperationDefinitionNode,
+} from 'graphql';
+import type { Plugin } from 'graphql-yoga';
+
+export interface SharedEventExecutionOptions {
+  /**
+   * Root subscription fields whose `resolve` passes the event on without reading its arguments (stepUpdates): their
+   * arguments only choose the stream, so variables used nowhere else leave the key and resuming subscribers
+   * (another afterSequence) share too.
+   */
+  fields: readonly string[];
+  /**
+   * Everything in the context that a resolver under these fields reads, as a string: subscribers whose contexts give
+   * different strings never share a result. For stepcast, the tenant (StepUpdate.findings and StepResult.result read
+   * context.executor, one per server, and context.tenantId).
+   */
+  contextKey: (context: unknown) => string;
+}
+
+type MaybePromise<T> = T | Promise<T>;
+
+/**
+ * graphql-js maps every event of a subscription through its own `execute`: one update published to 1,000
+ * subscribers ran 1,000 identical executions. This plugin replaces the subscribe function for the given root fields
+ * with one that executes an event once per distinct (document, operation, variables that matter, context key) and
+ * hands the same result to every subscriber that asked the same thing.
+ *
+ * Sharing is keyed on the event object's identity: the in-process bus publishes one object to all listeners, so live
+ * updates are shared, while replayed ones (read from the store per subscriber) are executed per subscriber as
+ * before. A StreamDenied item is a fresh object per subscriber, so its error never reaches another. Results are
+ * held in a WeakMap on the event, and go when the event does. The result is shared, so later hooks must not mutate
+ * it (the masking and server.ts's onNext build new ones).
+ *
+ * Anything this does not handle exactly as before (another field, variables that do not coerce, an unknown
+ * operation) goes to the subscribe function it replaces. Covers graphql-ws and SSE alike (both subscribe through
+ * yoga's envelop).
+ */
+export function sharedEventExecutionPlugin({ fields, contextKey }: SharedEventExecutionOptions): Plugin {
+  const shareable = new Set(fields);
+  /** Per event: results by key. */
+  const results = new WeakMap<object, Map<string, MaybePromise<ExecutionResult>>>();
+  /** Per document and operation: which variables the per-event execution can read, or undefined: not shareable. */
+  const shapes = new WeakMap<DocumentNode, Map<string, { id: number; variables: string[] } | null>>();
+  let nextDocumentId = 0;
+
+  const shapeOf = (document: DocumentNode, operationName: string | null | undefined) => {
+    let byOperation = shapes.get(document);
+    if (!byOperation) shapes.set(document, (byOperation = new Map()));
+    const name = operationName ?? '';
+    let shape = byOperation.get(name);
+    if (shape === undefined) {
+      const operation = getOperationAST(document, operationName);
+      shape =
+        operation?.operation === 'subscription' && rootFieldIs(operation, shareable)
+          ? { id: nextDocumentId++, variables: variablesReadByEvents(document, operation) }
+          : null;
+      byOperation.set(name, shape);
+    }
+    return shape;
+  };
+
+  return {
+    onSubscribe({ args, subscribeFn, setSubscribeFn }) {
+      const shape = shapeOf(args.document, args.operationName);
+      if (!shape) return;
+      setSubscribeFn(async (subscribeArgs: ExecutionArgs) => {
+        const operation = getOperationAST(subscribeArgs.document, subscribeArgs.operationName);
+        // Errors in variables answer exactly as the executor it replaces answers them.
+        if (!operation || 'errors' in variablesOf(subscribeArgs, operation)) return subscribeFn(subscribeArgs);
+        const source = await createSourceEventStream(subscribeArgs);
+        if (!isAsyncIterable(source)) return source;
+        const variables = subscribeArgs.variableValues ?? {};
+        const key = JSON.stringify([
+          shape.id,
+          subscribeArgs.operationName ?? '',
+          shape.variables.map((name) => variables[name] ?? null),
+          contextKey(subscribeArgs.contextValue),
+        ]);
+        const executeEvent = (event: unknown): MaybePromise<ExecutionResult> => {
+          const run = () => execute({ ...subscribeArgs, rootValue: event }) as MaybePromise<ExecutionResult>;
+          if (typeof event !== 'object' || event === null) return run();
+          let byKey = results.get(event);
+          if (!byKey) results.set(event, (byKey = new Map()));
+          let result = byKey.get(key);
+          if (result === undefined) byKey.set(key, (result = run()));
+          return result;
+        };
+        return mapEvents(source, executeEvent, operation);
+      });
+    },
+  };
+}
+
+function variablesOf(args: ExecutionArgs, operation: OperationDefinitionNode) {
+  return getVariableValues(args.schema, operation.variableDefinitions ?? [], args.variableValues ?? {}, { maxErrors: 1 });
+}
+
+function rootFieldIs(operation: OperationDefinitionNode, names: ReadonlySet<string>): boolean {
+  const [selection, ...others] = operation.selectionSet.selections;
+  return others.length === 0 && selection?.kind === Kind.FIELD && names.has(selection.name.value);
+}
+
+/**
+ * The variables an event's execution can read: all but those used only in the root field's arguments (which chose
+ * the stream, and which its resolve does not read). Sorted, so the key does not depend on their order.
+ */
+function variablesReadByEvents(document: DocumentNode, operation: OperationDefinitionNode): string[] {
+  const used = new Set<string>();
+  const collect = (node: ASTNode) =>
+    visit(node, {
+      Variable(variable) {
+        used.add(variable.name.value);
+      },
+    });
+  for (const definition of document.definitions) if (definition.kind === Kind.FRAGMENT_DEFINITION) collect(definition);
+  for (const directive of operation.directives ?? []) collect(directive);
+  for (const selection of operation.selectionSet.selections) {
+    if (selection.kind !== Kind.FIELD) {
+      collect(selection);
+      continue;
+    }
+    for (const directive of selection.directives ?? []) collect(directive);
+    if (selection.selectionSet) collect(selection.selectionSet);
+  }
+  // Variables not defined by the operation fail validation before this runs; keep only defined ones.
+  const defined = (operation.variableDefinitions ?? []).map((definition) => definition.variable.name.value);
+  return defined.filter((name) => used.has(name)).sort();
+}
+
+const isAsyncIterable = (value: unknown): value is AsyncIterable<unknown> =>
+  typeof value === 'object' && value !== null && Symbol.asyncIterator in value;
+
+/**
+ * Each event of `source` through `map`. Not an async generator: its return() would wait for a pending next(), which
+ * on a quiet stream may never settle. An error of the stream itself is located at the operation, as yoga's executor
+ * does it.
+ */
+function mapEvents(
+  source: AsyncIterable<unknown>,
+  map: (event: unknown) => MaybePromise<ExecutionResult>,
+  operation: OperationDefinitionNode,
+): AsyncIterableIterator<ExecutionResult> {
+  const iterator = source[Symbol.asyncIterator]();
+  const located = (error: unknown) =>
+    new GraphQLError(error instanceof Error ? error.message : String(error), {
+      originalError: error instanceof Error ? error : undefined,
+      nodes: [operation],
+    });
+  const done = (): IteratorResult<ExecutionResult> => ({ done: true, value: undefined });
+  return {
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+    // Plain promise callbacks, not an async function: a quiet stream holds one reaction here, not a suspended frame.
+    next() {
+      return iterator.next().then(
+        (step) => (step.done ? done() : Promise.resolve(map(step.value)).then((value) => ({ done: false, value }))),
+        (error: unknown) => {
+          throw located(error);
+        },
+      );
+    },
+    async return() {
+      await iterator.return?.();
+      return done();
+    },
+    async throw(error?: unknown) {
+      if (iterator.throw) await iterator.throw(error);
+      throw error;
+    },
+  };
+}
