@@ -9,6 +9,8 @@ import { startStepcast, type StepcastApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import { follow, percentile, submit } from './client.js';
+import { benchFanOut } from './fanout.js';
+import { benchHistory } from './history.js';
 import { benchSteps, type StepsTarget } from './steps.js';
 import { currentLoad, formatTable, type BenchRow } from './table.js';
 
@@ -205,8 +207,8 @@ async function benchBackend(target: StepsTarget): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   progress(target.backend, 'steps against the 2-commit floor');
   rows.push(...(await benchSteps(target)));
-  // HOOK (lead): fan-out to 1,000 subscribers, issue 10 parts 3 and 5 (bench/fanout.ts):
-  //   rows.push(...(await benchFanOut(target)));
+  progress(target.backend, 'fan-out to 1,000 subscribers, memory per idle subscription');
+  rows.push(...(await benchFanOut(target)));
   rows.push(...(await endToEnd(target.backend, target.env)));
   return rows;
 }
@@ -233,8 +235,12 @@ try {
           floorUrl: databaseUrl,
         })),
       );
-      // HOOK (lead): history at 1,000,000 stored executions, issue 10 part 4, PostgreSQL only (bench/history.ts):
-      //   rows.push(...(await benchHistory(databaseUrl)));
+      // History at 1,000,000 stored executions (a database of its own, 7 to 15 minutes of seeding here);
+      // BENCH_HISTORY_EXECUTIONS=0 leaves it out.
+      if (Number(process.env.BENCH_HISTORY_EXECUTIONS ?? 1) > 0) {
+        progress('PostgreSQL', 'history at BENCH_HISTORY_EXECUTIONS (1,000,000) stored executions');
+        rows.push(...(await benchHistory(process.env.BENCH_DATABASE_URL)));
+      }
     } finally {
       await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       // Tenant roles are server-wide; the ones this database made go with it.
