@@ -28,6 +28,7 @@ import { logClientProtocolErrors, webSocketServerOptions, withWebSocketLimits } 
 import type { Logger } from './logger.js';
 import { batchLoader } from './schema/batch.js';
 import type { GraphQLContext } from './schema/context.js';
+import type { ExecutionDetails } from './executor/store.js';
 import { schema } from './schema/index.js';
 import { sharedEventExecutionPlugin } from './schema/shared-event-execution.js';
 
@@ -151,6 +152,10 @@ export function createGraphQLServer({
     loadSteps: batchLoader(
       (executionIds) => executor.listStepsOfExecutions(principal.tenantId, executionIds),
       () => [],
+    ),
+    loadExecutionDetails: batchLoader<ExecutionDetails | undefined>(
+      (executionIds) => executor.listExecutionDetails(principal.tenantId, executionIds),
+      () => undefined,
     ),
   });
 

@@ -5,7 +5,7 @@ import { DrizzleExecutionStore } from '../src/db/execution-store.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import type { ExecutionFilter, ExecutionsQuery as ExecutionsResult } from './generated/graphql.js';
 import { backends } from './support/database.js';
-import { ExecutionQuery, ExecutionsQuery, ExecutionsWithStepsQuery } from './support/operations.js';
+import { ExecutionQuery, ExecutionsQuery, ExecutionsWithPlansQuery, ExecutionsWithStepsQuery } from './support/operations.js';
 import { fetchExecution, sqlStep, submitPlan, type ExecutionDetails } from './support/plans.js';
 import { startTestServer, type TestClient, type TestServer } from './support/server.js';
 
@@ -292,7 +292,7 @@ for (const { backend, skipReason } of backends) {
 }
 
 /** The store's reads a history request could make; the executor's own background calls (leases, sweeps) are not among them. */
-const READS = ['listExecutions', 'listSteps', 'listStepsOfExecutions', 'findExecution', 'loadEvents', 'findStepResult'] as const;
+const READS = ['listExecutions', 'listExecutionDetails', 'listSteps', 'listStepsOfExecutions', 'findExecution', 'loadEvents', 'findStepResult'] as const;
 
 for (const { backend, skipReason } of backends) {
   describe.skipIf(skipReason !== null)(`history with steps on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
@@ -366,6 +366,27 @@ for (const { backend, skipReason } of backends) {
         expect(counts, `store reads for a page of ${first}`).toEqual({ listExecutions: 1, listStepsOfExecutions: 1 });
         expect(new Set(batches[0]), `ids loaded for a page of ${first}`).toEqual(new Set(demoRuns.slice(0, first).map((r) => r.id)));
       }
+    });
+
+    it('lists a page without plans and final results, and reads those of the whole page in one query when asked', async () => {
+      for (const first of [2, 20]) {
+        const { counts } = await readsDuring(async () => {
+          const response = await demo.request(ExecutionsWithPlansQuery, { first });
+          expect(response.errors).toBeUndefined();
+          const edges = response.data!.executions.edges;
+          expect(edges.map((edge) => edge.node.id)).toEqual(demoRuns.slice(0, first).map((r) => r.id));
+          for (const [i, { node }] of edges.entries()) {
+            const { sqls } = demoRuns[i]!;
+            expect(node.plan.query).toBe(`history with steps: ${sqls.join('; ')}`);
+            expect(node.plan.steps.map((step) => step.sql)).toEqual(sqls);
+            expect(node.finalResult).toEqual([{ n: Number(/\d+/.exec(sqls.at(-1)!)![0]) }]);
+          }
+        });
+        expect(counts, `store reads for a page of ${first} with plans`).toEqual({ listExecutions: 1, listExecutionDetails: 1 });
+      }
+      // Asked for both tenants' executions at once, the store answers only those of the tenant asking.
+      const details = await server.app.executor.listExecutionDetails('other', [demoRuns[0]!.id, otherRun.id, 'not-a-uuid']);
+      expect([...details.keys()]).toEqual([otherRun.id]);
     });
 
     it("gives every execution of the page its own steps, in order, with their sql and records", async () => {

@@ -11,6 +11,7 @@ import {
   UNFINISHED_STATUSES,
   type ClaimedExecution,
   type CommittedTransition,
+  type ExecutionDetails,
   type ExecutionPage,
   type ExecutionPageRequest,
   type ExecutionStore,
@@ -45,6 +46,8 @@ function storableChange(change: StepChange): StepChange {
 
 const { result: _result, records: _records, ...stepStateColumns } = getTableColumns(stepResults);
 const { records: _allRecords, ...stepColumns } = getTableColumns(stepResults);
+const { plan: _plan, finalResult: _finalResult, ...summaryColumns } = getTableColumns(executions);
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Nobody holds the lease, `owner` does (a run of its that stopped), or its holder stopped renewing it. */
 const leaseIsFree = (owner: string) =>
@@ -180,12 +183,23 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
       conditions.push(sql`(${executions.createdAt}, ${executions.id}) < (${createdAt.toISOString()}::timestamptz, ${id}::uuid)`);
     }
     const rows = await this.db
-      .select()
+      .select(summaryColumns)
       .from(executions)
       .where(and(...conditions))
       .orderBy(desc(executions.createdAt), desc(executions.id))
       .limit(request.first + 1);
     return { executions: rows.slice(0, request.first), hasNextPage: rows.length > request.first };
+  }
+
+  async listExecutionDetails(tenantId: string, executionIds: readonly string[]): Promise<Map<string, ExecutionDetails>> {
+    const ids = [...new Set(executionIds)].filter((id) => UUID.test(id));
+    if (ids.length === 0) return new Map();
+    const rows = await this.db
+      .select({ id: executions.id, plan: executions.plan, finalResult: executions.finalResult })
+      .from(executions)
+      // One parameter (a uuid[] literal), so the statement is the same text whatever the page size.
+      .where(and(sql`${executions.id} = ANY(${`{${ids.join(',')}}`}::uuid[])`, eq(executions.tenantId, tenantId)));
+    return new Map(rows.map(({ id, ...details }) => [id, details]));
   }
 
   /** The steps of an execution; with tenantId, only if the execution is that tenant's. */
@@ -214,8 +228,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
    * plan's, read from each plan once. An id that is not the tenant's execution (or not a UUID) has no steps.
    */
   async listStepsOfExecutions(tenantId: string, executionIds: readonly string[]): Promise<StepRow[]> {
-    const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-    const ids = [...new Set(executionIds)].filter((id) => uuid.test(id));
+    const ids = [...new Set(executionIds)].filter((id) => UUID.test(id));
     if (ids.length === 0) return [];
     // One parameter (a uuid[] literal), so the statement is the same text whatever the page size.
     const idArray = sql`${`{${ids.join(',')}}`}::uuid[]`;

@@ -26,6 +26,7 @@ import type { StepHandler } from './steps/step-handler.js';
 import { snapshotOf } from './step-snapshots.js';
 import {
   ExecutionNotRunnableError,
+  type ExecutionDetails,
   type ExecutionPage,
   type ExecutionPageRequest,
   type ExecutionStore,
@@ -341,6 +342,10 @@ export class Executor {
   }
 
   /** The steps of many executions of the tenant, each execution's in index order (one read of the store). */
+  listExecutionDetails(tenantId: string, executionIds: readonly string[]): Promise<Map<string, ExecutionDetails>> {
+    return this.store.listExecutionDetails(tenantId, executionIds);
+  }
+
   async listStepsOfExecutions(tenantId: string, executionIds: readonly string[]): Promise<Map<string, StepRow[]>> {
     const byExecution = new Map<string, StepRow[]>(executionIds.map((id) => [id, []]));
     for (const step of await this.store.listStepsOfExecutions(tenantId, executionIds)) byExecution.get(step.executionId)?.push(step);

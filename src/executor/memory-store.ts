@@ -9,6 +9,7 @@ import {
   UNFINISHED_STATUSES,
   type ClaimedExecution,
   type CommittedTransition,
+  type ExecutionDetails,
   type ExecutionPage,
   type ExecutionPageRequest,
   type ExecutionStore,
@@ -135,7 +136,17 @@ export class MemoryExecutionStore implements ExecutionStore, LeaseProvider, Tena
           (!filter.correlationId || row.correlationId === filter.correlationId),
       )
       .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime() || (a.id < b.id ? 1 : -1));
-    return { executions: clone(rows.slice(0, request.first)), hasNextPage: rows.length > request.first };
+    const summaries = rows.slice(0, request.first).map(({ plan: _plan, finalResult: _finalResult, ...summary }) => summary);
+    return { executions: clone(summaries), hasNextPage: rows.length > request.first };
+  }
+
+  async listExecutionDetails(tenantId: string, executionIds: readonly string[]): Promise<Map<string, ExecutionDetails>> {
+    const details = new Map<string, ExecutionDetails>();
+    for (const id of executionIds) {
+      const row = this.executions.get(id)?.row;
+      if (row && row.tenantId === tenantId) details.set(id, clone({ plan: row.plan, finalResult: row.finalResult }));
+    }
+    return details;
   }
 
   async listSteps(executionId: string, tenantId?: string): Promise<StepRow[]> {

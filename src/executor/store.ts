@@ -29,8 +29,16 @@ export interface ExecutionCursor {
   id: string;
 }
 
+/**
+ * An execution as a history page lists it: without its plan and final result (kilobytes to megabytes each), which
+ * are read only for the executions whose plan or finalResult a client asks for (listExecutionDetails).
+ */
+export type ExecutionSummary = Omit<ExecutionRow, 'plan' | 'finalResult'>;
+
+export type ExecutionDetails = Pick<ExecutionRow, 'plan' | 'finalResult'>;
+
 export interface ExecutionPage {
-  executions: ExecutionRow[];
+  executions: ExecutionSummary[];
   hasNextPage: boolean;
 }
 
@@ -158,6 +166,8 @@ export interface ExecutionStore {
   /** Unscoped lookup for the executor itself, which runs executions of every tenant. */
   loadExecution(id: string): Promise<ExecutionRow | undefined>;
   listExecutions(tenantId: string, request: ExecutionPageRequest): Promise<ExecutionPage>;
+  /** The plans and final results of some of the tenant's executions, in one read (ids of others are left out). */
+  listExecutionDetails(tenantId: string, executionIds: readonly string[]): Promise<Map<string, ExecutionDetails>>;
   /** The steps of an execution (without their full records); with tenantId, only if the execution is that tenant's. */
   listSteps(executionId: string, tenantId?: string): Promise<StepRow[]>;
   /**

@@ -1,6 +1,7 @@
 import type { Principal } from '../auth/authenticator.js';
 import type { StepRow } from '../db/tables.js';
 import type { Executor } from '../executor/executor.js';
+import type { ExecutionDetails } from '../executor/store.js';
 
 export interface GraphQLContext {
   executor: Executor;
@@ -18,4 +19,6 @@ export interface GraphQLContext {
    * execution.
    */
   loadSteps: (executionId: string) => Promise<StepRow[]>;
+  /** The plan and final result of one of the tenant's executions listed without them (batched the same way). */
+  loadExecutionDetails: (executionId: string) => Promise<ExecutionDetails | undefined>;
 }

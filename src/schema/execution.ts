@@ -1,4 +1,6 @@
-import type { ExecutionRow, StoredPlan, StoredPlanStep } from '../db/tables.js';
+import type { StoredPlan, StoredPlanStep } from '../db/tables.js';
+import type { ExecutionDetails, ExecutionSummary } from '../executor/store.js';
+import type { GraphQLContext } from './context.js';
 import type { ExecutionStatus, StepKind } from '../executor/step-update.js';
 import { builder } from './builder.js';
 import { decodeCursor, encodeCursor, isStorableDate, isUuid } from './cursor.js';
@@ -28,7 +30,20 @@ export const PlanRef = builder.objectRef<StoredPlan>('Plan').implement({
   }),
 });
 
-export const ExecutionRef = builder.objectRef<ExecutionRow>('Execution').implement({
+/**
+ * An execution as read: whole (one execution, a mutation's answer), or as a history page lists it, without its plan
+ * and final result, which are then read for the page's executions that ask for them, in one read.
+ */
+export type ExecutionView = ExecutionSummary & Partial<ExecutionDetails>;
+
+async function detailsOf(execution: ExecutionView, context: GraphQLContext): Promise<ExecutionDetails> {
+  if ('plan' in execution && execution.plan !== undefined) return { plan: execution.plan, finalResult: execution.finalResult ?? null };
+  const details = await context.loadExecutionDetails(execution.id);
+  if (!details) throw notFound(`execution ${execution.id} was not found`);
+  return details;
+}
+
+export const ExecutionRef = builder.objectRef<ExecutionView>('Execution').implement({
   description: 'One run of a plan.',
   fields: (t) => ({
     id: t.exposeID('id'),
@@ -36,7 +51,7 @@ export const ExecutionRef = builder.objectRef<ExecutionRow>('Execution').impleme
       description: "The client's correlation id, or a generated one; it tags every log line, event and row of the run.",
     }),
     status: t.field({ type: ExecutionStatusEnum, resolve: (execution) => execution.status as ExecutionStatus }),
-    plan: t.field({ type: PlanRef, resolve: (execution) => execution.plan }),
+    plan: t.field({ type: PlanRef, resolve: async (execution, _args, context) => (await detailsOf(execution, context)).plan }),
     steps: t.field({
       type: [StepResultRef],
       // Batched: the steps of every execution of a page are one read (context.loadSteps).
@@ -49,7 +64,7 @@ export const ExecutionRef = builder.objectRef<ExecutionRow>('Execution').impleme
       type: 'JSON',
       nullable: true,
       description: 'The result of the last step that succeeded.',
-      resolve: (execution) => execution.finalResult,
+      resolve: async (execution, _args, context) => (await detailsOf(execution, context)).finalResult,
     }),
     error: t.field({
       type: StepErrorRef,
@@ -88,7 +103,7 @@ export const ExecutionRef = builder.objectRef<ExecutionRow>('Execution').impleme
   }),
 });
 
-const ExecutionEdgeRef = builder.objectRef<ExecutionRow>('ExecutionEdge').implement({
+const ExecutionEdgeRef = builder.objectRef<ExecutionView>('ExecutionEdge').implement({
   fields: (t) => ({
     cursor: t.string({ resolve: (execution) => encodeCursor(execution) }),
     node: t.field({ type: ExecutionRef, resolve: (execution) => execution }),
@@ -108,7 +123,7 @@ const PageInfoRef = builder.objectRef<PageInfo>('PageInfo').implement({
 });
 
 const ExecutionConnectionRef = builder
-  .objectRef<{ executions: ExecutionRow[]; pageInfo: PageInfo }>('ExecutionConnection')
+  .objectRef<{ executions: ExecutionView[]; pageInfo: PageInfo }>('ExecutionConnection')
   .implement({
     description: 'A page of executions, newest first.',
     fields: (t) => ({

@@ -124,6 +124,13 @@ export type ExecutionsWithStepsQueryVariables = Exact<{
 
 export type ExecutionsWithStepsQuery = { executions: { edges: Array<{ node: { id: string, steps: Array<{ index: number, status: StepStatus, sql: string | null, result: unknown }> } }> } };
 
+export type ExecutionsWithPlansQueryVariables = Exact<{
+  first?: number | null | undefined;
+}>;
+
+
+export type ExecutionsWithPlansQuery = { executions: { edges: Array<{ node: { id: string, finalResult: unknown, plan: { query: string, steps: Array<{ sql: string | null }> } } }> } };
+
 export type StepUpdatesSubscriptionVariables = Exact<{
   executionId: string | number;
   afterSequence?: number | null | undefined;
@@ -359,6 +366,24 @@ export const ExecutionsWithStepsDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<ExecutionsWithStepsQuery, ExecutionsWithStepsQueryVariables>;
+export const ExecutionsWithPlansDocument = new TypedDocumentString(`
+    query ExecutionsWithPlans($first: Int) {
+  executions(first: $first) {
+    edges {
+      node {
+        id
+        plan {
+          query
+          steps {
+            sql
+          }
+        }
+        finalResult
+      }
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<ExecutionsWithPlansQuery, ExecutionsWithPlansQueryVariables>;
 export const StepUpdatesDocument = new TypedDocumentString(`
     subscription StepUpdates($executionId: ID!, $afterSequence: Int) {
   stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {

@@ -128,6 +128,25 @@ export const ExecutionsWithStepsQuery = graphql(`
   }
 `);
 
+export const ExecutionsWithPlansQuery = graphql(`
+  query ExecutionsWithPlans($first: Int) {
+    executions(first: $first) {
+      edges {
+        node {
+          id
+          plan {
+            query
+            steps {
+              sql
+            }
+          }
+          finalResult
+        }
+      }
+    }
+  }
+`);
+
 export const StepUpdatesSubscription = graphql(`
   subscription StepUpdates($executionId: ID!, $afterSequence: Int) {
     stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {
