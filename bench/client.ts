@@ -48,3 +48,18 @@ export function percentile(sorted: readonly number[], p: number): number {
 }
 
 export const median = (values: readonly number[]): number => percentile([...values].sort((a, b) => a - b), 50);
+
+/**
+ * The settings every bench server shares: it measures throughput, not quotas. Its one tenant may run 4 at once
+ * (the fair-share policy keeps a fifth slot for a tenant with nothing running), and holds `subscribers` sockets.
+ */
+export function benchLimits(subscribers: number): Record<string, string> {
+  return {
+    STEPCAST_MAX_CONCURRENT_EXECUTIONS: '5',
+    STEPCAST_TENANT_MAX_CONCURRENT_EXECUTIONS: '4',
+    STEPCAST_TENANT_RATE_BURST: '1000000',
+    STEPCAST_TENANT_RATE_PER_MINUTE: '1000000',
+    STEPCAST_TENANT_MAX_SOCKETS: String(subscribers + 10),
+    STEPCAST_TENANT_MAX_SUBSCRIPTIONS: String(subscribers + 10),
+  };
+}

@@ -12,6 +12,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { startStepcast, type StepcastApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
+import { benchLimits } from './client.js';
 import type { StepUpdate } from '../src/executor/step-update.js';
 import type { StepUpdateBus } from '../src/executor/step-update-bus.js';
 import { createLogger } from '../src/logger.js';
@@ -180,13 +181,8 @@ export async function benchFanOut(target: { backend: string; env: Record<string,
     PORT: '0',
     DATA_DIR: dataDir,
     STEPCAST_DEMO_USERS: '2000',
-    STEPCAST_MAX_CONCURRENT_EXECUTIONS: '5',
-    STEPCAST_TENANT_MAX_CONCURRENT_EXECUTIONS: '4',
-    STEPCAST_TENANT_RATE_BURST: '1000000',
-    STEPCAST_TENANT_RATE_PER_MINUTE: '1000000',
     // All the subscribers are one tenant's.
-    STEPCAST_TENANT_MAX_SOCKETS: String(SUBSCRIBERS + 10),
-    STEPCAST_TENANT_MAX_SUBSCRIPTIONS: String(SUBSCRIBERS + 10),
+    ...benchLimits(SUBSCRIBERS),
     ...target.env,
   });
   const app = await startStepcast(config, createLogger('warn'));

@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { startStepcast, type StepcastApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
-import { follow, percentile, submit } from './client.js';
+import { benchLimits, follow, percentile, submit } from './client.js';
 import { benchFanOut } from './fanout.js';
 import { benchHistory } from './history.js';
 import { benchSteps, type StepsTarget } from './steps.js';
@@ -84,15 +84,7 @@ async function endToEnd(backend: string, env: Record<string, string>): Promise<B
     PORT: '0',
     DATA_DIR: dataDir,
     STEPCAST_DEMO_USERS: USERS,
-    // The bench measures throughput, not quotas: its one tenant may run 4 at once (the fair-share
-    // policy keeps a fifth slot for a tenant with nothing running).
-    STEPCAST_MAX_CONCURRENT_EXECUTIONS: '5',
-    STEPCAST_TENANT_MAX_CONCURRENT_EXECUTIONS: '4',
-    STEPCAST_TENANT_RATE_BURST: '1000000',
-    STEPCAST_TENANT_RATE_PER_MINUTE: '1000000',
-    // Its subscribers are all one tenant's.
-    STEPCAST_TENANT_MAX_SOCKETS: String(SUBSCRIBERS + 10),
-    STEPCAST_TENANT_MAX_SUBSCRIPTIONS: String(SUBSCRIBERS + 10),
+    ...benchLimits(SUBSCRIBERS),
     DATABASE_POOL_SIZE: '10',
     ...env,
   });

@@ -208,11 +208,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
     const planned = this.planned(executionId);
     return this.db
       .with(planned)
-      .select({
-        ...stepColumns,
-        sql: sql<string | null>`coalesce(${stepResults.sql}, ${planned.planSql})`,
-        code: sql<string | null>`coalesce(${stepResults.code}, ${planned.planCode})`,
-      })
+      .select(withArtefacts(planned))
       .from(stepResults)
       .innerJoin(planned, eq(planned.index, stepResults.index))
       .where(
@@ -247,11 +243,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
     );
     const steps = await this.db
       .with(planned)
-      .select({
-        ...stepColumns,
-        sql: sql<string | null>`coalesce(${stepResults.sql}, ${planned.planSql})`,
-        code: sql<string | null>`coalesce(${stepResults.code}, ${planned.planCode})`,
-      })
+      .select(withArtefacts(planned))
       .from(stepResults)
       .innerJoin(planned, and(eq(planned.executionId, stepResults.executionId), eq(planned.index, stepResults.index)))
       .where(and(sql`${stepResults.executionId} = ANY(${idArray})`, eq(stepResults.tenantId, tenantId)));
@@ -554,6 +546,15 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
     }));
     return { update: updates.at(-1)!, updates, cancelRequested: row.cancel_requested };
   }
+}
+
+/** A step's columns (without its full records), with its sql and code: the agent's, or else the plan's. */
+function withArtefacts(planned: { planSql: SQL.Aliased<string | null>; planCode: SQL.Aliased<string | null> }) {
+  return {
+    ...stepColumns,
+    sql: sql<string | null>`coalesce(${stepResults.sql}, ${planned.planSql})`,
+    code: sql<string | null>`coalesce(${stepResults.code}, ${planned.planCode})`,
+  };
 }
 
 /** Runs one of the service's own statements with parameters, prepared (Database.query). */
