@@ -168,6 +168,41 @@ for (const { backend, skipReason } of backends) {
       expect(replay.results.map((r) => r.data!.stepUpdates)).toEqual(withSteps);
     });
 
+    it('executes a live update once for all the subscribers who asked the same, and apart for a variable sent differently', async () => {
+      const demo = server.as(bearer(demoKey));
+      const plan = { query: 'shared', steps: [sqlStep('SELECT 1 AS n', { approval: true }), sqlStep('SELECT n + 1 AS n FROM step_1', { approval: true })] };
+      const id = await submitPlan(demo, plan);
+      await untilWaiting(server, demo, id);
+      // `findings` reads the store (executor.listSteps) each time an update is executed.
+      const query = 'subscription F($id: ID!, $w: Boolean = true) { stepUpdates(executionId: $id) { sequence type findings @include(if: $w) { index } } }';
+      const client = demo.wsClient();
+      const same = Array.from({ length: 10 }, () => follow(client, query, { id }));
+      // An explicit null is not the omitted variable's default: it must not get (or give) the same result.
+      const explicitNull = follow(client, query, { id, w: null });
+      await Promise.all([...same, explicitNull].map((follower) => follower.waiting));
+      const executor = server.app.executor;
+      const listSteps = executor.listSteps.bind(executor);
+      let reads = 0;
+      executor.listSteps = (...args: Parameters<typeof listSteps>) => {
+        reads += 1;
+        return listSteps(...args);
+      };
+      try {
+        expect((await demo.request(ApproveStepMutation, { executionId: id, index: 1 })).errors).toBeUndefined();
+        const waitingAgain = (follower: Follower) =>
+          follower.results.some((r) => r.data?.stepUpdates.type === 'STEP_WAITING' && (r.data.stepUpdates.findings as unknown[]).length === 1);
+        await expect.poll(() => same.every(waitingAgain)).toBe(true);
+        // The live STEP_WAITING of step 2, with its findings, was executed once for the ten.
+        expect(reads).toBe(1);
+      } finally {
+        executor.listSteps = listSteps;
+      }
+      expect(same.every((follower) => follower.results.every((r) => r.errors === undefined))).toBe(true);
+      expect(explicitNull.results.every((r) => r.errors !== undefined)).toBe(true);
+      expect((await demo.request(ApproveStepMutation, { executionId: id, index: 2 })).errors).toBeUndefined();
+      await Promise.all([...same, explicitNull].map((follower) => follower.ended));
+    });
+
     it("never gives one tenant's subscriber another tenant's results, for the same document and variables", async () => {
       const query = 'subscription T($id: ID!) { stepUpdates(executionId: $id) { executionId sequence type step { index result } } }';
       const tenants = [server.as(bearer(demoKey)), server.as(bearer(otherKey))];

@@ -114,9 +114,17 @@ export function queryCost(
   // A fragment spread many times over is walked once per parent arguments (nested spreads would otherwise multiply).
   const fragmentCosts = new Map<string, Map<FieldArguments, number>>();
 
-  const included = (selection: SelectionNode) =>
-    getDirectiveValues(GraphQLSkipDirective, selection, variables)?.if !== true &&
-    getDirectiveValues(GraphQLIncludeDirective, selection, variables)?.if !== false;
+  const included = (selection: SelectionNode) => {
+    try {
+      return (
+        getDirectiveValues(GraphQLSkipDirective, selection, variables)?.if !== true &&
+        getDirectiveValues(GraphQLIncludeDirective, selection, variables)?.if !== false
+      );
+    } catch {
+      // A value the directive refuses (null for Boolean!): counted as included; execution answers the error itself.
+      return true;
+    }
+  };
 
   const typeOf = (name: string | undefined, fallback: GraphQLCompositeType): GraphQLCompositeType => {
     const type = name === undefined ? undefined : schema.getType(name);

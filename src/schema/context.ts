@@ -3,6 +3,11 @@ import type { StepRow } from '../db/tables.js';
 import type { Executor } from '../executor/executor.js';
 import type { ExecutionDetails } from '../executor/store.js';
 
+/**
+ * What a request or subscription acts with. Live updates of `stepUpdates` are executed once per tenant and selection
+ * (src/schema/shared-event-execution.ts keys them on tenantId only): a resolver under StepUpdate that reads anything
+ * else of the context (the principal, its key) must be added to that key in src/server.ts.
+ */
 export interface GraphQLContext {
   executor: Executor;
   /** Who the request acts for (an API key, a JWT, or the demo tenant when authentication is off). */

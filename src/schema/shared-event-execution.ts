@@ -78,14 +78,16 @@ export function sharedEventExecutionPlugin({ fields, contextKey }: SharedEventEx
       setSubscribeFn(async (subscribeArgs: ExecutionArgs) => {
         const operation = getOperationAST(subscribeArgs.document, subscribeArgs.operationName);
         // Errors in variables answer exactly as the executor it replaces answers them.
-        if (!operation || 'errors' in variablesOf(subscribeArgs, operation)) return subscribeFn(subscribeArgs);
+        const coercion = operation && variablesOf(subscribeArgs, operation);
+        if (!operation || !coercion || 'errors' in coercion) return subscribeFn(subscribeArgs);
         const source = await createSourceEventStream(subscribeArgs);
         if (!isAsyncIterable(source)) return source;
-        const variables = subscribeArgs.variableValues ?? {};
+        // The values the execution sees (defaults applied), and an omitted variable told apart from an explicit null.
+        const variables = coercion.coerced;
         const key = JSON.stringify([
           shape.id,
           subscribeArgs.operationName ?? '',
-          shape.variables.map((name) => variables[name] ?? null),
+          shape.variables.map((name) => (Object.hasOwn(variables, name) ? [variables[name] ?? null] : 'omitted')),
           contextKey(subscribeArgs.contextValue),
         ]);
         const executeEvent = (event: unknown): MaybePromise<ExecutionResult> => {
@@ -166,7 +168,17 @@ function mapEvents(
     // Plain promise callbacks, not an async function: a quiet stream holds one reaction here, not a suspended frame.
     next() {
       return iterator.next().then(
-        (step) => (step.done ? done() : Promise.resolve(map(step.value)).then((value) => ({ done: false, value }))),
+        (step) =>
+          step.done
+            ? done()
+            : Promise.resolve(map(step.value)).then(
+                (value) => ({ done: false, value }),
+                // A failed execution ends the stream: its source is closed (bus listener, credential watch), as graphql-js does.
+                async (error: unknown) => {
+                  await iterator.return?.();
+                  throw error;
+                },
+              ),
         (error: unknown) => {
           throw located(error);
         },
