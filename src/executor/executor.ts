@@ -365,7 +365,8 @@ export class Executor {
     }
     let closed!: () => void;
     const streamClosed = new Promise<void>((resolve) => (closed = resolve));
-    this.openStreams.add(streamClosed);
+    const openStreams = this.openStreams;
+    openStreams.add(streamClosed);
     return streamStepUpdates({
       store: this.store,
       bus: this.bus,
@@ -373,8 +374,9 @@ export class Executor {
       afterSequence,
       shutdown: this.shutdownController.signal,
       access,
-      onClose: () => {
-        this.openStreams.delete(streamClosed);
+      // A shorthand method: tsx names a `key: () => …` function with Object.defineProperty, at ~250 bytes per stream.
+      onClose() {
+        openStreams.delete(streamClosed);
         closed();
       },
     });
