@@ -209,6 +209,23 @@ export async function benchFanOut(target: { backend: string; env: Record<string,
     const loadOne = currentLoad();
     const many = await watch(LATENCY_STEPS, SUBSCRIBERS, true);
     const loadMany = currentLoad();
+    const memoryRow = (): BenchRow => {
+      const idle = many.idle!;
+      const perIdle = (idle.heapAfter - idle.heapBefore) / SUBSCRIBERS / 1024;
+      const rssPerIdle = (idle.rssAfter - idle.rssBefore) / SUBSCRIBERS / 1024;
+      return {
+        name: 'memory per idle subscription',
+        backend: target.backend,
+        value: perIdle,
+        unit: 'KB',
+        bar: '<= 20 KB',
+        meets: perIdle <= 20,
+        note: `server heapUsed+external after gc, ${SUBSCRIBERS} sockets with one subscription each; RSS delta ${rssPerIdle.toFixed(1)} KB per subscription`,
+        load: loadMany,
+      };
+    };
+    // BENCH_FANOUT_ONLY=memory: only the memory per idle subscription (bench/fanout-memory.ts), none of the timing.
+    if (process.env.BENCH_FANOUT_ONLY === 'memory') return [memoryRow()];
 
     const alone: number[] = [];
     const watched: number[] = [];
@@ -223,9 +240,6 @@ export async function benchFanOut(target: { backend: string; env: Record<string,
 
     const p99 = percentile(many.latencies, 99);
     const noGaps = many.broken === 0 && one.broken === 0 && brokenWhileTiming === 0 && many.clients === SUBSCRIBERS;
-    const idle = many.idle!;
-    const perIdle = (idle.heapAfter - idle.heapBefore) / SUBSCRIBERS / 1024;
-    const rssPerIdle = (idle.rssAfter - idle.rssBefore) / SUBSCRIBERS / 1024;
     const stepRatio = median(watched) / median(alone);
     return [
       {
@@ -252,16 +266,7 @@ export async function benchFanOut(target: { backend: string; env: Record<string,
         note: `${TIMING_STEPS} trivial SQL steps from approval to the terminal publish, median of ${TIMING_REPS}; without: ${alone.map((v) => v.toFixed(0)).join('/')}, with: ${watched.map((v) => v.toFixed(0)).join('/')}`,
         load: loadTiming,
       },
-      {
-        name: 'memory per idle subscription',
-        backend: target.backend,
-        value: perIdle,
-        unit: 'KB',
-        bar: '<= 20 KB',
-        meets: perIdle <= 20,
-        note: `server heapUsed+external after gc, ${SUBSCRIBERS} sockets with one subscription each; RSS delta ${rssPerIdle.toFixed(1)} KB per subscription`,
-        load: loadMany,
-      },
+      memoryRow(),
     ];
   } finally {
     clients.kill();

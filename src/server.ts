@@ -147,8 +147,14 @@ export function createGraphQLServer({
     executor,
     principal,
     tenantId: principal.tenantId,
-    stillAuthorized: () => authenticator.stillValid(principal),
-    watchCredential: (onInvalid) => liveCredentials.watch(principal, onInvalid),
+    // Shorthand methods: tsx names a `key: () => …` function with Object.defineProperty, at ~250 bytes each, and a
+    // socket's subscriptions share these for its whole life.
+    stillAuthorized() {
+      return authenticator.stillValid(principal);
+    },
+    watchCredential(onInvalid) {
+      return liveCredentials.watch(principal, onInvalid);
+    },
     loadSteps: batchLoader(
       (executionIds) => executor.listStepsOfExecutions(principal.tenantId, executionIds),
       () => [],
@@ -179,9 +185,9 @@ export function createGraphQLServer({
     ],
     // graphqlLimitPlugins limits the body with its own code (PAYLOAD_TOO_LARGE).
     maxRequestBodySize: false,
-    context: async ({ request, principal }) => {
+    context: async ({ request, socketContext }) => {
       // graphql-ws authenticated the socket in onConnect; an HTTP request brings its own credential.
-      if (principal) return contextFor(principal as Principal);
+      if (socketContext) return socketContext as GraphQLContext;
       try {
         return contextFor(await authenticator.authenticate(request.headers.get('authorization')));
       } catch (error) {
@@ -208,7 +214,11 @@ export function createGraphQLServer({
   });
 
   const httpServer = createServer(yoga);
-  const principals = new WeakMap<WebSocket, Principal>();
+  /**
+   * Per authenticated socket, the context its subscriptions share (built once in onConnect): each subscription's
+   * context refers to these functions instead of making its own (a thousand idle subscriptions are held at once).
+   */
+  const socketContexts = new WeakMap<WebSocket, GraphQLContext>();
   const wsServer = new WebSocketServer({
     server: httpServer,
     path: yoga.graphqlEndpoint,
@@ -234,14 +244,17 @@ export function createGraphQLServer({
             socket.close(CLOSE_TOO_MANY_SOCKETS, shares.socketRefusal());
             return false;
           }
-          principals.set(socket, principal);
+          socketContexts.set(socket, contextFor(principal));
+          // Nothing reads the upgrade request after this (the credential came in connection_init): let it go rather
+          // than keep it, its headers and its stream state for the socket's whole life.
+          (context.extra as { request?: unknown }).request = undefined;
           const unwatch = liveCredentials.watch(principal, () =>
             socket.close(CLOSE_FORBIDDEN, 'Forbidden: the credential was revoked or has expired'),
           );
           socket.once('close', () => {
             releaseSocket();
             unwatch();
-            principals.delete(socket);
+            socketContexts.delete(socket);
           });
           return true;
         } catch (error) {
@@ -258,16 +271,12 @@ export function createGraphQLServer({
         }
       },
       onSubscribe: async (context, _id, payload) => {
-        const principal = principals.get(context.extra.socket);
+        const socketContext = socketContexts.get(context.extra.socket);
         // graphql-ws only lets a subscription through after connection_ack, so this cannot be missing.
-        if (!principal) return [unauthenticated('the connection is not authenticated')];
-        const enveloped = yoga.getEnveloped({
-          ...context,
-          req: context.extra.request,
-          socket: context.extra.socket,
-          params: payload,
-          principal,
-        });
+        if (!socketContext) return [unauthenticated('the connection is not authenticated')];
+        // Only what the plugins and the context function read: the socket's context (yoga's context function
+        // returns it), the operation's parameters. Not graphql-ws's connection context, which no resolver reads.
+        const enveloped = yoga.getEnveloped({ params: payload, socketContext });
         let document;
         try {
           document = enveloped.parse(payload.query);

@@ -20,6 +20,11 @@ export interface StreamAccess {
   stillAuthorized?: () => boolean;
   /** Aborted when the credential stops standing, so that a quiet stream ends too. */
   revoked?: AbortSignal;
+  /**
+   * The same as `revoked`, without an AbortController per stream: called as the stream starts listening with what to
+   * call once the credential stops standing; what it returns is called as the stream ends.
+   */
+  watchRevocation?: (onRevoked: () => void) => () => void;
 }
 
 /**
@@ -62,97 +67,107 @@ export function streamStepUpdates({
   let ending = false;
   let closed = false;
   let unsubscribe: (() => void) | undefined;
+  let unwatchRevocation: (() => void) | undefined;
   /** The next() being answered: calls run one after another. */
   let pulling: Promise<unknown> | undefined;
 
-  const onRevoked = () => {
-    denied = { denied: 'credential' };
-    wake?.();
-  };
-  const close = () => {
-    if (closed) return;
-    closed = true;
-    unsubscribe?.();
-    shutdown.removeEventListener('abort', close);
-    access.revoked?.removeEventListener('abort', onRevoked);
-    buffered = [];
-    ready = [];
-    wake?.();
-    onClose?.();
-  };
-  const done = (): IteratorResult<StepUpdate | StreamDenied> => {
-    close();
-    return { done: true, value: undefined };
-  };
-  const deny = (reason: StreamDenied): IteratorResult<StepUpdate | StreamDenied> => {
-    ending = true;
-    ready = [];
-    return { done: false, value: reason };
-  };
-
-  /** Puts `updates` in `ready` in sequence, filling gaps from the store; true once the terminal update is in. */
-  const accept = async (updates: readonly StepUpdate[]): Promise<boolean> => {
-    for (const update of updates) {
-      if (update.sequence <= lastSequence) continue;
-      if (update.sequence > lastSequence + 1) {
-        const missing = await store.loadEvents(executionId, lastSequence, update.sequence - 1);
-        if (await accept(missing)) return true;
-        if (update.sequence !== lastSequence + 1) continue;
-      }
-      ready.push(update);
-      lastSequence = update.sequence;
-      if (isTerminalUpdate(update.type)) return true;
-    }
-    return false;
-  };
-
-  /** The stored updates; true when nothing comes after them. */
-  const replay = async (): Promise<boolean> => {
-    if (await accept(await store.loadEvents(executionId, lastSequence))) return true;
-    const execution = await store.loadExecution(executionId);
-    return !execution || (isFinished(execution.status as ExecutionStatus) && lastSequence >= execution.lastSequence);
-  };
-
-  const start = () => {
-    started = true;
-    if (shutdown.aborted) return close();
-    unsubscribe = bus.subscribe(executionId, (live) => {
-      buffered.push(live);
-      if (buffered.length > MAX_BUFFERED_LIVE_UPDATES) buffered = buffered.slice(-1);
+  // Methods of one object rather than `const f = () => …`: tsx (esbuild's keepNames) gives every named function
+  // expression its name with Object.defineProperty, which costs each of them a dictionary of properties (about
+  // 250 bytes), per stream; shorthand methods are left as they are.
+  const self = {
+    onRevoked() {
+      denied = { denied: 'credential' };
       wake?.();
-    });
-    shutdown.addEventListener('abort', close);
-    if (access.revoked?.aborted) onRevoked();
-    access.revoked?.addEventListener('abort', onRevoked);
-  };
-
-  const pull = async (): Promise<IteratorResult<StepUpdate | StreamDenied>> => {
-    for (;;) {
-      if (closed) return { done: true, value: undefined };
-      if (denied) return ending && ready.length === 0 ? done() : deny(denied);
-      const update = ready.shift();
-      if (update) {
-        // Checked per update as it is handed out, not only at subscribe time: a revoked key or a foreign row ends the stream.
-        if (update.tenantId !== access.tenantId) return deny({ denied: 'tenant' });
-        if (access.stillAuthorized && !access.stillAuthorized()) return deny({ denied: 'credential' });
-        if (isTerminalUpdate(update.type)) ending = true;
-        return { done: false, value: update };
-      }
-      if (ending) return done();
-      if (!replayed) {
-        replayed = true;
-        if (await replay()) ending = true;
-        continue;
-      }
-      if (buffered.length === 0) {
-        await new Promise<void>((resolve) => (wake = resolve));
-        wake = undefined;
-        continue;
-      }
-      const batch = buffered;
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      unsubscribe?.();
+      shutdown.removeEventListener('abort', self.close);
+      access.revoked?.removeEventListener('abort', self.onRevoked);
+      unwatchRevocation?.();
       buffered = [];
-      if (await accept(batch)) ending = true;
-    }
+      ready = [];
+      wake?.();
+      onClose?.();
+    },
+    done(): IteratorResult<StepUpdate | StreamDenied> {
+      self.close();
+      return { done: true, value: undefined };
+    },
+    deny(reason: StreamDenied): IteratorResult<StepUpdate | StreamDenied> {
+      ending = true;
+      ready = [];
+      return { done: false, value: reason };
+    },
+
+    /** Puts `updates` in `ready` in sequence, filling gaps from the store; true once the terminal update is in. */
+    async accept(updates: readonly StepUpdate[]): Promise<boolean> {
+      for (const update of updates) {
+        if (update.sequence <= lastSequence) continue;
+        if (update.sequence > lastSequence + 1) {
+          const missing = await store.loadEvents(executionId, lastSequence, update.sequence - 1);
+          if (await self.accept(missing)) return true;
+          if (update.sequence !== lastSequence + 1) continue;
+        }
+        ready.push(update);
+        lastSequence = update.sequence;
+        if (isTerminalUpdate(update.type)) return true;
+      }
+      return false;
+    },
+
+    /** The stored updates; true when nothing comes after them. */
+    async replay(): Promise<boolean> {
+      if (await self.accept(await store.loadEvents(executionId, lastSequence))) return true;
+      const execution = await store.loadExecution(executionId);
+      return !execution || (isFinished(execution.status as ExecutionStatus) && lastSequence >= execution.lastSequence);
+    },
+
+    start() {
+      started = true;
+      // Returned before its first next(): nothing to listen for.
+      if (closed) return;
+      if (shutdown.aborted) return self.close();
+      unsubscribe = bus.subscribe(executionId, (live) => {
+        buffered.push(live);
+        if (buffered.length > MAX_BUFFERED_LIVE_UPDATES) buffered = buffered.slice(-1);
+        wake?.();
+      });
+      shutdown.addEventListener('abort', self.close);
+      if (access.revoked?.aborted) self.onRevoked();
+      access.revoked?.addEventListener('abort', self.onRevoked);
+      unwatchRevocation = access.watchRevocation?.(self.onRevoked);
+    },
+
+    async pull(): Promise<IteratorResult<StepUpdate | StreamDenied>> {
+      for (;;) {
+        if (closed) return { done: true, value: undefined };
+        if (denied) return ending && ready.length === 0 ? self.done() : self.deny(denied);
+        const update = ready.shift();
+        if (update) {
+          // Checked per update as it is handed out, not only at subscribe time: a revoked key or a foreign row ends the stream.
+          if (update.tenantId !== access.tenantId) return self.deny({ denied: 'tenant' });
+          if (access.stillAuthorized && !access.stillAuthorized()) return self.deny({ denied: 'credential' });
+          if (isTerminalUpdate(update.type)) ending = true;
+          return { done: false, value: update };
+        }
+        if (ending) return self.done();
+        if (!replayed) {
+          replayed = true;
+          if (await self.replay()) ending = true;
+          continue;
+        }
+        if (buffered.length === 0) {
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
+          continue;
+        }
+        const batch = buffered;
+        buffered = [];
+        if (await self.accept(batch)) ending = true;
+      }
+    },
   };
 
   return {
@@ -161,9 +176,9 @@ export function streamStepUpdates({
     },
     next() {
       // Listening starts with the first next(), at once: an update published before its pull runs is not missed.
-      if (!started) start();
-      const result = (pulling ? pulling.then(pull) : pull()).catch((error: unknown) => {
-        close();
+      if (!started) self.start();
+      const result = (pulling ? pulling.then(self.pull) : self.pull()).catch((error: unknown) => {
+        self.close();
         throw error;
       });
       pulling = result.then(
@@ -174,11 +189,11 @@ export function streamStepUpdates({
     },
     // Ends at once, even while a next() waits on a quiet stream: that next() answers done.
     async return() {
-      close();
+      self.close();
       return { done: true, value: undefined };
     },
     async throw(error?: unknown) {
-      close();
+      self.close();
       throw error;
     },
   };

@@ -1,5 +1,4 @@
 import type { StepUpdate } from '../executor/step-update.js';
-import { releaseOnEnd } from '../release-on-end.js';
 import { isStreamDenied, type StreamDenied } from '../executor/step-update-stream.js';
 import { builder } from './builder.js';
 import { isUuid } from './cursor.js';
@@ -59,17 +58,14 @@ builder.subscriptionType({
         if (after < 0) throw badUserInput('afterSequence must be 0 or more');
         const id = String(executionId);
         if (!isUuid(id)) throw notFound(`execution ${id} was not found`);
-        const revoked = new AbortController();
-        const unwatch = context.watchCredential(() => revoked.abort());
         try {
-          const stream = await context.executor.stepUpdates(
-            { tenantId: context.tenantId, stillAuthorized: context.stillAuthorized, revoked: revoked.signal },
+          // The stream watches the credential while it listens (and stops as it ends): a quiet stream ends on revocation.
+          return await context.executor.stepUpdates(
+            { tenantId: context.tenantId, stillAuthorized: context.stillAuthorized, watchRevocation: context.watchCredential },
             id,
             after,
           );
-          return releaseOnEnd(stream, unwatch);
         } catch (error) {
-          unwatch();
           throw toGraphQLError(error);
         }
       },
