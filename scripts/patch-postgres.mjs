@@ -7,7 +7,8 @@
 // found a connection with no socket) nor carry queries into the session it was reopened for, and so that a query
 // sent between a socket's 'error' and its 'close' is rejected rather than left waiting forever, and so that a
 // query's cancel request that cannot be sent is not an unhandled rejection.
-// It also sends a query whose parameters all have their types in one flight, without describing it first.
+// It also sends a query whose parameters all have their types in one flight, without describing it first, and
+// keeps a connection's first read of the array types from becoming an unhandled rejection when its backend dies.
 // Idempotent; fails loudly when the driver's text is not what it was written for (a new version: re-check
 // the issues, then drop or update this patch).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -17,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 const MARKER = 'stepcast patch (porsager/postgres#1208)';
 const EXPECTED_VERSION = '3.4.9';
 const TYPED_MARKER = 'stepcast patch: typed parameters in one flight';
+const TYPES_MARKER = 'stepcast patch: a failed read of the array types is not an unhandled rejection';
 
 /** [what the driver has, what it gets]: each must occur exactly once in its file. */
 const CONNECTION_EDITS = [
@@ -81,6 +83,15 @@ const CONNECTION_EDITS = [
     `    q.describeFirst = q.onlyDescribe || (parameters.length && !q.prepared)
 `,
     `    q.describeFirst = q.onlyDescribe || (parameters.length && !q.prepared && !types.every(Boolean)) // ${TYPED_MARKER}
+`,
+  ],
+  // Every new connection first reads the array types; that promise was dropped, so a backend that dies during it
+  // (a restart, pg_terminate_backend) was an unhandled rejection, which ends the process. The connection's close
+  // fails its waiting query, so the rejection needs no other handling.
+  [
+    `        return fetchArrayTypes()
+`,
+    `        return fetchArrayTypes().catch(() => undefined) // ${TYPES_MARKER}
 `,
   ],
 ];
