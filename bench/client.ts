@@ -63,3 +63,26 @@ export function benchLimits(subscribers: number): Record<string, string> {
     STEPCAST_TENANT_MAX_SUBSCRIPTIONS: String(subscribers + 10),
   };
 }
+
+/**
+ * Runs `work` on a fresh PostgreSQL database made next to `baseUrl`'s, then drops it with the tenant roles it made
+ * (roles are server-wide), whatever `work` did.
+ */
+export async function withBenchDatabase<T>(baseUrl: string, prefix: string, work: (databaseUrl: string) => Promise<T>): Promise<T> {
+  const { default: postgres } = await import('postgres');
+  const { tenantRolePrefix } = await import('../src/db/tenant-roles.js');
+  const admin = postgres(baseUrl, { max: 1, onnotice: () => undefined });
+  const name = `${prefix}_${Date.now()}`;
+  try {
+    await admin.unsafe(`CREATE DATABASE ${name}`);
+    const url = new URL(baseUrl);
+    url.pathname = `/${name}`;
+    return await work(url.toString());
+  } finally {
+    await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    const roles = await admin<{ rolname: string }[]>`
+      SELECT rolname FROM pg_roles WHERE starts_with(rolname, ${tenantRolePrefix(name)})`;
+    for (const { rolname } of roles) await admin.unsafe(`DROP ROLE IF EXISTS "${rolname}"`);
+    await admin.end();
+  }
+}

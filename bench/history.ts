@@ -14,10 +14,10 @@ import { loadConfig } from '../src/config.js';
 import type { Db } from '../src/db/client.js';
 import { DrizzleExecutionStore } from '../src/db/execution-store.js';
 import * as tables from '../src/db/tables.js';
-import { tenantRolePrefix } from '../src/db/tenant-roles.js';
 import type { ExecutionPageRequest } from '../src/executor/store.js';
 import { createLogger } from '../src/logger.js';
 import { encodeCursor } from '../src/schema/cursor.js';
+import { withBenchDatabase } from './client.js';
 import { currentLoad, type BenchRow } from './table.js';
 
 const EXECUTIONS = Number(process.env.BENCH_HISTORY_EXECUTIONS ?? 1_000_000);
@@ -102,12 +102,11 @@ function describePlan(node: PlanNode): { text: string; types: string[] } {
   return { text: parts.join(' '), types };
 }
 
-export async function benchHistory(databaseUrl: string): Promise<BenchRow[]> {
-  const admin = postgres(databaseUrl, { max: 1, onnotice: () => undefined });
-  const name = `stepcast_history_${Date.now()}`;
-  await admin.unsafe(`CREATE DATABASE ${name}`);
-  const url = new URL(databaseUrl);
-  url.pathname = `/${name}`;
+export function benchHistory(baseUrl: string): Promise<BenchRow[]> {
+  return withBenchDatabase(baseUrl, 'stepcast_history', (databaseUrl) => measureHistory(new URL(databaseUrl)));
+}
+
+async function measureHistory(url: URL): Promise<BenchRow[]> {
   const dataDir = await mkdtemp(join(tmpdir(), 'stepcast-bench-history-'));
   let app: StepcastApp | undefined;
   let bare: postgres.Sql | undefined;
@@ -266,12 +265,6 @@ export async function benchHistory(databaseUrl: string): Promise<BenchRow[]> {
     await bare?.end();
     await app?.close();
     await rm(dataDir, { recursive: true, force: true });
-    await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    // Tenant roles are server-wide; the ones this database made go with it.
-    const roles = await admin<{ rolname: string }[]>`
-      SELECT rolname FROM pg_roles WHERE starts_with(rolname, ${tenantRolePrefix(name)})`;
-    for (const { rolname } of roles) await admin.unsafe(`DROP ROLE IF EXISTS "${rolname}"`);
-    await admin.end();
   }
 }
 

@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { startStepcast, type StepcastApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
-import { benchLimits, follow, percentile, submit } from './client.js';
+import { benchLimits, follow, percentile, submit, withBenchDatabase } from './client.js';
 import { benchFanOut } from './fanout.js';
 import { benchHistory } from './history.js';
 import { benchSteps, type StepsTarget } from './steps.js';
@@ -211,14 +211,7 @@ try {
   rows.push(...(await benchBackend({ backend: 'PGlite', env: {} })));
 
   if (process.env.BENCH_DATABASE_URL) {
-    const { default: postgres } = await import('postgres');
-    const admin = postgres(process.env.BENCH_DATABASE_URL, { max: 1, onnotice: () => undefined });
-    const name = `stepcast_bench_${Date.now()}`;
-    await admin.unsafe(`CREATE DATABASE ${name}`);
-    const url = new URL(process.env.BENCH_DATABASE_URL);
-    url.pathname = `/${name}`;
-    const databaseUrl = url.toString();
-    try {
+    await withBenchDatabase(process.env.BENCH_DATABASE_URL, 'stepcast_bench', async (databaseUrl) => {
       rows.push(
         ...(await benchBackend({
           backend: 'PostgreSQL',
@@ -227,20 +220,12 @@ try {
           floorUrl: databaseUrl,
         })),
       );
-      // History at 1,000,000 stored executions (a database of its own, 7 to 15 minutes of seeding here);
-      // BENCH_HISTORY_EXECUTIONS=0 leaves it out.
-      if (Number(process.env.BENCH_HISTORY_EXECUTIONS ?? 1) > 0) {
-        progress('PostgreSQL', 'history at BENCH_HISTORY_EXECUTIONS (1,000,000) stored executions');
-        rows.push(...(await benchHistory(process.env.BENCH_DATABASE_URL)));
-      }
-    } finally {
-      await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      // Tenant roles are server-wide; the ones this database made go with it.
-      const { tenantRolePrefix } = await import('../src/db/tenant-roles.js');
-      const roles = await admin<{ rolname: string }[]>`
-        SELECT rolname FROM pg_roles WHERE starts_with(rolname, ${tenantRolePrefix(name)})`;
-      for (const { rolname } of roles) await admin.unsafe(`DROP ROLE IF EXISTS "${rolname}"`);
-      await admin.end();
+    });
+    // History at 1,000,000 stored executions (a database of its own, 7 to 15 minutes of seeding here);
+    // BENCH_HISTORY_EXECUTIONS=0 leaves it out.
+    if (Number(process.env.BENCH_HISTORY_EXECUTIONS ?? 1) > 0) {
+      progress('PostgreSQL', 'history at BENCH_HISTORY_EXECUTIONS (1,000,000) stored executions');
+      rows.push(...(await benchHistory(process.env.BENCH_DATABASE_URL)));
     }
   } else {
     console.error('(PostgreSQL skipped: set BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test to include it)');
