@@ -22,6 +22,7 @@ import {
   type Transition,
 } from '../executor/store.js';
 import type { Db } from './client.js';
+import { isUuid } from '../executor/ids.js';
 import {
   executions,
   stepEvents,
@@ -47,7 +48,6 @@ function storableChange(change: StepChange): StepChange {
 const { result: _result, records: _records, ...stepStateColumns } = getTableColumns(stepResults);
 const { records: _allRecords, ...stepColumns } = getTableColumns(stepResults);
 const { plan: _plan, finalResult: _finalResult, ...summaryColumns } = getTableColumns(executions);
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Nobody holds the lease, `owner` does (a run of its that stopped), or its holder stopped renewing it. */
 const leaseIsFree = (owner: string) =>
@@ -69,13 +69,14 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
   }
 
   /**
-   * The sql and code each step of one execution came with in its plan, read from the plan once (a plan
-   * may hold megabytes of programs; reading it once per step would read it that many times).
+   * The sql and code each step of the executions `where` names came with in their plans, each plan read once (a
+   * plan may hold megabytes of programs; reading it once per step would read it that many times).
    */
-  private planned(executionId: string) {
+  private planned(where: SQL | undefined) {
     return this.db.$with('planned').as(
       this.db
         .select({
+          executionId: sql<string>`${executions.id}`.as('planned_execution_id'),
           index: sql<number>`planned_step.ordinal::int`.as('planned_index'),
           planSql: sql<string | null>`planned_step.step ->> 'sql'`.as('planned_sql'),
           planCode: sql<string | null>`planned_step.step ->> 'code'`.as('planned_code'),
@@ -83,9 +84,10 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
         .from(
           sql`${executions} CROSS JOIN LATERAL jsonb_array_elements(${executions.plan} -> 'steps') WITH ORDINALITY AS planned_step(step, ordinal)`,
         )
-        .where(eq(executions.id, executionId)),
+        .where(where),
     );
   }
+
 
   /**
    * Stores a QUEUED execution with its PENDING steps. A plan the planner wrote also gets its
@@ -192,20 +194,19 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
   }
 
   async listExecutionDetails(tenantId: string, executionIds: readonly string[]): Promise<Map<string, ExecutionDetails>> {
-    const ids = [...new Set(executionIds)].filter((id) => UUID.test(id));
+    const ids = [...new Set(executionIds)].filter((id) => isUuid(id));
     if (ids.length === 0) return new Map();
     const rows = await this.db
       .select({ id: executions.id, plan: executions.plan, finalResult: executions.finalResult })
       .from(executions)
-      // One parameter (a uuid[] literal), so the statement is the same text whatever the page size.
-      .where(and(sql`${executions.id} = ANY(${`{${ids.join(',')}}`}::uuid[])`, eq(executions.tenantId, tenantId)));
+      .where(and(sql`${executions.id} = ANY(${uuidArray(ids)})`, eq(executions.tenantId, tenantId)));
     return new Map(rows.map(({ id, ...details }) => [id, details]));
   }
 
   /** The steps of an execution; with tenantId, only if the execution is that tenant's. */
   async listSteps(executionId: string, tenantId?: string): Promise<StepRow[]> {
     // A step's sql and code: the agent's, or else the plan's (each is stored once: the plan's in executions.plan).
-    const planned = this.planned(executionId);
+    const planned = this.planned(eq(executions.id, executionId));
     return this.db
       .with(planned)
       .select(withArtefacts(planned))
@@ -224,23 +225,10 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
    * plan's, read from each plan once. An id that is not the tenant's execution (or not a UUID) has no steps.
    */
   async listStepsOfExecutions(tenantId: string, executionIds: readonly string[]): Promise<StepRow[]> {
-    const ids = [...new Set(executionIds)].filter((id) => UUID.test(id));
+    const ids = [...new Set(executionIds)].filter((id) => isUuid(id));
     if (ids.length === 0) return [];
-    // One parameter (a uuid[] literal), so the statement is the same text whatever the page size.
-    const idArray = sql`${`{${ids.join(',')}}`}::uuid[]`;
-    const planned = this.db.$with('planned').as(
-      this.db
-        .select({
-          executionId: sql<string>`${executions.id}`.as('planned_execution_id'),
-          index: sql<number>`planned_step.ordinal::int`.as('planned_index'),
-          planSql: sql<string | null>`planned_step.step ->> 'sql'`.as('planned_sql'),
-          planCode: sql<string | null>`planned_step.step ->> 'code'`.as('planned_code'),
-        })
-        .from(
-          sql`${executions} CROSS JOIN LATERAL jsonb_array_elements(${executions.plan} -> 'steps') WITH ORDINALITY AS planned_step(step, ordinal)`,
-        )
-        .where(and(sql`${executions.id} = ANY(${idArray})`, eq(executions.tenantId, tenantId))),
-    );
+    const idArray = uuidArray(ids);
+    const planned = this.planned(and(sql`${executions.id} = ANY(${idArray})`, eq(executions.tenantId, tenantId)));
     const steps = await this.db
       .with(planned)
       .select(withArtefacts(planned))
@@ -275,7 +263,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
       .from(stepEvents)
       .where(and(...conditions))
       .orderBy(asc(stepEvents.sequence));
-    const planned = this.planned(executionId);
+    const planned = this.planned(eq(executions.id, executionId));
     const steps = await this.db
       .with(planned)
       .select({ ...stepStateColumns, planSql: planned.planSql, planCode: planned.planCode })
@@ -311,7 +299,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
 
   /** The steps with everything a run continues from: their sql and code, and all their records. */
   private async stepsForRun(db: Db, executionId: string) {
-    const planned = this.planned(executionId);
+    const planned = this.planned(eq(executions.id, executionId));
     return db
       .with(planned)
       .select({
@@ -555,6 +543,14 @@ function withArtefacts(planned: { planSql: SQL.Aliased<string | null>; planCode:
     sql: sql<string | null>`coalesce(${stepResults.sql}, ${planned.planSql})`,
     code: sql<string | null>`coalesce(${stepResults.code}, ${planned.planCode})`,
   };
+}
+
+/**
+ * Ids as one uuid[] parameter (their text form, checked by isUuid), so a statement is the same text whatever the
+ * number of ids: prepared once, not once per page size.
+ */
+function uuidArray(ids: readonly string[]): SQL {
+  return sql`${`{${ids.join(',')}}`}::uuid[]`;
 }
 
 /** Runs one of the service's own statements with parameters, prepared (Database.query). */

@@ -1,5 +1,6 @@
 import type { ExecutionCursor } from '../executor/store.js';
 import { badUserInput } from './errors.js';
+import { isUuid } from '../executor/ids.js';
 
 export function encodeCursor({ createdAt, id }: ExecutionCursor): string {
   return Buffer.from(JSON.stringify([createdAt.toISOString(), id])).toString('base64url');
@@ -18,14 +19,11 @@ export function decodeCursor(cursor: string): ExecutionCursor {
   throw badUserInput('after is not a cursor this server issued; pass an endCursor from a previous page');
 }
 
-const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-export function isUuid(value: string): boolean {
-  return UUID_PATTERN.test(value);
-}
 
 /** Postgres timestamps hold years 1 to 9999 here; anything else is not a date this server stored. */
 export function isStorableDate(date: Date): boolean {
   const year = date.getUTCFullYear();
   return !Number.isNaN(date.getTime()) && year >= 1 && year <= 9999;
 }
+
+export { isUuid };
