@@ -622,7 +622,6 @@ class Run {
     }
     const capped = capRecords(outcome.records, settings.resultMaxBytes);
     const sample = sampleOf(outcome.records, execution.options.sampleSize, settings.sampleMaxBytes);
-    const followOn = this.followOn(step, capped.kept);
     const succeeded: RunChange = {
       type: 'STEP_SUCCEEDED',
       index: step.index,
@@ -643,6 +642,8 @@ class Run {
         finishedAt: new Date(),
       },
     };
+    // After the step's end is stamped, so that what follows it (the next start, the execution's end) is never earlier.
+    const followOn = this.followOn(step, capped.kept);
     await (followOn ? this.commit(succeeded, followOn) : this.commit(succeeded));
     logger.info({ stepIndex: step.index, recordCount: outcome.records.length }, 'step succeeded');
     this.earlier.push({
