@@ -8,7 +8,7 @@ import { Executor, type ExecutorSettings } from '../src/executor/executor.js';
 import { MemoryExecutionStore } from '../src/executor/memory-store.js';
 import type { Transition } from '../src/executor/store.js';
 import { validatePlan, type PlanInput } from '../src/executor/plan.js';
-import { createTenantRateLimiter } from '../src/executor/rate-limiter.js';
+import { createMemoryTenantLimits } from '../src/executor/rate-limiter.js';
 import { createInProcessStepUpdateBus } from '../src/executor/step-update-bus.js';
 import type { StepUpdate } from '../src/executor/step-update.js';
 import type { StepContext, StepHandler, StepOutcome } from '../src/executor/steps/step-handler.js';
@@ -127,7 +127,10 @@ class World {
       bus: this.bus,
       handlers: { SQL: this.handler, API: this.handler },
       tenants: this.store,
-      modelCalls: createTenantRateLimiter({ ratePerMinute: 600, burst: 100 }),
+      rateLimits: createMemoryTenantLimits({
+        executions: { ratePerMinute: 600, burst: 100 },
+        modelCalls: { ratePerMinute: 600, burst: 100 },
+      }),
       logger: createLogger('silent'),
       workerId,
       // The service's own classification, as the composition root hands it over, plus this file's outage.

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createTenantRateLimiter } from '../src/executor/rate-limiter.js';
+import { createMemoryTenantLimits, createTenantRateLimiter } from '../src/executor/rate-limiter.js';
 
 /** The limiter on a clock the test moves by hand. */
 function limiter(ratePerMinute: number, burst: number) {
@@ -77,5 +77,35 @@ describe('tenant rate limiter (token bucket)', () => {
     expect(limit.take('a')).toEqual({ allowed: true });
     expect(limit.peek('b')).toEqual({ allowed: true });
     expect(limit.size).toBe(1);
+  });
+});
+
+describe('tenant rate limits in one process (all budgets or none)', () => {
+  /** Both budgets, on a clock the test moves by hand. */
+  function limits() {
+    let now = 1_000_000;
+    const rateLimits = createMemoryTenantLimits(
+      { executions: { ratePerMinute: 6, burst: 2 }, modelCalls: { ratePerMinute: 1, burst: 1 } },
+      { now: () => now },
+    );
+    return { rateLimits, advance: (ms: number) => (now += ms) };
+  }
+
+  it('takes from every budget named, or from none: a refused budget leaves the others as they were', async () => {
+    const { rateLimits } = limits();
+    expect(await rateLimits.take('a', ['executions', 'modelCalls'])).toEqual({ allowed: true });
+    expect(await rateLimits.take('a', ['executions', 'modelCalls'])).toEqual({ allowed: false, budget: 'modelCalls', retryAfterSeconds: 60 });
+    // The refusal took no execution token: one of the two is left.
+    expect(await rateLimits.take('a', ['executions'])).toEqual({ allowed: true });
+    expect(await rateLimits.take('a', ['executions'])).toEqual({ allowed: false, budget: 'executions', retryAfterSeconds: 10 });
+  });
+
+  it('answers the longest wait when several budgets are empty', async () => {
+    const { rateLimits, advance } = limits();
+    await rateLimits.take('a', ['executions', 'modelCalls']);
+    await rateLimits.take('a', ['executions']);
+    advance(5_000);
+    expect(await rateLimits.take('a', ['executions', 'modelCalls'])).toEqual({ allowed: false, budget: 'modelCalls', retryAfterSeconds: 55 });
+    expect(await rateLimits.take('a', ['executions'])).toEqual({ allowed: false, budget: 'executions', retryAfterSeconds: 5 });
   });
 });

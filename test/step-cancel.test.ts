@@ -127,7 +127,7 @@ for (const { backend, skipReason } of backends) {
         rowCap: 1_000,
         sampleSize: 3,
         recordUsage: () => undefined,
-        takeModelCall: () => ({ allowed: true }),
+        takeModelCall: () => Promise.resolve({ allowed: true }),
         reportProgress: progress,
         signal,
         deadline: Date.now() + timeoutMs,

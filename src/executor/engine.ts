@@ -6,7 +6,7 @@ import { heapBytesOf } from '../heap-bytes.js';
 import { withLogContext, type Logger } from '../logger.js';
 import { RunStoppedError, StepCancelledError, StepFailure, toStoredStepError } from './errors.js';
 import { ExecutionMemory } from './execution-memory.js';
-import type { TenantRateLimiter } from './rate-limiter.js';
+import type { TenantRateLimits } from './rate-limiter.js';
 import { capRecords } from './records.js';
 import { applyStepChange, snapshotOf, type StepChange } from './step-snapshots.js';
 import type { StepKind, StepUpdate } from './step-update.js';
@@ -45,8 +45,8 @@ export interface EngineDependencies {
   bus: StepUpdateBus;
   handlers: Record<StepKind, StepHandler>;
   tenants: TenantDirectory;
-  /** The tenants' model-call budget: every agent call of a step takes one. */
-  modelCalls: TenantRateLimiter;
+  /** The tenants' budgets: every agent call of a step takes one model call. */
+  rateLimits: TenantRateLimits;
   logger: Logger;
   settings: EngineSettings;
   /** This process, as the owner of the leases it takes. */
@@ -583,7 +583,7 @@ class Run {
           rowCap: settings.rowCap,
           sampleSize: execution.options.sampleSize,
           recordUsage,
-          takeModelCall: () => deps.modelCalls.take(tenant.id),
+          takeModelCall: () => deps.rateLimits.take(tenant.id, ['modelCalls']),
           reportProgress,
           beforeUnsafeCall: () => this.markUnsafeCalls(step),
           signal,

@@ -18,7 +18,7 @@ import {
   type PlanDefaults,
   type PlanInput,
 } from './plan.js';
-import { createTenantRateLimiter, type TenantRateLimiter } from './rate-limiter.js';
+import { createMemoryTenantLimits, rateLimitSettings, type BudgetName, type TenantRateLimits } from './rate-limiter.js';
 import { isFinished, type ExecutionStatus, type StepKind, type StepUpdate } from './step-update.js';
 import type { StepUpdateBus } from './step-update-bus.js';
 import { streamStepUpdates, type StreamAccess, type StreamDenied } from './step-update-stream.js';
@@ -46,12 +46,11 @@ const STREAM_CLOSE_TIMEOUT_MS = 2_000;
 /** Executions queued per look for work; the rest are found by the next look. */
 const RECOVERY_BATCH = 500;
 
-/** A per-tenant token bucket, and what a refusal tells the client it may do again after the wait. */
-interface TenantBudget {
-  name: 'executions' | 'model calls';
-  limiter: TenantRateLimiter;
-  action: string;
-}
+/** What a refusal by each budget tells the client it may do again after the wait. */
+const BUDGET_ACTIONS: Record<BudgetName, string> = {
+  executions: 'start another execution',
+  modelCalls: 'call a model again (planQuery, executeQuery, agent steps)',
+};
 
 function describeApiCatalog(operations: ApiOperation[] | null): string | null {
   return operations && operations.length > 0 ? describeCatalog(operations) : null;
@@ -76,6 +75,11 @@ export interface ExecutorDependencies {
   knowledge: TenantKnowledge;
   llm: LlmClient;
   settings: ExecutorSettings;
+  /**
+   * The tenants' budgets (executions, model calls). Default: this process's own token buckets, from
+   * settings.tenantLimits; a cluster passes one shared by its processes (createRedisTenantLimits).
+   */
+  rateLimits?: TenantRateLimits;
   logger: Logger;
   /** This process, as the owner of the leases it takes (unique per process). */
   workerId: string;
@@ -110,8 +114,7 @@ export class Executor {
   private readonly logger: Logger;
   private readonly tenants: TenantDirectory;
   private readonly workerId: string;
-  private readonly executionBudget: TenantBudget;
-  private readonly modelCallBudget: TenantBudget;
+  private readonly rateLimits: TenantRateLimits;
   private sweeper: NodeJS.Timeout | undefined;
   private sweepFailing = false;
   private stopped = false;
@@ -128,22 +131,7 @@ export class Executor {
     this.logger = logger;
     this.tenants = deps.tenants;
     this.workerId = deps.workerId;
-    this.executionBudget = {
-      name: 'executions',
-      limiter: createTenantRateLimiter({
-        ratePerMinute: settings.tenantLimits.ratePerMinute,
-        burst: settings.tenantLimits.burst,
-      }),
-      action: 'start another execution',
-    };
-    this.modelCallBudget = {
-      name: 'model calls',
-      limiter: createTenantRateLimiter({
-        ratePerMinute: settings.tenantLimits.modelCallsPerMinute,
-        burst: settings.tenantLimits.modelCallsBurst,
-      }),
-      action: 'call a model again (planQuery, executeQuery, agent steps)',
-    };
+    this.rateLimits = deps.rateLimits ?? createMemoryTenantLimits(rateLimitSettings(settings.tenantLimits));
     // Every open stepUpdates stream listens for shutdown on this one signal.
     setMaxListeners(0, this.shutdownController.signal);
     this.idempotency = deps.idempotency({
@@ -157,7 +145,7 @@ export class Executor {
       bus: deps.bus,
       handlers: deps.handlers,
       tenants: deps.tenants,
-      modelCalls: this.modelCallBudget.limiter,
+      rateLimits: this.rateLimits,
       logger,
       workerId: deps.workerId,
       isUnavailable: deps.isUnavailable,
@@ -223,7 +211,7 @@ export class Executor {
   async submitPlan(tenantId: string, plan: PlanInput, options?: ExecuteOptionsInput | null): Promise<ExecutionRow> {
     const validated = validatePlan(plan, options, this.planDefaults());
     const submitted = await this.idempotency.submit(tenantId, validated.idempotencyKey, planRequest(validated, options), {
-      spendTokens: () => this.takeTokens(tenantId, [this.executionBudget]),
+      spendTokens: () => this.takeTokens(tenantId, ['executions']),
       create: (claim) => this.store.createExecution(tenantId, validated, { claim }),
     });
     if ('replayed' in submitted) return submitted.replayed;
@@ -238,27 +226,20 @@ export class Executor {
 
   /**
    * Takes one token from each budget, or none: when any is empty, RateLimitedError with the longest wait.
-   * Per process: each replica keeps its own buckets.
+   * Per process or per cluster, as the rate limits given to the executor count.
    */
-  private takeTokens(tenantId: string, budgets: readonly TenantBudget[]): void {
-    let refused: { budget: TenantBudget; retryAfterSeconds: number } | undefined;
-    for (const budget of budgets) {
-      const decision = budget.limiter.peek(tenantId);
-      if (!decision.allowed && decision.retryAfterSeconds > (refused?.retryAfterSeconds ?? 0)) {
-        refused = { budget, retryAfterSeconds: decision.retryAfterSeconds };
-      }
-    }
-    if (refused) {
-      const { budget, retryAfterSeconds } = refused;
-      this.logger.info({ tenantId, budget: budget.name, retryAfterSeconds }, 'request refused: tenant rate limit');
-      throw new RateLimitedError(retryAfterSeconds, budget.action);
-    }
-    for (const budget of budgets) budget.limiter.take(tenantId);
+  private async takeTokens(tenantId: string, budgets: readonly BudgetName[]): Promise<void> {
+    if (budgets.length === 0) return;
+    const decision = await this.rateLimits.take(tenantId, budgets);
+    if (decision.allowed) return;
+    const { budget, retryAfterSeconds } = decision;
+    this.logger.info({ tenantId, budget, retryAfterSeconds }, 'request refused: tenant rate limit');
+    throw new RateLimitedError(retryAfterSeconds, BUDGET_ACTIONS[budget]);
   }
 
   /** What asking the planner takes: a model call, when there is a model to call (else the planner says so). */
-  private plannerBudgets(): TenantBudget[] {
-    return this.llm.configured ? [this.modelCallBudget] : [];
+  private plannerBudgets(): BudgetName[] {
+    return this.llm.configured ? ['modelCalls'] : [];
   }
 
   /**
@@ -267,7 +248,7 @@ export class Executor {
    */
   async planQuery(tenantId: string, query: string): Promise<StoredPlan> {
     checkQuery(query, this.settings.inputLimits);
-    this.takeTokens(tenantId, this.plannerBudgets());
+    await this.takeTokens(tenantId, this.plannerBudgets());
     return (await this.planWithUsage(tenantId, query)).plan;
   }
 
@@ -299,7 +280,7 @@ export class Executor {
     checkQuery(query, this.settings.inputLimits);
     const { idempotencyKey } = validatedOptions;
     const submitted = await this.idempotency.submitPlanned(tenantId, idempotencyKey, queryRequest(query, validatedOptions, options), {
-      spendTokens: () => this.takeTokens(tenantId, [this.executionBudget, ...this.plannerBudgets()]),
+      spendTokens: () => this.takeTokens(tenantId, ['executions', ...this.plannerBudgets()]),
       create: async (claim) => {
         const { plan, usage } = await this.planWithUsage(tenantId, query);
         return this.store.createExecution(tenantId, { ...validatedOptions, plan }, { plannerUsage: usage, claim });

@@ -21,7 +21,7 @@ export type ClaimInTransaction = (tx: Db, executionId: string) => Promise<void>;
 /** How a request stores its execution, given to IdempotentSubmits, which decides whether it runs at all. */
 export interface Submission<T> {
   /** Takes the tenant's tokens (RateLimitedError when empty); called only for a request that stores an execution. */
-  spendTokens(): void;
+  spendTokens(): Promise<void>;
   /** Stores the execution, running `claim` (when given) in the transaction that stores it. */
   create(claim: ClaimInTransaction | undefined): Promise<T>;
 }
@@ -67,7 +67,7 @@ export function queryRequest(query: string, validated: ValidatedOptions, given: 
 
 /** A request without a key: it takes its tokens and stores its execution, as any submit did before keys. */
 async function withoutKey<T>(submission: Submission<T>): Promise<SubmitOutcome<T>> {
-  submission.spendTokens();
+  await submission.spendTokens();
   return { created: await submission.create(undefined) };
 }
 
@@ -110,7 +110,7 @@ export class IdempotentSubmits {
       const created = await submission.create(async (tx, executionId) => {
         const claim = await storeIdempotencyKey(tx, keyRequest, executionId);
         if ('holder' in claim) throw new KeyTaken(claim.holder);
-        submission.spendTokens();
+        await submission.spendTokens();
       });
       await this.deleteExpired();
       return { created };
@@ -136,7 +136,7 @@ export class IdempotentSubmits {
     if ('holder' in claim) return { replayed: await this.answerFor(claim.holder, keyRequest, { wait: true }) };
     const reservation = claim.stored;
     try {
-      submission.spendTokens();
+      await submission.spendTokens();
       const created = await submission.create(async (tx, executionId) => {
         if (!(await attachIdempotentExecution(tx, reservation, executionId))) {
           // Taken over as abandoned: this planner ran past every bound it has.

@@ -2,6 +2,45 @@ import { performance } from 'node:perf_hooks';
 
 export type RateDecision = { allowed: true } | { allowed: false; retryAfterSeconds: number };
 
+/** A tenant's budgets: executions (executePlan, executeQuery) and model calls (the planner and each agent call). */
+export type BudgetName = 'executions' | 'modelCalls';
+
+/** Refused: the longest wait among the budgets that were empty, and the budget that set it. */
+export type BudgetDecision = { allowed: true } | { allowed: false; retryAfterSeconds: number; budget: BudgetName };
+
+/** What the settings say of one budget: `burst` calls at once, `ratePerMinute` sustained. */
+export interface BudgetLimits {
+  ratePerMinute: number;
+  burst: number;
+}
+
+export type RateLimitSettings = Record<BudgetName, BudgetLimits>;
+
+/**
+ * Every tenant's budgets, as the executor and the engine take from them: in this process
+ * (createMemoryTenantLimits, the default) or shared by a cluster (createRedisTenantLimits).
+ */
+export interface TenantRateLimits {
+  /**
+   * Takes one token from each of the budgets, or none: when any is empty, nothing is taken and the
+   * answer is the longest wait, in whole seconds (≥ 1).
+   */
+  take(tenantId: string, budgets: readonly BudgetName[]): Promise<BudgetDecision>;
+}
+
+/** The budgets as the settings (STEPCAST_TENANT_RATE_*, STEPCAST_TENANT_MODEL_CALLS_*) give them. */
+export function rateLimitSettings(limits: {
+  ratePerMinute: number;
+  burst: number;
+  modelCallsPerMinute: number;
+  modelCallsBurst: number;
+}): RateLimitSettings {
+  return {
+    executions: { ratePerMinute: limits.ratePerMinute, burst: limits.burst },
+    modelCalls: { ratePerMinute: limits.modelCallsPerMinute, burst: limits.modelCallsBurst },
+  };
+}
+
 export interface TenantRateLimiter {
   /** Takes one token from the tenant's bucket; when it is empty, says in how many whole seconds (≥ 1) the next arrives. */
   take(tenantId: string): RateDecision;
@@ -70,6 +109,31 @@ export function createTenantRateLimiter({
     },
     get size() {
       return buckets.size;
+    },
+  };
+}
+
+/**
+ * The budgets of one process: a token bucket per budget and tenant (createTenantRateLimiter). Nothing
+ * is awaited between looking at the buckets and taking from them, so all or none holds without a lock.
+ */
+export function createMemoryTenantLimits(settings: RateLimitSettings, { now }: { now?: () => number } = {}): TenantRateLimits {
+  const limiters: Record<BudgetName, TenantRateLimiter> = {
+    executions: createTenantRateLimiter({ ...settings.executions, now }),
+    modelCalls: createTenantRateLimiter({ ...settings.modelCalls, now }),
+  };
+  return {
+    take(tenantId, budgets) {
+      let refused: { budget: BudgetName; retryAfterSeconds: number } | undefined;
+      for (const budget of budgets) {
+        const decision = limiters[budget].peek(tenantId);
+        if (!decision.allowed && decision.retryAfterSeconds > (refused?.retryAfterSeconds ?? 0)) {
+          refused = { budget, retryAfterSeconds: decision.retryAfterSeconds };
+        }
+      }
+      if (refused) return Promise.resolve({ allowed: false, ...refused });
+      for (const budget of budgets) limiters[budget].take(tenantId);
+      return Promise.resolve({ allowed: true });
     },
   };
 }

@@ -33,7 +33,7 @@ export interface StepContext {
   /** Adds tokens an agent spent on this step; counted even when the step then fails. */
   recordUsage(usage: StoredTokenUsage): void;
   /** Takes one of the tenant's model calls (STEPCAST_TENANT_MODEL_CALLS_*) for one agent call. */
-  takeModelCall(): RateDecision;
+  takeModelCall(): Promise<RateDecision>;
   /** Publishes a STEP_PROGRESS update, in order, before the step's outcome; reports made while one is being stored are coalesced into the newest. */
   reportProgress(message: string): void;
   /**
@@ -116,7 +116,7 @@ export async function askAgent<T>(
       `step ${context.index} has no ${artefact.field}, and no ${artefact.agent} is configured to write it: set OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL (an OpenAI-compatible server), or give the step its ${artefact.field}`,
     );
   }
-  const modelCall = context.takeModelCall();
+  const modelCall = await context.takeModelCall();
   if (!modelCall.allowed) {
     throw new StepFailure(
       'MODEL_RATE_LIMITED',
