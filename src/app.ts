@@ -2,6 +2,7 @@ import type { Config } from './config.js';
 import type { Database } from './db/client.js';
 import { DEMO_TENANT_ID, ensureDemoTenant } from './db/demo-data.js';
 import { openDatabaseWhenReachable } from './db/reconnect.js';
+import { RetentionSweeper } from './db/retention.js';
 import { isDatabaseUnavailable } from './db/unavailable.js';
 import { startDemoTenantApi } from './demo-api/demo-tenant.js';
 import { LlmClient } from './agents/llm-client.js';
@@ -114,6 +115,9 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
   );
   const { database } = opening;
   let executor: Executor | undefined;
+  // Off unless STEPCAST_RETENTION_DAYS is set; it starts with the executor, once the database is open.
+  const retention =
+    config.retention && new RetentionSweeper(new DrizzleExecutionStore(database.db, database.query), config.retention, logger);
   let demoApi: Awaited<ReturnType<typeof startDemoTenantApi>> | undefined;
   let ready = false;
   let closed = false;
@@ -125,6 +129,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
       config.demo.enabled && config.demo.api ? await startDemoTenantApi(database, config.demo.apiPort, secrets) : undefined;
     if (demoApi) logger.info({ url: demoApi.url }, 'demo tenant API is listening');
     await running.start();
+    retention?.start();
     ready = true;
   };
   try {
@@ -185,6 +190,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
           closed = true;
           opening.stop();
           server.httpServer.close();
+          await retention?.stop();
           await running.stop(config.shutdownGraceMs);
           await server.close();
           await demoApi?.close();
@@ -193,6 +199,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
         })()),
     };
   } catch (error) {
+    await retention?.stop();
     await executor?.stop(0);
     await demoApi?.close();
     await database.close();

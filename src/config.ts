@@ -36,6 +36,10 @@ const environmentSchema = z.object({
   STEPCAST_MAX_STEP_TIMEOUT_MS: integer(120_000, MIN_STEP_TIMEOUT_MS, 3_600_000),
   STEPCAST_SHUTDOWN_GRACE_MS: integer(10_000, 0, 600_000),
   STEPCAST_IDEMPOTENCY_TTL_HOURS: integer(24, 1, 8_760),
+  // Fractions of a day are allowed (0.5: twelve hours); 0 keeps every execution.
+  STEPCAST_RETENTION_DAYS: z.coerce.number().min(0).max(36_500).default(0),
+  STEPCAST_RETENTION_INTERVAL_MS: integer(600_000, 100, 86_400_000),
+  STEPCAST_RETENTION_BATCH_SIZE: integer(200, 1, 10_000),
   OPENAI_API_KEY: z.string().min(1).optional(),
   OPENAI_BASE_URL: z.url({ protocol: /^https?$/ }).optional(),
   STEPCAST_MODEL: z.string().min(1).default('gpt-4o-mini'),
@@ -151,6 +155,8 @@ export interface Config {
     plannerMaxMs: number;
   };
   shutdownGraceMs: number;
+  /** Deleting finished executions past an age (STEPCAST_RETENTION_DAYS); undefined: every execution is kept. */
+  retention: RetentionConfig | undefined;
   llm: LlmConfig;
   sandbox: SandboxConfig;
   auth: AuthConfig;
@@ -161,6 +167,15 @@ export interface Config {
   tenantLimits: TenantLimits;
   inputLimits: InputLimits;
   tenantConnections: TenantConnectionLimits;
+}
+
+export interface RetentionConfig {
+  /** A finished execution is deleted, with its steps and events, this long after it finished. */
+  maxAgeMs: number;
+  /** How often a process looks for executions to delete (and once when it starts). */
+  intervalMs: number;
+  /** Executions deleted per statement: each is its own short transaction, so runs never wait long behind one. */
+  batchSize: number;
 }
 
 export interface HttpConfig {
@@ -327,6 +342,14 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       plannerMaxMs: plannerMaxMs(env.STEPCAST_LLM_TIMEOUT_MS, env.STEPCAST_LLM_MAX_RETRIES),
     },
     shutdownGraceMs: env.STEPCAST_SHUTDOWN_GRACE_MS,
+    retention:
+      env.STEPCAST_RETENTION_DAYS > 0
+        ? {
+            maxAgeMs: Math.max(1, Math.round(env.STEPCAST_RETENTION_DAYS * 86_400_000)),
+            intervalMs: env.STEPCAST_RETENTION_INTERVAL_MS,
+            batchSize: env.STEPCAST_RETENTION_BATCH_SIZE,
+          }
+        : undefined,
     llm: {
       apiKey: env.OPENAI_API_KEY,
       baseUrl: env.OPENAI_BASE_URL,

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, lt, lte, or, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, lt, lte, notExists, or, sql, type SQL } from 'drizzle-orm';
 import type { PgColumn } from 'drizzle-orm/pg-core';
 import type { ClaimInTransaction } from '../executor/idempotency.js';
 import type { ValidatedPlan } from '../executor/plan.js';
@@ -25,6 +25,7 @@ import type { Db } from './client.js';
 import { isUuid } from '../executor/ids.js';
 import {
   executions,
+  idempotencyKeys,
   stepEvents,
   stepResults,
   tenants,
@@ -406,6 +407,40 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
       )
       .returning();
     return cancelled ?? (await this.findExecution(tenantId, executionId));
+  }
+
+  /**
+   * Deletes up to `limit` executions that finished more than olderThanMs ago on the database's clock, oldest first,
+   * in one statement: their steps, events and idempotency keys go with them (ON DELETE CASCADE). Unfinished
+   * executions are never touched. Rows another transaction has locked (another process's sweep) are skipped,
+   * not waited for. An execution that an unexpired idempotency key still
+   * answers with is kept until the key expires, so a retry with the key never runs the request again.
+   * Returns how many were deleted.
+   */
+  async deleteFinishedExecutions(olderThanMs: number, limit: number): Promise<number> {
+    const answeredByLiveKey = this.db
+      .select({ executionId: idempotencyKeys.executionId })
+      .from(idempotencyKeys)
+      .where(and(eq(idempotencyKeys.executionId, executions.id), gt(idempotencyKeys.expiresAt, sql`now()`)));
+    // The statuses as literals, not parameters: only then can the planner match the partial index on finished_at.
+    const expired = this.db
+      .select({ id: executions.id })
+      .from(executions)
+      .where(
+        and(
+          sql`${executions.status} in ('SUCCEEDED', 'FAILED', 'CANCELLED')`,
+          lt(executions.finishedAt, sql`now() - make_interval(secs => ${olderThanMs / 1000}::double precision)`),
+          notExists(answeredByLiveKey),
+        ),
+      )
+      .orderBy(asc(executions.finishedAt))
+      .limit(limit)
+      .for('update', { skipLocked: true });
+    const deleted = await this.db
+      .delete(executions)
+      .where(inArray(executions.id, expired))
+      .returning({ id: executions.id });
+    return deleted.length;
   }
 
   /**

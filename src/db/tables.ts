@@ -144,6 +144,11 @@ export const executions = pgTable(
     index('executions_waiting_idx')
       .on(table.wakeAt)
       .where(sql`${table.status} = 'WAITING'`),
+    // What retention deletes, oldest first (src/db/retention.ts). It costs no HOT update: finished_at is set by
+    // the transition that changes the status, which is indexed already.
+    index('executions_finished_idx')
+      .on(table.finishedAt)
+      .where(sql`${table.status} in ('SUCCEEDED', 'FAILED', 'CANCELLED')`),
   ],
 );
 
@@ -164,7 +169,14 @@ export const idempotencyKeys = pgTable(
     createdAt: timestamptz('created_at').notNull(),
     expiresAt: timestamptz('expires_at').notNull(),
   },
-  (table) => [primaryKey({ columns: [table.tenantId, table.key] }), index('idempotency_keys_expires_idx').on(table.expiresAt)],
+  (table) => [
+    primaryKey({ columns: [table.tenantId, table.key] }),
+    index('idempotency_keys_expires_idx').on(table.expiresAt),
+    // The keys of an execution: what deleting it cascades to, and what retention asks before it deletes one.
+    index('idempotency_keys_execution_idx')
+      .on(table.executionId)
+      .where(sql`${table.executionId} is not null`),
+  ],
 );
 
 export const stepResults = pgTable(

@@ -1,0 +1,2 @@
+CREATE INDEX "executions_finished_idx" ON "executions" USING btree ("finished_at") WHERE "executions"."status" in ('SUCCEEDED', 'FAILED', 'CANCELLED');--> statement-breakpoint
+CREATE INDEX "idempotency_keys_execution_idx" ON "idempotency_keys" USING btree ("execution_id") WHERE "idempotency_keys"."execution_id" is not null;
