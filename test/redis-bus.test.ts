@@ -254,6 +254,34 @@ describe.skipIf(redisSkipReason !== null)(`the Redis bus between processes${redi
       }
     });
 
+    it('tells the subscribers of an execution whose update could not be published, once the publisher is back', async () => {
+      const redis = await startRedisServer();
+      const ownObserver = observerOf(redis.url);
+      try {
+        // Neither tells of gaps by polling within the test: a gap after the first comes from the notice.
+        const runner = await openBus(redis.url, { gapPollMs: 60_000 });
+        const watcher = await openBus(redis.url, { gapPollMs: 60_000 });
+        const [lost, other] = [randomUUID(), randomUUID()];
+        const gaps = { lost: 0, other: 0 };
+        watcher.updates.subscribe(lost, () => undefined, () => gaps.lost++);
+        watcher.updates.subscribe(other, () => undefined, () => gaps.other++);
+        await vi.waitFor(() => expect(gaps).toEqual({ lost: 1, other: 1 }), WAIT);
+
+        // Only the publishers' connections drop (as an idle timeout or a proxy would): the watcher hears nothing lost.
+        const clients = (await ownObserver.client('LIST')) as string;
+        for (const id of clients.matchAll(/^id=(\d+) .*name=stepcast-publisher /gm)) await ownObserver.client('KILL', 'ID', id[1]!);
+        // At once, before the first reconnect (100 ms later): the publish fails, on a closed or a dead socket.
+        runner.updates.publish(updateOf(lost, 1));
+        await vi.waitFor(() => expect(runner.lines.map((line) => line.msg)).toContain('could not publish to Redis; subscribers read the store instead'), WAIT);
+        await vi.waitFor(() => expect(runner.healthy).toBe(true), WAIT);
+        await vi.waitFor(() => expect(gaps.lost).toBe(2), WAIT);
+        expect(gaps.other).toBe(1);
+      } finally {
+        ownObserver.disconnect();
+        await redis.stop();
+      }
+    });
+
     it('starts while Redis is down, and connects once it is up', async () => {
       const redis = await startRedisServer();
       const ownObserver = observerOf(redis.url);
