@@ -2,7 +2,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { MemoryExecutionStore } from '../src/executor/memory-store.js';
 import { validatePlan } from '../src/executor/plan.js';
-import type { StepUpdate, StepUpdateType } from '../src/executor/step-update.js';
+import { isTerminalUpdate, type StepUpdate, type StepUpdateType } from '../src/executor/step-update.js';
 import { createInProcessStepUpdateBus, type StepUpdateBus } from '../src/executor/step-update-bus.js';
 import { isStreamDenied, streamStepUpdates, type StreamDenied } from '../src/executor/step-update-stream.js';
 import type { ExecutionStore } from '../src/executor/store.js';
@@ -118,6 +118,52 @@ const DEMO_TENANT_ID = 'demo';
         }),
       );
       expect(sequences).toEqual([1, 2, 3]);
+    });
+
+    it('reads the store when the bus says it lost updates: completes after a terminal update whose message never came', async () => {
+      const id = await createExecution();
+      const inner = createInProcessStepUpdateBus();
+      const gapListeners = new Set<() => void>();
+      // A bus between processes that loses the terminal update's message, and says when it may have lost one.
+      const lossy: StepUpdateBus = {
+        publish: (update) => {
+          if (!isTerminalUpdate(update.type)) inner.publish(update);
+        },
+        subscribe: (executionId, listener, onGap) => {
+          const unsubscribe = inner.subscribe(executionId, listener);
+          if (onGap) gapListeners.add(onGap);
+          return () => {
+            if (onGap) gapListeners.delete(onGap);
+            unsubscribe();
+          };
+        },
+      };
+      const gap = () => {
+        for (const onGap of gapListeners) onGap();
+      };
+      const iterator = streamStepUpdates({
+        store,
+        bus: lossy,
+        executionId: id,
+        access: { tenantId: DEMO_TENANT_ID },
+        afterSequence: 0,
+        shutdown: new AbortController().signal,
+      })[Symbol.asyncIterator]();
+      lossy.publish(await record(id, 'EXECUTION_STARTED'));
+      expect((await iterator.next()).value).toMatchObject({ sequence: 1 });
+
+      // A gap with nothing new in the store: nothing is handed out twice, and the stream goes on listening.
+      const second = iterator.next();
+      gap();
+      lossy.publish(await record(id, 'STEP_STARTED'));
+      expect((await second).value).toMatchObject({ sequence: 2 });
+
+      const third = iterator.next();
+      lossy.publish(await record(id, 'EXECUTION_SUCCEEDED'));
+      gap();
+      expect((await third).value).toMatchObject({ sequence: 3, type: 'EXECUTION_SUCCEEDED' });
+      expect(await iterator.next()).toMatchObject({ done: true });
+      expect(gapListeners.size).toBe(0);
     });
 
     it('completes open streams when the server shuts down', async () => {

@@ -31,6 +31,9 @@ export interface StreamAccess {
  * Stored updates after `afterSequence`, then live ones, in sequence order with no gap and no
  * duplicate. Live updates that arrive out of turn (while the replay reads, or after a slow
  * consumer overflowed its buffer) are filled in from the store, which holds every committed update.
+ * When the bus says it may have lost updates (onGap: a bus between processes whose Redis went away),
+ * the store is read again after the last update handed out, as the replay reads it: a stream still
+ * completes after the terminal update when its message never came.
  *
  * Pulled, not pushed: nothing runs between the consumer's calls to next() but the bus listener, and a quiet stream
  * holds a buffer, a few closures and the one pending next() (a thousand idle subscriptions are held in memory at
@@ -63,6 +66,8 @@ export function streamStepUpdates({
   let denied: StreamDenied | undefined;
   let started = false;
   let replayed = false;
+  /** The bus may have lost updates since the store was last read: it is read again at the next pull. */
+  let gapped = false;
   /** Nothing more comes after `ready`: the terminal update is in it, or the execution had ended. */
   let ending = false;
   let closed = false;
@@ -77,6 +82,10 @@ export function streamStepUpdates({
   const self = {
     onRevoked() {
       denied = { denied: 'credential' };
+      wake?.();
+    },
+    onGap() {
+      gapped = true;
       wake?.();
     },
     close() {
@@ -133,7 +142,7 @@ export function streamStepUpdates({
         buffered.push(live);
         if (buffered.length > MAX_BUFFERED_LIVE_UPDATES) buffered = buffered.slice(-1);
         wake?.();
-      });
+      }, self.onGap);
       shutdown.addEventListener('abort', self.close);
       if (access.revoked?.aborted) self.onRevoked();
       access.revoked?.addEventListener('abort', self.onRevoked);
@@ -153,8 +162,10 @@ export function streamStepUpdates({
           return { done: false, value: update };
         }
         if (ending) return self.done();
-        if (!replayed) {
+        // A gap before the replay is covered by it; one after is read the same way, after the last sequence handed out.
+        if (!replayed || gapped) {
           replayed = true;
+          gapped = false;
           if (await self.replay()) ending = true;
           continue;
         }

@@ -21,6 +21,11 @@ function track(child: ChildProcess, kind: keyof typeof running): Promise<{ code:
   });
 }
 
+/** Tracks a service started some other way (a redis-server): stopped after the file if it is still running. */
+export function trackService(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  return track(child, 'services');
+}
+
 /** Kills (SIGKILL) the processes of that kind that are still running, and waits until they have exited. */
 export async function killLeftoverProcesses(kind: keyof typeof running): Promise<void> {
   await Promise.all(
