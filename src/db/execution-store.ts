@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, lt, lte, notExists, or, sql, type SQL } from 'drizzle-orm';
 import type { PgColumn } from 'drizzle-orm/pg-core';
 import type { ClaimInTransaction } from '../executor/idempotency.js';
+import type { EnqueueInTransaction } from '../executor/dispatcher.js';
 import type { ValidatedPlan } from '../executor/plan.js';
 import { storableText } from '../executor/storable-text.js';
 import { applyStepChange, applyStepDelta, pendingSnapshot, stepDeltaOf, type StepChange } from '../executor/step-snapshots.js';
@@ -18,6 +19,7 @@ import {
   type LeaseHold,
   type LeaseProvider,
   type LeaseState,
+  type TenantAdmission,
   type TenantDirectory,
   type Transition,
 } from '../executor/store.js';
@@ -54,11 +56,25 @@ const { plan: _plan, finalResult: _finalResult, ...summaryColumns } = getTableCo
 const leaseIsFree = (owner: string) =>
   sql`(${executions.leaseOwner} IS NULL OR ${executions.leaseOwner} = ${owner} OR ${executions.leaseExpiresAt} < clock_timestamp())`;
 
+/**
+ * An execution a worker should take: QUEUED or RUNNING with its lease free, or WAITING with its lease free whose
+ * approval timed out or that was cancelled.
+ */
+const claimable = (owner: string) =>
+  or(
+    and(inArray(executions.status, ['QUEUED', 'RUNNING']), leaseIsFree(owner)),
+    and(
+      eq(executions.status, 'WAITING'),
+      leaseIsFree(owner),
+      or(isNotNull(executions.cancelRequestedAt), lt(executions.wakeAt, sql`clock_timestamp()`)),
+    ),
+  );
+
 /** A moment ttlMs from now on the database's clock (one clock for every worker): a lease's expiry, an approval's deadline. */
 const leaseExpiry = (ttlMs: number) => sql`clock_timestamp() + ${Math.max(1, Math.round(ttlMs))} * interval '1 millisecond'`;
 
 /** Every read and write of executions, step_results and step_events goes through here (PGlite and PostgreSQL). */
-export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, TenantDirectory {
+export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, TenantAdmission, TenantDirectory {
   constructor(
     private readonly db: Db,
     private readonly raw: RawQuery,
@@ -97,7 +113,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
   async createExecution(
     tenantId: string,
     validated: ValidatedPlan,
-    { plannerUsage, claim }: { plannerUsage?: StoredTokenUsage; claim?: ClaimInTransaction } = {},
+    { plannerUsage, claim, enqueue }: { plannerUsage?: StoredTokenUsage; claim?: ClaimInTransaction; enqueue?: EnqueueInTransaction } = {},
   ): Promise<{ execution: ExecutionRow; planCreated: StepUpdate | null }> {
     const planned = plannerUsage !== undefined;
     const id = randomUUID();
@@ -133,6 +149,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
           approval: step.approval ?? false,
         })),
       );
+      await enqueue?.(tx as unknown as Db, id, tenantId);
       if (!planned) return { execution: execution!, planCreated: null };
       const planCreated: StepUpdate = {
         executionId: id,
@@ -319,8 +336,52 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
    * One statement takes the lease (the row locked FOR UPDATE, so two claims never both win); a second reads the
    * steps to continue from, which nobody else changes while the lease is held.
    */
-  async claim(executionId: string, owner: string, ttlMs: number): Promise<ClaimedExecution | null> {
-    const locked = this.db
+  claim(executionId: string, owner: string, ttlMs: number): Promise<ClaimedExecution | null> {
+    return this.claimWith(this.db, executionId, owner, ttlMs);
+  }
+
+  /**
+   * Claims the tenant's oldest claimable execution (its resumes and queued ones in submission order), unless the
+   * tenant's executions already hold `maxRunning` live leases across every worker: one transaction, serialized per
+   * tenant by an advisory lock, so that two workers admitting the same tenant at once never both pass the cap.
+   * `runningHere` are this worker's own runs: held by it, not claimable by it again.
+   */
+  claimNextOfTenant(
+    tenantId: string,
+    owner: string,
+    ttlMs: number,
+    { maxRunning, runningHere }: { maxRunning: number; runningHere: readonly string[] },
+  ): Promise<ClaimedExecution | 'at-capacity' | null> {
+    const here = uuidArray(runningHere);
+    return this.db.transaction(async (tx) => {
+      await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtextextended(${`stepcast:tenant:${tenantId}`}, 0))`);
+      // A lease of this worker's that no run here holds (a run stopped on an outage) is work to take, not a run.
+      const [counted] = await tx
+        .select({ running: sql<number>`count(*)::int` })
+        .from(executions)
+        .where(
+          and(
+            eq(executions.tenantId, tenantId),
+            inArray(executions.status, [...UNFINISHED]),
+            isNotNull(executions.leaseOwner),
+            sql`${executions.leaseExpiresAt} >= clock_timestamp()`,
+            sql`NOT (${executions.leaseOwner} = ${owner} AND NOT ${executions.id} = ANY(${here}))`,
+          ),
+        );
+      if ((counted?.running ?? 0) >= maxRunning) return 'at-capacity';
+      const [next] = await tx
+        .select({ id: executions.id })
+        .from(executions)
+        .where(and(eq(executions.tenantId, tenantId), claimable(owner), sql`NOT ${executions.id} = ANY(${here})`))
+        .orderBy(asc(executions.createdAt), asc(executions.id))
+        .limit(1);
+      if (!next) return null;
+      return this.claimWith(tx as unknown as Db, next.id, owner, ttlMs);
+    });
+  }
+
+  private async claimWith(db: Db, executionId: string, owner: string, ttlMs: number): Promise<ClaimedExecution | null> {
+    const locked = db
       .select({
         previousOwner: sql<string | null>`${executions.leaseOwner}`.as('previous_owner'),
         free: sql<boolean>`${leaseIsFree(owner)}`.as('free'),
@@ -332,7 +393,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
       .as('locked');
     // A RUNNING execution whose holder was another worker (it crashed or stalled) counts one more resume.
     const takenOver = sql`(${executions.status} = 'RUNNING' AND ${locked.previousOwner} IS NOT NULL AND ${locked.previousOwner} <> ${owner})`;
-    const [execution] = await this.db
+    const [execution] = await db
       .update(executions)
       .set({
         leaseOwner: owner,
@@ -345,7 +406,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
       .returning({ ...getTableColumns(executions), previousOwner: locked.previousOwner, wakeDue: locked.wakeDue });
     if (!execution) return null;
     const { previousOwner, wakeDue, ...row } = execution;
-    const steps = await this.stepsForRun(this.db, executionId);
+    const steps = await this.stepsForRun(db, executionId);
     const running = row.status === 'RUNNING';
     const resumed = running && (previousOwner !== null || steps.some((s) => s.status === 'RUNNING'));
     return { execution: row, steps, lease: { owner, epoch: row.leaseEpoch }, resumed, wakeDue };
@@ -371,16 +432,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
     return this.db
       .select({ id: executions.id, tenantId: executions.tenantId })
       .from(executions)
-      .where(
-        or(
-          and(inArray(executions.status, ['QUEUED', 'RUNNING']), leaseIsFree(owner)),
-          and(
-            eq(executions.status, 'WAITING'),
-            leaseIsFree(owner),
-            or(isNotNull(executions.cancelRequestedAt), lt(executions.wakeAt, sql`clock_timestamp()`)),
-          ),
-        ),
-      )
+      .where(claimable(owner))
       .orderBy(asc(executions.createdAt), asc(executions.id))
       .limit(limit);
   }

@@ -1,12 +1,26 @@
+import type { Db } from '../db/client.js';
 import type { Logger } from '../logger.js';
 import { FairShareQueue } from './fair-share.js';
 
+/** Runs in the transaction that stores a new execution, after its steps: a durable queue's job commits with it. */
+export type EnqueueInTransaction = (tx: Db, executionId: string, tenantId: string) => Promise<void>;
+
 export interface Dispatcher {
   /**
-   * Queues an execution of the tenant; it starts when the fair-share policy (fair-share.ts) gives it a slot.
-   * An execution already queued or running here is not queued twice.
+   * The execution needs a worker: it was just stored, or a decision made it runnable again. In one process it starts
+   * when the fair-share policy (fair-share.ts) gives it a slot; an execution already queued or running here is not
+   * queued twice.
    */
   enqueue(executionId: string, tenantId: string): void;
+  /**
+   * The sweep found the execution claimable (queued, its lease lapsed, its approval timed out). In one process the
+   * same as enqueue; a cluster's worker takes it only into a free slot (other workers' sweeps find it too).
+   */
+  offer?(executionId: string, tenantId: string): void;
+  /** Enqueues a new execution in the transaction that stores it (a durable queue). */
+  enqueueInTransaction?: EnqueueInTransaction;
+  /** Asks whichever process runs the execution to stop its step (the cancel is stored already). */
+  cancelElsewhere?(executionId: string): void;
   /** Stops taking work and waits up to graceMs for running executions; returns the ids still running. */
   stop(graceMs: number): Promise<string[]>;
 }

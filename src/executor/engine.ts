@@ -19,6 +19,7 @@ import {
   type LeaseHold,
   type LeaseProvider,
   type StoredStep,
+  type TenantAdmission,
   type TenantDirectory,
   type Transition,
 } from './store.js';
@@ -53,6 +54,8 @@ export interface EngineDependencies {
   workerId: string;
   /** The store (the database) cannot be reached: the run stops, and is continued once it answers again. */
   isUnavailable(error: unknown): boolean;
+  /** Admission under a tenant's cluster-wide cap (runNextOfTenant); only a cluster's workers need it. */
+  admission?: TenantAdmission;
 }
 
 /** The first sampleSize records, as long as they fit: samples travel in every prompt and event. */
@@ -103,6 +106,8 @@ export class Engine {
   private readonly runs = new Map<string, { controller: AbortController; done: Promise<void> }>();
   /** How often each step (`executionId:index`) stopped its run on an outage, in this process. */
   private readonly outagePauses = new Map<string, number>();
+  /** Per tenant, the admission under way in this process (runNextOfTenant), which the next one waits for. */
+  private readonly admitting = new Map<string, Promise<void>>();
 
   constructor(private readonly deps: EngineDependencies) {}
 
@@ -110,22 +115,71 @@ export class Engine {
   run(executionId: string): Promise<void> {
     const active = this.runs.get(executionId);
     if (active) return active.done;
-    const controller = new AbortController();
-    const done = this.claimAndDrive(executionId, controller).finally(() => this.runs.delete(executionId));
-    this.runs.set(executionId, { controller, done });
-    return done;
+    const { deps } = this;
+    return this.start(executionId, async () => {
+      try {
+        return await deps.leases.claim(executionId, deps.workerId, deps.settings.leaseTtlMs);
+      } catch (error) {
+        if (!causedByUnavailability(deps, error)) throw error;
+        deps.logger.warn({ err: error, executionId }, 'cannot claim the execution while the database is unavailable; it is taken again later');
+        return null;
+      }
+    });
   }
 
-  private async claimAndDrive(executionId: string, controller: AbortController): Promise<void> {
+  /**
+   * Claims the tenant's next execution under its cap across the cluster (TenantAdmission) and runs it: the run once
+   * claimed, or what the admission answered ('at-capacity', or null when the tenant has nothing to take).
+   */
+  runNextOfTenant(tenantId: string, maxRunning: number): Promise<{ executionId: string; done: Promise<void> } | 'at-capacity' | null> {
+    // One admission of a tenant at a time in this process: each one's run is registered before the next one reads
+    // which leases of this worker are runs here (a lease of its own that no run holds is work to take up again).
+    const previous = this.admitting.get(tenantId);
+    const turn = previous ? previous.then(() => this.admitNext(tenantId, maxRunning)) : this.admitNext(tenantId, maxRunning);
+    const settled = turn.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.admitting.set(tenantId, settled);
+    void settled.then(() => {
+      if (this.admitting.get(tenantId) === settled) this.admitting.delete(tenantId);
+    });
+    return turn;
+  }
+
+  private async admitNext(
+    tenantId: string,
+    maxRunning: number,
+  ): Promise<{ executionId: string; done: Promise<void> } | 'at-capacity' | null> {
     const { deps } = this;
-    let claim: ClaimedExecution | null;
-    try {
-      claim = await deps.leases.claim(executionId, deps.workerId, deps.settings.leaseTtlMs);
-    } catch (error) {
-      if (!causedByUnavailability(deps, error)) throw error;
-      deps.logger.warn({ err: error, executionId }, 'cannot claim the execution while the database is unavailable; it is taken again later');
-      return;
-    }
+    if (!deps.admission) throw new Error('runNextOfTenant needs a TenantAdmission');
+    const claim = await deps.admission.claimNextOfTenant(tenantId, deps.workerId, deps.settings.leaseTtlMs, {
+      maxRunning,
+      runningHere: [...this.runs.keys()],
+    });
+    if (claim === null || claim === 'at-capacity') return claim;
+    const executionId = claim.execution.id;
+    // Started here meanwhile (a cancel's run): the newer claim fences the older run's commits, so this one goes on.
+    return { executionId, done: this.start(executionId, () => Promise.resolve(claim)) };
+  }
+
+  private start(executionId: string, claim: () => Promise<ClaimedExecution | null>): Promise<void> {
+    const controller = new AbortController();
+    const entry = { controller, done: Promise.resolve() };
+    entry.done = this.claimAndDrive(executionId, claim, controller).finally(() => {
+      if (this.runs.get(executionId) === entry) this.runs.delete(executionId);
+    });
+    this.runs.set(executionId, entry);
+    return entry.done;
+  }
+
+  private async claimAndDrive(
+    executionId: string,
+    claimLease: () => Promise<ClaimedExecution | null>,
+    controller: AbortController,
+  ): Promise<void> {
+    const { deps } = this;
+    const claim = await claimLease();
     if (!claim) return;
     const { execution } = claim;
     const pauses = {

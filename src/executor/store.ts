@@ -1,4 +1,5 @@
 import type { ExecutionRow, StepResultRow, StepRow, StepSnapshot, StoredTokenUsage, TenantRow } from '../db/tables.js';
+import type { EnqueueInTransaction } from './dispatcher.js';
 import type { ClaimInTransaction } from './idempotency.js';
 import type { ValidatedPlan } from './plan.js';
 import type { StepChange } from './step-snapshots.js';
@@ -139,6 +140,23 @@ export interface LeaseProvider {
   listClaimable(owner: string, limit: number): Promise<{ id: string; tenantId: string }[]>;
 }
 
+/**
+ * Admission across a cluster of workers: which execution a worker with a free slot takes next for a tenant, under
+ * the tenant's cap on executions running at once (counted from the live leases of every worker).
+ */
+export interface TenantAdmission {
+  /**
+   * Claims the tenant's oldest claimable execution (the same ones listClaimable lists), unless the tenant's
+   * executions hold `maxRunning` live leases: 'at-capacity' then; null when the tenant has nothing to take.
+   */
+  claimNextOfTenant(
+    tenantId: string,
+    owner: string,
+    ttlMs: number,
+    options: { maxRunning: number; runningHere: readonly string[] },
+  ): Promise<ClaimedExecution | 'at-capacity' | null>;
+}
+
 export interface TenantDirectory {
   findTenant(tenantId: string): Promise<TenantRow | undefined>;
 }
@@ -155,12 +173,13 @@ export interface ExecutionStore {
   /**
    * Stores a QUEUED execution with its PENDING steps. A plan the planner wrote also gets its
    * PLAN_CREATED update, sequence 1, and the planner's tokens as usage. `claim` (an idempotency key) runs
-   * in the same transaction, after the execution's row is written; what it throws stores nothing.
+   * in the same transaction, after the execution's row is written, and `enqueue` (the durable queue's job) after its
+   * steps; what either throws stores nothing.
    */
   createExecution(
     tenantId: string,
     validated: ValidatedPlan,
-    options?: { plannerUsage?: StoredTokenUsage; claim?: ClaimInTransaction },
+    options?: { plannerUsage?: StoredTokenUsage; claim?: ClaimInTransaction; enqueue?: EnqueueInTransaction },
   ): Promise<{ execution: ExecutionRow; planCreated: StepUpdate | null }>;
   findExecution(tenantId: string, id: string): Promise<ExecutionRow | undefined>;
   /** Unscoped lookup for the executor itself, which runs executions of every tenant. */
