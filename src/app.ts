@@ -11,6 +11,12 @@ import { loadSecretBox, type SecretBox } from './auth/secrets.js';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import { DrizzleExecutionStore } from './db/execution-store.js';
+import { createClusterDispatcher } from './cluster/cluster-dispatcher.js';
+import { createRedisBus, type RedisBus } from './cluster/redis-bus.js';
+import { startWorkQueue, type WorkQueue } from './cluster/work-queue.js';
+import { Redis } from 'ioredis';
+import { rateLimitSettings } from './executor/rate-limiter.js';
+import { createRedisTenantLimits } from './executor/redis-rate-limits.js';
 import { createInProcessDispatcher } from './executor/dispatcher.js';
 import { Executor } from './executor/executor.js';
 import { IdempotentSubmits } from './executor/idempotency.js';
@@ -26,6 +32,7 @@ const READINESS_TIMEOUT_MS = 2_000;
 const PREPARE_RETRY_MS = 2_000;
 
 export interface StepcastApp {
+  /** Where GraphQL is served ('' for a worker, which serves none). */
   url: string;
   port: number;
   database: Database;
@@ -35,12 +42,29 @@ export interface StepcastApp {
   close(): Promise<void>;
 }
 
+/** What the processes of a cluster share besides the database: pg-boss's queue on it, and the Redis bus. */
+interface ClusterParts {
+  queue: WorkQueue;
+  redis: RedisBus;
+  /** The connection the shared rate limits count on. */
+  limitsClient: Redis;
+}
+
 /** The executor and what it stands on: the store, the bus, the dispatcher and the step handlers. */
-function composeExecutor(config: Config, database: Database, llm: LlmClient, secrets: SecretBox, logger: Logger): Executor {
+function composeExecutor(
+  config: Config,
+  database: Database,
+  llm: LlmClient,
+  secrets: SecretBox,
+  logger: Logger,
+  cluster: ClusterParts | undefined,
+): Executor {
   const store = new DrizzleExecutionStore(database.db, database.query);
   const knowledge = new TenantKnowledge(database, secrets);
   const settings = {
     ...config.executor,
+    // Only workers look for work to take up.
+    ...(config.role === 'api' ? { recoveryIntervalMs: 0 } : {}),
     sqlRepairRounds: config.llm.sqlRepairRounds,
     sandbox: config.sandbox,
     tenantLimits: config.tenantLimits,
@@ -50,7 +74,18 @@ function composeExecutor(config: Config, database: Database, llm: LlmClient, sec
     store,
     leases: store,
     tenants: store,
-    bus: createInProcessStepUpdateBus(),
+    bus: cluster ? cluster.redis.updates : createInProcessStepUpdateBus(),
+    ...(cluster
+      ? {
+          admission: store,
+          rateLimits: createRedisTenantLimits({
+            redis: cluster.limitsClient,
+            settings: rateLimitSettings(config.tenantLimits),
+            logger,
+            keyPrefix: `${config.cluster!.redisPrefix}rate`,
+          }),
+        }
+      : {}),
     handlers: {
       SQL: createSqlStepHandler({
         database,
@@ -67,13 +102,24 @@ function composeExecutor(config: Config, database: Database, llm: LlmClient, sec
       }),
       API: createApiStepHandler({ knowledge, llm, sandbox: config.sandbox }),
     },
-    dispatcher: (run) =>
-      createInProcessDispatcher({
-        concurrency: config.executor.maxConcurrentExecutions,
-        perTenantConcurrency: config.tenantLimits.maxConcurrentExecutions,
-        runExecution: run,
-        logger,
-      }),
+    dispatcher: (run, engine) =>
+      cluster
+        ? createClusterDispatcher({
+            queue: cluster.queue,
+            signals: cluster.redis.signals,
+            engine,
+            // An API replica runs no execution: it stores them with their jobs, and workers take them.
+            slots: config.role === 'api' ? 0 : config.executor.maxConcurrentExecutions,
+            perTenantConcurrency: config.tenantLimits.maxConcurrentExecutions,
+            pollMs: config.cluster!.queuePollMs,
+            logger,
+          })
+        : createInProcessDispatcher({
+            concurrency: config.executor.maxConcurrentExecutions,
+            perTenantConcurrency: config.tenantLimits.maxConcurrentExecutions,
+            runExecution: run,
+            logger,
+          }),
     knowledge,
     llm,
     settings,
@@ -114,10 +160,14 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
     logger,
   );
   const { database } = opening;
+  let cluster: ClusterParts | undefined;
   let executor: Executor | undefined;
   // Off unless STEPCAST_RETENTION_DAYS is set; it starts with the executor, once the database is open.
   const retention =
-    config.retention && new RetentionSweeper(new DrizzleExecutionStore(database.db, database.query), config.retention, logger);
+    // Only processes that run executions sweep (in one process, that is this one).
+    config.retention && config.role !== 'api'
+      ? new RetentionSweeper(new DrizzleExecutionStore(database.db, database.query), config.retention, logger)
+      : undefined;
   let demoApi: Awaited<ReturnType<typeof startDemoTenantApi>> | undefined;
   let ready = false;
   let closed = false;
@@ -133,10 +183,33 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
     ready = true;
   };
   try {
+    if (config.cluster) cluster = await startCluster(config, config.cluster, opening, logger);
     const llm = new LlmClient(config.llm, logger);
     if (!llm.configured) logger.info('no model configured (OPENAI_API_KEY / OPENAI_BASE_URL): steps need their sql or code');
-    executor = composeExecutor(config, database, llm, secrets, logger);
+    executor = composeExecutor(config, database, llm, secrets, logger, cluster);
     if (opening.isOpen()) await prepare(executor);
+    if (config.role === 'worker') {
+      logger.info({ workerId: executor.workerId, ready }, 'stepcast worker is ready');
+      const running = executor;
+      let closing: Promise<void> | undefined;
+      return {
+        url: '',
+        port: 0,
+        database,
+        secrets,
+        executor: running,
+        close: () =>
+          (closing ??= (async () => {
+            closed = true;
+            opening.stop();
+            await running.stop(config.shutdownGraceMs);
+            await closeCluster(cluster);
+            await demoApi?.close();
+            await database.close(config.shutdownGraceMs);
+            logger.info('stepcast worker stopped');
+          })()),
+      };
+    }
     const server = createGraphQLServer({
       executor,
       logger,
@@ -193,6 +266,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
           await retention?.stop();
           await running.stop(config.shutdownGraceMs);
           await server.close();
+          await closeCluster(cluster);
           await demoApi?.close();
           await database.close(config.shutdownGraceMs);
           logger.info('stepcast stopped');
@@ -201,8 +275,42 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
   } catch (error) {
     await retention?.stop();
     await executor?.stop(0);
+    await closeCluster(cluster);
     await demoApi?.close();
     await database.close();
     throw error;
   }
+}
+
+/**
+ * The queue (pg-boss, which needs the database: the process waits for it) and the Redis bus of a cluster's process.
+ */
+async function startCluster(
+  config: Config,
+  cluster: NonNullable<Config['cluster']>,
+  opening: Awaited<ReturnType<typeof openDatabaseWhenReachable>>,
+  logger: Logger,
+): Promise<ClusterParts> {
+  if (!opening.isOpen()) logger.info('waiting for the database: the work queue lives in it');
+  await opening.opened;
+  if (config.database.kind !== 'postgres') throw new Error('a cluster needs DATABASE_URL');
+  const queue = await startWorkQueue({ url: config.database.url, logger });
+  try {
+    const redis = await createRedisBus({ url: cluster.redisUrl, logger, channelPrefix: cluster.redisPrefix });
+    const limitsClient = new Redis(cluster.redisUrl);
+    // ioredis reports a connection it cannot make as 'error' events; the limits log an outage themselves.
+    limitsClient.on('error', () => undefined);
+    logger.info({ role: config.role }, 'cluster mode: pg-boss queue on the database, Redis bus');
+    return { queue, redis, limitsClient };
+  } catch (error) {
+    await queue.stop();
+    throw error;
+  }
+}
+
+async function closeCluster(cluster: ClusterParts | undefined): Promise<void> {
+  if (!cluster) return;
+  await cluster.queue.stop();
+  await cluster.redis.close();
+  cluster.limitsClient.disconnect();
 }

@@ -17,6 +17,16 @@ const environmentSchema = z.object({
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
     .optional(),
   DATABASE_POOL_SIZE: integer(10, 1, 200),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+    .optional(),
+  STEPCAST_REDIS_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9:_-]{1,64}$/, 'letters, digits, ":", "_" or "-", at most 64')
+    .default('stepcast:'),
+  STEPCAST_ROLE: z.enum(['all', 'api', 'worker']).default('all'),
+  STEPCAST_QUEUE_POLL_MS: integer(2_000, 50, 60_000),
   DATA_DIR: z.string().min(1).default('./data'),
   STEPCAST_PGLITE_MAX_MEMORY_MB: integer(512, 256, 4096),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -105,6 +115,21 @@ const environmentSchema = z.object({
 
 export interface Config {
   env: 'development' | 'production' | 'test';
+  /**
+   * What this process does (STEPCAST_ROLE): `all` serves GraphQL and runs executions; in a cluster, `api` only serves
+   * GraphQL and `worker` only runs executions.
+   */
+  role: 'all' | 'api' | 'worker';
+  /**
+   * Set with DATABASE_URL and REDIS_URL: processes share the work through pg-boss on the PostgreSQL database and
+   * their live updates and signals through Redis. Unset: one process, with its queue and bus in memory.
+   */
+  cluster: {
+    redisUrl: string;
+    /** Starts every Redis key and channel of this deployment: deployments (and test runs) sharing a Redis stay apart. */
+    redisPrefix: string;
+    queuePollMs: number;
+  } | undefined;
   http: HttpConfig;
   database:
     | {
@@ -308,8 +333,21 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
   if (env.STEPCAST_JWT_SECRET !== undefined && env.STEPCAST_JWT_JWKS_URL !== undefined) {
     throw new ConfigError('set one of STEPCAST_JWT_SECRET (HS256) and STEPCAST_JWT_JWKS_URL, not both');
   }
+  if (env.STEPCAST_ROLE !== 'all' && !(env.DATABASE_URL && env.REDIS_URL)) {
+    throw new ConfigError(
+      `STEPCAST_ROLE=${env.STEPCAST_ROLE} needs DATABASE_URL and REDIS_URL: the processes of a cluster share one PostgreSQL (the store and the queue) and one Redis (the bus)`,
+    );
+  }
+  if (env.REDIS_URL && !env.DATABASE_URL) {
+    throw new ConfigError('REDIS_URL needs DATABASE_URL: a cluster shares one PostgreSQL, which the embedded PGlite cannot be');
+  }
   return {
     env: env.NODE_ENV,
+    role: env.STEPCAST_ROLE,
+    cluster:
+      env.DATABASE_URL && env.REDIS_URL
+        ? { redisUrl: env.REDIS_URL, redisPrefix: env.STEPCAST_REDIS_PREFIX, queuePollMs: env.STEPCAST_QUEUE_POLL_MS }
+        : undefined,
     http: { port: env.PORT, host: env.HOST, corsOrigins: parseOrigins(env.STEPCAST_CORS_ORIGINS) },
     database: env.DATABASE_URL
       ? { kind: 'postgres', url: env.DATABASE_URL, poolSize: env.DATABASE_POOL_SIZE }

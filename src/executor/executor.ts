@@ -5,7 +5,7 @@ import { describeCatalog, type ApiOperation } from '../api/catalog.js';
 import type { Config, InputLimits, SandboxConfig, TenantLimits } from '../config.js';
 import type { ExecutionRow, StepRow, StoredPlan, StoredTokenUsage, TenantRow } from '../db/tables.js';
 import type { Logger } from '../logger.js';
-import type { Dispatcher } from './dispatcher.js';
+import type { Dispatcher, EnqueueInTransaction } from './dispatcher.js';
 import { Engine } from './engine.js';
 import { ExecutionNotFoundError, InvalidArgumentError, PlanValidationError, RateLimitedError } from './errors.js';
 import { IdempotentSubmits, planRequest, queryRequest } from './idempotency.js';
@@ -31,6 +31,7 @@ import {
   type ExecutionPageRequest,
   type ExecutionStore,
   type LeaseProvider,
+  type TenantAdmission,
   type TenantDirectory,
 } from './store.js';
 import type { TenantKnowledge } from './tenant-knowledge.js';
@@ -69,8 +70,10 @@ export interface ExecutorDependencies {
   tenants: TenantDirectory;
   bus: StepUpdateBus;
   handlers: Record<StepKind, StepHandler>;
-  /** Builds the dispatcher that decides when each queued execution runs; it is handed the engine's run. */
-  dispatcher: (run: (executionId: string) => Promise<void>) => Dispatcher;
+  /** Builds the dispatcher that decides when each queued execution runs; it is handed the engine's run, and the engine. */
+  dispatcher: (run: (executionId: string) => Promise<void>, engine: Engine) => Dispatcher;
+  /** Admission under a tenant's cap across a cluster's workers (the cluster dispatcher's). */
+  admission?: TenantAdmission;
   /** What the planner is told of a tenant (its data schema and API catalog). */
   knowledge: TenantKnowledge;
   llm: LlmClient;
@@ -95,6 +98,8 @@ export interface ExecutorDependencies {
 
 /** How long a cancel waits for the run it stopped to record the end, so that it can answer CANCELLED. */
 const CANCEL_WAIT_MS = 2_000;
+/** How often a cancel reads the execution while another process of a cluster ends it. */
+const CANCEL_POLL_MS = 50;
 /** How long a shutdown waits for runs it stopped to unwind after the grace period. */
 const STOP_RUNS_WAIT_MS = 2_000;
 
@@ -113,7 +118,8 @@ export class Executor {
   private readonly settings: ExecutorSettings;
   private readonly logger: Logger;
   private readonly tenants: TenantDirectory;
-  private readonly workerId: string;
+  /** This process, as the owner of the leases it takes. */
+  readonly workerId: string;
   private readonly rateLimits: TenantRateLimits;
   private sweeper: NodeJS.Timeout | undefined;
   private sweepFailing = false;
@@ -149,6 +155,7 @@ export class Executor {
       logger,
       workerId: deps.workerId,
       isUnavailable: deps.isUnavailable,
+      ...(deps.admission ? { admission: deps.admission } : {}),
       settings: {
         rowCap: settings.rowCap,
         resultMaxBytes: settings.resultMaxBytes,
@@ -160,7 +167,7 @@ export class Executor {
         maxResumes: settings.maxResumes,
       },
     });
-    this.dispatcher = deps.dispatcher((executionId) => this.engine.run(executionId));
+    this.dispatcher = deps.dispatcher((executionId) => this.engine.run(executionId), this.engine);
   }
 
   /**
@@ -171,7 +178,9 @@ export class Executor {
   async recover(): Promise<void> {
     for (const execution of await this.leases.listClaimable(this.workerId, RECOVERY_BATCH)) {
       // This worker's own running executions are listed too (their lease is its own): they are not work to take.
-      if (!this.engine.isRunning(execution.id)) this.dispatcher.enqueue(execution.id, execution.tenantId);
+      if (this.engine.isRunning(execution.id)) continue;
+      if (this.dispatcher.offer) this.dispatcher.offer(execution.id, execution.tenantId);
+      else this.dispatcher.enqueue(execution.id, execution.tenantId);
     }
   }
 
@@ -212,7 +221,7 @@ export class Executor {
     const validated = validatePlan(plan, options, this.planDefaults());
     const submitted = await this.idempotency.submit(tenantId, validated.idempotencyKey, planRequest(validated, options), {
       spendTokens: () => this.takeTokens(tenantId, ['executions']),
-      create: (claim) => this.store.createExecution(tenantId, validated, { claim }),
+      create: (claim) => this.store.createExecution(tenantId, validated, { claim, ...this.enqueueing() }),
     });
     if ('replayed' in submitted) return submitted.replayed;
     const { execution } = submitted.created;
@@ -283,7 +292,7 @@ export class Executor {
       spendTokens: () => this.takeTokens(tenantId, ['executions', ...this.plannerBudgets()]),
       create: async (claim) => {
         const { plan, usage } = await this.planWithUsage(tenantId, query);
-        return this.store.createExecution(tenantId, { ...validatedOptions, plan }, { plannerUsage: usage, claim });
+        return this.store.createExecution(tenantId, { ...validatedOptions, plan }, { plannerUsage: usage, claim, ...this.enqueueing() });
       },
     });
     if ('replayed' in submitted) return submitted.replayed;
@@ -295,6 +304,12 @@ export class Executor {
     );
     this.dispatcher.enqueue(execution.id, tenantId);
     return execution;
+  }
+
+  /** A durable queue's job is stored with the execution, in its transaction. */
+  private enqueueing(): { enqueue?: EnqueueInTransaction } {
+    const enqueue = this.dispatcher.enqueueInTransaction;
+    return enqueue ? { enqueue } : {};
   }
 
   private planDefaults(): PlanDefaults {
@@ -388,9 +403,14 @@ export class Executor {
     // Runs here stop at once; one nobody runs is claimed and ended now, without waiting for a slot. A run in
     // another process sees the request at its next transition or lease renewal.
     const deadline = Date.now() + CANCEL_WAIT_MS;
-    if (!this.engine.cancelRun(executionId)) void this.engine.run(executionId);
+    if (!this.engine.cancelRun(executionId)) {
+      // Run by another process of a cluster: that worker is told at once, and ends it.
+      this.dispatcher.cancelElsewhere?.(executionId);
+      void this.engine.run(executionId);
+    }
     await this.engine.waitForRun(executionId, CANCEL_WAIT_MS);
     let current = await this.store.findExecution(tenantId, executionId);
+    if (this.dispatcher.cancelElsewhere) current = await this.untilFinished(tenantId, executionId, current, deadline);
     // A run that was letting the execution go (it had just started to wait for approval) did not end it: this does.
     if (current && (current.status === 'QUEUED' || current.status === 'WAITING') && !this.engine.isRunning(executionId)) {
       void this.engine.run(executionId);
@@ -398,6 +418,20 @@ export class Executor {
       current = await this.store.findExecution(tenantId, executionId);
     }
     return current ?? requested;
+  }
+
+  /** Reads the execution until it has finished (another process records the end), or the deadline passes. */
+  private async untilFinished(
+    tenantId: string,
+    executionId: string,
+    current: ExecutionRow | undefined,
+    deadline: number,
+  ): Promise<ExecutionRow | undefined> {
+    while (current?.status === 'RUNNING' && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, CANCEL_POLL_MS));
+      current = await this.store.findExecution(tenantId, executionId);
+    }
+    return current;
   }
 
   /** A person lets the WAITING step run (APPROVED) or fails it (REJECTED); the decision is stored on the step. */

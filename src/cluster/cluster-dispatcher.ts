@@ -1,0 +1,161 @@
+import type { Dispatcher } from '../executor/dispatcher.js';
+import type { Engine } from '../executor/engine.js';
+import type { Logger } from '../logger.js';
+import type { ClusterSignals } from './signals.js';
+import type { WorkQueue } from './work-queue.js';
+
+/**
+ * Runs executions on a cluster of workers sharing one PostgreSQL (pg-boss, the queue) and one Redis (the bus).
+ *
+ * A job says "an execution of this tenant needs a worker"; it is the worker's admission, not its run. A worker with
+ * a free slot takes jobs, and for each asks the store for the tenant's next execution under the tenant's cap across
+ * the cluster (Engine.runNextOfTenant: the oldest claimable one, while the tenant holds fewer live leases than its
+ * cap), claims its lease, and completes the job: from then on the lease carries the execution (a worker that dies lets
+ * it lapse, and any worker's sweep resumes it). So a job may start another execution of its tenant than the one it
+ * was sent for (each tenant's executions start in submission order), and a job that finds its tenant at its cap is
+ * completed without a run: the tenant's next free slot is taken by the worker whose run ends, which at once admits
+ * that tenant's next execution, and every worker's sweep offers what is left to its free slots.
+ */
+export function createClusterDispatcher({
+  queue,
+  signals,
+  engine,
+  slots,
+  perTenantConcurrency,
+  pollMs,
+  logger,
+}: {
+  queue: WorkQueue;
+  signals: ClusterSignals;
+  engine: Engine;
+  /** Executions this worker runs at once (0: an API replica, which runs none). */
+  slots: number;
+  perTenantConcurrency: number;
+  /** How often an idle worker looks for jobs when no hint (a Redis message) came. */
+  pollMs: number;
+  logger: Logger;
+}): Dispatcher {
+  /** Slots taken: by runs, and by admissions under way. */
+  let taken = 0;
+  const running = new Map<string, Promise<void>>();
+  let stopped = false;
+  let wake: (() => void) | undefined;
+  let failingSince: number | undefined;
+
+  const poke = () => wake?.();
+
+  /** Takes the tenant's next execution into a free slot; false when there is no slot, no work or no room under its cap. */
+  const admit = async (tenantId: string): Promise<boolean> => {
+    if (stopped || taken >= slots) return false;
+    taken++;
+    let started: Awaited<ReturnType<Engine['runNextOfTenant']>>;
+    try {
+      started = await engine.runNextOfTenant(tenantId, perTenantConcurrency);
+    } catch (error) {
+      taken--;
+      throw error;
+    }
+    if (started === null || started === 'at-capacity') {
+      taken--;
+      return false;
+    }
+    const { executionId, done } = started;
+    running.set(executionId, done);
+    void done
+      .catch((error: unknown) => logger.error({ err: error, executionId, tenantId }, 'execution crashed'))
+      .finally(() => {
+        if (running.get(executionId) === done) running.delete(executionId);
+        taken--;
+        // The slot this run frees goes to its tenant's next execution first: jobs of that tenant that came while it
+        // was at its cap were completed without a run.
+        if (!stopped) void admitQuietly(tenantId).finally(poke);
+      });
+    return true;
+  };
+
+  const admitQuietly = (tenantId: string) =>
+    admit(tenantId).catch((error: unknown) => {
+      logger.warn({ err: error, tenantId }, 'could not admit an execution; the sweep tries again');
+      return false;
+    });
+
+  /** Takes jobs while slots are free; waits for a hint, a freed slot or the poll interval otherwise. */
+  const takeJobs = async () => {
+    while (!stopped) {
+      const free = slots - taken;
+      let fetched = 0;
+      if (free > 0) {
+        try {
+          const jobs = await queue.fetch(free);
+          fetched = jobs.length;
+          const handled = await Promise.all(
+            jobs.map(async (job) => {
+              try {
+                await admit(job.data.tenantId);
+                return job.id;
+              } catch (error) {
+                await queue.fail(job.id, error).catch(() => undefined);
+                return undefined;
+              }
+            }),
+          );
+          await queue.complete(handled.filter((id): id is string => id !== undefined));
+          if (failingSince !== undefined) logger.info('the work queue answers again');
+          failingSince = undefined;
+        } catch (error) {
+          if (failingSince === undefined) logger.warn({ err: error }, 'cannot take jobs from the work queue; trying again');
+          failingSince ??= Date.now();
+        }
+      }
+      if (stopped) return;
+      // A full batch may mean more is waiting; otherwise wait for a hint.
+      if (fetched > 0 && fetched === free) continue;
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        timer = setTimeout(resolve, pollMs);
+      });
+      clearTimeout(timer);
+      wake = undefined;
+    }
+  };
+
+  const unsubscribeWork = slots > 0 ? signals.onWork(poke) : () => undefined;
+  const unsubscribeCancel = signals.onCancel((executionId) => engine.cancelRun(executionId));
+  const taking = slots > 0 ? takeJobs() : Promise.resolve();
+
+  return {
+    enqueueInTransaction: (tx, executionId, tenantId) => queue.sendInTransaction(tx, { executionId, tenantId }),
+    enqueue(executionId, tenantId) {
+      if (stopped) return;
+      // Stored with its job already (a submit), workers can look now; runnable again (a decision), it needs a job,
+      // which this sends (and says so again once sent). A submit's job is the execution's one waiting job: no second.
+      signals.publishWork();
+      void queue.send({ executionId, tenantId }).then(
+        () => signals.publishWork(),
+        (error: unknown) => logger.warn({ err: error, executionId }, 'could not enqueue the execution; the sweep takes it'),
+      );
+      void admitQuietly(tenantId);
+    },
+    offer(_executionId, tenantId) {
+      if (!stopped && taken < slots) void admitQuietly(tenantId);
+    },
+    cancelElsewhere(executionId) {
+      signals.publishCancel(executionId);
+    },
+    async stop(graceMs) {
+      stopped = true;
+      unsubscribeWork();
+      unsubscribeCancel();
+      poke();
+      await taking;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...running.values()]),
+        new Promise((resolve) => (timer = setTimeout(resolve, graceMs))),
+      ]);
+      clearTimeout(timer);
+      return [...running.keys()];
+    },
+  };
+}
