@@ -51,7 +51,12 @@ export interface ServiceProcess {
  * Starts `src/main.ts` as `npm start` does, and waits for the line that says where it listens.
  * `nodeArgs` go to node itself (e.g. `--max-old-space-size=320`).
  */
-export async function startServiceProcess(env: Record<string, string>, nodeArgs: string[] = []): Promise<ServiceProcess> {
+export async function startServiceProcess(
+  env: Record<string, string>,
+  nodeArgs: string[] = [],
+  /** The log line that says the process is ready: a worker (STEPCAST_ROLE=worker) serves no GraphQL and says so. */
+  readyMessage = 'stepcast is listening',
+): Promise<ServiceProcess> {
   const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', 'src/main.ts'], {
     cwd: projectRoot,
     env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
@@ -67,7 +72,7 @@ export async function startServiceProcess(env: Record<string, string>, nodeArgs:
       try {
         const entry = JSON.parse(line) as Record<string, unknown>;
         logs.push(entry);
-        if (entry.msg === 'stepcast is listening') resolve(String(entry.url));
+        if (entry.msg === readyMessage) resolve(String(entry.url ?? ''));
       } catch {
         logs.push({ raw: line });
       }
