@@ -41,6 +41,8 @@ export function createClusterDispatcher({
   let stopped = false;
   let wake: (() => void) | undefined;
   let failingSince: number | undefined;
+  /** Tenants a sweep's offer is admitting now. */
+  const offered = new Set<string>();
 
   const poke = () => wake?.();
 
@@ -138,7 +140,14 @@ export function createClusterDispatcher({
       void admitQuietly(tenantId);
     },
     offer(_executionId, tenantId) {
-      if (!stopped && taken < slots) void admitQuietly(tenantId);
+      // A sweep lists up to hundreds of one tenant's queued executions: one admission per tenant at a time is enough
+      // (each takes the tenant's oldest), not one transaction per execution listed.
+      if (stopped || taken >= slots || offered.has(tenantId)) return;
+      offered.add(tenantId);
+      void (async () => {
+        // Until the tenant has nothing more to take, reaches its cap, or the slots are full.
+        while (await admitQuietly(tenantId));
+      })().finally(() => offered.delete(tenantId));
     },
     cancelElsewhere(executionId) {
       signals.publishCancel(executionId);
