@@ -60,6 +60,9 @@ for (const { backend, skipReason } of backends) {
         STEPCAST_DEMO: 'on',
         STEPCAST_DEMO_USERS: '200',
         STEPCAST_MAX_CONCURRENT_EXECUTIONS: '2',
+        // These are about memory, not time: a hostile step must meet its size limit before its timeout, even on a
+        // loaded machine (PGlite's jsonb_agg of 2.5 million objects took over 10 s at a load of 10).
+        STEPCAST_STEP_TIMEOUT_MS: String(scaledTimeout(30_000)),
         STEPCAST_JWT_SECRET: JWT_SECRET,
         LOG_LEVEL: 'info',
         ...(database ? { DATABASE_URL: database.url } : {}),

@@ -53,7 +53,9 @@ describe.skipIf(skipReason !== null)(`postgres.js on a backend that goes away ${
     const { code, stderr, result } = await driverWhile('reserve', () => cluster.terminateBackends());
     expect(stderr).not.toContain("Cannot read properties of null (reading 'write')");
     expect(code).toBe(0);
-    expect(result).toEqual({ outcome: expect.stringMatching(/^(CONNECTION_CLOSED|57P01)$/), after: 'ok' });
+    // The statement is written after the backend died: the kernel may answer the write with a reset (ECONNRESET)
+    // before the driver reads the close, depending on the machine's timing. Either way it fails, and the pool serves.
+    expect(result).toEqual({ outcome: expect.stringMatching(/^(CONNECTION_CLOSED|57P01|ECONNRESET)$/), after: 'ok' });
   });
 
   it('a transaction open while the server restarts fails with CONNECTION_CLOSED, and the process lives on', async () => {
