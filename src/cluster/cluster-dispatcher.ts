@@ -41,15 +41,14 @@ export function createClusterDispatcher({
   let stopped = false;
   let wake: (() => void) | undefined;
   let failingSince: number | undefined;
-  /** Tenants a sweep's offer is admitting now. */
-  const offered = new Set<string>();
 
   const poke = () => wake?.();
 
-  /** Takes the tenant's next execution into a free slot; false when there is no slot, no work or no room under its cap. */
-  const admit = async (tenantId: string): Promise<boolean> => {
-    if (stopped || taken >= slots) return false;
-    taken++;
+  /**
+   * Takes the tenant's next execution into a slot already taken for it (counted in `taken`); gives the slot back and
+   * answers false when none starts (the tenant is at its cap, or has nothing to take).
+   */
+  const admitInto = async (tenantId: string): Promise<boolean> => {
     let started: Awaited<ReturnType<Engine['runNextOfTenant']>>;
     try {
       started = await engine.runNextOfTenant(tenantId, perTenantConcurrency);
@@ -75,11 +74,40 @@ export function createClusterDispatcher({
     return true;
   };
 
+  /** Takes the tenant's next execution into a free slot; false when there is no slot, no work or no room under its cap. */
+  const admit = (tenantId: string): Promise<boolean> => {
+    if (stopped || taken >= slots) return Promise.resolve(false);
+    taken++;
+    return admitInto(tenantId);
+  };
+
   const admitQuietly = (tenantId: string) =>
     admit(tenantId).catch((error: unknown) => {
       logger.warn({ err: error, tenantId }, 'could not admit an execution; the sweep tries again');
       return false;
     });
+
+  /** Tenants the sweep found work of, in the order it found them, with how many of their executions it found. */
+  const offers = new Map<string, number>();
+  let offering: Promise<void> | undefined;
+
+  /**
+   * Admits the sweep's offers into the free slots, one tenant after another. A tenant at its cap (or with nothing to
+   * take) gives its slot back and the next tenant is tried: offering only as many executions as there are free slots,
+   * in the order found, would leave those slots to the oldest tenants at their caps, sweep after sweep, and never
+   * reach another tenant's execution that no job will bring any more.
+   */
+  const takeOffers = async () => {
+    while (!stopped && taken < slots && offers.size > 0) {
+      const [tenantId, count] = offers.entries().next().value!;
+      if (count > 1) offers.set(tenantId, count - 1);
+      else offers.delete(tenantId);
+      // Refused: its other offers would be answered the same.
+      if (!(await admitQuietly(tenantId))) offers.delete(tenantId);
+    }
+    // What found no free slot is offered again by the next sweep.
+    offers.clear();
+  };
 
   /** Takes jobs while slots are free; waits for a hint, a freed slot or the poll interval otherwise. */
   const takeJobs = async () => {
@@ -140,14 +168,9 @@ export function createClusterDispatcher({
       void admitQuietly(tenantId);
     },
     offer(_executionId, tenantId) {
-      // A sweep lists up to hundreds of one tenant's queued executions: one admission per tenant at a time is enough
-      // (each takes the tenant's oldest), not one transaction per execution listed.
-      if (stopped || taken >= slots || offered.has(tenantId)) return;
-      offered.add(tenantId);
-      void (async () => {
-        // Until the tenant has nothing more to take, reaches its cap, or the slots are full.
-        while (await admitQuietly(tenantId));
-      })().finally(() => offered.delete(tenantId));
+      if (stopped || slots === 0) return;
+      offers.set(tenantId, (offers.get(tenantId) ?? 0) + 1);
+      offering ??= takeOffers().finally(() => (offering = undefined));
     },
     cancelElsewhere(executionId) {
       signals.publishCancel(executionId);
