@@ -115,24 +115,41 @@ export function createClusterDispatcher({
       const free = slots - taken;
       let fetched = 0;
       if (free > 0) {
+        // The slots are taken before the jobs: an admission meanwhile (a run's end, the sweep, a submit here) must not
+        // leave a job taken with no slot for it, completed without a run.
+        taken += free;
+        let reserved = free;
         try {
           const jobs = await queue.fetch(free);
           fetched = jobs.length;
-          const handled = await Promise.all(
-            jobs.map(async (job) => {
+          taken -= free - jobs.length;
+          reserved = 0;
+          const outcomes = await Promise.all(
+            jobs.map(async (job): Promise<'done' | { error: unknown }> => {
+              if (stopped) {
+                // Not this worker's to take any more: pg-boss gives it to another worker after its retry delay.
+                taken--;
+                return { error: new Error('the worker stopped before admitting it') };
+              }
               try {
-                await admit(job.data.tenantId);
-                return job.id;
+                await admitInto(job.data.tenantId);
+                return 'done';
               } catch (error) {
-                await queue.fail(job.id, error).catch(() => undefined);
-                return undefined;
+                return { error };
               }
             }),
           );
-          await queue.complete(handled.filter((id): id is string => id !== undefined));
+          await Promise.all(
+            jobs.map((job, i) => {
+              const outcome = outcomes[i]!;
+              return outcome === 'done' ? undefined : queue.fail(job.id, outcome.error).catch(() => undefined);
+            }),
+          );
+          await queue.complete(jobs.filter((_, i) => outcomes[i] === 'done').map((job) => job.id));
           if (failingSince !== undefined) logger.info('the work queue answers again');
           failingSince = undefined;
         } catch (error) {
+          taken -= reserved;
           if (failingSince === undefined) logger.warn({ err: error }, 'cannot take jobs from the work queue; trying again');
           failingSince ??= Date.now();
         }
