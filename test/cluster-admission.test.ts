@@ -144,4 +144,19 @@ describe.skipIf(skipReason !== null)(`admission on a cluster of workers${skipRea
     await untilStatus(bravoQueued, 'SUCCEEDED', 10_000);
     expect(await statusOf(alphaQueued)).toBe('QUEUED');
   }, 60_000);
+
+  it('cancels within 2 s, from an API replica, a run on a worker that is draining', async () => {
+    const worker = await startWorker({ STEPCAST_MAX_CONCURRENT_EXECUTIONS: '2', STEPCAST_SHUTDOWN_GRACE_MS: '10000', STEPCAST_LEASE_TTL_MS: '30000' });
+    const id = (await api.app.executor.submitPlan('alpha', FOREVER)).id;
+    await untilStatus(id, 'RUNNING');
+    const closing = worker.app.close();
+    try {
+      const asked = performance.now();
+      const cancelled = await api.app.executor.cancelExecution('alpha', id);
+      expect(cancelled.status).toBe('CANCELLED');
+      expect(performance.now() - asked).toBeLessThan(2_000);
+    } finally {
+      await closing;
+    }
+  }, 60_000);
 });

@@ -195,7 +195,6 @@ export function createClusterDispatcher({
     async stop(graceMs) {
       stopped = true;
       unsubscribeWork();
-      unsubscribeCancel();
       poke();
       await taking;
       let timer: NodeJS.Timeout | undefined;
@@ -204,6 +203,9 @@ export function createClusterDispatcher({
         new Promise((resolve) => (timer = setTimeout(resolve, graceMs))),
       ]);
       clearTimeout(timer);
+      // Only now: a run that goes on during the grace period is still stopped at once by a cancel sent to another
+      // process (the next lease renewal would come up to a third of the lease later).
+      unsubscribeCancel();
       return [...running.keys()];
     },
   };
