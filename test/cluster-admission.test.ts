@@ -169,4 +169,13 @@ describe.skipIf(skipReason !== null)(`admission on a cluster of workers${skipRea
     }
   }, 60_000);
 
+  it('stores one job per submitted execution: the one sent in the transaction that stores it', async () => {
+    await startWorker({ STEPCAST_MAX_CONCURRENT_EXECUTIONS: '2' });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await api.app.executor.submitPlan(i % 2 === 0 ? 'alpha' : 'bravo', QUICK)).id);
+    for (const id of ids) await untilStatus(id, 'SUCCEEDED');
+    const jobs = await sql<{ singleton_key: string; n: number }[]>`
+      SELECT singleton_key, count(*)::int AS n FROM pgboss.job WHERE singleton_key = ANY(${ids}) GROUP BY singleton_key`;
+    expect(Object.fromEntries(jobs.map((job) => [job.singleton_key, job.n]))).toEqual(Object.fromEntries(ids.map((id) => [id, 1])));
+  }, 60_000);
 });

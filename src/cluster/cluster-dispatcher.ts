@@ -173,15 +173,18 @@ export function createClusterDispatcher({
 
   return {
     enqueueInTransaction: (tx, executionId, tenantId) => queue.sendInTransaction(tx, { executionId, tenantId }),
-    enqueue(executionId, tenantId) {
+    enqueue(executionId, tenantId, { withJob = false } = {}) {
       if (stopped) return;
-      // Stored with its job already (a submit), workers can look now; runnable again (a decision), it needs a job,
-      // which this sends (and says so again once sent). A submit's job is the execution's one waiting job: no second.
-      signals.publishWork();
-      void queue.send({ executionId, tenantId }).then(
-        () => signals.publishWork(),
-        (error: unknown) => logger.warn({ err: error, executionId }, 'could not enqueue the execution; the sweep takes it'),
-      );
+      // Stored with its job already (a submit), workers can look now. Runnable again (a decision), it needs a job,
+      // which this sends (and says so once sent). A submit gets no second job: its first may be taken already, and
+      // the singleton key only holds back a second job while the first waits.
+      if (withJob) signals.publishWork();
+      else {
+        void queue.send({ executionId, tenantId }).then(
+          () => signals.publishWork(),
+          (error: unknown) => logger.warn({ err: error, executionId }, 'could not enqueue the execution; the sweep takes it'),
+        );
+      }
       void admitQuietly(tenantId);
     },
     offer(_executionId, tenantId) {

@@ -9,9 +9,10 @@ export interface Dispatcher {
   /**
    * The execution needs a worker: it was just stored, or a decision made it runnable again. In one process it starts
    * when the fair-share policy (fair-share.ts) gives it a slot; an execution already queued or running here is not
-   * queued twice.
+   * queued twice. `withJob`: the execution was stored with its durable queue's job (enqueueInTransaction), which
+   * needs no second.
    */
-  enqueue(executionId: string, tenantId: string): void;
+  enqueue(executionId: string, tenantId: string, options?: { withJob?: boolean }): void;
   /**
    * The sweep found the execution claimable (queued, its lease lapsed, its approval timed out). In one process the
    * same as enqueue; a cluster's worker takes it only into a free slot (other workers' sweeps find it too).

@@ -229,7 +229,7 @@ export class Executor {
       { correlationId: execution.correlationId, executionId: execution.id, tenantId, steps: execution.totalSteps },
       'execution queued',
     );
-    this.dispatcher.enqueue(execution.id, tenantId);
+    this.dispatcher.enqueue(execution.id, tenantId, { withJob: this.dispatcher.enqueueInTransaction !== undefined });
     return execution;
   }
 
@@ -302,7 +302,7 @@ export class Executor {
       { correlationId: execution.correlationId, executionId: execution.id, tenantId, steps: execution.totalSteps },
       'planned execution queued',
     );
-    this.dispatcher.enqueue(execution.id, tenantId);
+    this.dispatcher.enqueue(execution.id, tenantId, { withJob: this.dispatcher.enqueueInTransaction !== undefined });
     return execution;
   }
 
