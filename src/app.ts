@@ -202,6 +202,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
           (closing ??= (async () => {
             closed = true;
             opening.stop();
+            await retention?.stop();
             await running.stop(config.shutdownGraceMs);
             await closeCluster(cluster);
             await demoApi?.close();
