@@ -124,10 +124,15 @@ describe.skipIf(skipReason !== null)(`admission on a cluster of workers${skipRea
 
   it("starts a tenant's queued execution in a free slot even while another tenant's older executions wait at their cap", async () => {
     const first = await startWorker({ STEPCAST_MAX_CONCURRENT_EXECUTIONS: '3', STEPCAST_SHUTDOWN_GRACE_MS: '5000' });
-    // alpha: one run that holds its cap, and one queued behind it (its job answered "at capacity").
+    // alpha: one run that holds its cap, and a backlog behind it (their jobs answered "at capacity"), more than a
+    // sweep lists at once (500 executions, oldest first).
     const alphaRunning = (await api.app.executor.submitPlan('alpha', FOREVER)).id;
     await untilStatus(alphaRunning, 'RUNNING');
-    const alphaQueued = (await api.app.executor.submitPlan('alpha', QUICK)).id;
+    let alphaQueued = '';
+    for (let i = 0; i < 25; i++) {
+      const batch = await Promise.all(Array.from({ length: 20 }, () => api.app.executor.submitPlan('alpha', QUICK)));
+      alphaQueued = batch.at(-1)!.id;
+    }
     await untilJobsCompleted(alphaQueued);
     // bravo: the same, submitted after alpha's.
     const bravoRunning = (await api.app.executor.submitPlan('bravo', GATED)).id;

@@ -87,7 +87,7 @@ export function createClusterDispatcher({
       return false;
     });
 
-  /** Tenants the sweep found work of, in the order it found them, with how many of their executions it found. */
+  /** Tenants the sweep found work of, oldest work first, with how many of their executions it found. */
   const offers = new Map<string, number>();
   let offering: Promise<void> | undefined;
 
@@ -187,9 +187,9 @@ export function createClusterDispatcher({
       }
       void admitQuietly(tenantId);
     },
-    offer(_executionId, tenantId) {
-      if (stopped || slots === 0) return;
-      offers.set(tenantId, (offers.get(tenantId) ?? 0) + 1);
+    offer(tenantId, executions) {
+      if (stopped || slots === 0 || executions < 1) return;
+      offers.set(tenantId, (offers.get(tenantId) ?? 0) + executions);
       offering ??= takeOffers().finally(() => (offering = undefined));
     },
     cancelElsewhere(executionId) {

@@ -380,6 +380,17 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
     });
   }
 
+  async listTenantsWithWork(owner: string, limit: number, runningHere: readonly string[]): Promise<{ tenantId: string; executions: number }[]> {
+    // One pass over the unfinished executions, grouped: no sort of them all, as ranking each tenant's would need.
+    return this.db
+      .select({ tenantId: executions.tenantId, executions: sql<number>`count(*)::int` })
+      .from(executions)
+      .where(and(claimable(owner), sql`NOT ${executions.id} = ANY(${uuidArray(runningHere)})`))
+      .groupBy(executions.tenantId)
+      .orderBy(sql`min(${executions.createdAt})`, executions.tenantId)
+      .limit(limit);
+  }
+
   private async claimWith(db: Db, executionId: string, owner: string, ttlMs: number): Promise<ClaimedExecution | null> {
     const locked = db
       .select({

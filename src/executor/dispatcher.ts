@@ -14,10 +14,10 @@ export interface Dispatcher {
    */
   enqueue(executionId: string, tenantId: string, options?: { withJob?: boolean }): void;
   /**
-   * The sweep found the execution claimable (queued, its lease lapsed, its approval timed out). In one process the
-   * same as enqueue; a cluster's worker takes it only into a free slot (other workers' sweeps find it too).
+   * A cluster's sweep found executions of the tenant to take (queued, their lease lapsed, their approval timed out):
+   * the worker admits them into its free slots, if the tenant's cap allows (other workers' sweeps find them too).
    */
-  offer?(executionId: string, tenantId: string): void;
+  offer?(tenantId: string, executions: number): void;
   /** Enqueues a new execution in the transaction that stores it (a durable queue). */
   enqueueInTransaction?: EnqueueInTransaction;
   /** Asks whichever process runs the execution to stop its step (the cancel is stored already). */

@@ -155,7 +155,7 @@ export class Engine {
     if (!deps.admission) throw new Error('runNextOfTenant needs a TenantAdmission');
     const claim = await deps.admission.claimNextOfTenant(tenantId, deps.workerId, deps.settings.leaseTtlMs, {
       maxRunning,
-      runningHere: [...this.runs.keys()],
+      runningHere: this.runningIds(),
     });
     if (claim === null || claim === 'at-capacity') return claim;
     const executionId = claim.execution.id;
@@ -189,6 +189,11 @@ export class Engine {
     const run = new Run(deps, claim, controller, pauses);
     await withLogContext({ correlationId: execution.correlationId, executionId, tenantId: execution.tenantId }, () => run.drive());
     if (run.finished) for (const key of this.outagePauses.keys()) if (key.startsWith(`${executionId}:`)) this.outagePauses.delete(key);
+  }
+
+  /** The executions this process runs now. */
+  runningIds(): string[] {
+    return [...this.runs.keys()];
   }
 
   /** Whether this process runs the execution now. */

@@ -44,7 +44,7 @@ export type ExecutorSettings = Config['executor'] & {
 };
 
 const STREAM_CLOSE_TIMEOUT_MS = 2_000;
-/** Executions queued per look for work; the rest are found by the next look. */
+/** Executions (on a cluster's worker, tenants) taken up per look for work; the rest are found by the next look. */
 const RECOVERY_BATCH = 500;
 
 /** What a refusal by each budget tells the client it may do again after the wait. */
@@ -118,6 +118,7 @@ export class Executor {
   private readonly settings: ExecutorSettings;
   private readonly logger: Logger;
   private readonly tenants: TenantDirectory;
+  private readonly admission: TenantAdmission | undefined;
   /** This process, as the owner of the leases it takes. */
   readonly workerId: string;
   private readonly rateLimits: TenantRateLimits;
@@ -136,6 +137,7 @@ export class Executor {
     this.settings = settings;
     this.logger = logger;
     this.tenants = deps.tenants;
+    this.admission = deps.admission;
     this.workerId = deps.workerId;
     this.rateLimits = deps.rateLimits ?? createMemoryTenantLimits(rateLimitSettings(settings.tenantLimits));
     // Every open stepUpdates stream listens for shutdown on this one signal.
@@ -176,11 +178,16 @@ export class Executor {
    * approval timed out or that were cancelled.
    */
   async recover(): Promise<void> {
+    if (this.admission && this.dispatcher.offer) {
+      // A cluster's worker admits by tenant: each tenant with work gets its turn, not only the tenants of the oldest
+      // executions (a tenant at its cap may have any number of those waiting).
+      const tenants = await this.admission.listTenantsWithWork(this.workerId, RECOVERY_BATCH, this.engine.runningIds());
+      for (const { tenantId, executions } of tenants) this.dispatcher.offer(tenantId, executions);
+      return;
+    }
     for (const execution of await this.leases.listClaimable(this.workerId, RECOVERY_BATCH)) {
       // This worker's own running executions are listed too (their lease is its own): they are not work to take.
-      if (this.engine.isRunning(execution.id)) continue;
-      if (this.dispatcher.offer) this.dispatcher.offer(execution.id, execution.tenantId);
-      else this.dispatcher.enqueue(execution.id, execution.tenantId);
+      if (!this.engine.isRunning(execution.id)) this.dispatcher.enqueue(execution.id, execution.tenantId);
     }
   }
 

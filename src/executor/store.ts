@@ -155,6 +155,12 @@ export interface TenantAdmission {
     ttlMs: number,
     options: { maxRunning: number; runningHere: readonly string[] },
   ): Promise<ClaimedExecution | 'at-capacity' | null>;
+  /**
+   * The tenants with executions a worker should take (the ones listClaimable lists, but for `runningHere`, this
+   * worker's own runs), the tenant whose oldest such execution is oldest first, with how many each has: a sweep
+   * offers each tenant its turn, however many executions older tenants have waiting at their caps.
+   */
+  listTenantsWithWork(owner: string, limit: number, runningHere: readonly string[]): Promise<{ tenantId: string; executions: number }[]>;
 }
 
 export interface TenantDirectory {
