@@ -104,7 +104,7 @@ describe.skipIf(skipReason !== null)(`admission on a cluster of workers${skipRea
   beforeAll(async () => {
     api = await startTestServer('postgres', { env: { ...shared, STEPCAST_ROLE: 'api' } });
     sql = postgres(api.databaseUrl!, { max: 2, onnotice: () => undefined });
-    for (const id of ['alpha', 'bravo']) {
+    for (const id of ['alpha', 'bravo', 'charlie']) {
       const gate = (gates[id] = await startGateApi());
       await createTenant(api.app.database, api.app.secrets, { name: id, id, apiBaseUrl: gate.url, openapi: gate.openapi });
     }
@@ -183,4 +183,28 @@ describe.skipIf(skipReason !== null)(`admission on a cluster of workers${skipRea
       SELECT singleton_key, count(*)::int AS n FROM pgboss.job WHERE singleton_key = ANY(${ids}) GROUP BY singleton_key`;
     expect(Object.fromEntries(jobs.map((job) => [job.singleton_key, job.n]))).toEqual(Object.fromEntries(ids.map((id) => [id, 1])));
   }, 60_000);
+
+  it('starts a third tenant\'s execution while two others keep every slot busy with their backlogs', async () => {
+    const step = { kind: 'SQL' as const, queryContext: 'one', sql: 'SELECT 1 AS one' };
+    const backlog = async (tenantId: string) => {
+      const ids: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const batch = await Promise.all(Array.from({ length: 20 }, () => api.app.executor.submitPlan(tenantId, { query: 'q', steps: [step] })));
+        ids.push(...batch.map((e) => e.id));
+      }
+      return ids;
+    };
+    // Both backlogs wait before the worker starts: its two slots go to alpha and bravo, one each (their caps).
+    const [alpha, bravo] = await Promise.all([backlog('alpha'), backlog('bravo')]);
+    await startWorker({ STEPCAST_MAX_CONCURRENT_EXECUTIONS: '2' });
+    await untilStatus(alpha[0]!, 'SUCCEEDED');
+    const charlie = (await api.app.executor.submitPlan('charlie', { query: 'q', steps: [step] })).id;
+    await untilStatus(charlie, 'SUCCEEDED', 60_000);
+    // It did not wait for the others' backlogs to drain: most of them had not started when it did.
+    const [after] = await sql<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM executions
+      WHERE id = ANY(${[...alpha, ...bravo]})
+        AND (started_at IS NULL OR started_at > (SELECT started_at FROM executions WHERE id = ${charlie}))`;
+    expect(after!.n).toBeGreaterThan(alpha.length / 2);
+  }, 90_000);
 });

@@ -13,8 +13,9 @@ import type { WorkQueue } from './work-queue.js';
  * cap), claims its lease, and completes the job: from then on the lease carries the execution (a worker that dies lets
  * it lapse, and any worker's sweep resumes it). So a job may start another execution of its tenant than the one it
  * was sent for (each tenant's executions start in submission order), and a job that finds its tenant at its cap is
- * completed without a run: the tenant's next free slot is taken by the worker whose run ends, which at once admits
- * that tenant's next execution, and every worker's sweep offers what is left to its free slots.
+ * completed without a run. A slot freed by a run's end goes to a tenant this worker owes one (refill), else to a job
+ * waiting in the queue, else to the ended run's tenant's next execution; and every worker's sweep offers the tenants
+ * with work to its free slots, and owes a slot to those with nothing running anywhere.
  */
 export function createClusterDispatcher({
   queue,
@@ -45,33 +46,88 @@ export function createClusterDispatcher({
   const poke = () => wake?.();
 
   /**
-   * Takes the tenant's next execution into a slot already taken for it (counted in `taken`); gives the slot back and
-   * answers false when none starts (the tenant is at its cap, or has nothing to take).
+   * Tenants owed a slot of this worker, oldest first: one whose run here ended and whose slot went to another tenant,
+   * and one the sweep found with work and nothing running while no slot was free. The next slot freed here is theirs
+   * before anyone's: a worker whose slots are all taken frees one only as a run ends, and giving it straight back to
+   * that run's tenant would let a few tenants with backlogs keep every slot while another tenant's work waits.
    */
-  const admitInto = async (tenantId: string): Promise<boolean> => {
-    let started: Awaited<ReturnType<Engine['runNextOfTenant']>>;
-    try {
-      started = await engine.runNextOfTenant(tenantId, perTenantConcurrency);
-    } catch (error) {
-      taken--;
-      throw error;
-    }
-    if (started === null || started === 'at-capacity') {
-      taken--;
-      return false;
-    }
+  const owed = new Set<string>();
+
+  /**
+   * Starts the tenant's next execution in a slot already counted in `taken`; false (the slot still counted) when it
+   * has none to start now: at its cap, or nothing to take.
+   */
+  const startIn = async (tenantId: string): Promise<boolean> => {
+    const started = await engine.runNextOfTenant(tenantId, perTenantConcurrency);
+    if (started === null || started === 'at-capacity') return false;
     const { executionId, done } = started;
     running.set(executionId, done);
+    owed.delete(tenantId);
     void done
       .catch((error: unknown) => logger.error({ err: error, executionId, tenantId }, 'execution crashed'))
       .finally(() => {
         if (running.get(executionId) === done) running.delete(executionId);
-        taken--;
-        // The slot this run frees goes to its tenant's next execution first: jobs of that tenant that came while it
-        // was at its cap were completed without a run.
-        if (!stopped) void admitQuietly(tenantId).finally(poke);
+        if (stopped) taken--;
+        else void refill(tenantId).finally(poke);
       });
     return true;
+  };
+
+  /**
+   * Gives the slot a run of `ended` freed (still counted in `taken`): to a tenant owed one, else to a job waiting in
+   * the queue (another tenant's new execution, or a decision), else to `ended`'s next execution (jobs of its that came
+   * while it was at its cap were completed without a run). `ended` is owed the next one when another took it.
+   */
+  const refill = async (ended: string): Promise<void> => {
+    try {
+      for (const tenantId of owed) {
+        if (stopped) break;
+        owed.delete(tenantId);
+        if (tenantId === ended) continue;
+        if (await startIn(tenantId)) {
+          owed.add(ended);
+          return;
+        }
+      }
+      if (!stopped) {
+        const [job] = await queue.fetch(1);
+        if (job) {
+          let started: boolean;
+          try {
+            started = await startIn(job.data.tenantId);
+          } catch (error) {
+            await queue.fail(job.id, error).catch(() => undefined);
+            throw error;
+          }
+          // A completion lost (the database went away) lets the job expire and be taken again: an admission more.
+          await queue.complete([job.id]).catch(() => undefined);
+          if (started) {
+            if (job.data.tenantId !== ended) owed.add(ended);
+            return;
+          }
+        }
+      }
+      if (!stopped && (await startIn(ended))) return;
+    } catch (error) {
+      logger.warn({ err: error, tenantId: ended }, 'could not admit an execution; the sweep tries again');
+    }
+    taken--;
+  };
+
+  /**
+   * Takes the tenant's next execution into a slot already taken for it (counted in `taken`); gives the slot back and
+   * answers false when none starts (the tenant is at its cap, or has nothing to take).
+   */
+  const admitInto = async (tenantId: string): Promise<boolean> => {
+    let started: boolean;
+    try {
+      started = await startIn(tenantId);
+    } catch (error) {
+      taken--;
+      throw error;
+    }
+    if (!started) taken--;
+    return started;
   };
 
   /** Takes the tenant's next execution into a free slot; false when there is no slot, no work or no room under its cap. */
@@ -187,8 +243,10 @@ export function createClusterDispatcher({
       }
       void admitQuietly(tenantId);
     },
-    offer(tenantId, executions) {
+    offer(tenantId, { executions, running: runningAnywhere }) {
       if (stopped || slots === 0 || executions < 1) return;
+      // Nothing of it runs anywhere: if no slot is free now, the next one freed here is its.
+      if (runningAnywhere === 0) owed.add(tenantId);
       offers.set(tenantId, (offers.get(tenantId) ?? 0) + executions);
       offering ??= takeOffers().finally(() => (offering = undefined));
     },

@@ -70,6 +70,13 @@ const claimable = (owner: string) =>
     ),
   );
 
+/**
+ * A lease that counts as a run under a tenant's cap: live, and not this worker's own unless one of its runs holds it
+ * (`here`): a lease of its own that no run here holds (a run stopped on an outage) is work to take, not a run.
+ */
+const liveLease = (owner: string, here: SQL) =>
+  sql`(${executions.leaseOwner} IS NOT NULL AND ${executions.leaseExpiresAt} >= clock_timestamp() AND NOT (${executions.leaseOwner} = ${owner} AND NOT ${executions.id} = ANY(${here})))`;
+
 /** A moment ttlMs from now on the database's clock (one clock for every worker): a lease's expiry, an approval's deadline. */
 const leaseExpiry = (ttlMs: number) => sql`clock_timestamp() + ${Math.max(1, Math.round(ttlMs))} * interval '1 millisecond'`;
 
@@ -355,19 +362,10 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
     const here = uuidArray(runningHere);
     return this.db.transaction(async (tx) => {
       await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtextextended(${`stepcast:tenant:${tenantId}`}, 0))`);
-      // A lease of this worker's that no run here holds (a run stopped on an outage) is work to take, not a run.
       const [counted] = await tx
         .select({ running: sql<number>`count(*)::int` })
         .from(executions)
-        .where(
-          and(
-            eq(executions.tenantId, tenantId),
-            inArray(executions.status, [...UNFINISHED]),
-            isNotNull(executions.leaseOwner),
-            sql`${executions.leaseExpiresAt} >= clock_timestamp()`,
-            sql`NOT (${executions.leaseOwner} = ${owner} AND NOT ${executions.id} = ANY(${here}))`,
-          ),
-        );
+        .where(and(eq(executions.tenantId, tenantId), inArray(executions.status, [...UNFINISHED]), liveLease(owner, here)));
       if ((counted?.running ?? 0) >= maxRunning) return 'at-capacity';
       const [next] = await tx
         .select({ id: executions.id })
@@ -380,14 +378,25 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
     });
   }
 
-  async listTenantsWithWork(owner: string, limit: number, runningHere: readonly string[]): Promise<{ tenantId: string; executions: number }[]> {
+  async listTenantsWithWork(
+    owner: string,
+    limit: number,
+    runningHere: readonly string[],
+  ): Promise<{ tenantId: string; executions: number; running: number }[]> {
+    const here = uuidArray(runningHere);
+    const work = sql`(${claimable(owner)} AND NOT ${executions.id} = ANY(${here}))`;
     // One pass over the unfinished executions, grouped: no sort of them all, as ranking each tenant's would need.
     return this.db
-      .select({ tenantId: executions.tenantId, executions: sql<number>`count(*)::int` })
+      .select({
+        tenantId: executions.tenantId,
+        executions: sql<number>`(count(*) FILTER (WHERE ${work}))::int`,
+        running: sql<number>`(count(*) FILTER (WHERE ${liveLease(owner, here)}))::int`,
+      })
       .from(executions)
-      .where(and(claimable(owner), sql`NOT ${executions.id} = ANY(${uuidArray(runningHere)})`))
+      .where(inArray(executions.status, [...UNFINISHED]))
       .groupBy(executions.tenantId)
-      .orderBy(sql`min(${executions.createdAt})`, executions.tenantId)
+      .having(sql`count(*) FILTER (WHERE ${work}) > 0`)
+      .orderBy(sql`min(${executions.createdAt}) FILTER (WHERE ${work})`, executions.tenantId)
       .limit(limit);
   }
 

@@ -14,10 +14,11 @@ export interface Dispatcher {
    */
   enqueue(executionId: string, tenantId: string, options?: { withJob?: boolean }): void;
   /**
-   * A cluster's sweep found executions of the tenant to take (queued, their lease lapsed, their approval timed out):
-   * the worker admits them into its free slots, if the tenant's cap allows (other workers' sweeps find them too).
+   * A cluster's sweep found executions of the tenant to take (queued, their lease lapsed, their approval timed out),
+   * and how many of its executions run on any worker: the worker admits them into its free slots, if the tenant's cap
+   * allows (other workers' sweeps find them too).
    */
-  offer?(tenantId: string, executions: number): void;
+  offer?(tenantId: string, work: { executions: number; running: number }): void;
   /** Enqueues a new execution in the transaction that stores it (a durable queue). */
   enqueueInTransaction?: EnqueueInTransaction;
   /** Asks whichever process runs the execution to stop its step (the cancel is stored already). */

@@ -182,7 +182,7 @@ export class Executor {
       // A cluster's worker admits by tenant: each tenant with work gets its turn, not only the tenants of the oldest
       // executions (a tenant at its cap may have any number of those waiting).
       const tenants = await this.admission.listTenantsWithWork(this.workerId, RECOVERY_BATCH, this.engine.runningIds());
-      for (const { tenantId, executions } of tenants) this.dispatcher.offer(tenantId, executions);
+      for (const { tenantId, ...work } of tenants) this.dispatcher.offer(tenantId, work);
       return;
     }
     for (const execution of await this.leases.listClaimable(this.workerId, RECOVERY_BATCH)) {

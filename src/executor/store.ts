@@ -157,10 +157,15 @@ export interface TenantAdmission {
   ): Promise<ClaimedExecution | 'at-capacity' | null>;
   /**
    * The tenants with executions a worker should take (the ones listClaimable lists, but for `runningHere`, this
-   * worker's own runs), the tenant whose oldest such execution is oldest first, with how many each has: a sweep
-   * offers each tenant its turn, however many executions older tenants have waiting at their caps.
+   * worker's own runs), the tenant whose oldest such execution is oldest first, with how many each has and how many
+   * of its executions hold live leases (as claimNextOfTenant counts them): a sweep offers each tenant its turn,
+   * however many executions older tenants have waiting at their caps.
    */
-  listTenantsWithWork(owner: string, limit: number, runningHere: readonly string[]): Promise<{ tenantId: string; executions: number }[]>;
+  listTenantsWithWork(
+    owner: string,
+    limit: number,
+    runningHere: readonly string[],
+  ): Promise<{ tenantId: string; executions: number; running: number }[]>;
 }
 
 export interface TenantDirectory {
