@@ -58,7 +58,7 @@ describe.skipIf(redisSkipReason !== null)(`the Redis bus between processes${redi
   });
 
   /** One bus, as one process would have. */
-  async function openBus(url = redisUrl!, options: { gapPollMs?: number } = {}) {
+  async function openBus(url = redisUrl!, options: { gapPollMs?: number; quietGapMs?: number } = {}) {
     const { logger, lines } = capturingLogger();
     const bus = await createRedisBus({ url, logger, channelPrefix, ...options });
     buses.push(bus);
@@ -148,6 +148,25 @@ describe.skipIf(redisSkipReason !== null)(`the Redis bus between processes${redi
     bus.updates.publish(updateOf(executionId, 1));
     await vi.waitFor(() => expect(heard).toEqual([1]), WAIT);
     expect([gaps, laterGaps]).toEqual([1, 0]);
+  });
+
+  it('tells the subscribers of a quiet execution of a gap, so that an update whose publisher died after its commit is still read', async () => {
+    const bus = await openBus(redisUrl!, { gapPollMs: 60_000, quietGapMs: 300 });
+    const quiet = randomUUID();
+    const busy = randomUUID();
+    const gaps = { quiet: 0, busy: 0 };
+    bus.updates.subscribe(quiet, () => undefined, () => gaps.quiet++);
+    bus.updates.subscribe(busy, () => undefined, () => gaps.busy++);
+    // Each is told once as its subscription is in place; then only the quiet one, again and again.
+    await vi.waitFor(() => expect(gaps.busy).toBe(1), WAIT);
+    let sequence = 0;
+    const publishing = setInterval(() => bus.updates.publish(updateOf(busy, ++sequence)), 50);
+    try {
+      await vi.waitFor(() => expect(gaps.quiet).toBeGreaterThanOrEqual(3), WAIT);
+    } finally {
+      clearInterval(publishing);
+    }
+    expect(gaps.busy).toBe(1);
   });
 
   it('carries cancel and work signals between processes', async () => {

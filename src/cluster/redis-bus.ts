@@ -29,6 +29,11 @@ export interface RedisBusOptions {
   channelPrefix?: string;
   /** How often the subscribers of an execution are told of a gap while its subscription is not in place (Redis down). */
   gapPollMs?: number;
+  /**
+   * An execution's channel that heard nothing for this long has its subscribers told of a gap (they read the store
+   * once): a publisher that died between its commit and its publish leaves no notice of the update it lost.
+   */
+  quietGapMs?: number;
 }
 
 /** The channel an execution's updates are published on. */
@@ -73,7 +78,13 @@ class ThrottledWarning {
  * the outage is logged, and the bus serves (publishes fail, subscribers are told of gaps) and connects as soon as
  * Redis can be reached.
  */
-export async function createRedisBus({ url, logger, channelPrefix = 'stepcast:', gapPollMs = 1_000 }: RedisBusOptions): Promise<RedisBus> {
+export async function createRedisBus({
+  url,
+  logger,
+  channelPrefix = 'stepcast:',
+  gapPollMs = 1_000,
+  quietGapMs = 30_000,
+}: RedisBusOptions): Promise<RedisBus> {
   const common: RedisOptions = {
     retryStrategy: reconnectDelayMs,
     connectTimeout: 5_000,
@@ -135,6 +146,20 @@ export async function createRedisBus({ url, logger, channelPrefix = 'stepcast:',
   const subscribeFailures = new ThrottledWarning(logger, 'could not subscribe in Redis; trying again');
   const listenerFailures = new ThrottledWarning(logger, 'a listener of the Redis bus failed');
   const decodeFailures = new ThrottledWarning(logger, 'dropped a message of the Redis bus that could not be read');
+
+  /** When each execution's channel last heard a message (or was first listened to). */
+  const heard = new Map<string, number>();
+  // One timer for the whole bus, not one per stream: a quiet execution costs its streams one read of the store per
+  // quietGapMs (a slow step), and a lost terminal update (its publisher died after the commit) ends them within it.
+  const quietTimer = setInterval(() => {
+    const due = Date.now() - quietGapMs;
+    for (const [channel, forChannel] of listeners) {
+      if ((heard.get(channel) ?? 0) > due) continue;
+      heard.set(channel, Date.now());
+      tellGap(forChannel);
+    }
+  }, Math.max(100, Math.min(quietGapMs, 5_000)));
+  quietTimer.unref();
 
   const isWanted = (channel: string) => listeners.has(channel) || signalChannels.includes(channel);
 
@@ -307,6 +332,7 @@ export async function createRedisBus({ url, logger, channelPrefix = 'stepcast:',
   subscriber.on('message', (channel: string, message: string) => {
     const forChannel = listeners.get(channel);
     if (forChannel) {
+      heard.set(channel, Date.now());
       const update = decode(message);
       // One object for all the listeners of a process: the fan-out executes a live update once per selection, keyed on it.
       if (update) for (const listener of forChannel.keys()) call(listener, update);
@@ -388,6 +414,7 @@ export async function createRedisBus({ url, logger, channelPrefix = 'stepcast:',
       if (!forChannel) {
         forChannel = new Map();
         listeners.set(channel, forChannel);
+        heard.set(channel, Date.now());
         // Still subscribed: an UNSUBSCRIBE was due, and is not now (the subscription never lapsed, nothing was missed).
         if (subscribed.has(channel)) toUnsubscribe.delete(channel);
         else {
@@ -400,6 +427,7 @@ export async function createRedisBus({ url, logger, channelPrefix = 'stepcast:',
       return () => {
         if (!forChannel.delete(listener) || forChannel.size > 0 || listeners.get(channel) !== forChannel) return;
         listeners.delete(channel);
+        heard.delete(channel);
         if (!toSubscribe.delete(channel) && subscribed.has(channel)) {
           toUnsubscribe.add(channel);
           void sync();
@@ -434,6 +462,8 @@ export async function createRedisBus({ url, logger, channelPrefix = 'stepcast:',
     async close() {
       if (closed) return;
       closed = true;
+      clearInterval(quietTimer);
+      heard.clear();
       clearTimeout(gapTimer);
       clearTimeout(noticeTimer);
       listeners.clear();
