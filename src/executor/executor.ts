@@ -434,7 +434,7 @@ export class Executor {
     current: ExecutionRow | undefined,
     deadline: number,
   ): Promise<ExecutionRow | undefined> {
-    while (current?.status === 'RUNNING' && Date.now() < deadline) {
+    while (current && !isFinished(current.status as ExecutionStatus) && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, CANCEL_POLL_MS));
       current = await this.store.findExecution(tenantId, executionId);
     }
