@@ -252,7 +252,7 @@ try {
       if (redisUrl) {
         progress('PostgreSQL + Redis', `steps/s of 1, 2 and 4 worker processes (BENCH_REDIS_URL ${new URL(redisUrl).host})`);
         await withBenchDatabase(databaseUrl, 'stepcast_bench_workers', async (benchUrl) => {
-          rows.push(...(await benchWorkers(benchUrl, redisUrl)));
+          await benchWorkers(benchUrl, redisUrl, rows);
         });
       } else {
         const why = 'skipped: set BENCH_REDIS_URL=redis://127.0.0.1:6379 to include it';

@@ -199,7 +199,11 @@ async function waitFinished(sql: Sql, ids: readonly string[]): Promise<void> {
              count(*) FILTER (WHERE status = 'SUCCEEDED')::int AS succeeded
       FROM executions WHERE id IN ${sql([...ids])}`;
     if (row!.finished === ids.length) {
-      if (row!.succeeded !== ids.length) throw new Error(`${ids.length - row!.succeeded} bench executions did not succeed`);
+      if (row!.succeeded !== ids.length) {
+        const [failed] = await sql<{ status: string; error: unknown }[]>`
+          SELECT status, error FROM executions WHERE id IN ${sql([...ids])} AND status <> 'SUCCEEDED' LIMIT 1`;
+        throw new Error(`${ids.length - row!.succeeded} bench executions did not succeed; one ended ${failed?.status}: ${JSON.stringify(failed?.error)}`);
+      }
       return;
     }
     if (performance.now() > deadline) throw new Error(`${ids.length - row!.finished} bench executions unfinished after ${FINISHED_TIMEOUT_MS} ms`);
@@ -342,7 +346,7 @@ interface Floor {
 }
 
 function rowOf(run: Run, floor: Floor, first: Run | undefined): BenchRow {
-  const vsFirst = first && first !== run ? `${(run.stepsPerSecond / first.stepsPerSecond).toFixed(2)}x the 1-worker figure; ` : '';
+  const vsFirst = first && first !== run ? `${(run.stepsPerSecond / first.stepsPerSecond).toFixed(2)}x the ${first.workers}-worker figure; ` : '';
   const from = run.tenants === 1 ? 'ONE tenant' : `${run.tenants} tenants`;
   return {
     name: `${run.workers} worker process${run.workers === 1 ? '' : 'es'} × ${SLOTS} slots, 1 API process: steps/s (${PLANS} plans × ${STEPS_PER_PLAN} SQL steps, from ${from})`,
@@ -363,9 +367,10 @@ function rowOf(run: Run, floor: Floor, first: Run | undefined): BenchRow {
 
 /**
  * The worker figures on a fresh database of `databaseUrl`'s server (made and dropped by the caller) with `redisUrl`
- * (keys under a prefix of their own). Workers are added between measurements: 1, then 2, then 4.
+ * (keys under a prefix of their own). Workers are added between measurements: 1, then 2, then 4. Each row goes into
+ * `rows` as it is measured, so that a later failure keeps it.
  */
-export async function benchWorkers(databaseUrl: string, redisUrl: string): Promise<BenchRow[]> {
+export async function benchWorkers(databaseUrl: string, redisUrl: string, rows: BenchRow[]): Promise<void> {
   const database = new URL(databaseUrl).pathname.slice(1);
   const concurrencies = WORKER_COUNTS.map((n) => n * SLOTS);
   // The floors first, while nothing else holds connections (the largest needs one per client), with the database's
@@ -405,7 +410,6 @@ export async function benchWorkers(databaseUrl: string, redisUrl: string): Promi
   };
   const processes: ClusterProcess[] = [];
   const workers: ClusterProcess[] = [];
-  const rows: BenchRow[] = [];
   const runs: Run[] = [];
   try {
     // The API process creates the schema and pg-boss's tables; the workers start on them.
@@ -431,7 +435,6 @@ export async function benchWorkers(databaseUrl: string, redisUrl: string): Promi
     }
     const [connections] = await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = ${database}`;
     progress(`connections to the bench database at the end: ${connections!.n}`);
-    return rows;
   } finally {
     await Promise.all(processes.map(stopProcess));
     await sql.end();
