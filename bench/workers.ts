@@ -314,7 +314,8 @@ const waitsOf = (run: Run) =>
 
 const summary = (run: Run) =>
   `${run.stepsPerSecond.toFixed(0)} steps/s in ${run.wallSeconds.toFixed(1)} s; PostgreSQL ${percent(run.postgres, run)}, ` +
-  `workers ${percent(run.workersCpu, run)}, API ${percent(run.api, run)}, machine busy ${(100 * run.machineBusy).toFixed(0)}%; ` +
+  `workers ${percent(run.workersCpu, run)}, API ${percent(run.api, run)}, machine busy ${(100 * run.machineBusy).toFixed(0)}% ` +
+  `(${elsewhere(run)} elsewhere); ` +
   `backends active ${waitsOf(run)}`;
 
 /** TENANTS tenants (bench_1 …) with an API key each, made as `npm run admin` makes them; their keys. */
@@ -334,6 +335,12 @@ async function createTenants(env: Record<string, string>): Promise<string[]> {
     await database.close();
   }
 }
+
+/** The machine's busy share that none of the measured processes took: others on the machine, the kernel's own work. */
+const elsewhere = (run: Run) => {
+  const measured = run.postgres + run.workersCpu + run.api + run.redis + run.bench;
+  return `${Math.max(0, 100 * run.machineBusy - (100 * measured) / (run.wallSeconds * CORES)).toFixed(0)}%`;
+};
 
 const percent = (cpuSeconds: number, run: Run) => `${((100 * cpuSeconds) / (run.wallSeconds * CORES)).toFixed(0)}%`;
 const msPerStep = (cpuSeconds: number, run: Run) => `${((1000 * cpuSeconds) / run.steps).toFixed(2)} ms/step`;
@@ -358,7 +365,8 @@ function rowOf(run: Run, floor: Floor, first: Run | undefined): BenchRow {
       `${vsFirst}${run.wallSeconds.toFixed(1)} s; share of ${CORES} cores over the run: ` +
       `PostgreSQL ${percent(run.postgres, run)} (${msPerStep(run.postgres, run)}; this database's backends ${percent(run.database, run)}), ` +
       `workers ${percent(run.workersCpu, run)} (${msPerStep(run.workersCpu, run)}), API ${percent(run.api, run)}, ` +
-      `Redis ${percent(run.redis, run)}, bench client ${percent(run.bench, run)}, machine busy ${(100 * run.machineBusy).toFixed(0)}%; ` +
+      `Redis ${percent(run.redis, run)}, bench client ${percent(run.bench, run)}, machine busy ${(100 * run.machineBusy).toFixed(0)}% ` +
+      `(the rest: ${elsewhere(run)}, other processes and the kernel); ` +
       `this database's backends active ${waitsOf(run)}; ` +
       `floor: raw loop (2 commits a step) at ${floor.concurrency} clients, PostgreSQL ${floor.postgresMsPerStep.toFixed(2)} ms/step`,
     load: run.load,
