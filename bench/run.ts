@@ -12,6 +12,7 @@ import { benchLimits, follow, percentile, submit, withBenchDatabase } from './cl
 import { benchFanOut } from './fanout.js';
 import { benchHistory } from './history.js';
 import { benchSteps, type StepsTarget } from './steps.js';
+import { benchWorkers } from './workers.js';
 import { currentLoad, formatTable, type BenchRow } from './table.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 40);
@@ -194,41 +195,78 @@ async function endToEnd(backend: string, env: Record<string, string>): Promise<B
   return rows;
 }
 
+/** The parts of the bench, in the table's order; BENCH_ONLY=workers,history (say) runs only those. */
+const PARTS = ['steps', 'fanout', 'e2e', 'history', 'workers'] as const;
+type Part = (typeof PARTS)[number];
+const only = process.env.BENCH_ONLY?.split(',').map((part) => part.trim());
+const unknownParts = only?.filter((part) => !(PARTS as readonly string[]).includes(part)) ?? [];
+if (unknownParts.length > 0) throw new Error(`BENCH_ONLY: unknown part ${unknownParts.join(', ')}; the parts are ${PARTS.join(', ')}`);
+const runs = (part: Part) => only === undefined || only.includes(part);
+
 /** Every measurement of one backend, in the table's order. */
 async function benchBackend(target: StepsTarget): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
-  progress(target.backend, 'steps against the 2-commit floor');
-  rows.push(...(await benchSteps(target)));
-  progress(target.backend, 'fan-out to 1,000 subscribers, memory per idle subscription');
-  rows.push(...(await benchFanOut(target)));
-  rows.push(...(await endToEnd(target.backend, target.env)));
+  if (runs('steps')) {
+    progress(target.backend, 'steps against the 2-commit floor');
+    rows.push(...(await benchSteps(target)));
+  }
+  if (runs('fanout')) {
+    progress(target.backend, 'fan-out to 1,000 subscribers, memory per idle subscription');
+    rows.push(...(await benchFanOut(target)));
+  }
+  if (runs('e2e')) rows.push(...(await endToEnd(target.backend, target.env)));
   return rows;
 }
+
+/** A row that says a part was not run, and why. */
+const skipped = (backend: string, name: string, why: string): BenchRow => ({ backend, name, value: Number.NaN, unit: '', note: why });
 
 const rows: BenchRow[] = [];
 try {
   // On PGlite each server has a data directory of its own; the steps need no more than the default demo dataset.
-  rows.push(...(await benchBackend({ backend: 'PGlite', env: {} })));
+  if (runs('steps') || runs('fanout') || runs('e2e')) rows.push(...(await benchBackend({ backend: 'PGlite', env: {} })));
 
-  if (process.env.BENCH_DATABASE_URL) {
-    await withBenchDatabase(process.env.BENCH_DATABASE_URL, 'stepcast_bench', async (databaseUrl) => {
-      rows.push(
-        ...(await benchBackend({
-          backend: 'PostgreSQL',
-          // Both servers share the bench's database, so both ask for the same demo dataset (the first seeds it).
-          env: { DATABASE_URL: databaseUrl, STEPCAST_DEMO_USERS: USERS },
-          floorUrl: databaseUrl,
-        })),
-      );
-    });
+  const databaseUrl = process.env.BENCH_DATABASE_URL;
+  const redisUrl = process.env.BENCH_REDIS_URL;
+  if (databaseUrl) {
+    if (runs('steps') || runs('fanout') || runs('e2e')) {
+      await withBenchDatabase(databaseUrl, 'stepcast_bench', async (benchUrl) => {
+        rows.push(
+          ...(await benchBackend({
+            backend: 'PostgreSQL',
+            // Both servers share the bench's database, so both ask for the same demo dataset (the first seeds it).
+            env: { DATABASE_URL: benchUrl, STEPCAST_DEMO_USERS: USERS },
+            floorUrl: benchUrl,
+          })),
+        );
+      });
+    }
     // History at 1,000,000 stored executions (a database of its own, 7 to 15 minutes of seeding here);
     // BENCH_HISTORY_EXECUTIONS=0 leaves it out.
-    if (Number(process.env.BENCH_HISTORY_EXECUTIONS ?? 1) > 0) {
+    if (runs('history') && Number(process.env.BENCH_HISTORY_EXECUTIONS ?? 1) > 0) {
       progress('PostgreSQL', 'history at BENCH_HISTORY_EXECUTIONS (1,000,000) stored executions');
-      rows.push(...(await benchHistory(process.env.BENCH_DATABASE_URL)));
+      rows.push(...(await benchHistory(databaseUrl)));
+    }
+    // Issue 11: worker processes on one PostgreSQL and one Redis (a database of their own).
+    if (runs('workers')) {
+      if (redisUrl) {
+        progress('PostgreSQL + Redis', `steps/s of 1, 2 and 4 worker processes (BENCH_REDIS_URL ${new URL(redisUrl).host})`);
+        await withBenchDatabase(databaseUrl, 'stepcast_bench_workers', async (benchUrl) => {
+          await benchWorkers(benchUrl, redisUrl, rows);
+        });
+      } else {
+        const why = 'skipped: set BENCH_REDIS_URL=redis://127.0.0.1:6379 to include it';
+        console.error(`(worker processes ${why})`);
+        rows.push(skipped('PostgreSQL + Redis', 'worker processes: steps/s of 1, 2 and 4', why));
+      }
     }
   } else {
     console.error('(PostgreSQL skipped: set BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test to include it)');
+    if (runs('workers')) {
+      rows.push(
+        skipped('PostgreSQL + Redis', 'worker processes: steps/s of 1, 2 and 4', 'skipped: needs BENCH_DATABASE_URL and BENCH_REDIS_URL'),
+      );
+    }
   }
 } finally {
   // Whatever was measured, even when a later part failed.

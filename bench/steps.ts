@@ -92,42 +92,73 @@ async function sequentialFloorUs(step: RawStep): Promise<number> {
   return median(reps);
 }
 
-async function concurrentFloor(step: RawStep): Promise<number> {
+/** Steps/s of `concurrency` clients each running `plansPerClient` raw plans back to back, median of REPS. */
+async function concurrentFloor(step: RawStep, concurrency = CONCURRENCY, plansPerClient = PLANS_PER_CLIENT): Promise<number> {
   const reps: number[] = [];
   for (let rep = 0; rep < REPS; rep++) {
     const t0 = performance.now();
     await Promise.all(
-      Array.from({ length: CONCURRENCY }, (_, worker) => rawPlans(step, (rep * CONCURRENCY + worker) * PLANS_PER_CLIENT, PLANS_PER_CLIENT)),
+      Array.from({ length: concurrency }, (_, worker) => rawPlans(step, (rep * concurrency + worker) * plansPerClient, plansPerClient)),
     );
-    reps.push((CONCURRENCY * PLANS_PER_CLIENT * STEPS) / ((performance.now() - t0) / 1000));
+    reps.push((concurrency * plansPerClient * STEPS) / ((performance.now() - t0) / 1000));
   }
   return median(reps);
 }
 
-/** postgres.js on the bench's database, a pool of CONCURRENCY connections, the table its own. */
-async function postgresFloor(url: string): Promise<Floor> {
+/** The raw step on postgres.js, a pool of `poolSize` connections, in a table of its own (dropped by `close`). */
+async function postgresRawStep(url: string, poolSize: number): Promise<{ step: RawStep; close(): Promise<void> }> {
   const { default: postgres } = await import('postgres');
-  const sql = postgres(url, { max: CONCURRENCY, onnotice: () => undefined });
+  const sql = postgres(url, { max: poolSize, onnotice: () => undefined });
   try {
     await sql.unsafe(`DROP TABLE IF EXISTS ${FLOOR_TABLE}`);
     await sql.unsafe(FLOOR_DDL);
-    const step: RawStep = async (plan, s) => {
-      const [row] = await sql<{ id: string }[]>`INSERT INTO bench_floor_steps (plan, step, status) VALUES (${plan}, ${s}, 'RUNNING') RETURNING id`;
-      await sql`UPDATE bench_floor_steps SET status = 'SUCCEEDED', finished_at = now() WHERE id = ${row!.id}`;
-    };
-    return {
-      sequentialUs: await sequentialFloorUs(step),
-      // Measured later, just before stepcast's concurrent figure.
-      concurrent: () => concurrentFloor(step),
-      where: `postgres.js, pool of ${CONCURRENCY}`,
-      close: async () => {
-        await sql.unsafe(`DROP TABLE IF EXISTS ${FLOOR_TABLE}`);
-        await sql.end();
-      },
-    };
   } catch (error) {
     await sql.end();
     throw error;
+  }
+  return {
+    step: async (plan, s) => {
+      const [row] = await sql<{ id: string }[]>`INSERT INTO bench_floor_steps (plan, step, status) VALUES (${plan}, ${s}, 'RUNNING') RETURNING id`;
+      await sql`UPDATE bench_floor_steps SET status = 'SUCCEEDED', finished_at = now() WHERE id = ${row!.id}`;
+    },
+    close: async () => {
+      await sql.unsafe(`DROP TABLE IF EXISTS ${FLOOR_TABLE}`);
+      await sql.end();
+    },
+  };
+}
+
+/** postgres.js on the bench's database, a pool of CONCURRENCY connections, the table its own. */
+async function postgresFloor(url: string): Promise<Floor> {
+  const raw = await postgresRawStep(url, CONCURRENCY);
+  try {
+    return {
+      sequentialUs: await sequentialFloorUs(raw.step),
+      // Measured later, just before stepcast's concurrent figure.
+      concurrent: () => concurrentFloor(raw.step),
+      where: `postgres.js, pool of ${CONCURRENCY}`,
+      close: raw.close,
+    };
+  } catch (error) {
+    await raw.close();
+    throw error;
+  }
+}
+
+/**
+ * The raw loop's steps/s at `concurrency` clients (a connection each), median of REPS reps of about `plans` plans
+ * of STEPS steps, and how many steps it ran in all (warm-up included): the floor of a concurrent figure measured
+ * elsewhere (bench/workers.ts), which reads the database's CPU around it.
+ */
+export async function rawLoopStepsPerSecond(url: string, concurrency: number, plans = PLANS): Promise<{ stepsPerSecond: number; steps: number }> {
+  const raw = await postgresRawStep(url, concurrency);
+  try {
+    const plansPerClient = Math.max(1, Math.ceil(plans / concurrency));
+    await rawPlans(raw.step, -WARMUP_PLANS, WARMUP_PLANS);
+    const stepsPerSecond = await concurrentFloor(raw.step, concurrency, plansPerClient);
+    return { stepsPerSecond, steps: (WARMUP_PLANS + REPS * concurrency * plansPerClient) * STEPS };
+  } finally {
+    await raw.close();
   }
 }
 

@@ -36,7 +36,8 @@ export function formatTable(rows: readonly BenchRow[]): string {
     return [
       row.backend,
       row.name,
-      `${fixed(row.value)} ${row.unit}`,
+      // NaN: a part that was not run (its note says why).
+      Number.isNaN(row.value) ? 'skipped' : `${fixed(row.value)} ${row.unit}`,
       row.floor === undefined ? '' : `${fixed(row.floor)} ${row.unit}`,
       r === undefined ? '' : `${r.toFixed(2)}x`,
       row.bar ?? '',

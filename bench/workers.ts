@@ -1,0 +1,451 @@
+// Issue 11's figures: steps/s of 1, 2 and 4 worker processes (STEPCAST_ROLE=worker, started as `npm start` starts
+// them) on one PostgreSQL database and one Redis, fed by one API process (STEPCAST_ROLE=api) over HTTP with the plans
+// of 8 tenants, then of one. Beside each figure, the CPU each part took over the run (Linux's /proc) and what the
+// database's backends waited on (pg_stat_activity): what a step costs, and what bounds the figure on this machine.
+// The floor of each figure is the raw postgres.js loop of bench/steps.ts at as many clients as the workers have slots.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { createApiKey, createTenant } from '../src/admin/tenants.js';
+import { loadSecretBox } from '../src/auth/secrets.js';
+import { loadConfig } from '../src/config.js';
+import { openDatabase } from '../src/db/client.js';
+import { chainPlan, rawLoopStepsPerSecond } from './steps.js';
+import { currentLoad, type BenchRow } from './table.js';
+
+/** Executions each worker runs at once (STEPCAST_MAX_CONCURRENT_EXECUTIONS). */
+const SLOTS = Number(process.env.BENCH_WORKER_SLOTS ?? 8);
+/** Measured plans per worker count (10 steps each), all submitted at once. */
+const PLANS = Number(process.env.BENCH_WORKER_PLANS ?? 150);
+/** Plans of each rep of the raw loop (it runs 3 reps, each about 10x as fast as stepcast's steps). */
+const FLOOR_PLANS = 100;
+const WORKER_COUNTS = (process.env.BENCH_WORKER_COUNTS ?? '1,2,4').split(',').map(Number);
+/** After the last count, the same workers with every plan from one tenant (BENCH_WORKER_ONE_TENANT=0 leaves it out). */
+const ONE_TENANT_ROW = process.env.BENCH_WORKER_ONE_TENANT !== '0';
+/** Tenants submitting (round robin), each with an API key: a tenant's admissions take turns across the cluster. */
+const TENANTS = Number(process.env.BENCH_WORKER_TENANTS ?? 8);
+/** Concurrent HTTP clients submitting the plans to the API process. */
+const SUBMITTERS = 8;
+const STEPS_PER_PLAN = 10;
+const BACKEND = 'PostgreSQL + Redis';
+const FINISHED_TIMEOUT_MS = 120_000;
+
+const projectRoot = fileURLToPath(new URL('../', import.meta.url));
+const progress = (text: string) => console.error(`[${BACKEND}] ${text} (load ${currentLoad().toFixed(2)})`);
+
+// ---------------------------------------------------------------------------------------------------------------
+// CPU from /proc: clock ticks of processes, and of the whole machine.
+
+const CLOCK_TICKS = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+const CORES = cpus().length;
+
+/** utime, stime, cutime, cstime of a process, in ticks (zeros when it is gone). */
+async function ticksOf(pid: number): Promise<{ own: number; children: number }> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // The command name may hold spaces and parentheses: the fields that follow start after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // After the name, field 3 (state) is fields[0]: utime is field 14, stime 15, cutime 16, cstime 17.
+  const at = (field: number) => Number(fields[field - 3] ?? 0) || 0;
+  return { own: at(14) + at(15), children: at(16) + at(17) };
+}
+
+interface CpuSample {
+  at: number;
+  /** Every `postgres` process of the machine, with the children they reaped (backends that ended meanwhile). */
+  postgres: number;
+  /** The backends serving `database` (their process title names it). */
+  database: number;
+  redis: number;
+  /** Per pid of ours (the API process and the workers). */
+  pids: Map<number, number>;
+  bench: number;
+  /** /proc/stat: ticks of all cores, and those not idle. */
+  machineTotal: number;
+  machineBusy: number;
+}
+
+async function sampleCpu(database: string, pids: readonly number[]): Promise<CpuSample> {
+  const at = performance.now();
+  let postgresTicks = 0;
+  let databaseTicks = 0;
+  let redisTicks = 0;
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const comm = (await readFile(`/proc/${entry}/comm`, 'utf8').catch(() => '')).trim();
+    if (comm === 'postgres') {
+      const { own, children } = await ticksOf(Number(entry));
+      postgresTicks += own + children;
+      const title = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+      if (title.split(/[\s\0]+/).includes(database)) databaseTicks += own;
+    } else if (comm === 'redis-server') {
+      redisTicks += (await ticksOf(Number(entry))).own;
+    }
+  }
+  const ours = new Map<number, number>();
+  for (const pid of pids) ours.set(pid, (await ticksOf(pid)).own);
+  const cpu = (await readFile('/proc/stat', 'utf8')).split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal: idle and iowait are the idle time.
+  const machineTotal = cpu.slice(0, 8).reduce((sum, ticks) => sum + ticks, 0);
+  const usage = process.cpuUsage();
+  return {
+    at,
+    postgres: postgresTicks,
+    database: databaseTicks,
+    redis: redisTicks,
+    pids: ours,
+    bench: ((usage.user + usage.system) / 1e6) * CLOCK_TICKS,
+    machineTotal,
+    machineBusy: machineTotal - cpu[3]! - cpu[4]!,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The processes of the cluster.
+
+interface ClusterProcess {
+  child: ChildProcess;
+  pid: number;
+  url: string;
+  exited: Promise<unknown>;
+}
+
+/**
+ * Starts `node --import tsx src/main.ts` with `env` and waits for its `readyMessage` log line. Its logs (LOG_LEVEL=info,
+ * as deployed) are read until then and drained unread after, so that the bench spends nothing on them.
+ */
+async function startProcess(env: Record<string, string>, readyMessage: string): Promise<ClusterProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: projectRoot,
+    env: { PATH: process.env.PATH ?? '', PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = once(child, 'exit');
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4_000)));
+  let pending = '';
+  let ready = false;
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stdout!.on('data', (chunk: Buffer) => {
+      if (ready) return;
+      pending += chunk.toString();
+      const lines = pending.split('\n');
+      pending = lines.pop()!;
+      for (const line of lines) {
+        if (!line.includes(readyMessage)) continue;
+        ready = true;
+        resolve(String((JSON.parse(line) as { url?: string }).url ?? ''));
+        return;
+      }
+    });
+    void exited.then(([code]) => reject(new Error(`a bench process exited with ${String(code)} before it was ready: ${stderr}`)));
+  });
+  return { child, pid: child.pid!, url, exited };
+}
+
+async function stopProcess(process: ClusterProcess): Promise<void> {
+  if (process.child.exitCode !== null || process.child.signalCode !== null) return;
+  process.child.kill('SIGTERM');
+  const timer = setTimeout(() => process.child.kill('SIGKILL'), 10_000);
+  await process.exited;
+  clearTimeout(timer);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The measurement.
+
+const EXECUTE = `mutation Run($plan: PlanInput!) { executePlan(plan: $plan) { id } }`;
+
+/** Submits `count` chain plans through the API process, SUBMITTERS at a time, with the tenants' keys in turn; their ids. */
+async function submitPlans(apiUrl: string, keys: readonly string[], count: number): Promise<string[]> {
+  const ids: string[] = [];
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(SUBMITTERS, count) }, async () => {
+      while (next < count) {
+        const key = keys[next++ % keys.length]!;
+        const response = await fetch(apiUrl, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+          body: JSON.stringify({ query: EXECUTE, variables: { plan: chainPlan() } }),
+        });
+        const body = (await response.json()) as { data?: { executePlan: { id: string } }; errors?: unknown };
+        if (!body.data) throw new Error(`executePlan failed: ${JSON.stringify(body.errors)}`);
+        ids.push(body.data.executePlan.id);
+      }
+    }),
+  );
+  return ids;
+}
+
+type Sql = import('postgres').Sql;
+
+/** Polls the executions table until every one of `ids` has finished; fails unless all succeeded. */
+async function waitFinished(sql: Sql, ids: readonly string[]): Promise<void> {
+  const deadline = performance.now() + FINISHED_TIMEOUT_MS;
+  for (;;) {
+    const [row] = await sql<{ finished: number; succeeded: number }[]>`
+      SELECT count(*) FILTER (WHERE status IN ('SUCCEEDED', 'FAILED', 'CANCELLED'))::int AS finished,
+             count(*) FILTER (WHERE status = 'SUCCEEDED')::int AS succeeded
+      FROM executions WHERE id IN ${sql([...ids])}`;
+    if (row!.finished === ids.length) {
+      if (row!.succeeded !== ids.length) {
+        const [failed] = await sql<{ status: string; error: unknown }[]>`
+          SELECT status, error FROM executions WHERE id IN ${sql([...ids])} AND status <> 'SUCCEEDED' LIMIT 1`;
+        throw new Error(`${ids.length - row!.succeeded} bench executions did not succeed; one ended ${failed?.status}: ${JSON.stringify(failed?.error)}`);
+      }
+      return;
+    }
+    if (performance.now() > deadline) throw new Error(`${ids.length - row!.finished} bench executions unfinished after ${FINISHED_TIMEOUT_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** What the database's backends were doing while active, sampled from pg_stat_activity. */
+interface WaitProfile {
+  /** Backends of the database active at a sample, on average. */
+  meanActive: number;
+  /** Wait events ('CPU': none, running or ready to run) by their share of active samples, largest first. */
+  shares: [string, number][];
+}
+
+/** The bench's own connections, left out of the samples. */
+const BENCH_APPLICATION = 'stepcast-bench';
+const WAIT_SAMPLE_MS = 25;
+
+/** Samples the database's active backends every WAIT_SAMPLE_MS until stopped (its one query costs little). */
+function sampleWaits(sql: Sql, database: string): { stop(): void; result: Promise<WaitProfile> } {
+  let stopped = false;
+  const result = (async () => {
+    const counts = new Map<string, number>();
+    let samples = 0;
+    let active = 0;
+    while (!stopped) {
+      const rows = await sql<{ wait: string; n: number }[]>`
+        SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') AS wait, count(*)::int AS n
+        FROM pg_stat_activity
+        WHERE datname = ${database} AND state = 'active' AND application_name <> ${BENCH_APPLICATION}
+        GROUP BY 1`;
+      samples++;
+      for (const { wait, n } of rows) {
+        counts.set(wait, (counts.get(wait) ?? 0) + n);
+        active += n;
+      }
+      await new Promise((resolve) => setTimeout(resolve, WAIT_SAMPLE_MS));
+    }
+    const shares = [...counts].map(([wait, n]): [string, number] => [wait, active === 0 ? 0 : n / active]).sort((a, b) => b[1] - a[1]);
+    return { meanActive: samples === 0 ? 0 : active / samples, shares };
+  })();
+  return { stop: () => (stopped = true), result };
+}
+
+interface Run {
+  workers: number;
+  tenants: number;
+  stepsPerSecond: number;
+  wallSeconds: number;
+  steps: number;
+  /** CPU seconds over the run. */
+  postgres: number;
+  database: number;
+  workersCpu: number;
+  api: number;
+  redis: number;
+  bench: number;
+  /** Share of the machine's cores that were busy (from /proc/stat). */
+  machineBusy: number;
+  waits: WaitProfile;
+  load: number;
+}
+
+async function measure(sql: Sql, database: string, api: ClusterProcess, workers: readonly ClusterProcess[], keys: readonly string[]): Promise<Run> {
+  const pids = [api.pid, ...workers.map((w) => w.pid)];
+  // Warm-up, not counted: the new workers' JIT, their pools and prepared statements.
+  await waitFinished(sql, await submitPlans(api.url, keys, 2 * SLOTS * workers.length));
+  const before = await sampleCpu(database, pids);
+  const t0 = performance.now();
+  const waits = sampleWaits(sql, database);
+  let ids: string[];
+  try {
+    ids = await submitPlans(api.url, keys, PLANS);
+    await waitFinished(sql, ids);
+  } finally {
+    waits.stop();
+  }
+  const wallSeconds = (performance.now() - t0) / 1000;
+  const after = await sampleCpu(database, pids);
+  const seconds = (ticks: number) => ticks / CLOCK_TICKS;
+  const ofPid = (pid: number) => seconds(after.pids.get(pid)! - before.pids.get(pid)!);
+  const steps = PLANS * STEPS_PER_PLAN;
+  return {
+    workers: workers.length,
+    tenants: keys.length,
+    stepsPerSecond: steps / wallSeconds,
+    wallSeconds,
+    steps,
+    postgres: seconds(after.postgres - before.postgres),
+    database: seconds(after.database - before.database),
+    workersCpu: workers.reduce((sum, w) => sum + ofPid(w.pid), 0),
+    api: ofPid(api.pid),
+    redis: seconds(after.redis - before.redis),
+    bench: seconds(after.bench - before.bench),
+    machineBusy: (after.machineBusy - before.machineBusy) / (after.machineTotal - before.machineTotal),
+    waits: await waits.result,
+    load: currentLoad(),
+  };
+}
+
+/** '5.2 on average (Lock:advisory 48%, CPU 20%, LWLock:WALWrite 10%)': the three largest shares of active samples. */
+const waitsOf = (run: Run) =>
+  `${run.waits.meanActive.toFixed(1)} on average (${run.waits.shares
+    .slice(0, 3)
+    .map(([wait, share]) => `${wait} ${(100 * share).toFixed(0)}%`)
+    .join(', ')})`;
+
+const summary = (run: Run) =>
+  `${run.stepsPerSecond.toFixed(0)} steps/s in ${run.wallSeconds.toFixed(1)} s; PostgreSQL ${percent(run.postgres, run)}, ` +
+  `workers ${percent(run.workersCpu, run)}, API ${percent(run.api, run)}, machine busy ${(100 * run.machineBusy).toFixed(0)}% ` +
+  `(${elsewhere(run)} elsewhere); ` +
+  `backends active ${waitsOf(run)}`;
+
+/** TENANTS tenants (bench_1 …) with an API key each, made as `npm run admin` makes them; their keys. */
+async function createTenants(env: Record<string, string>): Promise<string[]> {
+  const config = loadConfig(env);
+  const database = await openDatabase(config.database, { tenantStatements: 1 });
+  try {
+    // The processes' key file (DATA_DIR), which the API process wrote at its start.
+    const { box } = await loadSecretBox(config.encryptionKey, config.dataDir);
+    const keys: string[] = [];
+    for (let i = 1; i <= TENANTS; i++) {
+      const tenant = await createTenant(database, box, { name: `Bench ${i}`, id: `bench_${i}` });
+      keys.push((await createApiKey(database, tenant.id)).token);
+    }
+    return keys;
+  } finally {
+    await database.close();
+  }
+}
+
+/** The machine's busy share that none of the measured processes took: others on the machine, the kernel's own work. */
+const elsewhere = (run: Run) => {
+  const measured = run.postgres + run.workersCpu + run.api + run.redis + run.bench;
+  return `${Math.max(0, 100 * run.machineBusy - (100 * measured) / (run.wallSeconds * CORES)).toFixed(0)}%`;
+};
+
+const percent = (cpuSeconds: number, run: Run) => `${((100 * cpuSeconds) / (run.wallSeconds * CORES)).toFixed(0)}%`;
+const msPerStep = (cpuSeconds: number, run: Run) => `${((1000 * cpuSeconds) / run.steps).toFixed(2)} ms/step`;
+
+interface Floor {
+  concurrency: number;
+  stepsPerSecond: number;
+  /** CPU of all postgres processes per raw step (2 commits). */
+  postgresMsPerStep: number;
+}
+
+function rowOf(run: Run, floor: Floor, first: Run | undefined): BenchRow {
+  const vsFirst = first && first !== run ? `${(run.stepsPerSecond / first.stepsPerSecond).toFixed(2)}x the ${first.workers}-worker figure; ` : '';
+  const from = run.tenants === 1 ? 'ONE tenant' : `${run.tenants} tenants`;
+  return {
+    name: `${run.workers} worker process${run.workers === 1 ? '' : 'es'} × ${SLOTS} slots, 1 API process: steps/s (${PLANS} plans × ${STEPS_PER_PLAN} SQL steps, from ${from})`,
+    backend: BACKEND,
+    value: run.stepsPerSecond,
+    unit: 'steps/s',
+    floor: floor.stepsPerSecond,
+    note:
+      `${vsFirst}${run.wallSeconds.toFixed(1)} s; share of ${CORES} cores over the run: ` +
+      `PostgreSQL ${percent(run.postgres, run)} (${msPerStep(run.postgres, run)}; this database's backends ${percent(run.database, run)}), ` +
+      `workers ${percent(run.workersCpu, run)} (${msPerStep(run.workersCpu, run)}), API ${percent(run.api, run)}, ` +
+      `Redis ${percent(run.redis, run)}, bench client ${percent(run.bench, run)}, machine busy ${(100 * run.machineBusy).toFixed(0)}% ` +
+      `(the rest: ${elsewhere(run)}, other processes and the kernel); ` +
+      `this database's backends active ${waitsOf(run)}; ` +
+      `floor: raw loop (2 commits a step) at ${floor.concurrency} clients, PostgreSQL ${floor.postgresMsPerStep.toFixed(2)} ms/step`,
+    load: run.load,
+  };
+}
+
+/**
+ * The worker figures on a fresh database of `databaseUrl`'s server (made and dropped by the caller) with `redisUrl`
+ * (keys under a prefix of their own). Workers are added between measurements: 1, then 2, then 4. Each row goes into
+ * `rows` as it is measured, so that a later failure keeps it.
+ */
+export async function benchWorkers(databaseUrl: string, redisUrl: string, rows: BenchRow[]): Promise<void> {
+  const database = new URL(databaseUrl).pathname.slice(1);
+  const concurrencies = WORKER_COUNTS.map((n) => n * SLOTS);
+  // The floors first, while nothing else holds connections (the largest needs one per client), with the database's
+  // CPU per raw step.
+  const floors: Floor[] = [];
+  for (const concurrency of concurrencies) {
+    const before = await sampleCpu(database, []);
+    const { stepsPerSecond, steps } = await rawLoopStepsPerSecond(databaseUrl, concurrency, FLOOR_PLANS);
+    const after = await sampleCpu(database, []);
+    floors.push({ concurrency, stepsPerSecond, postgresMsPerStep: (1000 * (after.postgres - before.postgres)) / CLOCK_TICKS / steps });
+  }
+  progress(`floor: raw loop ${floors.map((f) => `${f.stepsPerSecond.toFixed(0)} steps/s at ${f.concurrency} (PostgreSQL ${f.postgresMsPerStep.toFixed(2)} ms/step)`).join(', ')}`);
+
+  const { default: postgres } = await import('postgres');
+  // One connection polls for the end of a run, one samples what the backends wait on.
+  const sql = postgres(databaseUrl, { max: 2, onnotice: () => undefined, connection: { application_name: BENCH_APPLICATION } });
+  const dataDir = await mkdtemp(join(tmpdir(), 'stepcast-bench-workers-'));
+  const env: Record<string, string> = {
+    DATABASE_URL: databaseUrl,
+    REDIS_URL: redisUrl,
+    STEPCAST_REDIS_PREFIX: `bench${randomBytes(4).toString('hex')}:`,
+    DATA_DIR: dataDir,
+    STEPCAST_DEMO_USERS: '200',
+    STEPCAST_DEMO_API: 'off',
+    STEPCAST_SHUTDOWN_GRACE_MS: '3000',
+    STEPCAST_MAX_CONCURRENT_EXECUTIONS: String(SLOTS),
+    // Requests carry the bench tenants' API keys.
+    STEPCAST_AUTH: 'on',
+    // A tenant's cap is above every worker's slots together, so the workers' slots bound the run, not the tenants;
+    // their rates are out of the way.
+    STEPCAST_TENANT_MAX_CONCURRENT_EXECUTIONS: '256',
+    STEPCAST_TENANT_RATE_BURST: '1000000',
+    STEPCAST_TENANT_RATE_PER_MINUTE: '1000000',
+    // A connection per slot and two more; 4 workers, the API process and pg-boss's pools stay under PostgreSQL's
+    // default max_connections (100).
+    DATABASE_POOL_SIZE: String(SLOTS + 2),
+  };
+  const processes: ClusterProcess[] = [];
+  const workers: ClusterProcess[] = [];
+  const runs: Run[] = [];
+  try {
+    // The API process creates the schema and pg-boss's tables; the workers start on them.
+    const api = await startProcess({ ...env, STEPCAST_ROLE: 'api' }, 'stepcast is listening');
+    processes.push(api);
+    const keys = await createTenants(env);
+    for (const [i, count] of WORKER_COUNTS.entries()) {
+      const added = await Promise.all(
+        Array.from({ length: count - workers.length }, () => startProcess({ ...env, STEPCAST_ROLE: 'worker' }, 'stepcast worker is ready')),
+      );
+      processes.push(...added);
+      workers.push(...added);
+      const run = await measure(sql, database, api, workers, keys);
+      runs.push(run);
+      rows.push(rowOf(run, floors[i]!, runs[0]));
+      progress(`${count} worker(s): ${summary(run)}`);
+    }
+    // The same workers with every plan from one tenant: its admissions take turns on the tenant's lock.
+    if (ONE_TENANT_ROW && keys.length > 1) {
+      const run = await measure(sql, database, api, workers, keys.slice(0, 1));
+      rows.push(rowOf(run, floors.at(-1)!, runs[0]));
+      progress(`${workers.length} worker(s), one tenant: ${summary(run)}`);
+    }
+    const [connections] = await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = ${database}`;
+    progress(`connections to the bench database at the end: ${connections!.n}`);
+  } finally {
+    await Promise.all(processes.map(stopProcess));
+    await sql.end();
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
