@@ -353,29 +353,34 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
    * tenant by an advisory lock, so that two workers admitting the same tenant at once never both pass the cap.
    * `runningHere` are this worker's own runs: held by it, not claimable by it again.
    */
-  claimNextOfTenant(
+  async claimNextOfTenant(
     tenantId: string,
     owner: string,
     ttlMs: number,
     { maxRunning, runningHere }: { maxRunning: number; runningHere: readonly string[] },
   ): Promise<ClaimedExecution | 'at-capacity' | null> {
     const here = uuidArray(runningHere);
-    return this.db.transaction(async (tx) => {
+    // The lock's holder runs four round trips (BEGIN, the lock, the count with the pick, the claim) and the commit; the
+    // steps to continue from are read after it, under the lease. The count is a statement after the lock's: in READ
+    // COMMITTED each statement sees what committed before it began, so it sees the claim the previous holder made.
+    const claimed = await this.db.transaction(async (tx) => {
       await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtextextended(${`stepcast:tenant:${tenantId}`}, 0))`);
-      const [counted] = await tx
-        .select({ running: sql<number>`count(*)::int` })
-        .from(executions)
-        .where(and(eq(executions.tenantId, tenantId), inArray(executions.status, [...UNFINISHED]), liveLease(owner, here)));
-      if ((counted?.running ?? 0) >= maxRunning) return 'at-capacity';
-      const [next] = await tx
+      const next = this.db
         .select({ id: executions.id })
         .from(executions)
         .where(and(eq(executions.tenantId, tenantId), claimable(owner), sql`NOT ${executions.id} = ANY(${here})`))
         .orderBy(asc(executions.createdAt), asc(executions.id))
         .limit(1);
-      if (!next) return null;
-      return this.claimWith(tx as unknown as Db, next.id, owner, ttlMs);
+      const [counted] = await tx
+        .select({ running: sql<number>`count(*)::int`, next: sql<string | null>`(${next})` })
+        .from(executions)
+        .where(and(eq(executions.tenantId, tenantId), inArray(executions.status, [...UNFINISHED]), liveLease(owner, here)));
+      if ((counted?.running ?? 0) >= maxRunning) return 'at-capacity';
+      if (!counted?.next) return null;
+      return this.takeLease(tx as unknown as Db, counted.next, owner, ttlMs);
     });
+    if (claimed === null || claimed === 'at-capacity') return claimed;
+    return this.withSteps(claimed);
   }
 
   async listTenantsWithWork(
@@ -401,6 +406,17 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
   }
 
   private async claimWith(db: Db, executionId: string, owner: string, ttlMs: number): Promise<ClaimedExecution | null> {
+    const taken = await this.takeLease(db, executionId, owner, ttlMs);
+    return taken && this.withSteps(taken);
+  }
+
+  /** The lease taken (one statement), with the execution as it is now; null when it cannot be taken. */
+  private async takeLease(
+    db: Db,
+    executionId: string,
+    owner: string,
+    ttlMs: number,
+  ): Promise<{ row: ExecutionRow; previousOwner: string | null; wakeDue: boolean; owner: string } | null> {
     const locked = db
       .select({
         previousOwner: sql<string | null>`${executions.leaseOwner}`.as('previous_owner'),
@@ -426,7 +442,22 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
       .returning({ ...getTableColumns(executions), previousOwner: locked.previousOwner, wakeDue: locked.wakeDue });
     if (!execution) return null;
     const { previousOwner, wakeDue, ...row } = execution;
-    const steps = await this.stepsForRun(db, executionId);
+    return { row, previousOwner, wakeDue, owner };
+  }
+
+  /** The steps a claim continues from, read under its lease (nobody else changes them while it is held). */
+  private async withSteps({
+    row,
+    previousOwner,
+    wakeDue,
+    owner,
+  }: {
+    row: ExecutionRow;
+    previousOwner: string | null;
+    wakeDue: boolean;
+    owner: string;
+  }): Promise<ClaimedExecution> {
+    const steps = await this.stepsForRun(this.db, row.id);
     const running = row.status === 'RUNNING';
     const resumed = running && (previousOwner !== null || steps.some((s) => s.status === 'RUNNING'));
     return { execution: row, steps, lease: { owner, epoch: row.leaseEpoch }, resumed, wakeDue };
