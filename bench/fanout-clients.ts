@@ -5,13 +5,25 @@ import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 
 export type ClientCommand =
-  | { type: 'subscribe'; wsUrl: string; executionId: string; count: number; query: string; readyType: string }
+  | {
+      type: 'subscribe';
+      wsUrl: string;
+      executionId: string;
+      count: number;
+      query: string;
+      readyType: string;
+      /** Sent as connectionParams when the server wants an API key. */
+      authorization?: string;
+    }
   | { type: 'close' };
 
 export type ClientReport =
   | { type: 'ready' }
-  /** Per client: the sequences received and when (performance.timeOrigin + performance.now(), ms), and its error. */
-  | { type: 'done'; clients: { sequences: number[]; times: number[]; error?: string }[] }
+  /**
+   * Per client: the sequences received and when (performance.timeOrigin + performance.now(), ms), each update's `at`
+   * (ms since the epoch, when the query selects it), and its error.
+   */
+  | { type: 'done'; clients: { sequences: number[]; times: number[]; ats: number[]; error?: string }[] }
   | { type: 'closed' }
   | { type: 'failed'; error: string };
 
@@ -21,14 +33,25 @@ const send = (report: ClientReport) => process.send!(report);
 let clients: Client[] = [];
 
 async function subscribeAll(command: Extract<ClientCommand, { type: 'subscribe' }>): Promise<void> {
-  const received = Array.from({ length: command.count }, () => ({ sequences: [] as number[], times: [] as number[], error: undefined as string | undefined }));
+  const received = Array.from({ length: command.count }, () => ({
+    sequences: [] as number[],
+    times: [] as number[],
+    ats: [] as number[],
+    error: undefined as string | undefined,
+  }));
   let ready = 0;
   let finished = 0;
   const batch = 50;
   for (let start = 0; start < command.count; start += batch) {
     const opened: Promise<void>[] = [];
     for (let i = start; i < Math.min(command.count, start + batch); i++) {
-      const client = createClient({ url: command.wsUrl, webSocketImpl: WebSocket, retryAttempts: 0, lazy: false });
+      const client = createClient({
+        url: command.wsUrl,
+        webSocketImpl: WebSocket,
+        retryAttempts: 0,
+        lazy: false,
+        ...(command.authorization ? { connectionParams: { authorization: command.authorization } } : {}),
+      });
       clients.push(client);
       const mine = received[i]!;
       let isReady = false;
@@ -52,13 +75,14 @@ async function subscribeAll(command: Extract<ClientCommand, { type: 'subscribe' 
             {
               next: (value) => {
                 const time = now();
-                const update = (value.data as { stepUpdates?: { sequence: number; type: string } } | null)?.stepUpdates;
+                const update = (value.data as { stepUpdates?: { sequence: number; type: string; at?: string } } | null)?.stepUpdates;
                 if (!update) {
                   mine.error ??= JSON.stringify(value.errors);
                   return;
                 }
                 mine.sequences.push(update.sequence);
                 mine.times.push(time);
+                mine.ats.push(update.at ? Date.parse(update.at) : Number.NaN);
                 if (update.type === command.readyType) markReady();
               },
               error: end,

@@ -3,7 +3,7 @@
 // of 8 tenants, then of one. Beside each figure, the CPU each part took over the run (Linux's /proc) and what the
 // database's backends waited on (pg_stat_activity): what a step costs, and what bounds the figure on this machine.
 // The floor of each figure is the raw postgres.js loop of bench/steps.ts at as many clients as the workers have slots.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
@@ -15,6 +15,7 @@ import { createApiKey, createTenant } from '../src/admin/tenants.js';
 import { loadSecretBox } from '../src/auth/secrets.js';
 import { loadConfig } from '../src/config.js';
 import { openDatabase } from '../src/db/client.js';
+import type { ClientCommand, ClientReport } from './fanout-clients.js';
 import { chainPlan, rawLoopStepsPerSecond } from './steps.js';
 import { currentLoad, type BenchRow } from './table.js';
 
@@ -373,6 +374,130 @@ function rowOf(run: Run, floor: Floor, first: Run | undefined): BenchRow {
   };
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Live updates across processes: a worker runs, subscribers watch on the API replica, Redis between them.
+
+const FANOUT_SUBSCRIBERS = Number(process.env.BENCH_FANOUT_SUBSCRIBERS ?? 1_000);
+const FANOUT_STEPS = 20;
+/** Rows a paced step counts: about 50 ms of a backend's time here. */
+const PACED_ROWS = 500_000;
+const FOLLOW_AT = `subscription Follow($id: ID!) { stepUpdates(executionId: $id) { sequence type at } }`;
+
+async function graphqlAs(url: string, key: string, query: string, variables: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = (await response.json()) as { data?: Record<string, unknown>; errors?: unknown };
+  if (!body.data) throw new Error(`${query.slice(0, 30)} failed: ${JSON.stringify(body.errors)}`);
+  return body.data;
+}
+
+/**
+ * `subscribers` graphql-ws clients (a child process: bench/fanout-clients.ts) follow one execution on the API process
+ * while a worker process runs it: commit-to-client latency of each live update, from its `at` (stamped by the worker as
+ * it commits the transition) to the client's receipt, on one machine's clock. The plan waits for approval first, so
+ * every client has replayed the stored updates before the run goes on.
+ */
+async function watchAcross(
+  api: ClusterProcess,
+  key: string,
+  subscribers: number,
+  paced: boolean,
+): Promise<{ latencies: number[]; broken: number; clients: number }> {
+  const plan = {
+    query: 'cross-process fan-out',
+    steps: Array.from({ length: FANOUT_STEPS }, (_, i) => ({
+      kind: 'SQL',
+      queryContext: `step ${i + 1}`,
+      // Paced: each step counts a generated series (tens of milliseconds), as a real statement takes some time; else
+      // trivial steps, whose updates come as fast as a worker commits them.
+      sql: i === 0 ? 'SELECT 1 AS n' : paced ? `SELECT count(*) AS n FROM generate_series(1, ${PACED_ROWS})` : `SELECT n + 1 AS n FROM step_${i}`,
+      ...(i === 0 ? { approval: true } : {}),
+    })),
+  };
+  const { executePlan } = (await graphqlAs(api.url, key, EXECUTE, { plan })) as { executePlan: { id: string } };
+  const id = executePlan.id;
+  for (;;) {
+    const { execution } = (await graphqlAs(api.url, key, 'query S($id: ID!) { execution(id: $id) { status } }', { id })) as {
+      execution: { status: string };
+    };
+    if (execution.status === 'WAITING') break;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  const child = fork(fileURLToPath(new URL('./fanout-clients.ts', import.meta.url)), [], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  try {
+    const next = <T extends ClientReport['type']>(type: T) =>
+      new Promise<Extract<ClientReport, { type: T }>>((resolve, reject) =>
+        child.on('message', (report: ClientReport) => {
+          if (report.type === 'failed') reject(new Error(report.error));
+          else if (report.type === type) resolve(report as Extract<ClientReport, { type: T }>);
+        }),
+      );
+    const ready = next('ready');
+    const done = next('done');
+    const command: ClientCommand = {
+      type: 'subscribe',
+      wsUrl: api.url.replace(/^http/, 'ws'),
+      executionId: id,
+      count: subscribers,
+      query: FOLLOW_AT,
+      readyType: 'STEP_WAITING',
+      authorization: `Bearer ${key}`,
+    };
+    child.send(command);
+    await ready;
+    const approvedAt = Date.now();
+    await graphqlAs(api.url, key, 'mutation A($id: ID!) { approveStep(executionId: $id, index: 1) { id } }', { id });
+    const report = await done;
+    const latencies: number[] = [];
+    let broken = 0;
+    const last = Math.max(...report.clients.map((c) => Math.max(...c.sequences)));
+    for (const client of report.clients) {
+      if (client.error || client.sequences.length !== last || !client.sequences.every((sequence, i) => sequence === i + 1)) broken += 1;
+      client.sequences.forEach((_, i) => {
+        const at = client.ats[i]!;
+        if (at >= approvedAt) latencies.push(client.times[i]! - at);
+      });
+    }
+    return { latencies, broken, clients: report.clients.length };
+  } finally {
+    child.kill();
+  }
+}
+
+const percentileOf = (values: readonly number[], p: number) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+};
+
+/** A cross-process fan-out row: one subscriber (the floor), then `FANOUT_SUBSCRIBERS`, on the API replica. */
+async function fanOutRow(api: ClusterProcess, key: string, paced: boolean): Promise<BenchRow> {
+  await watchAcross(api, key, 1, paced); // warm-up
+  const one = await watchAcross(api, key, 1, paced);
+  const many = await watchAcross(api, key, FANOUT_SUBSCRIBERS, paced);
+  const p99 = percentileOf(many.latencies, 99);
+  const intact = many.broken === 0 && one.broken === 0 && many.clients === FANOUT_SUBSCRIBERS;
+  return {
+    name: `live across processes: commit-to-client p99, ${FANOUT_SUBSCRIBERS.toLocaleString('en')} subscribers on the API replica, ${paced ? 'steps of ~50 ms' : 'trivial steps'}`,
+    backend: BACKEND,
+    value: p99,
+    unit: 'ms',
+    floor: percentileOf(one.latencies, 99),
+    bar: 'as in one process (p99 <= 50 ms)',
+    meets: p99 <= 50 && intact,
+    note:
+      `a worker process runs ${FANOUT_STEPS} trivial steps; p50 ${percentileOf(many.latencies, 50).toFixed(1)} ms ` +
+      `(1 subscriber: p50 ${percentileOf(one.latencies, 50).toFixed(1)} ms); ${many.latencies.length} deliveries; ` +
+      `${intact ? 'no gap or duplicate' : `GAPS/DUPLICATES/ERRORS in ${many.broken + one.broken} clients`}; from the update's at (the worker's clock, as it commits) to receipt`,
+    load: currentLoad(),
+  };
+}
+
 /**
  * The worker figures on a fresh database of `databaseUrl`'s server (made and dropped by the caller) with `redisUrl`
  * (keys under a prefix of their own). Workers are added between measurements: 1, then 2, then 4. Each row goes into
@@ -412,6 +537,9 @@ export async function benchWorkers(databaseUrl: string, redisUrl: string, rows: 
     STEPCAST_TENANT_MAX_CONCURRENT_EXECUTIONS: '256',
     STEPCAST_TENANT_RATE_BURST: '1000000',
     STEPCAST_TENANT_RATE_PER_MINUTE: '1000000',
+    // The cross-process fan-out's subscribers are one tenant's.
+    STEPCAST_TENANT_MAX_SOCKETS: String(FANOUT_SUBSCRIBERS + 10),
+    STEPCAST_TENANT_MAX_SUBSCRIPTIONS: String(FANOUT_SUBSCRIBERS + 10),
     // A connection per slot and two more; 4 workers, the API process and pg-boss's pools stay under PostgreSQL's
     // default max_connections (100).
     DATABASE_POOL_SIZE: String(SLOTS + 2),
@@ -424,6 +552,17 @@ export async function benchWorkers(databaseUrl: string, redisUrl: string, rows: 
     const api = await startProcess({ ...env, STEPCAST_ROLE: 'api' }, 'stepcast is listening');
     processes.push(api);
     const keys = await createTenants(env);
+    // Live updates across processes first, with one worker and the machine otherwise quiet.
+    if (FANOUT_SUBSCRIBERS > 0) {
+      const first = await startProcess({ ...env, STEPCAST_ROLE: 'worker' }, 'stepcast worker is ready');
+      processes.push(first);
+      workers.push(first);
+      for (const paced of [true, false]) {
+        const row = await fanOutRow(api, keys[0]!, paced);
+        rows.push(row);
+        progress(`${row.name}: ${row.value.toFixed(1)} ms (${row.note})`);
+      }
+    }
     for (const [i, count] of WORKER_COUNTS.entries()) {
       const added = await Promise.all(
         Array.from({ length: count - workers.length }, () => startProcess({ ...env, STEPCAST_ROLE: 'worker' }, 'stepcast worker is ready')),
