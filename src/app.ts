@@ -188,28 +188,29 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
     if (!llm.configured) logger.info('no model configured (OPENAI_API_KEY / OPENAI_BASE_URL): steps need their sql or code');
     executor = composeExecutor(config, database, llm, secrets, logger, cluster);
     if (opening.isOpen()) await prepare(executor);
+    /**
+     * Stops listening, lets running executions finish (the grace period), ends the streams, then closes what they stood
+     * on: the cluster's queue and bus, the demo API, the database.
+     */
+    const closer = (running: Executor, server?: ReturnType<typeof createGraphQLServer>) => {
+      let closing: Promise<void> | undefined;
+      return () =>
+        (closing ??= (async () => {
+          closed = true;
+          opening.stop();
+          server?.httpServer.close();
+          await retention?.stop();
+          await running.stop(config.shutdownGraceMs);
+          await server?.close();
+          await closeCluster(cluster);
+          await demoApi?.close();
+          await database.close(config.shutdownGraceMs);
+          logger.info(server ? 'stepcast stopped' : 'stepcast worker stopped');
+        })());
+    };
     if (config.role === 'worker') {
       logger.info({ workerId: executor.workerId, ready }, 'stepcast worker is ready');
-      const running = executor;
-      let closing: Promise<void> | undefined;
-      return {
-        url: '',
-        port: 0,
-        database,
-        secrets,
-        executor: running,
-        close: () =>
-          (closing ??= (async () => {
-            closed = true;
-            opening.stop();
-            await retention?.stop();
-            await running.stop(config.shutdownGraceMs);
-            await closeCluster(cluster);
-            await demoApi?.close();
-            await database.close(config.shutdownGraceMs);
-            logger.info('stepcast worker stopped');
-          })()),
-      };
+      return { url: '', port: 0, database, secrets, executor, close: closer(executor) };
     }
     const server = createGraphQLServer({
       executor,
@@ -252,27 +253,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
       }, () => undefined);
     }
 
-    let closing: Promise<void> | undefined;
-    return {
-      url,
-      port: address.port,
-      database,
-      secrets,
-      executor: running,
-      close: () =>
-        (closing ??= (async () => {
-          closed = true;
-          opening.stop();
-          server.httpServer.close();
-          await retention?.stop();
-          await running.stop(config.shutdownGraceMs);
-          await server.close();
-          await closeCluster(cluster);
-          await demoApi?.close();
-          await database.close(config.shutdownGraceMs);
-          logger.info('stepcast stopped');
-        })()),
-    };
+    return { url, port: address.port, database, secrets, executor: running, close: closer(running, server) };
   } catch (error) {
     await retention?.stop();
     await executor?.stop(0);

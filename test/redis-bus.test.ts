@@ -3,12 +3,10 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createRedisBus, stepUpdatesChannel, type RedisBus } from '../src/cluster/redis-bus.js';
-import { loadConfig } from '../src/config.js';
 import { MemoryExecutionStore } from '../src/executor/memory-store.js';
-import { validatePlan } from '../src/executor/plan.js';
 import type { StepUpdate, StepUpdateType } from '../src/executor/step-update.js';
 import { isStreamDenied, streamStepUpdates, type StreamDenied } from '../src/executor/step-update-stream.js';
-import { sqlStep } from './support/plans.js';
+import { validatedSqlPlan } from './support/plans.js';
 import { redisServerSkipReason, redisSkipReason, redisUrl, startRedisServer } from './support/redis.js';
 
 const TENANT_ID = 'demo';
@@ -188,14 +186,7 @@ describe.skipIf(redisSkipReason !== null)(`the Redis bus between processes${redi
 
   describe.skipIf(redisServerSkipReason !== null)(`when Redis goes away${redisServerSkipReason ? ` (${redisServerSkipReason})` : ''}`, () => {
     const createExecution = async (store: MemoryExecutionStore) => {
-      const { executor, inputLimits } = loadConfig({});
-      const plan = validatePlan({ query: 'stored directly', steps: [sqlStep('SELECT 1')] }, null, {
-        sampleSize: executor.defaultSampleSize,
-        stepTimeoutMs: executor.stepTimeoutMs,
-        maxStepTimeoutMs: executor.maxStepTimeoutMs,
-        limits: inputLimits,
-      });
-      return (await store.createExecution(TENANT_ID, plan)).execution.id;
+      return (await store.createExecution(TENANT_ID, validatedSqlPlan())).execution.id;
     };
 
     it('serves on: publishing does not throw, streams complete from the store, and live delivery resumes when it is back', async () => {

@@ -1,12 +1,10 @@
 import { beforeEach, describe, expect, it } from 'vitest';
-import { loadConfig } from '../src/config.js';
 import { MemoryExecutionStore } from '../src/executor/memory-store.js';
-import { validatePlan } from '../src/executor/plan.js';
 import { isTerminalUpdate, type StepUpdate, type StepUpdateType } from '../src/executor/step-update.js';
 import { createInProcessStepUpdateBus, type StepUpdateBus } from '../src/executor/step-update-bus.js';
 import { isStreamDenied, streamStepUpdates, type StreamDenied } from '../src/executor/step-update-stream.js';
 import type { ExecutionStore } from '../src/executor/store.js';
-import { sqlStep } from './support/plans.js';
+import { validatedSqlPlan } from './support/plans.js';
 
 const DEMO_TENANT_ID = 'demo';
 
@@ -23,14 +21,7 @@ const DEMO_TENANT_ID = 'demo';
     });
 
     const createExecution = async () => {
-      const { executor, inputLimits } = loadConfig({});
-      const plan = validatePlan({ query: 'stored directly', steps: [sqlStep('SELECT 1')] }, null, {
-        sampleSize: executor.defaultSampleSize,
-        stepTimeoutMs: executor.stepTimeoutMs,
-        maxStepTimeoutMs: executor.maxStepTimeoutMs,
-        limits: inputLimits,
-      });
-      return (await store.createExecution(DEMO_TENANT_ID, plan)).execution.id;
+      return (await store.createExecution(DEMO_TENANT_ID, validatedSqlPlan())).execution.id;
     };
 
     const record = async (id: string, type: StepUpdateType) =>

@@ -11,7 +11,7 @@ import { loadConfig } from '../../src/config.js';
 import type { Database } from '../../src/db/client.js';
 import { DEMO_TENANT_ID } from '../../src/db/demo-data.js';
 import type { ExecutionRow } from '../../src/db/tables.js';
-import { validatePlan } from '../../src/executor/plan.js';
+import { validatePlan, type ValidatedPlan } from '../../src/executor/plan.js';
 import { DrizzleExecutionStore } from '../../src/db/execution-store.js';
 
 export type ExecutionDetails = NonNullable<ExecutionQueryResult['execution']>;
@@ -65,12 +65,16 @@ export async function storeQueuedExecution(
   sqls: string[] = ['SELECT 1'],
   tenantId: string = DEMO_TENANT_ID,
 ): Promise<ExecutionRow> {
+  return (await new DrizzleExecutionStore(database.db, database.query).createExecution(tenantId, validatedSqlPlan(sqls))).execution;
+}
+
+/** A plan of SQL steps, validated with the default settings: what a store's createExecution takes. */
+export function validatedSqlPlan(sqls: string[] = ['SELECT 1']): ValidatedPlan {
   const { executor, inputLimits } = loadConfig({});
-  const plan = validatePlan({ query: 'stored directly', steps: sqls.map((sql) => sqlStep(sql)) }, null, {
+  return validatePlan({ query: 'stored directly', steps: sqls.map((sql) => sqlStep(sql)) }, null, {
     sampleSize: executor.defaultSampleSize,
     stepTimeoutMs: executor.stepTimeoutMs,
     maxStepTimeoutMs: executor.maxStepTimeoutMs,
     limits: inputLimits,
   });
-  return (await new DrizzleExecutionStore(database.db, database.query).createExecution(tenantId, plan)).execution;
 }
