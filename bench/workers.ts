@@ -15,7 +15,7 @@ import { createApiKey, createTenant } from '../src/admin/tenants.js';
 import { loadSecretBox } from '../src/auth/secrets.js';
 import { loadConfig } from '../src/config.js';
 import { openDatabase } from '../src/db/client.js';
-import { percentile } from './client.js';
+import { benchLimits, percentile } from './client.js';
 import type { ClientCommand, ClientReport } from './fanout-clients.js';
 import { chainPlan, rawLoopStepsPerSecond } from './steps.js';
 import { currentLoad, type BenchRow } from './table.js';
@@ -527,17 +527,13 @@ export async function benchWorkers(databaseUrl: string, redisUrl: string, rows: 
     STEPCAST_DEMO_USERS: '200',
     STEPCAST_DEMO_API: 'off',
     STEPCAST_SHUTDOWN_GRACE_MS: '3000',
+    // Rates out of the way, and room for the cross-process fan-out's subscribers (one tenant's).
+    ...benchLimits(FANOUT_SUBSCRIBERS),
     STEPCAST_MAX_CONCURRENT_EXECUTIONS: String(SLOTS),
     // Requests carry the bench tenants' API keys.
     STEPCAST_AUTH: 'on',
-    // A tenant's cap is above every worker's slots together, so the workers' slots bound the run, not the tenants;
-    // their rates are out of the way.
+    // A tenant's cap is above every worker's slots together, so the workers' slots bound the run, not the tenants.
     STEPCAST_TENANT_MAX_CONCURRENT_EXECUTIONS: '256',
-    STEPCAST_TENANT_RATE_BURST: '1000000',
-    STEPCAST_TENANT_RATE_PER_MINUTE: '1000000',
-    // The cross-process fan-out's subscribers are one tenant's.
-    STEPCAST_TENANT_MAX_SOCKETS: String(FANOUT_SUBSCRIBERS + 10),
-    STEPCAST_TENANT_MAX_SUBSCRIPTIONS: String(FANOUT_SUBSCRIBERS + 10),
     // A connection per slot and two more; 4 workers, the API process and pg-boss's pools stay under PostgreSQL's
     // default max_connections (100).
     DATABASE_POOL_SIZE: String(SLOTS + 2),
