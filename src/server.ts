@@ -19,6 +19,7 @@ import { isDatabaseUnavailable } from './db/unavailable.js';
 import { serviceUnavailable, unauthenticated } from './schema/errors.js';
 import type { GraphQLLimits, InputLimits, TenantConnectionLimits, WebSocketLimits } from './config.js';
 import type { Executor } from './executor/executor.js';
+import { CoalescedWebSocket, GraphqlWsResultSink } from './limits/coalesced-websocket.js';
 import { corsForOrigins, varyOnOrigin } from './limits/cors.js';
 import { csrfPreventionPlugin } from './limits/csrf-prevention.js';
 import { graphqlLimitPlugins } from './limits/graphql-limits.js';
@@ -30,7 +31,7 @@ import { batchLoader } from './schema/batch.js';
 import type { GraphQLContext } from './schema/context.js';
 import type { ExecutionDetails } from './executor/store.js';
 import { schema } from './schema/index.js';
-import { sharedEventExecutionPlugin } from './schema/shared-event-execution.js';
+import { directResultSink, sharedEventExecutionPlugin } from './schema/shared-event-execution.js';
 
 export interface GraphQLServerOptions {
   executor: Executor;
@@ -130,6 +131,7 @@ function parseFailed(error: GraphQLError): GraphQLError {
 
 const hasHttpExtension = (error: GraphQLError) => error.extensions?.http !== undefined;
 
+
 /** graphql-yoga over HTTP (queries, mutations, SSE subscriptions) and graphql-ws on the same port and path. */
 export function createGraphQLServer({
   executor,
@@ -222,6 +224,8 @@ export function createGraphQLServer({
   const wsServer = new WebSocketServer({
     server: httpServer,
     path: yoga.graphqlEndpoint,
+    // What one turn of the event loop sends to a socket leaves in one write (src/limits/coalesced-websocket.ts).
+    WebSocket: CoalescedWebSocket,
     ...webSocketServerOptions(limits.websocket, corsOrigins),
   });
   logClientProtocolErrors(wsServer, logger);
@@ -270,7 +274,7 @@ export function createGraphQLServer({
           return false;
         }
       },
-      onSubscribe: async (context, _id, payload) => {
+      onSubscribe: async (context, id, payload) => {
         const socketContext = socketContexts.get(context.extra.socket);
         // graphql-ws only lets a subscription through after connection_ack, so this cannot be missing.
         if (!socketContext) return [unauthenticated('the connection is not authenticated')];
@@ -291,7 +295,11 @@ export function createGraphQLServer({
           document,
           variableValues: payload.variables,
           contextValue: await enveloped.contextFactory(),
-          rootValue: { execute: enveloped.execute, subscribe: enveloped.subscribe },
+          rootValue: {
+            execute: enveloped.execute,
+            subscribe: enveloped.subscribe,
+            [directResultSink]: new GraphqlWsResultSink(context.extra.socket, id),
+          },
         };
         const errors = enveloped.validate(args.schema, args.document);
         if (errors.length > 0) return errors;

@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import type { Client } from 'graphql-ws';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import WebSocket from 'ws';
 import { createApiKey, createTenant, revokeApiKey } from '../src/admin/tenants.js';
 import { SecretBox } from '../src/auth/secrets.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
+import { GraphqlWsResultSink } from '../src/limits/coalesced-websocket.js';
 import { backends } from './support/database.js';
 import { ApproveStepMutation } from './support/operations.js';
 import { sqlStep, submitPlan } from './support/plans.js';
@@ -103,6 +105,42 @@ async function untilWaiting(server: TestServer, client: TestClient, id: string):
     })
     .toBe('WAITING');
   void server;
+}
+
+/**
+ * One subscription over a bare WebSocket speaking graphql-transport-ws, keeping every message of it as the text that
+ * came over the wire, up to and with its `complete`.
+ */
+function rawFollow(wsUrl: string, authorization: string, query: string, variables: Record<string, unknown>) {
+  const frames: string[] = [];
+  const socket = new WebSocket(wsUrl, 'graphql-transport-ws');
+  let markFirst!: () => void;
+  const first = new Promise<void>((resolve) => (markFirst = resolve));
+  const ended = new Promise<void>((resolve, reject) => {
+    socket.on('error', reject);
+    socket.on('close', (code) => reject(new Error(`closed with ${code} before the subscription completed`)));
+    socket.on('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization } })));
+    socket.on('message', (data) => {
+      const text = String(data);
+      const message = JSON.parse(text) as { type: string; id?: string };
+      if (message.type === 'connection_ack') {
+        socket.send(JSON.stringify({ id: 's', type: 'subscribe', payload: { query, variables } }));
+        return;
+      }
+      if (message.id !== 's') return;
+      frames.push(text);
+      markFirst();
+      if (message.type === 'complete' || message.type === 'error') resolve();
+    });
+  });
+  return {
+    frames,
+    first,
+    ended: ended.finally(() => {
+      socket.removeAllListeners('close');
+      socket.close();
+    }),
+  };
 }
 
 // A TypedDocumentString stand-in: the helpers only need toString().
@@ -256,6 +294,35 @@ for (const { backend, skipReason } of backends) {
         const updates = follower.results.map((r) => r.data!.stepUpdates);
         expect(updates.map(sequenceOf)).toEqual(range(1, updates.length));
         expect(updates.at(-1)!.type).toBe('EXECUTION_SUCCEEDED');
+      }
+    });
+
+    it('writes each live update to the socket itself, as the very frame graphql-ws sends for it', async () => {
+      const demo = server.as(bearer(demoKey));
+      const id = await submitPlan(demo, WAITING_PLAN);
+      await untilWaiting(server, demo, id);
+      const query = 'subscription W($id: ID!) { stepUpdates(executionId: $id) { executionId sequence type at status message step { index status recordCount error { code } } } }';
+      const handedOver = vi.spyOn(GraphqlWsResultSink.prototype, 'sendResult');
+      try {
+        const live = rawFollow(server.wsUrl, bearer(demoKey), query, { id });
+        await live.first;
+        const replayedBefore = live.frames.length;
+        expect((await demo.request(ApproveStepMutation, { executionId: id, index: 1 })).errors).toBeUndefined();
+        await live.ended;
+        // Every update after the approval went straight to the socket: none through graphql-ws's loop.
+        const liveUpdates = live.frames.length - replayedBefore - 1;
+        expect(liveUpdates).toBeGreaterThan(5);
+        expect(handedOver.mock.results.filter((result) => result.value === true)).toHaveLength(liveUpdates);
+        expect(JSON.parse(live.frames.at(-1)!)).toEqual({ id: 's', type: 'complete' });
+
+        // A subscriber after the end gets them all replayed, through graphql-ws: the same bytes, frame for frame.
+        handedOver.mockClear();
+        const replay = rawFollow(server.wsUrl, bearer(demoKey), query, { id });
+        await replay.ended;
+        expect(handedOver).not.toHaveBeenCalled();
+        expect(replay.frames).toEqual(live.frames);
+      } finally {
+        handedOver.mockRestore();
       }
     });
   });

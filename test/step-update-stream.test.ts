@@ -2,7 +2,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { MemoryExecutionStore } from '../src/executor/memory-store.js';
 import { isTerminalUpdate, type StepUpdate, type StepUpdateType } from '../src/executor/step-update.js';
 import { createInProcessStepUpdateBus, type StepUpdateBus } from '../src/executor/step-update-bus.js';
-import { isStreamDenied, streamStepUpdates, type StreamDenied } from '../src/executor/step-update-stream.js';
+import { isStreamDenied, offerLiveUpdates, streamStepUpdates, type StreamAccess, type StreamDenied } from '../src/executor/step-update-stream.js';
 import type { ExecutionStore } from '../src/executor/store.js';
 import { validatedSqlPlan } from './support/plans.js';
 
@@ -224,6 +224,94 @@ const DEMO_TENANT_ID = 'demo';
       revoked.abort();
       expect((await next).value).toEqual({ denied: 'credential' });
       expect(await iterator.next()).toMatchObject({ done: true });
+    });
+
+    describe('handing live updates over to a consumer that delivers them itself', () => {
+      /** A turn of the event loop: a next() called before it has read what it reads and waits for the bus. */
+      const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+      async function handingOver(take: (update: StepUpdate) => boolean, access: StreamAccess = { tenantId: DEMO_TENANT_ID }) {
+        const id = await createExecution();
+        const bus = createInProcessStepUpdateBus();
+        const publish = async (type: StepUpdateType) => bus.publish(await record(id, type));
+        await publish('EXECUTION_STARTED');
+        const stream = streamStepUpdates({ store, bus, executionId: id, access, afterSequence: 0, shutdown: new AbortController().signal });
+        stream[offerLiveUpdates](take);
+        const iterator = stream[Symbol.asyncIterator]();
+        // The stored update goes through next(): nothing waited for it.
+        expect((await iterator.next()).value).toMatchObject({ sequence: 1 });
+        return { id, bus, publish, iterator };
+      }
+
+      it('hands over each live update while next() waits, in order, and next() answers done after a terminal one', async () => {
+        const taken: number[] = [];
+        const { publish, iterator } = await handingOver((update) => taken.push(update.sequence) > 0);
+        const waiting = iterator.next();
+        let settled = false;
+        void waiting.then(() => (settled = true));
+        await turn();
+        await publish('STEP_STARTED');
+        await publish('STEP_SUCCEEDED');
+        await turn();
+        expect(taken).toEqual([2, 3]);
+        expect(settled).toBe(false);
+        await publish('EXECUTION_SUCCEEDED');
+        expect(taken).toEqual([2, 3, 4]);
+        expect(await waiting).toMatchObject({ done: true });
+      });
+
+      it('sends what the consumer declines, and every update behind it, through next() in order', async () => {
+        const offered: number[] = [];
+        const { publish, iterator } = await handingOver((update) => {
+          offered.push(update.sequence);
+          return update.sequence !== 2;
+        });
+        const waiting = iterator.next();
+        await turn();
+        await publish('STEP_STARTED'); // declined
+        await publish('STEP_SUCCEEDED'); // behind it: not offered
+        expect((await waiting).value).toMatchObject({ sequence: 2 });
+        expect((await iterator.next()).value).toMatchObject({ sequence: 3 });
+        const last = iterator.next();
+        await turn();
+        await publish('EXECUTION_SUCCEEDED');
+        expect(await last).toMatchObject({ done: true });
+        expect(offered).toEqual([2, 4]);
+      });
+
+      it('offers nothing while the consumer is busy with an earlier update: those wait for next()', async () => {
+        const offered: number[] = [];
+        const { publish, iterator } = await handingOver((update) => offered.push(update.sequence) > 0);
+        await publish('STEP_STARTED');
+        expect(offered).toEqual([]);
+        expect((await iterator.next()).value).toMatchObject({ sequence: 2 });
+      });
+
+      it("offers nothing next() would refuse: another tenant's row ends the stream through next()", async () => {
+        const offered: number[] = [];
+        const { id, bus, iterator } = await handingOver((update) => offered.push(update.sequence) > 0);
+        const waiting = iterator.next();
+        await turn();
+        const [started] = await store.loadEvents(id, 0);
+        bus.publish({ ...started!, sequence: 2, type: 'STEP_STARTED', tenantId: 'someone-else' });
+        expect((await waiting).value).toEqual({ denied: 'tenant' });
+        expect(offered).toEqual([]);
+      });
+
+      it('offers nothing once the credential no longer stands', async () => {
+        let authorized = true;
+        const offered: number[] = [];
+        const { publish, iterator } = await handingOver((update) => offered.push(update.sequence) > 0, {
+          tenantId: DEMO_TENANT_ID,
+          stillAuthorized: () => authorized,
+        });
+        const waiting = iterator.next();
+        await turn();
+        authorized = false;
+        await publish('STEP_STARTED');
+        expect((await waiting).value).toEqual({ denied: 'credential' });
+        expect(offered).toEqual([]);
+      });
     });
   });
 }

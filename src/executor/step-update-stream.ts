@@ -13,6 +13,21 @@ export function isStreamDenied(item: StepUpdate | StreamDenied): item is StreamD
   return 'denied' in item;
 }
 
+/**
+ * A stream's method (a symbol, so that only code that knows it calls it): `take` is offered each live update that
+ * the consumer could be handed at once, while the consumer waits for one (see streamStepUpdates); true means `take`
+ * delivered it itself, false that it goes the usual way, through next().
+ */
+export const offerLiveUpdates = Symbol('stepcast.offerLiveUpdates');
+
+export interface LiveUpdateOffers {
+  [offerLiveUpdates](take: (update: StepUpdate) => boolean): void;
+}
+
+export function offersLiveUpdates(iterator: object): iterator is LiveUpdateOffers {
+  return typeof (iterator as Partial<LiveUpdateOffers>)[offerLiveUpdates] === 'function';
+}
+
 export interface StreamAccess {
   /** The tenant the subscriber acts for: every update is checked against it before it is sent. */
   tenantId: string;
@@ -38,6 +53,14 @@ export interface StreamAccess {
  * Pulled, not pushed: nothing runs between the consumer's calls to next() but the bus listener, and a quiet stream
  * holds a buffer, a few closures and the one pending next() (a thousand idle subscriptions are held in memory at
  * once). The bus is listened to from the first next() (before the replay reads) until the stream ends.
+ *
+ * Handed over at once ([offerLiveUpdates]): a consumer that can deliver an update itself, synchronously, is offered
+ * each live update in the bus listener instead of having it go through next() and the promises of every layer above,
+ * but only when next() would hand out exactly that update now: the consumer waits in next() (so it has delivered
+ * everything before), nothing is buffered or ready, the replay is done, no gap is suspected, and the update is the
+ * next sequence and passes the same checks as next()'s (tenant, credential). What the consumer declines goes through
+ * next(), and updates after it wait their turn behind it. A terminal update handed over ends the stream: the waiting
+ * next() answers done, after it.
  */
 export function streamStepUpdates({
   store,
@@ -56,7 +79,7 @@ export function streamStepUpdates({
   access: StreamAccess;
   /** Called once the stream has ended, however it ended (completed, client gone, shutdown). */
   onClose?: () => void;
-}): AsyncIterableIterator<StepUpdate | StreamDenied> {
+}): AsyncIterableIterator<StepUpdate | StreamDenied> & LiveUpdateOffers {
   /** Live updates from the bus, not yet looked at. */
   let buffered: StepUpdate[] = [];
   /** Contiguous updates after the last one handed out, up to lastSequence; checked as each is handed out. */
@@ -75,18 +98,44 @@ export function streamStepUpdates({
   let unwatchRevocation: (() => void) | undefined;
   /** The next() being answered: calls run one after another. */
   let pulling: Promise<unknown> | undefined;
+  /** The consumer's hand-over ([offerLiveUpdates]), if it has one. */
+  let take: ((update: StepUpdate) => boolean) | undefined;
 
   // Methods of one object rather than `const f = () => …`: tsx (esbuild's keepNames) gives every named function
   // expression its name with Object.defineProperty, which costs each of them a dictionary of properties (about
   // 250 bytes), per stream; shorthand methods are left as they are.
   const self = {
+    /** Resumes the waiting next(), once: `wake` set means a next() waits and nothing has woken it yet. */
+    rouse() {
+      const resume = wake;
+      wake = undefined;
+      resume?.();
+    },
     onRevoked() {
       denied = { denied: 'credential' };
-      wake?.();
+      self.rouse();
     },
     onGap() {
       gapped = true;
-      wake?.();
+      self.rouse();
+    },
+    onLive(live: StepUpdate) {
+      // A waiting next() has handed out everything up to lastSequence and looked at every buffered update.
+      if (wake && take && buffered.length === 0 && !gapped && !denied && live.sequence === lastSequence + 1 && self.handOver(live)) return;
+      buffered.push(live);
+      if (buffered.length > MAX_BUFFERED_LIVE_UPDATES) buffered = buffered.slice(-1);
+      self.rouse();
+    },
+    /** `live` to the consumer's hand-over, with next()'s checks; false: it goes through next(). */
+    handOver(live: StepUpdate): boolean {
+      if (live.tenantId !== access.tenantId || (access.stillAuthorized && !access.stillAuthorized())) return false;
+      if (!take!(live)) return false;
+      lastSequence = live.sequence;
+      if (isTerminalUpdate(live.type)) {
+        ending = true;
+        self.rouse();
+      }
+      return true;
     },
     close() {
       if (closed) return;
@@ -97,7 +146,8 @@ export function streamStepUpdates({
       unwatchRevocation?.();
       buffered = [];
       ready = [];
-      wake?.();
+      take = undefined;
+      self.rouse();
       onClose?.();
     },
     done(): IteratorResult<StepUpdate | StreamDenied> {
@@ -138,11 +188,7 @@ export function streamStepUpdates({
       // Returned before its first next(): nothing to listen for.
       if (closed) return;
       if (shutdown.aborted) return self.close();
-      unsubscribe = bus.subscribe(executionId, (live) => {
-        buffered.push(live);
-        if (buffered.length > MAX_BUFFERED_LIVE_UPDATES) buffered = buffered.slice(-1);
-        wake?.();
-      }, self.onGap);
+      unsubscribe = bus.subscribe(executionId, self.onLive, self.onGap);
       shutdown.addEventListener('abort', self.close);
       if (access.revoked?.aborted) self.onRevoked();
       access.revoked?.addEventListener('abort', self.onRevoked);
@@ -171,7 +217,6 @@ export function streamStepUpdates({
         }
         if (buffered.length === 0) {
           await new Promise<void>((resolve) => (wake = resolve));
-          wake = undefined;
           continue;
         }
         const batch = buffered;
@@ -184,6 +229,9 @@ export function streamStepUpdates({
   return {
     [Symbol.asyncIterator]() {
       return this;
+    },
+    [offerLiveUpdates](handOver: (update: StepUpdate) => boolean) {
+      if (!closed) take = handOver;
     },
     next() {
       // Listening starts with the first next(), at once: an update published before its pull runs is not missed.

@@ -13,6 +13,7 @@ import {
   type OperationDefinitionNode,
 } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
+import { offerLiveUpdates, offersLiveUpdates } from '../executor/step-update-stream.js';
 
 export interface SharedEventExecutionOptions {
   /**
@@ -32,6 +33,22 @@ export interface SharedEventExecutionOptions {
 type MaybePromise<T> = T | Promise<T>;
 
 /**
+ * Where a subscription's results can be written at once, exactly as its transport would write them: server.ts puts
+ * one for each graphql-ws subscription in the execution's rootValue, under this key.
+ */
+export const directResultSink = Symbol('stepcast.directResultSink');
+
+export interface DirectResultSink {
+  /** Writes the result (`payload`, its JSON); false when it cannot now, and the result then goes the usual way. */
+  sendResult(payload: string): boolean;
+}
+
+const sinkOf = (rootValue: unknown): DirectResultSink | undefined =>
+  typeof rootValue === 'object' && rootValue !== null ? (rootValue as { [directResultSink]?: DirectResultSink })[directResultSink] : undefined;
+
+const isPromise = (value: unknown): value is Promise<unknown> => typeof (value as { then?: unknown } | null)?.then === 'function';
+
+/**
  * graphql-js maps every event of a subscription through its own `execute`: one update published to 1,000
  * subscribers ran 1,000 identical executions. This plugin replaces the subscribe function for the given root fields
  * with one that executes an event once per distinct (document, operation, variables that matter, context key) and
@@ -46,6 +63,15 @@ type MaybePromise<T> = T | Promise<T>;
  * Anything this does not handle exactly as before (another field, variables that do not coerce, an unknown
  * operation) goes to the subscribe function it replaces. Covers graphql-ws and SSE alike (both subscribe through
  * yoga's envelop).
+ *
+ * Handed over, not passed up: a live update that reaches a thousand graphql-ws subscribers would otherwise go up a
+ * thousand chains of promises (this mapping, the limits' and yoga's wrappers, graphql-ws's loop), several microtasks
+ * each, for one identical frame apiece. So where the rootValue carries a DirectResultSink and the stream offers its
+ * live updates (streamStepUpdates' [offerLiveUpdates]), each live update the stream could hand out at once is
+ * executed (shared, as above), serialized once per result, and written by the sink straight away, in the bus
+ * listener. Only a result that is ready and has no errors goes that way: the layers it skips change nothing else
+ * (yoga's masking and server.ts's onNext touch only errors), so the frame is what graphql-ws would have sent. A
+ * result that is a promise, has errors, or that the sink cannot write now (a slow client) goes the usual way.
  */
 export function sharedEventExecutionPlugin({ fields, contextKey }: SharedEventExecutionOptions): Plugin {
   const shareable = new Set(fields);
@@ -53,6 +79,8 @@ export function sharedEventExecutionPlugin({ fields, contextKey }: SharedEventEx
   const results = new WeakMap<object, Map<string, MaybePromise<ExecutionResult>>>();
   /** Per document and operation: which variables the per-event execution can read, or undefined: not shareable. */
   const shapes = new WeakMap<DocumentNode, Map<string, { id: number; variables: string[] } | null>>();
+  /** Per shared result: its JSON, for the subscribers it is handed over to. */
+  const payloads = new WeakMap<ExecutionResult, string>();
   let nextDocumentId = 0;
 
   const shapeOf = (document: DocumentNode, operationName: string | null | undefined) => {
@@ -92,21 +120,31 @@ export function sharedEventExecutionPlugin({ fields, contextKey }: SharedEventEx
         ]);
         // Inline, not `const executeEvent = …`: tsx names such a function with Object.defineProperty, which costs it a
         // dictionary of properties (about 250 bytes) per subscription.
-        return mapEvents(
-          source,
-          (event: unknown): MaybePromise<ExecutionResult> => {
-            if (typeof event !== 'object' || event === null) return executeWith(subscribeArgs, event);
-            let byKey = results.get(event);
-            if (!byKey) results.set(event, (byKey = new Map()));
-            let result = byKey.get(key);
-            if (result === undefined) byKey.set(key, (result = executeWith(subscribeArgs, event)));
-            return result;
-          },
-          operation,
-        );
+        const iterator = source[Symbol.asyncIterator]();
+        const sink = sinkOf(subscribeArgs.rootValue);
+        if (sink && offersLiveUpdates(iterator)) {
+          iterator[offerLiveUpdates]((update) => {
+            const result = sharedResult(subscribeArgs, key, update);
+            if (isPromise(result) || result.errors) return false;
+            let payload = payloads.get(result);
+            if (payload === undefined) payloads.set(result, (payload = JSON.stringify(result)));
+            return sink.sendResult(payload);
+          });
+        }
+        return mapEvents(iterator, (event: unknown) => sharedResult(subscribeArgs, key, event), operation);
       });
     },
   };
+
+  /** The event's result for subscribers with `key`, executed by the first of them to ask. */
+  function sharedResult(args: ExecutionArgs, key: string, event: unknown): MaybePromise<ExecutionResult> {
+    if (typeof event !== 'object' || event === null) return executeWith(args, event);
+    let byKey = results.get(event);
+    if (!byKey) results.set(event, (byKey = new Map()));
+    let result = byKey.get(key);
+    if (result === undefined) byKey.set(key, (result = executeWith(args, event)));
+    return result;
+  }
 }
 
 function executeWith(args: ExecutionArgs, event: unknown): MaybePromise<ExecutionResult> {
@@ -166,11 +204,10 @@ const isAsyncIterable = (value: unknown): value is AsyncIterable<unknown> =>
  * does it.
  */
 function mapEvents(
-  source: AsyncIterable<unknown>,
+  iterator: AsyncIterator<unknown>,
   map: (event: unknown) => MaybePromise<ExecutionResult>,
   operation: OperationDefinitionNode,
 ): AsyncIterableIterator<ExecutionResult> {
-  const iterator = source[Symbol.asyncIterator]();
   return {
     [Symbol.asyncIterator]() {
       return this;
