@@ -380,8 +380,27 @@ function rowOf(run: Run, floor: Floor, first: Run | undefined): BenchRow {
 
 const FANOUT_SUBSCRIBERS = Number(process.env.BENCH_FANOUT_SUBSCRIBERS ?? 1_000);
 const FANOUT_STEPS = 20;
-/** Rows a paced step counts: about 50 ms of a backend's time here. */
-const PACED_ROWS = 500_000;
+/** Rows a busy step counts: about 50 ms of a backend's time here. */
+const BUSY_ROWS = 500_000;
+/** The gap between approvals when the bench paces the steps. */
+const PACE_MS = 50;
+
+/**
+ * How the cross-process fan-out's steps follow each other:
+ * - approvals: trivial steps, each waiting for an approval that the bench gives PACE_MS after the one before: updates
+ *   at a set rate (about 60 a second) with the worker and PostgreSQL idle in between, as when steps wait on another
+ *   system, and about the rate one process sustains while 1,000 watch it (the in-process fan-out row);
+ * - busy: each step counts a generated series, about 50 ms of a PostgreSQL backend's CPU: the database competes with
+ *   the API replica and the clients for this machine's 2 cores;
+ * - none: trivial steps, their updates as fast as a worker commits them (hundreds a second).
+ */
+type Pace = 'approvals' | 'busy' | 'none';
+
+const PACE_LABELS: Record<Pace, string> = {
+  approvals: `steps ${PACE_MS} ms apart (approvals)`,
+  busy: 'steps of ~50 ms of database CPU',
+  none: 'trivial steps, unpaced',
+};
 const FOLLOW_AT = `subscription Follow($id: ID!) { stepUpdates(executionId: $id) { sequence type at } }`;
 
 async function graphqlAs(url: string, key: string, query: string, variables: Record<string, unknown>): Promise<Record<string, unknown>> {
@@ -405,17 +424,15 @@ async function watchAcross(
   api: ClusterProcess,
   key: string,
   subscribers: number,
-  paced: boolean,
+  pace: Pace,
 ): Promise<{ latencies: number[]; broken: number; clients: number }> {
   const plan = {
     query: 'cross-process fan-out',
     steps: Array.from({ length: FANOUT_STEPS }, (_, i) => ({
       kind: 'SQL',
       queryContext: `step ${i + 1}`,
-      // Paced: each step counts a generated series (tens of milliseconds), as a real statement takes some time; else
-      // trivial steps, whose updates come as fast as a worker commits them.
-      sql: i === 0 ? 'SELECT 1 AS n' : paced ? `SELECT count(*) AS n FROM generate_series(1, ${PACED_ROWS})` : `SELECT n + 1 AS n FROM step_${i}`,
-      ...(i === 0 ? { approval: true } : {}),
+      sql: i === 0 ? 'SELECT 1 AS n' : pace === 'busy' ? `SELECT count(*) AS n FROM generate_series(1, ${BUSY_ROWS})` : `SELECT n + 1 AS n FROM step_${i}`,
+      ...(i === 0 || pace === 'approvals' ? { approval: true } : {}),
     })),
   };
   const { executePlan } = (await graphqlAs(api.url, key, EXECUTE, { plan })) as { executePlan: { id: string } };
@@ -453,7 +470,13 @@ async function watchAcross(
     child.send(command);
     await ready;
     const approvedAt = Date.now();
-    await graphqlAs(api.url, key, 'mutation A($id: ID!) { approveStep(executionId: $id, index: 1) { id } }', { id });
+    await approve(api, key, id, 1);
+    if (pace === 'approvals') {
+      for (let index = 2; index <= FANOUT_STEPS; index++) {
+        await new Promise((resolve) => setTimeout(resolve, approvedAt + (index - 1) * PACE_MS - Date.now()));
+        await approve(api, key, id, index);
+      }
+    }
     const report = await done;
     const latencies: number[] = [];
     let broken = 0;
@@ -471,17 +494,30 @@ async function watchAcross(
   }
 }
 
+/** Approves step `index`, once it waits (a trivial step before it may still be finishing). */
+async function approve(api: ClusterProcess, key: string, id: string, index: number): Promise<void> {
+  for (;;) {
+    try {
+      await graphqlAs(api.url, key, 'mutation A($id: ID!, $index: Int!) { approveStep(executionId: $id, index: $index) { id } }', { id, index });
+      return;
+    } catch (error) {
+      if (!String(error).includes('not waiting')) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+  }
+}
+
 const percentileOf = (values: readonly number[], p: number) => percentile([...values].sort((a, b) => a - b), p);
 
 /** A cross-process fan-out row: one subscriber (the floor), then `FANOUT_SUBSCRIBERS`, on the API replica. */
-async function fanOutRow(api: ClusterProcess, key: string, paced: boolean): Promise<BenchRow> {
-  await watchAcross(api, key, 1, paced); // warm-up
-  const one = await watchAcross(api, key, 1, paced);
-  const many = await watchAcross(api, key, FANOUT_SUBSCRIBERS, paced);
+async function fanOutRow(api: ClusterProcess, key: string, pace: Pace): Promise<BenchRow> {
+  await watchAcross(api, key, 1, pace); // warm-up
+  const one = await watchAcross(api, key, 1, pace);
+  const many = await watchAcross(api, key, FANOUT_SUBSCRIBERS, pace);
   const p99 = percentileOf(many.latencies, 99);
   const intact = many.broken === 0 && one.broken === 0 && many.clients === FANOUT_SUBSCRIBERS;
   return {
-    name: `live across processes: commit-to-client p99, ${FANOUT_SUBSCRIBERS.toLocaleString('en')} subscribers on the API replica, ${paced ? 'steps of ~50 ms' : 'trivial steps'}`,
+    name: `live across processes: commit-to-client p99, ${FANOUT_SUBSCRIBERS.toLocaleString('en')} subscribers on the API replica, ${PACE_LABELS[pace]}`,
     backend: BACKEND,
     value: p99,
     unit: 'ms',
@@ -489,7 +525,7 @@ async function fanOutRow(api: ClusterProcess, key: string, paced: boolean): Prom
     bar: 'as in one process (p99 <= 50 ms)',
     meets: p99 <= 50 && intact,
     note:
-      `a worker process runs ${FANOUT_STEPS} ${paced ? 'steps of ~50 ms' : 'trivial steps'}; p50 ${percentileOf(many.latencies, 50).toFixed(1)} ms ` +
+      `a worker process runs ${FANOUT_STEPS} ${PACE_LABELS[pace]}; p50 ${percentileOf(many.latencies, 50).toFixed(1)} ms ` +
       `(1 subscriber: p50 ${percentileOf(one.latencies, 50).toFixed(1)} ms); ${many.latencies.length} deliveries; ` +
       `${intact ? 'no gap or duplicate' : `GAPS/DUPLICATES/ERRORS in ${many.broken + one.broken} clients`}; from the update's at (the worker's clock, as it commits) to receipt`,
     load: currentLoad(),
@@ -551,8 +587,8 @@ export async function benchWorkers(databaseUrl: string, redisUrl: string, rows: 
       const first = await startProcess({ ...env, STEPCAST_ROLE: 'worker' }, 'stepcast worker is ready');
       processes.push(first);
       workers.push(first);
-      for (const paced of [true, false]) {
-        const row = await fanOutRow(api, keys[0]!, paced);
+      for (const pace of ['approvals', 'busy', 'none'] as const) {
+        const row = await fanOutRow(api, keys[0]!, pace);
         rows.push(row);
         progress(`${row.name}: ${row.value.toFixed(1)} ms (${row.note})`);
       }
