@@ -15,6 +15,7 @@ import { createApiKey, createTenant } from '../src/admin/tenants.js';
 import { loadSecretBox } from '../src/auth/secrets.js';
 import { loadConfig } from '../src/config.js';
 import { openDatabase } from '../src/db/client.js';
+import { stepUpdatesChannel } from '../src/cluster/redis-bus.js';
 import { benchLimits, percentile } from './client.js';
 import type { ClientCommand, ClientReport } from './fanout-clients.js';
 import { chainPlan, rawLoopStepsPerSecond } from './steps.js';
@@ -416,16 +417,20 @@ async function graphqlAs(url: string, key: string, query: string, variables: Rec
 
 /**
  * `subscribers` graphql-ws clients (a child process: bench/fanout-clients.ts) follow one execution on the API process
- * while a worker process runs it: commit-to-client latency of each live update, from its `at` (stamped by the worker as
- * it commits the transition) to the client's receipt, on one machine's clock. The plan waits for approval first, so
- * every client has replayed the stored updates before the run goes on.
+ * while a worker process runs it. Latency of each live update to each client, on one machine's clock:
+ * - `latencies`: from its publish, as in the in-process row (which starts at the bus's publish, after the commit): the
+ *   bench listens on the execution's Redis channel itself and stamps each update as Redis hands it out, which is when
+ *   the API replica gets it too;
+ * - `fromAt`: from its `at`, stamped by the worker as it builds the transition, before the commit's round trip.
+ * The plan waits for approval first, so every client has replayed the stored updates before the run goes on.
  */
 async function watchAcross(
   api: ClusterProcess,
   key: string,
   subscribers: number,
   pace: Pace,
-): Promise<{ latencies: number[]; broken: number; clients: number }> {
+  redis: { url: string; prefix: string },
+): Promise<{ latencies: number[]; fromAt: number[]; broken: number; clients: number }> {
   const plan = {
     query: 'cross-process fan-out',
     steps: Array.from({ length: FANOUT_STEPS }, (_, i) => ({
@@ -469,6 +474,14 @@ async function watchAcross(
     };
     child.send(command);
     await ready;
+    const published = new Map<number, number>();
+    const { Redis } = await import('ioredis');
+    const listener = new Redis(redis.url, { lazyConnect: true });
+    listener.on('message', (_channel: string, message: string) => {
+      published.set((JSON.parse(message) as { sequence: number }).sequence, performance.timeOrigin + performance.now());
+    });
+    await listener.connect();
+    await listener.subscribe(stepUpdatesChannel(redis.prefix, id));
     const approvedAt = Date.now();
     await approve(api, key, id, 1);
     if (pace === 'approvals') {
@@ -478,17 +491,23 @@ async function watchAcross(
       }
     }
     const report = await done;
+    listener.disconnect();
     const latencies: number[] = [];
+    const fromAt: number[] = [];
     let broken = 0;
     const last = Math.max(...report.clients.map((c) => Math.max(...c.sequences)));
     for (const client of report.clients) {
       if (client.error || client.sequences.length !== last || !client.sequences.every((sequence, i) => sequence === i + 1)) broken += 1;
-      client.sequences.forEach((_, i) => {
+      client.sequences.forEach((sequence, i) => {
         const at = client.ats[i]!;
-        if (at >= approvedAt) latencies.push(client.times[i]! - at);
+        if (at < approvedAt) return;
+        fromAt.push(client.times[i]! - at);
+        const publishedAt = published.get(sequence);
+        if (publishedAt === undefined) throw new Error(`update ${sequence} reached a client but was never seen on its Redis channel`);
+        latencies.push(client.times[i]! - publishedAt);
       });
     }
-    return { latencies, broken, clients: report.clients.length };
+    return { latencies, fromAt, broken, clients: report.clients.length };
   } finally {
     child.kill();
   }
@@ -510,14 +529,14 @@ async function approve(api: ClusterProcess, key: string, id: string, index: numb
 const percentileOf = (values: readonly number[], p: number) => percentile([...values].sort((a, b) => a - b), p);
 
 /** A cross-process fan-out row: one subscriber (the floor), then `FANOUT_SUBSCRIBERS`, on the API replica. */
-async function fanOutRow(api: ClusterProcess, key: string, pace: Pace): Promise<BenchRow> {
-  await watchAcross(api, key, 1, pace); // warm-up
-  const one = await watchAcross(api, key, 1, pace);
-  const many = await watchAcross(api, key, FANOUT_SUBSCRIBERS, pace);
+async function fanOutRow(api: ClusterProcess, key: string, pace: Pace, redis: { url: string; prefix: string }): Promise<BenchRow> {
+  await watchAcross(api, key, 1, pace, redis); // warm-up
+  const one = await watchAcross(api, key, 1, pace, redis);
+  const many = await watchAcross(api, key, FANOUT_SUBSCRIBERS, pace, redis);
   const p99 = percentileOf(many.latencies, 99);
   const intact = many.broken === 0 && one.broken === 0 && many.clients === FANOUT_SUBSCRIBERS;
   return {
-    name: `live across processes: commit-to-client p99, ${FANOUT_SUBSCRIBERS.toLocaleString('en')} subscribers on the API replica, ${PACE_LABELS[pace]}`,
+    name: `live across processes: publish-to-client p99, ${FANOUT_SUBSCRIBERS.toLocaleString('en')} subscribers on the API replica, ${PACE_LABELS[pace]}`,
     backend: BACKEND,
     value: p99,
     unit: 'ms',
@@ -527,7 +546,8 @@ async function fanOutRow(api: ClusterProcess, key: string, pace: Pace): Promise<
     note:
       `a worker process runs ${FANOUT_STEPS} ${PACE_LABELS[pace]}; p50 ${percentileOf(many.latencies, 50).toFixed(1)} ms ` +
       `(1 subscriber: p50 ${percentileOf(one.latencies, 50).toFixed(1)} ms); ${many.latencies.length} deliveries; ` +
-      `${intact ? 'no gap or duplicate' : `GAPS/DUPLICATES/ERRORS in ${many.broken + one.broken} clients`}; from the update's at (the worker's clock, as it commits) to receipt`,
+      `${intact ? 'no gap or duplicate' : `GAPS/DUPLICATES/ERRORS in ${many.broken + one.broken} clients`}; from the worker's publish (as Redis hands it out) to receipt; ` +
+      `from the update's at (stamped before the commit): p50 ${percentileOf(many.fromAt, 50).toFixed(1)} ms, p99 ${percentileOf(many.fromAt, 99).toFixed(1)} ms`,
     load: currentLoad(),
   };
 }
@@ -588,7 +608,7 @@ export async function benchWorkers(databaseUrl: string, redisUrl: string, rows: 
       processes.push(first);
       workers.push(first);
       for (const pace of ['approvals', 'busy', 'none'] as const) {
-        const row = await fanOutRow(api, keys[0]!, pace);
+        const row = await fanOutRow(api, keys[0]!, pace, { url: redisUrl, prefix: env.STEPCAST_REDIS_PREFIX! });
         rows.push(row);
         progress(`${row.name}: ${row.value.toFixed(1)} ms (${row.note})`);
       }
