@@ -19,19 +19,19 @@ import { isDatabaseUnavailable } from './db/unavailable.js';
 import { serviceUnavailable, unauthenticated } from './schema/errors.js';
 import type { GraphQLLimits, InputLimits, TenantConnectionLimits, WebSocketLimits } from './config.js';
 import type { Executor } from './executor/executor.js';
-import { CoalescedWebSocket, GraphqlWsResultSink } from './limits/coalesced-websocket.js';
+import { graphqlWebSocketClass, GraphqlWsSubscriptionRoot } from './limits/coalesced-websocket.js';
 import { corsForOrigins, varyOnOrigin } from './limits/cors.js';
 import { csrfPreventionPlugin } from './limits/csrf-prevention.js';
 import { graphqlLimitPlugins } from './limits/graphql-limits.js';
 import { stepcastCostModel } from './limits/query-cost.js';
 import { CLOSE_TOO_MANY_SOCKETS, TenantConnectionShares, tenantSubscriptionLimitPlugin } from './limits/tenant-connections.js';
-import { logClientProtocolErrors, webSocketServerOptions, withWebSocketLimits } from './limits/websocket-limits.js';
+import { webSocketServerOptions, withWebSocketLimits } from './limits/websocket-limits.js';
 import type { Logger } from './logger.js';
 import { batchLoader } from './schema/batch.js';
 import type { GraphQLContext } from './schema/context.js';
 import type { ExecutionDetails } from './executor/store.js';
 import { schema } from './schema/index.js';
-import { directResultSink, sharedEventExecutionPlugin } from './schema/shared-event-execution.js';
+import { sharedEventExecutionPlugin } from './schema/shared-event-execution.js';
 
 export interface GraphQLServerOptions {
   executor: Executor;
@@ -224,11 +224,10 @@ export function createGraphQLServer({
   const wsServer = new WebSocketServer({
     server: httpServer,
     path: yoga.graphqlEndpoint,
-    // What one turn of the event loop sends to a socket leaves in one write (src/limits/coalesced-websocket.ts).
-    WebSocket: CoalescedWebSocket,
+    // What a burst sends to a socket leaves in one write; clients that break the protocol are logged, not printed.
+    WebSocket: graphqlWebSocketClass(logger),
     ...webSocketServerOptions(limits.websocket, corsOrigins),
   });
-  logClientProtocolErrors(wsServer, logger);
   const wsHandle = useServer<Record<string, unknown>>(
     withWebSocketLimits({
       execute: (args: ExecutionArgs) => (args.rootValue as { execute: typeof execute }).execute(args),
@@ -289,28 +288,31 @@ export function createGraphQLServer({
           if (error instanceof GraphQLError) return [parseFailed(error)];
           throw error;
         }
-        const args: ExecutionArgs = {
-          schema: enveloped.schema,
-          operationName: payload.operationName,
-          document,
-          variableValues: payload.variables,
-          contextValue: await enveloped.contextFactory(),
-          rootValue: {
-            execute: enveloped.execute,
-            subscribe: enveloped.subscribe,
-            [directResultSink]: new GraphqlWsResultSink(context.extra.socket, id),
-          },
-        };
-        const errors = enveloped.validate(args.schema, args.document);
+        // The context first: envelop builds it onto the object that validation's hooks see.
+        const contextValue = await enveloped.contextFactory();
+        const errors = enveloped.validate(enveloped.schema, document);
         if (errors.length > 0) return errors;
+        const operation = getOperationAST(document, payload.operationName);
         // graphql-ws would answer an unknown operationName (or several unnamed operations) with no code.
-        if (!getOperationAST(document, payload.operationName)) {
+        if (!operation) {
           return [
             new GraphQLError('Could not determine what operation to execute.', {
               extensions: { code: 'OPERATION_RESOLUTION_FAILURE' },
             }),
           ];
         }
+        const args: ExecutionArgs = {
+          schema: enveloped.schema,
+          operationName: payload.operationName,
+          document,
+          variableValues: payload.variables,
+          contextValue,
+          // A subscription's root can also write its results straight to the socket (src/schema/shared-event-execution.ts).
+          rootValue:
+            operation.operation === 'subscription'
+              ? new GraphqlWsSubscriptionRoot(enveloped.execute, enveloped.subscribe, context.extra.socket, id)
+              : { execute: enveloped.execute, subscribe: enveloped.subscribe },
+        };
         return args;
       },
     }, limits.websocket),

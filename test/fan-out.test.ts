@@ -5,7 +5,7 @@ import WebSocket from 'ws';
 import { createApiKey, createTenant, revokeApiKey } from '../src/admin/tenants.js';
 import { SecretBox } from '../src/auth/secrets.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
-import { GraphqlWsResultSink } from '../src/limits/coalesced-websocket.js';
+import { GraphqlWsSubscriptionRoot } from '../src/limits/coalesced-websocket.js';
 import { backends } from './support/database.js';
 import { ApproveStepMutation } from './support/operations.js';
 import { sqlStep, submitPlan } from './support/plans.js';
@@ -302,7 +302,7 @@ for (const { backend, skipReason } of backends) {
       const id = await submitPlan(demo, WAITING_PLAN);
       await untilWaiting(server, demo, id);
       const query = 'subscription W($id: ID!) { stepUpdates(executionId: $id) { executionId sequence type at status message step { index status recordCount error { code } } } }';
-      const handedOver = vi.spyOn(GraphqlWsResultSink.prototype, 'sendResult');
+      const handedOver = vi.spyOn(GraphqlWsSubscriptionRoot.prototype, 'sendResultDirectly');
       try {
         const live = rawFollow(server.wsUrl, bearer(demoKey), query, { id });
         await live.first;

@@ -2,7 +2,7 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { MemoryExecutionStore } from '../src/executor/memory-store.js';
 import { isTerminalUpdate, type StepUpdate, type StepUpdateType } from '../src/executor/step-update.js';
 import { createInProcessStepUpdateBus, type StepUpdateBus } from '../src/executor/step-update-bus.js';
-import { isStreamDenied, offerLiveUpdates, streamStepUpdates, type StreamAccess, type StreamDenied } from '../src/executor/step-update-stream.js';
+import { isStreamDenied, liveUpdateTaker, streamStepUpdates, type StreamAccess, type StreamDenied } from '../src/executor/step-update-stream.js';
 import type { ExecutionStore } from '../src/executor/store.js';
 import { validatedSqlPlan } from './support/plans.js';
 
@@ -236,7 +236,7 @@ const DEMO_TENANT_ID = 'demo';
         const publish = async (type: StepUpdateType) => bus.publish(await record(id, type));
         await publish('EXECUTION_STARTED');
         const stream = streamStepUpdates({ store, bus, executionId: id, access, afterSequence: 0, shutdown: new AbortController().signal });
-        stream[offerLiveUpdates](take);
+        stream[liveUpdateTaker] = take;
         const iterator = stream[Symbol.asyncIterator]();
         // The stored update goes through next(): nothing waited for it.
         expect((await iterator.next()).value).toMatchObject({ sequence: 1 });

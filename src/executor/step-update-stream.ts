@@ -14,18 +14,21 @@ export function isStreamDenied(item: StepUpdate | StreamDenied): item is StreamD
 }
 
 /**
- * A stream's method (a symbol, so that only code that knows it calls it): `take` is offered each live update that
- * the consumer could be handed at once, while the consumer waits for one (see streamStepUpdates); true means `take`
- * delivered it itself, false that it goes the usual way, through next().
+ * A stream's slot (a symbol, so that only code that knows it sets it) for a consumer that delivers live updates
+ * itself: set, it is offered each live update that the consumer could be handed at once, while the consumer waits for
+ * one (see streamStepUpdates). True means it delivered the update, false (or a throw) that the update goes the usual
+ * way, through next(). A property, not a method: a thousand idle streams hold no function for it.
  */
-export const offerLiveUpdates = Symbol('stepcast.offerLiveUpdates');
+export const liveUpdateTaker = Symbol('stepcast.liveUpdateTaker');
+
+export type LiveUpdateTaker = (update: StepUpdate) => boolean;
 
 export interface LiveUpdateOffers {
-  [offerLiveUpdates](take: (update: StepUpdate) => boolean): void;
+  [liveUpdateTaker]: LiveUpdateTaker | undefined;
 }
 
 export function offersLiveUpdates(iterator: object): iterator is LiveUpdateOffers {
-  return typeof (iterator as Partial<LiveUpdateOffers>)[offerLiveUpdates] === 'function';
+  return liveUpdateTaker in iterator;
 }
 
 export interface StreamAccess {
@@ -54,7 +57,7 @@ export interface StreamAccess {
  * holds a buffer, a few closures and the one pending next() (a thousand idle subscriptions are held in memory at
  * once). The bus is listened to from the first next() (before the replay reads) until the stream ends.
  *
- * Handed over at once ([offerLiveUpdates]): a consumer that can deliver an update itself, synchronously, is offered
+ * Handed over at once ([liveUpdateTaker]): a consumer that can deliver an update itself, synchronously, is offered
  * each live update in the bus listener instead of having it go through next() and the promises of every layer above,
  * but only when next() would hand out exactly that update now: the consumer waits in next() (so it has delivered
  * everything before), nothing is buffered or ready, the replay is done, no gap is suspected, and the update is the
@@ -98,44 +101,54 @@ export function streamStepUpdates({
   let unwatchRevocation: (() => void) | undefined;
   /** The next() being answered: calls run one after another. */
   let pulling: Promise<unknown> | undefined;
-  /** The consumer's hand-over ([offerLiveUpdates]), if it has one. */
-  let take: ((update: StepUpdate) => boolean) | undefined;
 
   // Methods of one object rather than `const f = () => …`: tsx (esbuild's keepNames) gives every named function
   // expression its name with Object.defineProperty, which costs each of them a dictionary of properties (about
   // 250 bytes), per stream; shorthand methods are left as they are.
   const self = {
-    /** Resumes the waiting next(), once: `wake` set means a next() waits and nothing has woken it yet. */
-    rouse() {
-      const resume = wake;
-      wake = undefined;
-      resume?.();
-    },
     onRevoked() {
       denied = { denied: 'credential' };
-      self.rouse();
+      wake?.();
     },
     onGap() {
       gapped = true;
-      self.rouse();
+      wake?.();
     },
     onLive(live: StepUpdate) {
-      // A waiting next() has handed out everything up to lastSequence and looked at every buffered update.
-      if (wake && take && buffered.length === 0 && !gapped && !denied && live.sequence === lastSequence + 1 && self.handOver(live)) return;
+      const take = stream[liveUpdateTaker];
+      // `wake` is set while a next() waits, and stays set until it resumes; whatever woke it also set one of the
+      // conditions after it (buffered, gapped, denied, ending, closed), so a woken next() is offered nothing. A waiting
+      // next() has handed out everything up to lastSequence and looked at every buffered update.
+      if (
+        take &&
+        wake &&
+        buffered.length === 0 &&
+        !gapped &&
+        !denied &&
+        !ending &&
+        live.sequence === lastSequence + 1 &&
+        // next()'s own checks, before anything is handed out.
+        live.tenantId === access.tenantId &&
+        (!access.stillAuthorized || access.stillAuthorized())
+      ) {
+        let taken = false;
+        try {
+          taken = take(live);
+        } catch {
+          // Not taken: it goes through next(), which meets the same failure where it is reported.
+        }
+        if (taken) {
+          lastSequence = live.sequence;
+          if (isTerminalUpdate(live.type)) {
+            ending = true;
+            wake();
+          }
+          return;
+        }
+      }
       buffered.push(live);
       if (buffered.length > MAX_BUFFERED_LIVE_UPDATES) buffered = buffered.slice(-1);
-      self.rouse();
-    },
-    /** `live` to the consumer's hand-over, with next()'s checks; false: it goes through next(). */
-    handOver(live: StepUpdate): boolean {
-      if (live.tenantId !== access.tenantId || (access.stillAuthorized && !access.stillAuthorized())) return false;
-      if (!take!(live)) return false;
-      lastSequence = live.sequence;
-      if (isTerminalUpdate(live.type)) {
-        ending = true;
-        self.rouse();
-      }
-      return true;
+      wake?.();
     },
     close() {
       if (closed) return;
@@ -146,8 +159,8 @@ export function streamStepUpdates({
       unwatchRevocation?.();
       buffered = [];
       ready = [];
-      take = undefined;
-      self.rouse();
+      stream[liveUpdateTaker] = undefined;
+      wake?.();
       onClose?.();
     },
     done(): IteratorResult<StepUpdate | StreamDenied> {
@@ -217,6 +230,7 @@ export function streamStepUpdates({
         }
         if (buffered.length === 0) {
           await new Promise<void>((resolve) => (wake = resolve));
+          wake = undefined;
           continue;
         }
         const batch = buffered;
@@ -226,12 +240,10 @@ export function streamStepUpdates({
     },
   };
 
-  return {
+  const stream: AsyncIterableIterator<StepUpdate | StreamDenied> & LiveUpdateOffers = {
+    [liveUpdateTaker]: undefined,
     [Symbol.asyncIterator]() {
       return this;
-    },
-    [offerLiveUpdates](handOver: (update: StepUpdate) => boolean) {
-      if (!closed) take = handOver;
     },
     next() {
       // Listening starts with the first next(), at once: an update published before its pull runs is not missed.
@@ -256,4 +268,5 @@ export function streamStepUpdates({
       throw error;
     },
   };
+  return stream;
 }

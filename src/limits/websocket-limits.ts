@@ -1,8 +1,7 @@
 import { getOperationAST, GraphQLError } from 'graphql';
 import type { ConnectionInitMessage, ServerOptions } from 'graphql-ws';
-import type { ServerOptions as WsServerOptions, WebSocketServer } from 'ws';
+import type { ServerOptions as WsServerOptions } from 'ws';
 import type { WebSocketLimits } from '../config.js';
-import type { Logger } from '../logger.js';
 
 export const TOO_MANY_SUBSCRIPTIONS = 'TOO_MANY_SUBSCRIPTIONS';
 
@@ -78,24 +77,4 @@ function hostOf(origin: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/**
- * A client that breaks the WebSocket protocol (a frame over maxPayload, bad framing or UTF-8) makes ws close the
- * socket itself (1009, 1002, 1007) and emit the error on it; graphql-ws would print that to the console as an
- * "Internal error". They are the client's fault: log them at debug level and keep them from graphql-ws.
- * Call before useServer, so this listener sees each connection first.
- */
-export function logClientProtocolErrors(wsServer: WebSocketServer, logger: Logger): void {
-  wsServer.on('connection', (socket) => {
-    const emit = socket.emit.bind(socket);
-    socket.emit = ((event: string | symbol, ...args: unknown[]) => {
-      const error = args[0] as (Error & { code?: unknown }) | undefined;
-      if (event === 'error' && typeof error?.code === 'string' && error.code.startsWith('WS_ERR_')) {
-        logger.debug({ err: error }, 'WebSocket client broke the protocol; ws closed the socket');
-        return true;
-      }
-      return emit(event, ...args);
-    }) as typeof socket.emit;
-  });
 }

@@ -13,7 +13,7 @@ import {
   type OperationDefinitionNode,
 } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
-import { offerLiveUpdates, offersLiveUpdates } from '../executor/step-update-stream.js';
+import { liveUpdateTaker, offersLiveUpdates } from '../executor/step-update-stream.js';
 
 export interface SharedEventExecutionOptions {
   /**
@@ -33,18 +33,16 @@ export interface SharedEventExecutionOptions {
 type MaybePromise<T> = T | Promise<T>;
 
 /**
- * Where a subscription's results can be written at once, exactly as its transport would write them: server.ts puts
- * one for each graphql-ws subscription in the execution's rootValue, under this key.
+ * A subscription's rootValue that can write its results at once, exactly as its transport would write them: server.ts
+ * gives each graphql-ws subscription one.
  */
-export const directResultSink = Symbol('stepcast.directResultSink');
-
 export interface DirectResultSink {
   /** Writes the result (`payload`, its JSON); false when it cannot now, and the result then goes the usual way. */
-  sendResult(payload: string): boolean;
+  sendResultDirectly(payload: string): boolean;
 }
 
-const sinkOf = (rootValue: unknown): DirectResultSink | undefined =>
-  typeof rootValue === 'object' && rootValue !== null ? (rootValue as { [directResultSink]?: DirectResultSink })[directResultSink] : undefined;
+const isSink = (rootValue: unknown): rootValue is DirectResultSink =>
+  typeof (rootValue as Partial<DirectResultSink> | null)?.sendResultDirectly === 'function';
 
 const isPromise = (value: unknown): value is Promise<unknown> => typeof (value as { then?: unknown } | null)?.then === 'function';
 
@@ -66,8 +64,8 @@ const isPromise = (value: unknown): value is Promise<unknown> => typeof (value a
  *
  * Handed over, not passed up: a live update that reaches a thousand graphql-ws subscribers would otherwise go up a
  * thousand chains of promises (this mapping, the limits' and yoga's wrappers, graphql-ws's loop), several microtasks
- * each, for one identical frame apiece. So where the rootValue carries a DirectResultSink and the stream offers its
- * live updates (streamStepUpdates' [offerLiveUpdates]), each live update the stream could hand out at once is
+ * each, for one identical frame apiece. So where the rootValue is a DirectResultSink and the stream offers its
+ * live updates (streamStepUpdates' [liveUpdateTaker]), each live update the stream could hand out at once is
  * executed (shared, as above), serialized once per result, and written by the sink straight away, in the bus
  * listener. Only a result that is ready and has no errors goes that way: the layers it skips change nothing else
  * (yoga's masking and server.ts's onNext touch only errors), so the frame is what graphql-ws would have sent. A
@@ -121,15 +119,15 @@ export function sharedEventExecutionPlugin({ fields, contextKey }: SharedEventEx
         // Inline, not `const executeEvent = …`: tsx names such a function with Object.defineProperty, which costs it a
         // dictionary of properties (about 250 bytes) per subscription.
         const iterator = source[Symbol.asyncIterator]();
-        const sink = sinkOf(subscribeArgs.rootValue);
-        if (sink && offersLiveUpdates(iterator)) {
-          iterator[offerLiveUpdates]((update) => {
+        const sink = subscribeArgs.rootValue;
+        if (isSink(sink) && offersLiveUpdates(iterator)) {
+          iterator[liveUpdateTaker] = (update) => {
             const result = sharedResult(subscribeArgs, key, update);
             if (isPromise(result) || result.errors) return false;
             let payload = payloads.get(result);
             if (payload === undefined) payloads.set(result, (payload = JSON.stringify(result)));
-            return sink.sendResult(payload);
-          });
+            return sink.sendResultDirectly(payload);
+          };
         }
         return mapEvents(iterator, (event: unknown) => sharedResult(subscribeArgs, key, event), operation);
       });
