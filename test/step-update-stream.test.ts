@@ -279,6 +279,16 @@ const DEMO_TENANT_ID = 'demo';
         expect(offered).toEqual([2, 4]);
       });
 
+      it('sends an update whose taker throws through next(), as if it was declined', async () => {
+        const { publish, iterator } = await handingOver(() => {
+          throw new Error('the taker failed');
+        });
+        const waiting = iterator.next();
+        await turn();
+        await publish('STEP_STARTED');
+        expect((await waiting).value).toMatchObject({ sequence: 2 });
+      });
+
       it('offers nothing while the consumer is busy with an earlier update: those wait for next()', async () => {
         const offered: number[] = [];
         const { publish, iterator } = await handingOver((update) => offered.push(update.sequence) > 0);
