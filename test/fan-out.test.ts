@@ -325,5 +325,23 @@ for (const { backend, skipReason } of backends) {
         handedOver.mockRestore();
       }
     });
+
+    it('shows each step as it was at the update, live and replayed alike: no records before it succeeded', async () => {
+      const demo = server.as(bearer(demoKey));
+      const id = await submitPlan(demo, WAITING_PLAN);
+      await untilWaiting(server, demo, id);
+      const query = 'subscription R($id: ID!) { stepUpdates(executionId: $id) { sequence type step { index status result } } }';
+      const live = follow(demo.wsClient(), query, { id });
+      await live.waiting;
+      expect((await demo.request(ApproveStepMutation, { executionId: id, index: 1 })).errors).toBeUndefined();
+      await live.ended;
+      const replay = follow(demo.wsClient(), query, { id });
+      await replay.ended;
+      const updatesOf = (follower: Follower) => follower.results.map((r) => r.data!.stepUpdates as { step: { status: string; result: unknown } | null });
+      expect(updatesOf(replay)).toEqual(updatesOf(live));
+      const withSteps = updatesOf(replay).filter((update) => update.step !== null);
+      expect(withSteps.filter((update) => update.step!.status === 'SUCCEEDED')).toHaveLength(3);
+      for (const { step } of withSteps) expect(step!.result === null).toBe(step!.status !== 'SUCCEEDED');
+    });
   });
 }

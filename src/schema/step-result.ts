@@ -68,8 +68,13 @@ export const StepResultRef = builder.objectRef<StepResultSource>('StepResult').i
       type: 'JSON',
       nullable: true,
       description: 'The records, capped in size; `truncated` says whether anything was left out.',
-      resolve: (step, _args, context) =>
-        'result' in step ? step.result : context.executor.findStepResult(context.tenantId, step.executionId, step.index),
+      resolve: (step, _args, context) => {
+        if ('result' in step) return step.result;
+        // A snapshot (an update's step, as it was then) before the step succeeded had no records yet: the stored ones
+        // came later. A succeeded step's records never change after, so the stored ones are what it had then.
+        if (step.status !== 'SUCCEEDED') return null;
+        return context.executor.findStepResult(context.tenantId, step.executionId, step.index);
+      },
     }),
     truncated: t.exposeBoolean('truncated', {
       description: 'True when the row cap or the result size cap left records out.',
