@@ -131,7 +131,6 @@ function parseFailed(error: GraphQLError): GraphQLError {
 
 const hasHttpExtension = (error: GraphQLError) => error.extensions?.http !== undefined;
 
-
 /** graphql-yoga over HTTP (queries, mutations, SSE subscriptions) and graphql-ws on the same port and path. */
 export function createGraphQLServer({
   executor,
@@ -301,7 +300,7 @@ export function createGraphQLServer({
             }),
           ];
         }
-        const args: ExecutionArgs = {
+        return {
           schema: enveloped.schema,
           operationName: payload.operationName,
           document,
@@ -312,8 +311,7 @@ export function createGraphQLServer({
             operation.operation === 'subscription'
               ? new GraphqlWsSubscriptionRoot(enveloped.execute, enveloped.subscribe, context.extra.socket, id)
               : { execute: enveloped.execute, subscribe: enveloped.subscribe },
-        };
-        return args;
+        } satisfies ExecutionArgs;
       },
     }, limits.websocket),
     wsServer,

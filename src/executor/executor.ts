@@ -172,6 +172,11 @@ export class Executor {
     this.dispatcher = deps.dispatcher((executionId) => this.engine.run(executionId), this.engine);
   }
 
+  /** A new execution to its worker: stored with its job when the queue is durable (enqueueInTransaction), so none more. */
+  private enqueueStored(executionId: string, tenantId: string): void {
+    this.dispatcher.enqueue(executionId, tenantId, { withJob: this.dispatcher.enqueueInTransaction !== undefined });
+  }
+
   /**
    * Queues every execution a worker should take now: QUEUED ones, RUNNING ones whose holder stopped
    * renewing their lease (a crash: they resume from their last committed step), and WAITING ones whose
@@ -236,7 +241,7 @@ export class Executor {
       { correlationId: execution.correlationId, executionId: execution.id, tenantId, steps: execution.totalSteps },
       'execution queued',
     );
-    this.dispatcher.enqueue(execution.id, tenantId, { withJob: this.dispatcher.enqueueInTransaction !== undefined });
+    this.enqueueStored(execution.id, tenantId);
     return execution;
   }
 
@@ -309,7 +314,7 @@ export class Executor {
       { correlationId: execution.correlationId, executionId: execution.id, tenantId, steps: execution.totalSteps },
       'planned execution queued',
     );
-    this.dispatcher.enqueue(execution.id, tenantId, { withJob: this.dispatcher.enqueueInTransaction !== undefined });
+    this.enqueueStored(execution.id, tenantId);
     return execution;
   }
 

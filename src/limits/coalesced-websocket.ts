@@ -42,16 +42,14 @@ function flushCorked(): void {
  * A class, not a wrapper per socket: a thousand idle sockets hold no closures for it.
  */
 export class CoalescedWebSocket extends WebSocket {
-  override send(data: unknown, options?: unknown, callback?: (error?: Error) => void): void {
-    if (typeof options === 'function') {
-      callback = options as (error?: Error) => void;
+  override send(data: unknown, optionsOrCallback?: unknown, callback?: (error?: Error) => void): void {
+    let options = (optionsOrCallback ?? {}) as object;
+    if (typeof optionsOrCallback === 'function') {
+      callback = optionsOrCallback as (error?: Error) => void;
       options = {};
     }
     const socket = (this as unknown as { _socket?: Socket })._socket;
-    if (this.readyState !== WebSocket.OPEN || !socket) {
-      super.send(data as string, (options ?? {}) as object, callback);
-      return;
-    }
+    if (this.readyState !== WebSocket.OPEN || !socket) return super.send(data as string, options, callback);
     if (!corked.has(socket)) {
       socket.cork();
       corked.add(socket);
@@ -60,12 +58,9 @@ export class CoalescedWebSocket extends WebSocket {
         queueMicrotask(flushCorked);
       }
     }
-    if (callback && this.bufferedAmount < SEND_HIGH_WATER_BYTES) {
-      super.send(data as string, (options ?? {}) as object);
-      callback();
-      return;
-    }
-    super.send(data as string, (options ?? {}) as object, callback);
+    if (!callback || this.bufferedAmount >= SEND_HIGH_WATER_BYTES) return super.send(data as string, options, callback);
+    super.send(data as string, options);
+    callback();
   }
 }
 
