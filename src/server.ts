@@ -29,7 +29,7 @@ import { webSocketServerOptions, withWebSocketLimits } from './limits/websocket-
 import type { Logger } from './logger.js';
 import { batchLoader } from './schema/batch.js';
 import type { GraphQLContext } from './schema/context.js';
-import type { ExecutionDetails } from './executor/store.js';
+import type { ExecutionDetails, ExecutionSummary } from './executor/store.js';
 import { schema } from './schema/index.js';
 import { sharedEventExecutionPlugin } from './schema/shared-event-execution.js';
 
@@ -159,6 +159,10 @@ export function createGraphQLServer({
     loadSteps: batchLoader(
       (executionIds) => executor.listStepsOfExecutions(principal.tenantId, executionIds),
       () => [],
+    ),
+    loadExecution: batchLoader<ExecutionSummary | undefined>(
+      (executionIds) => executor.listExecutionSummaries(principal.tenantId, executionIds),
+      () => undefined,
     ),
     loadExecutionDetails: batchLoader<ExecutionDetails | undefined>(
       (executionIds) => executor.listExecutionDetails(principal.tenantId, executionIds),

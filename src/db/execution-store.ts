@@ -16,6 +16,7 @@ import {
   type ExecutionPage,
   type ExecutionPageRequest,
   type ExecutionStore,
+  type ExecutionSummary,
   type LeaseHold,
   type LeaseProvider,
   type LeaseState,
@@ -226,6 +227,16 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
       .from(executions)
       .where(and(sql`${executions.id} = ANY(${uuidArray(ids)})`, eq(executions.tenantId, tenantId)));
     return new Map(rows.map(({ id, ...details }) => [id, details]));
+  }
+
+  async listExecutionSummaries(tenantId: string, executionIds: readonly string[]): Promise<Map<string, ExecutionSummary>> {
+    const ids = [...new Set(executionIds)].filter((id) => isUuid(id));
+    if (ids.length === 0) return new Map();
+    const rows = await this.db
+      .select(summaryColumns)
+      .from(executions)
+      .where(and(sql`${executions.id} = ANY(${uuidArray(ids)})`, eq(executions.tenantId, tenantId)));
+    return new Map(rows.map((row) => [row.id, row]));
   }
 
   /** The steps of an execution; with tenantId, only if the execution is that tenant's. */

@@ -30,6 +30,7 @@ import {
   type ExecutionPage,
   type ExecutionPageRequest,
   type ExecutionStore,
+  type ExecutionSummary,
   type LeaseProvider,
   type TenantAdmission,
   type TenantDirectory,
@@ -353,6 +354,11 @@ export class Executor {
   /** The steps of many executions of the tenant, each execution's in index order (one read of the store). */
   listExecutionDetails(tenantId: string, executionIds: readonly string[]): Promise<Map<string, ExecutionDetails>> {
     return this.store.listExecutionDetails(tenantId, executionIds);
+  }
+
+  /** Some of the tenant's executions, without plan and final result (one read of the store). */
+  listExecutionSummaries(tenantId: string, executionIds: readonly string[]): Promise<Map<string, ExecutionSummary>> {
+    return this.store.listExecutionSummaries(tenantId, executionIds);
   }
 
   async listStepsOfExecutions(tenantId: string, executionIds: readonly string[]): Promise<Map<string, StepRow[]>> {

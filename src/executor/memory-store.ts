@@ -13,6 +13,7 @@ import {
   type ExecutionPage,
   type ExecutionPageRequest,
   type ExecutionStore,
+  type ExecutionSummary,
   type LeaseHold,
   type LeaseProvider,
   type LeaseState,
@@ -147,6 +148,17 @@ export class MemoryExecutionStore implements ExecutionStore, LeaseProvider, Tena
       if (row && row.tenantId === tenantId) details.set(id, clone({ plan: row.plan, finalResult: row.finalResult }));
     }
     return details;
+  }
+
+  async listExecutionSummaries(tenantId: string, executionIds: readonly string[]): Promise<Map<string, ExecutionSummary>> {
+    const summaries = new Map<string, ExecutionSummary>();
+    for (const id of executionIds) {
+      const row = this.executions.get(id)?.row;
+      if (!row || row.tenantId !== tenantId) continue;
+      const { plan: _plan, finalResult: _finalResult, ...summary } = row;
+      summaries.set(id, clone(summary));
+    }
+    return summaries;
   }
 
   async listSteps(executionId: string, tenantId?: string): Promise<StepRow[]> {

@@ -198,6 +198,8 @@ export interface ExecutionStore {
   listExecutions(tenantId: string, request: ExecutionPageRequest): Promise<ExecutionPage>;
   /** The plans and final results of some of the tenant's executions, in one read (ids of others are left out). */
   listExecutionDetails(tenantId: string, executionIds: readonly string[]): Promise<Map<string, ExecutionDetails>>;
+  /** Some of the tenant's executions as history lists them (without plan and final result), in one read. */
+  listExecutionSummaries(tenantId: string, executionIds: readonly string[]): Promise<Map<string, ExecutionSummary>>;
   /** The steps of an execution (without their full records); with tenantId, only if the execution is that tenant's. */
   listSteps(executionId: string, tenantId?: string): Promise<StepRow[]>;
   /**

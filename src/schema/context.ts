@@ -1,7 +1,7 @@
 import type { Principal } from '../auth/authenticator.js';
 import type { StepRow } from '../db/tables.js';
 import type { Executor } from '../executor/executor.js';
-import type { ExecutionDetails } from '../executor/store.js';
+import type { ExecutionDetails, ExecutionSummary } from '../executor/store.js';
 
 /**
  * What a request or subscription acts with. Live updates of `stepUpdates` are executed once per tenant and selection
@@ -24,6 +24,11 @@ export interface GraphQLContext {
    * execution.
    */
   loadSteps: (executionId: string) => Promise<StepRow[]>;
+  /**
+   * One of the tenant's executions without its plan and final result (undefined if it is not the tenant's), batched
+   * the same way: what node(id) and an update's execution read for the fields the update does not carry.
+   */
+  loadExecution: (executionId: string) => Promise<ExecutionSummary | undefined>;
   /** The plan and final result of one of the tenant's executions listed without them (batched the same way). */
   loadExecutionDetails: (executionId: string) => Promise<ExecutionDetails | undefined>;
 }
