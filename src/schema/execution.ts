@@ -36,19 +36,52 @@ export const PlanRef = builder.objectRef<StoredPlan>('Plan').implement({
  */
 export type ExecutionView = ExecutionSummary & Partial<ExecutionDetails>;
 
-async function detailsOf(execution: ExecutionView, context: GraphQLContext): Promise<ExecutionDetails> {
+/**
+ * An execution as an update tells of it (StepUpdate.execution): its id, and its status and last sequence just after
+ * that update. A selection of only these stays free of reads, so a live update keeps the shared fast path
+ * (shared-event-execution.ts); any other field reads the execution as it is now, through the request's batch loader.
+ */
+export interface ExecutionAsOfUpdate {
+  id: string;
+  status: ExecutionStatus;
+  lastSequence: number;
+  asOfUpdate: true;
+}
+
+export type ExecutionSource = ExecutionView | ExecutionAsOfUpdate;
+
+const isAsOfUpdate = (execution: ExecutionSource): execution is ExecutionAsOfUpdate => 'asOfUpdate' in execution;
+
+async function summaryOf(execution: ExecutionAsOfUpdate, context: GraphQLContext): Promise<ExecutionView> {
+  const summary = await context.loadExecution(execution.id);
+  if (!summary) throw notFound(`execution ${execution.id} was not found`);
+  return summary;
+}
+
+/** A field read from the execution's summary: at hand, or (an update's execution) read first. */
+function fromSummary<T>(read: (execution: ExecutionView) => T) {
+  return (execution: ExecutionSource, _args: object, context: GraphQLContext): T | Promise<T> =>
+    isAsOfUpdate(execution) ? summaryOf(execution, context).then(read) : read(execution);
+}
+
+async function detailsOf(execution: ExecutionSource, context: GraphQLContext): Promise<ExecutionDetails> {
   if ('plan' in execution && execution.plan !== undefined) return { plan: execution.plan, finalResult: execution.finalResult ?? null };
   const details = await context.loadExecutionDetails(execution.id);
   if (!details) throw notFound(`execution ${execution.id} was not found`);
   return details;
 }
 
-export const ExecutionRef = builder.objectRef<ExecutionView>('Execution').implement({
+export const ExecutionRef = builder.objectRef<ExecutionSource>('Execution').implement({
   description: 'One run of a plan.',
+  interfaces: [builder.nodeInterfaceRef()],
   fields: (t) => ({
-    id: t.exposeID('id'),
-    correlationId: t.exposeString('correlationId', {
+    id: t.id({
+      description: "The execution's UUID: what execution(id:), stepUpdates and the mutations take, and its global id for node(id).",
+      resolve: (execution) => execution.id,
+    }),
+    correlationId: t.string({
       description: "The client's correlation id, or a generated one; it tags every log line, event and row of the run.",
+      resolve: fromSummary((execution) => execution.correlationId),
     }),
     status: t.field({ type: ExecutionStatusEnum, resolve: (execution) => execution.status as ExecutionStatus }),
     plan: t.field({ type: PlanRef, resolve: async (execution, _args, context) => (await detailsOf(execution, context)).plan }),
@@ -57,9 +90,9 @@ export const ExecutionRef = builder.objectRef<ExecutionView>('Execution').implem
       // Batched: the steps of every execution of a page are one read (context.loadSteps).
       resolve: (execution, _args, context) => context.loadSteps(execution.id),
     }),
-    totalSteps: t.exposeInt('totalSteps'),
-    successfulSteps: t.exposeInt('successfulSteps'),
-    failedSteps: t.exposeInt('failedSteps'),
+    totalSteps: t.int({ resolve: fromSummary((execution) => execution.totalSteps) }),
+    successfulSteps: t.int({ resolve: fromSummary((execution) => execution.successfulSteps) }),
+    failedSteps: t.int({ resolve: fromSummary((execution) => execution.failedSteps) }),
     finalResult: t.field({
       type: 'JSON',
       nullable: true,
@@ -70,35 +103,36 @@ export const ExecutionRef = builder.objectRef<ExecutionView>('Execution').implem
       type: StepErrorRef,
       nullable: true,
       description: 'Why the execution failed: the error of the critical step that stopped it.',
-      resolve: (execution) => execution.error,
+      resolve: fromSummary((execution) => execution.error),
     }),
     usage: t.field({
       type: TokenUsageRef,
       nullable: true,
       description: 'Tokens spent by all steps so far; null when no agent was asked.',
-      resolve: (execution) => execution.usage,
+      resolve: fromSummary((execution) => execution.usage),
     }),
-    createdAt: t.field({ type: 'DateTime', resolve: (execution) => execution.createdAt }),
-    startedAt: t.field({ type: 'DateTime', nullable: true, resolve: (execution) => execution.startedAt }),
-    finishedAt: t.field({ type: 'DateTime', nullable: true, resolve: (execution) => execution.finishedAt }),
+    createdAt: t.field({ type: 'DateTime', resolve: fromSummary((execution) => execution.createdAt) }),
+    startedAt: t.field({ type: 'DateTime', nullable: true, resolve: fromSummary((execution) => execution.startedAt) }),
+    finishedAt: t.field({ type: 'DateTime', nullable: true, resolve: fromSummary((execution) => execution.finishedAt) }),
     durationMs: t.int({
       nullable: true,
-      resolve: (execution) =>
-        execution.startedAt && execution.finishedAt
-          ? execution.finishedAt.getTime() - execution.startedAt.getTime()
-          : null,
+      resolve: fromSummary((execution) =>
+        execution.startedAt && execution.finishedAt ? execution.finishedAt.getTime() - execution.startedAt.getTime() : null,
+      ),
     }),
-    resumes: t.exposeInt('resumes', {
+    resumes: t.int({
       description: 'How many times the execution was continued after the server running it stopped (a crash, an outage).',
+      resolve: fromSummary((execution) => execution.resumes),
     }),
     cancelRequestedAt: t.field({
       type: 'DateTime',
       nullable: true,
       description: 'When cancelExecution was accepted.',
-      resolve: (execution) => execution.cancelRequestedAt,
+      resolve: fromSummary((execution) => execution.cancelRequestedAt),
     }),
     lastSequence: t.exposeInt('lastSequence', {
-      description: 'Sequence of the latest StepUpdate; pass it as afterSequence to follow on from here.',
+      description:
+        "Sequence of the latest StepUpdate (on an update's execution: that update's); pass it as afterSequence to follow on from here.",
     }),
   }),
 });

@@ -2,6 +2,7 @@ import type { StepRow, StepSnapshot, StoredColumn, StoredStepError, StoredTokenU
 import type { StepKind, StepStatus } from '../executor/step-update.js';
 import { builder } from './builder.js';
 import { StepKindEnum, StepStatusEnum } from './enums.js';
+import { stepId } from './global-ids.js';
 
 /** A step as stored (step_results) or as it was when an event happened (a snapshot in step_events). */
 export type StepResultSource = StepRow | StepSnapshot;
@@ -39,7 +40,12 @@ const toDate = (value: Date | string | null): Date | null => (value === null ? n
 
 export const StepResultRef = builder.objectRef<StepResultSource>('StepResult').implement({
   description: 'What one step of an execution produced, or has produced so far.',
+  interfaces: [builder.nodeInterfaceRef()],
   fields: (t) => ({
+    id: t.id({
+      description: "`<execution id>:step:<index>`: the same in queries, in replayed and in live updates (an update's step is this step as it was then).",
+      resolve: (step) => stepId(step.executionId, step.index),
+    }),
     index: t.exposeInt('index', { description: '1-based position of the step in the plan.' }),
     kind: t.field({ type: StepKindEnum, resolve: (step) => step.kind as StepKind }),
     status: t.field({ type: StepStatusEnum, resolve: (step) => step.status as StepStatus }),

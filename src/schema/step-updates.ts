@@ -4,12 +4,24 @@ import { builder } from './builder.js';
 import { isUuid } from './cursor.js';
 import { ExecutionStatusEnum, StepUpdateTypeEnum } from './enums.js';
 import { badUserInput, notFound, toGraphQLError, unauthenticated } from './errors.js';
+import { ExecutionRef } from './execution.js';
+import { stepUpdateId } from './global-ids.js';
 import { StepResultRef } from './step-result.js';
 
 const StepUpdateRef = builder.objectRef<StepUpdate>('StepUpdate').implement({
   description: "One entry in an execution's append-only log.",
   fields: (t) => ({
+    id: t.id({
+      description: '`<execution id>:update:<sequence>`: the same whether the update is replayed or live.',
+      resolve: (update) => stepUpdateId(update.executionId, update.sequence),
+    }),
     executionId: t.exposeID('executionId'),
+    execution: t.field({
+      type: ExecutionRef,
+      description:
+        "The execution, with its status and lastSequence just after this update: a normalized client cache (Apollo, urql) that holds the execution follows the run by itself. id, status and lastSequence come with the update; any other field is read, as the execution is now.",
+      resolve: (update) => ({ id: update.executionId, status: update.status, lastSequence: update.sequence, asOfUpdate: true as const }),
+    }),
     sequence: t.exposeInt('sequence', { description: '1, 2, 3, ... per execution, with no gaps.' }),
     type: t.field({ type: StepUpdateTypeEnum, resolve: (update) => update.type }),
     at: t.field({ type: 'DateTime', resolve: (update) => update.at }),
@@ -25,7 +37,8 @@ const StepUpdateRef = builder.objectRef<StepUpdate>('StepUpdate').implement({
     step: t.field({
       type: StepResultRef,
       nullable: true,
-      description: 'The step as it was after this update; null on execution-level updates.',
+      description:
+        'The step as it was after this update (with the id the step has everywhere, so a client cache follows it); null on execution-level updates.',
       resolve: (update) => update.step,
     }),
     findings: t.field({
