@@ -15,6 +15,11 @@ import * as types from './graphql.js';
  * Learn more about it here: https://the-guild.dev/graphql/codegen/plugins/presets/preset-client#reducing-bundle-size
  */
 type Documents = {
+    "\n  query Node($id: ID!) {\n    node(id: $id) {\n      __typename\n      id\n      ... on Execution {\n        status\n        correlationId\n        totalSteps\n        plan {\n          query\n        }\n        finalResult\n        steps {\n          id\n        }\n      }\n      ... on StepResult {\n        index\n        stepStatus: status\n        recordCount\n        sample\n      }\n    }\n  }\n": typeof types.NodeDocument,
+    "\n  query Nodes($ids: [ID!]!) {\n    nodes(ids: $ids) {\n      __typename\n      id\n    }\n  }\n": typeof types.NodesDocument,
+    "\n  query ExecutionWithStepIds($id: ID!) {\n    execution(id: $id) {\n      id\n      status\n      steps {\n        id\n        index\n        status\n      }\n    }\n  }\n": typeof types.ExecutionWithStepIdsDocument,
+    "\n  subscription FollowRun($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      id\n      sequence\n      type\n      execution {\n        id\n        status\n        lastSequence\n      }\n      step {\n        id\n        index\n        status\n        recordCount\n      }\n    }\n  }\n": typeof types.FollowRunDocument,
+    "\n  subscription UpdateWithExecutionFields($executionId: ID!) {\n    stepUpdates(executionId: $executionId) {\n      sequence\n      execution {\n        id\n        status\n        correlationId\n        totalSteps\n        plan {\n          query\n        }\n      }\n    }\n  }\n": typeof types.UpdateWithExecutionFieldsDocument,
     "\n  fragment StepResultFields on StepResult {\n    index\n    kind\n    status\n    queryContext\n    entity\n    critical\n    sql\n    code\n    logs\n    recordCount\n    sample\n    truncated\n    attempts\n    startedAt\n    finishedAt\n    durationMs\n    usage {\n      promptTokens\n      completionTokens\n      totalTokens\n    }\n    columns {\n      name\n      type\n    }\n    error {\n      code\n      message\n      retryable\n    }\n  }\n": typeof types.StepResultFieldsFragmentDoc,
     "\n  mutation ExecutePlan($plan: PlanInput!, $options: ExecuteOptions) {\n    executePlan(plan: $plan, options: $options) {\n      id\n      correlationId\n      status\n      totalSteps\n      lastSequence\n      createdAt\n    }\n  }\n": typeof types.ExecutePlanDocument,
     "\n  query Execution($id: ID!) {\n    execution(id: $id) {\n      id\n      correlationId\n      status\n      totalSteps\n      successfulSteps\n      failedSteps\n      finalResult\n      lastSequence\n      createdAt\n      startedAt\n      finishedAt\n      durationMs\n      usage {\n        promptTokens\n        completionTokens\n        totalTokens\n      }\n      error {\n        code\n        message\n        retryable\n      }\n      plan {\n        query\n        steps {\n          kind\n          queryContext\n          critical\n          sql\n        }\n      }\n      steps {\n        ...StepResultFields\n        result\n      }\n    }\n  }\n": typeof types.ExecutionDocument,
@@ -31,6 +36,11 @@ type Documents = {
     "\n  subscription WaitingUpdates($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      sequence\n      type\n      status\n      step {\n        index\n        status\n        attempts\n      }\n      findings {\n        index\n        recordCount\n        sample\n      }\n    }\n  }\n": typeof types.WaitingUpdatesDocument,
 };
 const documents: Documents = {
+    "\n  query Node($id: ID!) {\n    node(id: $id) {\n      __typename\n      id\n      ... on Execution {\n        status\n        correlationId\n        totalSteps\n        plan {\n          query\n        }\n        finalResult\n        steps {\n          id\n        }\n      }\n      ... on StepResult {\n        index\n        stepStatus: status\n        recordCount\n        sample\n      }\n    }\n  }\n": types.NodeDocument,
+    "\n  query Nodes($ids: [ID!]!) {\n    nodes(ids: $ids) {\n      __typename\n      id\n    }\n  }\n": types.NodesDocument,
+    "\n  query ExecutionWithStepIds($id: ID!) {\n    execution(id: $id) {\n      id\n      status\n      steps {\n        id\n        index\n        status\n      }\n    }\n  }\n": types.ExecutionWithStepIdsDocument,
+    "\n  subscription FollowRun($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      id\n      sequence\n      type\n      execution {\n        id\n        status\n        lastSequence\n      }\n      step {\n        id\n        index\n        status\n        recordCount\n      }\n    }\n  }\n": types.FollowRunDocument,
+    "\n  subscription UpdateWithExecutionFields($executionId: ID!) {\n    stepUpdates(executionId: $executionId) {\n      sequence\n      execution {\n        id\n        status\n        correlationId\n        totalSteps\n        plan {\n          query\n        }\n      }\n    }\n  }\n": types.UpdateWithExecutionFieldsDocument,
     "\n  fragment StepResultFields on StepResult {\n    index\n    kind\n    status\n    queryContext\n    entity\n    critical\n    sql\n    code\n    logs\n    recordCount\n    sample\n    truncated\n    attempts\n    startedAt\n    finishedAt\n    durationMs\n    usage {\n      promptTokens\n      completionTokens\n      totalTokens\n    }\n    columns {\n      name\n      type\n    }\n    error {\n      code\n      message\n      retryable\n    }\n  }\n": types.StepResultFieldsFragmentDoc,
     "\n  mutation ExecutePlan($plan: PlanInput!, $options: ExecuteOptions) {\n    executePlan(plan: $plan, options: $options) {\n      id\n      correlationId\n      status\n      totalSteps\n      lastSequence\n      createdAt\n    }\n  }\n": types.ExecutePlanDocument,
     "\n  query Execution($id: ID!) {\n    execution(id: $id) {\n      id\n      correlationId\n      status\n      totalSteps\n      successfulSteps\n      failedSteps\n      finalResult\n      lastSequence\n      createdAt\n      startedAt\n      finishedAt\n      durationMs\n      usage {\n        promptTokens\n        completionTokens\n        totalTokens\n      }\n      error {\n        code\n        message\n        retryable\n      }\n      plan {\n        query\n        steps {\n          kind\n          queryContext\n          critical\n          sql\n        }\n      }\n      steps {\n        ...StepResultFields\n        result\n      }\n    }\n  }\n": types.ExecutionDocument,
@@ -47,6 +57,26 @@ const documents: Documents = {
     "\n  subscription WaitingUpdates($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      sequence\n      type\n      status\n      step {\n        index\n        status\n        attempts\n      }\n      findings {\n        index\n        recordCount\n        sample\n      }\n    }\n  }\n": types.WaitingUpdatesDocument,
 };
 
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  query Node($id: ID!) {\n    node(id: $id) {\n      __typename\n      id\n      ... on Execution {\n        status\n        correlationId\n        totalSteps\n        plan {\n          query\n        }\n        finalResult\n        steps {\n          id\n        }\n      }\n      ... on StepResult {\n        index\n        stepStatus: status\n        recordCount\n        sample\n      }\n    }\n  }\n"): typeof import('./graphql.js').NodeDocument;
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  query Nodes($ids: [ID!]!) {\n    nodes(ids: $ids) {\n      __typename\n      id\n    }\n  }\n"): typeof import('./graphql.js').NodesDocument;
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  query ExecutionWithStepIds($id: ID!) {\n    execution(id: $id) {\n      id\n      status\n      steps {\n        id\n        index\n        status\n      }\n    }\n  }\n"): typeof import('./graphql.js').ExecutionWithStepIdsDocument;
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  subscription FollowRun($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      id\n      sequence\n      type\n      execution {\n        id\n        status\n        lastSequence\n      }\n      step {\n        id\n        index\n        status\n        recordCount\n      }\n    }\n  }\n"): typeof import('./graphql.js').FollowRunDocument;
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  subscription UpdateWithExecutionFields($executionId: ID!) {\n    stepUpdates(executionId: $executionId) {\n      sequence\n      execution {\n        id\n        status\n        correlationId\n        totalSteps\n        plan {\n          query\n        }\n      }\n    }\n  }\n"): typeof import('./graphql.js').UpdateWithExecutionFieldsDocument;
 /**
  * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
  */

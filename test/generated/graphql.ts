@@ -91,6 +91,48 @@ export type StepUpdateType =
   | 'STEP_SUCCEEDED'
   | 'STEP_WAITING';
 
+export type NodeQueryVariables = Exact<{
+  id: string | number;
+}>;
+
+
+export type NodeQuery = { node:
+    | { __typename: 'Execution', status: ExecutionStatus, correlationId: string, totalSteps: number, finalResult: unknown, id: string, plan: { query: string }, steps: Array<{ id: string }> }
+    | { __typename: 'StepResult', index: number, recordCount: number | null, sample: unknown, id: string, stepStatus: StepStatus }
+   | null };
+
+export type NodesQueryVariables = Exact<{
+  ids: Array<string | number> | string | number;
+}>;
+
+
+export type NodesQuery = { nodes: Array<
+    | { __typename: 'Execution', id: string }
+    | { __typename: 'StepResult', id: string }
+   | null> };
+
+export type ExecutionWithStepIdsQueryVariables = Exact<{
+  id: string | number;
+}>;
+
+
+export type ExecutionWithStepIdsQuery = { execution: { id: string, status: ExecutionStatus, steps: Array<{ id: string, index: number, status: StepStatus }> } | null };
+
+export type FollowRunSubscriptionVariables = Exact<{
+  executionId: string | number;
+  afterSequence?: number | null | undefined;
+}>;
+
+
+export type FollowRunSubscription = { stepUpdates: { id: string, sequence: number, type: StepUpdateType, execution: { id: string, status: ExecutionStatus, lastSequence: number }, step: { id: string, index: number, status: StepStatus, recordCount: number | null } | null } };
+
+export type UpdateWithExecutionFieldsSubscriptionVariables = Exact<{
+  executionId: string | number;
+}>;
+
+
+export type UpdateWithExecutionFieldsSubscription = { stepUpdates: { sequence: number, execution: { id: string, status: ExecutionStatus, correlationId: string, totalSteps: number, plan: { query: string } } } };
+
 export type StepResultFieldsFragment = { index: number, kind: StepKind, status: StepStatus, queryContext: string, entity: string | null, critical: boolean, sql: string | null, code: string | null, logs: Array<string> | null, recordCount: number | null, sample: unknown, truncated: boolean, attempts: number, startedAt: string | null, finishedAt: string | null, durationMs: number | null, usage: { promptTokens: number, completionTokens: number, totalTokens: number } | null, columns: Array<{ name: string, type: string }> | null, error: { code: string, message: string, retryable: boolean } | null };
 
 export type ExecutePlanMutationVariables = Exact<{
@@ -246,6 +288,89 @@ export const StepResultFieldsFragmentDoc = new TypedDocumentString(`
   }
 }
     `, {"fragmentName":"StepResultFields"}) as unknown as TypedDocumentString<StepResultFieldsFragment, unknown>;
+export const NodeDocument = new TypedDocumentString(`
+    query Node($id: ID!) {
+  node(id: $id) {
+    __typename
+    id
+    ... on Execution {
+      status
+      correlationId
+      totalSteps
+      plan {
+        query
+      }
+      finalResult
+      steps {
+        id
+      }
+    }
+    ... on StepResult {
+      index
+      stepStatus: status
+      recordCount
+      sample
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<NodeQuery, NodeQueryVariables>;
+export const NodesDocument = new TypedDocumentString(`
+    query Nodes($ids: [ID!]!) {
+  nodes(ids: $ids) {
+    __typename
+    id
+  }
+}
+    `) as unknown as TypedDocumentString<NodesQuery, NodesQueryVariables>;
+export const ExecutionWithStepIdsDocument = new TypedDocumentString(`
+    query ExecutionWithStepIds($id: ID!) {
+  execution(id: $id) {
+    id
+    status
+    steps {
+      id
+      index
+      status
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<ExecutionWithStepIdsQuery, ExecutionWithStepIdsQueryVariables>;
+export const FollowRunDocument = new TypedDocumentString(`
+    subscription FollowRun($executionId: ID!, $afterSequence: Int) {
+  stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {
+    id
+    sequence
+    type
+    execution {
+      id
+      status
+      lastSequence
+    }
+    step {
+      id
+      index
+      status
+      recordCount
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<FollowRunSubscription, FollowRunSubscriptionVariables>;
+export const UpdateWithExecutionFieldsDocument = new TypedDocumentString(`
+    subscription UpdateWithExecutionFields($executionId: ID!) {
+  stepUpdates(executionId: $executionId) {
+    sequence
+    execution {
+      id
+      status
+      correlationId
+      totalSteps
+      plan {
+        query
+      }
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<UpdateWithExecutionFieldsSubscription, UpdateWithExecutionFieldsSubscriptionVariables>;
 export const ExecutePlanDocument = new TypedDocumentString(`
     mutation ExecutePlan($plan: PlanInput!, $options: ExecuteOptions) {
   executePlan(plan: $plan, options: $options) {
