@@ -24,6 +24,7 @@ import {
 } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from '../schema/execution.js';
+import { MAX_NODE_IDS } from '../schema/global-ids.js';
 
 /** Arguments of a field, as the resolver will see them (variables substituted, defaults applied). */
 export type FieldArguments = Readonly<Record<string, unknown>>;
@@ -83,6 +84,8 @@ export function stepcastCostModel(maxPlanSteps: number): CostModel {
       // The earlier steps of a waiting step: fewer than the plan's.
       'StepUpdate.findings': maxPlanSteps,
       'StepResult.columns': 10,
+      // At the most ids it takes (more are refused).
+      'Query.nodes': MAX_NODE_IDS,
     },
     defaultListSize: MAX_PAGE_SIZE,
     modelCallingFields: MODEL_CALLING_FIELDS,
