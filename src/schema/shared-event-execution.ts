@@ -25,7 +25,7 @@ export interface SharedEventExecutionOptions {
   /**
    * Everything in the context that a resolver under these fields reads, as a string: subscribers whose contexts give
    * different strings never share a result. For stepcast, the tenant (StepUpdate.findings and StepResult.result read
-   * context.executor, one per server, and context.tenantId).
+   * context.executor, one per server, and context.tenantId; StepUpdate.execution's other fields the tenant's loaders).
    */
   contextKey: (context: unknown) => string;
 }
