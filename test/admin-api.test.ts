@@ -10,7 +10,7 @@ import { apiKeys, tenants } from '../src/db/tables.js';
 import { backends } from './support/database.js';
 import { ExecutionsQuery } from './support/operations.js';
 import { seedPgliteDataDir } from './support/pglite-template.js';
-import { runAdmin } from './support/process.js';
+import { runAdmin, startServiceProcess, stopServiceProcess } from './support/process.js';
 import { overWs, startTestServer, type TestServer } from './support/server.js';
 import { scaledTimeout } from './support/timing.js';
 
@@ -196,3 +196,30 @@ for (const { backend, skipReason } of backends) {
     }, scaledTimeout(60_000));
   });
 }
+
+describe('refused admin requests in the log', () => {
+  it('logs the first refusal with its reason, not one line per attempt', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'stepcast-admin-log-'));
+    try {
+      await seedPgliteDataDir(dataDir);
+      const service = await startServiceProcess({ DATA_DIR: dataDir, STEPCAST_DEMO_USERS: '50', STEPCAST_DEMO_API: 'off' });
+      try {
+        const tenants = new URL('/admin/tenants', service.url);
+        for (let attempt = 0; attempt < 5; attempt++) {
+          const answer = await fetch(tenants, { headers: { authorization: `Bearer wrong-${attempt}` } });
+          expect(answer.status).toBe(401);
+        }
+      } finally {
+        // Its log is complete once it has exited.
+        await stopServiceProcess(service);
+      }
+      const refusals = service.logs.filter((line) => String(line.msg).startsWith('admin API request'));
+      expect(refusals).toEqual([
+        expect.objectContaining({ msg: 'admin API request refused', reason: 'a wrong admin token', remoteAddress: '127.0.0.1' }),
+      ]);
+      expect(JSON.stringify(service.logs)).not.toContain('wrong-');
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }, scaledTimeout(60_000));
+});

@@ -3,7 +3,12 @@ import { AdminError, type AdminOperations } from './tenants.js';
 
 /** The admin operations through a running server's admin API (src/admin/admin-api.ts). */
 export function httpAdmin(serverUrl: string, token: string): AdminOperations {
-  const base = new URL(`${ADMIN_API_PATH}/`, serverUrl);
+  let base: URL;
+  try {
+    base = new URL(`${ADMIN_API_PATH}/`, serverUrl);
+  } catch {
+    throw new AdminError(`"${serverUrl}" is not a URL: give the one the server printed, e.g. http://127.0.0.1:4000/graphql`);
+  }
   const call = async <T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> => {
     const url = new URL(path, base);
     let response: Response;
