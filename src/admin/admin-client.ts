@@ -1,14 +1,18 @@
 import { ADMIN_API_PATH } from './admin-api.js';
 import { AdminError, type AdminOperations } from './tenants.js';
 
-/** The admin operations through a running server's admin API (src/admin/admin-api.ts). */
-export function httpAdmin(serverUrl: string, token: string): AdminOperations {
-  let base: URL;
+/** Where a server's admin API is, from the URL it printed (its GraphQL URL) or any URL of the same origin. */
+export function adminApiBase(serverUrl: string): URL {
   try {
-    base = new URL(`${ADMIN_API_PATH}/`, serverUrl);
+    return new URL(`${ADMIN_API_PATH}/`, serverUrl);
   } catch {
     throw new AdminError(`"${serverUrl}" is not a URL: give the one the server printed, e.g. http://127.0.0.1:4000/graphql`);
   }
+}
+
+/** The admin operations through a running server's admin API (src/admin/admin-api.ts). */
+export function httpAdmin(serverUrl: string, token: string): AdminOperations {
+  const base = adminApiBase(serverUrl);
   const call = async <T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> => {
     const url = new URL(path, base);
     let response: Response;

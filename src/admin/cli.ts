@@ -8,7 +8,7 @@ import { loadSecretBox } from '../auth/secrets.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { openDatabase } from '../db/client.js';
 import { DataDirInUseError } from '../db/data-dir-lock.js';
-import { httpAdmin } from './admin-client.js';
+import { adminApiBase, httpAdmin } from './admin-client.js';
 import { readAdminToken } from './admin-token.js';
 import { findRunningServer } from './server-record.js';
 import { AdminError, databaseAdmin, type AdminOperations } from './tenants.js';
@@ -76,6 +76,7 @@ async function run(argv: string[]): Promise<void> {
   const config = loadConfig();
   const serverUrl = values.url ?? config.admin.serverUrl ?? (await runningServerUrl(config));
   if (serverUrl) {
+    adminApiBase(serverUrl);
     const token = await readAdminToken(config.admin.token, config.dataDir);
     if (!token) {
       throw new AdminError(
