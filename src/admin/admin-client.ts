@@ -24,7 +24,9 @@ export function httpAdmin(serverUrl: string, token: string): AdminOperations {
       });
     } catch (error) {
       const reason = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).message;
-      throw new AdminError(`cannot reach the server at ${base.origin} (${reason}): is it running? Stop it to work on the database directly`);
+      throw new AdminError(
+        `cannot reach the server at ${base.origin} (${reason}): is it running? Without --url or STEPCAST_URL, the CLI works on the database directly`,
+      );
     }
     const text = await response.text();
     let parsed: unknown;
