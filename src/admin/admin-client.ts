@@ -23,7 +23,9 @@ export function httpAdmin(serverUrl: string, token: string): AdminOperations {
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (error) {
-      const reason = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).message;
+      // undici's "fetch failed" keeps the socket's error (or several, one per address tried) as its cause.
+      const cause = (error as { cause?: { code?: string; message?: string; errors?: { code?: string }[] } }).cause;
+      const reason = cause?.code ?? cause?.errors?.[0]?.code ?? cause?.message ?? (error as Error).message;
       throw new AdminError(
         `cannot reach the server at ${base.origin} (${reason}): is it running? Without --url or STEPCAST_URL, the CLI works on the database directly`,
       );
