@@ -1,4 +1,5 @@
 import { startStepcast } from './app.js';
+import { resolve } from 'node:path';
 import { getHeapStatistics } from 'node:v8';
 import { checkHeapBound, ConfigError, loadConfig, type Config } from './config.js';
 import { DataDirInUseError } from './db/data-dir-lock.js';
@@ -53,6 +54,11 @@ function startFailure(error: unknown, config: Config | undefined): string | unde
   if (code === 'EADDRINUSE') return `port ${port} is in use; set ${setting}`;
   if (code === 'EACCES' && port !== undefined) return `port ${port} needs privileges this process lacks; set ${setting}`;
   if (code === 'EADDRNOTAVAIL') return `${address ?? 'HOST'} is not an address of this machine; set HOST`;
+  const { path, syscall } = error as { path?: string; syscall?: string };
+  if (code && path && syscall) {
+    const inDataDir = config && resolve(path).startsWith(resolve(config.dataDir));
+    return `cannot ${syscall} ${path} (${code})${inDataDir ? '; set DATA_DIR to a directory this process can write' : ''}`;
+  }
   return undefined;
 }
 

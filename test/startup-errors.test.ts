@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -50,6 +50,17 @@ describe('a start that cannot succeed says why in one line', () => {
     expect(JSON.parse(fatal[0]!)).toMatchObject({ msg: 'stepcast failed to start', reason: `port ${port} is in use; set PORT` });
     expect(stdout).not.toMatch(/at .*\.(ts|js):\d+/);
   }, scaledTimeout(60_000));
+
+  it('names a data directory it cannot make, and the setting to change', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'stepcast-bad-data-dir-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    // A file where the directory's parent should be.
+    await writeFile(join(dir, 'file'), '');
+    const dataDir = join(dir, 'file', 'data');
+    const { code, stderr } = await startService({ PORT: '0', DATA_DIR: dataDir });
+    expect(code).toBe(1);
+    expect(stderr).toBe(`cannot mkdir ${dataDir} (ENOTDIR); set DATA_DIR to a directory this process can write\n`);
+  }, scaledTimeout(30_000));
 
   it('names a bad setting in one line', async () => {
     const { code, stderr } = await startService({ PORT: 'four thousand' });
