@@ -6,6 +6,9 @@ import { RetentionSweeper } from './db/retention.js';
 import { isDatabaseUnavailable } from './db/unavailable.js';
 import { startDemoTenantApi } from './demo-api/demo-tenant.js';
 import { LlmClient } from './agents/llm-client.js';
+import { loadAdminToken } from './admin/admin-token.js';
+import { recordRunningServer } from './admin/server-record.js';
+import { databaseAdmin } from './admin/tenants.js';
 import { createAuthenticator } from './auth/authenticator.js';
 import { loadSecretBox, type SecretBox } from './auth/secrets.js';
 import { hostname } from 'node:os';
@@ -192,11 +195,12 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
      * Stops listening, lets running executions finish (the grace period), ends the streams, then closes what they stood
      * on: the cluster's queue and bus, the demo API, the database.
      */
-    const closer = (running: Executor, server?: ReturnType<typeof createGraphQLServer>) => {
+    const closer = (running: Executor, server?: ReturnType<typeof createGraphQLServer>, forgetServer?: () => Promise<void>) => {
       let closing: Promise<void> | undefined;
       return () =>
         (closing ??= (async () => {
           closed = true;
+          await forgetServer?.();
           opening.stop();
           server?.httpServer.close();
           await retention?.stop();
@@ -212,6 +216,8 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
       logger.info({ workerId: executor.workerId, ready }, 'stepcast worker is ready');
       return { url: '', port: 0, database, secrets, executor, close: closer(executor) };
     }
+    const adminToken = await loadAdminToken(config.admin.token, config.dataDir, { production: config.env === 'production' });
+    if (!adminToken) logger.info('the admin API is off: set STEPCAST_ADMIN_TOKEN to use npm run admin against the running server');
     const server = createGraphQLServer({
       executor,
       logger,
@@ -231,11 +237,17 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
       },
       corsOrigins: config.http.corsOrigins,
       checkReadiness: async () => ready && (await database.ping(READINESS_TIMEOUT_MS)),
+      admin: adminToken && { token: adminToken.token, operations: databaseAdmin(database, async () => secrets) },
     });
     const address = await server.listen(config.http.port, config.http.host);
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     const url = `http://${host}:${address.port}${server.yoga.graphqlEndpoint}`;
     logger.info({ url, database: database.kind, ready }, 'stepcast is listening');
+    // How `npm run admin` finds this server; a data directory it cannot write (read-only in production) only loses that.
+    const forgetServer = await recordRunningServer(config.dataDir, { url, adminApi: adminToken !== undefined }).catch((error: unknown) => {
+      logger.info({ err: error }, 'could not record the server in DATA_DIR: npm run admin needs STEPCAST_URL to find it');
+      return undefined;
+    });
 
     const running = executor;
     if (!ready) {
@@ -253,7 +265,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
       }, () => undefined);
     }
 
-    return { url, port: address.port, database, secrets, executor: running, close: closer(running, server) };
+    return { url, port: address.port, database, secrets, executor: running, close: closer(running, server, forgetServer) };
   } catch (error) {
     await retention?.stop();
     await executor?.stop(0);

@@ -79,6 +79,9 @@ const environmentSchema = z.object({
   STEPCAST_JWT_AUDIENCE: z.string().min(1).optional(),
   STEPCAST_AUTH_RECHECK_MS: integer(5_000, 100, 300_000),
   STEPCAST_DEMO: onOff.optional(),
+  // The admin API's credential (a token file in DATA_DIR when unset, outside production), and where the admin CLI finds the server.
+  STEPCAST_ADMIN_TOKEN: z.string().min(32, 'must be at least 32 characters').optional(),
+  STEPCAST_URL: z.url({ protocol: /^https?$/ }).optional(),
   // GraphQL limits.
   STEPCAST_GRAPHQL_MAX_DEPTH: integer(8, 1, 100),
   STEPCAST_GRAPHQL_MAX_COST: integer(5_000, 1, 1_000_000),
@@ -187,6 +190,12 @@ export interface Config {
   auth: AuthConfig;
   /** 32 bytes that encrypt tenant API credentials at rest; undefined: a key file in DATA_DIR (never in production). */
   encryptionKey: Buffer | undefined;
+  admin: {
+    /** The admin API's token (STEPCAST_ADMIN_TOKEN); undefined: a token file in DATA_DIR, or (in production) no admin API. */
+    token: string | undefined;
+    /** Where the admin CLI finds a running server (STEPCAST_URL); undefined: the record in DATA_DIR, if any. */
+    serverUrl: string | undefined;
+  };
   graphql: GraphQLLimits;
   websocket: WebSocketLimits;
   tenantLimits: TenantLimits;
@@ -427,6 +436,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       recheckMs: env.STEPCAST_AUTH_RECHECK_MS,
     },
     encryptionKey,
+    admin: { token: env.STEPCAST_ADMIN_TOKEN, serverUrl: env.STEPCAST_URL },
     graphql: {
       maxDepth: env.STEPCAST_GRAPHQL_MAX_DEPTH,
       maxCost: env.STEPCAST_GRAPHQL_MAX_COST,

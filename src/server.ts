@@ -13,6 +13,7 @@ import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { useServer } from 'graphql-ws/use/ws';
 import { createYoga, maskError, useReadinessCheck, type YogaServerInstance } from 'graphql-yoga';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { useAdminApi, type AdminApiOptions } from './admin/admin-api.js';
 import { AuthenticationError, type Authenticator, type Principal } from './auth/authenticator.js';
 import { LiveCredentials } from './auth/live-credentials.js';
 import { isDatabaseUnavailable } from './db/unavailable.js';
@@ -56,6 +57,8 @@ export interface GraphQLServerOptions {
   corsOrigins?: readonly string[];
   /** Backs GET /ready: false (or throwing) answers 503. */
   checkReadiness?: () => Promise<boolean>;
+  /** The admin API under /admin/ (src/admin/admin-api.ts); off when undefined. */
+  admin?: Pick<AdminApiOptions, 'token' | 'operations'>;
 }
 
 export interface GraphQLServer {
@@ -141,6 +144,7 @@ export function createGraphQLServer({
   limits,
   corsOrigins = [],
   checkReadiness = async () => true,
+  admin,
 }: GraphQLServerOptions): GraphQLServer {
   const liveCredentials = new LiveCredentials(authenticator, logger);
   const shares = new TenantConnectionShares(limits.tenantConnections);
@@ -179,6 +183,8 @@ export function createGraphQLServer({
     maskedErrors: { isDev: false, maskError: maskStepcastError },
     cors: corsForOrigins(corsOrigins),
     plugins: [
+      // A revoked key's sockets close at once here; other processes of a cluster close theirs at their next sweep.
+      ...(admin ? [useAdminApi({ ...admin, logger, onKeyRevoked: () => void liveCredentials.sweep() })] : []),
       useReadinessCheck({ endpoint: '/ready', check: () => checkReadiness() }),
       ...(corsOrigins.length > 0 ? [varyOnOrigin] : []),
       csrfPreventionPlugin(),
@@ -224,13 +230,18 @@ export function createGraphQLServer({
    * context refers to these functions instead of making its own (a thousand idle subscriptions are held at once).
    */
   const socketContexts = new WeakMap<WebSocket, GraphQLContext>();
+  // Upgrades are handed over here rather than with `server: httpServer`, which would also pass the HTTP server's
+  // errors (a port in use) to graphql-ws, which prints them to the console as its own.
   const wsServer = new WebSocketServer({
-    server: httpServer,
+    noServer: true,
     path: yoga.graphqlEndpoint,
     // What a burst sends to a socket leaves in one write; clients that break the protocol are logged, not printed.
     WebSocket: graphqlWebSocketClass(logger),
     ...webSocketServerOptions(limits.websocket, corsOrigins),
   });
+  httpServer.on('upgrade', (request, socket, head) =>
+    wsServer.handleUpgrade(request, socket, head, (ws) => wsServer.emit('connection', ws, request)),
+  );
   const wsHandle = useServer<Record<string, unknown>>(
     withWebSocketLimits({
       execute: (args: ExecutionArgs) => (args.rootValue as { execute: typeof execute }).execute(args),

@@ -57,7 +57,8 @@ for (const { backend, skipReason } of backends) {
       if (backend === 'postgres') {
         // PostgreSQL is shared: the CLI works beside a running server.
         server = await openServer();
-        cliEnv = { DATABASE_URL: server.databaseUrl!, STEPCAST_ENCRYPTION_KEY: ENCRYPTION_KEY };
+        // A DATA_DIR of the test's own: the CLI must not find a server someone runs in the project's ./data.
+        cliEnv = { DATABASE_URL: server.databaseUrl!, DATA_DIR: join(dir, 'cli-data'), STEPCAST_ENCRYPTION_KEY: ENCRYPTION_KEY };
       } else {
         await seedPgliteDataDir(join(dir, 'data'));
         cliEnv = { DATA_DIR: join(dir, 'data'), STEPCAST_ENCRYPTION_KEY: ENCRYPTION_KEY };
@@ -118,10 +119,10 @@ for (const { backend, skipReason } of backends) {
       expect(answer.data?.executions.edges).toEqual([]);
 
       if (backend === 'pglite') {
-        // An embedded database belongs to one process: the CLI refuses to open it under a running server.
-        const busy = await admin(['key', 'list', 'acme_corp']);
-        expect(busy.code).toBe(1);
-        expect(busy.stderr).toMatch(/in use by process/);
+        // An embedded database belongs to one process: under a running server the CLI goes through its admin API
+        // (test/admin-api.test.ts); stopped, the CLI opens the database itself.
+        const throughServer = await admin(['key', 'list', 'acme_corp']);
+        expect(throughServer.code).toBe(0);
         await closeServer();
       }
       const revoked = await admin(['key', 'revoke', stored!.id]);
@@ -139,6 +140,9 @@ for (const { backend, skipReason } of backends) {
       expect(unknownCommand.stderr).toMatch(/unknown command "tenant delete"[\s\S]*usage:/);
       const missing = await admin(['key', 'create']);
       expect(missing.code).toBe(2);
+      const noFile = await admin(['tenant', 'create', 'X', '--api-base-url', 'http://127.0.0.1:9', '--openapi', join(dir, 'missing.json')]);
+      expect(noFile.code).toBe(1);
+      expect(noFile.stderr).toBe(`error: the OpenAPI document ${join(dir, 'missing.json')} does not exist\n`);
       const badId = await admin(['tenant', 'create', 'X', '--id', 'Bad-Id']);
       expect(badId.code).toBe(1);
       expect(badId.stderr).toMatch(/tenant id "Bad-Id"/);

@@ -1,12 +1,17 @@
-// stepcast's admin CLI: `npm run admin -- <command>`. It reads the same settings as the service
-// (DATABASE_URL or DATA_DIR, STEPCAST_ENCRYPTION_KEY) and talks to the database directly.
+// stepcast's admin CLI: `npm run admin -- <command>`. It reads the same settings as the service (DATABASE_URL or
+// DATA_DIR, STEPCAST_ENCRYPTION_KEY). With a server running on them (found in DATA_DIR, or named by --url or
+// STEPCAST_URL) it goes through the server's admin API; with none, it opens the database itself.
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { parseApiKey } from '../auth/api-keys.js';
 import { loadSecretBox } from '../auth/secrets.js';
-import { ConfigError, loadConfig } from '../config.js';
-import { openDatabase, type Database } from '../db/client.js';
+import { ConfigError, loadConfig, type Config } from '../config.js';
+import { openDatabase } from '../db/client.js';
 import { DataDirInUseError } from '../db/data-dir-lock.js';
-import { AdminError, createApiKey, createTenant, listApiKeys, listTenants, revokeApiKey } from './tenants.js';
+import { adminApiBase, httpAdmin } from './admin-client.js';
+import { readAdminToken } from './admin-token.js';
+import { findRunningServer } from './server-record.js';
+import { AdminError, databaseAdmin, type AdminOperations } from './tenants.js';
 
 const USAGE = `usage: npm run admin -- <command>
 
@@ -15,9 +20,10 @@ const USAGE = `usage: npm run admin -- <command>
   tenant list
   key create <tenant id> [--name <label>]      prints the key once; only its hash is stored
   key list <tenant id>
-  key revoke <key id>
+  key revoke <key id or the key itself>
 
-add --json for machine-readable output.`;
+add --json for machine-readable output. With a server running on this DATA_DIR (or at --url / STEPCAST_URL), the
+commands go through its admin API, with STEPCAST_ADMIN_TOKEN or the token file the server keeps in DATA_DIR.`;
 
 class UsageError extends Error {}
 
@@ -49,6 +55,7 @@ async function run(argv: string[]): Promise<void> {
       openapi: { type: 'string' },
       credential: { type: 'string', multiple: true },
       'allow-method': { type: 'string', multiple: true },
+      url: { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -67,17 +74,51 @@ async function run(argv: string[]): Promise<void> {
   if (extra.length > 0) throw new UsageError(`unexpected arguments: ${extra.join(' ')}`);
 
   const config = loadConfig();
+  const serverUrl = values.url ?? config.admin.serverUrl ?? (await runningServerUrl(config));
+  if (serverUrl) {
+    adminApiBase(serverUrl);
+    const token = await readAdminToken(config.admin.token, config.dataDir);
+    if (!token) {
+      throw new AdminError(
+        `the server at ${serverUrl} needs its admin token: set STEPCAST_ADMIN_TOKEN, or DATA_DIR to the server's (it keeps the token there)`,
+      );
+    }
+    await dispatch(command, argument!, values, httpAdmin(serverUrl, token));
+    return;
+  }
   const database = await openDatabase(config.database, { tenantStatements: 1 });
   try {
-    await dispatch(command, argument, values, database, config);
+    const secrets = async () => (await loadSecretBox(config.encryptionKey, config.dataDir)).box;
+    await dispatch(command, argument!, values, databaseAdmin(database, secrets));
   } finally {
     await database.close();
   }
 }
 
+/** A server recorded in DATA_DIR with its admin API on; one without it leaves the CLI on the database (PGlite refuses, locked). */
+async function runningServerUrl(config: Config): Promise<string | undefined> {
+  const server = await findRunningServer(config.dataDir);
+  return server?.adminApi ? server.url : undefined;
+}
+
+async function readJsonFile(path: string, what: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new AdminError(code === 'ENOENT' ? `${what} ${path} does not exist` : `cannot read ${what} ${path} (${code ?? String(error)})`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (error) {
+    throw new AdminError(`${what} ${path} is not JSON: ${(error as Error).message}`);
+  }
+}
+
 async function dispatch(
   command: string,
-  argument: string | undefined,
+  argument: string,
   values: {
     id?: string;
     name?: string;
@@ -87,56 +128,47 @@ async function dispatch(
     'allow-method'?: string[];
     json?: boolean;
   },
-  database: Database,
-  config: ReturnType<typeof loadConfig>,
+  admin: AdminOperations,
 ): Promise<void> {
   const output = (human: string, json: unknown) => write(values.json ? JSON.stringify(json) : human);
   switch (command) {
     case 'tenant create': {
-      const { box } = await loadSecretBox(config.encryptionKey, config.dataDir);
-      const openapi = values.openapi ? (JSON.parse(await readFile(values.openapi, 'utf8')) as unknown) : undefined;
-      const tenant = await createTenant(
-        database,
-        box,
-        {
-          name: argument!,
-          id: values.id,
-          apiBaseUrl: values['api-base-url'],
-          openapi,
-          credentials: values.credential ? Object.fromEntries(values.credential.map(parseCredential)) : undefined,
-          allowedMethods: values['allow-method'],
-        },
-      );
-      const summary = { id: tenant.id, name: tenant.name, dataSchema: tenant.dataSchema, dbRole: tenant.dbRole };
+      const openapi = values.openapi ? await readJsonFile(values.openapi, 'the OpenAPI document') : undefined;
+      const tenant = await admin.createTenant({
+        name: argument,
+        id: values.id,
+        apiBaseUrl: values['api-base-url'],
+        openapi,
+        credentials: values.credential ? Object.fromEntries(values.credential.map(parseCredential)) : undefined,
+        allowedMethods: values['allow-method'],
+      });
       output(
         `created tenant ${tenant.id} (schema ${tenant.dataSchema}, role ${tenant.dbRole ?? '-'}); load its data into that schema`,
-        summary,
+        tenant,
       );
       return;
     }
     case 'tenant list': {
-      const tenants = await listTenants(database);
+      const tenants = await admin.listTenants();
       output(table(tenants as unknown as Record<string, unknown>[]), tenants);
       return;
     }
     case 'key create': {
-      const key = await createApiKey(database, argument!, values.name);
+      const key = await admin.createApiKey(argument, values.name);
       if (!values.json) process.stderr.write('store this key now: it is shown once and cannot be recovered\n');
       output(key.token, key);
       return;
     }
     case 'key list': {
-      const keys = await listApiKeys(database, argument!);
+      const keys = await admin.listApiKeys(argument);
       output(table(keys as unknown as Record<string, unknown>[]), keys);
       return;
     }
     case 'key revoke': {
-      const key = await revokeApiKey(database, argument!);
-      output(`revoked ${key.id} (tenant ${key.tenantId}) at ${key.revokedAt!.toISOString()}`, {
-        id: key.id,
-        tenantId: key.tenantId,
-        revokedAt: key.revokedAt,
-      });
+      // The whole key names its id too: `key revoke "$KEY"` works with what `key create` printed.
+      const key = await admin.revokeApiKey(parseApiKey(argument)?.id ?? argument);
+      const revokedAt = new Date(key.revokedAt!).toISOString();
+      output(`revoked ${key.id} (tenant ${key.tenantId}) at ${revokedAt}`, { id: key.id, tenantId: key.tenantId, revokedAt });
       return;
     }
   }

@@ -9,6 +9,14 @@ import { apiKeys, tenants, type ApiKeyRow, type TenantRow } from '../db/tables.j
 /** A request the admin cannot carry out (bad name, unknown tenant or key); the message says why. */
 export class AdminError extends Error {
   override name = 'AdminError';
+
+  constructor(
+    message: string,
+    /** What kind of refusal it is: the admin API answers 400, 404 or 409 by it. */
+    readonly kind: 'invalid' | 'not-found' | 'conflict' = 'invalid',
+  ) {
+    super(message);
+  }
 }
 
 const TENANT_ID = /^[a-z][a-z0-9_]{1,39}$/;
@@ -75,7 +83,7 @@ export async function createTenant(
 ): Promise<TenantRow> {
   const { id, allowedMethods } = validateTenantInput(input);
   const [existing] = await database.db.select({ id: tenants.id }).from(tenants).where(eq(tenants.id, id));
-  if (existing) throw new AdminError(`tenant ${id} already exists`);
+  if (existing) throw new AdminError(`tenant ${id} already exists`, 'conflict');
   const dataSchema = `tenant_${id}`;
   const dbRole = await provisionTenantDataAccess(database, dataSchema);
   try {
@@ -95,7 +103,7 @@ export async function createTenant(
     return row!;
   } catch (error) {
     if ((error as { code?: string }).code === '23505' || /duplicate key/.test(String(error))) {
-      throw new AdminError(`tenant ${id} already exists (or its schema ${dataSchema} belongs to another tenant)`);
+      throw new AdminError(`tenant ${id} already exists (or its schema ${dataSchema} belongs to another tenant)`, 'conflict');
     }
     throw error;
   }
@@ -138,7 +146,7 @@ export interface CreatedApiKey {
 
 export async function createApiKey(database: Database, tenantId: string, name?: string): Promise<CreatedApiKey> {
   const [tenant] = await database.db.select({ id: tenants.id }).from(tenants).where(eq(tenants.id, tenantId));
-  if (!tenant) throw new AdminError(`tenant ${tenantId} does not exist`);
+  if (!tenant) throw new AdminError(`tenant ${tenantId} does not exist`, 'not-found');
   const key = generateApiKey();
   await database.db.insert(apiKeys).values({ id: key.id, tenantId, name: name ?? null, secretHash: key.secretHash });
   return { id: key.id, tenantId, token: key.token };
@@ -153,11 +161,11 @@ export async function revokeApiKey(database: Database, keyId: string): Promise<A
     .returning();
   if (revoked) return revoked;
   const [existing] = await database.db.select().from(apiKeys).where(eq(apiKeys.id, keyId));
-  if (!existing) throw new AdminError(`API key ${keyId} does not exist`);
+  if (!existing) throw new AdminError(`API key ${keyId} does not exist`, 'not-found');
   return existing;
 }
 
-export async function listApiKeys(database: Database, tenantId: string): Promise<Omit<ApiKeyRow, 'secretHash'>[]> {
+export async function listApiKeys(database: Database, tenantId: string): Promise<ApiKeySummary[]> {
   return database.db
     .select({
       id: apiKeys.id,
@@ -169,4 +177,32 @@ export async function listApiKeys(database: Database, tenantId: string): Promise
     .from(apiKeys)
     .where(eq(apiKeys.tenantId, tenantId))
     .orderBy(asc(apiKeys.createdAt));
+}
+
+export type ApiKeySummary = Omit<ApiKeyRow, 'secretHash'>;
+
+/** What `npm run admin` does: on the database directly (server stopped), or through a running server's admin API. */
+export interface AdminOperations {
+  createTenant(input: CreateTenantInput): Promise<Pick<TenantRow, 'id' | 'name' | 'dataSchema' | 'dbRole'>>;
+  listTenants(): Promise<TenantSummary[]>;
+  createApiKey(tenantId: string, name?: string): Promise<CreatedApiKey>;
+  listApiKeys(tenantId: string): Promise<ApiKeySummary[]>;
+  revokeApiKey(keyId: string): Promise<Pick<ApiKeyRow, 'id' | 'tenantId' | 'revokedAt'>>;
+}
+
+/** The operations on an open database; `secrets` is asked for only when a tenant is created (it may make a key file). */
+export function databaseAdmin(database: Database, secrets: () => Promise<SecretBox>): AdminOperations {
+  return {
+    async createTenant(input) {
+      const { id, name, dataSchema, dbRole } = await createTenant(database, await secrets(), input);
+      return { id, name, dataSchema, dbRole };
+    },
+    listTenants: () => listTenants(database),
+    createApiKey: (tenantId, name) => createApiKey(database, tenantId, name),
+    listApiKeys: (tenantId) => listApiKeys(database, tenantId),
+    async revokeApiKey(keyId) {
+      const { id, tenantId, revokedAt } = await revokeApiKey(database, keyId);
+      return { id, tenantId, revokedAt };
+    },
+  };
 }

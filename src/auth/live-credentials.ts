@@ -9,6 +9,7 @@ export class LiveCredentials {
   private readonly watchers = new Map<symbol, { principal: Principal; onInvalid: () => void }>();
   private timer: NodeJS.Timeout | undefined;
   private sweeping = false;
+  private sweepAgain = false;
 
   constructor(
     private readonly authenticator: Authenticator,
@@ -38,7 +39,12 @@ export class LiveCredentials {
   }
 
   async sweep(): Promise<void> {
-    if (this.sweeping || this.watchers.size === 0) return;
+    // A sweep asked for during one may be about a revocation that one read too early: it runs again after.
+    if (this.sweeping) {
+      this.sweepAgain = true;
+      return;
+    }
+    if (this.watchers.size === 0) return;
     this.sweeping = true;
     try {
       await this.authenticator.refresh([...this.watchers.values()].map((w) => w.principal));
@@ -54,6 +60,10 @@ export class LiveCredentials {
       }
     } finally {
       this.sweeping = false;
+    }
+    if (this.sweepAgain) {
+      this.sweepAgain = false;
+      await this.sweep();
     }
   }
 }

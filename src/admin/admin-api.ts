@@ -1,0 +1,193 @@
+import type { IncomingMessage } from 'node:http';
+import type { Plugin } from 'graphql-yoga';
+import { z } from 'zod';
+import { looksLikeApiKey } from '../auth/api-keys.js';
+import { isDatabaseUnavailable } from '../db/unavailable.js';
+import type { Logger } from '../logger.js';
+import { adminTokenMatches } from './admin-token.js';
+import { AdminError, type AdminOperations } from './tenants.js';
+
+export const ADMIN_API_PATH = '/admin';
+/** An OpenAPI document is the largest thing an admin sends; the request is authenticated before it is read. */
+const MAX_BODY_BYTES = 16 * 1_048_576;
+/** The first refused request of a window is logged in full, the rest as one count at its end. */
+const REFUSAL_WINDOW_MS = 60_000;
+
+export interface AdminApiOptions {
+  /** The admin token (STEPCAST_ADMIN_TOKEN or the data directory's token file). */
+  token: string;
+  operations: AdminOperations;
+  logger: Logger;
+  /** Called once a key is revoked, to close at once what relies on it (open WebSockets and streams). */
+  onKeyRevoked?: (keyId: string) => void;
+}
+
+const createTenantBody = z.strictObject({
+  name: z.string(),
+  id: z.string().optional(),
+  apiBaseUrl: z.string().optional(),
+  openapi: z.unknown().optional(),
+  credentials: z.record(z.string(), z.string()).optional(),
+  allowedMethods: z.array(z.string()).optional(),
+});
+const createKeyBody = z.strictObject({ name: z.string().min(1).max(200).optional() });
+
+/** An answer of the admin API: `{ error: { code, message } }` when refused. */
+class AdminApiRefusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+const STATUS_OF_KIND = { invalid: [400, 'BAD_REQUEST'], 'not-found': [404, 'NOT_FOUND'], conflict: [409, 'CONFLICT'] } as const;
+
+/** Counts refused requests; logs the first of each minute at once and how many more followed at its end. */
+class RefusalLog {
+  private more = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly logger: Logger) {}
+
+  record(reason: string, remoteAddress: string | undefined): void {
+    if (this.timer) {
+      this.more++;
+      return;
+    }
+    this.logger.warn({ reason, remoteAddress }, 'admin API request refused');
+    this.startWindow();
+  }
+
+  private startWindow(): void {
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (this.more === 0) return;
+      this.logger.warn({ refused: this.more, windowMs: REFUSAL_WINDOW_MS }, 'admin API requests refused in the last minute');
+      this.more = 0;
+      this.startWindow();
+    }, REFUSAL_WINDOW_MS);
+    this.timer.unref();
+  }
+}
+
+function bearer(authorization: string | null): string | undefined {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '');
+  return match?.[1];
+}
+
+async function jsonBody<T>(request: Request, schema: z.ZodType<T>): Promise<T> {
+  const mediaType = (request.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+  if (mediaType !== 'application/json') throw new AdminApiRefusal(415, 'UNSUPPORTED_MEDIA_TYPE', 'send the body as application/json');
+  if (Number(request.headers.get('content-length') ?? 0) > MAX_BODY_BYTES) {
+    throw new AdminApiRefusal(413, 'PAYLOAD_TOO_LARGE', `the body is larger than ${MAX_BODY_BYTES} bytes`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await request.text());
+  } catch {
+    throw new AdminApiRefusal(400, 'BAD_REQUEST', 'the body is not JSON');
+  }
+  const result = schema.safeParse(parsed);
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => `${issue.path.join('.') || 'body'}: ${issue.message}`);
+    throw new AdminApiRefusal(400, 'BAD_REQUEST', problems.join('; '));
+  }
+  return result.data;
+}
+
+/**
+ * The admin API, JSON over HTTP under /admin/ on the GraphQL port: what `npm run admin` does, for a server that runs.
+ *   GET  /admin/tenants                  POST /admin/tenants
+ *   GET  /admin/tenants/<id>/keys        POST /admin/tenants/<id>/keys
+ *   POST /admin/keys/<id>/revoke
+ * Every request needs `Authorization: Bearer <admin token>`; a tenant's API key is refused (403), as is anything else (401).
+ */
+export function useAdminApi({ token, operations, logger, onKeyRevoked = () => undefined }: AdminApiOptions): Plugin {
+  const refusals = new RefusalLog(logger);
+
+  const route = async (request: Request, path: string[]): Promise<{ status: number; body: unknown }> => {
+    const [collection, id, sub, extra] = path;
+    const method = request.method;
+    const allow = (methods: string) => {
+      if (!methods.split(', ').includes(method)) {
+        throw new AdminApiRefusal(405, 'METHOD_NOT_ALLOWED', `use ${methods}`, { allow: methods });
+      }
+    };
+    if (collection === 'tenants' && id === undefined) {
+      allow('GET, POST');
+      if (method === 'GET') return { status: 200, body: await operations.listTenants() };
+      return { status: 201, body: await operations.createTenant(await jsonBody(request, createTenantBody)) };
+    }
+    if (collection === 'tenants' && id && sub === 'keys' && extra === undefined) {
+      allow('GET, POST');
+      if (method === 'GET') return { status: 200, body: await operations.listApiKeys(id) };
+      const { name } = await jsonBody(request, createKeyBody);
+      return { status: 201, body: await operations.createApiKey(id, name) };
+    }
+    if (collection === 'keys' && id && sub === 'revoke' && extra === undefined) {
+      allow('POST');
+      const revoked = await operations.revokeApiKey(id);
+      onKeyRevoked(revoked.id);
+      return { status: 200, body: revoked };
+    }
+    throw new AdminApiRefusal(404, 'NOT_FOUND', `no admin route ${method} /${[ADMIN_API_PATH.slice(1), ...path].join('/')}`);
+  };
+
+  const answer = async (request: Request, url: URL, remoteAddress: string | undefined) => {
+    try {
+      const credential = bearer(request.headers.get('authorization'));
+      if (!credential || !adminTokenMatches(credential, token)) {
+        const reason = !credential ? 'no admin token' : looksLikeApiKey(credential) ? 'a tenant API key' : 'a wrong admin token';
+        refusals.record(reason, remoteAddress);
+        if (credential && looksLikeApiKey(credential)) {
+          throw new AdminApiRefusal(403, 'FORBIDDEN', "a tenant's API key cannot use the admin API: send the admin token");
+        }
+        throw new AdminApiRefusal(
+          401,
+          'UNAUTHENTICATED',
+          credential ? 'the admin token is wrong' : 'the admin API needs Authorization: Bearer <admin token>',
+          { 'www-authenticate': 'Bearer realm="stepcast-admin"' },
+        );
+      }
+      const path = url.pathname.slice(ADMIN_API_PATH.length).split('/').filter((part) => part.length > 0).map(decodeURIComponent);
+      const { status, body } = await route(request, path);
+      return { status, body, headers: {} };
+    } catch (error) {
+      if (error instanceof AdminApiRefusal) {
+        return { status: error.status, body: { error: { code: error.code, message: error.message } }, headers: error.headers };
+      }
+      if (error instanceof AdminError) {
+        const [status, code] = STATUS_OF_KIND[error.kind];
+        return { status, body: { error: { code, message: error.message } }, headers: {} };
+      }
+      if (isDatabaseUnavailable(error)) {
+        return {
+          status: 503,
+          body: { error: { code: 'SERVICE_UNAVAILABLE', message: 'the database cannot be reached; try again' } },
+          headers: { 'retry-after': '5' },
+        };
+      }
+      logger.error({ err: error }, 'admin API request failed');
+      return { status: 500, body: { error: { code: 'INTERNAL', message: 'the request failed; the server log has the details' } }, headers: {} };
+    }
+  };
+
+  return {
+    onRequest({ request, url, endResponse, fetchAPI, serverContext }) {
+      if (url.pathname !== ADMIN_API_PATH && !url.pathname.startsWith(`${ADMIN_API_PATH}/`)) return;
+      const remoteAddress = (serverContext as { req?: IncomingMessage }).req?.socket?.remoteAddress;
+      return answer(request, url, remoteAddress).then(({ status, body, headers }) =>
+        endResponse(
+          new fetchAPI.Response(JSON.stringify(body), {
+            status,
+            headers: { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers },
+          }),
+        ),
+      );
+    },
+  };
+}
