@@ -335,7 +335,7 @@ for (const { backend, skipReason } of backends) {
       const lines = text.stdout.trimEnd().split('\n');
       expect(lines[0]).toMatch(/^ID +STATUS +CREATED +DURATION +STEPS +QUERY$/);
       expect(lines.slice(1, 3).every((line) => /^[0-9a-f-]{36} +(SUCCEEDED|FAILED) /.test(line))).toBe(true);
-      expect(lines[3]).toMatch(/^next page: stepcast ls --after \S+$/);
+      expect(lines[3]).toMatch(/^next page: npx stepcast ls --after \S+$/);
     });
 
     onPgliteOnly('show prints the steps, their SQL and samples as tables', async () => {
@@ -352,7 +352,7 @@ for (const { backend, skipReason } of backends) {
     it('approve lets a waiting step run; reject fails it', async () => {
       const approveFlow = async () => {
         const following = startCli(['run', '-'], { env, stdin: JSON.stringify(WITH_APPROVAL) });
-        const [, id] = await following.waitForOutput(/WAITING for approval: stepcast approve (\S+) 2 /);
+        const [, id] = await following.waitForOutput(/WAITING for approval: npx stepcast approve (\S+) 2 /);
         const approve = await cli(['approve', id!, '2', '--comment', 'looks right'], { env });
         expect(approve.code).toBe(0);
         expect(approve.stdout.trim()).toMatch(new RegExp(`^approved step 2 of ${id}; the execution is (RUNNING|SUCCEEDED)$`));
@@ -363,7 +363,7 @@ for (const { backend, skipReason } of backends) {
       };
       const rejectFlow = async () => {
         const following = startCli(['run', '-'], { env, stdin: JSON.stringify(WITH_APPROVAL) });
-        const [, id] = await following.waitForOutput(/WAITING for approval: stepcast approve (\S+) 2 /);
+        const [, id] = await following.waitForOutput(/WAITING for approval: npx stepcast approve (\S+) 2 /);
         const reject = await cli(['reject', id!, '2', '--comment', 'not now'], { env });
         expect(reject.code).toBe(0);
         const done = await following.exited;
@@ -422,11 +422,11 @@ for (const { backend, skipReason } of backends) {
 
     onPgliteOnly('Ctrl-C while following detaches without cancelling, and says how to re-attach', async () => {
       const following = startCli(['run', '-'], { env, stdin: JSON.stringify(WITH_APPROVAL) });
-      const [, id] = await following.waitForOutput(/WAITING for approval: stepcast approve (\S+) 2 /);
+      const [, id] = await following.waitForOutput(/WAITING for approval: npx stepcast approve (\S+) 2 /);
       following.child.kill('SIGINT');
       const result = await following.exited;
       expect(result.code).toBe(130);
-      expect(result.stderr).toMatch(new RegExp(`^detached from ${id} after update (\\d+); it goes on\\. Re-attach with:\\n {2}stepcast watch ${id} --after \\1\\n$`));
+      expect(result.stderr).toMatch(new RegExp(`^detached from ${id} after update (\\d+); it goes on\\. Re-attach with:\\n {2}npx stepcast watch ${id} --after \\1\\n$`));
       expect((await fetchExecution(server, id!)).status).toBe('WAITING');
       expect((await cli(['cancel', id!], { env })).code).toBe(0);
     });

@@ -107,7 +107,7 @@ export async function followExecution(terminal: Terminal, connection: Connection
         if (step) {
           print(
             `${stepLabel(step, totalSteps)}  ${style.yellow('WAITING')} for approval: ` +
-              `stepcast approve ${id} ${step.index}   or   stepcast reject ${id} ${step.index}`,
+              `npx stepcast approve ${id} ${step.index}   or   npx stepcast reject ${id} ${step.index}`,
           );
         }
         break;
@@ -131,7 +131,7 @@ export async function followExecution(terminal: Terminal, connection: Connection
     spinner?.stop();
     terminal.err.write(
       `detached from ${id} after update ${lastSequence}; it goes on. Re-attach with:\n` +
-        `  stepcast watch ${id} --after ${lastSequence}\n`,
+        `  npx stepcast watch ${id} --after ${lastSequence}\n`,
     );
     process.exit(ExitCode.detached);
   };

@@ -207,7 +207,7 @@ export async function main(argv: string[], terminal: Terminal, stdin: NodeJS.Rea
         write(table(['ID', 'STATUS', 'CREATED', 'DURATION', 'STEPS', 'QUERY'], rows));
       }
       if (executions.pageInfo.hasNextPage && executions.pageInfo.endCursor) {
-        write(style.dim(`next page: stepcast ls --after ${executions.pageInfo.endCursor}`));
+        write(style.dim(`next page: npx stepcast ls --after ${executions.pageInfo.endCursor}`));
       }
     });
 
