@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -100,6 +101,22 @@ function startCli(args: string[], { env = {}, stdin }: { env?: Record<string, st
 /** Runs `stepcast <args>` to its end. */
 function cli(args: string[], options: { env?: Record<string, string>; stdin?: string } = {}) {
   return startCli(args, options).exited;
+}
+
+// util-linux `script` runs a command on a pseudo-terminal: the CLI sees a TTY as in a user's terminal.
+const scriptBinary = ['/usr/bin/script', '/bin/script'].find((path) => existsSync(path));
+
+/** Runs `stepcast <args>` on a pseudo-terminal and collects what the terminal received. */
+async function cliOnTerminal(args: string[], env: Record<string, string>) {
+  const command = [process.execPath, bin, ...args].map((word) => `'${word.replaceAll("'", "'\\''")}'`).join(' ');
+  const child = spawn(scriptBinary!, ['-qefc', command, '/dev/null'], { cwd: projectRoot, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  started.add(child);
+  let output = '';
+  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const [code] = (await once(child, 'exit')) as [number | null];
+  started.delete(child);
+  // Escape sequences spelled out, so that the assertions read them.
+  return { code, output: output.replaceAll('\u001b', '<ESC>') };
 }
 
 const jsonLines = <T>(text: string): T[] =>
@@ -249,6 +266,25 @@ for (const { backend, skipReason } of backends) {
       ]);
       expect(new Set(updates.map((u) => u.executionId)).size).toBe(1);
     });
+
+    it.skipIf(backend !== 'pglite' || !scriptBinary)(
+      `on a terminal, shows a spinner while a step runs and colours, but no colours with NO_COLOR${scriptBinary ? '' : ' (skipped: util-linux script is not installed)'}`,
+      async () => {
+        const [coloured, plain] = await Promise.all([
+          cliOnTerminal(['run', join(dir, 'plan.json')], env),
+          cliOnTerminal(['run', join(dir, 'plan.json')], { ...env, NO_COLOR: '1' }),
+        ]);
+        for (const { code, output } of [coloured, plain]) {
+          expect(code).toBe(0);
+          // The spinner's line, rewritten in place, then cleared for the step's own line.
+          expect(output).toMatch(/\r<ESC>\[2K[|/\\-] step 1\/2 SQL the first five active users \(users\) \d+\.\d s/);
+          expect(output).toMatch(/\r<ESC>\[2Kstep 2\/2 SQL how many of them {2}.*SUCCEEDED/);
+        }
+        expect(coloured.output).toContain('<ESC>[32mSUCCEEDED<ESC>[39m  5 records');
+        expect(plain.output).not.toMatch(/<ESC>\[\d+m/);
+        expect(plain.output).toContain('SUCCEEDED  5 records');
+      },
+    );
 
     it('exits 1 for a plan that FAILED, with the error code shown', async () => {
       const plan = { query: 'a plan that fails', steps: [sqlStep('SELECT no_such_column FROM users'), sqlStep('SELECT 1 AS one')] };

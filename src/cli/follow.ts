@@ -29,8 +29,8 @@ export function statusColour(style: Style, status: string): (text: string) => st
   return (text) => text;
 }
 
-/** "step 2/3 SQL their groups" */
-function stepLabel(step: Step, totalSteps: number): string {
+/** "step 2/3 SQL their groups (groups)" */
+export function stepLabel(step: Pick<Step, 'index' | 'kind' | 'queryContext' | 'entity'>, totalSteps: number): string {
   const about = step.entity ? `${truncate(step.queryContext, 48)} (${step.entity})` : truncate(step.queryContext, 60);
   return `step ${step.index}/${totalSteps} ${step.kind} ${about}`;
 }

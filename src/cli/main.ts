@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { connectionTo, request, type Connection } from './client.js';
 import { CliError, ExitCode, UsageError, type ExitCodeValue } from './exit-codes.js';
-import { followExecution, statusColour, summaryLine, type Terminal } from './follow.js';
+import { followExecution, statusColour, stepLabel, summaryLine, type Terminal } from './follow.js';
 import type { CliExecutionFieldsFragment, ExecuteOptions, ExecutionStatus } from './generated/graphql.js';
 import {
   CliApproveStepMutation,
@@ -229,7 +229,7 @@ export async function main(argv: string[], terminal: Terminal, stdin: NodeJS.Rea
       write(`created ${execution.createdAt}${execution.finishedAt ? `, finished ${execution.finishedAt}` : ''}${execution.resumes > 0 ? `, resumed ${execution.resumes} times` : ''}`);
       write(summaryLine(style, execution));
       for (const step of execution.steps) {
-        const parts = [`step ${step.index}/${execution.totalSteps} ${step.kind}`, truncate(step.queryContext, 60), statusColour(style, step.status)(step.status)];
+        const parts = [stepLabel(step, execution.totalSteps), statusColour(style, step.status)(step.status)];
         if (step.recordCount !== null) parts.push(`${step.recordCount} records${step.truncated ? ' (truncated)' : ''}`);
         if (step.durationMs !== null) parts.push(formatDuration(step.durationMs));
         if (step.attempts > 1) parts.push(`${step.attempts} attempts`);
