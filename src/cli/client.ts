@@ -93,9 +93,12 @@ export interface FollowOptions<TUpdate extends { sequence: number }> {
 
 const RECONNECT_BASE_MS = 250;
 const RECONNECT_MAX_MS = 5_000;
+/** A ping every 10 s; a connection that has not answered one within 5 s is dead though never closed. */
+const KEEP_ALIVE_MS = 10_000;
+const PONG_TIMEOUT_MS = 5_000;
 
 /** Close codes a new connection cannot mend: the server refused the credential or the request. */
-const FATAL_CLOSE_CODES = new Set([4400, 4401, 4403, 4406, 4409, 4429, 4499]);
+const FATAL_CLOSE_CODES = new Set([4400, 4401, 4403, 4406, 4409, 4429]);
 
 /**
  * Follows an execution's updates until its last one. A lost connection is opened again with
@@ -109,15 +112,24 @@ export async function followUpdates<TUpdate extends { sequence: number }>(
   let last = afterSequence;
   let failures = 0;
   for (;;) {
+    let pongTimer: ReturnType<typeof setTimeout> | undefined;
     const client = createClient({
       url: connection.wsUrl,
       webSocketImpl: WebSocket,
       lazy: true,
       // Reconnection is ours: a new subscription must carry the new afterSequence.
       retryAttempts: 0,
-      keepAlive: 10_000,
+      keepAlive: KEEP_ALIVE_MS,
       connectionParams: connection.key ? { authorization: `Bearer ${connection.key}` } : undefined,
-      on: { connected: () => (failures = 0) },
+      on: {
+        // terminate() reports a 4499 close to the subscription, which then reconnects.
+        ping: (received) => {
+          if (!received) pongTimer = setTimeout(() => client.terminate(), PONG_TIMEOUT_MS);
+        },
+        pong: (received) => {
+          if (received) clearTimeout(pongTimer);
+        },
+      },
     });
     try {
       await new Promise<void>((resolve, reject) => {
@@ -129,6 +141,8 @@ export async function followUpdates<TUpdate extends { sequence: number }>(
               const update = result.data?.stepUpdates;
               if (!update || update.sequence <= last) return;
               last = update.sequence;
+              // Only progress forgives earlier failures: a server that accepts and then drops every subscription still ends the retries.
+              failures = 0;
               onUpdate(update);
             },
             error: reject,
@@ -152,6 +166,7 @@ export async function followUpdates<TUpdate extends { sequence: number }>(
       onReconnecting?.(failures, delayMs, reason);
       await new Promise((resolve) => setTimeout(resolve, delayMs));
     } finally {
+      clearTimeout(pongTimer);
       await client.dispose();
     }
   }
