@@ -137,7 +137,9 @@ afterEach(async () => {
 });
 
 /** A TCP proxy in front of the server whose connections the test can cut, and refuse until resumed. */
-async function startCuttableProxy(target: URL): Promise<{ url: string; cut(): void; resume(): void; close(): Promise<void> }> {
+async function startCuttableProxy(
+  target: URL,
+): Promise<{ url: string; cut(): void; resume(): void; retarget(to: URL): void; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
   let refusing = false;
   const proxy: Server = createServer((inbound) => {
@@ -164,6 +166,9 @@ async function startCuttableProxy(target: URL): Promise<{ url: string; cut(): vo
     },
     resume() {
       refusing = false;
+    },
+    retarget(to) {
+      target = to;
     },
     close: async () => {
       for (const socket of sockets) socket.destroy();
@@ -324,9 +329,10 @@ for (const { backend, skipReason } of backends) {
     });
 
     it('watch replays a finished execution, and from a sequence on', async () => {
-      const [replay, fromThree, unknown] = await Promise.all([
+      const [replay, fromThree, fromTheEnd, unknown] = await Promise.all([
         cli(['watch', succeededId], { env }),
         cli(['watch', succeededId, '--after', '3', '--json'], { env }),
+        cli(['watch', succeededId, '--after', '6'], { env }),
         cli(['watch', '7b0e8c4e-6f0d-4c2a-9a51-8d6f5a1f0c33'], { env }),
       ]);
       expect(replay.code).toBe(0);
@@ -339,6 +345,10 @@ for (const { backend, skipReason } of backends) {
 
       expect(fromThree.code).toBe(0);
       expect(jsonLines<JsonUpdate>(fromThree.stdout).map((u) => u.sequence)).toEqual([4, 5, 6]);
+
+      // After its last update a finished execution has nothing more to show than its summary.
+      expect(fromTheEnd.code).toBe(0);
+      expect(fromTheEnd.stdout.trimEnd().split('\n').slice(1)).toEqual([expect.stringMatching(/^SUCCEEDED in .*: 2 of 2 steps succeeded$/)]);
 
       expect(unknown.code).toBe(3);
       expect(unknown.stderr).toMatch(/^error: .* \(NOT_FOUND\)\n$/);
@@ -451,6 +461,27 @@ for (const { backend, skipReason } of backends) {
         const seen = jsonLines<JsonUpdate>(result.stdout).map((u) => u.sequence);
         expect(seen).toEqual(all.length > 0 ? Array.from({ length: Math.max(...all) }, (_, i) => i + 1) : []);
         expect(jsonLines<JsonUpdate>(result.stdout).at(-1)).toMatchObject({ type: 'EXECUTION_SUCCEEDED' });
+      } finally {
+        await proxy.close();
+      }
+    });
+
+    it('follows on across a restart of the server, with no update missed or repeated', async () => {
+      const proxy = await startCuttableProxy(new URL(server.url));
+      try {
+        const following = startCli(['run', '-', '--json', '--url', proxy.url], { stdin: JSON.stringify(WITH_APPROVAL) });
+        const [, id] = await following.waitForOutput(/"executionId":"([^"]+)","sequence":\d+,"type":"STEP_WAITING"/);
+        // The server completes open subscriptions as it stops: the CLI must take that for a lost connection, not an end.
+        await server.restart();
+        proxy.retarget(new URL(server.url));
+        expect((await server.request(ApproveStepMutation, { executionId: id!, index: 2 })).errors).toBeUndefined();
+        const result = await following.exited;
+        expect(result.stderr).toMatch(/connection lost .*; reconnecting in /);
+        expect(result.code).toBe(0);
+        const updates = jsonLines<JsonUpdate>(result.stdout);
+        expect(updates.map((u) => u.sequence)).toEqual(updates.map((_, i) => i + 1));
+        expect(updates.at(-1)).toMatchObject({ type: 'EXECUTION_SUCCEEDED' });
+        expect(updates.at(-1)!.sequence).toBe((await fetchExecution(server, id!)).lastSequence);
       } finally {
         await proxy.close();
       }

@@ -84,6 +84,8 @@ export interface FollowOptions<TUpdate extends { sequence: number }> {
   document: TypedDocumentString<{ stepUpdates: TUpdate }, { executionId: string; afterSequence?: number | null }>;
   executionId: string;
   afterSequence: number;
+  /** Whether the update is the execution's last: a stream that completes before it has been cut short (a server shutting down). */
+  isFinal(update: TUpdate): boolean;
   onUpdate(update: TUpdate): void;
   /** Called when the connection was lost and is tried again after `delayMs`. */
   onReconnecting?(attempt: number, delayMs: number, reason: string): void;
@@ -107,9 +109,10 @@ const FATAL_CLOSE_CODES = new Set([4400, 4401, 4403, 4406, 4409, 4429]);
  */
 export async function followUpdates<TUpdate extends { sequence: number }>(
   connection: Connection,
-  { document, executionId, afterSequence, onUpdate, onReconnecting, maxAttempts = 12 }: FollowOptions<TUpdate>,
+  { document, executionId, afterSequence, isFinal, onUpdate, onReconnecting, maxAttempts = 12 }: FollowOptions<TUpdate>,
 ): Promise<number> {
   let last = afterSequence;
+  let ended = false;
   let failures = 0;
   for (;;) {
     let pongTimer: ReturnType<typeof setTimeout> | undefined;
@@ -141,12 +144,13 @@ export async function followUpdates<TUpdate extends { sequence: number }>(
               const update = result.data?.stepUpdates;
               if (!update || update.sequence <= last) return;
               last = update.sequence;
+              ended = isFinal(update);
               // Only progress forgives earlier failures: a server that accepts and then drops every subscription still ends the retries.
               failures = 0;
               onUpdate(update);
             },
             error: reject,
-            complete: resolve,
+            complete: () => (ended ? resolve() : reject(new StreamEndedEarly())),
           },
         );
       });
@@ -169,6 +173,14 @@ export async function followUpdates<TUpdate extends { sequence: number }>(
       clearTimeout(pongTimer);
       await client.dispose();
     }
+  }
+}
+
+/** The server completed the subscription before the execution's last update, as a server does when it shuts down. */
+class StreamEndedEarly extends Error {
+  override name = 'StreamEndedEarly';
+  constructor() {
+    super('the server ended the stream before the execution ended');
   }
 }
 

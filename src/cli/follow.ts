@@ -14,6 +14,7 @@ export interface Terminal {
 }
 
 const FINAL_STATUSES: ReadonlySet<ExecutionStatus> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
+const FINAL_UPDATE_TYPES: ReadonlySet<StepUpdate['type']> = new Set(['EXECUTION_SUCCEEDED', 'EXECUTION_FAILED', 'EXECUTION_CANCELLED']);
 
 /** SUCCEEDED 0, FAILED 1, CANCELLED 2. */
 export function exitCodeOf(status: ExecutionStatus): ExitCodeValue {
@@ -135,19 +136,24 @@ export async function followExecution(terminal: Terminal, connection: Connection
     );
     process.exit(ExitCode.detached);
   };
+  // A finished execution followed from its last update on has nothing more to send.
+  const nothingToFollow = FINAL_STATUSES.has(execution.status) && afterSequence >= execution.lastSequence;
   process.once('SIGINT', detach);
   try {
-    await followUpdates(connection, {
+    if (!nothingToFollow) {
+      await followUpdates(connection, {
       document: StepUpdates,
       executionId: id,
       afterSequence,
+      isFinal: (update) => FINAL_UPDATE_TYPES.has(update.type),
       onUpdate,
       onReconnecting: (attempt, delayMs, reason) => {
         spinner?.stop();
         terminal.err.write(`${errStyle.yellow('connection lost')} (${reason}); reconnecting in ${formatDuration(delayMs)} after update ${lastSequence} (attempt ${attempt})\n`);
         if (running && spinner) spinner.start(stepLabel(running, totalSteps));
       },
-    });
+      });
+    }
   } finally {
     process.removeListener('SIGINT', detach);
     spinner?.stop();
