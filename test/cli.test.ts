@@ -473,7 +473,9 @@ for (const { backend, skipReason } of backends) {
         const [, id] = await following.waitForOutput(/"executionId":"([^"]+)","sequence":\d+,"type":"STEP_WAITING"/);
         // The server completes open subscriptions as it stops: the CLI must take that for a lost connection, not an end.
         await server.restart();
+        // The restarted server listens on a new port: the proxy, and the later tests, go there.
         proxy.retarget(new URL(server.url));
+        env.STEPCAST_URL = server.url;
         expect((await server.request(ApproveStepMutation, { executionId: id!, index: 2 })).errors).toBeUndefined();
         const result = await following.exited;
         expect(result.stderr).toMatch(/connection lost .*; reconnecting in /);
