@@ -320,11 +320,13 @@ for (const { backend, skipReason } of backends) {
       expect(detached.code).toBe(0);
       const id = detached.stdout.trim();
       expect(id).toMatch(/^[0-9a-f-]{36}$/);
-      const watched = await cli(['watch', id], { env });
+      const [watched, asJson] = await Promise.all([
+        cli(['watch', id], { env }),
+        cli(['--json', 'run', join(dir, 'plan.json'), '--detach'], { env }),
+      ]);
       expect(watched.code).toBe(0);
       expect(watched.stdout).toMatch(/^SUCCEEDED in .*: 2 of 2 steps succeeded$/m);
 
-      const asJson = await cli(['--json', 'run', join(dir, 'plan.json'), '--detach'], { env });
       expect(JSON.parse(asJson.stdout)).toMatchObject({ id: expect.any(String), totalSteps: 2 });
     });
 
@@ -515,20 +517,24 @@ for (const { backend, skipReason } of backends) {
 
     it('refuses without a key (exit 3), and runs and follows with --key or STEPCAST_API_KEY', async () => {
       const plan = JSON.stringify({ query: 'one step', steps: [sqlStep('SELECT count(*) AS n FROM users')] });
-      const refused = await cli(['run', '-', '--url', server.url], { stdin: plan });
+      const id = await submitPlan(server.as(`Bearer ${key}`), JSON.parse(plan) as PlanInput);
+      const [refused, withFlag, withEnv, wrongKey] = await Promise.all([
+        cli(['run', '-', '--url', server.url], { stdin: plan }),
+        cli(['run', '-', '--url', server.url, '--key', key], { stdin: plan }),
+        cli(['watch', id], { env: { STEPCAST_URL: server.url, STEPCAST_API_KEY: key } }),
+        cli(['watch', id, '--key', 'sc_nope_nope'], { env: { STEPCAST_URL: server.url } }),
+      ]);
       expect(refused.code).toBe(3);
       expect(refused.stderr).toMatch(/^error: .*\(UNAUTHENTICATED\)\n$/);
 
-      const withFlag = await cli(['run', '-', '--url', server.url, '--key', key], { stdin: plan });
       expect(withFlag.stderr).toBe('');
       expect(withFlag.code).toBe(0);
       expect(withFlag.stdout).toMatch(/^SUCCEEDED in .*: 1 of 1 steps succeeded$/m);
 
-      const id = await submitPlan(server.as(`Bearer ${key}`), JSON.parse(plan) as PlanInput);
-      const withEnv = await cli(['watch', id], { env: { STEPCAST_URL: server.url, STEPCAST_API_KEY: key } });
       expect(withEnv.code).toBe(0);
-      const wrongKey = await cli(['watch', id, '--key', 'sc_nope_nope'], { env: { STEPCAST_URL: server.url } });
+      expect(withEnv.stdout).toMatch(/^SUCCEEDED in .*: 1 of 1 steps succeeded$/m);
       expect(wrongKey.code).toBe(3);
+      expect(wrongKey.stderr).toMatch(/\(UNAUTHENTICATED\)\n$/);
     });
   });
 }
