@@ -1,21 +1,23 @@
 import type { CodegenConfig } from '@graphql-codegen/cli';
 
+const clientPreset = {
+  preset: 'client',
+  config: {
+    documentMode: 'string',
+    useTypeImports: true,
+    enumsAsTypes: true,
+    scalars: { DateTime: 'string', JSON: 'unknown' },
+  },
+  presetConfig: { fragmentMasking: false },
+} as const;
+
 const config: CodegenConfig = {
   schema: './schema.graphql',
-  documents: ['test/**/*.ts', '!test/generated/**'],
   ignoreNoDocuments: false,
   emitLegacyCommonJSImports: false,
   generates: {
-    './test/generated/': {
-      preset: 'client',
-      config: {
-        documentMode: 'string',
-        useTypeImports: true,
-        enumsAsTypes: true,
-        scalars: { DateTime: 'string', JSON: 'unknown' },
-      },
-      presetConfig: { fragmentMasking: false },
-    },
+    './test/generated/': { ...clientPreset, documents: ['test/**/*.ts', '!test/generated/**'] },
+    './src/cli/generated/': { ...clientPreset, documents: ['src/cli/**/*.ts', '!src/cli/generated/**'] },
   },
 };
 
