@@ -72,7 +72,7 @@ const environmentSchema = z.object({
   // Metrics, traces and health (README: Metrics, traces and health).
   STEPCAST_METRICS: onOff.optional(),
   STEPCAST_METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
-  STEPCAST_METRICS_PORT: integer(0, 0, 65535).optional(),
+  STEPCAST_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
   OTEL_SERVICE_NAME: z.string().min(1).default('stepcast'),
