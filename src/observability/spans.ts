@@ -5,7 +5,7 @@ import { currentLogContext } from '../logger.js';
  * Spans go through @opentelemetry/api only: with no SDK registered (OTEL_EXPORTER_OTLP_ENDPOINT unset) every span is
  * the API's shared no-op, and nothing here builds attributes or switches context.
  */
-const tracer = trace.getTracer('stepcast');
+const TRACER_NAME = 'stepcast';
 
 /** The attributes every stepcast span carries, from the run it belongs to (the log context). */
 function runAttributes(attributes: Attributes): Attributes {
@@ -32,7 +32,9 @@ export interface SpanOptions {
  * error status (and the exception) when it throws.
  */
 export async function inSpan<T>(name: string, options: SpanOptions, work: (span: Span) => Promise<T>): Promise<T> {
-  const span = tracer.startSpan(name, options.client ? { kind: SpanKind.CLIENT } : undefined);
+  // Asked for at each span, not kept: a tracer keeps the provider it first found, and a service that stops
+  // unregisters its provider (another may be registered after it in the same process).
+  const span = trace.getTracer(TRACER_NAME).startSpan(name, options.client ? { kind: SpanKind.CLIENT } : undefined);
   if (!span.isRecording()) return work(span);
   span.setAttributes(runAttributes(options.attributes?.() ?? {}));
   try {
