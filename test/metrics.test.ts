@@ -1,9 +1,12 @@
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { startScriptedLlm, type ScriptedLlm } from './fixtures/scripted-llm.js';
 import { StepUpdatesSubscription } from './support/operations.js';
 import { runPlan, sqlStep, storeQueuedExecution } from './support/plans.js';
 import { sampleValue, scrapeMetrics, type PromSample } from './support/prometheus.js';
+import { postgresUrl } from './support/database.js';
+import { redisUrl } from './support/redis.js';
 import { startTestServer, type TestServer } from './support/server.js';
 
 const TOKEN = 'metrics-token-for-the-test-0123456789';
@@ -168,5 +171,46 @@ describe('/metrics settings', () => {
       port: 9464,
     });
     expect(loadConfig({ NODE_ENV: 'development' }).observability.metrics).toEqual({ token: undefined, port: undefined });
+  });
+});
+
+const clusterSkipReason = postgresUrl && redisUrl ? null : 'skipped: TEST_DATABASE_URL and TEST_REDIS_URL are not both set';
+
+describe.skipIf(clusterSkipReason !== null)(`/metrics of each process of a cluster${clusterSkipReason ? ` (${clusterSkipReason})` : ''}`, () => {
+  let api: TestServer;
+  let worker: TestServer;
+  beforeAll(async () => {
+    const shared = {
+      REDIS_URL: redisUrl!,
+      STEPCAST_REDIS_PREFIX: `test${randomBytes(4).toString('hex')}:`,
+      STEPCAST_ENCRYPTION_KEY: randomBytes(32).toString('hex'),
+      STEPCAST_QUEUE_POLL_MS: '100',
+    };
+    api = await startTestServer('postgres', { env: { ...shared, STEPCAST_ROLE: 'api' } });
+    worker = await startTestServer('postgres', { joinDatabaseOf: api, env: { ...shared, STEPCAST_ROLE: 'worker', STEPCAST_METRICS_PORT: '0' } });
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await api?.close();
+  });
+
+  it('the worker, which serves no GraphQL, is scraped on STEPCAST_METRICS_PORT and counts the runs; the API replica counts GraphQL', async () => {
+    expect(worker.app.url).toBe('');
+    const { execution } = await runPlan(api, { query: 'users', steps: [sqlStep('SELECT count(*) AS n FROM users')] });
+    expect(execution.status).toBe('SUCCEEDED');
+    const workerOrigin = `http://127.0.0.1:${worker.app.metricsPort}`;
+    const fromWorker = await scrapeUntil(
+      workerOrigin,
+      (samples) => sampleValue(samples, 'stepcast_executions_finished_total', { status: 'SUCCEEDED' }) === 1,
+      'the worker counted the execution',
+    );
+    expect(sampleValue(fromWorker, 'stepcast_executions_started_total')).toBe(1);
+    expect(sampleValue(fromWorker, 'stepcast_steps_finished_total', { kind: 'SQL', status: 'SUCCEEDED' })).toBe(1);
+    expect(sampleValue(fromWorker, 'graphql_envelop_request', { operationType: 'mutation' })).toBeUndefined();
+    expect((await fetch(new URL('/ready', workerOrigin))).status).toBe(200);
+    const fromApi = (await scrapeMetrics(new URL(api.url).origin)).samples;
+    expect(sampleValue(fromApi, 'stepcast_executions_started_total')).toBe(0);
+    expect(sampleValue(fromApi, 'graphql_envelop_request', { operationType: 'mutation' })).toBe(1);
+    expect(sampleValue(fromApi, 'stepcast_executions', { status: 'RUNNING' })).toBe(0);
   });
 });
