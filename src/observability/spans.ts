@@ -1,4 +1,4 @@
-import { context, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
+import { context, SpanKind, SpanStatusCode, trace, type Attributes, type Span, type Tracer, type TracerProvider } from '@opentelemetry/api';
 import { currentLogContext } from '../logger.js';
 
 /**
@@ -6,6 +6,18 @@ import { currentLogContext } from '../logger.js';
  * the API's shared no-op, and nothing here builds attributes or switches context.
  */
 const TRACER_NAME = 'stepcast';
+
+let tracerOf: { provider: TracerProvider; tracer: Tracer } | undefined;
+
+/**
+ * The tracer, kept for as long as the API's global provider stays the same: a service that stops unregisters its
+ * SDK (trace.disable() puts a new global provider in place), and the tracer kept from before would still hold it.
+ */
+function stepcastTracer(): Tracer {
+  const provider = trace.getTracerProvider();
+  if (tracerOf?.provider !== provider) tracerOf = { provider, tracer: provider.getTracer(TRACER_NAME) };
+  return tracerOf.tracer;
+}
 
 /** The attributes every stepcast span carries, from the run it belongs to (the log context). */
 function runAttributes(attributes: Attributes): Attributes {
@@ -32,9 +44,7 @@ export interface SpanOptions {
  * error status (and the exception) when it throws.
  */
 export async function inSpan<T>(name: string, options: SpanOptions, work: (span: Span) => Promise<T>): Promise<T> {
-  // Asked for at each span, not kept: a tracer keeps the provider it first found, and a service that stops
-  // unregisters its provider (another may be registered after it in the same process).
-  const span = trace.getTracer(TRACER_NAME).startSpan(name, options.client ? { kind: SpanKind.CLIENT } : undefined);
+  const span = stepcastTracer().startSpan(name, options.client ? { kind: SpanKind.CLIENT } : undefined);
   if (!span.isRecording()) return work(span);
   span.setAttributes(runAttributes(options.attributes?.() ?? {}));
   try {
