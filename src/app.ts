@@ -210,6 +210,19 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
     ready = true;
   };
   try {
+    // First: probes get their answers (503 "starting") while the database, the queue and recovery are awaited.
+    if (metrics && metricsConfig?.port !== undefined) {
+      listener = await startObservabilityListener({
+        port: metricsConfig.port,
+        host: config.http.host,
+        metrics: { registry: metrics.registry, token: metricsConfig.token },
+        readiness,
+        logger,
+      });
+      logger.info({ port: listener.port }, 'metrics, health and readiness are served on their own port');
+    } else if (metrics && config.role === 'worker') {
+      logger.warn('STEPCAST_METRICS_PORT is not set: a worker serves no GraphQL port, so its metrics cannot be scraped');
+    }
     if (config.cluster) cluster = await startCluster(config, config.cluster, opening, logger);
     const llm = new LlmClient(config.llm, logger, metrics?.modelCalled);
     if (!llm.configured) logger.info('no model configured (OPENAI_API_KEY / OPENAI_BASE_URL): steps need their sql or code');
@@ -237,18 +250,6 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
           logger.info(server ? 'stepcast stopped' : 'stepcast worker stopped');
         })());
     };
-    if (metrics && metricsConfig?.port !== undefined) {
-      listener = await startObservabilityListener({
-        port: metricsConfig.port,
-        host: config.http.host,
-        metrics: { registry: metrics.registry, token: metricsConfig.token },
-        readiness,
-        logger,
-      });
-      logger.info({ port: listener.port }, 'metrics, health and readiness are served on their own port');
-    } else if (metrics && config.role === 'worker') {
-      logger.warn('STEPCAST_METRICS_PORT is not set: a worker serves no GraphQL port, so its metrics cannot be scraped');
-    }
     if (config.role === 'worker') {
       logger.info({ workerId: executor.workerId, ready }, 'stepcast worker is ready');
       return { url: '', port: 0, database, secrets, executor, metricsPort: listener?.port, close: closer(executor) };
