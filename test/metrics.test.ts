@@ -140,7 +140,8 @@ describe('/metrics settings', () => {
     const scraped = await scrapeMetrics(metricsOrigin, TOKEN);
     expect(scraped.status).toBe(200);
     expect(sampleValue(scraped.samples, 'stepcast_executions_started_total')).toBe(0);
-    expect((await fetch(new URL('/health', metricsOrigin))).status).toBe(200);
+    const health = await fetch(new URL('/health', metricsOrigin));
+    expect([health.status, await health.text()]).toEqual([200, '']);
     expect((await fetch(new URL('/ready', metricsOrigin))).status).toBe(200);
     expect((await fetch(new URL('/anything-else', metricsOrigin))).status).toBe(404);
   });

@@ -85,7 +85,8 @@ export async function startObservabilityListener({
   const answer = async (method: string | undefined, path: string, authorization: string | undefined): Promise<PlainResponse> => {
     if (method !== 'GET' && method !== 'HEAD') return { status: 405, headers: { allow: 'GET, HEAD' }, body: '' };
     if (path === '/metrics') return scrape(metrics, authorization);
-    if (path === '/health') return { status: 200, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: 'alive\n' };
+    // As on the GraphQL port (yoga's health check): 200 with no body.
+    if (path === '/health') return { status: 200, headers: {}, body: '' };
     if (path === '/ready') return readinessResponse(await readiness());
     return { status: 404, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: 'not found\n' };
   };
