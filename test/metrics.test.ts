@@ -140,6 +140,10 @@ describe('/metrics settings', () => {
     const scraped = await scrapeMetrics(metricsOrigin, TOKEN);
     expect(scraped.status).toBe(200);
     expect(sampleValue(scraped.samples, 'stepcast_executions_started_total')).toBe(0);
+    // Known series exist at zero before their first event.
+    expect(sampleValue(scraped.samples, 'stepcast_executions_finished_total', { status: 'CANCELLED' })).toBe(0);
+    expect(sampleValue(scraped.samples, 'stepcast_steps_finished_total', { kind: 'API', status: 'SKIPPED' })).toBe(0);
+    expect(sampleValue(scraped.samples, 'stepcast_step_duration_seconds_count', { kind: 'SQL' })).toBe(0);
     const health = await fetch(new URL('/health', metricsOrigin));
     expect([health.status, await health.text()]).toEqual([200, '']);
     expect((await fetch(new URL('/ready', metricsOrigin))).status).toBe(200);

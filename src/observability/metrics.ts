@@ -1,7 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { TokenUsage } from '../agents/llm-client.js';
 import type { AgentName } from '../config.js';
-import type { StepUpdate } from '../executor/step-update.js';
+import { STEP_KINDS, type StepUpdate } from '../executor/step-update.js';
 
 /** What the gauges read when Prometheus scrapes: nothing is counted on the hot path for them. */
 export interface ScrapedSources {
@@ -115,6 +115,13 @@ export class StepcastMetrics {
       labelNames: ['code'],
       registers,
     });
+    // Every known series from the start, at zero: rate() and alerts see a series before its first event.
+    for (const status of ['SUCCEEDED', 'FAILED', 'CANCELLED']) this.executionsFinished.inc({ status }, 0);
+    for (const kind of STEP_KINDS) {
+      this.stepsStarted.inc({ kind }, 0);
+      this.stepSeconds.zero({ kind });
+      for (const status of ['SUCCEEDED', 'FAILED', 'SKIPPED', 'CANCELLED']) this.stepsFinished.inc({ kind, status }, 0);
+    }
     new Gauge({
       name: 'stepcast_executions',
       help: 'Unfinished executions in the whole database, by status (the same from every process: aggregate with max).',
