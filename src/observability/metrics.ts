@@ -68,7 +68,7 @@ export class StepcastMetrics {
     });
     this.stepsStarted = new Counter({
       name: 'stepcast_steps_started_total',
-      help: 'Steps this process started, by kind (retries after a resume count again).',
+      help: 'Steps this process started, by kind (a step continued after a resume is not started again).',
       labelNames: ['kind'],
       registers,
     });
