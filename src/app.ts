@@ -28,6 +28,9 @@ import { createApiStepHandler } from './executor/steps/api.js';
 import { createSqlStepHandler } from './executor/steps/sql.js';
 import { TenantKnowledge } from './executor/tenant-knowledge.js';
 import type { Logger } from './logger.js';
+import { startObservabilityListener, type ObservabilityListener, type Readiness } from './observability/endpoints.js';
+import { StepcastMetrics } from './observability/metrics.js';
+import { startTracing } from './observability/tracing-sdk.js';
 import { createGraphQLServer } from './server.js';
 
 const READINESS_TIMEOUT_MS = 2_000;
@@ -42,6 +45,8 @@ export interface StepcastApp {
   /** Seals and opens tenant API credentials (the admin functions take it). */
   secrets: SecretBox;
   executor: Executor;
+  /** The port of the metrics listener (STEPCAST_METRICS_PORT), when there is one. */
+  metricsPort: number | undefined;
   close(): Promise<void>;
 }
 
@@ -61,8 +66,9 @@ function composeExecutor(
   secrets: SecretBox,
   logger: Logger,
   cluster: ClusterParts | undefined,
+  metrics: StepcastMetrics | undefined,
 ): Executor {
-  const store = new DrizzleExecutionStore(database.db, database.query);
+  const store = new DrizzleExecutionStore(database.db, database.query, metrics?.transitionCommitted);
   const knowledge = new TenantKnowledge(database, secrets);
   const settings = {
     ...config.executor,
@@ -96,6 +102,7 @@ function composeExecutor(
         llm,
         repairRounds: config.llm.sqlRepairRounds,
         maxSqlChars: config.inputLimits.maxSqlChars,
+        onSqlRejected: metrics?.sqlRefused,
         limits: {
           rowMaxBytes: config.executor.rowMaxBytes,
           readMaxBytes: config.executor.stepMaxBytes,
@@ -103,7 +110,7 @@ function composeExecutor(
           tempFileLimitMb: config.executor.sqlTempFileLimitMb,
         },
       }),
-      API: createApiStepHandler({ knowledge, llm, sandbox: config.sandbox }),
+      API: createApiStepHandler({ knowledge, llm, sandbox: config.sandbox, onSandboxRefused: metrics?.sandboxStopped }),
     },
     dispatcher: (run, engine) =>
       cluster
@@ -174,6 +181,27 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
   let demoApi: Awaited<ReturnType<typeof startDemoTenantApi>> | undefined;
   let ready = false;
   let closed = false;
+  let server: ReturnType<typeof createGraphQLServer> | undefined;
+  let listener: ObservabilityListener | undefined;
+  let forgetServer: (() => Promise<void>) | undefined;
+  const metricsConfig = config.observability.metrics;
+  const metrics = metricsConfig
+    ? new StepcastMetrics({
+        unfinishedExecutions: () => (opening.isOpen() ? countUnfinished(database) : Promise.resolve(undefined)),
+        runningInProcess: () => executor?.runningExecutionCount ?? 0,
+        openSubscriptions: () => executor?.openStreamCount ?? 0,
+        openSockets: () => server?.openSockets() ?? 0,
+      })
+    : undefined;
+  // Accepting work: prepared (migrated, demo data, recovery), not draining, and the database answers.
+  const readiness = async (): Promise<Readiness> => {
+    if (closed) return { ready: false, reason: 'draining: the service is shutting down' };
+    if (!ready) return { ready: false, reason: 'starting: the database has not been reached, migrated and prepared yet' };
+    if (!(await database.ping(READINESS_TIMEOUT_MS))) return { ready: false, reason: `the database did not answer within ${READINESS_TIMEOUT_MS} ms` };
+    return { ready: true, reason: 'ready' };
+  };
+  // Before anything runs, so that every span is recorded; stopped last, so that the last ones are sent.
+  const tracing = config.observability.tracing ? startTracing(config.observability.tracing, logger) : undefined;
   // What needs the database before the service is ready: the demo tenant and its API, and the executions a
   // previous process left unfinished.
   const prepare = async (running: Executor) => {
@@ -186,16 +214,29 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
     ready = true;
   };
   try {
+    // First: probes get their answers (503 "starting") while the database, the queue and recovery are awaited.
+    if (metrics && metricsConfig?.port !== undefined) {
+      listener = await startObservabilityListener({
+        port: metricsConfig.port,
+        host: config.http.host,
+        metrics: { registry: metrics.registry, token: metricsConfig.token },
+        readiness,
+        logger,
+      });
+      logger.info({ port: listener.port }, 'metrics, health and readiness are served on their own port');
+    } else if (metrics && config.role === 'worker') {
+      logger.warn('STEPCAST_METRICS_PORT is not set: a worker serves no GraphQL port, so its metrics cannot be scraped');
+    }
     if (config.cluster) cluster = await startCluster(config, config.cluster, opening, logger);
-    const llm = new LlmClient(config.llm, logger);
+    const llm = new LlmClient(config.llm, logger, metrics?.modelCalled);
     if (!llm.configured) logger.info('no model configured (OPENAI_API_KEY / OPENAI_BASE_URL): steps need their sql or code');
-    executor = composeExecutor(config, database, llm, secrets, logger, cluster);
+    executor = composeExecutor(config, database, llm, secrets, logger, cluster, metrics);
     if (opening.isOpen()) await prepare(executor);
     /**
      * Stops listening, lets running executions finish (the grace period), ends the streams, then closes what they stood
      * on: the cluster's queue and bus, the demo API, the database.
      */
-    const closer = (running: Executor, server?: ReturnType<typeof createGraphQLServer>, forgetServer?: () => Promise<void>) => {
+    const closer = (running: Executor) => {
       let closing: Promise<void> | undefined;
       return () =>
         (closing ??= (async () => {
@@ -209,16 +250,18 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
           await closeCluster(cluster);
           await demoApi?.close();
           await database.close(config.shutdownGraceMs);
+          await listener?.close();
+          await tracing?.shutdown();
           logger.info(server ? 'stepcast stopped' : 'stepcast worker stopped');
         })());
     };
     if (config.role === 'worker') {
       logger.info({ workerId: executor.workerId, ready }, 'stepcast worker is ready');
-      return { url: '', port: 0, database, secrets, executor, close: closer(executor) };
+      return { url: '', port: 0, database, secrets, executor, metricsPort: listener?.port, close: closer(executor) };
     }
     const adminToken = await loadAdminToken(config.admin.token, config.dataDir, { production: config.env === 'production' });
     if (!adminToken) logger.info('the admin API is off: set STEPCAST_ADMIN_TOKEN to use npm run admin against the running server');
-    const server = createGraphQLServer({
+    server = createGraphQLServer({
       executor,
       logger,
       authenticator: createAuthenticator({
@@ -236,7 +279,8 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
         tenantConnections: config.tenantConnections,
       },
       corsOrigins: config.http.corsOrigins,
-      checkReadiness: async () => ready && (await database.ping(READINESS_TIMEOUT_MS)),
+      checkReadiness: readiness,
+      metrics: metrics && { registry: metrics.registry, token: metricsConfig?.token, endpoint: metricsConfig?.port === undefined },
       admin: adminToken && { token: adminToken.token, operations: databaseAdmin(database, async () => secrets) },
     });
     const address = await server.listen(config.http.port, config.http.host);
@@ -244,7 +288,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
     const url = `http://${host}:${address.port}${server.yoga.graphqlEndpoint}`;
     logger.info({ url, database: database.kind, ready }, 'stepcast is listening');
     // How `npm run admin` finds this server; a data directory it cannot write (read-only in production) only loses that.
-    const forgetServer = await recordRunningServer(config.dataDir, { url, adminApi: adminToken !== undefined }).catch((error: unknown) => {
+    forgetServer = await recordRunningServer(config.dataDir, { url, adminApi: adminToken !== undefined }).catch((error: unknown) => {
       logger.info({ err: error }, 'could not record the server in DATA_DIR: npm run admin needs STEPCAST_URL to find it');
       return undefined;
     });
@@ -265,14 +309,35 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
       }, () => undefined);
     }
 
-    return { url, port: address.port, database, secrets, executor: running, close: closer(running, server, forgetServer) };
+    return { url, port: address.port, database, secrets, executor: running, metricsPort: listener?.port, close: closer(running) };
   } catch (error) {
+    await listener?.close();
+    await tracing?.shutdown();
     await retention?.stop();
     await executor?.stop(0);
     await closeCluster(cluster);
     await demoApi?.close();
     await database.close();
     throw error;
+  }
+}
+
+/** Unfinished executions by status in the whole database, for the gauges; undefined when it does not answer in time. */
+async function countUnfinished(database: Database): Promise<ReadonlyMap<string, number> | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const rows = await Promise.race([
+      database.query(
+        `SELECT status, count(*)::int AS n FROM executions WHERE status IN ('QUEUED', 'RUNNING', 'WAITING') GROUP BY status`,
+        [],
+      ),
+      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), READINESS_TIMEOUT_MS))),
+    ]);
+    return rows && new Map(rows.map((row) => [String(row.status), Number(row.n)]));
+  } catch {
+    return undefined;
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -69,6 +69,13 @@ const environmentSchema = z.object({
   STEPCAST_API_MAX_RESPONSE_BYTES: integer(5 * 1_048_576, 1024, 256 * 1_048_576),
   STEPCAST_API_REQUEST_TIMEOUT_MS: integer(10_000, 100, 600_000),
   STEPCAST_API_MAX_PAGES: integer(20, 1, 1_000),
+  // Metrics, traces and health (README: Metrics, traces and health).
+  STEPCAST_METRICS: onOff.optional(),
+  STEPCAST_METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  STEPCAST_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
+  OTEL_SERVICE_NAME: z.string().min(1).default('stepcast'),
   // Authentication and secrets.
   STEPCAST_AUTH: onOff.optional(),
   STEPCAST_ENCRYPTION_KEY: z.string().min(1).optional(),
@@ -134,6 +141,7 @@ export interface Config {
     queuePollMs: number;
   } | undefined;
   http: HttpConfig;
+  observability: ObservabilityConfig;
   database:
     | {
         kind: 'pglite';
@@ -210,6 +218,20 @@ export interface RetentionConfig {
   intervalMs: number;
   /** Executions deleted per statement: each is its own short transaction, so runs never wait long behind one. */
   batchSize: number;
+}
+
+export interface ObservabilityConfig {
+  /** undefined: no /metrics anywhere (STEPCAST_METRICS=off; the default in production). */
+  metrics:
+    | {
+        /** When set, a scrape must send `Authorization: Bearer <token>`. */
+        token: string | undefined;
+        /** When set, /metrics (with /health and /ready) is served on its own listener on this port, and not on PORT. */
+        port: number | undefined;
+      }
+    | undefined;
+  /** undefined: no tracing SDK is started and every span is a no-op. */
+  tracing: { tracesUrl: string; serviceName: string } | undefined;
 }
 
 export interface HttpConfig {
@@ -358,6 +380,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
         ? { redisUrl: env.REDIS_URL, redisPrefix: env.STEPCAST_REDIS_PREFIX, queuePollMs: env.STEPCAST_QUEUE_POLL_MS }
         : undefined,
     http: { port: env.PORT, host: env.HOST, corsOrigins: parseOrigins(env.STEPCAST_CORS_ORIGINS) },
+    observability: observabilityConfig(env, production),
     database: env.DATABASE_URL
       ? { kind: 'postgres', url: env.DATABASE_URL, poolSize: env.DATABASE_POOL_SIZE }
       : { kind: 'pglite', dataDir: env.DATA_DIR, maxMemoryMb: env.STEPCAST_PGLITE_MAX_MEMORY_MB },
@@ -504,6 +527,23 @@ export function checkHeapBound(config: Config, heapLimitBytes: number): void {
     `STEPCAST_MAX_CONCURRENT_EXECUTIONS x (STEPCAST_EXECUTION_MAX_BYTES + STEPCAST_STEP_MAX_BYTES) + ${mib(HEAP_HEADROOM_BYTES)} is ` +
       `${mib(needed)}, more than this process's heap limit of ${mib(heapLimitBytes)}: lower them, or raise node's --max-old-space-size`,
   );
+}
+
+function observabilityConfig(env: z.infer<typeof environmentSchema>, production: boolean): ObservabilityConfig {
+  const metricsOn = (env.STEPCAST_METRICS ?? (production ? 'off' : 'on')) === 'on';
+  if (metricsOn && production && !env.STEPCAST_METRICS_TOKEN && env.STEPCAST_METRICS_PORT === undefined) {
+    throw new ConfigError(
+      'STEPCAST_METRICS=on when NODE_ENV=production needs STEPCAST_METRICS_TOKEN (a bearer token scrapes must send) or STEPCAST_METRICS_PORT (a port of its own, kept off the public network)',
+    );
+  }
+  // The OTLP convention: the traces-specific endpoint is used as it is, the general one gets /v1/traces appended.
+  const tracesUrl =
+    env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
+    (env.OTEL_EXPORTER_OTLP_ENDPOINT ? `${env.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces` : undefined);
+  return {
+    metrics: metricsOn ? { token: env.STEPCAST_METRICS_TOKEN, port: env.STEPCAST_METRICS_PORT } : undefined,
+    tracing: tracesUrl ? { tracesUrl, serviceName: env.OTEL_SERVICE_NAME } : undefined,
+  };
 }
 
 /** `https://app.example.com,http://localhost:5173`: each an exact origin, as a browser sends it in `Origin`. */

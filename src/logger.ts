@@ -24,3 +24,8 @@ export function createLogger(level: string): Logger {
 export function withLogContext<T>(context: LogContext, work: () => T): T {
   return logContext.run({ ...logContext.getStore(), ...context }, work);
 }
+
+/** The run the caller is in (correlation id, execution, tenant, step), when it is in one. */
+export function currentLogContext(): LogContext | undefined {
+  return logContext.getStore();
+}

@@ -9,6 +9,7 @@ import {
   type ExecutionResult,
   type GraphQLFormattedError,
 } from 'graphql';
+import { usePrometheus } from '@graphql-yoga/plugin-prometheus';
 import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { useServer } from 'graphql-ws/use/ws';
 import { createYoga, maskError, useReadinessCheck, type YogaServerInstance } from 'graphql-yoga';
@@ -17,6 +18,7 @@ import { useAdminApi, type AdminApiOptions } from './admin/admin-api.js';
 import { AuthenticationError, type Authenticator, type Principal } from './auth/authenticator.js';
 import { LiveCredentials } from './auth/live-credentials.js';
 import { isDatabaseUnavailable } from './db/unavailable.js';
+import { readinessResponse, useMetricsEndpoint, type MetricsEndpointOptions, type Readiness } from './observability/endpoints.js';
 import { serviceUnavailable, unauthenticated } from './schema/errors.js';
 import type { GraphQLLimits, InputLimits, TenantConnectionLimits, WebSocketLimits } from './config.js';
 import type { Executor } from './executor/executor.js';
@@ -55,8 +57,13 @@ export interface GraphQLServerOptions {
   };
   /** Origins whose pages may call the API from a browser (config.http.corsOrigins); none by default. */
   corsOrigins?: readonly string[];
-  /** Backs GET /ready: false (or throwing) answers 503. */
-  checkReadiness?: () => Promise<boolean>;
+  /** Backs GET /ready: 200 when ready, 503 with the reason otherwise (or when it throws). */
+  checkReadiness?: () => Promise<Readiness>;
+  /**
+   * The registry GraphQL's metrics (yoga's Prometheus plugin) are recorded in; `endpoint`: GET /metrics is served on
+   * this port too (not when STEPCAST_METRICS_PORT gives metrics a listener of their own). Unset: no metrics.
+   */
+  metrics?: MetricsEndpointOptions & { endpoint: boolean };
   /** The admin API under /admin/ (src/admin/admin-api.ts); off when undefined. */
   admin?: Pick<AdminApiOptions, 'token' | 'operations'>;
 }
@@ -65,6 +72,8 @@ export interface GraphQLServer {
   httpServer: Server;
   yoga: YogaServerInstance<Record<string, unknown>, GraphQLContext>;
   listen(port: number, host: string): Promise<AddressInfo>;
+  /** graphql-ws sockets open now. */
+  openSockets(): number;
   /** Stops accepting connections and closes the open ones (call after open subscriptions have completed). */
   close(): Promise<void>;
 }
@@ -134,6 +143,27 @@ function parseFailed(error: GraphQLError): GraphQLError {
 
 const hasHttpExtension = (error: GraphQLError) => error.extensions?.http !== undefined;
 
+/**
+ * yoga's Prometheus plugin into the service's registry, without the labels a client chooses (operation names, URLs,
+ * paths), which would grow a series for every value; and GET /metrics when it is served on this port.
+ */
+function graphqlMetricsPlugins({ endpoint, ...options }: MetricsEndpointOptions & { endpoint: boolean }) {
+  return [
+    usePrometheus({
+      registry: options.registry,
+      endpoint: false,
+      skipIntrospection: true,
+      labels: { operationName: false, url: false, path: false },
+      metrics: {
+        graphql_envelop_request_time_summary: false,
+        graphql_envelop_deprecated_field: false,
+        graphql_envelop_schema_change: false,
+      },
+    }),
+    ...(endpoint ? [useMetricsEndpoint(options)] : []),
+  ];
+}
+
 /** graphql-yoga over HTTP (queries, mutations, SSE subscriptions) and graphql-ws on the same port and path. */
 export function createGraphQLServer({
   executor,
@@ -143,7 +173,8 @@ export function createGraphQLServer({
   graphiql = true,
   limits,
   corsOrigins = [],
-  checkReadiness = async () => true,
+  checkReadiness = async () => ({ ready: true, reason: 'ready' }),
+  metrics,
   admin,
 }: GraphQLServerOptions): GraphQLServer {
   const liveCredentials = new LiveCredentials(authenticator, logger);
@@ -185,7 +216,14 @@ export function createGraphQLServer({
     plugins: [
       // A revoked key's sockets close at once here; other processes of a cluster close theirs at their next sweep.
       ...(admin ? [useAdminApi({ ...admin, logger, onKeyRevoked: () => void liveCredentials.sweep() })] : []),
-      useReadinessCheck({ endpoint: '/ready', check: () => checkReadiness() }),
+      useReadinessCheck({
+        endpoint: '/ready',
+        check: async ({ fetchAPI }) => {
+          const { status, headers, body } = readinessResponse(await checkReadiness());
+          return new fetchAPI.Response(body, { status, headers });
+        },
+      }),
+      ...(metrics ? graphqlMetricsPlugins(metrics) : []),
       ...(corsOrigins.length > 0 ? [varyOnOrigin] : []),
       csrfPreventionPlugin(),
       ...graphqlLimitPlugins(limits.graphql, stepcastCostModel(limits.inputLimits.maxSteps)),
@@ -338,6 +376,7 @@ export function createGraphQLServer({
   return {
     httpServer,
     yoga,
+    openSockets: () => wsServer.clients.size,
     listen: (port, host) =>
       new Promise((resolve, reject) => {
         httpServer.once('error', reject);

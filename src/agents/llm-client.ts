@@ -2,6 +2,7 @@ import OpenAI from 'openai';
 import { z } from 'zod';
 import type { AgentName, LlmConfig } from '../config.js';
 import type { Logger } from '../logger.js';
+import { inSpan } from '../observability/spans.js';
 
 export interface TokenUsage {
   promptTokens: number;
@@ -52,6 +53,9 @@ export interface StructuredAnswer<T> {
   value: T;
   usage: TokenUsage;
 }
+
+/** Told of every request to the model (metrics): the tokens it used, or undefined when it failed. */
+export type ModelCallObserver = (agent: AgentName, model: string, usage: TokenUsage | undefined) => void;
 
 const MAX_RETRY_AFTER_MS = 30_000;
 
@@ -121,6 +125,7 @@ export class LlmClient {
   constructor(
     private readonly config: LlmConfig,
     private readonly logger: Logger,
+    private readonly onModelCall?: ModelCallObserver,
   ) {
     this.client = LlmClient.isConfigured(config)
       ? new OpenAI({
@@ -194,16 +199,19 @@ export class LlmClient {
     throw new Error('unreachable');
   }
 
-  private async createWithRetries(
+  /** One request to the model, in a span of its own, counted by agent and model. */
+  private createOnce(
     client: OpenAI,
     request: StructuredRequest<unknown>,
+    model: string,
     messages: ChatMessage[],
     jsonSchema: Record<string, unknown>,
   ): Promise<OpenAI.Chat.Completions.ChatCompletion> {
-    const model = this.config.models[request.agent];
-    for (let attempt = 0; ; attempt++) {
+    const attributes = () => ({ 'gen_ai.operation.name': 'chat', 'gen_ai.request.model': model, 'stepcast.agent': request.agent });
+    return inSpan('stepcast.model_call', { client: true, attributes }, async (span) => {
+      let completion;
       try {
-        return await client.chat.completions.create(
+        completion = await client.chat.completions.create(
           {
             model,
             messages,
@@ -214,6 +222,32 @@ export class LlmClient {
           },
           { signal: request.signal },
         );
+      } catch (error) {
+        this.onModelCall?.(request.agent, model, undefined);
+        throw error;
+      }
+      const usage = usageOf(completion);
+      this.onModelCall?.(request.agent, model, usage);
+      if (span.isRecording()) {
+        span.setAttributes({
+          'gen_ai.usage.input_tokens': usage.promptTokens,
+          'gen_ai.usage.output_tokens': usage.completionTokens,
+        });
+      }
+      return completion;
+    });
+  }
+
+  private async createWithRetries(
+    client: OpenAI,
+    request: StructuredRequest<unknown>,
+    messages: ChatMessage[],
+    jsonSchema: Record<string, unknown>,
+  ): Promise<OpenAI.Chat.Completions.ChatCompletion> {
+    const model = this.config.models[request.agent];
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.createOnce(client, request, model, messages, jsonSchema);
       } catch (error) {
         const status = error instanceof OpenAI.APIError ? error.status : undefined;
         const timedOut = error instanceof OpenAI.APIConnectionTimeoutError;

@@ -4,6 +4,7 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
+import { inSpan } from '../observability/spans.js';
 import { JsonText, NOT_JSON_MESSAGE } from '../sandbox/json-text.js';
 import { CURSOR_PARAMETER_NAMES, type ApiOperation, type ApiParameter } from './catalog.js';
 
@@ -500,7 +501,12 @@ export function createApiCaller(options: ApiCallerOptions): ApiCaller {
   async function callOnce(operation: ApiOperation, params: Record<string, unknown>, maxBytes: number, asText = false) {
     const url = buildUrl(settings.base, operation, params);
     if (!operation.idempotent) await options.beforeUnsafeCall?.();
-    const raw = await sendRequest({ method: operation.method, url, maxBytes }, settings);
+    const attributes = () => ({ 'http.request.method': operation.method, 'stepcast.api.operation_id': operation.operationId });
+    const raw = await inSpan('stepcast.api_call', { client: true, attributes }, async (span) => {
+      const response = await sendRequest({ method: operation.method, url, maxBytes }, settings);
+      span.setAttribute('http.response.status_code', response.status);
+      return response;
+    });
     return { value: asText ? new JsonText(bodyText(raw.body)) : parseJson(raw.body), bytes: raw.body.length };
   }
 

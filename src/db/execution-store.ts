@@ -12,6 +12,7 @@ import {
   UNFINISHED_STATUSES,
   type ClaimedExecution,
   type CommittedTransition,
+  type TransitionObserver,
   type ExecutionDetails,
   type ExecutionPage,
   type ExecutionPageRequest,
@@ -86,6 +87,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
   constructor(
     private readonly db: Db,
     private readonly raw: RawQuery,
+    private readonly onCommitted?: TransitionObserver,
   ) {}
 
   async findTenant(tenantId: string): Promise<TenantRow | undefined> {
@@ -565,6 +567,14 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
    * returned (committed).
    */
   async recordTransition(executionId: string, batch: Transition | readonly Transition[]): Promise<CommittedTransition> {
+    if (!this.onCommitted) return this.commitTransition(executionId, batch);
+    const started = performance.now();
+    const committed = await this.commitTransition(executionId, batch);
+    this.onCommitted(committed.updates, (performance.now() - started) / 1000);
+    return committed;
+  }
+
+  private async commitTransition(executionId: string, batch: Transition | readonly Transition[]): Promise<CommittedTransition> {
     const transitions = Array.isArray(batch) ? (batch as readonly Transition[]) : [batch as Transition];
     const [first] = transitions;
     if (!first) throw new Error('recordTransition needs at least one transition');

@@ -4,6 +4,8 @@ import { SandboxError } from '../sandbox/errors.js';
 import type { ExecutionRow, StepSnapshot, StoredPlanStep, StoredStepError, StoredTokenUsage, TenantRow } from '../db/tables.js';
 import { heapBytesOf } from '../heap-bytes.js';
 import { withLogContext, type Logger } from '../logger.js';
+import { inSpan } from '../observability/spans.js';
+import { SpanStatusCode } from '@opentelemetry/api';
 import { RunStoppedError, StepCancelledError, StepFailure, toStoredStepError } from './errors.js';
 import { ExecutionMemory } from './execution-memory.js';
 import type { TenantRateLimits } from './rate-limiter.js';
@@ -187,7 +189,12 @@ export class Engine {
       add: (index: number) => this.outagePauses.set(`${executionId}:${index}`, (this.outagePauses.get(`${executionId}:${index}`) ?? 0) + 1),
     };
     const run = new Run(deps, claim, controller, pauses);
-    await withLogContext({ correlationId: execution.correlationId, executionId, tenantId: execution.tenantId }, () => run.drive());
+    await withLogContext({ correlationId: execution.correlationId, executionId, tenantId: execution.tenantId }, () =>
+      inSpan('stepcast.execution', { attributes: () => ({ 'stepcast.execution.resumed': claim.resumed }) }, async (span) => {
+        await run.drive();
+        span.setAttribute('stepcast.execution.status', run.executionStatusNow);
+      }),
+    );
     if (run.finished) for (const key of this.outagePauses.keys()) if (key.startsWith(`${executionId}:`)) this.outagePauses.delete(key);
   }
 
@@ -447,6 +454,11 @@ class Run {
     return startOf(next);
   }
 
+  /** The execution's status as this run last committed it. */
+  get executionStatusNow(): string {
+    return this.executionStatus;
+  }
+
   /** The execution ended (or was found ended) in this run. */
   get finished(): boolean {
     return this.executionStatus === 'SUCCEEDED' || this.executionStatus === 'FAILED' || this.executionStatus === 'CANCELLED';
@@ -507,7 +519,7 @@ class Run {
         }
         await this.commit(startOf(step));
       }
-      if ((await this.runStep(step)) === 'ended') return;
+      if ((await this.runStepInSpan(step)) === 'ended') return;
     }
     // The last step's success committed the execution's too, unless a stop kept it apart.
     if (this.executionStatus === 'SUCCEEDED') {
@@ -591,6 +603,19 @@ class Run {
   private async letGo(why: string): Promise<void> {
     await this.deps.leases.release(this.execution.id, this.lease);
     this.deps.logger.debug({ why }, 'lease let go');
+  }
+
+  private runStepInSpan(step: StoredStep): Promise<StepEnd> {
+    const attributes = () => ({ 'stepcast.step.index': step.index, 'stepcast.step.kind': step.kind });
+    return inSpan('stepcast.step', { attributes }, async (span) => {
+      const end = await this.runStep(step);
+      if (span.isRecording()) {
+        const status = this.status(step.index);
+        span.setAttribute('stepcast.step.status', status);
+        if (status === 'FAILED') span.setStatus({ code: SpanStatusCode.ERROR, message: this.states.get(step.index)!.error?.code });
+      }
+      return end;
+    });
   }
 
   private async runStep(step: StoredStep): Promise<StepEnd> {

@@ -402,6 +402,11 @@ export class Executor {
     });
   }
 
+  /** Executions this process runs now. */
+  get runningExecutionCount(): number {
+    return this.engine.runningIds().length;
+  }
+
   /** stepUpdates streams open right now (one per subscription). */
   get openStreamCount(): number {
     return this.openStreams.entries.size;

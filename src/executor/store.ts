@@ -91,6 +91,9 @@ export interface CommittedTransition {
   cancelRequested: boolean;
 }
 
+/** Told of every transition a store commits, with how long the commit took (metrics). */
+export type TransitionObserver = (updates: readonly StepUpdate[], seconds: number) => void;
+
 /** A step as a run needs it: its row with its sql and code, and every record it produced. */
 export type StoredStep = Omit<StepResultRow, 'records'> & { records: unknown[] | null };
 

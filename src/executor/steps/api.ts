@@ -1,8 +1,10 @@
+import { AsyncResource } from 'node:async_hooks';
 import { writeApiCode } from '../../agents/api-agent.js';
 import type { LlmClient } from '../../agents/llm-client.js';
 import { createApiCaller } from '../../api/api-caller.js';
 import { describeCatalog } from '../../api/catalog.js';
 import type { SandboxConfig } from '../../config.js';
+import { SandboxError } from '../../sandbox/errors.js';
 import { runProgram } from '../../sandbox/run-program.js';
 import { asStepFailure, StepFailure } from '../errors.js';
 import { heapBytesOf } from '../../heap-bytes.js';
@@ -15,10 +17,12 @@ export interface ApiStepOptions {
   llm: LlmClient;
   /** The program's limits and its API requests' limits. */
   sandbox: SandboxConfig;
+  /** Told of every program the sandbox stops, by its code (metrics); a cancel is not a refusal. */
+  onSandboxRefused?: (code: string) => void;
 }
 
 /** API steps: the client's program, or one the API code agent writes, run in QuickJS against the tenant's API. */
-export function createApiStepHandler({ knowledge, llm, sandbox }: ApiStepOptions): StepHandler {
+export function createApiStepHandler({ knowledge, llm, sandbox, onSandboxRefused }: ApiStepOptions): StepHandler {
   return stoppedByCancel(async (context: StepContext): Promise<StepOutcome> => {
     const { tenant, step } = context;
     const operations = knowledge.apiCatalog(tenant);
@@ -49,7 +53,9 @@ export function createApiStepHandler({ knowledge, llm, sandbox }: ApiStepOptions
     let httpRequests = 0;
     // The step's requests end with the step, however it ends: none may outlive it.
     const stepRequests = new AbortController();
-    const callApi = createApiCaller({
+    // Bound to the step: the sandbox's worker calls it back from its own message events, outside the step's
+    // async context, and its spans and log lines belong to the step.
+    const callApi = AsyncResource.bind(createApiCaller({
       baseUrl: tenant.apiBaseUrl,
       operations: callable,
       credentials: knowledge.apiCredentials(tenant),
@@ -67,7 +73,7 @@ export function createApiStepHandler({ knowledge, llm, sandbox }: ApiStepOptions
           });
         }
       },
-    });
+    }));
     const withCode = (error: unknown) => {
       const failure = asStepFailure(error);
       if (failure instanceof StepFailure) failure.artefact = { code, attempts: 1 };
@@ -92,6 +98,7 @@ export function createApiStepHandler({ knowledge, llm, sandbox }: ApiStepOptions
         },
       });
     } catch (error) {
+      if (error instanceof SandboxError && error.code !== 'SANDBOX_ABORTED') onSandboxRefused?.(error.code);
       throw withCode(error);
     } finally {
       stepRequests.abort();

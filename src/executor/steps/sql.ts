@@ -9,6 +9,7 @@ import { asStepFailure, isTimeoutAbort, StepFailure } from '../errors.js';
 import { heapBytesOf, stringHeapBytes } from '../../heap-bytes.js';
 import { describeColumns, toJsonRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
+import { inSpan } from '../../observability/spans.js';
 import { askAgent, remainingMs, stoppedByCancel, type EarlierStep, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
 
 export interface SqlStepOptions {
@@ -21,6 +22,8 @@ export interface SqlStepOptions {
   limits: Omit<TenantQueryLimits, 'rowCap'>;
   /** The longest statement the guard accepts, written by the client or by the agent. */
   maxSqlChars: number;
+  /** Told of every statement the guard refuses, by reason (metrics). */
+  onSqlRejected?: (reason: string) => void;
 }
 
 export function stepRelationName(index: number): string {
@@ -85,6 +88,7 @@ export function createSqlStepHandler({
   repairRounds,
   limits,
   maxSqlChars,
+  onSqlRejected,
 }: SqlStepOptions): StepHandler {
   const guardScope = async (context: StepContext, dataSchema: DataSchema): Promise<SqlGuardScope> => {
     const readable = context.earlier.filter((e) => e.columns.length > 0);
@@ -103,7 +107,13 @@ export function createSqlStepHandler({
 
   const runStatement = async (sql: string, context: StepContext, scope: SqlGuardScope, role: string): Promise<StepOutcome> => {
     const { earlier, tenant, memory } = context;
-    const guarded = await guardSql(sql, scope);
+    let guarded;
+    try {
+      guarded = await guardSql(sql, scope);
+    } catch (error) {
+      if (error instanceof SqlRejectedError) onSqlRejected?.(error.reason);
+      throw error;
+    }
     const relations = buildStepRelations(earlier, guarded.stepRelations);
     const inputBytes = relations.params.reduce((bytes, param) => bytes + stringHeapBytes(param), 0);
     memory.take(inputBytes, "the earlier steps' records it reads as step_N");
@@ -112,14 +122,19 @@ export function createSqlStepHandler({
     const readMaxBytes = Math.min(limits.readMaxBytes, memory.remaining);
     let result;
     try {
-      result = await database.runTenantQuery({
-        statement: guarded.statement,
-        relations,
-        role,
-        searchPath: tenant.dataSchema,
-        timeoutMs: remainingMs(context),
-        signal: context.signal,
-        limits: { ...limits, readMaxBytes, rowCap: context.rowCap },
+      const statement = guarded.statement;
+      result = await inSpan('stepcast.sql', { client: true, attributes: () => ({ 'db.system.name': 'postgresql' }) }, async (span) => {
+        const answer = await database.runTenantQuery({
+          statement,
+          relations,
+          role,
+          searchPath: tenant.dataSchema,
+          timeoutMs: remainingMs(context),
+          signal: context.signal,
+          limits: { ...limits, readMaxBytes, rowCap: context.rowCap },
+        });
+        span.setAttribute('db.response.returned_rows', answer.rows.length);
+        return answer;
       });
     } finally {
       memory.give(inputBytes);

@@ -1,0 +1,221 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../src/config.js';
+import { startScriptedLlm, type ScriptedLlm } from './fixtures/scripted-llm.js';
+import { StepUpdatesSubscription } from './support/operations.js';
+import { runPlan, sqlStep, storeQueuedExecution } from './support/plans.js';
+import { sampleValue, scrapeMetrics, type PromSample } from './support/prometheus.js';
+import { postgresUrl } from './support/database.js';
+import { redisUrl } from './support/redis.js';
+import { startTestServer, type TestServer } from './support/server.js';
+
+const TOKEN = 'metrics-token-for-the-test-0123456789';
+
+/** Scrapes until check() holds for the samples (gauges follow what happens on sockets a moment later). */
+async function scrapeUntil(origin: string, check: (samples: PromSample[]) => boolean, what: string): Promise<PromSample[]> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const { samples } = await scrapeMetrics(origin);
+    if (check(samples)) return samples;
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+describe('/metrics after plans ran', () => {
+  let llm: ScriptedLlm;
+  let server: TestServer;
+  let origin: string;
+  beforeAll(async () => {
+    llm = await startScriptedLlm();
+    server = await startTestServer('pglite', {
+      env: {
+        OPENAI_BASE_URL: llm.baseUrl,
+        STEPCAST_SQL_MODEL: 'sql-model-under-test',
+        STEPCAST_LLM_MAX_RETRIES: '0',
+        STEPCAST_SANDBOX_CPU_MS: '200',
+        // An execution stored past the executor stays QUEUED (no look for work after the start).
+        STEPCAST_RECOVERY_INTERVAL_MS: '0',
+      },
+    });
+    origin = new URL(server.url).origin;
+  });
+  afterAll(async () => {
+    await server?.close();
+    await llm?.close();
+  });
+
+  it('counts executions, steps, durations, model calls and tokens, and guard and sandbox refusals, with their labels', async () => {
+    llm.script({ when: () => true, replies: [{ content: { sql: 'SELECT count(*) AS n FROM users', explanation: 'counts' } }] });
+    const succeeded = await runPlan(server, { query: 'users', steps: [sqlStep('SELECT count(*) AS n FROM users')] });
+    const refused = await runPlan(server, { query: 'locks', steps: [sqlStep('SELECT id FROM users FOR UPDATE')] });
+    const written = await runPlan(server, { query: 'agent', steps: [{ kind: 'SQL', queryContext: 'count the users' }] });
+    const stopped = await runPlan(server, { query: 'loop', steps: [{ kind: 'API', queryContext: 'loop', code: 'while (true) {}' }] });
+    expect([succeeded, refused, written, stopped].map((run) => run.execution.status)).toEqual(['SUCCEEDED', 'FAILED', 'SUCCEEDED', 'FAILED']);
+    expect(refused.execution.steps[0]!.error).toMatchObject({ code: 'SQL_REJECTED' });
+    expect(stopped.execution.steps[0]!.error).toMatchObject({ code: 'SANDBOX_TIMEOUT' });
+
+    const { status, contentType, samples } = await scrapeMetrics(origin);
+    expect(status).toBe(200);
+    expect(contentType).toMatch(/^text\/plain; version=0\.0\.4/);
+    expect(sampleValue(samples, 'stepcast_executions_started_total')).toBe(4);
+    expect(sampleValue(samples, 'stepcast_executions_finished_total', { status: 'SUCCEEDED' })).toBe(2);
+    expect(sampleValue(samples, 'stepcast_executions_finished_total', { status: 'FAILED' })).toBe(2);
+    expect(sampleValue(samples, 'stepcast_steps_started_total', { kind: 'SQL' })).toBe(3);
+    expect(sampleValue(samples, 'stepcast_steps_started_total', { kind: 'API' })).toBe(1);
+    expect(sampleValue(samples, 'stepcast_steps_finished_total', { kind: 'SQL', status: 'SUCCEEDED' })).toBe(2);
+    expect(sampleValue(samples, 'stepcast_steps_finished_total', { kind: 'SQL', status: 'FAILED' })).toBe(1);
+    expect(sampleValue(samples, 'stepcast_steps_finished_total', { kind: 'API', status: 'FAILED' })).toBe(1);
+    expect(sampleValue(samples, 'stepcast_step_duration_seconds_count', { kind: 'SQL' })).toBe(3);
+    expect(sampleValue(samples, 'stepcast_step_duration_seconds_count', { kind: 'API' })).toBe(1);
+    // The looping program ran until its 200 ms of CPU were spent.
+    expect(sampleValue(samples, 'stepcast_step_duration_seconds_sum', { kind: 'API' })).toBeGreaterThanOrEqual(0.2);
+    expect(sampleValue(samples, 'stepcast_step_duration_seconds_bucket', { kind: 'API', le: '0.1' })).toBe(0);
+    expect(sampleValue(samples, 'stepcast_sql_guard_refusals_total', { reason: 'locking clause' })).toBe(1);
+    expect(sampleValue(samples, 'stepcast_sandbox_refusals_total', { code: 'SANDBOX_TIMEOUT' })).toBe(1);
+    const model = { agent: 'sql', model: 'sql-model-under-test' };
+    expect(sampleValue(samples, 'stepcast_model_calls_total', { ...model, outcome: 'ok' })).toBe(1);
+    expect(sampleValue(samples, 'stepcast_model_tokens_total', { ...model, type: 'prompt' })).toBe(100);
+    expect(sampleValue(samples, 'stepcast_model_tokens_total', { ...model, type: 'completion' })).toBe(20);
+    // Each run commits at least its start and its end.
+    expect(sampleValue(samples, 'stepcast_transition_commit_seconds_count')).toBeGreaterThanOrEqual(8);
+    expect(sampleValue(samples, 'stepcast_executions', { status: 'RUNNING' })).toBe(0);
+    // GraphQL's side, from yoga's plugin: by operation type, never by the name a client chose.
+    expect(sampleValue(samples, 'graphql_envelop_request', { operationType: 'mutation' })).toBe(4);
+    expect(sampleValue(samples, 'graphql_yoga_http_duration_count', { operationType: 'mutation', statusCode: '200' })).toBe(4);
+    expect(samples.filter((sample) => 'operationName' in sample.labels || 'url' in sample.labels)).toEqual([]);
+    // Node's own, from the same registry.
+    expect(sampleValue(samples, 'process_cpu_seconds_total')).toBeGreaterThan(0);
+  });
+
+  it('reads queued executions, open subscriptions and sockets when scraped', async () => {
+    const queued = await storeQueuedExecution(server.app.database);
+    const client = server.wsClient();
+    const dispose = client.subscribe(
+      { query: StepUpdatesSubscription.toString(), variables: { executionId: queued.id } },
+      { next: () => undefined, error: () => undefined, complete: () => undefined },
+    );
+    try {
+      const samples = await scrapeUntil(origin, (s) => sampleValue(s, 'stepcast_subscriptions_open') === 1, 'the subscription is counted');
+      expect(sampleValue(samples, 'stepcast_websockets_open')).toBe(1);
+      expect(sampleValue(samples, 'stepcast_executions', { status: 'QUEUED' })).toBe(1);
+      expect(sampleValue(samples, 'stepcast_executions_running_in_process')).toBe(0);
+    } finally {
+      dispose();
+      await client.dispose();
+    }
+    await scrapeUntil(
+      origin,
+      (s) => sampleValue(s, 'stepcast_subscriptions_open') === 0 && sampleValue(s, 'stepcast_websockets_open') === 0,
+      'the subscription and its socket are no longer counted',
+    );
+  });
+});
+
+describe('/metrics settings', () => {
+  let servers: TestServer[] = [];
+  afterAll(async () => {
+    await Promise.all(servers.map((server) => server.close()));
+    servers = [];
+  });
+
+  it('answers 404 when STEPCAST_METRICS=off, and keeps /health', async () => {
+    const server = await startTestServer('pglite', { env: { STEPCAST_METRICS: 'off' } });
+    servers.push(server);
+    const origin = new URL(server.url).origin;
+    expect((await scrapeMetrics(origin)).status).toBe(404);
+    expect((await fetch(new URL('/health', origin))).status).toBe(200);
+  });
+
+  it('with STEPCAST_METRICS_PORT, serves metrics with their token, health and readiness there and not on the GraphQL port', async () => {
+    const server = await startTestServer('pglite', { env: { STEPCAST_METRICS_TOKEN: TOKEN, STEPCAST_METRICS_PORT: '0' } });
+    servers.push(server);
+    expect(server.app.metricsPort).toBeGreaterThan(0);
+    const metricsOrigin = `http://127.0.0.1:${server.app.metricsPort}`;
+    expect((await scrapeMetrics(new URL(server.url).origin, TOKEN)).status).toBe(404);
+    const refused = await scrapeMetrics(metricsOrigin);
+    expect(refused.status).toBe(401);
+    expect(refused.text).not.toContain('stepcast_');
+    expect((await scrapeMetrics(metricsOrigin, `${TOKEN}x`)).status).toBe(401);
+    const scraped = await scrapeMetrics(metricsOrigin, TOKEN);
+    expect(scraped.status).toBe(200);
+    expect(sampleValue(scraped.samples, 'stepcast_executions_started_total')).toBe(0);
+    // Known series exist at zero before their first event.
+    expect(sampleValue(scraped.samples, 'stepcast_executions_finished_total', { status: 'CANCELLED' })).toBe(0);
+    expect(sampleValue(scraped.samples, 'stepcast_steps_finished_total', { kind: 'API', status: 'SKIPPED' })).toBe(0);
+    expect(sampleValue(scraped.samples, 'stepcast_step_duration_seconds_count', { kind: 'SQL' })).toBe(0);
+    const health = await fetch(new URL('/health', metricsOrigin));
+    expect([health.status, await health.text()]).toEqual([200, '']);
+    expect((await fetch(new URL('/ready', metricsOrigin))).status).toBe(200);
+    expect((await fetch(new URL('/anything-else', metricsOrigin))).status).toBe(404);
+  });
+
+  it('with a token on the GraphQL port, refuses scrapes without it', async () => {
+    const server = await startTestServer('pglite', { env: { STEPCAST_METRICS_TOKEN: TOKEN } });
+    servers.push(server);
+    const origin = new URL(server.url).origin;
+    const refused = await scrapeMetrics(origin);
+    expect(refused.status).toBe(401);
+    expect(refused.text).not.toContain('stepcast_');
+    expect((await scrapeMetrics(origin, TOKEN)).status).toBe(200);
+  });
+
+  it('is off in production unless protected by a token or a port of its own', () => {
+    const production = {
+      NODE_ENV: 'production',
+      STEPCAST_ENCRYPTION_KEY: 'a'.repeat(64),
+    };
+    expect(loadConfig(production).observability.metrics).toBeUndefined();
+    expect(() => loadConfig({ ...production, STEPCAST_METRICS: 'on' })).toThrow(ConfigError);
+    expect(loadConfig({ ...production, STEPCAST_METRICS: 'on', STEPCAST_METRICS_TOKEN: TOKEN }).observability.metrics).toEqual({
+      token: TOKEN,
+      port: undefined,
+    });
+    expect(loadConfig({ ...production, STEPCAST_METRICS: 'on', STEPCAST_METRICS_PORT: '9464' }).observability.metrics).toEqual({
+      token: undefined,
+      port: 9464,
+    });
+    expect(loadConfig({ NODE_ENV: 'development' }).observability.metrics).toEqual({ token: undefined, port: undefined });
+  });
+});
+
+const clusterSkipReason = postgresUrl && redisUrl ? null : 'skipped: TEST_DATABASE_URL and TEST_REDIS_URL are not both set';
+
+describe.skipIf(clusterSkipReason !== null)(`/metrics of each process of a cluster${clusterSkipReason ? ` (${clusterSkipReason})` : ''}`, () => {
+  let api: TestServer;
+  let worker: TestServer;
+  beforeAll(async () => {
+    const shared = {
+      REDIS_URL: redisUrl!,
+      STEPCAST_REDIS_PREFIX: `test${randomBytes(4).toString('hex')}:`,
+      STEPCAST_ENCRYPTION_KEY: randomBytes(32).toString('hex'),
+      STEPCAST_QUEUE_POLL_MS: '100',
+    };
+    api = await startTestServer('postgres', { env: { ...shared, STEPCAST_ROLE: 'api' } });
+    worker = await startTestServer('postgres', { joinDatabaseOf: api, env: { ...shared, STEPCAST_ROLE: 'worker', STEPCAST_METRICS_PORT: '0' } });
+  });
+  afterAll(async () => {
+    await worker?.close();
+    await api?.close();
+  });
+
+  it('the worker, which serves no GraphQL, is scraped on STEPCAST_METRICS_PORT and counts the runs; the API replica counts GraphQL', async () => {
+    expect(worker.app.url).toBe('');
+    const { execution } = await runPlan(api, { query: 'users', steps: [sqlStep('SELECT count(*) AS n FROM users')] });
+    expect(execution.status).toBe('SUCCEEDED');
+    const workerOrigin = `http://127.0.0.1:${worker.app.metricsPort}`;
+    const fromWorker = await scrapeUntil(
+      workerOrigin,
+      (samples) => sampleValue(samples, 'stepcast_executions_finished_total', { status: 'SUCCEEDED' }) === 1,
+      'the worker counted the execution',
+    );
+    expect(sampleValue(fromWorker, 'stepcast_executions_started_total')).toBe(1);
+    expect(sampleValue(fromWorker, 'stepcast_steps_finished_total', { kind: 'SQL', status: 'SUCCEEDED' })).toBe(1);
+    expect(sampleValue(fromWorker, 'graphql_envelop_request', { operationType: 'mutation' })).toBeUndefined();
+    expect((await fetch(new URL('/ready', workerOrigin))).status).toBe(200);
+    const fromApi = (await scrapeMetrics(new URL(api.url).origin)).samples;
+    expect(sampleValue(fromApi, 'stepcast_executions_started_total')).toBe(0);
+    expect(sampleValue(fromApi, 'graphql_envelop_request', { operationType: 'mutation' })).toBe(1);
+    expect(sampleValue(fromApi, 'stepcast_executions', { status: 'RUNNING' })).toBe(0);
+  });
+});
