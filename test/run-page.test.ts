@@ -1,5 +1,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { createApiKey } from '../src/admin/tenants.js';
@@ -94,9 +96,13 @@ describe.skipIf(skipReason !== null)(`the run pages in a real browser${skipReaso
       const id = await submitPlan(server, {
         query: 'which groups, once somebody agrees',
         steps: [
-          sqlStep("SELECT id, email FROM users WHERE status = 'active' ORDER BY id LIMIT 3", { approval: true }),
-          sqlStep('SELECT count(*) AS n FROM step_1'),
-          sqlStep('SELECT n * 2 AS twice FROM step_2'),
+          sqlStep("SELECT id, email FROM users WHERE status = 'active' ORDER BY id LIMIT 3", {
+            approval: true,
+            queryContext: 'the first three active users',
+            entity: 'users',
+          }),
+          sqlStep('SELECT count(*) AS n FROM step_1', { queryContext: 'how many they are' }),
+          sqlStep('SELECT n * 2 AS twice FROM step_2', { queryContext: 'twice that' }),
         ],
       });
       await page.goto(`${pageOrigin}/runs/${id}`);
@@ -120,11 +126,15 @@ describe.skipIf(skipReason !== null)(`the run pages in a real browser${skipReaso
       expect(live.filter((entry) => entry.startsWith('run:')).at(-1)).toBe('run: SUCCEEDED');
       await eventually(() => page.locator('main').getAttribute('data-finished')).toBe('true');
 
+      expect(await page.locator('dl.summary').textContent()).toContain('Questionwhich groups, once somebody agrees');
+      for (const text of await page.locator('li.step').allTextContents()) {
+        expect(text).not.toMatch(/null|undefined|\[object /);
+      }
       const card = page.locator('li.step[data-step="1"]');
       expect(await card.locator('.decision').textContent()).toContain('APPROVED by anonymous: checked: only three users');
       expect(await card.locator('table.sample tbody tr').count()).toBe(3);
       expect(await card.locator('pre.sql').textContent()).toContain("WHERE status = 'active'");
-      expect(await page.locator('li.step[data-step="3"] .records').textContent()).toBe('1 records');
+      expect(await page.locator('li.step[data-step="3"] .records').textContent()).toBe('1 record');
       expect(await page.locator('#timeline li').evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.type))).toEqual([
         'EXECUTION_STARTED',
         'STEP_WAITING',
@@ -183,6 +193,42 @@ describe.skipIf(skipReason !== null)(`the run pages in a real browser${skipReaso
       expect(await page.locator('#cancel-run').isDisabled()).toBe(true);
       expect(await page.locator('#action-error').textContent()).toBe('');
     }
+
+    it('resumes a dropped stream after the last update it showed: nothing missed, nothing shown twice', async () => {
+      const proxy = await startDroppableProxy(new URL(server.url).port);
+      try {
+        const origin = `http://127.0.0.1:${proxy.port}`;
+        otherHosts = watchOtherHosts(page, origin);
+        const subscriptions: unknown[] = [];
+        page.on('request', (request) => {
+          const body = request.postData() ?? '';
+          if (body.includes('RunPageUpdates')) subscriptions.push((JSON.parse(body) as { variables: unknown }).variables);
+        });
+        const id = await submitPlan(server, {
+          query: 'a run whose watcher loses its connection',
+          steps: [sqlStep('SELECT 1 AS one'), sqlStep('SELECT 2 AS two', { approval: true }), sqlStep('SELECT 3 AS three')],
+        });
+        await page.goto(`${origin}/runs/${id}`);
+        await eventually(() => stepStatus(page, 2).textContent()).toBe('WAITING');
+        const shown = Number(await page.locator('#timeline li').last().getAttribute('data-sequence'));
+
+        proxy.dropAll();
+        await eventually(() => subscriptions.length).toBe(2);
+        await authedApprove(server, id, 2);
+
+        await eventually(() => page.locator('main').getAttribute('data-finished')).toBe('true');
+        expect(subscriptions).toEqual([
+          { executionId: id, afterSequence: 0 },
+          { executionId: id, afterSequence: shown },
+        ]);
+        const sequences = await page.locator('#timeline li').evaluateAll((items) => items.map((item) => Number((item as HTMLElement).dataset.sequence)));
+        expect(sequences).toEqual(sequences.map((_, i) => i + 1));
+        expect(await page.locator('#timeline li').last().getAttribute('data-type')).toBe('EXECUTION_SUCCEEDED');
+        expect(await stepStatus(page, 3).textContent()).toBe('SUCCEEDED');
+      } finally {
+        await proxy.close();
+      }
+    });
 
     it('renders tenant data as text: markup in a plan, SQL, sample or error is shown, never run', async () => {
       const id = await submitPlan(server, {
@@ -337,6 +383,38 @@ describe.skipIf(skipReason !== null)(`the run pages in a real browser${skipReaso
     });
   });
 });
+
+async function authedApprove(client: TestClient, executionId: string, index: number): Promise<void> {
+  const mutation = 'mutation($executionId: ID!, $index: Int!) { approveStep(executionId: $executionId, index: $index) { status } }';
+  const response = await client.request({ toString: () => mutation } as never, { executionId, index });
+  expect(response.errors).toBeUndefined();
+}
+
+/** A TCP proxy in front of the server whose open connections the test can cut, as a flaky network would. */
+async function startDroppableProxy(targetPort: string): Promise<{ port: number; dropAll(): void; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const proxy: Server = createServer((client) => {
+    const upstream = connect(Number(targetPort), '127.0.0.1');
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => undefined);
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const dropAll = () => {
+    for (const socket of sockets) socket.destroy();
+  };
+  return {
+    port: (proxy.address() as AddressInfo).port,
+    dropAll,
+    close: () => {
+      dropAll();
+      return new Promise<void>((resolve) => proxy.close(() => resolve()));
+    },
+  };
+}
 
 /** Polls the execution over HTTP until it reaches `status`. */
 async function waitForStatus(client: TestClient, id: string, status: string): Promise<void> {

@@ -1,5 +1,5 @@
 import { AuthRequired, forgetKey, storedKey, storeKey } from './auth.js';
-import { clear, h } from './dom.js';
+import { clear, fill, h } from './dom.js';
 import { renderHistory } from './history.js';
 import { renderRun } from './run.js';
 
@@ -38,12 +38,12 @@ function renderKeyForm(refused) {
     input,
     h('button', { type: 'submit' }, 'Use this key'),
   );
-  clear(main).append(form);
+  fill(main, form);
   input.focus();
 }
 
 function renderFailure(error) {
-  clear(main).append(h('p', { className: 'error', role: 'alert' }, error instanceof Error ? error.message : String(error)));
+  fill(main, h('p', { className: 'error', role: 'alert' }, error instanceof Error ? error.message : String(error)));
 }
 
 function onError(error) {

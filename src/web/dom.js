@@ -13,12 +13,12 @@ export function h(tag, props = {}, ...children) {
     else if (name === 'className' || name === 'value' || name === 'checked' || name === 'disabled' || name === 'type') element[name] = value;
     else element.setAttribute(name, String(value));
   }
-  append(element, children);
+  append(element, ...children);
   return element;
 }
 
-export function append(parent, children) {
-  for (const child of children.flat()) {
+export function append(parent, ...children) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     parent.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -67,4 +67,9 @@ export function formatTime(iso) {
 
 export function statusBadge(status, props = {}) {
   return h('span', { ...props, className: `status status-${String(status).toLowerCase()} ${props.className ?? ''}`.trim() }, status);
+}
+
+/** Replaces an element's children with these (strings as text, null and false left out, arrays flattened). */
+export function fill(element, ...children) {
+  return append(clear(element), ...children);
 }

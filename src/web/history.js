@@ -1,5 +1,5 @@
 import { graphql } from './api.js';
-import { clear, formatDuration, formatTime, h, statusBadge } from './dom.js';
+import { fill, formatDuration, formatTime, h, statusBadge } from './dom.js';
 
 const STATUSES = ['QUEUED', 'RUNNING', 'WAITING', 'SUCCEEDED', 'FAILED', 'CANCELLED'];
 const DEFAULT_PAGE_SIZE = 20;
@@ -37,7 +37,7 @@ export function renderHistory(main, params, onError) {
   filter.value = status;
   const body = h('tbody', {});
   const pager = h('nav', { className: 'pager' });
-  clear(main).append(
+  fill(main,
     h('h1', {}, 'Runs'),
     h('div', { className: 'toolbar' }, h('label', { for: 'status-filter' }, 'Status '), filter),
     h('table', { className: 'runs', id: 'runs' },

@@ -1,6 +1,6 @@
 import { GraphQLRequestError, graphql } from './api.js';
 import { AuthRequired } from './auth.js';
-import { clear, formatDuration, formatTime, h, recordsTable, statusBadge } from './dom.js';
+import { append, fill, formatDuration, formatTime, h, recordsTable, statusBadge } from './dom.js';
 import { subscribeOverSse } from './sse.js';
 
 const STEP_FIELDS = `index kind status critical approval queryContext entity sql code recordCount sample columns { name }
@@ -48,7 +48,7 @@ export function renderRun(main, executionId, onError) {
   const stepList = h('ol', { className: 'steps', id: 'steps' });
   const timeline = h('ol', { className: 'timeline', id: 'timeline' });
 
-  clear(main).append(
+  fill(main,
     h('p', {}, h('a', { href: '/runs' }, '← All runs')),
     h('h1', {}, 'Run ', h('code', {}, executionId), ' ', statusBox),
     h('div', { className: 'toolbar' }, cancelButton, connection),
@@ -86,11 +86,11 @@ export function renderRun(main, executionId, onError) {
       ['Tokens', execution.usage ? `${execution.usage.totalTokens} (${execution.usage.promptTokens} prompt, ${execution.usage.completionTokens} completion)` : undefined],
       ['Error', execution.error ? `${execution.error.code}: ${execution.error.message}` : undefined],
     ];
-    clear(summary).append(rows.filter(([, value]) => value).map(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]));
+    fill(summary, rows.filter(([, value]) => value).map(([term, value]) => [h('dt', {}, term), h('dd', {}, value)]));
   }
 
   function setStatus(status) {
-    clear(statusBox).append(statusBadge(status));
+    fill(statusBox, statusBadge(status));
     statusBox.dataset.status = status;
     cancelButton.disabled = FINISHED.has(status);
   }
@@ -126,10 +126,10 @@ export function renderRun(main, executionId, onError) {
     const details = [];
     if (step.entity) details.push(h('span', { className: 'muted' }, `entity ${step.entity}`));
     if (step.durationMs !== null && step.durationMs !== undefined) details.push(h('span', { className: 'duration' }, formatDuration(step.durationMs)));
-    if (step.recordCount !== null && step.recordCount !== undefined) details.push(h('span', { className: 'records' }, `${step.recordCount} records`));
+    if (step.recordCount !== null && step.recordCount !== undefined) details.push(h('span', { className: 'records' }, `${step.recordCount} ${step.recordCount === 1 ? 'record' : 'records'}`));
     if (step.attempts > 1) details.push(h('span', {}, `${step.attempts} attempts`));
     if (step.usage) details.push(h('span', { className: 'tokens' }, `${step.usage.totalTokens} tokens (${step.usage.promptTokens} prompt, ${step.usage.completionTokens} completion)`));
-    clear(card).append(
+    fill(card,
       h('div', { className: 'step-head' },
         h('span', { className: 'step-index' }, `Step ${step.index}`),
         h('span', { className: 'kind' }, step.kind),
@@ -152,7 +152,7 @@ export function renderRun(main, executionId, onError) {
   }
 
   function addToTimeline(update) {
-    timeline.append(
+    append(timeline, 
       h('li', { dataset: { sequence: String(update.sequence), type: update.type } },
         h('span', { className: 'seq' }, `#${update.sequence}`), ' ',
         h('time', { datetime: update.at }, formatTime(update.at)), ' ',
