@@ -6,9 +6,10 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { createApiKey } from '../src/admin/tenants.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
+import { WELCOME_TABS } from '../src/web/graphiql-page.js';
 import { postgresUrl } from './support/database.js';
 import { sqlStep, submitPlan } from './support/plans.js';
-import { startTestServer, type TestClient, type TestServer } from './support/server.js';
+import { readSseEvents, startTestServer, type TestClient, type TestServer } from './support/server.js';
 
 /** Debian's chromium (the wrapper's real binary first); CHROMIUM_PATH overrides. Never a downloaded browser. */
 const chromiumPath = [process.env.CHROMIUM_PATH, '/usr/lib/chromium/chromium', '/usr/bin/chromium', '/usr/bin/chromium-browser'].find(
@@ -230,6 +231,38 @@ describe.skipIf(skipReason !== null)(`the run pages in a real browser${skipReaso
       }
     });
 
+    it('rejects a waiting step from the page with a comment: the step fails REJECTED, and so does the run', async () => {
+      const id = await submitPlan(server, {
+        query: 'a run somebody stops at the gate',
+        steps: [sqlStep('SELECT 1 AS one'), sqlStep('SELECT 2 AS two', { approval: true }), sqlStep('SELECT 3 AS three')],
+      });
+      await page.goto(`${pageOrigin}/runs/${id}`);
+      await eventually(() => stepStatus(page, 2).textContent()).toBe('WAITING');
+      await page.locator('li.step[data-step="2"] textarea').fill('not on a Friday');
+      await page.locator('li.step[data-step="2"] button.reject').click();
+
+      await eventually(() => page.locator('main').getAttribute('data-finished')).toBe('true');
+      expect(await page.locator('#execution-status').getAttribute('data-status')).toBe('FAILED');
+      expect(await stepStatus(page, 2).textContent()).toBe('FAILED');
+      expect(await stepStatus(page, 3).textContent()).toBe('SKIPPED');
+      expect(await page.locator('li.step[data-step="2"] .step-error').textContent()).toMatch(/^REJECTED: /);
+      expect(await page.locator('li.step[data-step="2"] .decision').textContent()).toBe('REJECTED by anonymous: not on a Friday');
+      expect(await page.locator('li.step[data-step="2"] .approval').count()).toBe(0);
+    });
+
+    it('GraphiQL\'s welcome tabs run as written: the plan succeeds, the subscription follows it, the history lists it', async () => {
+      const [runAPlan, watchItLive, history] = WELCOME_TABS.map((tab) => tab.query);
+      const run = (query: string, variables?: Record<string, unknown>, accept = 'application/json') =>
+        fetch(server.url, { method: 'POST', headers: { 'content-type': 'application/json', accept }, body: JSON.stringify({ query, variables }) });
+      const submitted = (await (await run(runAPlan!)).json()) as { data: { executePlan: { id: string } } };
+      const id = submitted.data.executePlan.id;
+      const updates = await readSseEvents<{ stepUpdates: { type: string } }>(await run(watchItLive!, { executionId: id }, 'text/event-stream'));
+      expect(updates.every((update) => update.errors === undefined)).toBe(true);
+      expect(updates.at(-1)!.data!.stepUpdates.type).toBe('EXECUTION_SUCCEEDED');
+      const listed = (await (await run(history!)).json()) as { data: { executions: { edges: { node: { id: string } }[] } } };
+      expect(listed.data.executions.edges.map((edge) => edge.node.id)).toContain(id);
+    });
+
     it('renders tenant data as text: markup in a plan, SQL, sample or error is shown, never run', async () => {
       const id = await submitPlan(server, {
         query: '<img src=x onerror="window.pwned=1">',
@@ -375,7 +408,9 @@ describe.skipIf(skipReason !== null)(`the run pages in a real browser${skipReaso
     });
 
     it('GraphiQL opens on stepcast\'s welcome and loads nothing from another host', async () => {
-      await page.goto(`${pageOrigin}/graphql`);
+      const response = await page.goto(`${pageOrigin}/graphql`);
+      expect(response!.headers()['content-security-policy']).toBe("frame-ancestors 'none'");
+      expect(response!.headers()['x-content-type-options']).toBe('nosniff');
       const queryEditor = page.locator('.graphiql-query-editor');
       await queryEditor.waitFor();
       await eventually(() => queryEditor.textContent()).toContain('executePlan');

@@ -68,6 +68,13 @@ const RUN_PATH = /^\/runs\/[A-Za-z0-9_-]{1,100}\/?$/;
 export function runPagesPlugin(): Plugin {
   const assets = loadAssets();
   return {
+    // GraphiQL's page (rendered by yoga) runs inline scripts, so it cannot have the pages' CSP; it still must not be
+    // framed, nor its answers sniffed.
+    onResponse({ response }) {
+      if (!(response.headers.get('content-type') ?? '').startsWith('text/html')) return;
+      if (!response.headers.has('content-security-policy')) response.headers.set('content-security-policy', "frame-ancestors 'none'");
+      response.headers.set('x-content-type-options', 'nosniff');
+    },
     onRequest({ request, url, endResponse, fetchAPI }) {
       if (request.method !== 'GET' && request.method !== 'HEAD') return;
       const path = url.pathname === '/runs/' || RUN_PATH.test(url.pathname) ? '/runs' : url.pathname;
