@@ -7,6 +7,7 @@ import { chromium, type Browser, type BrowserContext, type Page } from 'playwrig
 import { createApiKey } from '../src/admin/tenants.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
 import { WELCOME_TABS } from '../src/web/graphiql-page.js';
+import { startScriptedLlm, type ScriptedLlm } from './fixtures/scripted-llm.js';
 import { postgresUrl } from './support/database.js';
 import { sqlStep, submitPlan } from './support/plans.js';
 import { readSseEvents, startTestServer, type TestClient, type TestServer } from './support/server.js';
@@ -70,17 +71,20 @@ describe.skipIf(skipReason !== null)(`the run pages in a real browser${skipReaso
 
   describe('with authentication off', () => {
     let server: TestServer;
+    let llm: ScriptedLlm;
     let pageOrigin: string;
     let context: BrowserContext;
     let page: Page;
     let otherHosts: string[];
 
     beforeAll(async () => {
-      server = await startTestServer('pglite', { env: { STEPCAST_DEMO_API: 'off' } });
+      llm = await startScriptedLlm();
+      server = await startTestServer('pglite', { env: { STEPCAST_DEMO_API: 'off', OPENAI_BASE_URL: llm.baseUrl, OPENAI_API_KEY: 'test-key' } });
       pageOrigin = new URL(server.url).origin;
     });
     afterAll(async () => {
       await server?.close();
+      await llm?.close();
     });
     beforeEach(async () => {
       context = await browser.newContext();
@@ -261,6 +265,21 @@ describe.skipIf(skipReason !== null)(`the run pages in a real browser${skipReaso
       expect(updates.at(-1)!.data!.stepUpdates.type).toBe('EXECUTION_SUCCEEDED');
       const listed = (await (await run(history!)).json()) as { data: { executions: { edges: { node: { id: string } }[] } } };
       expect(listed.data.executions.edges.map((edge) => edge.node.id)).toContain(id);
+    });
+
+    it('shows the SQL an agent wrote and the tokens it used, per step and for the run', async () => {
+      llm.script({
+        when: () => true,
+        replies: [{ content: { sql: "SELECT count(*) AS active FROM users WHERE status = 'active'", explanation: 'counts them' }, usage: { prompt_tokens: 300, completion_tokens: 45 } }],
+      });
+      const id = await submitPlan(server, { query: 'how many active users', steps: [{ kind: 'SQL', queryContext: 'count the active users', entity: 'users' }] });
+      await page.goto(`${pageOrigin}/runs/${id}`);
+      await eventually(() => page.locator('main').getAttribute('data-finished')).toBe('true');
+      const card = page.locator('li.step[data-step="1"]');
+      expect(await card.locator('.step-status').textContent()).toBe('SUCCEEDED');
+      expect(await card.locator('pre.sql').textContent()).toBe("SELECT count(*) AS active FROM users WHERE status = 'active'");
+      expect(await card.locator('.tokens').textContent()).toBe('345 tokens (300 prompt, 45 completion)');
+      expect(await page.locator('dl.summary').textContent()).toContain('Tokens345 (300 prompt, 45 completion)');
     });
 
     it('renders tenant data as text: markup in a plan, SQL, sample or error is shown, never run', async () => {
