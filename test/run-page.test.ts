@@ -181,10 +181,17 @@ describe.skipIf(skipReason !== null)(`the run pages in a real browser${skipReaso
       otherHosts = watchOtherHosts(page, server.url);
       const id = await submitPlan(
         server,
-        { query: 'a run to stop', steps: [sqlStep('SELECT 1 AS one'), sqlStep(ENDLESS_SQL), sqlStep('SELECT 2 AS two')] },
+        {
+          query: 'a run to stop',
+          steps: [sqlStep('SELECT 1 AS one', { approval: true }), sqlStep(ENDLESS_SQL), sqlStep('SELECT 2 AS two')],
+        },
         { stepTimeoutMs: 60_000 },
       );
+      // Opened while the run waits for approval: PGlite runs one statement at a time, so a page opened while the
+      // endless statement runs would wait for it to load.
       await page.goto(`${pageOrigin}/runs/${id}`);
+      await eventually(() => stepStatus(page, 1).textContent()).toBe('WAITING');
+      await page.locator('li.step[data-step="1"] button.approve').click();
       // Step 2 never ends by itself: the page shows it RUNNING, live.
       await eventually(() => stepStatus(page, 2).textContent()).toBe('RUNNING');
       expect(await stepStatus(page, 1).textContent()).toBe('SUCCEEDED');
