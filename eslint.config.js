@@ -18,4 +18,14 @@ export default tseslint.config(
     files: ['scripts/**', 'bench/**'],
     rules: { 'no-console': 'off' },
   },
+  {
+    // The run pages' browser modules (served as they are, no build step).
+    files: ['src/web/**/*.js'],
+    languageOptions: {
+      globals: Object.fromEntries(
+        ['window', 'document', 'location', 'sessionStorage', 'fetch', 'Node', 'URLSearchParams', 'AbortController', 'TextDecoderStream'].map((name) => [name, 'readonly']),
+      ),
+    },
+  },
+  { files: ['src/web/graphiql-fetcher.js'], languageOptions: { sourceType: 'script' } },
 );

@@ -10,7 +10,6 @@ import {
   type GraphQLFormattedError,
 } from 'graphql';
 import { usePrometheus } from '@graphql-yoga/plugin-prometheus';
-import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { useServer } from 'graphql-ws/use/ws';
 import { createYoga, maskError, useReadinessCheck, type YogaServerInstance } from 'graphql-yoga';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -35,6 +34,8 @@ import type { GraphQLContext } from './schema/context.js';
 import type { ExecutionDetails, ExecutionSummary } from './executor/store.js';
 import { schema } from './schema/index.js';
 import { sharedEventExecutionPlugin } from './schema/shared-event-execution.js';
+import { renderStepcastGraphiQL } from './web/graphiql-page.js';
+import { runPagesPlugin } from './web/run-pages.js';
 
 export interface GraphQLServerOptions {
   executor: Executor;
@@ -208,8 +209,9 @@ export function createGraphQLServer({
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,
     graphiql: graphiql ? { subscriptionsProtocol: 'WS', title: 'stepcast' } : false,
-    // The bundled GraphiQL: yoga's default page loads its scripts from a CDN, which offline machines cannot reach.
-    renderGraphiQL,
+    // The bundled GraphiQL (yoga's default page loads its scripts from a CDN, which offline machines cannot reach),
+    // with stepcast's welcome and a fetcher that authenticates its WebSockets (src/web/graphiql-page.ts).
+    renderGraphiQL: renderStepcastGraphiQL,
     landingPage: false,
     maskedErrors: { isDev: false, maskError: maskStepcastError },
     cors: corsForOrigins(corsOrigins),
@@ -224,6 +226,8 @@ export function createGraphQLServer({
         },
       }),
       ...(metrics ? graphqlMetricsPlugins(metrics) : []),
+      // GET /runs and /runs/<id>: the history and live run pages (src/web).
+      runPagesPlugin(),
       ...(corsOrigins.length > 0 ? [varyOnOrigin] : []),
       csrfPreventionPlugin(),
       ...graphqlLimitPlugins(limits.graphql, stepcastCostModel(limits.inputLimits.maxSteps)),

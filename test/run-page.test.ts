@@ -1,0 +1,487 @@
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { createApiKey } from '../src/admin/tenants.js';
+import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
+import { WELCOME_TABS } from '../src/web/graphiql-page.js';
+import { startScriptedLlm, type ScriptedLlm } from './fixtures/scripted-llm.js';
+import { postgresUrl } from './support/database.js';
+import { sqlStep, submitPlan } from './support/plans.js';
+import { readSseEvents, startTestServer, type TestClient, type TestServer } from './support/server.js';
+
+/** Debian's chromium (the wrapper's real binary first); CHROMIUM_PATH overrides. Never a downloaded browser. */
+const chromiumPath = [process.env.CHROMIUM_PATH, '/usr/lib/chromium/chromium', '/usr/bin/chromium', '/usr/bin/chromium-browser'].find(
+  (path): path is string => Boolean(path) && existsSync(path!),
+);
+const skipReason = chromiumPath ? null : 'skipped: no chromium binary (apt-get install -y chromium, or set CHROMIUM_PATH)';
+
+// Runs until something stops it, and passes the SQL guard.
+const ENDLESS_SQL = 'WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) AS n FROM r';
+
+/**
+ * Every status a step's badge or the run's badge shows, in the order the page drew them: a MutationObserver sees
+ * each one even when the next update replaces it in the same task, so "RUNNING then SUCCEEDED" is what the DOM went
+ * through, not only where it ended.
+ */
+function recordStatuses() {
+  const seen: string[] = [];
+  (window as unknown as { statusLog: string[] }).statusLog = seen;
+  const note = (element: Element) => {
+    for (const badge of element.matches('.status') ? [element] : Array.from(element.querySelectorAll('.status'))) {
+      const step = badge.closest('li.step') as HTMLElement | null;
+      const owner = step ? `step ${step.dataset.step}` : badge.closest('#execution-status') ? 'run' : undefined;
+      if (owner) seen.push(`${owner}: ${badge.textContent}`);
+    }
+  };
+  new MutationObserver((records) => {
+    for (const record of records) for (const node of Array.from(record.addedNodes)) if (node instanceof Element) note(node);
+  }).observe(document, { childList: true, subtree: true });
+}
+
+/** expect.poll with a timeout for a busy 2-core machine (its default is 1 s). */
+const eventually = <T>(read: () => T | Promise<T>, timeout = 20_000) => expect.poll(read, { timeout });
+
+const statusLog = (page: Page) => page.evaluate(() => (window as unknown as { statusLog: string[] }).statusLog.slice());
+const stepStatus = (page: Page, index: number) => page.locator(`li.step[data-step="${index}"] .step-status`);
+
+/** What the page requested from hosts other than the server (it must work with no network). */
+function watchOtherHosts(page: Page, serverUrl: string): string[] {
+  const origin = new URL(serverUrl).origin;
+  const others: string[] = [];
+  page.on('request', (request) => {
+    const url = new URL(request.url());
+    if (url.protocol === 'data:' || url.protocol === 'blob:') return;
+    const httpOrigin = `${url.protocol.replace(/^ws/, 'http')}//${url.host}`;
+    if (httpOrigin !== origin) others.push(request.url());
+  });
+  return others;
+}
+
+describe.skipIf(skipReason !== null)(`the run pages in a real browser${skipReason ? ` (${skipReason})` : ''}`, () => {
+  let browser: Browser;
+  beforeAll(async () => {
+    browser = await chromium.launch({ executablePath: chromiumPath!, args: ['--no-sandbox'] });
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+
+  describe('with authentication off', () => {
+    let server: TestServer;
+    let llm: ScriptedLlm;
+    let pageOrigin: string;
+    let context: BrowserContext;
+    let page: Page;
+    let otherHosts: string[];
+
+    beforeAll(async () => {
+      llm = await startScriptedLlm();
+      server = await startTestServer('pglite', { env: { STEPCAST_DEMO_API: 'off', OPENAI_BASE_URL: llm.baseUrl, OPENAI_API_KEY: 'test-key' } });
+      pageOrigin = new URL(server.url).origin;
+    });
+    afterAll(async () => {
+      await server?.close();
+      await llm?.close();
+    });
+    beforeEach(async () => {
+      context = await browser.newContext();
+      page = await context.newPage();
+      await page.addInitScript(recordStatuses);
+      otherHosts = watchOtherHosts(page, server.url);
+    });
+    afterEach(async () => {
+      await context?.close();
+      expect(otherHosts).toEqual([]);
+    });
+
+    it('shows each step go RUNNING then SUCCEEDED live after the waiting step is approved from the page', async () => {
+      const id = await submitPlan(server, {
+        query: 'which groups, once somebody agrees',
+        steps: [
+          sqlStep("SELECT id, email FROM users WHERE status = 'active' ORDER BY id LIMIT 3", {
+            approval: true,
+            queryContext: 'the first three active users',
+            entity: 'users',
+          }),
+          sqlStep('SELECT count(*) AS n FROM step_1', { queryContext: 'how many they are' }),
+          sqlStep('SELECT n * 2 AS twice FROM step_2', { queryContext: 'twice that' }),
+        ],
+      });
+      await page.goto(`${pageOrigin}/runs/${id}`);
+      await eventually(() => stepStatus(page, 1).textContent()).toBe('WAITING');
+      await eventually(() => page.locator('#execution-status').getAttribute('data-status')).toBe('WAITING');
+      expect(await stepStatus(page, 2).textContent()).toBe('PENDING');
+      const before = (await statusLog(page)).length;
+
+      await page.locator('li.step[data-step="1"] textarea').fill('checked: only three users');
+      await page.locator('li.step[data-step="1"] button.approve').click();
+
+      await eventually(() => page.locator('#execution-status').getAttribute('data-status')).toBe('SUCCEEDED');
+      // What the DOM showed after the click, as updates arrived (the page was never reloaded).
+      const live = (await statusLog(page)).slice(before);
+      for (const step of [1, 2, 3]) {
+        const shown = live.filter((entry) => entry.startsWith(`step ${step}:`)).map((entry) => entry.split(': ')[1]);
+        expect(shown, `step ${step}`).toEqual(expect.arrayContaining(['RUNNING', 'SUCCEEDED']));
+        expect(shown.indexOf('RUNNING'), `step ${step}`).toBeLessThan(shown.lastIndexOf('SUCCEEDED'));
+        expect(shown.at(-1), `step ${step}`).toBe('SUCCEEDED');
+      }
+      expect(live.filter((entry) => entry.startsWith('run:')).at(-1)).toBe('run: SUCCEEDED');
+      await eventually(() => page.locator('main').getAttribute('data-finished')).toBe('true');
+
+      expect(await page.locator('dl.summary').textContent()).toContain('Questionwhich groups, once somebody agrees');
+      for (const text of await page.locator('li.step').allTextContents()) {
+        expect(text).not.toMatch(/null|undefined|\[object /);
+      }
+      const card = page.locator('li.step[data-step="1"]');
+      expect(await card.locator('.decision').textContent()).toContain('APPROVED by anonymous: checked: only three users');
+      expect(await card.locator('table.sample tbody tr').count()).toBe(3);
+      expect(await card.locator('pre.sql').textContent()).toContain("WHERE status = 'active'");
+      expect(await page.locator('li.step[data-step="3"] .records').textContent()).toBe('1 record');
+      expect(await page.locator('#timeline li').evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.type))).toEqual([
+        'EXECUTION_STARTED',
+        'STEP_WAITING',
+        'STEP_APPROVED',
+        'STEP_STARTED',
+        'STEP_SUCCEEDED',
+        'STEP_STARTED',
+        'STEP_SUCCEEDED',
+        'STEP_STARTED',
+        'STEP_SUCCEEDED',
+        'EXECUTION_SUCCEEDED',
+      ]);
+
+      // A finished run replays: a fresh page shows the same timeline and end state from the store.
+      await page.reload();
+      await eventually(() => page.locator('main').getAttribute('data-finished')).toBe('true');
+      expect(await page.locator('#timeline li').count()).toBe(10);
+      expect(await page.locator('#cancel-run').isDisabled()).toBe(true);
+      if (process.env.STEPCAST_SCREENSHOT) {
+        await mkdir('docs', { recursive: true });
+        await page.setViewportSize({ width: 1100, height: 1400 });
+        await page.screenshot({ path: process.env.STEPCAST_SCREENSHOT, fullPage: true });
+      }
+    });
+
+    // On PostgreSQL when there is one (CI). On PGlite a cancel that arrives while the endless statement runs often
+    // waits 12 to 20 s for the database worker (over the API alone too): an engine matter, given more time here.
+    it(`cancels a running run from the page: the running step CANCELLED, the rest SKIPPED (on ${postgresUrl ? 'postgres' : 'pglite'})`, async () => {
+      const cancelServer = postgresUrl ? await startTestServer('postgres', { env: { STEPCAST_DEMO_API: 'off' } }) : server;
+      try {
+        await cancelRunFromPage(cancelServer);
+      } finally {
+        if (cancelServer !== server) await cancelServer.close();
+      }
+    });
+
+    async function cancelRunFromPage(server: TestServer) {
+      const pageOrigin = new URL(server.url).origin;
+      otherHosts = watchOtherHosts(page, server.url);
+      const id = await submitPlan(
+        server,
+        {
+          query: 'a run to stop',
+          steps: [sqlStep('SELECT 1 AS one', { approval: true }), sqlStep(ENDLESS_SQL), sqlStep('SELECT 2 AS two')],
+        },
+        { stepTimeoutMs: 60_000 },
+      );
+      // Opened while the run waits for approval: PGlite runs one statement at a time, so a page opened while the
+      // endless statement runs would wait for it to load.
+      await page.goto(`${pageOrigin}/runs/${id}`);
+      await eventually(() => stepStatus(page, 1).textContent()).toBe('WAITING');
+      await page.locator('li.step[data-step="1"] button.approve').click();
+      // Step 2 never ends by itself: the page shows it RUNNING, live.
+      await eventually(() => stepStatus(page, 2).textContent()).toBe('RUNNING');
+      expect(await stepStatus(page, 1).textContent()).toBe('SUCCEEDED');
+      expect(await page.locator('#execution-status').getAttribute('data-status')).toBe('RUNNING');
+
+      await page.locator('#cancel-run').click();
+
+      await eventually(() => page.locator('#execution-status').getAttribute('data-status'), server.backend === 'pglite' ? 45_000 : 20_000).toBe('CANCELLED');
+      await eventually(() => stepStatus(page, 3).textContent()).toBe('SKIPPED');
+      expect(await stepStatus(page, 2).textContent()).toBe('CANCELLED');
+      expect(await page.locator('#cancel-run').isDisabled()).toBe(true);
+      expect(await page.locator('#action-error').textContent()).toBe('');
+    }
+
+    it('resumes a dropped stream after the last update it showed: nothing missed, nothing shown twice', async () => {
+      const proxy = await startDroppableProxy(new URL(server.url).port);
+      try {
+        const origin = `http://127.0.0.1:${proxy.port}`;
+        otherHosts = watchOtherHosts(page, origin);
+        const subscriptions: unknown[] = [];
+        page.on('request', (request) => {
+          const body = request.postData() ?? '';
+          if (body.includes('RunPageUpdates')) subscriptions.push((JSON.parse(body) as { variables: unknown }).variables);
+        });
+        const id = await submitPlan(server, {
+          query: 'a run whose watcher loses its connection',
+          steps: [sqlStep('SELECT 1 AS one'), sqlStep('SELECT 2 AS two', { approval: true }), sqlStep('SELECT 3 AS three')],
+        });
+        await page.goto(`${origin}/runs/${id}`);
+        await eventually(() => stepStatus(page, 2).textContent()).toBe('WAITING');
+        const shown = Number(await page.locator('#timeline li').last().getAttribute('data-sequence'));
+
+        proxy.dropAll();
+        await eventually(() => subscriptions.length).toBe(2);
+        await authedApprove(server, id, 2);
+
+        await eventually(() => page.locator('main').getAttribute('data-finished')).toBe('true');
+        expect(subscriptions).toEqual([
+          { executionId: id, afterSequence: 0 },
+          { executionId: id, afterSequence: shown },
+        ]);
+        const sequences = await page.locator('#timeline li').evaluateAll((items) => items.map((item) => Number((item as HTMLElement).dataset.sequence)));
+        expect(sequences).toEqual(sequences.map((_, i) => i + 1));
+        expect(await page.locator('#timeline li').last().getAttribute('data-type')).toBe('EXECUTION_SUCCEEDED');
+        expect(await stepStatus(page, 3).textContent()).toBe('SUCCEEDED');
+      } finally {
+        await proxy.close();
+      }
+    });
+
+    it('rejects a waiting step from the page with a comment: the step fails REJECTED, and so does the run', async () => {
+      const id = await submitPlan(server, {
+        query: 'a run somebody stops at the gate',
+        steps: [sqlStep('SELECT 1 AS one'), sqlStep('SELECT 2 AS two', { approval: true }), sqlStep('SELECT 3 AS three')],
+      });
+      await page.goto(`${pageOrigin}/runs/${id}`);
+      await eventually(() => stepStatus(page, 2).textContent()).toBe('WAITING');
+      await page.locator('li.step[data-step="2"] textarea').fill('not on a Friday');
+      await page.locator('li.step[data-step="2"] button.reject').click();
+
+      await eventually(() => page.locator('main').getAttribute('data-finished')).toBe('true');
+      expect(await page.locator('#execution-status').getAttribute('data-status')).toBe('FAILED');
+      expect(await stepStatus(page, 2).textContent()).toBe('FAILED');
+      expect(await stepStatus(page, 3).textContent()).toBe('SKIPPED');
+      expect(await page.locator('li.step[data-step="2"] .step-error').textContent()).toMatch(/^REJECTED: /);
+      expect(await page.locator('li.step[data-step="2"] .decision').textContent()).toBe('REJECTED by anonymous: not on a Friday');
+      expect(await page.locator('li.step[data-step="2"] .approval').count()).toBe(0);
+    });
+
+    it('GraphiQL\'s welcome tabs run as written: the plan succeeds, the subscription follows it, the history lists it', async () => {
+      const [runAPlan, watchItLive, history] = WELCOME_TABS.map((tab) => tab.query);
+      const run = (query: string, variables?: Record<string, unknown>, accept = 'application/json') =>
+        fetch(server.url, { method: 'POST', headers: { 'content-type': 'application/json', accept }, body: JSON.stringify({ query, variables }) });
+      const submitted = (await (await run(runAPlan!)).json()) as { data: { executePlan: { id: string } } };
+      const id = submitted.data.executePlan.id;
+      const updates = await readSseEvents<{ stepUpdates: { type: string } }>(await run(watchItLive!, { executionId: id }, 'text/event-stream'));
+      expect(updates.every((update) => update.errors === undefined)).toBe(true);
+      expect(updates.at(-1)!.data!.stepUpdates.type).toBe('EXECUTION_SUCCEEDED');
+      const listed = (await (await run(history!)).json()) as { data: { executions: { edges: { node: { id: string } }[] } } };
+      expect(listed.data.executions.edges.map((edge) => edge.node.id)).toContain(id);
+    });
+
+    it('shows the SQL an agent wrote and the tokens it used, per step and for the run', async () => {
+      llm.script({
+        when: () => true,
+        replies: [{ content: { sql: "SELECT count(*) AS active FROM users WHERE status = 'active'", explanation: 'counts them' }, usage: { prompt_tokens: 300, completion_tokens: 45 } }],
+      });
+      const id = await submitPlan(server, { query: 'how many active users', steps: [{ kind: 'SQL', queryContext: 'count the active users', entity: 'users' }] });
+      await page.goto(`${pageOrigin}/runs/${id}`);
+      await eventually(() => page.locator('main').getAttribute('data-finished')).toBe('true');
+      const card = page.locator('li.step[data-step="1"]');
+      expect(await card.locator('.step-status').textContent()).toBe('SUCCEEDED');
+      expect(await card.locator('pre.sql').textContent()).toBe("SELECT count(*) AS active FROM users WHERE status = 'active'");
+      expect(await card.locator('.tokens').textContent()).toBe('345 tokens (300 prompt, 45 completion)');
+      expect(await page.locator('dl.summary').textContent()).toContain('Tokens345 (300 prompt, 45 completion)');
+    });
+
+    it('renders tenant data as text: markup in a plan, SQL, sample or error is shown, never run', async () => {
+      const id = await submitPlan(server, {
+        query: '<img src=x onerror="window.pwned=1">',
+        steps: [
+          sqlStep(`SELECT '<script>window.pwned=2</script>' AS "<b>html</b>", '<img src=y onerror="window.pwned=3">' AS markup`, {
+            queryContext: '<iframe src="/runs"></iframe>',
+          }),
+          sqlStep('SELECT no_such_column AS "<i>x</i>" FROM users'),
+        ],
+      });
+      await page.goto(`${pageOrigin}/runs/${id}`);
+      await eventually(() => page.locator('main').getAttribute('data-finished')).toBe('true');
+      expect(await page.locator('#execution-status').getAttribute('data-status')).toBe('FAILED');
+      expect(await page.evaluate(() => (window as unknown as { pwned?: number }).pwned)).toBeUndefined();
+      expect(await page.locator('main img, main script, main iframe, main b, main i').count()).toBe(0);
+      const sample = page.locator('li.step[data-step="1"] table.sample');
+      expect(await sample.locator('th').allTextContents()).toEqual(['<b>html</b>', 'markup']);
+      expect(await sample.locator('td').first().textContent()).toBe('<script>window.pwned=2</script>');
+      expect(await page.locator('li.step[data-step="1"] .context').textContent()).toBe('<iframe src="/runs"></iframe>');
+      expect(await page.locator('li.step[data-step="2"] .step-error').textContent()).toMatch(/^SQL_/);
+    });
+
+    it('sends the pages with a Content-Security-Policy of their own origin only, nosniff, and no framing', async () => {
+      for (const path of ['/runs', '/runs/some-id', '/web/run.js', '/web/style.css']) {
+        const response = await fetch(`${pageOrigin}${path}`);
+        expect(response.status, path).toBe(200);
+        const csp = response.headers.get('content-security-policy') ?? '';
+        expect(csp, path).toContain("default-src 'self'");
+        expect(csp, path).toContain("script-src 'self'");
+        expect(csp, path).toContain("frame-ancestors 'none'");
+        expect(csp, path).not.toContain('unsafe-inline');
+        expect(response.headers.get('x-content-type-options'), path).toBe('nosniff');
+      }
+      expect((await fetch(`${pageOrigin}/web/../package.json`)).status).toBe(404);
+      expect((await fetch(`${pageOrigin}/web/secret.js`)).status).toBe(404);
+      // The page itself met no CSP violation (each would be a console error).
+      const violations: string[] = [];
+      page.on('console', (message) => message.type() === 'error' && violations.push(message.text()));
+      await page.goto(`${pageOrigin}/runs`);
+      await page.locator('#runs tbody tr').first().waitFor();
+      expect(violations).toEqual([]);
+    });
+
+    it('lists the history newest first, filters it by status and pages through it', async () => {
+      const succeeded = await submitPlan(server, { query: 'history: one that succeeds', steps: [sqlStep('SELECT 1 AS one')] });
+      const failed = await submitPlan(server, { query: 'history: one that fails', steps: [sqlStep('SELECT nope FROM users')] });
+      await waitForStatus(server, succeeded, 'SUCCEEDED');
+      await waitForStatus(server, failed, 'FAILED');
+
+      await page.goto(`${pageOrigin}/runs`);
+      const rows = page.locator('#runs tbody tr');
+      await rows.first().waitFor();
+      const ids = await rows.evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.executionId));
+      expect(ids.slice(0, 2)).toEqual([failed, succeeded]);
+
+      await page.locator('#status-filter').selectOption('FAILED');
+      await page.waitForURL(/\?status=FAILED/);
+      await rows.first().waitFor();
+      const statuses = await rows.evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.status));
+      expect(statuses.length).toBeGreaterThan(0);
+      expect(new Set(statuses)).toEqual(new Set(['FAILED']));
+      expect(await rows.evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.executionId))).toContain(failed);
+
+      await page.goto(`${pageOrigin}/runs?first=1`);
+      expect(await rows.first().getAttribute('data-execution-id', { timeout: 10_000 })).toBe(failed);
+      await page.locator('#next-page').click();
+      await page.waitForURL(/after=/);
+      await eventually(() => rows.first().getAttribute('data-execution-id')).toBe(succeeded);
+      expect(await rows.count()).toBe(1);
+
+      await page.locator(`a[href="/runs/${succeeded}"]`).click();
+      await eventually(() => page.locator('#execution-status').getAttribute('data-status')).toBe('SUCCEEDED');
+    });
+  });
+
+  describe('with authentication on', () => {
+    let server: TestServer;
+    let pageOrigin: string;
+    let key: string;
+    let authed: TestClient;
+    let context: BrowserContext;
+    let page: Page;
+    let otherHosts: string[];
+
+    beforeAll(async () => {
+      server = await startTestServer('pglite', { env: { STEPCAST_AUTH: 'on', STEPCAST_DEMO: 'on', STEPCAST_DEMO_API: 'off' } });
+      pageOrigin = new URL(server.url).origin;
+      key = (await createApiKey(server.app.database, DEMO_TENANT_ID, 'run page')).token;
+      authed = server.as(`Bearer ${key}`);
+    });
+    afterAll(async () => {
+      await server?.close();
+    });
+    beforeEach(async () => {
+      context = await browser.newContext();
+      page = await context.newPage();
+      otherHosts = watchOtherHosts(page, server.url);
+    });
+    afterEach(async () => {
+      await context?.close();
+      expect(otherHosts).toEqual([]);
+    });
+
+    it('asks for the API key once, says when the server refuses one, and keeps it for the session', async () => {
+      const id = await submitPlan(authed, { query: 'behind a key', steps: [sqlStep('SELECT 1 AS one')] });
+      await page.goto(`${pageOrigin}/runs`);
+      await page.locator('#api-key').fill('sc_wrong_key');
+      await page.locator('form.key-form button[type="submit"]').click();
+      expect(await page.locator('#key-refused').textContent({ timeout: 10_000 })).toMatch(/^The server refused this key: .+/);
+      expect(await page.evaluate(() => sessionStorage.getItem('stepcast.apiKey'))).toBeNull();
+
+      await page.locator('#api-key').fill(key);
+      await page.locator('form.key-form button[type="submit"]').click();
+      await page.locator(`#runs tbody tr[data-execution-id="${id}"]`).waitFor();
+
+      // Another page of the same tab session uses the stored key: no second prompt.
+      await page.goto(`${pageOrigin}/runs/${id}`);
+      await eventually(() => page.locator('#execution-status').getAttribute('data-status')).toBe('SUCCEEDED');
+      expect(await page.locator('#api-key').count()).toBe(0);
+    });
+
+    it('GraphiQL sends its Headers tab as connectionParams: a subscription receives updates, and a refusal is shown', async () => {
+      const id = await submitPlan(authed, { query: 'watched from GraphiQL', steps: [sqlStep('SELECT 1 AS one'), sqlStep('SELECT 2 AS two')] });
+      await waitForStatus(authed, id, 'SUCCEEDED');
+      const subscription = `subscription { stepUpdates(executionId: "${id}") { sequence type status } }`;
+      await page.goto(`${pageOrigin}/graphql?query=${encodeURIComponent(subscription)}`);
+      const queryEditor = page.locator('.graphiql-query-editor');
+      await queryEditor.waitFor();
+      await eventually(() => queryEditor.textContent()).toContain('stepUpdates');
+
+      // Without a credential the socket is refused (4403): GraphiQL shows why instead of reconnecting forever.
+      await page.locator('.graphiql-execute-button').click();
+      const response = page.locator('.graphiql-response');
+      await eventually(async () => (await response.textContent())?.replace(/\s+/g, ' ')).toContain('The server refused the WebSocket (4403): Forbidden');
+
+      await page.getByRole('button', { name: 'Headers' }).click();
+      const headersEditor = page.locator('.graphiql-editor-tool .graphiql-editor').last();
+      await headersEditor.click();
+      await page.keyboard.press('ControlOrMeta+A');
+      await page.keyboard.insertText(JSON.stringify({ Authorization: `Bearer ${key}` }));
+      await page.locator('.graphiql-execute-button').click();
+      await eventually(() => response.textContent()).toContain('EXECUTION_SUCCEEDED');
+    });
+
+    it('GraphiQL opens on stepcast\'s welcome and loads nothing from another host', async () => {
+      const response = await page.goto(`${pageOrigin}/graphql`);
+      expect(response!.headers()['content-security-policy']).toBe("frame-ancestors 'none'");
+      expect(response!.headers()['x-content-type-options']).toBe('nosniff');
+      const queryEditor = page.locator('.graphiql-query-editor');
+      await queryEditor.waitFor();
+      await eventually(() => queryEditor.textContent()).toContain('executePlan');
+      expect(await page.locator('.graphiql-tab').count()).toBe(3);
+    });
+  });
+});
+
+async function authedApprove(client: TestClient, executionId: string, index: number): Promise<void> {
+  const mutation = 'mutation($executionId: ID!, $index: Int!) { approveStep(executionId: $executionId, index: $index) { status } }';
+  const response = await client.request({ toString: () => mutation } as never, { executionId, index });
+  expect(response.errors).toBeUndefined();
+}
+
+/** A TCP proxy in front of the server whose open connections the test can cut, as a flaky network would. */
+async function startDroppableProxy(targetPort: string): Promise<{ port: number; dropAll(): void; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const proxy: Server = createServer((client) => {
+    const upstream = connect(Number(targetPort), '127.0.0.1');
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => undefined);
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const dropAll = () => {
+    for (const socket of sockets) socket.destroy();
+  };
+  return {
+    port: (proxy.address() as AddressInfo).port,
+    dropAll,
+    close: () => {
+      dropAll();
+      return new Promise<void>((resolve) => proxy.close(() => resolve()));
+    },
+  };
+}
+
+/** Polls the execution over HTTP until it reaches `status`. */
+async function waitForStatus(client: TestClient, id: string, status: string): Promise<void> {
+  const query = `query($id: ID!) { execution(id: $id) { status } }`;
+  await eventually(async () => {
+      const response = await client.request({ toString: () => query } as never, { id });
+      return (response.data as { execution?: { status: string } } | undefined)?.execution?.status;
+  }).toBe(status);
+}
