@@ -231,6 +231,25 @@ for (const { backend, skipReason } of backends) {
       expect((step.data!.node as { sample: unknown[] }).sample).toHaveLength(3);
     });
 
+    it('reads an id with its UUID in capitals as the same node, as execution(id:) does', async () => {
+      const upper = finished.id.toUpperCase();
+      expect((await demo.request(ExecutionWithStepIdsQuery, { id: upper })).data?.execution?.id).toBe(finished.id);
+      const execution = await demo.request(NodeQuery, { id: upper });
+      expect(execution.errors).toBeUndefined();
+      expect(execution.data!.node).toMatchObject({ __typename: 'Execution', id: finished.id, status: 'SUCCEEDED' });
+      const step = await demo.request(NodeQuery, { id: `${upper}:STEP:1` });
+      expect(step.errors).toBeUndefined();
+      expect(step.data!.node).toMatchObject({ __typename: 'StepResult', id: finished.stepIds[0], index: 1 });
+      expect((await demo.request(NodesQuery, { ids: [upper, `${upper}:step:2`] })).data).toEqual({
+        nodes: [
+          { __typename: 'Execution', id: finished.id },
+          { __typename: 'StepResult', id: finished.stepIds[1] },
+        ],
+      });
+      // Still only the tenant's own.
+      expect(await other.request(NodeQuery, { id: upper })).toEqual({ data: { node: null } });
+    });
+
     it("answers another tenant's execution or step with null, exactly as an id that does not exist", async () => {
       const unknownExecution = randomUUID();
       for (const id of [finished.id, finished.stepIds[0]!, unknownExecution, `${unknownExecution}:step:1`, `${finished.id}:step:9`]) {

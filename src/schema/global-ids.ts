@@ -17,10 +17,14 @@ export const stepId = (executionId: string, index: number): string => `${executi
 
 export const stepUpdateId = (executionId: string, sequence: number): string => `${executionId}:update:${sequence}`;
 
-const COMPOSITE_ID = /^([0-9a-f-]{36}):(step|update):([1-9][0-9]{0,9})$/i;
+const COMPOSITE_ID = /^([0-9a-f-]{36}):(step|update):([1-9][0-9]{0,9})$/;
 
-/** What a global id names, or undefined when it is not one this server gives out. */
-export function parseGlobalId(globalId: string): GlobalId | undefined {
+/**
+ * What a global id names, or undefined when it is not one this server gives out. Read in lower case, as the database
+ * reads a UUID: execution(id:) takes one in capitals, so node(id) does too, and answers it with the id as given out.
+ */
+export function parseGlobalId(givenId: string): GlobalId | undefined {
+  const globalId = givenId.toLowerCase();
   if (isUuid(globalId)) return { type: 'Execution', executionId: globalId };
   const match = COMPOSITE_ID.exec(globalId);
   if (!match || !isUuid(match[1]!)) return undefined;
