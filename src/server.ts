@@ -29,7 +29,9 @@ import { webSocketServerOptions, withWebSocketLimits } from './limits/websocket-
 import type { Logger } from './logger.js';
 import { batchLoader } from './schema/batch.js';
 import type { GraphQLContext } from './schema/context.js';
+import { parseGlobalId, stepId } from './schema/global-ids.js';
 import type { ExecutionDetails, ExecutionSummary } from './executor/store.js';
+import type { StepState } from './db/tables.js';
 import { schema } from './schema/index.js';
 import { sharedEventExecutionPlugin } from './schema/shared-event-execution.js';
 
@@ -159,6 +161,17 @@ export function createGraphQLServer({
     loadSteps: batchLoader(
       (executionIds) => executor.listStepsOfExecutions(principal.tenantId, executionIds),
       () => [],
+    ),
+    loadStep: batchLoader<StepState | undefined>(
+      async (stepIds) => {
+        const keys = stepIds.flatMap((id) => {
+          const parsed = parseGlobalId(id);
+          return parsed?.type === 'StepResult' ? [{ executionId: parsed.executionId, index: parsed.index }] : [];
+        });
+        const steps = await executor.findSteps(principal.tenantId, keys);
+        return new Map(steps.map((step) => [stepId(step.executionId, step.index), step]));
+      },
+      () => undefined,
     ),
     loadExecution: batchLoader<ExecutionSummary | undefined>(
       (executionIds) => executor.listExecutionSummaries(principal.tenantId, executionIds),

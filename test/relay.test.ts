@@ -7,6 +7,7 @@ import WebSocket from 'ws';
 import { createApiKey, createTenant } from '../src/admin/tenants.js';
 import { SecretBox } from '../src/auth/secrets.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
+import type { StepState } from '../src/db/tables.js';
 import { GraphqlWsSubscriptionRoot } from '../src/limits/coalesced-websocket.js';
 import { graphql } from './generated/gql.js';
 import type { TypedDocumentString } from './generated/graphql.js';
@@ -51,6 +52,17 @@ const NodesQuery = graphql(`
     nodes(ids: $ids) {
       __typename
       id
+    }
+  }
+`);
+
+const StepResultNodeQuery = graphql(`
+  query StepResultNode($id: ID!) {
+    node(id: $id) {
+      id
+      ... on StepResult {
+        result
+      }
     }
   }
 `);
@@ -277,6 +289,42 @@ for (const { backend, skipReason } of backends) {
       expect((await other.request(NodesQuery, { ids })).data).toEqual({ nodes: [null, null, null, null, null] });
       const tooMany = await demo.request(NodesQuery, { ids: Array.from({ length: 101 }, () => finished.id) });
       expect(tooMany.errors?.map((error) => error.extensions?.code)).toEqual(['BAD_USER_INPUT']);
+    });
+
+    it("reads for node(id) and nodes(ids) only the steps named, without their results, and a step's result only when selected", async () => {
+      const { executor } = server.app;
+      const wholeExecutions = vi.spyOn(executor, 'listStepsOfExecutions');
+      const wholeExecution = vi.spyOn(executor, 'listSteps');
+      const namedSteps = vi.spyOn(executor, 'findSteps');
+      const results = vi.spyOn(executor, 'findStepResult');
+      try {
+        const unknown = randomUUID();
+        const ids = [finished.stepIds[1]!, `${unknown}:step:1`, finished.stepIds[0]!, `${finished.id}:step:7`];
+        const answer = await demo.request(NodesQuery, { ids });
+        expect(answer.data?.nodes.map((node) => node?.id ?? null)).toEqual([finished.stepIds[1], null, finished.stepIds[0], null]);
+        // One read, of the four steps named (of which two exist), none of them with its stored result.
+        expect(namedSteps).toHaveBeenCalledTimes(1);
+        expect(namedSteps.mock.calls[0]![1]).toEqual([
+          { executionId: finished.id, index: 2 },
+          { executionId: unknown, index: 1 },
+          { executionId: finished.id, index: 1 },
+          { executionId: finished.id, index: 7 },
+        ]);
+        const read: StepState[] = await namedSteps.mock.results[0]!.value;
+        expect(read.map((step) => step.index).sort()).toEqual([1, 2]);
+        for (const step of read) expect(step).not.toHaveProperty('result');
+        expect(wholeExecutions).not.toHaveBeenCalled();
+        expect(wholeExecution).not.toHaveBeenCalled();
+        expect(results).not.toHaveBeenCalled();
+
+        // A selected result is read for its step alone.
+        const withResult = await demo.request(StepResultNodeQuery, { id: finished.stepIds[1]! });
+        expect(withResult.data?.node).toEqual({ id: finished.stepIds[1], result: [{ n: 3 }] });
+        expect(results.mock.calls).toEqual([[DEMO_TENANT_ID, finished.id, 2]]);
+        expect(wholeExecutions).not.toHaveBeenCalled();
+      } finally {
+        for (const spy of [wholeExecutions, wholeExecution, namedSteps, results]) spy.mockRestore();
+      }
     });
 
     it('gives each update and its step the same ids live and replayed, and sends what the update carries straight to the socket', async () => {

@@ -49,7 +49,8 @@ export const MAX_NODE_IDS = 100;
 /**
  * The node a global id names, read like `execution(id:)` reads: only the tenant's own. Another tenant's id, an unknown
  * one and one that names no node (an update) all answer null. Reads go through the request's batch loaders, so
- * nodes(ids) is one read of executions and one of steps. Branded with their type, for the Node interface's resolveType.
+ * nodes(ids) is one read of executions and one of the steps named, only those rows and without their results (a
+ * selected result is read by StepResult.result, step by step). Branded with their type, for the Node interface's resolveType.
  */
 export async function loadNode(globalId: string, context: GraphQLContext): Promise<object | null> {
   const id = parseGlobalId(globalId);
@@ -58,7 +59,7 @@ export async function loadNode(globalId: string, context: GraphQLContext): Promi
     return execution ? branded(execution, 'Execution') : null;
   }
   if (id?.type === 'StepResult') {
-    const step = (await context.loadSteps(id.executionId)).find((candidate) => candidate.index === id.index);
+    const step = await context.loadStep(stepId(id.executionId, id.index));
     return step ? branded(step, 'StepResult') : null;
   }
   return null;
