@@ -425,6 +425,29 @@ for (const { backend, skipReason } of backends) {
         expect(cached.data!.execution!.steps.map((step) => step.status)).toEqual(['SUCCEEDED', 'SUCCEEDED', 'SUCCEEDED']);
         expect(cachedExecution()).toMatchObject({ status: 'SUCCEEDED' });
         expect(cachedStep(`${id}:step:3`)).toEqual({ __typename: 'StepResult', status: 'SUCCEEDED', recordCount: 2 });
+
+        // What the README says of StepUpdate.id: selected, every update stays in the cache as an entry of its own,
+        // until cache.gc() drops those the subscription's result no longer points to.
+        const cachedUpdates = () => Object.keys(cache.extract()).filter((key) => key.startsWith('StepUpdate:'));
+        expect(cachedUpdates()).toHaveLength(seen.length);
+        cache.gc();
+        expect(cachedUpdates().length).toBeLessThanOrEqual(1);
+
+        // And of a replay from sequence 0: the cached execution goes back through the run's statuses and sequences.
+        const finalSequence = cachedExecution()!.lastSequence;
+        const replayed: { status: string; lastSequence: number }[] = [];
+        await new Promise<void>((resolve, reject) => {
+          apollo
+            .subscribe({ query: apolloDocument(FollowRunSubscription), variables: { executionId: id } })
+            .subscribe({
+              next: () => replayed.push({ ...cachedExecution()! }),
+              error: (error: unknown) => reject(error as Error),
+              complete: resolve,
+            });
+        });
+        expect(replayed[0]!.lastSequence).toBeLessThan(finalSequence);
+        expect(replayed[0]!.status).not.toBe('SUCCEEDED');
+        expect(replayed.at(-1)).toMatchObject({ status: 'SUCCEEDED', lastSequence: finalSequence });
       } finally {
         apollo.stop();
       }
