@@ -1,5 +1,8 @@
 import { z } from 'zod';
 
+/** STEP_PROGRESS updates a step publishes at most (sandbox.maxProgressReports); the query cost counts on it. */
+export const MAX_PROGRESS_REPORTS = 100;
+
 const integer = (fallback: number, min: number, max: number) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
 
@@ -442,7 +445,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       maxResponseBytes: env.STEPCAST_API_MAX_RESPONSE_BYTES,
       requestTimeoutMs: env.STEPCAST_API_REQUEST_TIMEOUT_MS,
       maxPages: env.STEPCAST_API_MAX_PAGES,
-      maxProgressReports: 100,
+      maxProgressReports: MAX_PROGRESS_REPORTS,
       maxProgressChars: 1_000,
     },
     auth: {

@@ -29,9 +29,8 @@ import { stepcastCostModel } from './limits/query-cost.js';
 import { CLOSE_TOO_MANY_SOCKETS, TenantConnectionShares, tenantSubscriptionLimitPlugin } from './limits/tenant-connections.js';
 import { webSocketServerOptions, withWebSocketLimits } from './limits/websocket-limits.js';
 import type { Logger } from './logger.js';
-import { batchLoader } from './schema/batch.js';
 import type { GraphQLContext } from './schema/context.js';
-import type { ExecutionDetails, ExecutionSummary } from './executor/store.js';
+import { graphQLContext } from './schema/request-context.js';
 import { schema } from './schema/index.js';
 import { sharedEventExecutionPlugin } from './schema/shared-event-execution.js';
 import { renderStepcastGraphiQL } from './web/graphiql-page.js';
@@ -180,31 +179,8 @@ export function createGraphQLServer({
 }: GraphQLServerOptions): GraphQLServer {
   const liveCredentials = new LiveCredentials(authenticator, logger);
   const shares = new TenantConnectionShares(limits.tenantConnections);
-  const contextFor = (principal: Principal): GraphQLContext => ({
-    executor,
-    principal,
-    tenantId: principal.tenantId,
-    // Shorthand methods: tsx names a `key: () => …` function with Object.defineProperty, at ~250 bytes each, and a
-    // socket's subscriptions share these for its whole life.
-    stillAuthorized() {
-      return authenticator.stillValid(principal);
-    },
-    watchCredential(onInvalid) {
-      return liveCredentials.watch(principal, onInvalid);
-    },
-    loadSteps: batchLoader(
-      (executionIds) => executor.listStepsOfExecutions(principal.tenantId, executionIds),
-      () => [],
-    ),
-    loadExecution: batchLoader<ExecutionSummary | undefined>(
-      (executionIds) => executor.listExecutionSummaries(principal.tenantId, executionIds),
-      () => undefined,
-    ),
-    loadExecutionDetails: batchLoader<ExecutionDetails | undefined>(
-      (executionIds) => executor.listExecutionDetails(principal.tenantId, executionIds),
-      () => undefined,
-    ),
-  });
+  const services = { executor, authenticator, liveCredentials };
+  const contextFor = (principal: Principal): GraphQLContext => graphQLContext(services, principal);
 
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,

@@ -7,12 +7,13 @@ import {
   isIntrospectionType,
   isListType,
   isObjectType,
+  parse,
   type GraphQLObjectType,
 } from 'graphql';
 import type { Client } from 'graphql-ws';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
-import { stepcastCostModel } from '../src/limits/query-cost.js';
+import { mostUpdatesOfARun, queryCost, stepcastCostModel } from '../src/limits/query-cost.js';
 import { schema } from '../src/schema/index.js';
 import { ExecutionQuery, ExecutionsQuery, PlanQueryQuery, ExecuteQueryMutation, StepUpdatesSubscription } from './support/operations.js';
 import { runPlan, sqlStep, storeQueuedExecution, type StepUpdateEvent } from './support/plans.js';
@@ -308,6 +309,36 @@ describe('GraphQL limits (defaults)', () => {
       refusedFor(await overWs(ws, mutation, variables), 8 * 652);
       const stored = await overHttp(server, ExecutionsQuery.toString(), { filter: { correlationId } });
       expect(stored.data).toEqual({ executions: { edges: [], pageInfo: { hasNextPage: false, endCursor: null } } });
+    });
+
+    it("prices what an update's execution reads once per update a run may publish, and what the update carries once", () => {
+      const model = stepcastCostModel(50);
+      // 3 + 50 × (4 + 100 progress reports).
+      const updates = mostUpdatesOfARun(50);
+      expect(updates).toBe(5203);
+      const cost = (selection: string, fragments = '') =>
+        queryCost(schema, parse(`subscription { stepUpdates(executionId: "x") { execution { ${selection} } } } ${fragments}`), undefined, {}, model);
+      // stepUpdates 1, execution 1, then its fields.
+      expect(cost('id status lastSequence __typename')).toBe(2 + 4);
+      expect(cost('id ... on Execution { status } ...Carried', 'fragment Carried on Execution { lastSequence }')).toBe(2 + 3);
+      expect(cost('id correlationId')).toBe(2 + 1 + updates);
+      expect(cost('finalResult')).toBe(2 + 10 * updates);
+      expect(cost('steps { id }')).toBe(2 + 50 * 2 * updates);
+      expect(cost('status ...Read ...Read', 'fragment Read on Execution { plan { query } }')).toBe(2 + 1 + 2 * 2 * updates);
+      // The same fields anywhere else are read once.
+      expect(queryCost(schema, parse('{ execution(id: "x") { id correlationId } }'), undefined, {}, model)).toBe(3);
+    });
+
+    it("refuses a subscription whose update's execution reads past the limit per update, over graphql-ws and HTTP alike", async () => {
+      const executionId = '00000000-0000-4000-8000-000000000000';
+      const reading = `subscription ($id: ID!) { stepUpdates(executionId: $id) { sequence execution { id correlationId } } }`;
+      refusedFor(await overWs(ws, reading, { id: executionId }), 1 + 1 + 1 + 1 + mostUpdatesOfARun(50));
+      refusedFor(await overHttp(server, reading, { id: executionId }), 1 + 1 + 1 + 1 + mostUpdatesOfARun(50));
+      // What the update carries passes the limit (and then finds no such execution).
+      const carried = await overWs(ws, `subscription ($id: ID!) { stepUpdates(executionId: $id) { sequence execution { id status lastSequence } } }`, {
+        id: executionId,
+      });
+      expect(codesOf(carried)).toEqual(['NOT_FOUND']);
     });
   });
 

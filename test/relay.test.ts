@@ -7,6 +7,7 @@ import WebSocket from 'ws';
 import { createApiKey, createTenant } from '../src/admin/tenants.js';
 import { SecretBox } from '../src/auth/secrets.js';
 import { DEMO_TENANT_ID } from '../src/db/demo-data.js';
+import type { StepState } from '../src/db/tables.js';
 import { GraphqlWsSubscriptionRoot } from '../src/limits/coalesced-websocket.js';
 import { graphql } from './generated/gql.js';
 import type { TypedDocumentString } from './generated/graphql.js';
@@ -51,6 +52,17 @@ const NodesQuery = graphql(`
     nodes(ids: $ids) {
       __typename
       id
+    }
+  }
+`);
+
+const StepResultNodeQuery = graphql(`
+  query StepResultNode($id: ID!) {
+    node(id: $id) {
+      id
+      ... on StepResult {
+        result
+      }
     }
   }
 `);
@@ -231,6 +243,25 @@ for (const { backend, skipReason } of backends) {
       expect((step.data!.node as { sample: unknown[] }).sample).toHaveLength(3);
     });
 
+    it('reads an id with its UUID in capitals as the same node, as execution(id:) does', async () => {
+      const upper = finished.id.toUpperCase();
+      expect((await demo.request(ExecutionWithStepIdsQuery, { id: upper })).data?.execution?.id).toBe(finished.id);
+      const execution = await demo.request(NodeQuery, { id: upper });
+      expect(execution.errors).toBeUndefined();
+      expect(execution.data!.node).toMatchObject({ __typename: 'Execution', id: finished.id, status: 'SUCCEEDED' });
+      const step = await demo.request(NodeQuery, { id: `${upper}:STEP:1` });
+      expect(step.errors).toBeUndefined();
+      expect(step.data!.node).toMatchObject({ __typename: 'StepResult', id: finished.stepIds[0], index: 1 });
+      expect((await demo.request(NodesQuery, { ids: [upper, `${upper}:step:2`] })).data).toEqual({
+        nodes: [
+          { __typename: 'Execution', id: finished.id },
+          { __typename: 'StepResult', id: finished.stepIds[1] },
+        ],
+      });
+      // Still only the tenant's own.
+      expect(await other.request(NodeQuery, { id: upper })).toEqual({ data: { node: null } });
+    });
+
     it("answers another tenant's execution or step with null, exactly as an id that does not exist", async () => {
       const unknownExecution = randomUUID();
       for (const id of [finished.id, finished.stepIds[0]!, unknownExecution, `${unknownExecution}:step:1`, `${finished.id}:step:9`]) {
@@ -258,6 +289,42 @@ for (const { backend, skipReason } of backends) {
       expect((await other.request(NodesQuery, { ids })).data).toEqual({ nodes: [null, null, null, null, null] });
       const tooMany = await demo.request(NodesQuery, { ids: Array.from({ length: 101 }, () => finished.id) });
       expect(tooMany.errors?.map((error) => error.extensions?.code)).toEqual(['BAD_USER_INPUT']);
+    });
+
+    it("reads for node(id) and nodes(ids) only the steps named, without their results, and a step's result only when selected", async () => {
+      const { executor } = server.app;
+      const wholeExecutions = vi.spyOn(executor, 'listStepsOfExecutions');
+      const wholeExecution = vi.spyOn(executor, 'listSteps');
+      const namedSteps = vi.spyOn(executor, 'findSteps');
+      const results = vi.spyOn(executor, 'findStepResult');
+      try {
+        const unknown = randomUUID();
+        const ids = [finished.stepIds[1]!, `${unknown}:step:1`, finished.stepIds[0]!, `${finished.id}:step:7`];
+        const answer = await demo.request(NodesQuery, { ids });
+        expect(answer.data?.nodes.map((node) => node?.id ?? null)).toEqual([finished.stepIds[1], null, finished.stepIds[0], null]);
+        // One read, of the four steps named (of which two exist), none of them with its stored result.
+        expect(namedSteps).toHaveBeenCalledTimes(1);
+        expect(namedSteps.mock.calls[0]![1]).toEqual([
+          { executionId: finished.id, index: 2 },
+          { executionId: unknown, index: 1 },
+          { executionId: finished.id, index: 1 },
+          { executionId: finished.id, index: 7 },
+        ]);
+        const read: StepState[] = await namedSteps.mock.results[0]!.value;
+        expect(read.map((step) => step.index).sort()).toEqual([1, 2]);
+        for (const step of read) expect(step).not.toHaveProperty('result');
+        expect(wholeExecutions).not.toHaveBeenCalled();
+        expect(wholeExecution).not.toHaveBeenCalled();
+        expect(results).not.toHaveBeenCalled();
+
+        // A selected result is read for its step alone.
+        const withResult = await demo.request(StepResultNodeQuery, { id: finished.stepIds[1]! });
+        expect(withResult.data?.node).toEqual({ id: finished.stepIds[1], result: [{ n: 3 }] });
+        expect(results.mock.calls).toEqual([[DEMO_TENANT_ID, finished.id, 2]]);
+        expect(wholeExecutions).not.toHaveBeenCalled();
+      } finally {
+        for (const spy of [wholeExecutions, wholeExecution, namedSteps, results]) spy.mockRestore();
+      }
     });
 
     it('gives each update and its step the same ids live and replayed, and sends what the update carries straight to the socket', async () => {
@@ -300,19 +367,14 @@ for (const { backend, skipReason } of backends) {
       }
     });
 
-    it("reads an update's execution fields that the update does not carry, as the execution is", async () => {
+    it("refuses an update's execution fields that the update does not carry (read again per update) with the cost error", async () => {
       const results = await demo.subscribeWs(UpdateWithExecutionFieldsSubscription, { executionId: finished.id });
-      expect(results.length).toBeGreaterThan(3);
-      for (const result of results) {
-        expect(result.errors).toBeUndefined();
-        expect(result.data!.stepUpdates.execution).toMatchObject({
-          id: finished.id,
-          correlationId: finished.correlationId,
-          totalSteps: 2,
-          plan: { query: 'two steps' },
-        });
-      }
-      expect(results.at(-1)!.data!.stepUpdates.execution.status).toBe('SUCCEEDED');
+      expect(results).toHaveLength(1);
+      expect(results[0]!.data ?? undefined).toBeUndefined();
+      expect(results[0]!.errors?.map((error) => error.extensions?.code)).toEqual(['QUERY_TOO_COSTLY']);
+      // The same fields, read once, are a query.
+      const once = await demo.request(NodeQuery, { id: finished.id });
+      expect(once.data!.node).toMatchObject({ correlationId: finished.correlationId, totalSteps: 2, plan: { query: 'two steps' } });
     });
 
     it("keeps Apollo Client's normalized cache on the run as it goes, with no cache code", async () => {
@@ -363,6 +425,29 @@ for (const { backend, skipReason } of backends) {
         expect(cached.data!.execution!.steps.map((step) => step.status)).toEqual(['SUCCEEDED', 'SUCCEEDED', 'SUCCEEDED']);
         expect(cachedExecution()).toMatchObject({ status: 'SUCCEEDED' });
         expect(cachedStep(`${id}:step:3`)).toEqual({ __typename: 'StepResult', status: 'SUCCEEDED', recordCount: 2 });
+
+        // What the README says of StepUpdate.id: selected, every update stays in the cache as an entry of its own,
+        // until cache.gc() drops those the subscription's result no longer points to.
+        const cachedUpdates = () => Object.keys(cache.extract()).filter((key) => key.startsWith('StepUpdate:'));
+        expect(cachedUpdates()).toHaveLength(seen.length);
+        cache.gc();
+        expect(cachedUpdates().length).toBeLessThanOrEqual(1);
+
+        // And of a replay from sequence 0: the cached execution goes back through the run's statuses and sequences.
+        const finalSequence = cachedExecution()!.lastSequence;
+        const replayed: { status: string; lastSequence: number }[] = [];
+        await new Promise<void>((resolve, reject) => {
+          apollo
+            .subscribe({ query: apolloDocument(FollowRunSubscription), variables: { executionId: id } })
+            .subscribe({
+              next: () => replayed.push({ ...cachedExecution()! }),
+              error: (error: unknown) => reject(error as Error),
+              complete: resolve,
+            });
+        });
+        expect(replayed[0]!.lastSequence).toBeLessThan(finalSequence);
+        expect(replayed[0]!.status).not.toBe('SUCCEEDED');
+        expect(replayed.at(-1)).toMatchObject({ status: 'SUCCEEDED', lastSequence: finalSequence });
       } finally {
         apollo.stop();
       }

@@ -18,6 +18,7 @@ import {
   type ExecutionPageRequest,
   type ExecutionStore,
   type ExecutionSummary,
+  type StepKey,
   type LeaseHold,
   type LeaseProvider,
   type LeaseState,
@@ -36,6 +37,7 @@ import {
   type ExecutionRow,
   type StepRow,
   type StepSnapshot,
+  type StepState,
   type StoredTokenUsage,
   type TenantRow,
 } from './tables.js';
@@ -275,6 +277,31 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
       .where(and(sql`${stepResults.executionId} = ANY(${idArray})`, eq(stepResults.tenantId, tenantId)));
     // Ordered here, not by the database: a page's few hundred rows, and the plan then has no Sort node.
     return steps.sort((a, b) => (a.executionId < b.executionId ? -1 : a.executionId > b.executionId ? 1 : a.index - b.index));
+  }
+
+  /**
+   * The named steps of the tenant, without records and result: only those rows (the (execution_id, index) primary
+   * key), each with its sql and code as in listSteps, the plan's read from its one element of the plan.
+   */
+  async findSteps(tenantId: string, steps: readonly StepKey[]): Promise<StepState[]> {
+    const keys = steps.filter((step) => isUuid(step.executionId) && Number.isInteger(step.index) && step.index > 0 && step.index < 2 ** 31);
+    if (keys.length === 0) return [];
+    const planned = (field: 'sql' | 'code') =>
+      sql<string | null>`(${executions.plan} -> 'steps' -> (${stepResults.index} - 1) ->> ${field})`;
+    return this.db
+      .select({
+        ...stepStateColumns,
+        sql: sql<string | null>`coalesce(${stepResults.sql}, ${planned('sql')})`,
+        code: sql<string | null>`coalesce(${stepResults.code}, ${planned('code')})`,
+      })
+      .from(stepResults)
+      .innerJoin(executions, and(eq(executions.id, stepResults.executionId), eq(executions.tenantId, tenantId)))
+      .where(
+        and(
+          eq(stepResults.tenantId, tenantId),
+          sql`(${stepResults.executionId}, ${stepResults.index}) IN (SELECT * FROM unnest(${uuidArray(keys.map((key) => key.executionId))}, ${`{${keys.map((key) => key.index).join(',')}}`}::int[]))`,
+        ),
+      );
   }
 
   async findStepResult(tenantId: string, executionId: string, index: number): Promise<unknown[] | null> {

@@ -259,6 +259,9 @@ export type StepRow = Omit<StepResultRow, 'records'>;
 export type StepEventRow = typeof stepEvents.$inferSelect;
 export type IdempotencyKeyRow = typeof idempotencyKeys.$inferSelect;
 
+/** A step as stored, without its records and its result (up to 1 MiB): read by itself when it is asked for. */
+export type StepState = Omit<StepRow, 'result'>;
+
 /** A StepResult as it was when an event happened; `result` and `records` stay in step_results to keep the log small. */
 export type StepSnapshot = Omit<StepResultRow, 'result' | 'records' | 'startedAt' | 'finishedAt' | 'decidedAt'> & {
   startedAt: string | null;

@@ -3,7 +3,7 @@ import { AgentError, type LlmClient } from '../agents/llm-client.js';
 import { planQuery as planWithModel } from '../agents/planner.js';
 import { describeCatalog, type ApiOperation } from '../api/catalog.js';
 import type { Config, InputLimits, SandboxConfig, TenantLimits } from '../config.js';
-import type { ExecutionRow, StepRow, StoredPlan, StoredTokenUsage, TenantRow } from '../db/tables.js';
+import type { ExecutionRow, StepRow, StepState, StoredPlan, StoredTokenUsage, TenantRow } from '../db/tables.js';
 import type { Logger } from '../logger.js';
 import type { Dispatcher, EnqueueInTransaction } from './dispatcher.js';
 import { Engine } from './engine.js';
@@ -31,6 +31,7 @@ import {
   type ExecutionPageRequest,
   type ExecutionStore,
   type ExecutionSummary,
+  type StepKey,
   type LeaseProvider,
   type TenantAdmission,
   type TenantDirectory,
@@ -365,6 +366,11 @@ export class Executor {
     const byExecution = new Map<string, StepRow[]>(executionIds.map((id) => [id, []]));
     for (const step of await this.store.listStepsOfExecutions(tenantId, executionIds)) byExecution.get(step.executionId)?.push(step);
     return byExecution;
+  }
+
+  /** Some of the tenant's steps, by execution and index, without records and result (one read of the store). */
+  findSteps(tenantId: string, steps: readonly StepKey[]): Promise<StepState[]> {
+    return this.store.findSteps(tenantId, steps);
   }
 
   findStepResult(tenantId: string, executionId: string, index: number): Promise<unknown[] | null> {

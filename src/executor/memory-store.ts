@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { ExecutionRow, StepResultRow, StepRow, StoredTokenUsage, TenantRow } from '../db/tables.js';
+import type { ExecutionRow, StepResultRow, StepRow, StepState, StoredTokenUsage, TenantRow } from '../db/tables.js';
 import type { ClaimInTransaction } from './idempotency.js';
 import type { ValidatedPlan } from './plan.js';
 import { applyStepChange, pendingSnapshot } from './step-snapshots.js';
@@ -14,6 +14,7 @@ import {
   type ExecutionPageRequest,
   type ExecutionStore,
   type ExecutionSummary,
+  type StepKey,
   type LeaseHold,
   type LeaseProvider,
   type LeaseState,
@@ -171,6 +172,18 @@ export class MemoryExecutionStore implements ExecutionStore, LeaseProvider, Tena
     const steps: StepRow[] = [];
     for (const id of [...new Set(executionIds)].sort()) steps.push(...(await this.listSteps(id, tenantId)));
     return steps;
+  }
+
+  async findSteps(tenantId: string, steps: readonly StepKey[]): Promise<StepState[]> {
+    const found: StepState[] = [];
+    for (const { executionId, index } of steps) {
+      const stored = this.executions.get(executionId);
+      const step = stored && stored.row.tenantId === tenantId ? stored.steps[index - 1] : undefined;
+      if (!step) continue;
+      const { records: _records, result: _result, ...state } = step;
+      found.push(clone(state));
+    }
+    return found;
   }
 
   async findStepResult(tenantId: string, executionId: string, index: number): Promise<unknown[] | null> {

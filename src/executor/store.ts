@@ -1,4 +1,4 @@
-import type { ExecutionRow, StepResultRow, StepRow, StepSnapshot, StoredTokenUsage, TenantRow } from '../db/tables.js';
+import type { ExecutionRow, StepResultRow, StepRow, StepSnapshot, StepState, StoredTokenUsage, TenantRow } from '../db/tables.js';
 import type { EnqueueInTransaction } from './dispatcher.js';
 import type { ClaimInTransaction } from './idempotency.js';
 import type { ValidatedPlan } from './plan.js';
@@ -183,6 +183,12 @@ export class ExecutionNotRunnableError extends Error {
   }
 }
 
+/** A step of an execution: its execution's id and its 1-based index. */
+export interface StepKey {
+  executionId: string;
+  index: number;
+}
+
 export interface ExecutionStore {
   /**
    * Stores a QUEUED execution with its PENDING steps. A plan the planner wrote also gets its
@@ -210,6 +216,11 @@ export interface ExecutionStore {
    * index, in one read: a page of history with its steps. Ids that are not the tenant's executions have none.
    */
   listStepsOfExecutions(tenantId: string, executionIds: readonly string[]): Promise<StepRow[]>;
+  /**
+   * Some steps of the tenant's executions, named by execution and index, without their records and their result, in
+   * one read: node(id) and nodes(ids). A step that does not exist, or is another tenant's, is left out.
+   */
+  findSteps(tenantId: string, steps: readonly StepKey[]): Promise<StepState[]>;
   findStepResult(tenantId: string, executionId: string, index: number): Promise<unknown[] | null>;
   /** The updates after afterSequence (up to upToSequence), each with its step as it was then. */
   loadEvents(executionId: string, afterSequence: number, upToSequence?: number): Promise<StepUpdate[]>;

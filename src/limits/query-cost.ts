@@ -25,6 +25,7 @@ import {
 import type { Plugin } from 'graphql-yoga';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from '../schema/execution.js';
 import { MAX_NODE_IDS } from '../schema/global-ids.js';
+import { MAX_PROGRESS_REPORTS } from '../config.js';
 
 /** Arguments of a field, as the resolver will see them (variables substituted, defaults applied). */
 export type FieldArguments = Readonly<Record<string, unknown>>;
@@ -43,6 +44,11 @@ export interface CostModel {
   listSizes: Readonly<Record<string, number | ((parentArguments: FieldArguments) => number)>>;
   /** For a list of objects not in listSizes: on the high side, so a list added to the schema is not free. */
   defaultListSize: number;
+  /**
+   * Objects a subscription resolves again on every event, by "Type.field": what is selected in one costs `times`
+   * over (the most events it resolves for), except the fields named in `free`, which the event itself answers.
+   */
+  perEvent?: Readonly<Record<string, { times: number; free: readonly string[] }>>;
   /** The root fields that ask a model ("Type.field"); an operation may select few of them (model-calls.ts). */
   modelCallingFields: readonly string[];
 }
@@ -62,11 +68,22 @@ export const MODEL_CALL_WEIGHT = 1_000;
 const MODEL_CALLING_FIELDS = ['Query.planQuery', 'Mutation.executeQuery'];
 
 /**
+ * The most updates one run publishes (not counting a resume's): PLAN_CREATED, EXECUTION_STARTED and the outcome, and
+ * per step WAITING, APPROVED or REJECTED, STARTED, its outcome and up to maxProgressReports STEP_PROGRESS updates.
+ * 5,203 at the defaults (50 steps, 100 reports).
+ */
+export function mostUpdatesOfARun(maxPlanSteps: number, maxProgressReports = MAX_PROGRESS_REPORTS): number {
+  return 3 + maxPlanSteps * (4 + maxProgressReports);
+}
+
+/**
  * stepcast's costs. Lists are scored at their largest: a page at its `first`, the steps of an execution or a plan at
  * the most a plan may have (STEPCAST_PLAN_MAX_STEPS). The JSON blobs weigh by their size cap: a step's result and the
  * execution's finalResult (up to STEPCAST_RESULT_MAX_BYTES, 1 MiB by default) 10, a step's sample and logs (64 KiB)
  * 2. A step's columns are counted at 10: two short strings each, nothing heavy hangs off them. planQuery and
- * executeQuery weigh MODEL_CALL_WEIGHT.
+ * executeQuery weigh MODEL_CALL_WEIGHT. An update's execution is read again for every update of the subscription:
+ * what it selects beyond what the update carries (id, status, lastSequence) costs that many times over, the most
+ * updates of a run (mostUpdatesOfARun), which at the defaults puts any such field over the limit.
  */
 export function stepcastCostModel(maxPlanSteps: number): CostModel {
   return {
@@ -88,6 +105,9 @@ export function stepcastCostModel(maxPlanSteps: number): CostModel {
       'Query.nodes': MAX_NODE_IDS,
     },
     defaultListSize: MAX_PAGE_SIZE,
+    perEvent: {
+      'StepUpdate.execution': { times: mostUpdatesOfARun(maxPlanSteps), free: ['id', 'status', 'lastSequence', '__typename'] },
+    },
     modelCallingFields: MODEL_CALLING_FIELDS,
   };
 }
@@ -176,10 +196,53 @@ export function queryCost(
       // Arguments execute cannot coerce make the field an error: nothing under it is resolved.
       return weight;
     }
-    const itemCost = weight + selectionSetCost(node.selectionSet, type, fieldArguments);
+    const perEvent = model.perEvent?.[key];
+    const itemCost =
+      weight +
+      (perEvent
+        ? perEventCost(node.selectionSet, type, fieldArguments, new Set(perEvent.free), perEvent.times)
+        : selectionSetCost(node.selectionSet, type, fieldArguments));
     if (!isListType(getNullableType(field.type))) return itemCost;
     const size = model.listSizes[key] ?? model.defaultListSize;
     return itemCost * (typeof size === 'function' ? size(parentArguments) : size);
+  }
+
+  /**
+   * A selection resolved again on every event: its fields named in `free` once, the others `times` over. Fragments
+   * at its level are walked for their own fields (each once, however often it is spread there).
+   */
+  function perEventCost(
+    selectionSet: SelectionSetNode,
+    type: GraphQLCompositeType,
+    parentArguments: FieldArguments,
+    free: ReadonlySet<string>,
+    times: number,
+  ): number {
+    const walked = new Map<string, number>();
+    const walk = (selections: SelectionSetNode, within: GraphQLCompositeType): number => {
+      let cost = 0;
+      for (const selection of selections.selections) {
+        if (!included(selection)) continue;
+        if (selection.kind === Kind.FIELD) {
+          const fieldCostOnce = fieldCost(selection, within, parentArguments);
+          cost += free.has(selection.name.value) ? fieldCostOnce : fieldCostOnce * times;
+        } else if (selection.kind === Kind.INLINE_FRAGMENT) {
+          cost += walk(selection.selectionSet, typeOf(selection.typeCondition?.name.value, within));
+        } else {
+          const name = selection.name.value;
+          const fragment = fragments.get(name);
+          if (!fragment) continue;
+          let fragmentCost = walked.get(name);
+          if (fragmentCost === undefined) {
+            fragmentCost = walk(fragment.selectionSet, typeOf(fragment.typeCondition.name.value, within));
+            walked.set(name, fragmentCost);
+          }
+          cost += fragmentCost;
+        }
+      }
+      return cost;
+    };
+    return walk(selectionSet, type);
   }
 
   return selectionSetCost(operation.selectionSet, root, NO_ARGUMENTS);

@@ -1,5 +1,5 @@
 import type { Principal } from '../auth/authenticator.js';
-import type { StepRow } from '../db/tables.js';
+import type { StepRow, StepState } from '../db/tables.js';
 import type { Executor } from '../executor/executor.js';
 import type { ExecutionDetails, ExecutionSummary } from '../executor/store.js';
 
@@ -24,6 +24,11 @@ export interface GraphQLContext {
    * execution.
    */
   loadSteps: (executionId: string) => Promise<StepRow[]>;
+  /**
+   * One of the tenant's steps by its global id (`<execution id>:step:<index>`), without its result (read by itself
+   * when selected), batched the same way: node(id) and nodes(ids) read only the steps they name.
+   */
+  loadStep: (stepId: string) => Promise<StepState | undefined>;
   /**
    * One of the tenant's executions without its plan and final result (undefined if it is not the tenant's), batched
    * the same way: what node(id) and an update's execution read for the fields the update does not carry.

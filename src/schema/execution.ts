@@ -39,7 +39,8 @@ export type ExecutionView = ExecutionSummary & Partial<ExecutionDetails>;
 /**
  * An execution as an update tells of it (StepUpdate.execution): its id, and its status and last sequence just after
  * that update. A selection of only these stays free of reads, so a live update keeps the shared fast path
- * (shared-event-execution.ts); any other field reads the execution as it is now, through the request's batch loader.
+ * (shared-event-execution.ts); any other field reads the execution as it is now, through the request's batch loader,
+ * on every update: the cost limit prices it so (query-cost.ts, perEvent).
  */
 export interface ExecutionAsOfUpdate {
   id: string;

@@ -17,10 +17,14 @@ export const stepId = (executionId: string, index: number): string => `${executi
 
 export const stepUpdateId = (executionId: string, sequence: number): string => `${executionId}:update:${sequence}`;
 
-const COMPOSITE_ID = /^([0-9a-f-]{36}):(step|update):([1-9][0-9]{0,9})$/i;
+const COMPOSITE_ID = /^([0-9a-f-]{36}):(step|update):([1-9][0-9]{0,9})$/;
 
-/** What a global id names, or undefined when it is not one this server gives out. */
-export function parseGlobalId(globalId: string): GlobalId | undefined {
+/**
+ * What a global id names, or undefined when it is not one this server gives out. Read in lower case, as the database
+ * reads a UUID: execution(id:) takes one in capitals, so node(id) does too, and answers it with the id as given out.
+ */
+export function parseGlobalId(givenId: string): GlobalId | undefined {
+  const globalId = givenId.toLowerCase();
   if (isUuid(globalId)) return { type: 'Execution', executionId: globalId };
   const match = COMPOSITE_ID.exec(globalId);
   if (!match || !isUuid(match[1]!)) return undefined;
@@ -45,7 +49,8 @@ export const MAX_NODE_IDS = 100;
 /**
  * The node a global id names, read like `execution(id:)` reads: only the tenant's own. Another tenant's id, an unknown
  * one and one that names no node (an update) all answer null. Reads go through the request's batch loaders, so
- * nodes(ids) is one read of executions and one of steps. Branded with their type, for the Node interface's resolveType.
+ * nodes(ids) is one read of executions and one of the steps named, only those rows and without their results (a
+ * selected result is read by StepResult.result, step by step). Branded with their type, for the Node interface's resolveType.
  */
 export async function loadNode(globalId: string, context: GraphQLContext): Promise<object | null> {
   const id = parseGlobalId(globalId);
@@ -54,7 +59,7 @@ export async function loadNode(globalId: string, context: GraphQLContext): Promi
     return execution ? branded(execution, 'Execution') : null;
   }
   if (id?.type === 'StepResult') {
-    const step = (await context.loadSteps(id.executionId)).find((candidate) => candidate.index === id.index);
+    const step = await context.loadStep(stepId(id.executionId, id.index));
     return step ? branded(step, 'StepResult') : null;
   }
   return null;

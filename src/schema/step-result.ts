@@ -1,11 +1,14 @@
-import type { StepRow, StepSnapshot, StoredColumn, StoredStepError, StoredTokenUsage } from '../db/tables.js';
+import type { StepRow, StepSnapshot, StepState, StoredColumn, StoredStepError, StoredTokenUsage } from '../db/tables.js';
 import type { StepKind, StepStatus } from '../executor/step-update.js';
 import { builder } from './builder.js';
 import { StepKindEnum, StepStatusEnum } from './enums.js';
 import { stepId } from './global-ids.js';
 
-/** A step as stored (step_results) or as it was when an event happened (a snapshot in step_events). */
-export type StepResultSource = StepRow | StepSnapshot;
+/**
+ * A step as stored (step_results), as stored without its result (node(id)), or as it was when an event happened (a
+ * snapshot in step_events).
+ */
+export type StepResultSource = StepRow | StepState | StepSnapshot;
 
 export const StepErrorRef = builder.objectRef<StoredStepError>('StepError').implement({
   description: 'Why a step or an execution failed.',
@@ -76,6 +79,7 @@ export const StepResultRef = builder.objectRef<StepResultSource>('StepResult').i
       description: 'The records, capped in size; `truncated` says whether anything was left out.',
       resolve: (step, _args, context) => {
         if ('result' in step) return step.result;
+        // A step read without its result (node(id)) has one only once it succeeded (the engine stores it then).
         // A snapshot (an update's step, as it was then) before the step succeeded had no records yet: the stored ones
         // came later. A succeeded step's records never change after, so the stored ones are what it had then.
         if (step.status !== 'SUCCEEDED') return null;

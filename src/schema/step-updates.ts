@@ -19,7 +19,7 @@ const StepUpdateRef = builder.objectRef<StepUpdate>('StepUpdate').implement({
     execution: t.field({
       type: ExecutionRef,
       description:
-        "The execution, with its status and lastSequence just after this update: a normalized client cache (Apollo, urql) that holds the execution follows the run by itself. id, status and lastSequence come with the update; any other field is read, as the execution is now.",
+        "The execution, with its status and lastSequence just after this update: a normalized client cache (Apollo, urql) that holds the execution follows the run by itself. id, status and lastSequence come with the update. Any other field is read again, as the execution is now, for every update: the cost limit counts it once per update a run may publish, which puts it over the limit at the defaults; read such fields once with execution(id:).",
       resolve: (update) => ({ id: update.executionId, status: update.status, lastSequence: update.sequence, asOfUpdate: true as const }),
     }),
     sequence: t.exposeInt('sequence', { description: '1, 2, 3, ... per execution, with no gaps.' }),

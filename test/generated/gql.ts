@@ -17,6 +17,7 @@ import * as types from './graphql.js';
 type Documents = {
     "\n  query Node($id: ID!) {\n    node(id: $id) {\n      __typename\n      id\n      ... on Execution {\n        status\n        correlationId\n        totalSteps\n        plan {\n          query\n        }\n        finalResult\n        steps {\n          id\n        }\n      }\n      ... on StepResult {\n        index\n        stepStatus: status\n        recordCount\n        sample\n      }\n    }\n  }\n": typeof types.NodeDocument,
     "\n  query Nodes($ids: [ID!]!) {\n    nodes(ids: $ids) {\n      __typename\n      id\n    }\n  }\n": typeof types.NodesDocument,
+    "\n  query StepResultNode($id: ID!) {\n    node(id: $id) {\n      id\n      ... on StepResult {\n        result\n      }\n    }\n  }\n": typeof types.StepResultNodeDocument,
     "\n  query ExecutionWithStepIds($id: ID!) {\n    execution(id: $id) {\n      id\n      status\n      steps {\n        id\n        index\n        status\n      }\n    }\n  }\n": typeof types.ExecutionWithStepIdsDocument,
     "\n  subscription FollowRun($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      id\n      sequence\n      type\n      execution {\n        id\n        status\n        lastSequence\n      }\n      step {\n        id\n        index\n        status\n        recordCount\n      }\n    }\n  }\n": typeof types.FollowRunDocument,
     "\n  subscription UpdateWithExecutionFields($executionId: ID!) {\n    stepUpdates(executionId: $executionId) {\n      sequence\n      execution {\n        id\n        status\n        correlationId\n        totalSteps\n        plan {\n          query\n        }\n      }\n    }\n  }\n": typeof types.UpdateWithExecutionFieldsDocument,
@@ -38,6 +39,7 @@ type Documents = {
 const documents: Documents = {
     "\n  query Node($id: ID!) {\n    node(id: $id) {\n      __typename\n      id\n      ... on Execution {\n        status\n        correlationId\n        totalSteps\n        plan {\n          query\n        }\n        finalResult\n        steps {\n          id\n        }\n      }\n      ... on StepResult {\n        index\n        stepStatus: status\n        recordCount\n        sample\n      }\n    }\n  }\n": types.NodeDocument,
     "\n  query Nodes($ids: [ID!]!) {\n    nodes(ids: $ids) {\n      __typename\n      id\n    }\n  }\n": types.NodesDocument,
+    "\n  query StepResultNode($id: ID!) {\n    node(id: $id) {\n      id\n      ... on StepResult {\n        result\n      }\n    }\n  }\n": types.StepResultNodeDocument,
     "\n  query ExecutionWithStepIds($id: ID!) {\n    execution(id: $id) {\n      id\n      status\n      steps {\n        id\n        index\n        status\n      }\n    }\n  }\n": types.ExecutionWithStepIdsDocument,
     "\n  subscription FollowRun($executionId: ID!, $afterSequence: Int) {\n    stepUpdates(executionId: $executionId, afterSequence: $afterSequence) {\n      id\n      sequence\n      type\n      execution {\n        id\n        status\n        lastSequence\n      }\n      step {\n        id\n        index\n        status\n        recordCount\n      }\n    }\n  }\n": types.FollowRunDocument,
     "\n  subscription UpdateWithExecutionFields($executionId: ID!) {\n    stepUpdates(executionId: $executionId) {\n      sequence\n      execution {\n        id\n        status\n        correlationId\n        totalSteps\n        plan {\n          query\n        }\n      }\n    }\n  }\n": types.UpdateWithExecutionFieldsDocument,
@@ -65,6 +67,10 @@ export function graphql(source: "\n  query Node($id: ID!) {\n    node(id: $id) {
  * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
  */
 export function graphql(source: "\n  query Nodes($ids: [ID!]!) {\n    nodes(ids: $ids) {\n      __typename\n      id\n    }\n  }\n"): typeof import('./graphql.js').NodesDocument;
+/**
+ * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
+ */
+export function graphql(source: "\n  query StepResultNode($id: ID!) {\n    node(id: $id) {\n      id\n      ... on StepResult {\n        result\n      }\n    }\n  }\n"): typeof import('./graphql.js').StepResultNodeDocument;
 /**
  * The graphql function is used to parse GraphQL queries into a document that can be used by GraphQL clients.
  */

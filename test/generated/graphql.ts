@@ -111,6 +111,16 @@ export type NodesQuery = { nodes: Array<
     | { __typename: 'StepResult', id: string }
    | null> };
 
+export type StepResultNodeQueryVariables = Exact<{
+  id: string | number;
+}>;
+
+
+export type StepResultNodeQuery = { node:
+    | { id: string }
+    | { result: unknown, id: string }
+   | null };
+
 export type ExecutionWithStepIdsQueryVariables = Exact<{
   id: string | number;
 }>;
@@ -322,6 +332,16 @@ export const NodesDocument = new TypedDocumentString(`
   }
 }
     `) as unknown as TypedDocumentString<NodesQuery, NodesQueryVariables>;
+export const StepResultNodeDocument = new TypedDocumentString(`
+    query StepResultNode($id: ID!) {
+  node(id: $id) {
+    id
+    ... on StepResult {
+      result
+    }
+  }
+}
+    `) as unknown as TypedDocumentString<StepResultNodeQuery, StepResultNodeQueryVariables>;
 export const ExecutionWithStepIdsDocument = new TypedDocumentString(`
     query ExecutionWithStepIds($id: ID!) {
   execution(id: $id) {
