@@ -1,11 +1,15 @@
 // Compiles src/ to JavaScript in dist/ (same layout), so that `npm start` runs no TypeScript compiler.
 // Each file is transpiled on its own (TypeScript's transpileModule, which tsconfig's isolatedModules allows):
 // no type checking here, that is `npm run typecheck`. Files of src/ that are not TypeScript (the worker
-// threads' .mjs entries, assets) are copied as they are.
+// threads' .mjs entries, assets) are copied as they are. Beside the code it keeps a pristine PGlite cluster
+// (dist/pglite-initdb, PGlite's initdb and nothing else), which a new data directory starts as a copy of: initdb
+// is most of a first start's work and the same for everyone. Migrations and the demo data still run at start.
 //   node scripts/build.mjs             builds
-//   node scripts/build.mjs --if-stale  builds only when dist/ is missing or older than a file of src/
+//   node scripts/build.mjs --if-stale  builds only when dist/ is missing or older than a file of src/, or its
+//                                      cluster was made by another PGlite version
 // Run by `npm install` (prepare) and before `npm start` (prestart, --if-stale: a few milliseconds when fresh).
 import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +18,8 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const sourceDir = join(root, 'src');
 const outDir = join(root, 'dist');
 const stampFile = join(outDir, '.built');
+const initdbDir = 'pglite-initdb';
+const initdbVersionFile = 'pglite-initdb.json';
 /** Besides src/, what the build depends on: a change to either makes it stale. */
 const inputs = [join(root, 'tsconfig.json'), fileURLToPath(import.meta.url)];
 
@@ -30,6 +36,7 @@ async function walk(dir) {
 
 /** A directory's own time changes when a file in it is added, removed or renamed, so deletions count too. */
 async function isStale() {
+  if ((await initdbVersion(outDir)) !== (await installedPgliteVersion())) return true;
   let builtAt;
   try {
     builtAt = (await stat(stampFile)).mtimeMs;
@@ -41,6 +48,33 @@ async function isStale() {
     if ((await stat(path)).mtimeMs > builtAt) return true;
   }
   return false;
+}
+
+async function installedPgliteVersion() {
+  const entry = createRequire(import.meta.url).resolve('@electric-sql/pglite');
+  const packageRoot = /^(.*[\\/]@electric-sql[\\/]pglite)[\\/]/.exec(entry)[1];
+  return JSON.parse(await readFile(join(packageRoot, 'package.json'), 'utf8')).version;
+}
+
+async function initdbVersion(dir) {
+  try {
+    return JSON.parse(await readFile(join(dir, initdbVersionFile), 'utf8')).pgliteVersion;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Kept from the last build when the same PGlite made it; made anew (initdb, seconds) when not. */
+async function makeInitdbTemplate(into) {
+  const version = await installedPgliteVersion();
+  if ((await initdbVersion(outDir)) === version) {
+    await rename(join(outDir, initdbDir), join(into, initdbDir));
+  } else {
+    const { PGlite } = await import('@electric-sql/pglite');
+    const database = await PGlite.create(join(into, initdbDir));
+    await database.close();
+  }
+  await writeFile(join(into, initdbVersionFile), `${JSON.stringify({ pgliteVersion: version })}\n`);
 }
 
 async function loadTypeScript() {
@@ -93,6 +127,7 @@ async function build() {
     await writeFile(target.replace(/\.ts$/, '.js'), outputText);
     files += 1;
   }
+  await makeInitdbTemplate(staging);
   await writeFile(join(staging, '.built'), `${new Date().toISOString()}\n`);
   await rm(outDir, { recursive: true, force: true });
   await rename(staging, outDir);

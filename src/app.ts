@@ -1,6 +1,7 @@
 import type { Config } from './config.js';
 import type { Database } from './db/client.js';
 import { DEMO_TENANT_ID, ensureDemoTenant } from './db/demo-data.js';
+import type { OpenedPgliteDirectory } from './db/pglite-open.js';
 import { openDatabaseWhenReachable } from './db/reconnect.js';
 import { RetentionSweeper } from './db/retention.js';
 import { isDatabaseUnavailable } from './db/unavailable.js';
@@ -142,7 +143,12 @@ function composeExecutor(
  * database cannot be reached it listens anyway, not ready and answering SERVICE_UNAVAILABLE, and does the rest
  * in the background once the database comes up.
  */
-export async function startStepcast(config: Config, logger: Logger): Promise<StepcastApp> {
+export async function startStepcast(
+  config: Config,
+  logger: Logger,
+  /** The embedded database's directory, already being opened (see src/db/pglite-open.ts). */
+  { pglite }: { pglite?: Promise<OpenedPgliteDirectory> } = {},
+): Promise<StepcastApp> {
   if (!config.auth.enabled) {
     logger.warn(
       { tenantId: DEMO_TENANT_ID },
@@ -158,6 +164,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
     config.database,
     { tenantStatements: config.executor.maxConcurrentExecutions },
     logger,
+    { pglite },
   );
   const { database } = opening;
   let cluster: ClusterParts | undefined;

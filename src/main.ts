@@ -1,6 +1,6 @@
-import { startStepcast } from './app.js';
 import { getHeapStatistics } from 'node:v8';
 import { checkHeapBound, ConfigError, loadConfig } from './config.js';
+import { openPgliteDirectory } from './db/pglite-open.js';
 import { createLogger } from './logger.js';
 
 const SHUTDOWN_OVERRUN_MS = 15_000;
@@ -17,7 +17,12 @@ async function main(): Promise<void> {
     return;
   }
   const logger = createLogger(config.logLevel);
-  const app = await startStepcast(config, logger);
+  // PGlite boots in its worker thread while this thread loads the service's modules (about a second each).
+  const pglite = config.database.kind === 'pglite' ? openPgliteDirectory(config.database.dataDir ?? './data') : undefined;
+  // Whoever awaits it sees its failure; this keeps it from being reported as unhandled while the modules load.
+  pglite?.catch(() => undefined);
+  const { startStepcast } = await import('./app.js');
+  const app = await startStepcast(config, logger, { pglite });
   let shuttingDown = false;
   const shutdown = (signal: NodeJS.Signals) => {
     // npm and terminals often deliver the same signal twice; the grace period already bounds shutdown.
