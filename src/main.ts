@@ -1,3 +1,4 @@
+import module from 'node:module';
 import { getHeapStatistics } from 'node:v8';
 import { checkHeapBound, ConfigError, loadConfig } from './config.js';
 import { openPgliteDirectory } from './db/pglite-open.js';
@@ -21,6 +22,8 @@ async function main(): Promise<void> {
   const pglite = config.database.kind === 'pglite' ? openPgliteDirectory(config.database.dataDir ?? './data') : undefined;
   // Whoever awaits it sees its failure; this keeps it from being reported as unhandled while the modules load.
   pglite?.catch(() => undefined);
+  // Node 22.1 and later keep V8's compiled code of the modules on disk (the OS temp dir) for the next start.
+  (module as { enableCompileCache?: () => unknown }).enableCompileCache?.();
   const { startStepcast } = await import('./app.js');
   const app = await startStepcast(config, logger, { pglite });
   let shuttingDown = false;
