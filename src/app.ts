@@ -15,7 +15,7 @@ import { DrizzleExecutionStore } from './db/execution-store.js';
 import { createClusterDispatcher } from './cluster/cluster-dispatcher.js';
 import { createRedisBus, type RedisBus } from './cluster/redis-bus.js';
 import { startWorkQueue, type WorkQueue } from './cluster/work-queue.js';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { rateLimitSettings } from './executor/rate-limiter.js';
 import { createRedisTenantLimits } from './executor/redis-rate-limits.js';
 import { createInProcessDispatcher } from './executor/dispatcher.js';
@@ -286,6 +286,7 @@ async function startCluster(
   const queue = await startWorkQueue({ url: config.database.url, logger });
   try {
     const redis = await createRedisBus({ url: cluster.redisUrl, logger, channelPrefix: cluster.redisPrefix });
+    const { Redis } = await import('ioredis');
     const limitsClient = new Redis(cluster.redisUrl);
     // ioredis reports a connection it cannot make as 'error' events; the limits log an outage themselves.
     limitsClient.on('error', () => undefined);

@@ -9,7 +9,6 @@ import {
   type ExecutionResult,
   type GraphQLFormattedError,
 } from 'graphql';
-import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
 import { useServer } from 'graphql-ws/use/ws';
 import { createYoga, maskError, useReadinessCheck, type YogaServerInstance } from 'graphql-yoga';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -170,7 +169,8 @@ export function createGraphQLServer({
     schema,
     graphiql: graphiql ? { subscriptionsProtocol: 'WS', title: 'stepcast' } : false,
     // The bundled GraphiQL: yoga's default page loads its scripts from a CDN, which offline machines cannot reach.
-    renderGraphiQL,
+    // Its module is 9 MB of JavaScript, loaded when the page is first asked for rather than at every start.
+    renderGraphiQL: async (options) => (await import('@graphql-yoga/render-graphiql')).renderGraphiQL(options),
     landingPage: false,
     maskedErrors: { isDev: false, maskError: maskStepcastError },
     cors: corsForOrigins(corsOrigins),
