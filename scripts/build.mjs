@@ -7,6 +7,8 @@
 //   node scripts/build.mjs             builds
 //   node scripts/build.mjs --if-stale  builds only when dist/ is missing or older than a file of src/, or its
 //                                      cluster was made by another PGlite version
+//   node scripts/build.mjs --prepare   builds, or says why not and succeeds when typescript is not installed
+//                                      (npm ci --omit=dev runs prepare too; what it installs is then built elsewhere)
 // Run by `npm install` (prepare) and before `npm start` (prestart, --if-stale: a few milliseconds when fresh).
 import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -77,11 +79,13 @@ async function makeInitdbTemplate(into) {
   await writeFile(join(into, initdbVersionFile), `${JSON.stringify({ pgliteVersion: version })}\n`);
 }
 
+class TypeScriptMissing extends Error {}
+
 async function loadTypeScript() {
   try {
     return (await import('typescript')).default;
   } catch {
-    throw new Error('the build needs the devDependency typescript: run `npm install` (without --omit=dev), then `npm run build`');
+    throw new TypeScriptMissing('the build needs the devDependency typescript: run `npm install` (without --omit=dev), then `npm run build`');
   }
 }
 
@@ -142,6 +146,10 @@ try {
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
   process.stderr.write(`built ${files} files of src/ into dist/ in ${seconds} s\n`);
 } catch (error) {
+  if (error instanceof TypeScriptMissing && process.argv.includes('--prepare')) {
+    process.stderr.write(`not building dist/: ${error.message}\n`);
+    process.exit(0);
+  }
   process.stderr.write(`build failed: ${error instanceof Error ? error.message : String(error)}\n`);
   process.exit(1);
 }

@@ -38,8 +38,8 @@ export async function openPgliteDirectory(dataDir: string): Promise<OpenedPglite
 
 /**
  * A directory without a cluster (no PG_VERSION, which is what PGlite looks for) starts as a copy of the build's
- * pristine one: PGlite's initdb takes 2 to 12 s of a 2-core machine, a copy a fraction of a second. PG_VERSION
- * comes last, so that a copy cut short is made again at the next start.
+ * pristine one: PGlite's initdb takes about 3.5 s of CPU, a copy a fraction of a second. PG_VERSION comes last, so
+ * that a copy cut short is made again at the next start.
  */
 async function copyInitdbTemplate(dataDir: string): Promise<void> {
   if (existsSync(join(dataDir, 'PG_VERSION'))) return;
