@@ -111,11 +111,23 @@ async function isReady(graphqlUrl: string): Promise<boolean> {
   }
 }
 
+/** Stops npm and the server under it, and waits until every process of the group has gone (npm exits first). */
 async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  process.kill(-child.pid!, 'SIGTERM');
-  await exited;
+  const group = -child.pid!;
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = once(child, 'exit');
+    process.kill(group, 'SIGTERM');
+    await exited;
+  }
+  const groupAlive = () => {
+    try {
+      process.kill(group, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  while (groupAlive()) await new Promise((resolve) => setTimeout(resolve, 20));
 }
 
 function summary(name: string, measurements: Measurement[]): string {
