@@ -1,6 +1,7 @@
 import type { Config } from './config.js';
 import type { Database } from './db/client.js';
 import { DEMO_TENANT_ID, ensureDemoTenant } from './db/demo-data.js';
+import type { OpenedPgliteDirectory } from './db/pglite-open.js';
 import { openDatabaseWhenReachable } from './db/reconnect.js';
 import { RetentionSweeper } from './db/retention.js';
 import { isDatabaseUnavailable } from './db/unavailable.js';
@@ -17,7 +18,7 @@ import { DrizzleExecutionStore } from './db/execution-store.js';
 import { createClusterDispatcher } from './cluster/cluster-dispatcher.js';
 import { createRedisBus, type RedisBus } from './cluster/redis-bus.js';
 import { startWorkQueue, type WorkQueue } from './cluster/work-queue.js';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { rateLimitSettings } from './executor/rate-limiter.js';
 import { createRedisTenantLimits } from './executor/redis-rate-limits.js';
 import { createInProcessDispatcher } from './executor/dispatcher.js';
@@ -152,7 +153,12 @@ function composeExecutor(
  * database cannot be reached it listens anyway, not ready and answering SERVICE_UNAVAILABLE, and does the rest
  * in the background once the database comes up.
  */
-export async function startStepcast(config: Config, logger: Logger): Promise<StepcastApp> {
+export async function startStepcast(
+  config: Config,
+  logger: Logger,
+  /** The embedded database's directory, already being opened (see src/db/pglite-open.ts). */
+  { pglite }: { pglite?: Promise<OpenedPgliteDirectory> } = {},
+): Promise<StepcastApp> {
   if (!config.auth.enabled) {
     logger.warn(
       { tenantId: DEMO_TENANT_ID },
@@ -168,6 +174,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
     config.database,
     { tenantStatements: config.executor.maxConcurrentExecutions },
     logger,
+    { pglite },
   );
   const { database } = opening;
   let cluster: ClusterParts | undefined;
@@ -356,6 +363,7 @@ async function startCluster(
   const queue = await startWorkQueue({ url: config.database.url, logger });
   try {
     const redis = await createRedisBus({ url: cluster.redisUrl, logger, channelPrefix: cluster.redisPrefix });
+    const { Redis } = await import('ioredis');
     const limitsClient = new Redis(cluster.redisUrl);
     // ioredis reports a connection it cannot make as 'error' events; the limits log an outage themselves.
     limitsClient.on('error', () => undefined);

@@ -1,8 +1,9 @@
-import { startStepcast } from './app.js';
+import module from 'node:module';
 import { resolve } from 'node:path';
 import { getHeapStatistics } from 'node:v8';
 import { checkHeapBound, ConfigError, loadConfig, type Config } from './config.js';
 import { DataDirInUseError } from './db/data-dir-lock.js';
+import { openPgliteDirectory } from './db/pglite-open.js';
 import { createLogger } from './logger.js';
 
 const SHUTDOWN_OVERRUN_MS = 15_000;
@@ -22,7 +23,14 @@ async function main(): Promise<void> {
   }
   loadedConfig = config;
   const logger = createLogger(config.logLevel);
-  const app = await startStepcast(config, logger);
+  // PGlite boots in its worker thread while this thread loads the service's modules (about a second each).
+  const pglite = config.database.kind === 'pglite' ? openPgliteDirectory(config.database.dataDir ?? './data') : undefined;
+  // Whoever awaits it sees its failure; this keeps it from being reported as unhandled while the modules load.
+  pglite?.catch(() => undefined);
+  // Node 22.1 and later keep V8's compiled code of the modules on disk (the OS temp dir) for the next start.
+  (module as { enableCompileCache?: () => unknown }).enableCompileCache?.();
+  const { startStepcast } = await import('./app.js');
+  const app = await startStepcast(config, logger, { pglite });
   let shuttingDown = false;
   const shutdown = (signal: NodeJS.Signals) => {
     // npm and terminals often deliver the same signal twice; the grace period already bounds shutdown.

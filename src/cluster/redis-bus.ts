@@ -1,4 +1,4 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
 import type { StepUpdate } from '../executor/step-update.js';
 import type { StepUpdateBus, StepUpdateGapListener, StepUpdateListener } from '../executor/step-update-bus.js';
 import type { Logger } from '../logger.js';
@@ -85,6 +85,8 @@ export async function createRedisBus({
   gapPollMs = 1_000,
   quietGapMs = 30_000,
 }: RedisBusOptions): Promise<RedisBus> {
+  // Loaded here, not at every start: only the processes of a cluster have a bus.
+  const { Redis } = await import('ioredis');
   const common: RedisOptions = {
     retryStrategy: reconnectDelayMs,
     connectTimeout: 5_000,

@@ -1,5 +1,4 @@
 import { sql, type SQL } from 'drizzle-orm';
-import PgBoss from 'pg-boss';
 import type { Db } from '../db/client.js';
 import type { Logger } from '../logger.js';
 
@@ -59,6 +58,8 @@ function statementOf(text: string, values: readonly unknown[]): SQL {
  * executions queue created once (a `short` policy: at most one waiting job per execution).
  */
 export async function startWorkQueue({ url, logger }: { url: string; logger: Logger }): Promise<WorkQueue> {
+  // Loaded here, not at every start: only the processes of a cluster have a queue.
+  const { default: PgBoss } = await import('pg-boss');
   const boss = new PgBoss({
     connectionString: url,
     schema: QUEUE_SCHEMA,

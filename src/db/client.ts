@@ -1,4 +1,3 @@
-import { mkdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { PGlite } from '@electric-sql/pglite';
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
@@ -8,8 +7,8 @@ import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import type { Config } from '../config.js';
-import { lockDataDir } from './data-dir-lock.js';
-import { DatabaseQueryError, PgliteWorkerClient, StatementTimeoutError } from './pglite-client.js';
+import { DatabaseQueryError, StatementTimeoutError } from './pglite-client.js';
+import { openPgliteDirectory, type OpenedPgliteDirectory } from './pglite-open.js';
 import * as tables from './tables.js';
 import {
   quoteIdentifier,
@@ -139,30 +138,31 @@ export interface DatabaseConnections {
   tenantStatements: number;
 }
 
+/**
+ * `pglite`: the embedded database's directory, already being opened (src/main.ts starts that before it loads the
+ * service); without it, openDatabase opens it.
+ */
 export async function openDatabase(
   database: Config['database'],
   connections: DatabaseConnections = { tenantStatements: 4 },
+  pglite?: Promise<OpenedPgliteDirectory>,
 ): Promise<Database> {
   return database.kind === 'pglite'
-    ? openPglite(database.dataDir ?? './data', database.maxMemoryMb)
+    ? openPglite(pglite ?? openPgliteDirectory(database.dataDir ?? './data'), database.maxMemoryMb)
     : openPostgres(database.url, database.poolSize, connections);
 }
 
-async function openPglite(dataDir: string, maxMemoryMb: number): Promise<Database> {
-  await mkdir(dataDir, { recursive: true });
-  const unlock = await lockDataDir(dataDir);
-  let pending: PgliteWorkerClient | undefined;
+async function openPglite(opening: Promise<OpenedPgliteDirectory>, maxMemoryMb: number): Promise<Database> {
+  const { client, unlock } = await opening;
   let db: Db;
   try {
-    pending = await PgliteWorkerClient.open(dataDir);
-    db = drizzlePglite({ client: pending as unknown as PGlite, schema: tables }) as unknown as Db;
+    db = drizzlePglite({ client: client as unknown as PGlite, schema: tables }) as unknown as Db;
     await migratePglite(db as never, { migrationsFolder });
   } catch (error) {
-    await pending?.close();
+    await client.close();
     await unlock();
     throw error;
   }
-  const client = pending;
   const rawTypes = Object.fromEntries(RAW_TEXT_TYPE_OIDS.map((oid) => [oid, true]));
   const tenantRawTypes = Object.fromEntries(TENANT_RAW_TEXT_TYPE_OIDS.map((oid) => [oid, true]));
   return {

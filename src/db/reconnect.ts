@@ -1,6 +1,7 @@
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import { openDatabase, type Database, type DatabaseConnections } from './client.js';
+import type { OpenedPgliteDirectory } from './pglite-open.js';
 import { DatabaseUnavailableError, isDatabaseUnavailable } from './unavailable.js';
 
 export interface DatabaseWhenReachable {
@@ -24,10 +25,14 @@ export async function openDatabaseWhenReachable(
   config: Config['database'],
   connections: DatabaseConnections,
   logger: Logger,
-  { initialDelayMs = 500, maxDelayMs = 15_000 }: { initialDelayMs?: number; maxDelayMs?: number } = {},
+  {
+    initialDelayMs = 500,
+    maxDelayMs = 15_000,
+    pglite,
+  }: { initialDelayMs?: number; maxDelayMs?: number; pglite?: Promise<OpenedPgliteDirectory> } = {},
 ): Promise<DatabaseWhenReachable> {
   try {
-    const database = await openDatabase(config, connections);
+    const database = await openDatabase(config, connections, pglite);
     return { database, isOpen: () => true, opened: Promise.resolve(), stop: () => undefined };
   } catch (error) {
     if (!isDatabaseUnavailable(error)) throw error;

@@ -62,5 +62,8 @@ export async function buildPgliteTemplate(): Promise<{ dir: string; migrationsHa
 export async function seedPgliteDataDir(dataDir: string): Promise<void> {
   const template = inject('pgliteTemplate');
   if (!template || template.migrationsHash !== (await migrationsHash())) return;
-  await cp(template.dir, dataDir, { recursive: true, errorOnExist: true, force: false });
+  // Entry by entry: Node 22 and later refuse to copy a directory onto one that exists with errorOnExist (Node 20 merged).
+  for (const name of await readdir(template.dir)) {
+    await cp(join(template.dir, name), join(dataDir, name), { recursive: true, errorOnExist: true, force: false });
+  }
 }

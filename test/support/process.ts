@@ -48,7 +48,7 @@ export interface ServiceProcess {
 }
 
 /**
- * Starts `src/main.ts` as `npm start` does, and waits for the line that says where it listens.
+ * Starts `src/main.ts` through tsx (as `npm run dev` does), and waits for the line that says where it listens.
  * `nodeArgs` go to node itself (e.g. `--max-old-space-size=320`).
  */
 export async function startServiceProcess(
