@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { access, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
@@ -181,6 +182,79 @@ for (const { backend, skipReason } of backends) {
       expect(await call('DELETE', 'tenants')).toMatchObject({ status: 405 });
       expect(await call('GET', 'nothing')).toMatchObject({ status: 404 });
     });
+
+    it('answers malformed ids and NUL characters with 400, not 500', async () => {
+      const adminToken = (await readFile(join(dataDir, ADMIN_TOKEN_FILE_NAME), 'utf8')).trim();
+      const call = async (method: string, path: string, body?: unknown) => {
+        const response = await fetch(adminUrl(path), {
+          method,
+          headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+        return { status: response.status, body: (await response.json()) as { error?: { code: string; message: string } } };
+      };
+      expect(await call('GET', 'tenants/%ZZ/keys')).toEqual({
+        status: 400,
+        body: { error: { code: 'BAD_REQUEST', message: 'the path segment "%ZZ" is not valid percent-encoding' } },
+      });
+      for (const [method, path] of [['GET', 'tenants/a%00b/keys'], ['POST', 'keys/a%00b/revoke'], ['GET', 'tenants/a%20b/keys']] as const) {
+        expect(await call(method, path)).toMatchObject({
+          status: 400,
+          body: { error: { code: 'BAD_REQUEST', message: expect.stringMatching(/is not an id: letters, digits/) } },
+        });
+      }
+      const nul = { status: 400, body: { error: { code: 'BAD_REQUEST', message: expect.stringMatching(/must not contain a NUL character/) } } };
+      expect(await call('POST', 'tenants', { name: 'x\u0000y' })).toMatchObject(nul);
+      expect(await call('POST', 'tenants', { name: 'Nul Creds', credentials: { 'X-Key': 'a\u0000' } })).toMatchObject(nul);
+      expect(await call('POST', 'tenants', { name: 'Nul Methods', allowedMethods: ['GE\u0000T'] })).toMatchObject(nul);
+      expect(
+        await call('POST', 'tenants', {
+          name: 'Nul Api',
+          apiBaseUrl: 'http://127.0.0.1:9',
+          openapi: { openapi: '3.0.3', info: { title: 'a\u0000b', version: '1' }, paths: {} },
+        }),
+      ).toMatchObject(nul);
+      expect(await call('POST', 'tenants/acme_corp/keys', { name: 'x\u0000y' })).toMatchObject(nul);
+    });
+
+    it('stops reading a chunked body at the limit and answers 413', async () => {
+      const adminToken = (await readFile(join(dataDir, ADMIN_TOKEN_FILE_NAME), 'utf8')).trim();
+      const chunk = Buffer.alloc(1_048_576, 0x20);
+      const request = httpRequest(adminUrl('tenants'), {
+        method: 'POST',
+        // No Content-Length: the body is sent chunked, 64 MiB of it unless the server stops reading.
+        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json', 'transfer-encoding': 'chunked' },
+      });
+      try {
+        const answered = new Promise<{ status: number; body: string }>((resolve, reject) => {
+          let failure: unknown;
+          let answer: { status: number; body: string } | undefined;
+          request.once('response', (response) => {
+            answer = { status: response.statusCode!, body: '' };
+            response.on('data', (data: Buffer) => (answer!.body += data.toString()));
+            response.once('end', () => resolve(answer!));
+          });
+          // The server closes the connection after its answer: writing on may fail (EPIPE) once the answer is in.
+          request.on('error', (error) => (failure = error));
+          request.once('close', () => (answer ? resolve(answer) : reject(failure ?? new Error('closed without an answer'))));
+        });
+        let sent = 0;
+        let stop = false;
+        void answered.finally(() => (stop = true)).catch(() => undefined);
+        while (!stop && sent < 64) {
+          sent++;
+          // A server that stops reading never drains the socket: its answer ends the wait.
+          if (!request.write(chunk)) await Promise.race([new Promise((resolve) => request.once('drain', resolve)), answered.catch(() => undefined)]);
+        }
+        if (!stop) request.end();
+        const { status, body } = await answered;
+        expect(status).toBe(413);
+        expect(JSON.parse(body)).toMatchObject({ error: { code: 'PAYLOAD_TOO_LARGE' } });
+        expect(sent).toBeLessThan(64);
+      } finally {
+        request.destroy();
+      }
+    }, scaledTimeout(30_000));
 
     it('forgets the server when it stops, and the CLI works on the database directly again', async () => {
       await server!.close();

@@ -22,15 +22,34 @@ export interface AdminApiOptions {
   onKeyRevoked?: (keyId: string) => void;
 }
 
+/** PostgreSQL cannot store a NUL character in text or jsonb: refused here as bad input, not failed on there. */
+const NO_NUL = 'must not contain a NUL character (\\u0000)';
+const text = () => z.string().refine((value) => !value.includes('\0'), NO_NUL);
+/** Whether a JSON value has a NUL character in any of its strings or keys. */
+function hasNul(value: unknown): boolean {
+  if (typeof value === 'string') return value.includes('\0');
+  if (Array.isArray(value)) return value.some(hasNul);
+  if (value !== null && typeof value === 'object') {
+    return Object.entries(value).some(([key, item]) => key.includes('\0') || hasNul(item));
+  }
+  return false;
+}
+
 const createTenantBody = z.strictObject({
-  name: z.string(),
-  id: z.string().optional(),
-  apiBaseUrl: z.string().optional(),
-  openapi: z.unknown().optional(),
-  credentials: z.record(z.string(), z.string()).optional(),
-  allowedMethods: z.array(z.string()).optional(),
+  name: text(),
+  id: text().optional(),
+  apiBaseUrl: text().optional(),
+  openapi: z
+    .unknown()
+    .refine((value) => !hasNul(value), NO_NUL)
+    .optional(),
+  credentials: z.record(text(), text()).optional(),
+  allowedMethods: z.array(text()).optional(),
 });
-const createKeyBody = z.strictObject({ name: z.string().min(1).max(200).optional() });
+const createKeyBody = z.strictObject({ name: text().min(1).max(200).optional() });
+
+/** Tenant ids and key ids: letters, digits, "_" and "-" (what tenants.ts and api-keys.ts make). */
+const ID = /^[A-Za-z0-9_-]{1,128}$/;
 
 /** An answer of the admin API: `{ error: { code, message } }` when refused. */
 class AdminApiRefusal extends Error {
@@ -74,6 +93,14 @@ class RefusalLog {
   }
 }
 
+function decodePathSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new AdminApiRefusal(400, 'BAD_REQUEST', `the path segment "${segment.slice(0, 130)}" is not valid percent-encoding`);
+  }
+}
+
 function bearer(authorization: string | null): string | undefined {
   const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '');
   return match?.[1];
@@ -82,12 +109,30 @@ function bearer(authorization: string | null): string | undefined {
 async function jsonBody<T>(request: Request, schema: z.ZodType<T>): Promise<T> {
   const mediaType = (request.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
   if (mediaType !== 'application/json') throw new AdminApiRefusal(415, 'UNSUPPORTED_MEDIA_TYPE', 'send the body as application/json');
-  if (Number(request.headers.get('content-length') ?? 0) > MAX_BODY_BYTES) {
-    throw new AdminApiRefusal(413, 'PAYLOAD_TOO_LARGE', `the body is larger than ${MAX_BODY_BYTES} bytes`);
+  const tooLarge = () =>
+    new AdminApiRefusal(413, 'PAYLOAD_TOO_LARGE', `the body is larger than ${MAX_BODY_BYTES} bytes`, { connection: 'close' });
+  if (Number(request.headers.get('content-length') ?? 0) > MAX_BODY_BYTES) throw tooLarge();
+  // Counted as it arrives: a chunked body (no Content-Length) or one longer than it said stops at the limit.
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (request.body) {
+    const reader = request.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > MAX_BODY_BYTES) {
+        // Not cancelled: that would destroy the socket before the answer is written. Unread, the rest waits in the
+        // socket's buffers until the answer, sent with Connection: close, ends the connection.
+        reader.releaseLock();
+        throw tooLarge();
+      }
+      chunks.push(value);
+    }
   }
   let parsed: unknown;
   try {
-    parsed = JSON.parse(await request.text());
+    parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
   } catch {
     throw new AdminApiRefusal(400, 'BAD_REQUEST', 'the body is not JSON');
   }
@@ -111,6 +156,9 @@ export function useAdminApi({ token, operations, logger, onKeyRevoked = () => un
 
   const route = async (request: Request, path: string[]): Promise<{ status: number; body: unknown }> => {
     const [collection, id, sub, extra] = path;
+    if (id !== undefined && !ID.test(id)) {
+      throw new AdminApiRefusal(400, 'BAD_REQUEST', `"${JSON.stringify(id).slice(1, -1).slice(0, 130)}" is not an id: letters, digits, "_" and "-" only`);
+    }
     const method = request.method;
     const allow = (methods: string) => {
       if (!methods.split(', ').includes(method)) {
@@ -153,7 +201,7 @@ export function useAdminApi({ token, operations, logger, onKeyRevoked = () => un
           { 'www-authenticate': 'Bearer realm="stepcast-admin"' },
         );
       }
-      const path = url.pathname.slice(ADMIN_API_PATH.length).split('/').filter((part) => part.length > 0).map(decodeURIComponent);
+      const path = url.pathname.slice(ADMIN_API_PATH.length).split('/').filter((part) => part.length > 0).map(decodePathSegment);
       const { status, body } = await route(request, path);
       return { status, body, headers: {} };
     } catch (error) {
