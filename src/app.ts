@@ -7,7 +7,7 @@ import { isDatabaseUnavailable } from './db/unavailable.js';
 import { startDemoTenantApi } from './demo-api/demo-tenant.js';
 import { LlmClient } from './agents/llm-client.js';
 import { loadAdminToken } from './admin/admin-token.js';
-import { recordRunningServer } from './admin/server-record.js';
+import { databaseIdentity, newInstanceId, recordRunningServer } from './admin/server-record.js';
 import { databaseAdmin } from './admin/tenants.js';
 import { createAuthenticator } from './auth/authenticator.js';
 import { loadSecretBox, type SecretBox } from './auth/secrets.js';
@@ -216,6 +216,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
       logger.info({ workerId: executor.workerId, ready }, 'stepcast worker is ready');
       return { url: '', port: 0, database, secrets, executor, close: closer(executor) };
     }
+    const instanceId = newInstanceId();
     const adminToken = await loadAdminToken(config.admin.token, config.dataDir, { production: config.env === 'production' });
     if (!adminToken) logger.info('the admin API is off: set STEPCAST_ADMIN_TOKEN to use npm run admin against the running server');
     const server = createGraphQLServer({
@@ -237,14 +238,16 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
       },
       corsOrigins: config.http.corsOrigins,
       checkReadiness: async () => ready && (await database.ping(READINESS_TIMEOUT_MS)),
-      admin: adminToken && { token: adminToken.token, operations: databaseAdmin(database, async () => secrets) },
+      admin: adminToken && { token: adminToken.token, instanceId, operations: databaseAdmin(database, async () => secrets) },
     });
     const address = await server.listen(config.http.port, config.http.host);
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     const url = `http://${host}:${address.port}${server.yoga.graphqlEndpoint}`;
     logger.info({ url, database: database.kind, ready }, 'stepcast is listening');
     // How `npm run admin` finds this server; a data directory it cannot write (read-only in production) only loses that.
-    const forgetServer = await recordRunningServer(config.dataDir, { url, adminApi: adminToken !== undefined }).catch((error: unknown) => {
+    const record = { instanceId, url, adminApi: adminToken !== undefined, database: await databaseIdentity(config.database) };
+    // A PostgreSQL URL whose database cannot be named is not recorded: no CLI could tell it is the one it means.
+    const forgetServer = await (record.database ? recordRunningServer(config.dataDir, { ...record, database: record.database }) : Promise.resolve(undefined)).catch((error: unknown) => {
       logger.info({ err: error }, 'could not record the server in DATA_DIR: npm run admin needs STEPCAST_URL to find it');
       return undefined;
     });

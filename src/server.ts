@@ -58,7 +58,7 @@ export interface GraphQLServerOptions {
   /** Backs GET /ready: false (or throwing) answers 503. */
   checkReadiness?: () => Promise<boolean>;
   /** The admin API under /admin/ (src/admin/admin-api.ts); off when undefined. */
-  admin?: Pick<AdminApiOptions, 'token' | 'operations'>;
+  admin?: Pick<AdminApiOptions, 'token' | 'instanceId' | 'operations'>;
 }
 
 export interface GraphQLServer {

@@ -16,6 +16,8 @@ const REFUSAL_WINDOW_MS = 60_000;
 export interface AdminApiOptions {
   /** The admin token (STEPCAST_ADMIN_TOKEN or the data directory's token file). */
   token: string;
+  /** This server's instance id (src/admin/server-record.ts), answered at GET /admin/instance without a token. */
+  instanceId?: string;
   operations: AdminOperations;
   logger: Logger;
   /** Called once a key is revoked, to close at once what relies on it (open WebSockets and streams). */
@@ -93,6 +95,20 @@ class RefusalLog {
   }
 }
 
+/**
+ * Past the limit nothing more is kept, but up to as much again is read and dropped: closing a connection with unread
+ * data resets it, and the client would lose the 413 it is sent. A client that sends more than that loses it.
+ */
+async function discardRest(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+  let discarded = 0;
+  while (discarded <= MAX_BODY_BYTES) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    discarded += value.byteLength;
+  }
+  await reader.cancel().catch(() => undefined);
+}
+
 function decodePathSegment(segment: string): string {
   try {
     return decodeURIComponent(segment);
@@ -122,9 +138,8 @@ async function jsonBody<T>(request: Request, schema: z.ZodType<T>): Promise<T> {
       if (done) break;
       size += value.byteLength;
       if (size > MAX_BODY_BYTES) {
-        // Not cancelled: that would destroy the socket before the answer is written. Unread, the rest waits in the
-        // socket's buffers until the answer, sent with Connection: close, ends the connection.
-        reader.releaseLock();
+        chunks.length = 0;
+        await discardRest(reader);
         throw tooLarge();
       }
       chunks.push(value);
@@ -149,9 +164,10 @@ async function jsonBody<T>(request: Request, schema: z.ZodType<T>): Promise<T> {
  *   GET  /admin/tenants                  POST /admin/tenants
  *   GET  /admin/tenants/<id>/keys        POST /admin/tenants/<id>/keys
  *   POST /admin/keys/<id>/revoke
- * Every request needs `Authorization: Bearer <admin token>`; a tenant's API key is refused (403), as is anything else (401).
+ *   GET  /admin/instance                 this server's instance id (src/admin/server-record.ts), without a token
+ * Every other request needs `Authorization: Bearer <admin token>`; a tenant's API key is refused (403), as is anything else (401).
  */
-export function useAdminApi({ token, operations, logger, onKeyRevoked = () => undefined }: AdminApiOptions): Plugin {
+export function useAdminApi({ token, instanceId, operations, logger, onKeyRevoked = () => undefined }: AdminApiOptions): Plugin {
   const refusals = new RefusalLog(logger);
 
   const route = async (request: Request, path: string[]): Promise<{ status: number; body: unknown }> => {
@@ -187,6 +203,11 @@ export function useAdminApi({ token, operations, logger, onKeyRevoked = () => un
 
   const answer = async (request: Request, url: URL, remoteAddress: string | undefined) => {
     try {
+      // Not a secret (a random id for each start, also in DATA_DIR): how the CLI knows the server it found recorded
+      // is the one listening at that URL, before it sends the admin token there.
+      if (url.pathname === `${ADMIN_API_PATH}/instance` && request.method === 'GET' && instanceId) {
+        return { status: 200, body: { instanceId }, headers: {} };
+      }
       const credential = bearer(request.headers.get('authorization'));
       if (!credential || !adminTokenMatches(credential, token)) {
         const reason = !credential ? 'no admin token' : looksLikeApiKey(credential) ? 'a tenant API key' : 'a wrong admin token';
