@@ -42,6 +42,8 @@ export interface StepcastApp {
   /** Seals and opens tenant API credentials (the admin functions take it). */
   secrets: SecretBox;
   executor: Executor;
+  /** The HTTP server GraphQL listens on (none for a worker). */
+  httpServer?: import('node:http').Server;
   close(): Promise<void>;
 }
 
@@ -268,7 +270,15 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
       }, () => undefined);
     }
 
-    return { url, port: address.port, database, secrets, executor: running, close: closer(running, server, forgetServer) };
+    return {
+      url,
+      port: address.port,
+      database,
+      secrets,
+      executor: running,
+      httpServer: server.httpServer,
+      close: closer(running, server, forgetServer),
+    };
   } catch (error) {
     await retention?.stop();
     await executor?.stop(0);

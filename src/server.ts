@@ -339,6 +339,9 @@ export function createGraphQLServer({
         httpServer.once('error', reject);
         httpServer.listen(port, host, () => {
           httpServer.off('error', reject);
+          // With noServer, ws attaches no 'error' listener of its own: without this one an error of the listening
+          // socket (EMFILE on accept) would throw from emit and end the process.
+          httpServer.on('error', (error) => logger.error({ err: error }, 'HTTP server error'));
           resolve(httpServer.address() as AddressInfo);
         });
       }),

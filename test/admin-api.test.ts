@@ -1,13 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { access, mkdtemp, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
+import { access, link, mkdir, mkdtemp, readdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer as createNetServer } from 'node:net';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ADMIN_TOKEN_FILE_NAME } from '../src/admin/admin-token.js';
-import { databaseIdentity, SERVER_RECORD_FILE_NAME } from '../src/admin/server-record.js';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ADMIN_TOKEN_FILE_NAME, loadAdminToken } from '../src/admin/admin-token.js';
+import { databaseIdentity, recordRunningServer, SERVER_RECORD_FILE_NAME } from '../src/admin/server-record.js';
 import { apiKeys, tenants } from '../src/db/tables.js';
 import { backends, createTestDatabase, postgresUrl } from './support/database.js';
 import { ExecutionsQuery } from './support/operations.js';
@@ -311,6 +311,13 @@ for (const { backend, skipReason } of backends) {
       }
     }, scaledTimeout(30_000));
 
+    it('logs an error of the listening socket instead of ending the process', async () => {
+      // ws (noServer) listens for none: without the server's own listener, emit would throw (and the process end).
+      server!.app.httpServer!.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' }));
+      const answer = await fetch(adminUrl('instance'));
+      expect(answer.status).toBe(200);
+    });
+
     it('forgets the server when it stops, and the CLI works on the database directly again', async () => {
       await server!.close();
       server = undefined;
@@ -351,4 +358,54 @@ describe('refused admin requests in the log', () => {
       await rm(dataDir, { recursive: true, force: true });
     }
   }, scaledTimeout(60_000));
+});
+
+describe('the admin token file and the server record', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'stepcast-admin-files-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('refuses an empty token file rather than serving with an empty token', async () => {
+    await writeFile(join(dir, ADMIN_TOKEN_FILE_NAME), '', { mode: 0o600 });
+    await expect(loadAdminToken(undefined, dir, { production: false })).rejects.toThrow(/admin token file .* is empty/);
+  });
+
+  it('gives every starter the same whole token when several start at once', async () => {
+    const tokens = await Promise.all(Array.from({ length: 8 }, () => loadAdminToken(undefined, dir, { production: false })));
+    expect(new Set(tokens.map((loaded) => loaded!.token)).size).toBe(1);
+    expect(tokens[0]!.token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect((await readdir(dir)).sort()).toEqual([ADMIN_TOKEN_FILE_NAME]);
+  });
+
+  it('says in one line that the CLI cannot read the token file', async () => {
+    // A directory where the file should be: unreadable whoever runs the test (root reads a mode 000 file).
+    await mkdir(join(dir, ADMIN_TOKEN_FILE_NAME));
+    const answer = await runAdmin(['tenant', 'list'], { DATA_DIR: dir, STEPCAST_URL: 'http://127.0.0.1:9/graphql' });
+    expect(answer.code).toBe(1);
+    expect(answer.stderr).toBe(
+      `error: cannot read the admin token file ${join(dir, ADMIN_TOKEN_FILE_NAME)} (EISDIR): run as its owner, or set STEPCAST_ADMIN_TOKEN\n`,
+    );
+  }, scaledTimeout(30_000));
+
+  it('replaces the server record whole instead of rewriting it in place', async () => {
+    const path = join(dir, SERVER_RECORD_FILE_NAME);
+    await writeFile(path, 'old');
+    // A second name for the old file: written in place, it would change too (and a reader could see half a record).
+    await link(path, join(dir, 'old-record'));
+    const forget = await recordRunningServer(dir, {
+      instanceId: 'one',
+      url: 'http://127.0.0.1:9/graphql',
+      adminApi: true,
+      database: { kind: 'pglite', dataDir: dir },
+    });
+    expect(await readFile(join(dir, 'old-record'), 'utf8')).toBe('old');
+    expect(json(await readFile(path, 'utf8'))).toMatchObject({ pid: process.pid, instanceId: 'one' });
+    expect((await readdir(dir)).sort()).toEqual(['old-record', SERVER_RECORD_FILE_NAME]);
+    await forget();
+    await expect(access(path)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
 });
