@@ -104,17 +104,23 @@ async function run(argv: string[]): Promise<void> {
 async function runningServerUrl(config: Config): Promise<string | undefined> {
   const server = await findRunningServer(config.dataDir);
   if (!server?.adminApi || !sameDatabase(server.database, await databaseIdentity(config.database))) return undefined;
-  if (await isRecordedInstance(server)) return server.url;
-  // Gone, though its pid lives on in another process (pid 1 of a container after a SIGKILL): forget it.
-  await forgetServer(config.dataDir, server).catch(() => undefined);
+  const state = await recordedInstanceState(server);
+  if (state === 'running') return server.url;
+  // Gone, though its pid lives on in another process (pid 1 of a container after a SIGKILL): forget it. One that
+  // does not answer in time is left recorded; the CLI tries the database (a PGlite directory still held says so).
+  if (state === 'gone') await forgetServer(config.dataDir, server).catch(() => undefined);
   return undefined;
 }
 
-async function isRecordedInstance(server: ServerRecord): Promise<boolean> {
+/** running: that instance answers at the URL; gone: the connection is refused, or another instance or program answers. */
+async function recordedInstanceState(server: ServerRecord): Promise<'running' | 'gone' | 'unknown'> {
   try {
-    return (await serverInstance(server.url)) === server.instanceId;
-  } catch {
-    return false;
+    const answered = await serverInstance(server.url);
+    if (answered === undefined) return 'gone';
+    return answered === server.instanceId ? 'running' : 'gone';
+  } catch (error) {
+    const cause = (error as { cause?: { code?: string; errors?: { code?: string }[] } }).cause;
+    return (cause?.code ?? cause?.errors?.[0]?.code) === 'ECONNREFUSED' ? 'gone' : 'unknown';
   }
 }
 
