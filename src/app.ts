@@ -8,7 +8,7 @@ import { isDatabaseUnavailable } from './db/unavailable.js';
 import { startDemoTenantApi } from './demo-api/demo-tenant.js';
 import { LlmClient } from './agents/llm-client.js';
 import { loadAdminToken } from './admin/admin-token.js';
-import { recordRunningServer } from './admin/server-record.js';
+import { databaseIdentity, newInstanceId, recordRunningServer } from './admin/server-record.js';
 import { databaseAdmin } from './admin/tenants.js';
 import { createAuthenticator } from './auth/authenticator.js';
 import { loadSecretBox, type SecretBox } from './auth/secrets.js';
@@ -48,6 +48,8 @@ export interface StepcastApp {
   executor: Executor;
   /** The port of the metrics listener (STEPCAST_METRICS_PORT), when there is one. */
   metricsPort: number | undefined;
+  /** The HTTP server GraphQL listens on (none for a worker). */
+  httpServer?: import('node:http').Server;
   close(): Promise<void>;
 }
 
@@ -266,6 +268,7 @@ export async function startStepcast(
       logger.info({ workerId: executor.workerId, ready }, 'stepcast worker is ready');
       return { url: '', port: 0, database, secrets, executor, metricsPort: listener?.port, close: closer(executor) };
     }
+    const instanceId = newInstanceId();
     const adminToken = await loadAdminToken(config.admin.token, config.dataDir, { production: config.env === 'production' });
     if (!adminToken) logger.info('the admin API is off: set STEPCAST_ADMIN_TOKEN to use npm run admin against the running server');
     server = createGraphQLServer({
@@ -288,14 +291,16 @@ export async function startStepcast(
       corsOrigins: config.http.corsOrigins,
       checkReadiness: readiness,
       metrics: metrics && { registry: metrics.registry, token: metricsConfig?.token, endpoint: metricsConfig?.port === undefined },
-      admin: adminToken && { token: adminToken.token, operations: databaseAdmin(database, async () => secrets) },
+      admin: adminToken && { token: adminToken.token, instanceId, operations: databaseAdmin(database, async () => secrets) },
     });
     const address = await server.listen(config.http.port, config.http.host);
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     const url = `http://${host}:${address.port}${server.yoga.graphqlEndpoint}`;
     logger.info({ url, database: database.kind, ready }, 'stepcast is listening');
     // How `npm run admin` finds this server; a data directory it cannot write (read-only in production) only loses that.
-    forgetServer = await recordRunningServer(config.dataDir, { url, adminApi: adminToken !== undefined }).catch((error: unknown) => {
+    const record = { instanceId, url, adminApi: adminToken !== undefined, database: await databaseIdentity(config.database) };
+    // A PostgreSQL URL whose database cannot be named is not recorded: no CLI could tell it is the one it means.
+    forgetServer = await (record.database ? recordRunningServer(config.dataDir, { ...record, database: record.database }) : Promise.resolve(undefined)).catch((error: unknown) => {
       logger.info({ err: error }, 'could not record the server in DATA_DIR: npm run admin needs STEPCAST_URL to find it');
       return undefined;
     });
@@ -316,7 +321,7 @@ export async function startStepcast(
       }, () => undefined);
     }
 
-    return { url, port: address.port, database, secrets, executor: running, metricsPort: listener?.port, close: closer(running) };
+    return { url, port: address.port, database, secrets, executor: running, metricsPort: listener?.port, httpServer: server.httpServer, close: closer(running) };
   } catch (error) {
     await listener?.close();
     await tracing?.shutdown();

@@ -1,10 +1,9 @@
 import module from 'node:module';
-import { resolve } from 'node:path';
 import { getHeapStatistics } from 'node:v8';
 import { checkHeapBound, ConfigError, loadConfig, type Config } from './config.js';
-import { DataDirInUseError } from './db/data-dir-lock.js';
 import { openPgliteDirectory } from './db/pglite-open.js';
 import { createLogger } from './logger.js';
+import { startFailure } from './start-failure.js';
 
 const SHUTDOWN_OVERRUN_MS = 15_000;
 let loadedConfig: Config | undefined;
@@ -52,22 +51,6 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
-}
-
-/** A start that failed for a reason the user can mend: one line saying how, instead of a stack trace. */
-function startFailure(error: unknown, config: Config | undefined): string | undefined {
-  if (error instanceof DataDirInUseError) return error.message;
-  const { code, port, address } = error as { code?: string; port?: number; address?: string };
-  const setting = port !== undefined && port === config?.demo.apiPort ? 'STEPCAST_DEMO_API_PORT' : 'PORT';
-  if (code === 'EADDRINUSE') return `port ${port} is in use; set ${setting}`;
-  if (code === 'EACCES' && port !== undefined) return `port ${port} needs privileges this process lacks; set ${setting}`;
-  if (code === 'EADDRNOTAVAIL') return `${address ?? 'HOST'} is not an address of this machine; set HOST`;
-  const { path, syscall } = error as { path?: string; syscall?: string };
-  if (code && path && syscall) {
-    const inDataDir = config && resolve(path).startsWith(resolve(config.dataDir));
-    return `cannot ${syscall} ${path} (${code})${inDataDir ? '; set DATA_DIR to a directory this process can write' : ''}`;
-  }
-  return undefined;
 }
 
 main().catch((error: unknown) => {

@@ -64,7 +64,7 @@ export interface GraphQLServerOptions {
    */
   metrics?: MetricsEndpointOptions & { endpoint: boolean };
   /** The admin API under /admin/ (src/admin/admin-api.ts); off when undefined. */
-  admin?: Pick<AdminApiOptions, 'token' | 'operations'>;
+  admin?: Pick<AdminApiOptions, 'token' | 'instanceId' | 'operations'>;
 }
 
 export interface GraphQLServer {
@@ -362,6 +362,9 @@ export function createGraphQLServer({
         httpServer.once('error', reject);
         httpServer.listen(port, host, () => {
           httpServer.off('error', reject);
+          // With noServer, ws attaches no 'error' listener of its own: without this one an error of the listening
+          // socket (EMFILE on accept) would throw from emit and end the process.
+          httpServer.on('error', (error) => logger.error({ err: error }, 'HTTP server error'));
           resolve(httpServer.address() as AddressInfo);
         });
       }),

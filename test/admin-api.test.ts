@@ -1,13 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { access, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { access, link, mkdir, mkdtemp, readdir, readFile, realpath, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer as createNetServer } from 'node:net';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ADMIN_TOKEN_FILE_NAME } from '../src/admin/admin-token.js';
-import { SERVER_RECORD_FILE_NAME } from '../src/admin/server-record.js';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ADMIN_TOKEN_FILE_NAME, loadAdminToken } from '../src/admin/admin-token.js';
+import { databaseIdentity, recordRunningServer, SERVER_RECORD_FILE_NAME } from '../src/admin/server-record.js';
 import { apiKeys, tenants } from '../src/db/tables.js';
-import { backends } from './support/database.js';
+import { backends, createTestDatabase, postgresUrl } from './support/database.js';
 import { ExecutionsQuery } from './support/operations.js';
 import { seedPgliteDataDir } from './support/pglite-template.js';
 import { runAdmin, startServiceProcess, stopServiceProcess } from './support/process.js';
@@ -24,7 +26,9 @@ for (const { backend, skipReason } of backends) {
     let testSignal: AbortSignal | undefined;
     /** The CLI as a user runs it beside the server: the same DATA_DIR, and nothing else (no DATABASE_URL, no token). */
     const admin = (args: string[], env: Record<string, string> = {}) =>
-      runAdmin(args, { DATA_DIR: dataDir, ...env }, { signal: testSignal });
+      runAdmin(args, { DATA_DIR: dataDir, ...sameDatabase(), ...env }, { signal: testSignal });
+    /** The server's database as the CLI is told it: the DATABASE_URL of a server on PostgreSQL (PGlite's is DATA_DIR). */
+    const sameDatabase = (): Record<string, string> => (server?.databaseUrl ? { DATABASE_URL: server.databaseUrl } : {});
     const adminUrl = (path: string) => new URL(`/admin/${path}`, server!.url).toString();
 
     beforeAll(async () => {
@@ -53,7 +57,18 @@ for (const { backend, skipReason } of backends) {
       const { mode } = await stat(join(dataDir, ADMIN_TOKEN_FILE_NAME));
       expect(mode & 0o777).toBe(0o600);
       const record = json<{ pid: number; url: string }>(await readFile(join(dataDir, SERVER_RECORD_FILE_NAME), 'utf8'));
-      expect(record).toMatchObject({ pid: process.pid, url: server!.url });
+      const database = server!.databaseUrl ? new URL(server!.databaseUrl) : undefined;
+      expect(record).toEqual({
+        pid: process.pid,
+        instanceId: expect.stringMatching(/^[A-Za-z0-9_-]{22}$/),
+        url: server!.url,
+        adminApi: true,
+        database: database
+          ? { kind: 'postgres', host: database.hostname, port: Number(database.port || 5432), database: database.pathname.slice(1) }
+          : { kind: 'pglite', dataDir: await realpath(dataDir) },
+      });
+      // Who it names, not how to log in.
+      if (database?.password) expect(JSON.stringify(record)).not.toContain(database.password);
     });
 
     it('lists tenants, creates a key that works at once, and revokes it so that the next request is refused', async () => {
@@ -109,6 +124,56 @@ for (const { backend, skipReason } of backends) {
       expect(await closed).toMatchObject({ code: 4403 });
       const [keyRow] = await server!.app.database.db.select().from(apiKeys).where(eq(apiKeys.id, stored!.id));
       expect(keyRow?.revokedAt).toBeInstanceOf(Date);
+    }, scaledTimeout(60_000));
+
+    it.skipIf(!postgresUrl)('leaves the server alone when DATABASE_URL names another database', async () => {
+      const other = await createTestDatabase();
+      try {
+        // The server recorded in DATA_DIR works on another database than this DATABASE_URL: the CLI opens its own.
+        const env = { DATABASE_URL: other.url, STEPCAST_ENCRYPTION_KEY: randomBytes(32).toString('base64') };
+        const created = await admin(['tenant', 'create', 'Elsewhere Inc', '--json'], env);
+        expect(created.stderr).toBe('');
+        expect(created.code).toBe(0);
+        const listed = await admin(['tenant', 'list', '--json'], env);
+        const ids = json<{ id: string }[]>(listed.stdout).map((tenant) => tenant.id);
+        expect(ids).toContain('elsewhere_inc');
+        expect(ids).not.toContain('acme_corp');
+        const [onServer] = await server!.app.database.db.select().from(tenants).where(eq(tenants.id, 'elsewhere_inc'));
+        expect(onServer).toBeUndefined();
+      } finally {
+        await other.drop();
+      }
+    }, scaledTimeout(60_000));
+
+    it('forgets a recorded server that is gone though its pid lives, and works on the database', async () => {
+      const elsewhere = await mkdtemp(join(tmpdir(), 'stepcast-admin-stale-'));
+      try {
+        // Its own database: on PGlite the server's directory is locked; on PostgreSQL it is the server's database.
+        if (backend === 'pglite') await seedPgliteDataDir(elsewhere);
+        const database =
+          backend === 'pglite'
+            ? { kind: 'pglite' as const, dataDir: elsewhere, maxMemoryMb: 256 }
+            : { kind: 'postgres' as const, url: server!.databaseUrl!, poolSize: 1 };
+        const closedPort = await new Promise<number>((resolve) => {
+          const probe = createNetServer().listen(0, '127.0.0.1', () => {
+            const { port } = probe.address() as { port: number };
+            probe.close(() => resolve(port));
+          });
+        });
+        const path = join(elsewhere, SERVER_RECORD_FILE_NAME);
+        // A live pid (this test's), but nothing listens at the URL (refused), or another instance does.
+        for (const url of [`http://127.0.0.1:${closedPort}/graphql`, server!.url]) {
+          const stale = { pid: process.pid, instanceId: 'gone', url, adminApi: true, database: await databaseIdentity(database) };
+          await writeFile(path, JSON.stringify(stale));
+          const listed = await runAdmin(['tenant', 'list', '--json'], { DATA_DIR: elsewhere, ...sameDatabase() }, { signal: testSignal });
+          expect(listed.stderr).toBe('');
+          expect(listed.code).toBe(0);
+          if (backend === 'postgres') expect(json<{ id: string }[]>(listed.stdout).map((tenant) => tenant.id)).toContain('acme_corp');
+          await expect(access(path)).rejects.toMatchObject({ code: 'ENOENT' });
+        }
+      } finally {
+        await rm(elsewhere, { recursive: true, force: true });
+      }
     }, scaledTimeout(60_000));
 
     it('refuses a missing or wrong admin token and any tenant key, and says why', async () => {
@@ -182,6 +247,77 @@ for (const { backend, skipReason } of backends) {
       expect(await call('GET', 'nothing')).toMatchObject({ status: 404 });
     });
 
+    it('answers malformed ids and NUL characters with 400, not 500', async () => {
+      const adminToken = (await readFile(join(dataDir, ADMIN_TOKEN_FILE_NAME), 'utf8')).trim();
+      const call = async (method: string, path: string, body?: unknown) => {
+        const response = await fetch(adminUrl(path), {
+          method,
+          headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+        return { status: response.status, body: (await response.json()) as { error?: { code: string; message: string } } };
+      };
+      expect(await call('GET', 'tenants/%ZZ/keys')).toEqual({
+        status: 400,
+        body: { error: { code: 'BAD_REQUEST', message: 'the path segment "%ZZ" is not valid percent-encoding' } },
+      });
+      for (const [method, path] of [['GET', 'tenants/a%00b/keys'], ['POST', 'keys/a%00b/revoke'], ['GET', 'tenants/a%20b/keys']] as const) {
+        expect(await call(method, path)).toMatchObject({
+          status: 400,
+          body: { error: { code: 'BAD_REQUEST', message: expect.stringMatching(/is not an id: letters, digits/) } },
+        });
+      }
+      const nul = { status: 400, body: { error: { code: 'BAD_REQUEST', message: expect.stringMatching(/must not contain a NUL character/) } } };
+      expect(await call('POST', 'tenants', { name: 'x\u0000y' })).toMatchObject(nul);
+      expect(await call('POST', 'tenants', { name: 'Nul Creds', credentials: { 'X-Key': 'a\u0000' } })).toMatchObject(nul);
+      expect(await call('POST', 'tenants', { name: 'Nul Methods', allowedMethods: ['GE\u0000T'] })).toMatchObject(nul);
+      expect(
+        await call('POST', 'tenants', {
+          name: 'Nul Api',
+          apiBaseUrl: 'http://127.0.0.1:9',
+          openapi: { openapi: '3.0.3', info: { title: 'a\u0000b', version: '1' }, paths: {} },
+        }),
+      ).toMatchObject(nul);
+      expect(await call('POST', 'tenants/acme_corp/keys', { name: 'x\u0000y' })).toMatchObject(nul);
+    });
+
+    it('counts a chunked body as it arrives and answers 413 past the limit', async () => {
+      const adminToken = (await readFile(join(dataDir, ADMIN_TOKEN_FILE_NAME), 'utf8')).trim();
+      const chunk = Buffer.alloc(1_048_576, 0x20);
+      const request = httpRequest(adminUrl('tenants'), {
+        method: 'POST',
+        // No Content-Length: 20 MiB sent chunked, past the 16 MiB limit.
+        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json', 'transfer-encoding': 'chunked' },
+      });
+      try {
+        const answered = new Promise<{ status: number; body: string }>((resolve, reject) => {
+          request.once('response', (response) => {
+            let body = '';
+            response.on('data', (data: Buffer) => (body += data.toString()));
+            response.once('end', () => resolve({ status: response.statusCode!, body }));
+            response.once('error', reject);
+          });
+          request.once('error', reject);
+        });
+        for (let sent = 0; sent < 20; sent++) {
+          if (!request.write(chunk)) await Promise.race([new Promise((resolve) => request.once('drain', resolve)), answered.catch(() => undefined)]);
+        }
+        request.end();
+        const { status, body } = await answered;
+        expect(status).toBe(413);
+        expect(JSON.parse(body)).toMatchObject({ error: { code: 'PAYLOAD_TOO_LARGE' } });
+      } finally {
+        request.destroy();
+      }
+    }, scaledTimeout(30_000));
+
+    it('logs an error of the listening socket instead of ending the process', async () => {
+      // ws (noServer) listens for none: without the server's own listener, emit would throw (and the process end).
+      server!.app.httpServer!.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' }));
+      const answer = await fetch(adminUrl('instance'));
+      expect(answer.status).toBe(200);
+    });
+
     it('forgets the server when it stops, and the CLI works on the database directly again', async () => {
       await server!.close();
       server = undefined;
@@ -222,4 +358,54 @@ describe('refused admin requests in the log', () => {
       await rm(dataDir, { recursive: true, force: true });
     }
   }, scaledTimeout(60_000));
+});
+
+describe('the admin token file and the server record', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'stepcast-admin-files-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('refuses an empty token file rather than serving with an empty token', async () => {
+    await writeFile(join(dir, ADMIN_TOKEN_FILE_NAME), '', { mode: 0o600 });
+    await expect(loadAdminToken(undefined, dir, { production: false })).rejects.toThrow(/admin token file .* is empty/);
+  });
+
+  it('gives every starter the same whole token when several start at once', async () => {
+    const tokens = await Promise.all(Array.from({ length: 8 }, () => loadAdminToken(undefined, dir, { production: false })));
+    expect(new Set(tokens.map((loaded) => loaded!.token)).size).toBe(1);
+    expect(tokens[0]!.token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect((await readdir(dir)).sort()).toEqual([ADMIN_TOKEN_FILE_NAME]);
+  });
+
+  it('says in one line that the CLI cannot read the token file', async () => {
+    // A directory where the file should be: unreadable whoever runs the test (root reads a mode 000 file).
+    await mkdir(join(dir, ADMIN_TOKEN_FILE_NAME));
+    const answer = await runAdmin(['tenant', 'list'], { DATA_DIR: dir, STEPCAST_URL: 'http://127.0.0.1:9/graphql' });
+    expect(answer.code).toBe(1);
+    expect(answer.stderr).toBe(
+      `error: cannot read the admin token file ${join(dir, ADMIN_TOKEN_FILE_NAME)} (EISDIR): run as its owner, or set STEPCAST_ADMIN_TOKEN\n`,
+    );
+  }, scaledTimeout(30_000));
+
+  it('replaces the server record whole instead of rewriting it in place', async () => {
+    const path = join(dir, SERVER_RECORD_FILE_NAME);
+    await writeFile(path, 'old');
+    // A second name for the old file: written in place, it would change too (and a reader could see half a record).
+    await link(path, join(dir, 'old-record'));
+    const forget = await recordRunningServer(dir, {
+      instanceId: 'one',
+      url: 'http://127.0.0.1:9/graphql',
+      adminApi: true,
+      database: { kind: 'pglite', dataDir: dir },
+    });
+    expect(await readFile(join(dir, 'old-record'), 'utf8')).toBe('old');
+    expect(json(await readFile(path, 'utf8'))).toMatchObject({ pid: process.pid, instanceId: 'one' });
+    expect((await readdir(dir)).sort()).toEqual(['old-record', SERVER_RECORD_FILE_NAME]);
+    await forget();
+    await expect(access(path)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
 });

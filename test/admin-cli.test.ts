@@ -57,8 +57,8 @@ for (const { backend, skipReason } of backends) {
       if (backend === 'postgres') {
         // PostgreSQL is shared: the CLI works beside a running server.
         server = await openServer();
-        // A DATA_DIR of the test's own: the CLI must not find a server someone runs in the project's ./data.
-        cliEnv = { DATABASE_URL: server.databaseUrl!, DATA_DIR: join(dir, 'cli-data'), STEPCAST_ENCRYPTION_KEY: ENCRYPTION_KEY };
+        // No DATA_DIR: a server someone runs in the project's ./data works on another database, and the CLI leaves it alone.
+        cliEnv = { DATABASE_URL: server.databaseUrl!, STEPCAST_ENCRYPTION_KEY: ENCRYPTION_KEY };
       } else {
         await seedPgliteDataDir(join(dir, 'data'));
         cliEnv = { DATA_DIR: join(dir, 'data'), STEPCAST_ENCRYPTION_KEY: ENCRYPTION_KEY };

@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { Config } from '../src/config.js';
+import { startFailure } from '../src/start-failure.js';
 import { seedPgliteDataDir } from './support/pglite-template.js';
 import { trackService } from './support/process.js';
 import { scaledTimeout } from './support/timing.js';
@@ -67,4 +69,28 @@ describe('a start that cannot succeed says why in one line', () => {
     expect(code).toBe(1);
     expect(stderr).toMatch(/^invalid configuration: PORT: .+\n$/);
   }, scaledTimeout(30_000));
+});
+
+describe('which start failures become one line', () => {
+  const config = { dataDir: '/srv/stepcast/data', demo: { apiPort: 0 } } as unknown as Config;
+  const fsError = (code: string, syscall: string, path: string) => Object.assign(new Error(`${code}: ${syscall} '${path}'`), { code, syscall, path });
+
+  it('names DATA_DIR for a path inside it, compared segment by segment', () => {
+    expect(startFailure(fsError('EACCES', 'open', '/srv/stepcast/data/stepcast.key'), config)).toBe(
+      'cannot open /srv/stepcast/data/stepcast.key (EACCES); set DATA_DIR to a directory this process can write',
+    );
+    expect(startFailure(fsError('ENOTDIR', 'mkdir', '/srv/stepcast/data'), config)).toMatch(/; set DATA_DIR/);
+    // A sibling that shares its prefix is not the data directory.
+    expect(startFailure(fsError('EACCES', 'open', '/srv/stepcast/data2/x'), config)).toBeUndefined();
+    expect(startFailure(fsError('EACCES', 'open', '/srv/stepcast/data-old/x'), config)).toBeUndefined();
+  });
+
+  it('keeps the stack of errors nobody has explained', () => {
+    expect(startFailure(fsError('ECONNRESET', 'read', '/srv/stepcast/data/x'), config)).toBeUndefined();
+    expect(startFailure(fsError('EACCES', 'open', '/usr/lib/node_modules/x.js'), config)).toBeUndefined();
+    expect(startFailure(new Error('bug'), config)).toBeUndefined();
+    expect(startFailure(Object.assign(new Error('listen EADDRINUSE'), { code: 'EADDRINUSE', port: 4000 }), config)).toBe(
+      'port 4000 is in use; set PORT',
+    );
+  });
 });

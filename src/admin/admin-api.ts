@@ -16,21 +16,42 @@ const REFUSAL_WINDOW_MS = 60_000;
 export interface AdminApiOptions {
   /** The admin token (STEPCAST_ADMIN_TOKEN or the data directory's token file). */
   token: string;
+  /** This server's instance id (src/admin/server-record.ts), answered at GET /admin/instance without a token. */
+  instanceId?: string;
   operations: AdminOperations;
   logger: Logger;
   /** Called once a key is revoked, to close at once what relies on it (open WebSockets and streams). */
   onKeyRevoked?: (keyId: string) => void;
 }
 
+/** PostgreSQL cannot store a NUL character in text or jsonb: refused here as bad input, not failed on there. */
+const NO_NUL = 'must not contain a NUL character (\\u0000)';
+const text = () => z.string().refine((value) => !value.includes('\0'), NO_NUL);
+/** Whether a JSON value has a NUL character in any of its strings or keys. */
+function hasNul(value: unknown): boolean {
+  if (typeof value === 'string') return value.includes('\0');
+  if (Array.isArray(value)) return value.some(hasNul);
+  if (value !== null && typeof value === 'object') {
+    return Object.entries(value).some(([key, item]) => key.includes('\0') || hasNul(item));
+  }
+  return false;
+}
+
 const createTenantBody = z.strictObject({
-  name: z.string(),
-  id: z.string().optional(),
-  apiBaseUrl: z.string().optional(),
-  openapi: z.unknown().optional(),
-  credentials: z.record(z.string(), z.string()).optional(),
-  allowedMethods: z.array(z.string()).optional(),
+  name: text(),
+  id: text().optional(),
+  apiBaseUrl: text().optional(),
+  openapi: z
+    .unknown()
+    .refine((value) => !hasNul(value), NO_NUL)
+    .optional(),
+  credentials: z.record(text(), text()).optional(),
+  allowedMethods: z.array(text()).optional(),
 });
-const createKeyBody = z.strictObject({ name: z.string().min(1).max(200).optional() });
+const createKeyBody = z.strictObject({ name: text().min(1).max(200).optional() });
+
+/** Tenant ids and key ids: letters, digits, "_" and "-" (what tenants.ts and api-keys.ts make). */
+const ID = /^[A-Za-z0-9_-]{1,128}$/;
 
 /** An answer of the admin API: `{ error: { code, message } }` when refused. */
 class AdminApiRefusal extends Error {
@@ -74,6 +95,28 @@ class RefusalLog {
   }
 }
 
+/**
+ * Past the limit nothing more is kept, but up to as much again is read and dropped: closing a connection with unread
+ * data resets it, and the client would lose the 413 it is sent. A client that sends more than that loses it.
+ */
+async function discardRest(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+  let discarded = 0;
+  while (discarded <= MAX_BODY_BYTES) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    discarded += value.byteLength;
+  }
+  await reader.cancel().catch(() => undefined);
+}
+
+function decodePathSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new AdminApiRefusal(400, 'BAD_REQUEST', `the path segment "${segment.slice(0, 130)}" is not valid percent-encoding`);
+  }
+}
+
 function bearer(authorization: string | null): string | undefined {
   const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '');
   return match?.[1];
@@ -82,12 +125,29 @@ function bearer(authorization: string | null): string | undefined {
 async function jsonBody<T>(request: Request, schema: z.ZodType<T>): Promise<T> {
   const mediaType = (request.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
   if (mediaType !== 'application/json') throw new AdminApiRefusal(415, 'UNSUPPORTED_MEDIA_TYPE', 'send the body as application/json');
-  if (Number(request.headers.get('content-length') ?? 0) > MAX_BODY_BYTES) {
-    throw new AdminApiRefusal(413, 'PAYLOAD_TOO_LARGE', `the body is larger than ${MAX_BODY_BYTES} bytes`);
+  const tooLarge = () =>
+    new AdminApiRefusal(413, 'PAYLOAD_TOO_LARGE', `the body is larger than ${MAX_BODY_BYTES} bytes`, { connection: 'close' });
+  if (Number(request.headers.get('content-length') ?? 0) > MAX_BODY_BYTES) throw tooLarge();
+  // Counted as it arrives: a chunked body (no Content-Length) or one longer than it said stops at the limit.
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (request.body) {
+    const reader = request.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > MAX_BODY_BYTES) {
+        chunks.length = 0;
+        await discardRest(reader);
+        throw tooLarge();
+      }
+      chunks.push(value);
+    }
   }
   let parsed: unknown;
   try {
-    parsed = JSON.parse(await request.text());
+    parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
   } catch {
     throw new AdminApiRefusal(400, 'BAD_REQUEST', 'the body is not JSON');
   }
@@ -104,13 +164,17 @@ async function jsonBody<T>(request: Request, schema: z.ZodType<T>): Promise<T> {
  *   GET  /admin/tenants                  POST /admin/tenants
  *   GET  /admin/tenants/<id>/keys        POST /admin/tenants/<id>/keys
  *   POST /admin/keys/<id>/revoke
- * Every request needs `Authorization: Bearer <admin token>`; a tenant's API key is refused (403), as is anything else (401).
+ *   GET  /admin/instance                 this server's instance id (src/admin/server-record.ts), without a token
+ * Every other request needs `Authorization: Bearer <admin token>`; a tenant's API key is refused (403), as is anything else (401).
  */
-export function useAdminApi({ token, operations, logger, onKeyRevoked = () => undefined }: AdminApiOptions): Plugin {
+export function useAdminApi({ token, instanceId, operations, logger, onKeyRevoked = () => undefined }: AdminApiOptions): Plugin {
   const refusals = new RefusalLog(logger);
 
   const route = async (request: Request, path: string[]): Promise<{ status: number; body: unknown }> => {
     const [collection, id, sub, extra] = path;
+    if (id !== undefined && !ID.test(id)) {
+      throw new AdminApiRefusal(400, 'BAD_REQUEST', `"${JSON.stringify(id).slice(1, -1).slice(0, 130)}" is not an id: letters, digits, "_" and "-" only`);
+    }
     const method = request.method;
     const allow = (methods: string) => {
       if (!methods.split(', ').includes(method)) {
@@ -139,6 +203,11 @@ export function useAdminApi({ token, operations, logger, onKeyRevoked = () => un
 
   const answer = async (request: Request, url: URL, remoteAddress: string | undefined) => {
     try {
+      // Not a secret (a random id for each start, also in DATA_DIR): how the CLI knows the server it found recorded
+      // is the one listening at that URL, before it sends the admin token there.
+      if (url.pathname === `${ADMIN_API_PATH}/instance` && request.method === 'GET' && instanceId) {
+        return { status: 200, body: { instanceId }, headers: {} };
+      }
       const credential = bearer(request.headers.get('authorization'));
       if (!credential || !adminTokenMatches(credential, token)) {
         const reason = !credential ? 'no admin token' : looksLikeApiKey(credential) ? 'a tenant API key' : 'a wrong admin token';
@@ -153,7 +222,7 @@ export function useAdminApi({ token, operations, logger, onKeyRevoked = () => un
           { 'www-authenticate': 'Bearer realm="stepcast-admin"' },
         );
       }
-      const path = url.pathname.slice(ADMIN_API_PATH.length).split('/').filter((part) => part.length > 0).map(decodeURIComponent);
+      const path = url.pathname.slice(ADMIN_API_PATH.length).split('/').filter((part) => part.length > 0).map(decodePathSegment);
       const { status, body } = await route(request, path);
       return { status, body, headers: {} };
     } catch (error) {

@@ -10,6 +10,16 @@ export function adminApiBase(serverUrl: string): URL {
   }
 }
 
+/**
+ * The instance id the server at that URL answers (GET /admin/instance); undefined when something else answers.
+ * Throws what fetch throws when nothing answers (its cause has the socket's code: ECONNREFUSED) or not in time.
+ */
+export async function serverInstance(serverUrl: string): Promise<string | undefined> {
+  const response = await fetch(new URL('instance', adminApiBase(serverUrl)), { signal: AbortSignal.timeout(5_000) });
+  const body = (await response.json().catch(() => undefined)) as { instanceId?: unknown } | undefined;
+  return response.ok && typeof body?.instanceId === 'string' ? body.instanceId : undefined;
+}
+
 /** The admin operations through a running server's admin API (src/admin/admin-api.ts). */
 export function httpAdmin(serverUrl: string, token: string): AdminOperations {
   const base = adminApiBase(serverUrl);

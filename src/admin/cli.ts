@@ -8,9 +8,9 @@ import { loadSecretBox } from '../auth/secrets.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { openDatabase } from '../db/client.js';
 import { DataDirInUseError } from '../db/data-dir-lock.js';
-import { adminApiBase, httpAdmin } from './admin-client.js';
+import { adminApiBase, httpAdmin, serverInstance } from './admin-client.js';
 import { readAdminToken } from './admin-token.js';
-import { findRunningServer } from './server-record.js';
+import { databaseIdentity, findRunningServer, forgetServer, sameDatabase, type ServerRecord } from './server-record.js';
 import { AdminError, databaseAdmin, type AdminOperations } from './tenants.js';
 
 const USAGE = `usage: npm run admin -- <command>
@@ -22,8 +22,9 @@ const USAGE = `usage: npm run admin -- <command>
   key list <tenant id>
   key revoke <key id or the key itself>
 
-add --json for machine-readable output. With a server running on this DATA_DIR (or at --url / STEPCAST_URL), the
-commands go through its admin API, with STEPCAST_ADMIN_TOKEN or the token file the server keeps in DATA_DIR.`;
+add --json for machine-readable output. With a server recorded in this DATA_DIR running on the same database (or
+at --url / STEPCAST_URL), the commands go through its admin API, with STEPCAST_ADMIN_TOKEN or the token file the
+server keeps in DATA_DIR.`;
 
 class UsageError extends Error {}
 
@@ -95,10 +96,32 @@ async function run(argv: string[]): Promise<void> {
   }
 }
 
-/** A server recorded in DATA_DIR with its admin API on; one without it leaves the CLI on the database (PGlite refuses, locked). */
+/**
+ * A server recorded in DATA_DIR with its admin API on, on the database this configuration names (DATABASE_URL's,
+ * or DATA_DIR's embedded one), and still there: the same instance answers at its URL. A server on another database
+ * is not this command's; one without its admin API leaves the CLI on the database (PGlite refuses, locked).
+ */
 async function runningServerUrl(config: Config): Promise<string | undefined> {
   const server = await findRunningServer(config.dataDir);
-  return server?.adminApi ? server.url : undefined;
+  if (!server?.adminApi || !sameDatabase(server.database, await databaseIdentity(config.database))) return undefined;
+  const state = await recordedInstanceState(server);
+  if (state === 'running') return server.url;
+  // Gone, though its pid lives on in another process (pid 1 of a container after a SIGKILL): forget it. One that
+  // does not answer in time is left recorded; the CLI tries the database (a PGlite directory still held says so).
+  if (state === 'gone') await forgetServer(config.dataDir, server).catch(() => undefined);
+  return undefined;
+}
+
+/** running: that instance answers at the URL; gone: the connection is refused, or another instance or program answers. */
+async function recordedInstanceState(server: ServerRecord): Promise<'running' | 'gone' | 'unknown'> {
+  try {
+    const answered = await serverInstance(server.url);
+    if (answered === undefined) return 'gone';
+    return answered === server.instanceId ? 'running' : 'gone';
+  } catch (error) {
+    const cause = (error as { cause?: { code?: string; errors?: { code?: string }[] } }).cause;
+    return (cause?.code ?? cause?.errors?.[0]?.code) === 'ECONNREFUSED' ? 'gone' : 'unknown';
+  }
 }
 
 async function readJsonFile(path: string, what: string): Promise<unknown> {
