@@ -110,6 +110,34 @@ describe('/metrics after plans ran', () => {
       'the subscription and its socket are no longer counted',
     );
   });
+
+  it("leaves yoga's subscribe phase unmeasured: no per-subscription hook, no subscription series", async () => {
+    const queued = await storeQueuedExecution(server.app.database);
+    const client = server.wsClient();
+    const dispose = client.subscribe(
+      { query: StepUpdatesSubscription.toString(), variables: { executionId: queued.id } },
+      { next: () => undefined, error: () => undefined, complete: () => undefined },
+    );
+    try {
+      await scrapeUntil(origin, (s) => sampleValue(s, 'stepcast_subscriptions_open') === 1, 'the subscription is counted');
+    } finally {
+      dispose();
+      await client.dispose();
+    }
+    await scrapeUntil(origin, (s) => sampleValue(s, 'stepcast_subscriptions_open') === 0, 'the subscription is no longer counted');
+    const { text, samples } = await scrapeMetrics(origin);
+    // The subscribe-phase metrics are not registered at all, so the plugin has no onSubscribe hook (which would
+    // allocate for every subscription, for as long as it is open).
+    expect(text).not.toContain('graphql_envelop_phase_subscribe');
+    const subscribePhase = samples.filter(
+      (sample) =>
+        /^graphql_envelop_(request|request_duration_\w+|error_result)$/.test(sample.name) &&
+        (sample.labels.operationType === 'subscription' || sample.labels.phase === 'subscribe'),
+    );
+    expect(subscribePhase).toEqual([]);
+    // The subscription was still parsed and validated, and counted there.
+    expect(sampleValue(samples, 'graphql_envelop_phase_validate_count', { operationType: 'subscription' })).toBeGreaterThanOrEqual(1);
+  });
 });
 
 describe('/metrics settings', () => {
