@@ -1,10 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRequire } from 'node:module';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { z } from 'zod';
+import { LlmClient } from '../src/agents/llm-client.js';
 import { ConfigError, loadConfig } from '../src/config.js';
+import { createLogger } from '../src/logger.js';
 import { startScriptedLlm, type ScriptedLlm } from './fixtures/scripted-llm.js';
 import { StepUpdatesSubscription } from './support/operations.js';
 import { runPlan, sqlStep, storeQueuedExecution } from './support/plans.js';
-import { sampleValue, scrapeMetrics, type PromSample } from './support/prometheus.js';
+import { StepcastMetrics } from '../src/observability/metrics.js';
+import { parsePrometheusText, sampleValue, scrapeMetrics, type PromSample } from './support/prometheus.js';
 import { postgresUrl } from './support/database.js';
 import { redisUrl } from './support/redis.js';
 import { startTestServer, type TestServer } from './support/server.js';
@@ -137,6 +142,93 @@ describe('/metrics after plans ran', () => {
     expect(subscribePhase).toEqual([]);
     // The subscription was still parsed and validated, and counted there.
     expect(sampleValue(samples, 'graphql_envelop_phase_validate_count', { operationType: 'subscription' })).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('StepcastMetrics', () => {
+  const sources = {
+    unfinishedExecutions: () => Promise.resolve(undefined),
+    runningInProcess: () => 0,
+    openSubscriptions: () => 0,
+    openSockets: () => 0,
+  };
+
+  it("starts prom-client's GC observer and event-loop monitor once per process, not once per service", async () => {
+    // prom-client reads these off the CommonJS module at each collectDefaultMetrics, and cannot stop what they start.
+    const perfHooks = createRequire(import.meta.url)('node:perf_hooks') as typeof import('node:perf_hooks');
+    const monitor = vi.spyOn(perfHooks, 'monitorEventLoopDelay');
+    const observe = vi.spyOn(perfHooks.PerformanceObserver.prototype, 'observe');
+    try {
+      const services = [new StepcastMetrics(sources), new StepcastMetrics(sources), new StepcastMetrics(sources)];
+      // Once at most: another service of this file may have registered them first.
+      expect(monitor.mock.calls.length).toBeLessThanOrEqual(1);
+      expect(observe.mock.calls.length).toBeLessThanOrEqual(1);
+      for (const service of services) {
+        const text = await service.registry.metrics();
+        expect(text).toContain('nodejs_eventloop_lag_seconds');
+        expect(text).toContain('nodejs_gc_duration_seconds');
+        expect(text).toContain('process_cpu_seconds_total');
+      }
+      // Each still counts on its own.
+      services[0]!.sqlRefused('locking clause');
+      expect(parsePrometheusText(await services[1]!.registry.metrics()).filter((s) => s.name === 'stepcast_sql_guard_refusals_total')).toEqual([]);
+    } finally {
+      monitor.mockRestore();
+      observe.mockRestore();
+    }
+  });
+
+  it('counts a cancelled model request as cancelled, not as an error', async () => {
+    const metrics = new StepcastMetrics(sources);
+    metrics.modelCalled('sql', 'm', 'cancelled');
+    metrics.modelCalled('sql', 'm', 'error');
+    metrics.modelCalled('sql', 'm', 'ok', { promptTokens: 3, completionTokens: 2, totalTokens: 5 });
+    const samples = parsePrometheusText(await metrics.registry.metrics());
+    for (const outcome of ['ok', 'error', 'cancelled']) {
+      expect(sampleValue(samples, 'stepcast_model_calls_total', { agent: 'sql', model: 'm', outcome })).toBe(1);
+    }
+    expect(sampleValue(samples, 'stepcast_model_tokens_total', { type: 'prompt' })).toBe(3);
+  });
+
+  it('is told by the model client that a cancelled request was cancelled, and a failed one failed', async () => {
+    const llm = await startScriptedLlm();
+    const outcomes: string[] = [];
+    try {
+      const config = loadConfig({ OPENAI_BASE_URL: llm.baseUrl, STEPCAST_LLM_MAX_RETRIES: '0', STEPCAST_LLM_TIMEOUT_MS: '600000' });
+      const client = new LlmClient(config.llm, createLogger('silent'), (_agent, _model, outcome) => outcomes.push(outcome));
+      const request = { agent: 'sql' as const, messages: [{ role: 'user' as const, content: 'q' }], schemaName: 'answer', schema: z.object({ sql: z.string() }) };
+      llm.script({ when: () => true, replies: [{ hang: true }, { status: 500, body: '{"error":{"message":"down"}}' }] });
+      const cancel = new AbortController();
+      const cancelled = client.completeStructured({ ...request, signal: cancel.signal });
+      const deadline = Date.now() + 5_000;
+      while (llm.hanging.length === 0) {
+        if (Date.now() > deadline) throw new Error('the request never reached the model');
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      cancel.abort(new Error('the execution was cancelled'));
+      await expect(cancelled).rejects.toThrow('the execution was cancelled');
+      await expect(client.completeStructured(request)).rejects.toThrow(/HTTP 500/);
+      expect(outcomes).toEqual(['cancelled', 'error']);
+    } finally {
+      await llm.close();
+    }
+  });
+
+  it('counts as sandbox refusals only what the sandbox or its host imposes', async () => {
+    const metrics = new StepcastMetrics(sources);
+    for (const code of ['SANDBOX_TIMEOUT', 'SANDBOX_MEMORY', 'SANDBOX_RESULT_TOO_LARGE', 'API_REQUEST_LIMIT', 'API_CALL_REFUSED', 'API_RESPONSE_TOO_LARGE']) {
+      metrics.sandboxStopped(code);
+    }
+    for (const code of ['SANDBOX_ERROR', 'API_CALL_FAILED', 'SANDBOX_ABORTED', 'SOMETHING_ELSE']) metrics.sandboxStopped(code);
+    const refusals = parsePrometheusText(await metrics.registry.metrics()).filter((s) => s.name === 'stepcast_sandbox_refusals_total');
+    expect(Object.fromEntries(refusals.map((s) => [s.labels.code, s.value]))).toEqual({
+      SANDBOX_TIMEOUT: 1,
+      SANDBOX_MEMORY: 1,
+      SANDBOX_RESULT_TOO_LARGE: 1,
+      API_REQUEST_LIMIT: 1,
+      API_CALL_REFUSED: 1,
+      API_RESPONSE_TOO_LARGE: 1,
+    });
   });
 });
 
