@@ -44,6 +44,8 @@ export interface StepcastApp {
   executor: Executor;
   /** The port of the metrics listener (STEPCAST_METRICS_PORT), when there is one. */
   metricsPort: number | undefined;
+  /** The address the metrics listener is bound to (STEPCAST_METRICS_HOST), when there is one. */
+  metricsAddress: string | undefined;
   close(): Promise<void>;
 }
 
@@ -214,12 +216,12 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
     if (metrics && metricsConfig?.port !== undefined) {
       listener = await startObservabilityListener({
         port: metricsConfig.port,
-        host: config.http.host,
+        host: metricsConfig.host,
         metrics: { registry: metrics.registry, token: metricsConfig.token },
         readiness,
         logger,
       });
-      logger.info({ port: listener.port }, 'metrics, health and readiness are served on their own port');
+      logger.info({ host: metricsConfig.host, port: listener.port }, 'metrics, health and readiness are served on their own port');
     } else if (metrics && config.role === 'worker') {
       logger.warn('STEPCAST_METRICS_PORT is not set: a worker serves no GraphQL port, so its metrics cannot be scraped');
     }
@@ -252,7 +254,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
     };
     if (config.role === 'worker') {
       logger.info({ workerId: executor.workerId, ready }, 'stepcast worker is ready');
-      return { url: '', port: 0, database, secrets, executor, metricsPort: listener?.port, close: closer(executor) };
+      return { url: '', port: 0, database, secrets, executor, metricsPort: listener?.port, metricsAddress: listener?.address, close: closer(executor) };
     }
     server = createGraphQLServer({
       executor,
@@ -296,7 +298,7 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
       }, () => undefined);
     }
 
-    return { url, port: address.port, database, secrets, executor: running, metricsPort: listener?.port, close: closer(running) };
+    return { url, port: address.port, database, secrets, executor: running, metricsPort: listener?.port, metricsAddress: listener?.address, close: closer(running) };
   } catch (error) {
     await listener?.close();
     await tracing?.shutdown();

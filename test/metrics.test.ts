@@ -290,12 +290,50 @@ describe('/metrics settings', () => {
     expect(loadConfig({ ...production, STEPCAST_METRICS: 'on', STEPCAST_METRICS_TOKEN: TOKEN }).observability.metrics).toEqual({
       token: TOKEN,
       port: undefined,
+      host: '127.0.0.1',
     });
     expect(loadConfig({ ...production, STEPCAST_METRICS: 'on', STEPCAST_METRICS_PORT: '9464' }).observability.metrics).toEqual({
       token: undefined,
       port: 9464,
+      host: '127.0.0.1',
     });
-    expect(loadConfig({ NODE_ENV: 'development' }).observability.metrics).toEqual({ token: undefined, port: undefined });
+    expect(loadConfig({ NODE_ENV: 'development' }).observability.metrics).toEqual({ token: undefined, port: undefined, host: '127.0.0.1' });
+  });
+
+  it('reads a blank STEPCAST_METRICS_PORT as unset, never as port 0', () => {
+    const production = { NODE_ENV: 'production', STEPCAST_ENCRYPTION_KEY: 'a'.repeat(64), STEPCAST_METRICS: 'on' };
+    for (const blank of ['', '   ']) {
+      expect(loadConfig({ STEPCAST_METRICS_PORT: blank }).observability.metrics?.port).toBeUndefined();
+      expect(() => loadConfig({ ...production, STEPCAST_METRICS_PORT: blank })).toThrow(/needs STEPCAST_METRICS_TOKEN/);
+      expect(loadConfig({ ...production, STEPCAST_METRICS_PORT: blank, STEPCAST_METRICS_TOKEN: TOKEN }).observability.metrics?.port).toBeUndefined();
+    }
+  });
+
+  it('refuses in production, without a token, a random metrics port or one on a non-loopback address; and a metrics port equal to PORT', () => {
+    const production = { NODE_ENV: 'production', STEPCAST_ENCRYPTION_KEY: 'a'.repeat(64), STEPCAST_METRICS: 'on' };
+    expect(() => loadConfig({ ...production, STEPCAST_METRICS_PORT: '0' })).toThrow(/STEPCAST_METRICS_PORT=0/);
+    expect(loadConfig({ ...production, STEPCAST_METRICS_PORT: '0', STEPCAST_METRICS_TOKEN: TOKEN }).observability.metrics?.port).toBe(0);
+    // HOST (the GraphQL port's address) does not move the metrics listener: it stays on loopback unless told.
+    expect(loadConfig({ ...production, HOST: '0.0.0.0', STEPCAST_METRICS_PORT: '9464' }).observability.metrics?.host).toBe('127.0.0.1');
+    for (const host of ['0.0.0.0', '::', '10.0.0.5', 'metrics.internal']) {
+      expect(() => loadConfig({ ...production, STEPCAST_METRICS_PORT: '9464', STEPCAST_METRICS_HOST: host })).toThrow(/not a loopback address/);
+      expect(
+        loadConfig({ ...production, STEPCAST_METRICS_PORT: '9464', STEPCAST_METRICS_HOST: host, STEPCAST_METRICS_TOKEN: TOKEN }).observability.metrics?.host,
+      ).toBe(host);
+    }
+    for (const host of ['127.0.0.1', '127.0.0.2', '::1', 'localhost']) {
+      expect(loadConfig({ ...production, STEPCAST_METRICS_PORT: '9464', STEPCAST_METRICS_HOST: host }).observability.metrics?.host).toBe(host);
+    }
+    expect(() => loadConfig({ PORT: '4000', STEPCAST_METRICS_PORT: '4000' })).toThrow(/the same as PORT/);
+    expect(() => loadConfig({ ...production, PORT: '9464', STEPCAST_METRICS_PORT: '9464', STEPCAST_METRICS_TOKEN: TOKEN })).toThrow(/the same as PORT/);
+    expect(() => loadConfig({ STEPCAST_METRICS_PORT: '4000' })).toThrow(/the same as PORT/);
+  });
+
+  it('binds the metrics listener to STEPCAST_METRICS_HOST (loopback by default), not HOST', async () => {
+    const server = await startTestServer('pglite', { env: { HOST: '0.0.0.0', STEPCAST_METRICS_PORT: '0' } });
+    servers.push(server);
+    expect(server.app.metricsAddress).toBe('127.0.0.1');
+    expect((await fetch(`http://127.0.0.1:${server.app.metricsPort}/health`)).status).toBe(200);
   });
 });
 
