@@ -31,6 +31,8 @@ import { startTracing } from './observability/tracing-sdk.js';
 import { createGraphQLServer } from './server.js';
 
 const READINESS_TIMEOUT_MS = 2_000;
+/** Past the count's statement_timeout, for the database's cancel to come back before the scrape gives up on it. */
+const COUNT_GRACE_MS = 250;
 /** Between tries of the work that needs the database at start, when it went away again meanwhile. */
 const PREPARE_RETRY_MS = 2_000;
 
@@ -311,18 +313,25 @@ export async function startStepcast(config: Config, logger: Logger): Promise<Ste
   }
 }
 
-/** Unfinished executions by status in the whole database, for the gauges; undefined when it does not answer in time. */
+/**
+ * Unfinished executions by status in the whole database, for the gauges; undefined when it does not answer in time.
+ * The statement has a statement_timeout of the same bound, so a count that waits (a lock, a slow disk) is cancelled
+ * by the database rather than left running after the scrape gave up on it; the timer still bounds the scrape when no
+ * connection can be had at all.
+ */
 async function countUnfinished(database: Database): Promise<ReadonlyMap<string, number> | undefined> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    const rows = await Promise.race([
-      database.query(
-        `SELECT status, count(*)::int AS n FROM executions WHERE status IN ('QUEUED', 'RUNNING', 'WAITING') GROUP BY status`,
-        [],
-      ),
-      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), READINESS_TIMEOUT_MS))),
+    const result = await Promise.race([
+      database.runReadOnly({
+        sql: `SELECT status, count(*)::int AS n FROM executions WHERE status IN ('QUEUED', 'RUNNING', 'WAITING') GROUP BY status`,
+        params: [],
+        timeoutMs: READINESS_TIMEOUT_MS,
+        searchPath: 'public',
+      }),
+      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), READINESS_TIMEOUT_MS + COUNT_GRACE_MS))),
     ]);
-    return rows && new Map(rows.map((row) => [String(row.status), Number(row.n)]));
+    return result && new Map(result.rows.map((row) => [String(row.status), Number(row.n)]));
   } catch {
     return undefined;
   } finally {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
 import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
@@ -334,6 +335,43 @@ describe('/metrics settings', () => {
     servers.push(server);
     expect(server.app.metricsAddress).toBe('127.0.0.1');
     expect((await fetch(`http://127.0.0.1:${server.app.metricsPort}/health`)).status).toBe(200);
+  });
+});
+
+describe.skipIf(!postgresUrl)(`the executions gauge when its count waits${postgresUrl ? '' : ' (skipped: TEST_DATABASE_URL is not set)'}`, () => {
+  it('gives no series, and the database cancels the count instead of leaving it waiting', async () => {
+    const server = await startTestServer('postgres', { env: { STEPCAST_RECOVERY_INTERVAL_MS: '0' } });
+    const holder = postgres(server.databaseUrl!, { max: 1, onnotice: () => undefined });
+    const observer = postgres(server.databaseUrl!, { max: 1, onnotice: () => undefined });
+    let release: () => void = () => undefined;
+    let holding: Promise<unknown> | undefined;
+    try {
+      const locked = new Promise<void>((resolve) => {
+        holding = holder.begin(async (tx) => {
+          await tx`LOCK TABLE executions IN ACCESS EXCLUSIVE MODE`;
+          resolve();
+          await new Promise<void>((done) => (release = done));
+        });
+      });
+      await locked;
+      const counting = () => observer<{ n: number }[]>`
+        SELECT count(*)::int AS n FROM pg_stat_activity
+        WHERE pid <> pg_backend_pid() AND state = 'active' AND query LIKE '%count(*)::int AS n FROM executions%'`;
+      const { samples } = await scrapeMetrics(new URL(server.url).origin);
+      expect(samples.filter((sample) => sample.name === 'stepcast_executions')).toEqual([]);
+      // The lock is still held: a count left running would still be waiting on it.
+      const deadline = Date.now() + 1_000;
+      while ((await counting())[0]!.n > 0) {
+        if (Date.now() > deadline) throw new Error('the count is still running on the database after the scrape gave up on it');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    } finally {
+      release();
+      await holding?.catch(() => undefined);
+      await holder.end();
+      await observer.end();
+      await server.close();
+    }
   });
 });
 
