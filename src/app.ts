@@ -35,6 +35,8 @@ import { startTracing } from './observability/tracing-sdk.js';
 import { createGraphQLServer } from './server.js';
 
 const READINESS_TIMEOUT_MS = 2_000;
+/** Past the count's statement_timeout, for the database's cancel to come back before the scrape gives up on it. */
+const COUNT_GRACE_MS = 250;
 /** Between tries of the work that needs the database at start, when it went away again meanwhile. */
 const PREPARE_RETRY_MS = 2_000;
 
@@ -50,6 +52,8 @@ export interface StepcastApp {
   metricsPort: number | undefined;
   /** The HTTP server GraphQL listens on (none for a worker). */
   httpServer?: import('node:http').Server;
+  /** The address the metrics listener is bound to (STEPCAST_METRICS_HOST), when there is one. */
+  metricsAddress: string | undefined;
   close(): Promise<void>;
 }
 
@@ -227,12 +231,12 @@ export async function startStepcast(
     if (metrics && metricsConfig?.port !== undefined) {
       listener = await startObservabilityListener({
         port: metricsConfig.port,
-        host: config.http.host,
+        host: metricsConfig.host,
         metrics: { registry: metrics.registry, token: metricsConfig.token },
         readiness,
         logger,
       });
-      logger.info({ port: listener.port }, 'metrics, health and readiness are served on their own port');
+      logger.info({ host: metricsConfig.host, port: listener.port }, 'metrics, health and readiness are served on their own port');
     } else if (metrics && config.role === 'worker') {
       logger.warn('STEPCAST_METRICS_PORT is not set: a worker serves no GraphQL port, so its metrics cannot be scraped');
     }
@@ -266,7 +270,7 @@ export async function startStepcast(
     };
     if (config.role === 'worker') {
       logger.info({ workerId: executor.workerId, ready }, 'stepcast worker is ready');
-      return { url: '', port: 0, database, secrets, executor, metricsPort: listener?.port, close: closer(executor) };
+      return { url: '', port: 0, database, secrets, executor, metricsPort: listener?.port, metricsAddress: listener?.address, close: closer(executor) };
     }
     const instanceId = newInstanceId();
     const adminToken = await loadAdminToken(config.admin.token, config.dataDir, { production: config.env === 'production' });
@@ -321,7 +325,7 @@ export async function startStepcast(
       }, () => undefined);
     }
 
-    return { url, port: address.port, database, secrets, executor: running, metricsPort: listener?.port, httpServer: server.httpServer, close: closer(running) };
+    return { url, port: address.port, database, secrets, executor: running, metricsPort: listener?.port, metricsAddress: listener?.address, httpServer: server.httpServer, close: closer(running) };
   } catch (error) {
     await listener?.close();
     await tracing?.shutdown();
@@ -334,18 +338,25 @@ export async function startStepcast(
   }
 }
 
-/** Unfinished executions by status in the whole database, for the gauges; undefined when it does not answer in time. */
+/**
+ * Unfinished executions by status in the whole database, for the gauges; undefined when it does not answer in time.
+ * The statement has a statement_timeout of the same bound, so a count that waits (a lock, a slow disk) is cancelled
+ * by the database rather than left running after the scrape gave up on it; the timer still bounds the scrape when no
+ * connection can be had at all.
+ */
 async function countUnfinished(database: Database): Promise<ReadonlyMap<string, number> | undefined> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    const rows = await Promise.race([
-      database.query(
-        `SELECT status, count(*)::int AS n FROM executions WHERE status IN ('QUEUED', 'RUNNING', 'WAITING') GROUP BY status`,
-        [],
-      ),
-      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), READINESS_TIMEOUT_MS))),
+    const result = await Promise.race([
+      database.runReadOnly({
+        sql: `SELECT status, count(*)::int AS n FROM executions WHERE status IN ('QUEUED', 'RUNNING', 'WAITING') GROUP BY status`,
+        params: [],
+        timeoutMs: READINESS_TIMEOUT_MS,
+        searchPath: 'public',
+      }),
+      new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), READINESS_TIMEOUT_MS + COUNT_GRACE_MS))),
     ]);
-    return rows && new Map(rows.map((row) => [String(row.status), Number(row.n)]));
+    return result && new Map(result.rows.map((row) => [String(row.status), Number(row.n)]));
   } catch {
     return undefined;
   } finally {

@@ -1,3 +1,4 @@
+import { isIPv4 } from 'node:net';
 import { z } from 'zod';
 
 /** STEP_PROGRESS updates a step publishes at most (sandbox.maxProgressReports); the query cost counts on it. */
@@ -75,7 +76,12 @@ const environmentSchema = z.object({
   // Metrics, traces and health (README: Metrics, traces and health).
   STEPCAST_METRICS: onOff.optional(),
   STEPCAST_METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
-  STEPCAST_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  // Blank is unset: z.coerce would read '' (or '  ') as port 0, a random port.
+  STEPCAST_METRICS_PORT: z.preprocess(
+    (value) => (typeof value === 'string' && value.trim() === '' ? undefined : value),
+    z.coerce.number().int().min(0).max(65535).optional(),
+  ),
+  STEPCAST_METRICS_HOST: z.string().trim().min(1).default('127.0.0.1'),
   OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
   OTEL_SERVICE_NAME: z.string().min(1).default('stepcast'),
@@ -231,6 +237,8 @@ export interface ObservabilityConfig {
         token: string | undefined;
         /** When set, /metrics (with /health and /ready) is served on its own listener on this port, and not on PORT. */
         port: number | undefined;
+        /** The address that listener binds to (STEPCAST_METRICS_HOST, loopback unless set). */
+        host: string;
       }
     | undefined;
   /** undefined: no tracing SDK is started and every span is a no-op. */
@@ -534,19 +542,43 @@ export function checkHeapBound(config: Config, heapLimitBytes: number): void {
 
 function observabilityConfig(env: z.infer<typeof environmentSchema>, production: boolean): ObservabilityConfig {
   const metricsOn = (env.STEPCAST_METRICS ?? (production ? 'off' : 'on')) === 'on';
-  if (metricsOn && production && !env.STEPCAST_METRICS_TOKEN && env.STEPCAST_METRICS_PORT === undefined) {
-    throw new ConfigError(
-      'STEPCAST_METRICS=on when NODE_ENV=production needs STEPCAST_METRICS_TOKEN (a bearer token scrapes must send) or STEPCAST_METRICS_PORT (a port of its own, kept off the public network)',
-    );
+  const port = env.STEPCAST_METRICS_PORT;
+  const host = env.STEPCAST_METRICS_HOST;
+  if (metricsOn && port !== undefined && port !== 0 && port === env.PORT) {
+    throw new ConfigError(`STEPCAST_METRICS_PORT is ${port}, the same as PORT: give metrics a port of their own, or leave it unset to serve them on PORT`);
+  }
+  if (metricsOn && production && !env.STEPCAST_METRICS_TOKEN) {
+    // Without a token, only a fixed port on a loopback address keeps the figures off the network.
+    if (port === undefined) {
+      throw new ConfigError(
+        'STEPCAST_METRICS=on when NODE_ENV=production needs STEPCAST_METRICS_TOKEN (a bearer token scrapes must send) or STEPCAST_METRICS_PORT (a port of its own, on the loopback address STEPCAST_METRICS_HOST)',
+      );
+    }
+    if (port === 0) {
+      throw new ConfigError('STEPCAST_METRICS_PORT=0 (a random port) when NODE_ENV=production needs STEPCAST_METRICS_TOKEN: set a fixed port, or a token');
+    }
+    if (!isLoopback(host)) {
+      throw new ConfigError(
+        `STEPCAST_METRICS_HOST=${host} is not a loopback address: when NODE_ENV=production, metrics served there need STEPCAST_METRICS_TOKEN`,
+      );
+    }
   }
   // The OTLP convention: the traces-specific endpoint is used as it is, the general one gets /v1/traces appended.
   const tracesUrl =
     env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ??
     (env.OTEL_EXPORTER_OTLP_ENDPOINT ? `${env.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces` : undefined);
   return {
-    metrics: metricsOn ? { token: env.STEPCAST_METRICS_TOKEN, port: env.STEPCAST_METRICS_PORT } : undefined,
+    metrics: metricsOn ? { token: env.STEPCAST_METRICS_TOKEN, port, host } : undefined,
     tracing: tracesUrl ? { tracesUrl, serviceName: env.OTEL_SERVICE_NAME } : undefined,
   };
+}
+
+/** 127.0.0.0/8, ::1 and localhost: addresses only this machine reaches. */
+function isLoopback(host: string): boolean {
+  const name = host.toLowerCase();
+  if (name === 'localhost' || name === '::1' || name === '0:0:0:0:0:0:0:1') return true;
+  const v4 = name.replace(/^::ffff:/, '');
+  return isIPv4(v4) && v4.startsWith('127.');
 }
 
 /** `https://app.example.com,http://localhost:5173`: each an exact origin, as a browser sends it in `Origin`. */

@@ -157,6 +157,14 @@ function graphqlMetricsPlugins({ endpoint, ...options }: MetricsEndpointOptions 
         graphql_envelop_request_time_summary: false,
         graphql_envelop_deprecated_field: false,
         graphql_envelop_schema_change: false,
+        // Nothing in the subscribe phase: its onSubscribe hook would allocate handler lists and closures for every
+        // subscription and wrap its iterator for as long as it is open (~2 KB per idle subscription), and a
+        // subscription's duration is how long a client stayed, not a cost. Subscriptions still count in the parse,
+        // validate and context phases, and stepcast_subscriptions_open counts them open.
+        graphql_envelop_phase_subscribe: false,
+        graphql_envelop_request_duration: ['execute'],
+        graphql_envelop_request: ['execute'],
+        graphql_envelop_error_result: ['parse', 'validate', 'context', 'execute'],
       },
     }),
     ...(endpoint ? [useMetricsEndpoint(options)] : []),

@@ -54,8 +54,10 @@ export interface StructuredAnswer<T> {
   usage: TokenUsage;
 }
 
-/** Told of every request to the model (metrics): the tokens it used, or undefined when it failed. */
-export type ModelCallObserver = (agent: AgentName, model: string, usage: TokenUsage | undefined) => void;
+/** How a request to the model ended: answered, failed (HTTP error, unreachable, timed out), or cancelled by its caller. */
+export type ModelCallOutcome = 'ok' | 'error' | 'cancelled';
+/** Told of every request to the model (metrics): how it ended, and the tokens it used when it was answered. */
+export type ModelCallObserver = (agent: AgentName, model: string, outcome: ModelCallOutcome, usage?: TokenUsage) => void;
 
 const MAX_RETRY_AFTER_MS = 30_000;
 
@@ -223,11 +225,14 @@ export class LlmClient {
           { signal: request.signal },
         );
       } catch (error) {
-        this.onModelCall?.(request.agent, model, undefined);
+        // A cancel (the execution or step was cancelled, the service is stopping) is not the model's failure; running
+        // out of the step's time is.
+        const cancelled = request.signal?.aborted === true && !isTimeoutAbort(request.signal.reason);
+        this.onModelCall?.(request.agent, model, cancelled ? 'cancelled' : 'error');
         throw error;
       }
       const usage = usageOf(completion);
-      this.onModelCall?.(request.agent, model, usage);
+      this.onModelCall?.(request.agent, model, 'ok', usage);
       if (span.isRecording()) {
         span.setAttributes({
           'gen_ai.usage.input_tokens': usage.promptTokens,

@@ -61,6 +61,8 @@ export function useMetricsEndpoint(options: MetricsEndpointOptions, endpoint = '
 }
 
 export interface ObservabilityListener {
+  /** The address it is bound to. */
+  address: string;
   port: number;
   close(): Promise<void>;
 }
@@ -113,6 +115,7 @@ export async function startObservabilityListener({
   });
   const address = server.address() as AddressInfo;
   return {
+    address: address.address,
     port: address.port,
     close: () =>
       new Promise<void>((resolve) => {

@@ -1,7 +1,8 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { TokenUsage } from '../agents/llm-client.js';
+import type { ModelCallOutcome, TokenUsage } from '../agents/llm-client.js';
 import type { AgentName } from '../config.js';
 import { STEP_KINDS, type StepUpdate } from '../executor/step-update.js';
+import { SANDBOX_REFUSAL_CODES } from '../sandbox/errors.js';
 
 /** What the gauges read when Prometheus scrapes: nothing is counted on the hot path for them. */
 export interface ScrapedSources {
@@ -16,17 +17,6 @@ export interface ScrapedSources {
 }
 
 const UNFINISHED_STATUSES = ['QUEUED', 'RUNNING', 'WAITING'] as const;
-/** The sandbox's own codes; any other (a host error passed through) counts as OTHER, so the label stays bounded. */
-const SANDBOX_CODES: ReadonlySet<string> = new Set([
-  'SANDBOX_TIMEOUT',
-  'SANDBOX_MEMORY',
-  'SANDBOX_ERROR',
-  'SANDBOX_RESULT_TOO_LARGE',
-  'API_REQUEST_LIMIT',
-  'API_CALL_REFUSED',
-  'API_RESPONSE_TOO_LARGE',
-  'API_CALL_FAILED',
-]);
 const STEP_END_TYPES: ReadonlySet<string> = new Set(['STEP_SUCCEEDED', 'STEP_FAILED', 'STEP_SKIPPED', 'STEP_CANCELLED']);
 const EXECUTION_END_TYPES: ReadonlySet<string> = new Set(['EXECUTION_SUCCEEDED', 'EXECUTION_FAILED', 'EXECUTION_CANCELLED']);
 
@@ -36,11 +26,27 @@ const STEP_SECONDS_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 
 const COMMIT_SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 
 /**
- * The service's metrics, in a registry of its own (two services in one process do not share counters). No label
- * takes a tenant id, an execution id or anything a client writes: every label has a fixed, small set of values.
+ * prom-client's default metrics (CPU, memory, heap, GC, event loop lag), registered once per process: they start a GC
+ * PerformanceObserver and an event-loop-delay monitor that prom-client gives no way to stop, and they describe the
+ * process, not a service. Every service's registry takes these same metric objects.
+ */
+let processMetrics: Registry | undefined;
+function processRegistry(): Registry {
+  if (!processMetrics) {
+    processMetrics = new Registry();
+    collectDefaultMetrics({ register: processMetrics });
+  }
+  return processMetrics;
+}
+
+/**
+ * The service's metrics, in a registry of its own (two services in one process do not share counters; they share the
+ * process's default metrics). No label takes a tenant id, an execution id or anything a client writes: every label has
+ * a fixed, small set of values.
  */
 export class StepcastMetrics {
-  readonly registry = new Registry();
+  /** The process's default metrics and this service's own (yoga's plugin registers its metrics here too). */
+  readonly registry: Registry;
   private readonly executionsStarted: Counter;
   private readonly executionsFinished: Counter<'status'>;
   private readonly stepsStarted: Counter<'kind'>;
@@ -53,8 +59,8 @@ export class StepcastMetrics {
   private readonly sandboxRefused: Counter<'code'>;
 
   constructor(sources: ScrapedSources) {
+    this.registry = Registry.merge([processRegistry(), new Registry()]);
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry });
     this.executionsStarted = new Counter({
       name: 'stepcast_executions_started_total',
       help: 'Executions this process started running (their first step began).',
@@ -93,7 +99,7 @@ export class StepcastMetrics {
     });
     this.modelCalls = new Counter({
       name: 'stepcast_model_calls_total',
-      help: 'Requests to the model, by agent, model and outcome (ok, error); each retry is a request.',
+      help: 'Requests to the model, by agent, model and outcome (ok, error, cancelled); each retry is a request.',
       labelNames: ['agent', 'model', 'outcome'],
       registers,
     });
@@ -111,12 +117,13 @@ export class StepcastMetrics {
     });
     this.sandboxRefused = new Counter({
       name: 'stepcast_sandbox_refusals_total',
-      help: 'Programs the sandbox stopped, by code (cancels are not counted).',
+      help: 'Programs the sandbox or its host stopped for a limit or a forbidden call, by code (not errors of the program, failures of the API, or cancels).',
       labelNames: ['code'],
       registers,
     });
     // Every known series from the start, at zero: rate() and alerts see a series before its first event.
     for (const status of ['SUCCEEDED', 'FAILED', 'CANCELLED']) this.executionsFinished.inc({ status }, 0);
+    for (const code of SANDBOX_REFUSAL_CODES) this.sandboxRefused.inc({ code }, 0);
     for (const kind of STEP_KINDS) {
       this.stepsStarted.inc({ kind }, 0);
       this.stepSeconds.zero({ kind });
@@ -178,8 +185,8 @@ export class StepcastMetrics {
     }
   };
 
-  readonly modelCalled = (agent: AgentName, model: string, usage: TokenUsage | undefined): void => {
-    this.modelCalls.inc({ agent, model, outcome: usage ? 'ok' : 'error' });
+  readonly modelCalled = (agent: AgentName, model: string, outcome: ModelCallOutcome, usage?: TokenUsage): void => {
+    this.modelCalls.inc({ agent, model, outcome });
     if (!usage) return;
     this.modelTokens.inc({ agent, model, type: 'prompt' }, usage.promptTokens);
     this.modelTokens.inc({ agent, model, type: 'completion' }, usage.completionTokens);
@@ -189,7 +196,8 @@ export class StepcastMetrics {
     this.sqlRejected.inc({ reason });
   };
 
+  /** A program failed with this code: counted when it is a refusal (SANDBOX_REFUSAL_CODES), so the label stays bounded. */
   readonly sandboxStopped = (code: string): void => {
-    this.sandboxRefused.inc({ code: SANDBOX_CODES.has(code) ? code : 'OTHER' });
+    if (SANDBOX_REFUSAL_CODES.has(code)) this.sandboxRefused.inc({ code });
   };
 }

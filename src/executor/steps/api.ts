@@ -4,7 +4,7 @@ import type { LlmClient } from '../../agents/llm-client.js';
 import { createApiCaller } from '../../api/api-caller.js';
 import { describeCatalog } from '../../api/catalog.js';
 import type { SandboxConfig } from '../../config.js';
-import { SandboxError } from '../../sandbox/errors.js';
+import { SANDBOX_REFUSAL_CODES, SandboxError } from '../../sandbox/errors.js';
 import { runProgram } from '../../sandbox/run-program.js';
 import { asStepFailure, StepFailure } from '../errors.js';
 import { heapBytesOf } from '../../heap-bytes.js';
@@ -98,7 +98,7 @@ export function createApiStepHandler({ knowledge, llm, sandbox, onSandboxRefused
         },
       });
     } catch (error) {
-      if (error instanceof SandboxError && error.code !== 'SANDBOX_ABORTED') onSandboxRefused?.(error.code);
+      if (error instanceof SandboxError && SANDBOX_REFUSAL_CODES.has(error.code)) onSandboxRefused?.(error.code);
       throw withCode(error);
     } finally {
       stepRequests.abort();
