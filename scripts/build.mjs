@@ -63,6 +63,7 @@ async function inputsHash() {
 
 async function isStale() {
   if ((await initdbVersion(outDir)) !== (await installedPgliteVersion())) return true;
+  if (!isCluster(join(outDir, initdbDir))) return true;
   const built = await readFile(stampFile, 'utf8').then(
     (text) => JSON.parse(text).inputs,
     () => undefined,
