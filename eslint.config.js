@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'data/', 'dist/', 'coverage/', 'test/generated/', 'src/cli/generated/'] },
+  { ignores: ['node_modules/', 'data/', 'dist/', 'dist.*', 'coverage/', 'test/generated/', 'src/cli/generated/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

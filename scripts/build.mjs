@@ -5,12 +5,19 @@
 // (dist/pglite-initdb, PGlite's initdb and nothing else), which a new data directory starts as a copy of: initdb
 // is most of a first start's work and the same for everyone. Migrations and the demo data still run at start.
 //   node scripts/build.mjs             builds
-//   node scripts/build.mjs --if-stale  builds only when dist/ is missing or older than a file of src/, or its
-//                                      cluster was made by another PGlite version
+//   node scripts/build.mjs             builds
+//   node scripts/build.mjs --if-stale  builds only when dist/ is missing, when src/ (or tsconfig.json, or this
+//                                      script) differs from what the last build read (a hash of every file's path
+//                                      and content, taken when that build started), or when its cluster was made by
+//                                      another PGlite version
 //   node scripts/build.mjs --prepare   builds, or says why not and succeeds when typescript is not installed
-//                                      (npm ci --omit=dev runs prepare too; what it installs is then built elsewhere)
+//                                      (npm ci --omit=dev runs prepare too)
+//   --start (with --if-stale, as prestart runs it): without typescript, says what `npm start` will run instead
+//     (dist/ as it is, even stale, or src/ through tsx when there is no dist/main.js) and succeeds
 // Run by `npm install` (prepare) and before `npm start` (prestart, --if-stale: a few milliseconds when fresh).
-import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { existsSync, renameSync, rmSync } from 'node:fs';
+import { copyFile, link, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -20,6 +27,9 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const sourceDir = join(root, 'src');
 const outDir = join(root, 'dist');
 const stampFile = join(outDir, '.built');
+/** dist/'s siblings while a build runs (.gitignore and eslint ignore dist.*): removed when it ends, however it ends. */
+const staging = `${outDir}.${process.pid}.tmp`;
+const replaced = `${outDir}.${process.pid}.old`;
 const initdbDir = 'pglite-initdb';
 const initdbVersionFile = 'pglite-initdb.json';
 /** Besides src/, what the build depends on: a change to either makes it stale. */
@@ -36,20 +46,29 @@ async function walk(dir) {
   return found;
 }
 
-/** A directory's own time changes when a file in it is added, removed or renamed, so deletions count too. */
+/**
+ * A hash of the build's inputs: every file's path and content (src/ is small: about 10 ms here). Times would miss
+ * files copied with their older times (rsync -a, a tarball) and edits made while a build runs.
+ */
+async function inputsHash() {
+  const files = [...(await walk(sourceDir)).filter((entry) => entry.isFile).map((entry) => entry.path), ...inputs].sort();
+  const hash = createHash('sha256');
+  for (const path of files) {
+    const content = await readFile(path);
+    hash.update(`${relative(root, path)}\0${content.length}\0`);
+    hash.update(content);
+  }
+  return hash.digest('hex');
+}
+
 async function isStale() {
   if ((await initdbVersion(outDir)) !== (await installedPgliteVersion())) return true;
-  let builtAt;
-  try {
-    builtAt = (await stat(stampFile)).mtimeMs;
-  } catch {
-    return true;
-  }
-  const paths = [...(await walk(sourceDir)).map((entry) => entry.path), ...inputs];
-  for (const path of paths) {
-    if ((await stat(path)).mtimeMs > builtAt) return true;
-  }
-  return false;
+  if (!isCluster(join(outDir, initdbDir))) return true;
+  const built = await readFile(stampFile, 'utf8').then(
+    (text) => JSON.parse(text).inputs,
+    () => undefined,
+  );
+  return built !== (await inputsHash());
 }
 
 async function installedPgliteVersion() {
@@ -66,11 +85,30 @@ async function initdbVersion(dir) {
   }
 }
 
-/** Kept from the last build when the same PGlite made it; made anew (initdb, seconds) when not. */
+/** A cluster is whole once PG_VERSION is in it (PGlite writes it, and a copy copies it, last). */
+function isCluster(dir) {
+  return existsSync(join(dir, 'PG_VERSION'));
+}
+
+/** Hard links (or copies, across file systems) a directory tree: the original stays where it is, whole. */
+async function linkTree(from, to) {
+  await mkdir(to, { recursive: true });
+  const entries = await readdir(from, { withFileTypes: true });
+  const files = entries.filter((entry) => !entry.isDirectory() && entry.name !== 'PG_VERSION');
+  for (const entry of entries) if (entry.isDirectory()) await linkTree(join(from, entry.name), join(to, entry.name));
+  await Promise.all(files.map((entry) => link(join(from, entry.name), join(to, entry.name)).catch(() => copyFile(join(from, entry.name), join(to, entry.name)))));
+  if (entries.some((entry) => entry.name === 'PG_VERSION')) await copyFile(join(from, 'PG_VERSION'), join(to, 'PG_VERSION'));
+}
+
+/**
+ * Kept from the last build (linked, not moved: dist/ stays whole if this build is cut short) when the same PGlite
+ * made it and it is whole; made anew (initdb, seconds) when not.
+ */
 async function makeInitdbTemplate(into) {
   const version = await installedPgliteVersion();
-  if ((await initdbVersion(outDir)) === version) {
-    await rename(join(outDir, initdbDir), join(into, initdbDir));
+  const previous = join(outDir, initdbDir);
+  if ((await initdbVersion(outDir)) === version && isCluster(previous)) {
+    await linkTree(previous, join(into, initdbDir));
   } else {
     const { PGlite } = await import('@electric-sql/pglite');
     const database = await PGlite.create(join(into, initdbDir));
@@ -91,6 +129,8 @@ async function loadTypeScript() {
 
 async function build() {
   const ts = await loadTypeScript();
+  // Taken before reading any source: a file edited while this build runs makes the next --if-stale build again.
+  const hash = await inputsHash();
   const parsed = ts.getParsedCommandLineOfConfigFile(join(root, 'tsconfig.json'), {}, {
     ...ts.sys,
     onUnRecoverableConfigFileDiagnostic: (diagnostic) => {
@@ -107,7 +147,7 @@ async function build() {
     declaration: false,
   };
   // Built beside dist/ and swapped in at the end: a process starting meanwhile never loads half a build.
-  const staging = `${outDir}.${process.pid}.tmp`;
+  await removeOrphans();
   await rm(staging, { recursive: true, force: true });
   let files = 0;
   for (const entry of await walk(sourceDir)) {
@@ -132,13 +172,63 @@ async function build() {
     files += 1;
   }
   await makeInitdbTemplate(staging);
-  await writeFile(join(staging, '.built'), `${new Date().toISOString()}\n`);
-  await rm(outDir, { recursive: true, force: true });
+  await writeFile(join(staging, '.built'), `${JSON.stringify({ builtAt: new Date().toISOString(), inputs: hash })}\n`);
+  // The old dist/ aside, the new one in, then the old one removed: there is a whole dist/ (or, for the instant
+  // between the two renames, none) at every moment, never half of one.
+  const hadOne = existsSync(outDir);
+  if (hadOne) await rename(outDir, replaced);
   await rename(staging, outDir);
+  if (hadOne) await rm(replaced, { recursive: true, force: true });
   return files;
 }
 
+/** What builds killed outright (SIGKILL, a power cut) left beside dist/: their process is gone. */
+async function removeOrphans() {
+  for (const name of await readdir(root)) {
+    const pid = /^dist\.(\d+)\.(tmp|old)$/.exec(name)?.[1];
+    if (pid === undefined || Number(pid) === process.pid) continue;
+    try {
+      process.kill(Number(pid), 0);
+    } catch (error) {
+      if (error.code === 'ESRCH') await rm(join(root, name), { recursive: true, force: true });
+    }
+  }
+}
+
+/**
+ * Synchronous, so that on a signal the build's own code (which goes on writing into the staging directory between
+ * its awaits) cannot run while it is removed.
+ */
+function removeLeftovers() {
+  rmSync(staging, { recursive: true, force: true, maxRetries: 3 });
+  // Only if the swap got as far as putting the new dist/ in place; otherwise the old one goes back.
+  if (existsSync(replaced)) {
+    if (existsSync(outDir)) rmSync(replaced, { recursive: true, force: true, maxRetries: 3 });
+    else renameSync(replaced, outDir);
+  }
+}
+
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(signal, () => {
+    try {
+      removeLeftovers();
+    } finally {
+      process.kill(process.pid, signal);
+    }
+  });
+}
+
+/** What prestart says, and lets `npm start` do, when it cannot build: npm start runs dist/ as it is, or src/ through tsx. */
+async function startWithoutBuilding(reason) {
+  if (!existsSync(join(outDir, 'main.js'))) {
+    process.stderr.write(`not building dist/ (${reason}); npm start runs src/ through tsx instead (slower start)\n`);
+  } else if (await isStale()) {
+    process.stderr.write(`warning: dist/ is stale (src/ changed since it was built), and not rebuilt (${reason}); npm start runs it as it is\n`);
+  }
+}
+
 const ifStale = process.argv.includes('--if-stale');
+let status = 0;
 try {
   if (ifStale && !(await isStale())) process.exit(0);
   const started = performance.now();
@@ -148,8 +238,13 @@ try {
 } catch (error) {
   if (error instanceof TypeScriptMissing && process.argv.includes('--prepare')) {
     process.stderr.write(`not building dist/: ${error.message}\n`);
-    process.exit(0);
+  } else if (error instanceof TypeScriptMissing && process.argv.includes('--start')) {
+    await startWithoutBuilding(error.message);
+  } else {
+    process.stderr.write(`build failed: ${error instanceof Error ? error.message : String(error)}\n`);
+    status = 1;
   }
-  process.stderr.write(`build failed: ${error instanceof Error ? error.message : String(error)}\n`);
-  process.exit(1);
+} finally {
+  removeLeftovers();
 }
+process.exit(status);

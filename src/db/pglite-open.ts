@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, readdir, readFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -38,8 +38,8 @@ export async function openPgliteDirectory(dataDir: string): Promise<OpenedPglite
 
 /**
  * A directory without a cluster (no PG_VERSION, which is what PGlite looks for) starts as a copy of the build's
- * pristine one: PGlite's initdb takes about 3.5 s of CPU, a copy a fraction of a second. PG_VERSION comes last, so
- * that a copy cut short is made again at the next start.
+ * pristine one: PGlite's initdb takes about 3.5 s of CPU, a copy a fraction of a second. Without a usable template
+ * (none, another PGlite's, or one the copy fails on) PGlite runs initdb itself: slower, never a failed start.
  */
 async function copyInitdbTemplate(dataDir: string): Promise<void> {
   if (existsSync(join(dataDir, 'PG_VERSION'))) return;
@@ -48,8 +48,27 @@ async function copyInitdbTemplate(dataDir: string): Promise<void> {
     () => undefined,
   );
   if (made === undefined || made !== (await installedPgliteVersion())) return;
-  await copyTree(initdbTemplate, dataDir, (name) => name !== 'PG_VERSION');
-  await copyFile(join(initdbTemplate, 'PG_VERSION'), join(dataDir, 'PG_VERSION'));
+  await copyTemplateCluster(initdbTemplate, dataDir);
+}
+
+/**
+ * Copies the cluster in `template` into `dataDir`, if it is whole (PG_VERSION, which the build writes last, is in
+ * it). PG_VERSION is copied last too, so that a copy cut short is made again at the next start. A copy that fails
+ * is removed (what it copied; the lock file stays) so that PGlite's own initdb starts on a clean directory. Says
+ * whether it copied.
+ */
+export async function copyTemplateCluster(template: string, dataDir: string): Promise<boolean> {
+  if (!existsSync(join(template, 'PG_VERSION'))) return false;
+  let names: string[] = [];
+  try {
+    names = await readdir(template);
+    await copyTree(template, dataDir, (name) => name !== 'PG_VERSION');
+    await copyFile(join(template, 'PG_VERSION'), join(dataDir, 'PG_VERSION'));
+    return true;
+  } catch {
+    await Promise.all(names.map((name) => rm(join(dataDir, name), { recursive: true, force: true })));
+    return false;
+  }
 }
 
 /**
