@@ -207,7 +207,7 @@ describe.skipIf(skipReason !== null)(`the run pages in a real browser${skipReaso
     }
 
     it('resumes a dropped stream after the last update it showed: nothing missed, nothing shown twice', async () => {
-      const proxy = await startDroppableProxy(new URL(server.url).port);
+      const proxy = await startDroppableProxy(() => new URL(server.url).port);
       try {
         const origin = `http://127.0.0.1:${proxy.port}`;
         otherHosts = watchOtherHosts(page, origin);
@@ -240,6 +240,94 @@ describe.skipIf(skipReason !== null)(`the run pages in a real browser${skipReaso
       } finally {
         await proxy.close();
       }
+    });
+
+    it('follows a run across a server restart: a stream the stopping server completes is not the end of the run', async () => {
+      const proxy = await startDroppableProxy(() => new URL(server.url).port);
+      try {
+        const origin = `http://127.0.0.1:${proxy.port}`;
+        otherHosts = watchOtherHosts(page, origin);
+        const subscriptions: unknown[] = [];
+        page.on('request', (request) => {
+          const body = request.postData() ?? '';
+          if (body.includes('RunPageUpdates')) subscriptions.push((JSON.parse(body) as { variables: unknown }).variables);
+        });
+        const id = await submitPlan(server, {
+          query: 'a run that outlives its server process',
+          steps: [sqlStep('SELECT 1 AS one'), sqlStep('SELECT 2 AS two', { approval: true }), sqlStep('SELECT 3 AS three')],
+        });
+        await page.goto(`${origin}/runs/${id}`);
+        await eventually(() => stepStatus(page, 2).textContent()).toBe('WAITING');
+        const shown = Number(await page.locator('#timeline li').last().getAttribute('data-sequence'));
+
+        // Stopping completes every open stream (without a terminal update); the page asks for the run while the
+        // server is down, waits, and resumes after what it showed once the server is back.
+        // (Its tries while the server is down fail; how many there are depends on the timing.)
+        await server.restart();
+        pageOrigin = new URL(server.url).origin;
+        await authedApprove(server, id, 2);
+
+        await eventually(() => page.locator('main').getAttribute('data-finished')).toBe('true');
+        expect(subscriptions.length).toBeGreaterThanOrEqual(2);
+        expect(subscriptions[0]).toEqual({ executionId: id, afterSequence: 0 });
+        expect(subscriptions.slice(1)).toEqual(subscriptions.slice(1).map(() => ({ executionId: id, afterSequence: shown })));
+        expect(await page.locator('#execution-status').getAttribute('data-status')).toBe('SUCCEEDED');
+        const sequences = await page.locator('#timeline li').evaluateAll((items) => items.map((item) => Number((item as HTMLElement).dataset.sequence)));
+        expect(sequences).toEqual(sequences.map((_, i) => i + 1));
+        expect(await page.locator('#timeline li').last().getAttribute('data-type')).toBe('EXECUTION_SUCCEEDED');
+        expect(await stepStatus(page, 3).textContent()).toBe('SUCCEEDED');
+      } finally {
+        await proxy.close();
+      }
+    });
+
+    it('waits out a 503 with Retry-After and an in-stream SERVICE_UNAVAILABLE, then resumes after the last update', async () => {
+      const id = await submitPlan(server, {
+        query: 'a run watched while the server cannot answer',
+        steps: [sqlStep('SELECT 1 AS one', { approval: true }), sqlStep('SELECT 2 AS two')],
+      });
+      const unavailable = {
+        message: 'The service cannot reach its database right now; retry later.',
+        extensions: { code: 'SERVICE_UNAVAILABLE', retryAfter: 1 },
+      };
+      const asked: { at: number; variables: unknown }[] = [];
+      await page.route(`${pageOrigin}/graphql`, async (route) => {
+        const body = route.request().postData() ?? '';
+        if (!body.includes('RunPageUpdates')) return route.continue();
+        asked.push({ at: Date.now(), variables: (JSON.parse(body) as { variables: unknown }).variables });
+        // As the server answers while its database is away: 503, Retry-After, the error in a GraphQL body.
+        if (asked.length === 1) {
+          return route.fulfill({
+            status: 503,
+            headers: { 'content-type': 'application/graphql-response+json; charset=utf-8', 'retry-after': '1' },
+            body: JSON.stringify({ errors: [unavailable] }),
+          });
+        }
+        // Then once inside a stream that had begun.
+        if (asked.length === 2) {
+          return route.fulfill({
+            status: 200,
+            headers: { 'content-type': 'text/event-stream' },
+            body: `event: next\ndata: ${JSON.stringify({ errors: [unavailable] })}\n\n`,
+          });
+        }
+        return route.continue();
+      });
+      await page.goto(`${pageOrigin}/runs/${id}`);
+      await eventually(() => stepStatus(page, 1).textContent()).toBe('WAITING');
+      expect(asked.map((a) => a.variables)).toEqual([
+        { executionId: id, afterSequence: 0 },
+        { executionId: id, afterSequence: 0 },
+        { executionId: id, afterSequence: 0 },
+      ]);
+      // Retry-After: 1 was honoured each time (the page's own first backoff is a quarter of that).
+      expect(asked[1]!.at - asked[0]!.at).toBeGreaterThanOrEqual(900);
+      expect(asked[2]!.at - asked[1]!.at).toBeGreaterThanOrEqual(900);
+      expect(await page.locator('[role="alert"]:not(:empty)').count()).toBe(0);
+
+      await page.locator('li.step[data-step="1"] button.approve').click();
+      await eventually(() => page.locator('main').getAttribute('data-finished')).toBe('true');
+      expect(await page.locator('#execution-status').getAttribute('data-status')).toBe('SUCCEEDED');
     });
 
     it('rejects a waiting step from the page with a comment: the step fails REJECTED, and so does the run', async () => {
@@ -451,14 +539,21 @@ async function authedApprove(client: TestClient, executionId: string, index: num
   expect(response.errors).toBeUndefined();
 }
 
-/** A TCP proxy in front of the server whose open connections the test can cut, as a flaky network would. */
-async function startDroppableProxy(targetPort: string): Promise<{ port: number; dropAll(): void; close(): Promise<void> }> {
+/**
+ * A TCP proxy in front of the server whose open connections the test can cut, as a flaky network would. It connects
+ * each client to the server's port of the moment (a restarted server listens on another), and a side that closes
+ * closes the other, as a load balancer does: a server that is down answers a connection by closing it.
+ */
+async function startDroppableProxy(targetPort: () => string): Promise<{ port: number; dropAll(): void; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
   const proxy: Server = createServer((client) => {
-    const upstream = connect(Number(targetPort), '127.0.0.1');
-    for (const socket of [client, upstream]) {
+    const upstream = connect(Number(targetPort()), '127.0.0.1');
+    for (const [socket, other] of [[client, upstream], [upstream, client]] as const) {
       sockets.add(socket);
-      socket.on('close', () => sockets.delete(socket));
+      socket.on('close', () => {
+        sockets.delete(socket);
+        other.destroy();
+      });
       socket.on('error', () => undefined);
     }
     client.pipe(upstream).pipe(client);

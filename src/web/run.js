@@ -1,4 +1,4 @@
-import { GraphQLRequestError, graphql } from './api.js';
+import { GraphQLRequestError, ServiceUnavailable, graphql } from './api.js';
 import { AuthRequired } from './auth.js';
 import { append, fill, formatDuration, formatTime, h, recordsTable, statusBadge } from './dom.js';
 import { subscribeOverSse } from './sse.js';
@@ -30,7 +30,20 @@ const REJECT = `mutation RunPageReject($executionId: ID!, $index: Int!, $comment
 
 const FINISHED = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
 const TERMINAL_UPDATES = new Set(['EXECUTION_SUCCEEDED', 'EXECUTION_FAILED', 'EXECUTION_CANCELLED']);
+const FIRST_RETRY_MS = 250;
 const MAX_RETRY_MS = 5_000;
+/** A server's Retry-After is honoured up to this; past it the page asks again anyway. */
+const MAX_RETRY_AFTER_MS = 30_000;
+
+/**
+ * An error waiting will not mend: no key or a refused one, or an answer about the request (NOT_FOUND, a bad
+ * argument). Anything else (a network error, a server stopping or not answering yet, an unexpected error while it
+ * shuts down) is waited out.
+ */
+function isFinal(error) {
+  if (error instanceof AuthRequired) return true;
+  return error instanceof GraphQLRequestError && error.code !== undefined && error.code !== 'INTERNAL_SERVER_ERROR';
+}
 
 /** /runs/<id>: the run as a timeline. Replays its stored updates from the start, then follows it live. */
 export function renderRun(main, executionId, onError) {
@@ -181,38 +194,63 @@ export function renderRun(main, executionId, onError) {
     setStatus('QUEUED');
   }
 
-  async function follow() {
-    let retryMs = 250;
-    while (!finished && !controller.signal.aborted) {
-      try {
-        connection.textContent = lastSequence === 0 ? 'connecting…' : 'live';
-        await subscribeOverSse(UPDATES, { executionId, afterSequence: lastSequence }, {
-          signal: controller.signal,
-          onNext: (data) => {
-            connection.textContent = 'live';
-            retryMs = 250;
-            applyUpdate(data.stepUpdates);
-          },
-        });
-        // The server completes the stream after the last update.
-        finished = true;
-      } catch (error) {
-        if (controller.signal.aborted) return;
-        if (error instanceof AuthRequired || error instanceof GraphQLRequestError) throw error;
-        // A dropped connection: resume after the last update received, so nothing is missed or shown twice.
-        connection.textContent = `connection lost, resuming after update ${lastSequence}…`;
-        await new Promise((resolve) => setTimeout(resolve, retryMs));
-        retryMs = Math.min(retryMs * 2, MAX_RETRY_MS);
-      }
-    }
-    if (controller.signal.aborted) return;
+  /** The run as the store has it now, drawn in full: the page's last word on a finished run. */
+  function renderFinished(stored) {
+    execution = stored;
     connection.textContent = 'finished';
-    const data = await graphql(EXECUTION, { id: executionId });
-    execution = data.execution;
     renderSummary();
     for (const step of execution.steps) renderStep(step);
     setStatus(execution.status);
     main.dataset.finished = 'true';
+  }
+
+  /** A wait the page's stop ends at once. */
+  function pause(ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      controller.signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+    });
+  }
+
+  /**
+   * Follows the run until a terminal update, then draws it as stored. A stream the server completes without a
+   * terminal update (it was stopping: a restart, a shutdown) is not the end of the run: the page asks for the run,
+   * draws it if it has finished, and else resumes after the last update it showed. A dropped connection, a server
+   * that cannot answer yet (503 with Retry-After, 429 over the tenant's subscriptions, 502/504 from a proxy) and a
+   * server that is down are all waited out the same way, with backoff.
+   */
+  async function follow() {
+    let retryMs = FIRST_RETRY_MS;
+    while (!controller.signal.aborted) {
+      let waitMs = retryMs;
+      try {
+        if (!finished) {
+          connection.textContent = lastSequence === 0 ? 'connecting…' : 'live';
+          await subscribeOverSse(UPDATES, { executionId, afterSequence: lastSequence }, {
+            signal: controller.signal,
+            onNext: (data) => {
+              connection.textContent = 'live';
+              retryMs = FIRST_RETRY_MS;
+              applyUpdate(data.stepUpdates);
+            },
+          });
+          if (controller.signal.aborted) return;
+          if (!finished) connection.textContent = 'the server ended the stream before the run ended; checking the run…';
+        }
+        const data = await graphql(EXECUTION, { id: executionId });
+        if (controller.signal.aborted) return;
+        if (finished || FINISHED.has(data.execution.status)) return renderFinished(data.execution);
+        // Still going: the server completed the stream as it stopped. Resume after the last update shown.
+      } catch (error) {
+        if (controller.signal.aborted) return;
+        if (isFinal(error)) throw error;
+        if (error instanceof ServiceUnavailable && error.retryAfterMs !== undefined) waitMs = Math.min(error.retryAfterMs, MAX_RETRY_AFTER_MS);
+      }
+      // A dropped connection: resume after the last update received, so nothing is missed or shown twice.
+      connection.textContent = finished ? 'finished; loading the run again…' : `connection lost, resuming after update ${lastSequence}…`;
+      await pause(waitMs);
+      retryMs = Math.min(retryMs * 2, MAX_RETRY_MS);
+    }
   }
 
   load().then(follow).catch(fail);
