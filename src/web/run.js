@@ -57,7 +57,7 @@ export function renderRun(main, executionId, onError) {
   const connection = h('span', { id: 'connection', className: 'muted' }, 'connecting…');
   const summary = h('dl', { className: 'summary' });
   const actionMessage = h('p', { className: 'error', role: 'alert', id: 'action-error' });
-  const cancelButton = h('button', { type: 'button', id: 'cancel-run', className: 'danger', onclick: () => act(CANCEL, { id: executionId }) }, 'Cancel run');
+  const cancelButton = h('button', { type: 'button', id: 'cancel-run', className: 'danger', onclick: () => act(CANCEL, { id: executionId }, [cancelButton]) }, 'Cancel run');
   const stepList = h('ol', { className: 'steps', id: 'steps' });
   const timeline = h('ol', { className: 'timeline', id: 'timeline' });
 
@@ -79,13 +79,18 @@ export function renderRun(main, executionId, onError) {
     onError(error);
   }
 
-  async function act(document, variables) {
+  /** Runs a mutation with `buttons` disabled until it is answered, so that a second click sends nothing. */
+  async function act(document, variables, buttons = []) {
     actionMessage.textContent = '';
+    for (const button of buttons) button.disabled = true;
     try {
       await graphql(document, variables);
     } catch (error) {
       if (error instanceof AuthRequired) return fail(error);
       actionMessage.textContent = error.message;
+    } finally {
+      // The run's next update redraws the step (and its buttons); the cancel button follows the run's status.
+      for (const button of buttons) if (button !== cancelButton || !FINISHED.has(statusBox.dataset.status)) button.disabled = false;
     }
   }
 
@@ -120,16 +125,10 @@ export function renderRun(main, executionId, onError) {
 
   function approvalControls(step) {
     const comment = h('textarea', { className: 'comment', rows: 2, placeholder: 'Comment (optional)', 'aria-label': `Comment on step ${step.index}` });
-    const decide = (document) => act(document, { executionId, index: step.index, comment: comment.value.trim() || undefined });
-    return h(
-      'div',
-      { className: 'approval' },
-      h('p', {}, 'This step waits for your decision.'),
-      comment,
-      h('button', { type: 'button', className: 'approve', onclick: () => decide(APPROVE) }, 'Approve'),
-      ' ',
-      h('button', { type: 'button', className: 'reject danger', onclick: () => decide(REJECT) }, 'Reject'),
-    );
+    const decide = (document) => act(document, { executionId, index: step.index, comment: comment.value.trim() || undefined }, [approve, reject]);
+    const approve = h('button', { type: 'button', className: 'approve', onclick: () => decide(APPROVE) }, 'Approve');
+    const reject = h('button', { type: 'button', className: 'reject danger', onclick: () => decide(REJECT) }, 'Reject');
+    return h('div', { className: 'approval' }, h('p', {}, 'This step waits for your decision.'), comment, approve, ' ', reject);
   }
 
   /** Draws a step as it is now (a StepResult, or a plan step not yet run). */
@@ -158,7 +157,7 @@ export function renderRun(main, executionId, onError) {
         ? h('p', { className: 'decision' }, `${step.decision} by ${step.decidedBy ?? 'someone'}${step.decisionComment ? `: ${step.decisionComment}` : ''}`)
         : null,
       Array.isArray(step.sample) && step.sample.length > 0
-        ? h('details', { open: true }, h('summary', {}, 'Sample'), recordsTable(step.sample, step.columns?.map((c) => c.name)))
+        ? h('details', { open: true }, h('summary', {}, 'Sample'), h('div', { className: 'table-scroll' }, recordsTable(step.sample, step.columns?.map((c) => c.name))))
         : null,
       step.status === 'WAITING' ? approvalControls(step) : null,
     );
