@@ -521,6 +521,39 @@ describe.skipIf(skipReason !== null)(`the run pages in a real browser${skipReaso
       await eventually(() => response.textContent()).toContain('EXECUTION_SUCCEEDED');
     });
 
+    it('GraphiQL\'s Stop closes the WebSocket of a subscription at once, though no event comes', async () => {
+      const id = await submitPlan(authed, { query: 'watched from GraphiQL, then not', steps: [sqlStep('SELECT 1 AS one', { approval: true })] });
+      await waitForStatus(authed, id, 'WAITING');
+      // Every socket the page opens, to read its readyState.
+      await page.addInitScript(() => {
+        const sockets: WebSocket[] = [];
+        (window as unknown as { sockets: WebSocket[] }).sockets = sockets;
+        window.WebSocket = class extends window.WebSocket {
+          constructor(...args: ConstructorParameters<typeof WebSocket>) {
+            super(...args);
+            sockets.push(this);
+          }
+        };
+      });
+      const [OPEN, CLOSED] = [1, 3]; // WebSocket.OPEN, WebSocket.CLOSED
+      const readyStates = () => page.evaluate(() => (window as unknown as { sockets: WebSocket[] }).sockets.map((socket) => socket.readyState));
+      const subscription = `subscription { stepUpdates(executionId: "${id}") { sequence type status } }`;
+      await page.goto(`${pageOrigin}/graphql?query=${encodeURIComponent(subscription)}`);
+      const queryEditor = page.locator('.graphiql-query-editor');
+      await eventually(() => queryEditor.textContent()).toContain('stepUpdates');
+      await page.getByRole('button', { name: 'Headers' }).click();
+      await page.locator('.graphiql-editor-tool .graphiql-editor').last().click();
+      await page.keyboard.press('ControlOrMeta+A');
+      await page.keyboard.insertText(JSON.stringify({ Authorization: `Bearer ${key}` }));
+      await page.locator('.graphiql-execute-button').click();
+      // The stored updates came; the run waits for a decision, so nothing more will.
+      await eventually(() => page.locator('.graphiql-response').textContent()).toContain('STEP_WAITING');
+      expect(await readyStates()).toEqual([OPEN]);
+
+      await page.locator('.graphiql-execute-button').click(); // Stop
+      await eventually(readyStates).toEqual([CLOSED]);
+    });
+
     it('GraphiQL opens on stepcast\'s welcome and loads nothing from another host', async () => {
       const response = await page.goto(`${pageOrigin}/graphql`);
       expect(response!.headers()['content-security-policy']).toBe("frame-ancestors 'none'");
