@@ -12,11 +12,15 @@ import { postgresUrl } from './support/database.js';
 import { sqlStep, submitPlan } from './support/plans.js';
 import { readSseEvents, startTestServer, type TestClient, type TestServer } from './support/server.js';
 
-/** Debian's chromium (the wrapper's real binary first); CHROMIUM_PATH overrides. Never a downloaded browser. */
-const chromiumPath = [process.env.CHROMIUM_PATH, '/usr/lib/chromium/chromium', '/usr/bin/chromium', '/usr/bin/chromium-browser'].find(
-  (path): path is string => Boolean(path) && existsSync(path!),
-);
-const skipReason = chromiumPath ? null : 'skipped: no chromium binary (apt-get install -y chromium, or set CHROMIUM_PATH)';
+/**
+ * Debian's chromium (the wrapper's real binary first), or CHROMIUM_PATH alone when it is set. Never a downloaded
+ * browser. Without one the tests skip, unless STEPCAST_REQUIRE_BROWSER=1 (.ci/run sets it): then they fail.
+ */
+const chromiumCandidates = process.env.CHROMIUM_PATH ? [process.env.CHROMIUM_PATH] : ['/usr/lib/chromium/chromium', '/usr/bin/chromium', '/usr/bin/chromium-browser'];
+const chromiumPath = chromiumCandidates.find((path) => existsSync(path));
+const requireBrowser = process.env.STEPCAST_REQUIRE_BROWSER === '1';
+const missingBrowser = `no chromium binary at ${chromiumCandidates.join(', ')} (apt-get install -y chromium, or set CHROMIUM_PATH)`;
+const skipReason = chromiumPath ? null : `skipped: ${missingBrowser}`;
 
 // Runs until something stops it, and passes the SQL guard.
 const ENDLESS_SQL = 'WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) AS n FROM r';
@@ -59,6 +63,13 @@ function watchOtherHosts(page: Page, serverUrl: string): string[] {
   });
   return others;
 }
+
+// A failed test, not a skipped suite, so that CI's count of failures shows it.
+describe.skipIf(chromiumPath !== undefined || !requireBrowser)('the browser the run pages are tested in', () => {
+  it('is there (STEPCAST_REQUIRE_BROWSER=1)', () => {
+    expect.fail(`STEPCAST_REQUIRE_BROWSER=1 and ${missingBrowser}`);
+  });
+});
 
 describe.skipIf(skipReason !== null)(`the run pages in a real browser${skipReason ? ` (${skipReason})` : ''}`, () => {
   let browser: Browser;
