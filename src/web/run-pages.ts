@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Plugin } from 'graphql-yoga';
+import { GRAPHIQL_CONTENT_SECURITY_POLICY } from './graphiql-page.js';
 
 /** Where the pages' files live: beside this module, or in src/web when this module runs compiled from elsewhere. */
 function assetDirectory(): string {
@@ -68,11 +69,23 @@ const RUN_PATH = /^\/runs\/[A-Za-z0-9_-]{1,100}\/?$/;
 export function runPagesPlugin(): Plugin {
   const assets = loadAssets();
   return {
-    // GraphiQL's page (rendered by yoga) runs inline scripts, so it cannot have the pages' CSP; it still must not be
-    // framed, nor its answers sniffed.
-    onResponse({ response }) {
+    // GraphiQL's page (rendered by yoga) runs one inline script, allowed by its hash (graphiql-page.ts), and may not
+    // be framed. An answer for a path that is nothing (404) gets the pages' headers too.
+    onResponse({ request, response }) {
+      if (response.status === 404) {
+        for (const [name, value] of Object.entries(RUN_PAGE_SECURITY_HEADERS)) if (!response.headers.has(name)) response.headers.set(name, value);
+        return;
+      }
       if (!(response.headers.get('content-type') ?? '').startsWith('text/html')) return;
-      if (!response.headers.has('content-security-policy')) response.headers.set('content-security-policy', "frame-ancestors 'none'");
+      if (!response.headers.has('content-security-policy')) {
+        const host = new URL(request.url).host;
+        response.headers.set(
+          'content-security-policy',
+          GRAPHIQL_CONTENT_SECURITY_POLICY.replace("connect-src 'self'", `connect-src 'self' ws://${host} wss://${host}`),
+        );
+        response.headers.set('x-frame-options', 'DENY');
+        response.headers.set('referrer-policy', 'no-referrer');
+      }
       response.headers.set('x-content-type-options', 'nosniff');
     },
     onRequest({ request, url, endResponse, fetchAPI }) {
