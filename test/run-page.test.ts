@@ -351,6 +351,33 @@ describe.skipIf(skipReason !== null)(`the run pages in a real browser${skipReaso
       expect(await page.locator('#execution-status').getAttribute('data-status')).toBe('SUCCEEDED');
     });
 
+    it('disables Approve and Reject while a decision is in flight', async () => {
+      const id = await submitPlan(server, { query: 'a decision sent once', steps: [sqlStep('SELECT 1 AS one', { approval: true })] });
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      let approvals = 0;
+      await page.route(`${pageOrigin}/graphql`, async (route) => {
+        if (!(route.request().postData() ?? '').includes('RunPageApprove')) return route.continue();
+        approvals += 1;
+        await held;
+        return route.continue();
+      });
+      try {
+        await page.goto(`${pageOrigin}/runs/${id}`);
+        await eventually(() => stepStatus(page, 1).textContent()).toBe('WAITING');
+        const card = page.locator('li.step[data-step="1"]');
+        await card.locator('button.approve').click();
+        await eventually(() => approvals).toBe(1);
+        expect(await card.locator('button.approve').isDisabled()).toBe(true);
+        expect(await card.locator('button.reject').isDisabled()).toBe(true);
+      } finally {
+        release();
+      }
+      await eventually(() => page.locator('main').getAttribute('data-finished')).toBe('true');
+      expect(approvals).toBe(1);
+      expect(await page.locator('#execution-status').getAttribute('data-status')).toBe('SUCCEEDED');
+    });
+
     it('rejects a waiting step from the page with a comment: the step fails REJECTED, and so does the run', async () => {
       const id = await submitPlan(server, {
         query: 'a run somebody stops at the gate',
@@ -529,6 +556,25 @@ describe.skipIf(skipReason !== null)(`the run pages in a real browser${skipReaso
       await page.goto(`${pageOrigin}/runs/${id}`);
       await eventually(() => page.locator('#execution-status').getAttribute('data-status')).toBe('SUCCEEDED');
       expect(await page.locator('#api-key').count()).toBe(0);
+    });
+
+    it('asks for the key again when the stream answers UNAUTHENTICATED (a key revoked while watching)', async () => {
+      const id = await submitPlan(authed, { query: 'watched until the key goes', steps: [sqlStep('SELECT 1 AS one', { approval: true })] });
+      await page.addInitScript((stored) => sessionStorage.setItem('stepcast.apiKey', stored), key);
+      await page.route(`${pageOrigin}/graphql`, (route) => {
+        if (!(route.request().postData() ?? '').includes('RunPageUpdates')) return route.continue();
+        const error = { message: 'the API key was revoked', extensions: { code: 'UNAUTHENTICATED' } };
+        return route.fulfill({
+          status: 200,
+          headers: { 'content-type': 'text/event-stream' },
+          body: `event: next\ndata: ${JSON.stringify({ errors: [error] })}\n\n`,
+        });
+      });
+      await page.goto(`${pageOrigin}/runs/${id}`);
+      expect(await page.locator('#key-refused').textContent({ timeout: 10_000 })).toBe(
+        'The server refused this key: the API key was revoked. Enter another one.',
+      );
+      expect(await page.locator('#api-key').count()).toBe(1);
     });
 
     it('GraphiQL sends its Headers tab as connectionParams: a subscription receives updates, and a refusal is shown', async () => {
