@@ -39,23 +39,52 @@
     return { errors: [{ message: error instanceof Error ? error.message : String(error) }] };
   }
 
-  async function* subscribe(wsUrl, params, headers) {
-    const client = window.graphqlWs.createClient({
-      url: wsUrl,
-      lazy: true,
-      // A refused or lost socket is reported, not retried in silence: run the operation again to reconnect.
-      retryAttempts: 0,
-      connectionParams: connectionParams(headers),
-    });
-    try {
-      for await (const result of client.iterate({ query: params.query, variables: params.variables ?? undefined, operationName: params.operationName ?? undefined })) {
-        yield result;
-      }
-    } catch (error) {
-      yield refusal(error);
-    } finally {
-      client.dispose();
-    }
+  /**
+   * A subscription as an observable, which GraphiQL unsubscribes from when Stop is clicked: the socket closes at
+   * once. (An async generator's return() would wait inside for-await for the next event, and an idle subscription
+   * would hold its socket, one of the tenant's few, until then.)
+   */
+  function subscribe(wsUrl, params, headers) {
+    return {
+      subscribe(sink) {
+        const observer = typeof sink === 'function' ? { next: sink } : (sink ?? {});
+        const client = window.graphqlWs.createClient({
+          url: wsUrl,
+          lazy: true,
+          // A refused or lost socket is reported, not retried in silence: run the operation again to reconnect.
+          retryAttempts: 0,
+          connectionParams: connectionParams(headers),
+        });
+        let closed = false;
+        let stopOperation = () => undefined;
+        const close = () => {
+          if (closed) return false;
+          closed = true;
+          stopOperation();
+          client.dispose();
+          return true;
+        };
+        stopOperation = client.subscribe(
+          { query: params.query, variables: params.variables ?? undefined, operationName: params.operationName ?? undefined },
+          {
+            next: (result) => {
+              if (!closed) observer.next?.(result);
+            },
+            error: (error) => {
+              if (closed) return;
+              observer.next?.(refusal(error));
+              close();
+              observer.complete?.();
+            },
+            complete: () => {
+              if (close()) observer.complete?.();
+            },
+          },
+        );
+        if (closed) stopOperation();
+        return { unsubscribe: close };
+      },
+    };
   }
 
   async function post(endpoint, params, headers) {

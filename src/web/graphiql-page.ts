@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { css, editorWorkerService, favicon, graphqlWorker, js, jsonWorker } from '@graphql-yoga/render-graphiql/graphiql';
 import type { GraphiQLOptions } from 'graphql-yoga';
 
@@ -56,6 +57,41 @@ export const WELCOME_TABS = [
 const scriptJson = (value: unknown) => JSON.stringify(value).replace(/</g, '\\u003c');
 
 /**
+ * The page's one inline script: the same bytes on every render (the options it reads are a JSON data block, which
+ * no browser runs), so its hash, computed once at start, is all the Content-Security-Policy lets run inline.
+ */
+const INLINE_SCRIPT = `
+      function prepareBlob(workerContent) {
+        return URL.createObjectURL(new Blob([workerContent], { type: 'application/javascript' }));
+      }
+      const workers = {
+        editorWorkerService: prepareBlob(${scriptJson(editorWorkerService)}),
+        json: prepareBlob(${scriptJson(jsonWorker)}),
+        graphql: prepareBlob(${scriptJson(graphqlWorker)}),
+      };
+      self['MonacoEnvironment'] = { globalAPI: false, getWorkerUrl: (moduleId, label) => workers[label] };
+      ${js};
+      const stepcastOptions = JSON.parse(document.getElementById('graphiql-options').textContent);
+      YogaGraphiQL.renderYogaGraphiQL(
+        window.document.querySelector('#root'),
+        Object.assign(stepcastOptions.graphiql, { fetcher: window.stepcastGraphiQLFetcher(stepcastOptions.endpoint) }),
+      );
+    `;
+
+const INLINE_SCRIPT_HASH = `'sha256-${createHash('sha256').update(INLINE_SCRIPT, 'utf8').digest('base64')}'`;
+
+/**
+ * GraphiQL's page shares the tab's sessionStorage (and so the run pages' API key): it runs its own files and the one
+ * inline script above, nothing else. Its inline styles, data: icon and fonts, and blob: editor workers are allowed;
+ * it talks to this origin only. `connect-src 'self'` covers same-origin ws: in Chromium and Firefox (CSP 3), not in
+ * every browser: run-pages.ts adds this host's ws: and wss: to it.
+ */
+export const GRAPHIQL_CONTENT_SECURITY_POLICY =
+  `default-src 'self'; script-src 'self' ${INLINE_SCRIPT_HASH}; worker-src blob:; style-src 'self' 'unsafe-inline'; ` +
+  "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; " +
+  "frame-ancestors 'none'";
+
+/**
  * yoga's bundled GraphiQL (every asset inline or served by stepcast; nothing from a CDN), opened on stepcast's
  * welcome tabs, with stepcast's fetcher (src/web/graphiql-fetcher.js): subscriptions send the Headers tab as
  * graphql-ws connectionParams, and a refused socket shows as an error instead of reconnecting forever.
@@ -76,24 +112,10 @@ export function renderStepcastGraphiQL(options?: GraphiQLOptions): string {
   <body id="body" class="no-focus-outline">
     <noscript>You need to enable JavaScript to run this app.</noscript>
     <div id="root"></div>
+    <script type="application/json" id="graphiql-options">${scriptJson({ graphiql: graphiqlOptions, endpoint })}</script>
     <script src="/web/vendor/graphql-ws.js"></script>
     <script src="/web/graphiql-fetcher.js"></script>
-    <script>
-      function prepareBlob(workerContent) {
-        return URL.createObjectURL(new Blob([workerContent], { type: 'application/javascript' }));
-      }
-      const workers = {
-        editorWorkerService: prepareBlob(${scriptJson(editorWorkerService)}),
-        json: prepareBlob(${scriptJson(jsonWorker)}),
-        graphql: prepareBlob(${scriptJson(graphqlWorker)}),
-      };
-      self['MonacoEnvironment'] = { globalAPI: false, getWorkerUrl: (moduleId, label) => workers[label] };
-      ${js};
-      YogaGraphiQL.renderYogaGraphiQL(
-        window.document.querySelector('#root'),
-        Object.assign(${scriptJson(graphiqlOptions)}, { fetcher: window.stepcastGraphiQLFetcher(${scriptJson(endpoint)}) }),
-      );
-    </script>
+    <script>${INLINE_SCRIPT}</script>
   </body>
 </html>
 `;

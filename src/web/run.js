@@ -1,4 +1,4 @@
-import { GraphQLRequestError, graphql } from './api.js';
+import { GraphQLRequestError, ServiceUnavailable, graphql } from './api.js';
 import { AuthRequired } from './auth.js';
 import { append, fill, formatDuration, formatTime, h, recordsTable, statusBadge } from './dom.js';
 import { subscribeOverSse } from './sse.js';
@@ -30,7 +30,20 @@ const REJECT = `mutation RunPageReject($executionId: ID!, $index: Int!, $comment
 
 const FINISHED = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
 const TERMINAL_UPDATES = new Set(['EXECUTION_SUCCEEDED', 'EXECUTION_FAILED', 'EXECUTION_CANCELLED']);
+const FIRST_RETRY_MS = 250;
 const MAX_RETRY_MS = 5_000;
+/** A server's Retry-After is honoured up to this; past it the page asks again anyway. */
+const MAX_RETRY_AFTER_MS = 30_000;
+
+/**
+ * An error waiting will not mend: no key or a refused one, or an answer about the request (NOT_FOUND, a bad
+ * argument). Anything else (a network error, a server stopping or not answering yet, an unexpected error while it
+ * shuts down) is waited out.
+ */
+function isFinal(error) {
+  if (error instanceof AuthRequired) return true;
+  return error instanceof GraphQLRequestError && error.code !== undefined && error.code !== 'INTERNAL_SERVER_ERROR';
+}
 
 /** /runs/<id>: the run as a timeline. Replays its stored updates from the start, then follows it live. */
 export function renderRun(main, executionId, onError) {
@@ -44,7 +57,7 @@ export function renderRun(main, executionId, onError) {
   const connection = h('span', { id: 'connection', className: 'muted' }, 'connecting…');
   const summary = h('dl', { className: 'summary' });
   const actionMessage = h('p', { className: 'error', role: 'alert', id: 'action-error' });
-  const cancelButton = h('button', { type: 'button', id: 'cancel-run', className: 'danger', onclick: () => act(CANCEL, { id: executionId }) }, 'Cancel run');
+  const cancelButton = h('button', { type: 'button', id: 'cancel-run', className: 'danger', onclick: () => act(CANCEL, { id: executionId }, [cancelButton]) }, 'Cancel run');
   const stepList = h('ol', { className: 'steps', id: 'steps' });
   const timeline = h('ol', { className: 'timeline', id: 'timeline' });
 
@@ -66,13 +79,18 @@ export function renderRun(main, executionId, onError) {
     onError(error);
   }
 
-  async function act(document, variables) {
+  /** Runs a mutation with `buttons` disabled until it is answered, so that a second click sends nothing. */
+  async function act(document, variables, buttons = []) {
     actionMessage.textContent = '';
+    for (const button of buttons) button.disabled = true;
     try {
       await graphql(document, variables);
     } catch (error) {
       if (error instanceof AuthRequired) return fail(error);
       actionMessage.textContent = error.message;
+    } finally {
+      // The run's next update redraws the step (and its buttons); the cancel button follows the run's status.
+      for (const button of buttons) if (button !== cancelButton || !FINISHED.has(statusBox.dataset.status)) button.disabled = false;
     }
   }
 
@@ -107,16 +125,10 @@ export function renderRun(main, executionId, onError) {
 
   function approvalControls(step) {
     const comment = h('textarea', { className: 'comment', rows: 2, placeholder: 'Comment (optional)', 'aria-label': `Comment on step ${step.index}` });
-    const decide = (document) => act(document, { executionId, index: step.index, comment: comment.value.trim() || undefined });
-    return h(
-      'div',
-      { className: 'approval' },
-      h('p', {}, 'This step waits for your decision.'),
-      comment,
-      h('button', { type: 'button', className: 'approve', onclick: () => decide(APPROVE) }, 'Approve'),
-      ' ',
-      h('button', { type: 'button', className: 'reject danger', onclick: () => decide(REJECT) }, 'Reject'),
-    );
+    const decide = (document) => act(document, { executionId, index: step.index, comment: comment.value.trim() || undefined }, [approve, reject]);
+    const approve = h('button', { type: 'button', className: 'approve', onclick: () => decide(APPROVE) }, 'Approve');
+    const reject = h('button', { type: 'button', className: 'reject danger', onclick: () => decide(REJECT) }, 'Reject');
+    return h('div', { className: 'approval' }, h('p', {}, 'This step waits for your decision.'), comment, approve, ' ', reject);
   }
 
   /** Draws a step as it is now (a StepResult, or a plan step not yet run). */
@@ -145,7 +157,7 @@ export function renderRun(main, executionId, onError) {
         ? h('p', { className: 'decision' }, `${step.decision} by ${step.decidedBy ?? 'someone'}${step.decisionComment ? `: ${step.decisionComment}` : ''}`)
         : null,
       Array.isArray(step.sample) && step.sample.length > 0
-        ? h('details', { open: true }, h('summary', {}, 'Sample'), recordsTable(step.sample, step.columns?.map((c) => c.name)))
+        ? h('details', { open: true }, h('summary', {}, 'Sample'), h('div', { className: 'table-scroll' }, recordsTable(step.sample, step.columns?.map((c) => c.name))))
         : null,
       step.status === 'WAITING' ? approvalControls(step) : null,
     );
@@ -181,38 +193,63 @@ export function renderRun(main, executionId, onError) {
     setStatus('QUEUED');
   }
 
-  async function follow() {
-    let retryMs = 250;
-    while (!finished && !controller.signal.aborted) {
-      try {
-        connection.textContent = lastSequence === 0 ? 'connecting…' : 'live';
-        await subscribeOverSse(UPDATES, { executionId, afterSequence: lastSequence }, {
-          signal: controller.signal,
-          onNext: (data) => {
-            connection.textContent = 'live';
-            retryMs = 250;
-            applyUpdate(data.stepUpdates);
-          },
-        });
-        // The server completes the stream after the last update.
-        finished = true;
-      } catch (error) {
-        if (controller.signal.aborted) return;
-        if (error instanceof AuthRequired || error instanceof GraphQLRequestError) throw error;
-        // A dropped connection: resume after the last update received, so nothing is missed or shown twice.
-        connection.textContent = `connection lost, resuming after update ${lastSequence}…`;
-        await new Promise((resolve) => setTimeout(resolve, retryMs));
-        retryMs = Math.min(retryMs * 2, MAX_RETRY_MS);
-      }
-    }
-    if (controller.signal.aborted) return;
+  /** The run as the store has it now, drawn in full: the page's last word on a finished run. */
+  function renderFinished(stored) {
+    execution = stored;
     connection.textContent = 'finished';
-    const data = await graphql(EXECUTION, { id: executionId });
-    execution = data.execution;
     renderSummary();
     for (const step of execution.steps) renderStep(step);
     setStatus(execution.status);
     main.dataset.finished = 'true';
+  }
+
+  /** A wait the page's stop ends at once. */
+  function pause(ms) {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      controller.signal.addEventListener('abort', () => { clearTimeout(timer); resolve(); }, { once: true });
+    });
+  }
+
+  /**
+   * Follows the run until a terminal update, then draws it as stored. A stream the server completes without a
+   * terminal update (it was stopping: a restart, a shutdown) is not the end of the run: the page asks for the run,
+   * draws it if it has finished, and else resumes after the last update it showed. A dropped connection, a server
+   * that cannot answer yet (503 with Retry-After, 429 over the tenant's subscriptions, 502/504 from a proxy) and a
+   * server that is down are all waited out the same way, with backoff.
+   */
+  async function follow() {
+    let retryMs = FIRST_RETRY_MS;
+    while (!controller.signal.aborted) {
+      let waitMs = retryMs;
+      try {
+        if (!finished) {
+          connection.textContent = lastSequence === 0 ? 'connecting…' : 'live';
+          await subscribeOverSse(UPDATES, { executionId, afterSequence: lastSequence }, {
+            signal: controller.signal,
+            onNext: (data) => {
+              connection.textContent = 'live';
+              retryMs = FIRST_RETRY_MS;
+              applyUpdate(data.stepUpdates);
+            },
+          });
+          if (controller.signal.aborted) return;
+          if (!finished) connection.textContent = 'the server ended the stream before the run ended; checking the run…';
+        }
+        const data = await graphql(EXECUTION, { id: executionId });
+        if (controller.signal.aborted) return;
+        if (finished || FINISHED.has(data.execution.status)) return renderFinished(data.execution);
+        // Still going: the server completed the stream as it stopped. Resume after the last update shown.
+      } catch (error) {
+        if (controller.signal.aborted) return;
+        if (isFinal(error)) throw error;
+        if (error instanceof ServiceUnavailable && error.retryAfterMs !== undefined) waitMs = Math.min(error.retryAfterMs, MAX_RETRY_AFTER_MS);
+      }
+      // A dropped connection: resume after the last update received, so nothing is missed or shown twice.
+      connection.textContent = finished ? 'finished; loading the run again…' : `connection lost, resuming after update ${lastSequence}…`;
+      await pause(waitMs);
+      retryMs = Math.min(retryMs * 2, MAX_RETRY_MS);
+    }
   }
 
   load().then(follow).catch(fail);

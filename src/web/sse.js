@@ -1,10 +1,12 @@
-import { GRAPHQL_ENDPOINT, GraphQLRequestError, checkAuthentication } from './api.js';
+import { GRAPHQL_ENDPOINT, throwAnswerError } from './api.js';
 import { authorizationHeaders } from './auth.js';
 
 /**
  * One GraphQL subscription over SSE, read with fetch (EventSource cannot send an Authorization header).
  * Calls onNext(data) per result; resolves when the server completes the stream, rejects when the connection
- * drops (the caller resumes with afterSequence) or the server answers with errors.
+ * drops (the caller resumes with afterSequence) or the server answers with errors: ServiceUnavailable for those the
+ * caller should wait out and resume after too (503, 429, 502, 504, SERVICE_UNAVAILABLE in the stream), AuthRequired
+ * for 401 or UNAUTHENTICATED, GraphQLRequestError for the rest.
  */
 export async function subscribeOverSse(query, variables, { onNext, signal }) {
   const response = await fetch(GRAPHQL_ENDPOINT, {
@@ -18,10 +20,10 @@ export async function subscribeOverSse(query, variables, { onNext, signal }) {
     try {
       body = await response.json();
     } catch {
-      throw new Error(`the server answered ${response.status} to the subscription`);
+      body = undefined;
     }
-    checkAuthentication(response, body);
-    throw body?.errors?.length ? new GraphQLRequestError(body.errors) : new Error(`the server answered ${response.status} to the subscription`);
+    throwAnswerError(response, body?.errors?.length ? body.errors : undefined);
+    throw new Error(`the server answered ${response.status} to the subscription`);
   }
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
@@ -43,7 +45,7 @@ export async function subscribeOverSse(query, variables, { onNext, signal }) {
         if (event === 'complete') return;
         if (event !== 'next' || !data) continue;
         const result = JSON.parse(data);
-        if (result.errors?.length) throw new GraphQLRequestError(result.errors);
+        if (result.errors?.length) throwAnswerError(undefined, result.errors);
         onNext(result.data);
       }
     }
