@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Config } from '../config.js';
+import { isProcessAlive } from '../db/data-dir-lock.js';
 
 export const SERVER_RECORD_FILE_NAME = 'stepcast.server.json';
 
@@ -103,20 +104,11 @@ async function readServerRecord(path: string): Promise<ServerRecord | undefined>
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * The server recorded in this data directory, if its process lives. A live pid is not proof (after a SIGKILL, pid 1
  * of a container is another process): the CLI checks the instance id at the URL before it relies on the record.
  */
 export async function findRunningServer(dataDir: string): Promise<ServerRecord | undefined> {
   const record = await readServerRecord(join(dataDir, SERVER_RECORD_FILE_NAME));
-  return record && record.pid !== process.pid && isAlive(record.pid) ? record : undefined;
+  return record && record.pid !== process.pid && isProcessAlive(record.pid) ? record : undefined;
 }

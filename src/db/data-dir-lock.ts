@@ -8,7 +8,8 @@ export class DataDirInUseError extends Error {
   override name = 'DataDirInUseError';
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process with this pid exists (EPERM: it does, and belongs to another user). */
+export function isProcessAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -36,7 +37,7 @@ export async function lockDataDir(dataDir: string): Promise<() => Promise<void>>
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
     const owner = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-    if (Number.isInteger(owner) && owner !== process.pid && isAlive(owner)) {
+    if (Number.isInteger(owner) && owner !== process.pid && isProcessAlive(owner)) {
       throw new DataDirInUseError(
         `the data directory ${dataDir} is in use by process ${owner}: stop it first, or use PostgreSQL (DATABASE_URL) to share a database`,
       );
