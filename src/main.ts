@@ -29,8 +29,17 @@ async function main(): Promise<void> {
   // Node 22.1 and later keep V8's compiled code of the modules on disk (the OS temp dir) for the next start.
   (module as { enableCompileCache?: () => unknown }).enableCompileCache?.();
   const { startStepcast } = await import('./app.js');
-  const app = await startStepcast(config, logger, { pglite });
+  type App = Awaited<ReturnType<typeof startStepcast>>;
+  const service: { app?: App } = {};
   let shuttingDown = false;
+  const close = (started: App) =>
+    started.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
   const shutdown = (signal: NodeJS.Signals) => {
     // npm and terminals often deliver the same signal twice; the grace period already bounds shutdown.
     if (shuttingDown) return;
@@ -41,16 +50,14 @@ async function main(): Promise<void> {
       logger.error('shutdown took too long; exiting');
       process.exit(1);
     }, config.shutdownGraceMs + SHUTDOWN_OVERRUN_MS).unref();
-    app.close().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        logger.error({ err: error }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
+    if (service.app) void close(service.app);
   };
+  // Before the start, not after it: a signal between "listening" and the start's end would otherwise kill the
+  // process without closing what it opened. A signal during the start closes the service once it has started.
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
+  service.app = await startStepcast(config, logger, { pglite });
+  if (shuttingDown) void close(service.app);
 }
 
 main().catch((error: unknown) => {
