@@ -65,29 +65,30 @@ const RUN_PATH = /^\/runs\/[A-Za-z0-9_-]{1,100}\/?$/;
  * GET /runs (a tenant's history) and /runs/<id> (one run, live) with their files under /web/. One HTML shell for
  * both: its script reads the path. The pages call /graphql like any client, with the key the user enters.
  */
+/** GraphiQL's page: its CSP (with this host's WebSocket origins), no framing, no referrer. */
+async function secureGraphiQLPage(request: Request, response: Response): Promise<void> {
+  // The GraphiQL page's module (9 MB) is loaded when the page is first asked for, not at every start.
+  const { GRAPHIQL_CONTENT_SECURITY_POLICY } = await import('./graphiql-page.js');
+  const host = new URL(request.url).host;
+  response.headers.set('content-security-policy', GRAPHIQL_CONTENT_SECURITY_POLICY.replace("connect-src 'self'", `connect-src 'self' ws://${host} wss://${host}`));
+  response.headers.set('x-frame-options', 'DENY');
+  response.headers.set('referrer-policy', 'no-referrer');
+}
+
 export function runPagesPlugin(): Plugin {
   const assets = loadAssets();
   return {
     // GraphiQL's page (rendered by yoga) runs one inline script, allowed by its hash (graphiql-page.ts), and may not
     // be framed. An answer for a path that is nothing (404) gets the pages' headers too.
-    async onResponse({ request, response }) {
+    // Synchronous for every answer but GraphiQL's page: this hook runs on every GraphQL response.
+    onResponse({ request, response }) {
       if (response.status === 404) {
         for (const [name, value] of Object.entries(RUN_PAGE_SECURITY_HEADERS)) if (!response.headers.has(name)) response.headers.set(name, value);
         return;
       }
       if (!(response.headers.get('content-type') ?? '').startsWith('text/html')) return;
-      if (!response.headers.has('content-security-policy')) {
-        // The GraphiQL page's module (9 MB) is loaded when the page is first asked for, not at every start.
-        const { GRAPHIQL_CONTENT_SECURITY_POLICY } = await import('./graphiql-page.js');
-        const host = new URL(request.url).host;
-        response.headers.set(
-          'content-security-policy',
-          GRAPHIQL_CONTENT_SECURITY_POLICY.replace("connect-src 'self'", `connect-src 'self' ws://${host} wss://${host}`),
-        );
-        response.headers.set('x-frame-options', 'DENY');
-        response.headers.set('referrer-policy', 'no-referrer');
-      }
       response.headers.set('x-content-type-options', 'nosniff');
+      if (!response.headers.has('content-security-policy')) return secureGraphiQLPage(request, response);
     },
     onRequest({ request, url, endResponse, fetchAPI }) {
       if (request.method !== 'GET' && request.method !== 'HEAD') return;
