@@ -1,12 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { promptOf, startScriptedLlm, type ScriptedLlm } from './fixtures/scripted-llm.js';
+import { promptOf, startScriptedLlm, type RecordedRequest, type ScriptedLlm } from './fixtures/scripted-llm.js';
 import { backends } from './support/database.js';
 import { runPlan, sqlStep } from './support/plans.js';
 import { startTestServer, type TestServer } from './support/server.js';
 
 const agentStep = (queryContext: string, extra = {}) => ({ kind: 'SQL' as const, queryContext, ...extra });
-const isSqlAgent = (marker: string) => (request: { body: { messages: { content: string }[] } }) =>
-  promptOf(request as never).includes(marker);
+const isSqlAgent = (marker: string) => (request: RecordedRequest) => promptOf(request).includes(marker);
 
 for (const { backend, skipReason } of backends) {
   describe.skipIf(skipReason !== null)(`SQL agent on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
