@@ -243,6 +243,9 @@ export async function startStepcast(
     if (config.cluster) cluster = await startCluster(config, config.cluster, opening, logger);
     const llm = new LlmClient(config.llm, logger, metrics?.modelCalled);
     if (!llm.configured) logger.info('no model configured (OPENAI_API_KEY / OPENAI_BASE_URL): steps need their sql or code');
+    if (config.llm.deprecatedTimeoutSetting) {
+      logger.warn('STEPCAST_LLM_TIMEOUT_MS is deprecated: set STEPCAST_AGENT_TIMEOUT_MS, the time limit of a whole agent call');
+    }
     executor = composeExecutor(config, database, llm, secrets, logger, cluster, metrics);
     if (opening.isOpen()) await prepare(executor);
     /**

@@ -9,6 +9,10 @@ const integer = (fallback: number, min: number, max: number) =>
 
 const onOff = z.enum(['on', 'off']);
 
+/** Unset: nothing is sent, and the model server uses its own default. */
+const temperature = z.coerce.number().min(0).max(2).optional();
+const maxTokens = z.coerce.number().int().min(1).max(1_000_000).optional();
+
 /** The shortest stepTimeoutMs a client, or the settings, may ask for. */
 const MIN_STEP_TIMEOUT_MS = 100;
 
@@ -60,8 +64,20 @@ const environmentSchema = z.object({
   STEPCAST_SQL_MODEL: z.string().min(1).optional(),
   STEPCAST_API_MODEL: z.string().min(1).optional(),
   STEPCAST_PLANNER_MODEL: z.string().min(1).optional(),
-  STEPCAST_LLM_TIMEOUT_MS: integer(60_000, 1_000, 600_000),
+  STEPCAST_AGENT_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).optional(),
+  // Deprecated: the name STEPCAST_AGENT_TIMEOUT_MS had before it covered a whole agent call.
+  STEPCAST_LLM_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).optional(),
+  STEPCAST_PLANNER_TIMEOUT_MS: integer(120_000, 1_000, 600_000),
   STEPCAST_LLM_MAX_RETRIES: integer(3, 0, 10),
+  STEPCAST_LLM_OUTPUT: z.enum(['auto', 'json_schema', 'json_object', 'tools']).default('auto'),
+  STEPCAST_TEMPERATURE: temperature,
+  STEPCAST_SQL_TEMPERATURE: temperature,
+  STEPCAST_API_TEMPERATURE: temperature,
+  STEPCAST_PLANNER_TEMPERATURE: temperature,
+  STEPCAST_MAX_TOKENS: maxTokens,
+  STEPCAST_SQL_MAX_TOKENS: maxTokens,
+  STEPCAST_API_MAX_TOKENS: maxTokens,
+  STEPCAST_PLANNER_MAX_TOKENS: maxTokens,
   STEPCAST_SQL_REPAIR_ROUNDS: integer(1, 0, 5),
   STEPCAST_DEMO_API: z.enum(['on', 'off']).default('on'),
   STEPCAST_DEMO_API_PORT: integer(0, 0, 65535),
@@ -341,11 +357,30 @@ export interface SandboxConfig {
 
 export type AgentName = 'sql' | 'api' | 'planner';
 
+/** How agents ask for structured output (STEPCAST_LLM_OUTPUT); auto falls back, per model, from json_schema to json_object to tools. */
+export type LlmOutputMode = 'auto' | 'json_schema' | 'json_object' | 'tools';
+
+/** What one agent sends besides its prompt; undefined: not sent, the model server's default applies. */
+export interface AgentSampling {
+  temperature: number | undefined;
+  maxTokens: number | undefined;
+}
+
 export interface LlmConfig {
   apiKey: string | undefined;
   baseUrl: string | undefined;
   models: Record<AgentName, string>;
-  timeoutMs: number;
+  sampling: Record<AgentName, AgentSampling>;
+  output: LlmOutputMode;
+  /**
+   * The most one agent call of a step may take (STEPCAST_AGENT_TIMEOUT_MS), every request, retry and the
+   * corrective round included; it does not count against the step's stepTimeoutMs.
+   */
+  agentTimeoutMs: number;
+  /** The same for the planner (STEPCAST_PLANNER_TIMEOUT_MS): planQuery and the planning of executeQuery. */
+  plannerTimeoutMs: number;
+  /** The agent timeout was read from the deprecated STEPCAST_LLM_TIMEOUT_MS (the service says so at start). */
+  deprecatedTimeoutSetting: boolean;
   maxRetries: number;
   sqlRepairRounds: number;
 }
@@ -420,7 +455,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       maxResumes: env.STEPCAST_MAX_RESUMES,
       recoveryIntervalMs: env.STEPCAST_RECOVERY_INTERVAL_MS,
       idempotencyTtlMs: env.STEPCAST_IDEMPOTENCY_TTL_HOURS * 3_600_000,
-      plannerMaxMs: plannerMaxMs(env.STEPCAST_LLM_TIMEOUT_MS, env.STEPCAST_LLM_MAX_RETRIES),
+      plannerMaxMs: plannerMaxMs(env.STEPCAST_PLANNER_TIMEOUT_MS),
     },
     shutdownGraceMs: env.STEPCAST_SHUTDOWN_GRACE_MS,
     retention:
@@ -439,7 +474,18 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
         api: env.STEPCAST_API_MODEL ?? env.STEPCAST_MODEL,
         planner: env.STEPCAST_PLANNER_MODEL ?? env.STEPCAST_MODEL,
       },
-      timeoutMs: env.STEPCAST_LLM_TIMEOUT_MS,
+      sampling: {
+        sql: { temperature: env.STEPCAST_SQL_TEMPERATURE ?? env.STEPCAST_TEMPERATURE, maxTokens: env.STEPCAST_SQL_MAX_TOKENS ?? env.STEPCAST_MAX_TOKENS },
+        api: { temperature: env.STEPCAST_API_TEMPERATURE ?? env.STEPCAST_TEMPERATURE, maxTokens: env.STEPCAST_API_MAX_TOKENS ?? env.STEPCAST_MAX_TOKENS },
+        planner: {
+          temperature: env.STEPCAST_PLANNER_TEMPERATURE ?? env.STEPCAST_TEMPERATURE,
+          maxTokens: env.STEPCAST_PLANNER_MAX_TOKENS ?? env.STEPCAST_MAX_TOKENS,
+        },
+      },
+      output: env.STEPCAST_LLM_OUTPUT,
+      agentTimeoutMs: env.STEPCAST_AGENT_TIMEOUT_MS ?? env.STEPCAST_LLM_TIMEOUT_MS ?? 60_000,
+      plannerTimeoutMs: env.STEPCAST_PLANNER_TIMEOUT_MS,
+      deprecatedTimeoutSetting: env.STEPCAST_AGENT_TIMEOUT_MS === undefined && env.STEPCAST_LLM_TIMEOUT_MS !== undefined,
       maxRetries: env.STEPCAST_LLM_MAX_RETRIES,
       sqlRepairRounds: env.STEPCAST_SQL_REPAIR_ROUNDS,
     },
@@ -515,10 +561,9 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
   };
 }
 
-/** Two rounds (the corrective one), each every attempt at its timeout plus the longest Retry-After honoured, and a minute for the rest. */
-function plannerMaxMs(llmTimeoutMs: number, llmMaxRetries: number): number {
-  const MAX_RETRY_AFTER_MS = 30_000;
-  return 2 * (llmMaxRetries + 1) * (llmTimeoutMs + MAX_RETRY_AFTER_MS) + 60_000;
+/** The planner's own deadline covers its requests, retries and corrective round; a minute more for the rest (the tenant's schema, the store). */
+function plannerMaxMs(plannerTimeoutMs: number): number {
+  return plannerTimeoutMs + 60_000;
 }
 
 /** Heap the service needs besides what executions hold (schema, connections, streams); it uses about 80 MiB idle. */

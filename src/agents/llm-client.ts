@@ -1,8 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import OpenAI from 'openai';
 import { z } from 'zod';
 import type { AgentName, LlmConfig } from '../config.js';
 import type { Logger } from '../logger.js';
 import { inSpan } from '../observability/spans.js';
+import { describeRefusal, normalizeErrorBody, refusesOutput, type StructuredOutputMode } from './model-server-errors.js';
+
+export type { StructuredOutputMode } from './model-server-errors.js';
 
 export interface TokenUsage {
   promptTokens: number;
@@ -20,7 +24,7 @@ export function addUsage(a: TokenUsage, b: TokenUsage): TokenUsage {
   };
 }
 
-export type AgentErrorCode = 'AGENT_NOT_CONFIGURED' | 'AGENT_FAILED' | 'AGENT_OUTPUT_INVALID';
+export type AgentErrorCode = 'AGENT_NOT_CONFIGURED' | 'AGENT_FAILED' | 'AGENT_TIMEOUT' | 'AGENT_OUTPUT_INVALID';
 
 /** An agent could not produce its answer; `retryable` says whether asking again later may work. */
 export class AgentError extends Error {
@@ -46,7 +50,13 @@ export interface StructuredRequest<T> {
   messages: ChatMessage[];
   schemaName: string;
   schema: z.ZodType<T>;
+  /** The caller's stop (a cancel, or its own deadline); the call also has its own time limit. */
   signal?: AbortSignal;
+  /**
+   * The most the whole call may take, every request, retry and the corrective round included. Default: the agent's
+   * budget (STEPCAST_AGENT_TIMEOUT_MS; STEPCAST_PLANNER_TIMEOUT_MS for the planner).
+   */
+  timeoutMs?: number;
 }
 
 export interface StructuredAnswer<T> {
@@ -60,6 +70,8 @@ export type ModelCallOutcome = 'ok' | 'error' | 'cancelled';
 export type ModelCallObserver = (agent: AgentName, model: string, outcome: ModelCallOutcome, usage?: TokenUsage) => void;
 
 const MAX_RETRY_AFTER_MS = 30_000;
+/** In auto mode, what is tried after a server refused the one before, in order. */
+const FALLBACK_ORDER: readonly StructuredOutputMode[] = ['json_schema', 'json_object', 'tools'];
 
 function isRetryableStatus(status: number | undefined): boolean {
   return status === 429 || (status !== undefined && status >= 500);
@@ -81,24 +93,21 @@ function retryDelayMs(attempt: number, headers: Headers | undefined): number {
   return backoff * (0.75 + Math.random() * 0.25);
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     const onAbort = () => {
       clearTimeout(timer);
-      reject(signal?.reason);
+      reject(signal.reason);
     };
     const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
+      signal.removeEventListener('abort', onAbort);
       resolve();
     }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
+    signal.addEventListener('abort', onAbort, { once: true });
   });
 }
 
-/**
- * An abort for lack of time (AbortSignal.timeout's TimeoutError) is the agent's failure to answer in time;
- * an abort for any other reason (a cancel) is the caller's, and rejects with that reason unchanged.
- */
+/** An abort for lack of time (AbortSignal.timeout's TimeoutError), as a step's deadline aborts. */
 function isTimeoutAbort(reason: unknown): boolean {
   return reason instanceof Error && reason.name === 'TimeoutError';
 }
@@ -116,13 +125,117 @@ function describeIssues(error: z.ZodError): string {
   return error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`).join('; ');
 }
 
+/** The model server's error bodies, whatever their shape, become OpenAI's `{error: {message}}`, so the SDK's errors carry their text. */
+const fetchWithErrorMessages: typeof fetch = async (input, init) => {
+  const response = await fetch(input, init);
+  if (response.ok) return response;
+  const headers = new Headers(response.headers);
+  headers.delete('content-length');
+  headers.delete('content-encoding');
+  headers.set('content-type', 'application/json');
+  return new Response(normalizeErrorBody(await response.text()), { status: response.status, statusText: response.statusText, headers });
+};
+
+/** What the model answered: the text of its message, or the arguments of its tool call. */
+interface ModelAnswer {
+  content: string;
+  toolCall?: { id: string; name: string; arguments: string };
+  /** The server stopped at the output token limit. */
+  cut: boolean;
+}
+
+function answerOf(completion: OpenAI.Chat.Completions.ChatCompletion): ModelAnswer {
+  const choice = completion.choices[0];
+  const message = choice?.message;
+  const cut = choice?.finish_reason === 'length';
+  const call = message?.tool_calls?.find((candidate) => candidate.type === 'function');
+  if (call) {
+    // Some servers send the arguments as an object rather than as JSON text.
+    const args: unknown = call.function.arguments;
+    const text = typeof args === 'string' ? args : JSON.stringify(args ?? {});
+    return { content: text, toolCall: { id: call.id || `call_${randomUUID().slice(0, 8)}`, name: call.function.name, arguments: text }, cut };
+  }
+  return { content: message?.content ?? '', cut };
+}
+
+/** The JSON of an answer, also when a model without a server-side constraint wraps it in a code fence or a sentence. */
+function parseJson(text: string): unknown {
+  const trimmed = text.trim();
+  try {
+    return JSON.parse(trimmed);
+  } catch {
+    const fenced = /^```(?:json)?\s*([\s\S]*?)\s*```$/i.exec(trimmed)?.[1];
+    const start = (fenced ?? trimmed).indexOf('{');
+    const end = (fenced ?? trimmed).lastIndexOf('}');
+    if (start < 0 || end <= start) throw new SyntaxError('no JSON object');
+    return JSON.parse((fenced ?? trimmed).slice(start, end + 1));
+  }
+}
+
+/** An answer that did not fit, and why: the next round shows both to the model. */
+interface Correction {
+  answer: ModelAnswer;
+  problem: string;
+}
+
+/** The server refused the way the request asked for structured output (not the request as a whole). */
+class OutputRefusedError extends Error {
+  override name = 'OutputRefusedError';
+  constructor(
+    readonly mode: StructuredOutputMode,
+    readonly status: number,
+    readonly serverMessage: string,
+  ) {
+    super(`the model server refused structured output as ${mode}: HTTP ${status} ${serverMessage}`);
+  }
+}
+
+/** The reason a call's own time limit aborts its requests with; a caller's signal never carries it. */
+class AgentBudgetSpent extends Error {
+  override name = 'AgentBudgetSpent';
+}
+
+/** One agent call's time: its own limit, joined to the caller's signal. */
+class CallClock {
+  readonly deadline: number;
+  readonly signal: AbortSignal;
+  private readonly budget = new AbortController();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    readonly limitMs: number,
+    readonly caller: AbortSignal | undefined,
+  ) {
+    this.deadline = Date.now() + limitMs;
+    this.timer = setTimeout(() => this.budget.abort(new AgentBudgetSpent(`no answer within ${limitMs} ms`)), limitMs);
+    this.signal = caller ? AbortSignal.any([caller, this.budget.signal]) : this.budget.signal;
+  }
+
+  get remainingMs(): number {
+    return Math.max(1, this.deadline - Date.now());
+  }
+
+  /** The caller stopped the call (a cancel, not its own deadline): not the model's failure. */
+  get cancelledByCaller(): boolean {
+    return this.caller?.aborted === true && !isTimeoutAbort(this.caller.reason);
+  }
+
+  dispose(): void {
+    clearTimeout(this.timer);
+  }
+}
+
 /**
- * The one way agents reach a model: the official openai SDK against OpenAI or any compatible
- * server, JSON-schema structured output validated with zod, and retries we control
- * (429, 5xx, timeouts; Retry-After honoured up to 30 s; other 4xx never).
+ * The one way agents reach a model: the official openai SDK against OpenAI or any compatible server.
+ * Structured output as a strict JSON schema, JSON mode with the schema in the prompt, or a forced tool call
+ * (STEPCAST_LLM_OUTPUT; auto falls back once per model when a server refuses one), every answer validated with
+ * zod. Each call has a time limit of its own; retries are ours (429, 5xx, a lost connection; Retry-After
+ * honoured up to 30 s; other 4xx never), and a request that ran out of time is never retried.
  */
 export class LlmClient {
   private readonly client: OpenAI | undefined;
+  /** What auto mode learnt each model's server refuses: the mode it asks in now, per base URL and model. */
+  private readonly learntModes = new Map<string, StructuredOutputMode>();
 
   constructor(
     private readonly config: LlmConfig,
@@ -133,8 +246,8 @@ export class LlmClient {
       ? new OpenAI({
           apiKey: config.apiKey ?? 'not-needed',
           baseURL: config.baseUrl,
-          timeout: config.timeoutMs,
           maxRetries: 0,
+          fetch: fetchWithErrorMessages,
         })
       : undefined;
   }
@@ -147,7 +260,16 @@ export class LlmClient {
     return this.client !== undefined;
   }
 
-  /** Asks for JSON that fits the schema; one more round, told what was wrong, if the first answer does not fit. */
+  /** The way structured output is asked of this model now: the setting, or in auto mode what its server accepted. */
+  outputModeOf(agent: AgentName): StructuredOutputMode {
+    if (this.config.output !== 'auto') return this.config.output;
+    return this.learntModes.get(this.modelKey(this.config.models[agent])) ?? 'json_schema';
+  }
+
+  /**
+   * Asks for JSON that fits the schema; one more round, told what was wrong, if the first answer does not fit.
+   * The whole call, retries and that round included, ends within its time limit (AGENT_TIMEOUT).
+   */
   async completeStructured<T>(request: StructuredRequest<T>): Promise<StructuredAnswer<T>> {
     const client = this.client;
     if (!client) {
@@ -157,39 +279,50 @@ export class LlmClient {
         false,
       );
     }
+    const limitMs = request.timeoutMs ?? (request.agent === 'planner' ? this.config.plannerTimeoutMs : this.config.agentTimeoutMs);
+    const clock = new CallClock(limitMs, request.signal);
+    try {
+      return await this.answer(client, request, clock);
+    } finally {
+      clock.dispose();
+    }
+  }
+
+  private async answer<T>(client: OpenAI, request: StructuredRequest<T>, clock: CallClock): Promise<StructuredAnswer<T>> {
+    const model = this.config.models[request.agent];
     const jsonSchema = z.toJSONSchema(request.schema, { target: 'draft-7' }) as Record<string, unknown>;
-    const messages = [...request.messages];
+    const corrections: Correction[] = [];
+    let mode = this.outputModeOf(request.agent);
     let usage = NO_USAGE;
-    for (let round = 0; round < 2; round++) {
+    for (let round = 0; round < 2; ) {
       let completion;
       try {
-        completion = await this.createWithRetries(client, request, messages, jsonSchema);
+        completion = await this.createWithRetries(client, request, model, this.bodyFor(mode, request, model, jsonSchema, corrections), mode, clock);
       } catch (error) {
+        if (error instanceof OutputRefusedError) {
+          mode = this.fallBack(request.agent, model, error);
+          continue;
+        }
         // Tokens of an earlier round were spent; they stay counted when a later round fails.
         if (error instanceof AgentError) throw new AgentError(error.code, error.message, error.retryable, usage, { cause: error });
         throw error;
       }
       usage = addUsage(usage, usageOf(completion));
-      const content = completion.choices[0]?.message?.content ?? '';
-      let parsed: unknown;
+      const answer = answerOf(completion);
       let problem: string;
       try {
-        parsed = JSON.parse(content);
-        const result = request.schema.safeParse(parsed);
+        const result = request.schema.safeParse(parseJson(answer.content));
         if (result.success) return { value: result.data, usage };
         problem = describeIssues(result.error);
       } catch {
-        problem = 'the answer was not valid JSON';
+        problem = answer.cut
+          ? `the answer was cut off at the output token limit (STEPCAST_${request.agent.toUpperCase()}_MAX_TOKENS or STEPCAST_MAX_TOKENS) before its JSON was complete`
+          : 'the answer was not valid JSON';
       }
-      this.logger.warn({ agent: request.agent, round, problem }, 'model answer did not fit the schema');
-      messages.push(
-        { role: 'assistant', content },
-        {
-          role: 'user',
-          content: `Your answer did not fit the required JSON schema (${problem}). Answer again with only a JSON object that fits the schema.`,
-        },
-      );
-      if (round === 1) {
+      this.logger.warn({ agent: request.agent, round, mode, problem }, 'model answer did not fit the schema');
+      corrections.push({ answer, problem });
+      round += 1;
+      if (round === 2) {
         throw new AgentError(
           'AGENT_OUTPUT_INVALID',
           `the ${request.agent} agent's model answered twice with output that does not fit the schema: ${problem}`,
@@ -201,34 +334,90 @@ export class LlmClient {
     throw new Error('unreachable');
   }
 
+  /** After a refusal: the next mode in auto (remembered for this model from now on), else the call fails. */
+  private fallBack(agent: AgentName, model: string, refusal: OutputRefusedError): StructuredOutputMode {
+    const next = FALLBACK_ORDER[FALLBACK_ORDER.indexOf(refusal.mode) + 1];
+    if (this.config.output !== 'auto') {
+      throw new AgentError(
+        'AGENT_FAILED',
+        `${refusal.message}; STEPCAST_LLM_OUTPUT=${refusal.mode} asks only for that (auto tries json_schema, json_object and tools in turn)`,
+        false,
+        NO_USAGE,
+        { cause: refusal },
+      );
+    }
+    if (!next) {
+      throw new AgentError(
+        'AGENT_FAILED',
+        `the model server refused every kind of structured output (json_schema, json_object, tools); the last refusal: HTTP ${refusal.status} ${refusal.serverMessage}`,
+        false,
+        NO_USAGE,
+        { cause: refusal },
+      );
+    }
+    const key = this.modelKey(model);
+    // Concurrent calls may learn the same refusal: the mode only ever moves on.
+    const learnt = this.learntModes.get(key) ?? 'json_schema';
+    if (FALLBACK_ORDER.indexOf(next) > FALLBACK_ORDER.indexOf(learnt)) this.learntModes.set(key, next);
+    this.logger.warn(
+      { agent, model, refused: refusal.mode, next, status: refusal.status, serverMessage: refusal.serverMessage },
+      'the model server refused this kind of structured output; asking this model in the next kind from now on',
+    );
+    return next;
+  }
+
+  private modelKey(model: string): string {
+    return `${this.config.baseUrl ?? 'https://api.openai.com/v1'}\n${model}`;
+  }
+
+  /** The request for one round in one mode: the prompt, what came of earlier rounds, and how the answer must come. */
+  private bodyFor(
+    mode: StructuredOutputMode,
+    request: StructuredRequest<unknown>,
+    model: string,
+    jsonSchema: Record<string, unknown>,
+    corrections: Correction[],
+  ): OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming {
+    const { $schema: _dialect, ...schema } = jsonSchema;
+    const sampling = this.config.sampling[request.agent];
+    const body: OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming = { model, messages: [] };
+    if (sampling.temperature !== undefined) body.temperature = sampling.temperature;
+    // OpenAI's newer models take only max_completion_tokens; the compatible servers (Ollama's above all) read max_tokens.
+    if (sampling.maxTokens !== undefined) {
+      if (this.config.baseUrl === undefined) body.max_completion_tokens = sampling.maxTokens;
+      else body.max_tokens = sampling.maxTokens;
+    }
+    let instruction: string | undefined;
+    if (mode === 'json_schema') {
+      body.response_format = { type: 'json_schema', json_schema: { name: request.schemaName, schema: jsonSchema, strict: true } };
+    } else if (mode === 'json_object') {
+      body.response_format = { type: 'json_object' };
+      instruction = `Answer with only a JSON object, and no other text, that fits this JSON schema:\n${JSON.stringify(schema)}`;
+    } else {
+      body.tools = [{ type: 'function', function: { name: request.schemaName, description: 'Gives your answer.', parameters: schema } }];
+      body.tool_choice = { type: 'function', function: { name: request.schemaName } };
+      instruction = `Answer by calling the function ${request.schemaName}: its arguments are your answer, a JSON object that fits its parameters.`;
+    }
+    body.messages = [...withInstruction(request.messages, instruction), ...corrections.flatMap((correction) => correctionMessages(correction, mode))];
+    return body;
+  }
+
   /** One request to the model, in a span of its own, counted by agent and model. */
   private createOnce(
     client: OpenAI,
     request: StructuredRequest<unknown>,
     model: string,
-    messages: ChatMessage[],
-    jsonSchema: Record<string, unknown>,
+    body: OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming,
+    clock: CallClock,
   ): Promise<OpenAI.Chat.Completions.ChatCompletion> {
     const attributes = () => ({ 'gen_ai.operation.name': 'chat', 'gen_ai.request.model': model, 'stepcast.agent': request.agent });
     return inSpan('stepcast.model_call', { client: true, attributes }, async (span) => {
       let completion;
       try {
-        completion = await client.chat.completions.create(
-          {
-            model,
-            messages,
-            response_format: {
-              type: 'json_schema',
-              json_schema: { name: request.schemaName, schema: jsonSchema, strict: true },
-            },
-          },
-          { signal: request.signal },
-        );
+        // The SDK's own timeout stays past the call's: the call's signal ends the request, and closes its connection.
+        completion = await client.chat.completions.create(body, { signal: clock.signal, timeout: clock.remainingMs + 1_000 });
       } catch (error) {
-        // A cancel (the execution or step was cancelled, the service is stopping) is not the model's failure; running
-        // out of the step's time is.
-        const cancelled = request.signal?.aborted === true && !isTimeoutAbort(request.signal.reason);
-        this.onModelCall?.(request.agent, model, cancelled ? 'cancelled' : 'error');
+        this.onModelCall?.(request.agent, model, clock.cancelledByCaller ? 'cancelled' : 'error');
         throw error;
       }
       const usage = usageOf(completion);
@@ -243,50 +432,105 @@ export class LlmClient {
     });
   }
 
+  /** Why the call stopped when its signal did: out of its own time (or its step's) is AGENT_TIMEOUT; a cancel passes through. */
+  private stopped(request: StructuredRequest<unknown>, clock: CallClock, cause: unknown): unknown {
+    if (clock.cancelledByCaller) return clock.caller!.reason;
+    const ownLimit = !clock.caller?.aborted;
+    const setting =
+      request.timeoutMs !== undefined ? 'its time limit' : request.agent === 'planner' ? 'STEPCAST_PLANNER_TIMEOUT_MS' : 'STEPCAST_AGENT_TIMEOUT_MS';
+    return new AgentError(
+      'AGENT_TIMEOUT',
+      ownLimit
+        ? `the ${request.agent} agent's model did not answer within ${clock.limitMs} ms (${setting}); the request was abandoned, not retried`
+        : `the step ran out of time while waiting for the ${request.agent} agent's model`,
+      true,
+      NO_USAGE,
+      { cause },
+    );
+  }
+
   private async createWithRetries(
     client: OpenAI,
     request: StructuredRequest<unknown>,
-    messages: ChatMessage[],
-    jsonSchema: Record<string, unknown>,
+    model: string,
+    body: OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming,
+    mode: StructuredOutputMode,
+    clock: CallClock,
   ): Promise<OpenAI.Chat.Completions.ChatCompletion> {
-    const model = this.config.models[request.agent];
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.createOnce(client, request, model, messages, jsonSchema);
+        return await this.createOnce(client, request, model, body, clock);
       } catch (error) {
+        // Out of time, the abandoned request was aborted (its connection closed) and is never retried: the
+        // server may still be generating it.
+        if (clock.signal.aborted) throw this.stopped(request, clock, error);
+        if (error instanceof OpenAI.APIConnectionTimeoutError) throw this.stopped(request, clock, error);
         const status = error instanceof OpenAI.APIError ? error.status : undefined;
-        const timedOut = error instanceof OpenAI.APIConnectionTimeoutError;
-        const connectionFailed = error instanceof OpenAI.APIConnectionError;
-        const retryable = timedOut || connectionFailed || isRetryableStatus(status);
-        if (request.signal?.aborted) {
-          if (!isTimeoutAbort(request.signal.reason)) throw request.signal.reason;
-          throw new AgentError('AGENT_FAILED', 'the step ran out of time while waiting for the model', true, NO_USAGE, {
-            cause: error,
-          });
+        if (error instanceof OpenAI.APIError && status !== undefined && refusesOutput(mode, error)) {
+          throw new OutputRefusedError(mode, status, describeRefusal(error));
         }
+        const connectionFailed = error instanceof OpenAI.APIConnectionError;
+        const retryable = connectionFailed || isRetryableStatus(status);
+        const reason = status !== undefined ? `answered HTTP ${status}` : 'could not be reached';
         if (!retryable || attempt >= this.config.maxRetries) {
-          const reason = timedOut
-            ? `timed out after ${this.config.timeoutMs} ms`
-            : status !== undefined
-              ? `answered HTTP ${status}`
-              : 'could not be reached';
+          const detail = error instanceof OpenAI.APIError && status !== undefined ? `: ${describeRefusal(error)}` : '';
           throw new AgentError(
             'AGENT_FAILED',
-            `the model server ${reason}${retryable ? ` (after ${attempt + 1} attempts)` : ''}`,
+            `the model server ${reason}${retryable ? ` (after ${attempt + 1} attempts)` : ''}${detail}`,
             retryable,
             NO_USAGE,
             { cause: error },
           );
         }
         const delay = retryDelayMs(attempt, error instanceof OpenAI.APIError ? error.headers : undefined);
+        if (delay >= clock.deadline - Date.now()) {
+          throw new AgentError(
+            'AGENT_FAILED',
+            `the model server ${reason}, and waiting ${Math.round(delay)} ms to ask again would pass the ${request.agent} agent's time limit`,
+            true,
+            NO_USAGE,
+            { cause: error },
+          );
+        }
         this.logger.warn({ agent: request.agent, model, attempt: attempt + 1, status, delay }, 'retrying the model');
         try {
-          await sleep(delay, request.signal);
+          await sleep(delay, clock.signal);
         } catch (reason) {
-          if (!isTimeoutAbort(reason)) throw reason;
-          throw new AgentError('AGENT_FAILED', 'the step ran out of time while waiting to retry the model', true);
+          throw this.stopped(request, clock, reason);
         }
       }
     }
   }
+}
+
+/** The prompt's first system message, with what the mode asks of the answer's form after it. */
+function withInstruction(messages: ChatMessage[], instruction: string | undefined): OpenAI.Chat.Completions.ChatCompletionMessageParam[] {
+  if (instruction === undefined) return messages.map((message) => ({ ...message }));
+  const first = messages.findIndex((message) => message.role === 'system');
+  // Some chat templates take one system message, and only first.
+  if (first < 0) return [{ role: 'system', content: instruction }, ...messages.map((message) => ({ ...message }))];
+  return messages.map((message, i) => (i === first ? { role: 'system', content: `${message.content}\n\n${instruction}` } : { ...message }));
+}
+
+/** An answer that did not fit and what was wrong with it, as the conversation of the next round shows them. */
+function correctionMessages({ answer, problem }: Correction, mode: StructuredOutputMode): OpenAI.Chat.Completions.ChatCompletionMessageParam[] {
+  // A tool call must be followed by its tool message; the correction is that message.
+  if (answer.toolCall && mode === 'tools') {
+    const { id, name, arguments: args } = answer.toolCall;
+    return [
+      { role: 'assistant', content: null, tool_calls: [{ id, type: 'function', function: { name, arguments: args } }] },
+      {
+        role: 'tool',
+        tool_call_id: id,
+        content: `Your answer did not fit the required JSON schema (${problem}). Call ${name} again with arguments that fit the schema.`,
+      },
+    ];
+  }
+  return [
+    { role: 'assistant', content: answer.content },
+    {
+      role: 'user',
+      content: `Your answer did not fit the required JSON schema (${problem}). Answer again with only a JSON object that fits the schema.`,
+    },
+  ];
 }

@@ -15,7 +15,7 @@ export const StepErrorRef = builder.objectRef<StoredStepError>('StepError').impl
   fields: (t) => ({
     code: t.exposeString('code', {
       description:
-        'Machine-readable, e.g. SQL_REJECTED, SQL_ERROR, STEP_TIMEOUT, AGENT_NOT_CONFIGURED, AGENT_FAILED, SANDBOX_TIMEOUT, API_CALL_REFUSED, INTERRUPTED, INTERNAL (the README lists them all).',
+        'Machine-readable, e.g. SQL_REJECTED, SQL_ERROR, STEP_TIMEOUT, AGENT_NOT_CONFIGURED, AGENT_FAILED, AGENT_TIMEOUT, SANDBOX_TIMEOUT, API_CALL_REFUSED, INTERRUPTED, INTERNAL (the README lists them all).',
     }),
     message: t.exposeString('message'),
     retryable: t.exposeBoolean('retryable', { description: 'Whether running the step again may succeed.' }),
