@@ -82,6 +82,7 @@ function composeExecutor(
     // Only workers look for work to take up.
     ...(config.role === 'api' ? { recoveryIntervalMs: 0 } : {}),
     sqlRepairRounds: config.llm.sqlRepairRounds,
+    agentTimeoutMs: config.llm.agentTimeoutMs,
     sandbox: config.sandbox,
     tenantLimits: config.tenantLimits,
     inputLimits: config.inputLimits,

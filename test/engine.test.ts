@@ -144,6 +144,8 @@ class World {
         maxProgressChars: 200,
         leaseTtlMs: LEASE_TTL_MS,
         maxResumes: this.settings.maxResumes,
+        agentTimeoutMs: config.llm.agentTimeoutMs,
+        sqlRepairRounds: 0,
       },
     };
   }

@@ -13,7 +13,7 @@ import { capRecords } from './records.js';
 import { applyStepChange, snapshotOf, type StepChange } from './step-snapshots.js';
 import type { StepKind, StepUpdate } from './step-update.js';
 import type { StepUpdateBus } from './step-update-bus.js';
-import type { EarlierStep, JsonRecord, StepHandler, StepOutcome } from './steps/step-handler.js';
+import { stepTimeBoundMs, type EarlierStep, type JsonRecord, type StepHandler, type StepOutcome } from './steps/step-handler.js';
 import {
   ExecutionNotRunnableError,
   type ClaimedExecution,
@@ -40,6 +40,9 @@ export interface EngineSettings {
   leaseTtlMs: number;
   /** How many times an execution may be continued after an interruption before it fails INTERRUPTED. */
   maxResumes: number;
+  /** One agent call's time limit (STEPCAST_AGENT_TIMEOUT_MS) and the SQL agent's repair rounds: with stepTimeoutMs, a step's overall bound. */
+  agentTimeoutMs: number;
+  sqlRepairRounds: number;
 }
 
 export interface EngineDependencies {
@@ -646,8 +649,14 @@ class Run {
         })
         .catch((error: unknown) => logger.warn({ err: error, stepIndex: step.index }, 'progress update lost'));
     };
-    const signal = AbortSignal.any([this.signal, AbortSignal.timeout(execution.options.stepTimeoutMs)]);
-    const deadline = Date.now() + execution.options.stepTimeoutMs;
+    // stepTimeoutMs limits each statement or program; the model's time has its own limit, and this bounds the whole.
+    const boundMs = stepTimeBoundMs(planStep, {
+      stepTimeoutMs: execution.options.stepTimeoutMs,
+      agentTimeoutMs: settings.agentTimeoutMs,
+      sqlRepairRounds: settings.sqlRepairRounds,
+    });
+    const signal = AbortSignal.any([this.signal, AbortSignal.timeout(boundMs)]);
+    const deadline = Date.now() + boundMs;
     const stepMemory = this.memory.forStep(step.index);
     let outcome: StepOutcome;
     try {

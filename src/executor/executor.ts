@@ -40,6 +40,8 @@ import type { TenantKnowledge } from './tenant-knowledge.js';
 
 export type ExecutorSettings = Config['executor'] & {
   sqlRepairRounds: number;
+  /** One agent call's time limit (STEPCAST_AGENT_TIMEOUT_MS), for the bound on a step's whole time. */
+  agentTimeoutMs: number;
   sandbox: SandboxConfig;
   tenantLimits: TenantLimits;
   inputLimits: InputLimits;
@@ -169,6 +171,8 @@ export class Executor {
         maxProgressChars: settings.sandbox.maxProgressChars,
         leaseTtlMs: settings.leaseTtlMs,
         maxResumes: settings.maxResumes,
+        agentTimeoutMs: settings.agentTimeoutMs,
+        sqlRepairRounds: settings.sqlRepairRounds,
       },
     });
     this.dispatcher = deps.dispatcher((executionId) => this.engine.run(executionId), this.engine);

@@ -10,7 +10,7 @@ import { asStepFailure, StepFailure } from '../errors.js';
 import { heapBytesOf } from '../../heap-bytes.js';
 import { inferColumns, toRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
-import { askAgent, remainingMs, stoppedByCancel, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
+import { askAgent, workTimeoutMs, stoppedByCancel, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
 
 export interface ApiStepOptions {
   knowledge: TenantKnowledge;
@@ -90,7 +90,7 @@ export function createApiStepHandler({ knowledge, llm, sandbox, onSandboxRefused
         steps: context.earlier.map((earlier) => ({ records: earlier.records })),
         host: { callApi, progress: (message) => context.reportProgress(message) },
         // What is left of the step's time is the program's wall clock, so running out of it reads SANDBOX_TIMEOUT.
-        limits: { ...sandbox, wallClockMs: remainingMs(context) },
+        limits: { ...sandbox, wallClockMs: workTimeoutMs(context) },
         signal: context.signal,
         admitResult: (bytes) => {
           context.memory.take(bytes, 'the result its program returned');

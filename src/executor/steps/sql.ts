@@ -10,7 +10,7 @@ import { heapBytesOf, stringHeapBytes } from '../../heap-bytes.js';
 import { describeColumns, toJsonRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
 import { inSpan } from '../../observability/spans.js';
-import { askAgent, remainingMs, stoppedByCancel, type EarlierStep, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
+import { askAgent, workTimeoutMs, stoppedByCancel, type EarlierStep, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
 
 export interface SqlStepOptions {
   database: Database;
@@ -129,7 +129,7 @@ export function createSqlStepHandler({
           relations,
           role,
           searchPath: tenant.dataSchema,
-          timeoutMs: remainingMs(context),
+          timeoutMs: workTimeoutMs(context),
           signal: context.signal,
           limits: { ...limits, readMaxBytes, rowCap: context.rowCap },
         });

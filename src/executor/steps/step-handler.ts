@@ -27,6 +27,7 @@ export interface StepContext {
   step: StoredPlanStep;
   /** Earlier steps that succeeded, in order. */
   earlier: EarlierStep[];
+  /** The step's stepTimeoutMs: the most its statement or program may run, each attempt (the model's time is not in it). */
   timeoutMs: number;
   rowCap: number;
   sampleSize: number;
@@ -43,12 +44,12 @@ export interface StepContext {
    */
   beforeUnsafeCall?(): Promise<void>;
   /**
-   * Aborted when the step must stop: its time is up (a TimeoutError reason), or its execution was cancelled
-   * (a StepCancelledError reason, which the handler then rejects with). The statement, the program, its API
-   * calls and the agents' model calls all stop with it.
+   * Aborted when the step must stop: its execution was cancelled (a StepCancelledError reason, which the handler
+   * then rejects with), or the step passed its overall bound (a TimeoutError reason; see stepTimeBoundMs). The
+   * statement, the program, its API calls and the agents' model calls all stop with it.
    */
   signal: AbortSignal;
-  /** When the step's time is up (ms since the epoch): agents, statements and programs share it. */
+  /** When the step's overall bound passes (ms since the epoch); no statement or program runs past it. */
   deadline: number;
   /** The step's account of its execution's memory budget: what it reads and makes is taken from it. */
   memory: StepMemory;
@@ -93,9 +94,33 @@ export function stoppedByCancel(handler: StepHandler): StepHandler {
   };
 }
 
-/** What is left of the step's time, at least 1 ms so that a limit set from it is still a limit. */
-export function remainingMs(context: Pick<StepContext, 'deadline'>): number {
-  return Math.max(1, context.deadline - Date.now());
+/**
+ * The time limit of a statement or program starting now: the step's timeoutMs, and never past its overall
+ * bound; at least 1 ms so that a limit set from it is still a limit.
+ */
+export function workTimeoutMs(context: Pick<StepContext, 'deadline' | 'timeoutMs'>): number {
+  return Math.max(1, Math.min(context.timeoutMs, context.deadline - Date.now()));
+}
+
+export interface StepTimeLimits {
+  /** The statement's or program's limit per attempt (the execution's stepTimeoutMs). */
+  stepTimeoutMs: number;
+  /** One agent call's limit (STEPCAST_AGENT_TIMEOUT_MS). */
+  agentTimeoutMs: number;
+  /** Rewrites the SQL agent may make after a rejected or failing statement (STEPCAST_SQL_REPAIR_ROUNDS). */
+  sqlRepairRounds: number;
+}
+
+/**
+ * The longest a step may take in all: each attempt is an agent call (when the step has no sql or code) and a
+ * run of what it wrote, and a SQL step written by its agent has 1 + sqlRepairRounds attempts. The model's time
+ * and the statement's have limits of their own; this bound is what no step passes, whatever happens inside it.
+ */
+export function stepTimeBoundMs(step: Pick<StoredPlanStep, 'kind' | 'sql' | 'code'>, limits: StepTimeLimits): number {
+  const written = Boolean(step.kind === 'SQL' ? step.sql : step.code);
+  if (written) return limits.stepTimeoutMs;
+  const attempts = step.kind === 'SQL' ? 1 + limits.sqlRepairRounds : 1;
+  return attempts * (limits.agentTimeoutMs + limits.stepTimeoutMs);
 }
 
 /**
