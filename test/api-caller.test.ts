@@ -227,6 +227,17 @@ describe('catalogFromOpenApi', () => {
               { $ref: '#/components/parameters/Missing' },
               'junk',
             ],
+            responses: {
+              '404': { description: 'none' },
+              '200': {
+                description: 'the part',
+                content: {
+                  'application/json': {
+                    schema: { allOf: [{ $ref: '#/components/schemas/Part' }, { type: 'object', properties: { tags: { type: 'array', items: { type: 'string' } } } }] },
+                  },
+                },
+              },
+            },
           },
           delete: { summary: 'no operationId, skipped' },
           trace: { operationId: 'traceIsNotAMethodWeCall' },
@@ -235,7 +246,7 @@ describe('catalogFromOpenApi', () => {
         notAPath: { get: { operationId: 'skipped' } },
         '/broken': 'junk',
       },
-      components: { parameters: { ThingId: { name: 'thingId', in: 'path', description: 'The thing', schema: { $ref: '#/components/schemas/Id' } } }, schemas: { Id: { type: 'integer' } } },
+      components: { parameters: { ThingId: { name: 'thingId', in: 'path', description: 'The thing', schema: { $ref: '#/components/schemas/Id' } } }, schemas: { Id: { type: 'integer' }, Part: { type: 'object', properties: { id: { $ref: '#/components/schemas/Id' }, maker: { type: 'object', properties: { name: { type: 'string' } } } } } } },
     });
     expect(catalog.map((op) => op.operationId)).toEqual(['getPart', 'search']);
     const [getPart, search] = catalog;
@@ -251,12 +262,17 @@ describe('catalogFromOpenApi', () => {
         { name: 'x-trace', in: 'header', required: false, description: null, schema: { type: 'string' } },
       ],
       paginated: false,
+      returns: '{ id, maker: { name }, tags: [string] }',
       idempotent: true,
     });
     expect(search?.paginated).toBe(true);
+    expect(search?.returns).toBeNull();
     expect(describeCatalog(catalog)).toBe(
       'getPart GET /things/{thingId}/parts/{partId} (partId: string, thingId: integer, verbose: boolean) — Get one part\n' +
-        'search GET /search (cursor?: string[])',
+        '  returns { id, maker: { name }, tags: [string] }\n' +
+        '  not paginated: one call returns everything; do not pass paginate\n' +
+        'search GET /search (cursor?: string[])\n' +
+        '  paginated by cursor: one call returns one page; pass paginate: true to get every page as { data: [the items of all pages], pages, nextCursor }',
     );
   });
 
