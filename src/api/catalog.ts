@@ -175,7 +175,10 @@ function describeResponse(root: JsonObject, responses: unknown): string | null {
   return shape.length > MAX_RETURNS_LENGTH ? `${shape.slice(0, MAX_RETURNS_LENGTH - 1)}…` : shape;
 }
 
-/** Properties of an object schema, with allOf's parts merged in. */
+/**
+ * Properties of an object schema, with allOf's parts merged in, the required ones first in the order `required` lists
+ * them: a document stored as jsonb has its object keys reordered, and its arrays keep the author's order.
+ */
 function propertiesOf(root: JsonObject, schema: JsonObject, hops = 0): Map<string, unknown> {
   const properties = new Map<string, unknown>();
   if (hops > MAX_REF_HOPS) return properties;
@@ -183,7 +186,10 @@ function propertiesOf(root: JsonObject, schema: JsonObject, hops = 0): Map<strin
     const resolved = asObject(resolveRef(root, part));
     if (resolved) for (const [name, property] of propertiesOf(root, resolved, hops + 1)) properties.set(name, property);
   }
-  for (const [name, property] of Object.entries(asObject(schema.properties) ?? {})) properties.set(name, property);
+  const own = Object.entries(asObject(schema.properties) ?? {});
+  const required = Array.isArray(schema.required) ? schema.required : [];
+  const rank = (name: string) => (required.includes(name) ? required.indexOf(name) : required.length);
+  for (const [name, property] of own.sort(([a], [b]) => rank(a) - rank(b))) properties.set(name, property);
   return properties;
 }
 
