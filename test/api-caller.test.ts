@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ApiCallError, createApiCaller, internalAddressKind, type ApiCallerOptions, type ApiCallLimits } from '../src/api/api-caller.js';
-import { catalogFromOpenApi, describeCatalog, type ApiOperation, type ApiParameter } from '../src/api/catalog.js';
+import { catalogFromOpenApi, DEFAULT_CATALOG_CHARS, describeCatalog, type ApiOperation, type ApiParameter } from '../src/api/catalog.js';
 import { loadConfig } from '../src/config.js';
 import { DEMO_TENANT_SCHEMA } from '../src/db/demo-data.js';
 import { startDemoApi, type DemoApi } from '../src/demo-api/demo-api-server.js';
@@ -290,6 +290,22 @@ describe('catalogFromOpenApi', () => {
       replaceOrder: true,
       deleteOrder: false,
     });
+  });
+
+  it('describes a large catalog within its bound, naming the operations it leaves out', () => {
+    const paths = Object.fromEntries(
+      Array.from({ length: 300 }, (_, i) => [
+        `/things${i}/{id}`,
+        { get: { operationId: `getThing${i}`, summary: `Get thing ${i} with all of its many documented details`, parameters: [{ name: 'verbose', in: 'query', schema: { type: 'boolean' } }] } },
+      ]),
+    );
+    const described = describeCatalog(catalogFromOpenApi({ openapi: '3.0.3', paths }));
+    expect(described.length).toBeLessThanOrEqual(DEFAULT_CATALOG_CHARS);
+    expect(described).toContain('getThing0 GET /things0/{id} (id: string, verbose?: boolean) — Get thing 0');
+    const note = /\n\(The catalog is abridged to fit: (\d+) of 300 operations are described; the other (\d+) are not shown: getThing(\d+), .*…\.\)$/.exec(described);
+    expect(note).not.toBeNull();
+    expect(Number(note![1]) + Number(note![2])).toBe(300);
+    expect(note![3]).toBe(note![1]);
   });
 
   it('refuses a document with a duplicate operationId, and survives circular references', () => {

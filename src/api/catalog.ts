@@ -223,11 +223,12 @@ export function describeCatalog(operations: ApiOperation[], { maxChars = DEFAULT
   let used = 0;
   for (const [i, operation] of operations.entries()) {
     const entry = describeOperation(operation);
-    if (used + entry.length + 1 > maxChars - 300) {
+    // Room is kept for the note that says what was left out (at most about 400 characters).
+    if (used + entry.length + 1 > maxChars - 400) {
       const rest = operations.slice(i).map((op) => op.operationId);
       const named = rest.join(', ');
       entries.push(
-        `(The catalog is abridged to fit: ${i} of ${operations.length} operations are described; not shown: ${named.length > 250 ? `${named.slice(0, 250)}… (${rest.length} in all)` : named}.)`,
+        `(The catalog is abridged to fit: ${i} of ${operations.length} operations are described; the other ${rest.length} are not shown: ${named.length > 250 ? `${named.slice(0, 250)}…` : named}.)`,
       );
       break;
     }
