@@ -277,7 +277,7 @@ for (const { backend, skipReason } of backends) {
       expect(user).toContain('  paginated by after: ');
     });
 
-    it("bounds the prompts for a tenant with many wide tables: the tables the step names are described, and the prompt says the rest are left out", async () => {
+    it('bounds the prompts for a tenant with many wide tables (the tables the step names are described, and the prompt says the rest are left out) and for long samples', async () => {
       llm.script(
         { when: (r) => schemaOf(r) === 'sql_step', replies: [{ content: { sql: 'SELECT count(*) AS n FROM ledger_150', explanation: '' } }] },
         { when: (r) => schemaOf(r) === 'plan', replies: [{ content: { reasoning: 'r', steps: [{ kind: 'SQL', queryContext: 'count', entity: null, reasoning: null, critical: true }] } }] },
@@ -301,6 +301,16 @@ for (const { backend, skipReason } of backends) {
       expect(planner.length).toBeLessThan(DEFAULT_SCHEMA_CHARS + 1_000);
       expect(planner).toMatch(/^- ledger_007 \(/m);
       expect(planner).toContain('(The schema is abridged to fit: ');
+
+      llm.script({ when: (r) => schemaOf(r) === 'sql_step', replies: [{ content: { sql: 'SELECT count(*) AS n FROM step_1', explanation: '' } }] });
+      const long = await runPlan(demo, {
+        query: 'q',
+        steps: [sqlStep("SELECT id, repeat('x', 5000) AS bio FROM users ORDER BY id LIMIT 3"), agentStep('SQL', 'count the rows of step 1')],
+      });
+      expect(long.execution.status).toBe('SUCCEEDED');
+      const sample = /^ {2}sample: .*$/m.exec(messageOf(requestsOf(llm, 'sql_step')[0]!, 'user'))![0];
+      expect(sample.length).toBeLessThan(1_600);
+      expect(sample).toMatch(/"bio":"x{200}…".* \(3 of 3 sample records shown, long strings cut\)$/);
     });
 
     it('reads example values as the tenant role: from statistics where a table has them, else from its first rows, never from rows it may not read', async () => {
