@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ApiCallError, createApiCaller, internalAddressKind, type ApiCallerOptions, type ApiCallLimits } from '../src/api/api-caller.js';
-import { catalogFromOpenApi, describeCatalog, type ApiOperation, type ApiParameter } from '../src/api/catalog.js';
+import { catalogFromOpenApi, DEFAULT_CATALOG_CHARS, describeCatalog, type ApiOperation, type ApiParameter } from '../src/api/catalog.js';
 import { loadConfig } from '../src/config.js';
 import { DEMO_TENANT_SCHEMA } from '../src/db/demo-data.js';
 import { startDemoApi, type DemoApi } from '../src/demo-api/demo-api-server.js';
@@ -227,6 +227,17 @@ describe('catalogFromOpenApi', () => {
               { $ref: '#/components/parameters/Missing' },
               'junk',
             ],
+            responses: {
+              '404': { description: 'none' },
+              '200': {
+                description: 'the part',
+                content: {
+                  'application/json': {
+                    schema: { allOf: [{ $ref: '#/components/schemas/Part' }, { type: 'object', properties: { tags: { type: 'array', items: { type: 'string' } } } }] },
+                  },
+                },
+              },
+            },
           },
           delete: { summary: 'no operationId, skipped' },
           trace: { operationId: 'traceIsNotAMethodWeCall' },
@@ -235,7 +246,7 @@ describe('catalogFromOpenApi', () => {
         notAPath: { get: { operationId: 'skipped' } },
         '/broken': 'junk',
       },
-      components: { parameters: { ThingId: { name: 'thingId', in: 'path', description: 'The thing', schema: { $ref: '#/components/schemas/Id' } } }, schemas: { Id: { type: 'integer' } } },
+      components: { parameters: { ThingId: { name: 'thingId', in: 'path', description: 'The thing', schema: { $ref: '#/components/schemas/Id' } } }, schemas: { Id: { type: 'integer' }, Part: { type: 'object', properties: { id: { $ref: '#/components/schemas/Id' }, maker: { type: 'object', properties: { name: { type: 'string' } } } } } } },
     });
     expect(catalog.map((op) => op.operationId)).toEqual(['getPart', 'search']);
     const [getPart, search] = catalog;
@@ -251,12 +262,17 @@ describe('catalogFromOpenApi', () => {
         { name: 'x-trace', in: 'header', required: false, description: null, schema: { type: 'string' } },
       ],
       paginated: false,
+      returns: '{ id, maker: { name }, tags: [string] }',
       idempotent: true,
     });
     expect(search?.paginated).toBe(true);
+    expect(search?.returns).toBeNull();
     expect(describeCatalog(catalog)).toBe(
       'getPart GET /things/{thingId}/parts/{partId} (partId: string, thingId: integer, verbose: boolean) — Get one part\n' +
-        'search GET /search (cursor?: string[])',
+        '  returns { id, maker: { name }, tags: [string] }\n' +
+        '  not paginated: one call returns everything; do not pass paginate\n' +
+        'search GET /search (cursor?: string[])\n' +
+        '  paginated by cursor: one call returns one page; pass paginate: true to get every page as { data: [the items of all pages], pages, nextCursor }',
     );
   });
 
@@ -274,6 +290,22 @@ describe('catalogFromOpenApi', () => {
       replaceOrder: true,
       deleteOrder: false,
     });
+  });
+
+  it('describes a large catalog within its bound, naming the operations it leaves out', () => {
+    const paths = Object.fromEntries(
+      Array.from({ length: 300 }, (_, i) => [
+        `/things${i}/{id}`,
+        { get: { operationId: `getThing${i}`, summary: `Get thing ${i} with all of its many documented details`, parameters: [{ name: 'verbose', in: 'query', schema: { type: 'boolean' } }] } },
+      ]),
+    );
+    const described = describeCatalog(catalogFromOpenApi({ openapi: '3.0.3', paths }));
+    expect(described.length).toBeLessThanOrEqual(DEFAULT_CATALOG_CHARS);
+    expect(described).toContain('getThing0 GET /things0/{id} (id: string, verbose?: boolean) — Get thing 0');
+    const note = /\n\(The catalog is abridged to fit: (\d+) of 300 operations are described; the other (\d+) are not shown: getThing(\d+), .*…\.\)$/.exec(described);
+    expect(note).not.toBeNull();
+    expect(Number(note![1]) + Number(note![2])).toBe(300);
+    expect(note![3]).toBe(note![1]);
   });
 
   it('refuses a document with a duplicate operationId, and survives circular references', () => {

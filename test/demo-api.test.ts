@@ -207,8 +207,16 @@ for (const { backend, skipReason } of backends) {
         path: '/users/{id}',
         parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'integer' } }],
       });
-      expect(describeCatalog(catalog).split('\n')).toContain(
-        'listUsers GET /users (limit?: integer, after?: string, status?: string, department?: string) — List users',
+      const described = describeCatalog(catalog);
+      expect(described).toContain(
+        'listUsers GET /users (limit?: integer, after?: string, status?: "active" | "suspended" | "deprovisioned", department?: string) — List users\n' +
+          '  returns { data: [{ id, email, name, department, title, status, mfa_enabled, manager_id, created_at, last_login_at }], nextCursor }\n' +
+          '  paginated by after: one call returns one page; pass paginate: true',
+      );
+      expect(described).toContain(
+        'listUserApplications GET /users/{id}/applications (id: integer) — List the applications assigned to a user, with assignment and last use times\n' +
+          '  returns { data: [{ id, name, vendor, category, sso_enabled, created_at, assigned_at, last_used_at }] }\n' +
+          '  not paginated: one call returns everything; do not pass paginate',
       );
     });
   });

@@ -49,8 +49,8 @@ for (const { backend, skipReason } of backends) {
       expect(request!.headers.authorization).toBe('Bearer test-key');
       expect(prompt).toContain('How many memberships do the first three users have?');
       expect(prompt).toMatch(/users \(~200 rows\): id integer not null, email text not null/);
-      expect(prompt).toContain('FOREIGN KEY (user_id) REFERENCES users(id)');
-      expect(prompt).toContain('step 1 (SQL): run: SELECT id, email');
+      expect(prompt).toContain('group_members.user_id -> users.id');
+      expect(prompt).toContain('step_1 (step 1, SQL): run: SELECT id, email');
       expect(prompt).toContain(JSON.stringify((execution.steps[0]!.sample as unknown[])));
       expect(prompt).toContain('columns: id integer, email text');
       const step = execution.steps[1]!;

@@ -151,7 +151,7 @@ const acceptedCases: AcceptedCase[] = [
   { name: 'accepts attribute notation for an allowlisted function', sql: 'SELECT (u.email).upper FROM users u', tables: ['users'] },
   {
     name: 'accepts every allowlisted type, its SQL spelling and its arrays',
-    sql: "SELECT true::boolean, 1::smallint, 1::integer, 1::int, 1::bigint, 1::int2, 1::int4, 1::int8, 1::numeric(10, 2), 1::decimal, 1::real, 1::float, 1::double precision, 1::float4, 1::float8, 'a'::text, 'a'::varchar(3), 'a'::character varying, 'a'::char(2), 'a'::character, 'a'::\"char\", 'a'::bpchar, date '2024-01-01', time '10:00', time with time zone '10:00', timetz '10:00', timestamp '2024-01-01', timestamptz '2024-01-01', timestamp(3) with time zone '2024-01-01', interval '1 day', '1'::interval day to second, gen_random_uuid()::uuid, '{}'::json, '{}'::jsonb, '\\x00'::bytea, '{1}'::int[], '{1}'::_int4, '{a}'::text[][], CAST('1' AS pg_catalog.int8), ARRAY[]::timestamptz[]",
+    sql: "SELECT true::boolean, 1::smallint, 1::integer, 1::int, 1::bigint, 1::int2, 1::int4, 1::int8, 1::numeric(10, 2), 1::decimal, 1::real, 1::float, 1::double precision, 1::float4, 1::float8, 'a'::text, 'a'::varchar(3), 'a'::character varying, 'a'::char(2), 'a'::character, 'a'::bpchar, date '2024-01-01', time '10:00', time with time zone '10:00', timetz '10:00', timestamp '2024-01-01', timestamptz '2024-01-01', timestamp(3) with time zone '2024-01-01', interval '1 day', '1'::interval day to second, gen_random_uuid()::uuid, '{}'::json, '{}'::jsonb, '\\x00'::bytea, '{1}'::int[], '{1}'::_int4, '{a}'::text[][], CAST('1' AS pg_catalog.int8), ARRAY[]::timestamptz[]",
     tables: [],
   },
   {
@@ -373,6 +373,7 @@ const rejectedCases: RejectedCase[] = [
   { name: 'rejects a typed pg_snapshot literal', sql: "SELECT pg_snapshot '1:1:'", reason: 'type not allowed', message: /type pg_snapshot is not allowed/ },
   { name: 'rejects oid', sql: 'SELECT 1::oid', reason: 'type not allowed', message: /type oid is not allowed/ },
   { name: 'rejects name', sql: "SELECT 'x'::name", reason: 'type not allowed', message: /type name is not allowed/ },
+  { name: 'rejects the one-byte internal "char" type, which no SQL spelling of a castable type names', sql: "SELECT 'a'::\"char\"", reason: 'type not allowed', message: /type char is not allowed/ },
   { name: 'rejects a range type', sql: "SELECT '[1,2)'::int4range", reason: 'type not allowed', message: /type int4range is not allowed/ },
   { name: 'rejects the bit type the parser qualifies', sql: "SELECT '1'::bit(1)", reason: 'type not allowed', message: /type pg_catalog\.bit is not allowed/ },
   { name: "rejects a cast to a tenant table's row type", sql: "SELECT '(1)'::users", reason: 'type not allowed', message: /type users is not allowed/ },

@@ -18,6 +18,8 @@ export interface ApiOperation {
   parameters: ApiParameter[];
   /** Has an `after` or `cursor` query parameter, so api.call can follow pages with `paginate: true`. */
   paginated: boolean;
+  /** The shape of a successful JSON answer, as field names (`{ data: [{ id, name }], nextCursor }`); null when not documented. */
+  returns?: string | null;
   /**
    * Safe to send again after a crash: a GET, or an operation the document marks `x-idempotent: true`. A step
    * whose program made any other call is not run again when its execution resumes (it fails INTERRUPTED).
@@ -33,6 +35,12 @@ const PARAMETER_LOCATIONS: readonly ApiParameter['in'][] = ['path', 'query', 'he
 export const CURSOR_PARAMETER_NAMES = ['after', 'cursor'] as const;
 const MAX_REF_HOPS = 10;
 const MAX_SUMMARY_LENGTH = 200;
+const MAX_RETURNS_LENGTH = 400;
+/** Nested objects are spelled out to this depth; deeper ones are named only. */
+const MAX_SHAPE_DEPTH = 3;
+const MAX_LISTED_ENUM_VALUES = 12;
+/** About 2,000 tokens: operations past it are named only, and the text says so. */
+export const DEFAULT_CATALOG_CHARS = 8_000;
 
 function asObject(value: unknown): JsonObject | undefined {
   return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as JsonObject) : undefined;
@@ -76,6 +84,7 @@ function operationsOfPath(root: JsonObject, path: string, item: JsonObject): Api
       summary: oneLine(operation.summary),
       parameters,
       paginated: parameters.some((p) => p.in === 'query' && (CURSOR_PARAMETER_NAMES as readonly string[]).includes(p.name)),
+      returns: describeResponse(root, operation.responses),
       idempotent: method === 'GET' || operation['x-idempotent'] === true,
     });
   }
@@ -151,9 +160,82 @@ function oneLine(value: unknown): string | null {
   return text.length > MAX_SUMMARY_LENGTH ? `${text.slice(0, MAX_SUMMARY_LENGTH - 1)}…` : text;
 }
 
-/** One line per operation, for an LLM prompt; header parameters are left out, since programs cannot set them. */
-export function describeCatalog(operations: ApiOperation[]): string {
-  return operations.map(describeOperation).join('\n');
+/** The first 2xx answer's JSON schema, as the field names a program reads. */
+function describeResponse(root: JsonObject, responses: unknown): string | null {
+  const all = asObject(responses) ?? {};
+  const success = Object.keys(all)
+    .filter((status) => /^2\d\d$|^2XX$/i.test(status))
+    .sort()[0];
+  if (success === undefined) return null;
+  const content = asObject(asObject(resolveRef(root, all[success]))?.content) ?? {};
+  const media = Object.entries(content).find(([type]) => /json/i.test(type))?.[1];
+  const schema = resolveRef(root, asObject(media)?.schema);
+  if (schema === undefined) return null;
+  const shape = describeShape(root, schema, 0);
+  return shape.length > MAX_RETURNS_LENGTH ? `${shape.slice(0, MAX_RETURNS_LENGTH - 1)}…` : shape;
+}
+
+/**
+ * Properties of an object schema, with allOf's parts merged in, the required ones first in the order `required` lists
+ * them: a document stored as jsonb has its object keys reordered, and its arrays keep the author's order.
+ */
+function propertiesOf(root: JsonObject, schema: JsonObject, hops = 0): Map<string, unknown> {
+  const properties = new Map<string, unknown>();
+  if (hops > MAX_REF_HOPS) return properties;
+  for (const part of Array.isArray(schema.allOf) ? schema.allOf : []) {
+    const resolved = asObject(resolveRef(root, part));
+    if (resolved) for (const [name, property] of propertiesOf(root, resolved, hops + 1)) properties.set(name, property);
+  }
+  const own = Object.entries(asObject(schema.properties) ?? {});
+  const required = Array.isArray(schema.required) ? schema.required : [];
+  const rank = (name: string) => (required.includes(name) ? required.indexOf(name) : required.length);
+  for (const [name, property] of own.sort(([a], [b]) => rank(a) - rank(b))) properties.set(name, property);
+  return properties;
+}
+
+function describeShape(root: JsonObject, raw: unknown, depth: number): string {
+  const schema = asObject(resolveRef(root, raw));
+  if (!schema) return 'value';
+  const variant = [schema.oneOf, schema.anyOf].find(Array.isArray)?.[0];
+  if (variant !== undefined) return describeShape(root, variant, depth);
+  if (schema.type === 'array') return `[${describeShape(root, schema.items, depth)}]`;
+  const properties = propertiesOf(root, schema);
+  if (properties.size === 0) return typeof schema.type === 'string' ? schema.type : 'value';
+  if (depth >= MAX_SHAPE_DEPTH) return 'object';
+  const fields = [...properties].map(([name, property]) => {
+    const shape = describeShape(root, property, depth + 1);
+    return shape.startsWith('{') || shape.startsWith('[') ? `${name}: ${shape}` : name;
+  });
+  return `{ ${fields.join(', ')} }`;
+}
+
+export interface CatalogDescriptionOptions {
+  /** The longest description, in characters: operations past it are named only, and the text says so. */
+  maxChars?: number;
+}
+
+/**
+ * The operations for an LLM prompt: a line each (operationId, method, path, parameters, summary), then what it
+ * returns and whether it paginates. Header parameters are left out, since programs cannot set them.
+ */
+export function describeCatalog(operations: ApiOperation[], { maxChars = DEFAULT_CATALOG_CHARS }: CatalogDescriptionOptions = {}): string {
+  const entries: string[] = [];
+  let used = 0;
+  for (const [i, operation] of operations.entries()) {
+    const entry = describeOperation(operation);
+    // Room is kept for the note that says what was left out (at most about 400 characters).
+    if (used + entry.length + 1 > maxChars - 400) {
+      const rest = operations.slice(i).map((op) => op.operationId);
+      const named = rest.join(', ');
+      entries.push(
+        `(The catalog is abridged to fit: ${i} of ${operations.length} operations are described; the other ${rest.length} are not shown: ${named.length > 250 ? `${named.slice(0, 250)}…` : named}.)`,
+      );
+      break;
+    }
+    entries.push(entry);
+    used += entry.length + 1;
+  }
+  return entries.join('\n');
 }
 
 function describeOperation(operation: ApiOperation): string {
@@ -161,11 +243,21 @@ function describeOperation(operation: ApiOperation): string {
     .filter((p) => p.in !== 'header')
     .map((p) => `${p.name}${p.required ? '' : '?'}: ${schemaTypeName(p.schema)}`);
   const summary = operation.summary ? ` — ${operation.summary}` : '';
-  return `${operation.operationId} ${operation.method} ${operation.path} (${parameters.join(', ')})${summary}`;
+  const cursor = operation.parameters.find((p) => p.in === 'query' && (CURSOR_PARAMETER_NAMES as readonly string[]).includes(p.name));
+  return [
+    `${operation.operationId} ${operation.method} ${operation.path} (${parameters.join(', ')})${summary}`,
+    ...(operation.returns ? [`  returns ${operation.returns}`] : []),
+    operation.paginated && cursor
+      ? `  paginated by ${cursor.name}: one call returns one page; pass paginate: true to get every page as { data: [the items of all pages], pages, nextCursor }`
+      : '  not paginated: one call returns everything; do not pass paginate',
+  ].join('\n');
 }
 
 function schemaTypeName(schema: unknown): string {
   const object = asObject(schema);
+  if (Array.isArray(object?.enum) && object.enum.length > 0 && object.enum.length <= MAX_LISTED_ENUM_VALUES) {
+    return object.enum.map((value) => JSON.stringify(value)).join(' | ');
+  }
   if (object?.type === 'array') return `${schemaTypeName(object.items)}[]`;
   return typeof object?.type === 'string' ? object.type : 'unknown';
 }

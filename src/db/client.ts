@@ -463,5 +463,6 @@ function toDatabaseError(error: unknown, timeoutMs: number): Error {
     detail: error.detail,
     hint: error.hint,
     position: error.position,
+    statementPosition: (error as { statementPosition?: number }).statementPosition,
   });
 }

@@ -38,7 +38,7 @@ export function demoDatasetScript(schema: string, userCount: number): string {
 CREATE SCHEMA ${schema};
 CREATE TABLE ${schema}.users (
   id integer PRIMARY KEY, email text NOT NULL UNIQUE, name text NOT NULL, department text NOT NULL,
-  title text NOT NULL, status text NOT NULL, mfa_enabled boolean NOT NULL, manager_id integer,
+  title text NOT NULL, status text NOT NULL, mfa_enabled boolean NOT NULL, manager_id integer REFERENCES ${schema}.users(id),
   created_at timestamptz NOT NULL, last_login_at timestamptz);
 CREATE TABLE ${schema}.groups (
   id integer PRIMARY KEY, name text NOT NULL UNIQUE, type text NOT NULL, description text NOT NULL,
@@ -61,7 +61,7 @@ SELECT i,
   (${textArray(TITLES)})[1 + (i * 11) % ${TITLES.length}],
   CASE WHEN i % 37 = 0 THEN 'deprovisioned' WHEN i % 23 = 0 THEN 'suspended' ELSE 'active' END,
   (i * 17) % 10 < 7,
-  CASE WHEN i % 10 = 1 THEN NULL ELSE i - (i % 10) + 1 END,
+  CASE WHEN i % 10 = 1 OR i - (i % 10) + 1 > ${users} THEN NULL ELSE i - (i % 10) + 1 END,
   timestamptz '2022-01-01 00:00:00+00' + ((i * 7919) % 730) * interval '1 day' + (i % 1440) * interval '1 minute',
   CASE WHEN i % 37 = 0 OR i % 11 = 0 THEN NULL
        ELSE timestamptz '2024-01-01 00:00:00+00' + ((i * 104729) % 365) * interval '1 day' + (i % 720) * interval '1 minute' END

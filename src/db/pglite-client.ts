@@ -31,6 +31,8 @@ export class DatabaseQueryError extends Error {
   detail?: string;
   hint?: string;
   position?: string;
+  /** Where in the tenant's statement (1-based characters) the error is, when the database placed it there. */
+  statementPosition?: number;
 }
 
 export class StatementTimeoutError extends Error {

@@ -99,8 +99,8 @@ const FIRST_FETCH_ROWS = 16;
 const integerSetting = (value: number) => String(Math.max(1, Math.floor(value)));
 
 /**
- * The statement as the database runs it. Every row's text size is measured in the database
- * (octet_length of the row as text, what the wire carries), and
+ * The statement as the database runs it: `${before}${statement}${after}`. Every row's text size is measured in the
+ * database (octet_length of the row as text, what the wire carries), and
  * - a row over rowMaxBytes fails the statement before the row goes any further (it is never sent),
  * - the first row that starts past readMaxBytes stops the statement, so at most one row past the
  *   limit is ever sent, and nothing after it is computed,
@@ -108,20 +108,22 @@ const integerSetting = (value: number) => String(Math.max(1, Math.floor(value)))
  * Each level is fenced (OFFSET 0) so that the measure is computed once and the row check runs before
  * the running sum, a window with a ROWS frame that PostgreSQL computes without keeping the rows.
  */
-export function wrapTenantStatement(query: Pick<TenantQuery, 'statement' | 'relations' | 'limits'>): string {
+export function wrapTenantStatement(query: Pick<TenantQuery, 'relations' | 'limits'>): { before: string; after: string } {
   const { rowCap, rowMaxBytes, readMaxBytes } = query.limits;
-  return `${query.relations.prefix}SELECT ${SUMMED}.*,
+  const before = `${query.relations.prefix}SELECT ${SUMMED}.*,
   CASE WHEN ${SUMMED}."${READ_BYTES}" - ${SUMMED}."${ROW_BYTES}" > ${integerSetting(readMaxBytes)} THEN ('${READ_LIMIT_MARKER}' || ${SUMMED}."${READ_BYTES}")::int END AS "${READ_CHECK}"
 FROM (
   SELECT ${CHECKED}.*, sum(${CHECKED}."${ROW_BYTES}") OVER (ROWS UNBOUNDED PRECEDING) AS "${READ_BYTES}"
   FROM (
     SELECT ${MEASURED}.*, CASE WHEN ${MEASURED}."${ROW_BYTES}" > ${integerSetting(rowMaxBytes)} THEN ('${ROW_TOO_LARGE_MARKER}' || ${MEASURED}."${ROW_BYTES}")::int END AS "${ROW_CHECK}"
     FROM (SELECT ${STATEMENT}.*, octet_length(${STATEMENT}.*::text) AS "${ROW_BYTES}" FROM (
-${query.statement}
+`;
+  const after = `
 ) AS ${STATEMENT} OFFSET 0) AS ${MEASURED} OFFSET 0
   ) AS ${CHECKED}
   LIMIT ${integerSetting(rowCap + 1)}
 ) AS ${SUMMED}`;
+  return { before, after };
 }
 
 /**
@@ -164,8 +166,13 @@ export class TenantRowReader {
     signal?.throwIfAborted();
     const timeoutMs = this.deadline - Date.now();
     if (timeoutMs <= 0) throw new StatementTimeoutError(this.query.timeoutMs);
-    const declare = `DECLARE ${CURSOR} NO SCROLL CURSOR FOR ${wrapTenantStatement(this.query)}`;
-    const declared = cursor.declare(declare, this.query.relations.params, timeoutMs);
+    const { before, after } = wrapTenantStatement(this.query);
+    const declarePrefix = `DECLARE ${CURSOR} NO SCROLL CURSOR FOR ${before}`;
+    const declared = cursor
+      .declare(`${declarePrefix}${this.query.statement}${after}`, this.query.relations.params, timeoutMs)
+      .catch((error: unknown) => {
+        throw withStatementPosition(error, declarePrefix, this.query.statement);
+      });
     // Sent behind the DECLARE without waiting for it: a small result costs no round trip of its own. Should the
     // DECLARE fail, this FETCH fails too, and the DECLARE's error is the one thrown (with the same time, the
     // DECLARE's runs out first).
@@ -229,6 +236,18 @@ export class TenantRowReader {
       bytes: this.readBytes,
     };
   }
+}
+
+/**
+ * An error the database placed at a character of what it ran (`position`, 1-based, in characters) is given
+ * `statementPosition`: the same place in the tenant's statement, when it falls there.
+ */
+function withStatementPosition(error: unknown, prefix: string, statement: string): unknown {
+  const position = Number((error as { position?: unknown } | null)?.position);
+  if (!Number.isInteger(position) || typeof error !== 'object' || error === null) return error;
+  const statementPosition = position - [...prefix].length;
+  if (statementPosition >= 1 && statementPosition <= [...statement].length) Object.assign(error, { statementPosition });
+  return error;
 }
 
 /**

@@ -24,7 +24,9 @@ export class TenantKnowledge {
   }
 
   dataSchema(tenant: TenantRow): Promise<DataSchema> {
-    return cachedUntilFailure(this.dataSchemas, tenant.dataSchema, () => introspectDataSchema(this.database, tenant.dataSchema));
+    return cachedUntilFailure(this.dataSchemas, tenant.dataSchema, () =>
+      introspectDataSchema(this.database, tenant.dataSchema, { role: tenant.dbRole ?? undefined }),
+    );
   }
 
   /** Names of the functions a tenant's statement could reach: pg_catalog's and its own schema's. */

@@ -35,49 +35,90 @@ export class SqlRejectedError extends Error {
   }
 }
 
-export const ALLOWED_FUNCTIONS: ReadonlySet<string> = new Set([
-  'count', 'sum', 'avg', 'min', 'max', 'bool_and', 'bool_or', 'every', 'bit_and', 'bit_or', 'any_value',
-  'string_agg', 'array_agg', 'json_agg', 'jsonb_agg', 'json_agg_strict', 'jsonb_agg_strict',
-  'json_object_agg', 'jsonb_object_agg', 'json_object_agg_strict', 'jsonb_object_agg_strict',
-  'stddev', 'stddev_pop', 'stddev_samp', 'variance', 'var_pop', 'var_samp',
-  'percentile_cont', 'percentile_disc', 'mode', 'corr', 'covar_pop', 'covar_samp',
-  'regr_avgx', 'regr_avgy', 'regr_count', 'regr_intercept', 'regr_r2', 'regr_slope', 'regr_sxx', 'regr_sxy', 'regr_syy',
-  'row_number', 'rank', 'dense_rank', 'percent_rank', 'cume_dist', 'ntile', 'lag', 'lead',
-  'first_value', 'last_value', 'nth_value',
-  'length', 'char_length', 'character_length', 'octet_length', 'bit_length', 'lower', 'upper', 'initcap',
-  'trim', 'btrim', 'ltrim', 'rtrim', 'substring', 'substr', 'left', 'right', 'position', 'strpos', 'overlay',
-  'replace', 'concat', 'concat_ws', 'split_part', 'lpad', 'rpad', 'repeat', 'reverse', 'translate',
-  'ascii', 'chr', 'encode', 'decode', 'md5', 'sha224', 'sha256', 'sha384', 'sha512', 'to_hex',
-  'regexp_replace', 'regexp_match', 'regexp_matches', 'regexp_split_to_array', 'regexp_split_to_table',
-  'regexp_count', 'regexp_instr', 'regexp_like', 'regexp_substr', 'starts_with', 'format',
-  'to_char', 'to_number', 'string_to_table', 'normalize', 'is_normalized', 'like_escape', 'similar_to_escape',
-  'abs', 'ceil', 'ceiling', 'floor', 'round', 'trunc', 'mod', 'power', 'sqrt', 'cbrt', 'exp', 'ln', 'log', 'log10',
-  'sign', 'greatest', 'least', 'random', 'random_normal', 'width_bucket', 'div', 'pi', 'scale', 'gcd', 'lcm',
-  'coalesce', 'nullif', 'num_nulls', 'num_nonnulls',
-  'now', 'date_trunc', 'date_part', 'extract', 'age', 'make_date', 'make_time', 'make_timestamp',
-  'make_timestamptz', 'make_interval', 'to_date', 'to_timestamp', 'date_bin', 'date_add', 'date_subtract',
-  'justify_days', 'justify_hours', 'justify_interval', 'isfinite', 'clock_timestamp', 'statement_timestamp',
-  'transaction_timestamp', 'timezone', 'overlaps',
-  'json_build_object', 'jsonb_build_object', 'json_build_array', 'jsonb_build_array', 'json_object', 'jsonb_object',
-  'to_json', 'to_jsonb', 'row_to_json', 'array_to_json', 'json_array_length', 'jsonb_array_length',
-  'json_array_elements', 'json_array_elements_text', 'jsonb_array_elements', 'jsonb_array_elements_text',
-  'json_each', 'json_each_text', 'jsonb_each', 'jsonb_each_text', 'json_object_keys', 'jsonb_object_keys',
-  'json_extract_path', 'json_extract_path_text', 'jsonb_extract_path', 'jsonb_extract_path_text',
-  'json_typeof', 'jsonb_typeof', 'json_strip_nulls', 'jsonb_strip_nulls', 'jsonb_set', 'jsonb_set_lax',
-  'jsonb_insert', 'jsonb_pretty', 'jsonb_path_query', 'jsonb_path_query_array', 'jsonb_path_query_first',
-  'jsonb_path_exists', 'jsonb_path_match', 'json_to_record', 'json_to_recordset', 'jsonb_to_record',
-  'jsonb_to_recordset',
-  'array_length', 'cardinality', 'unnest', 'array_to_string', 'string_to_array', 'array_position',
-  'array_positions', 'array_remove', 'array_replace', 'array_append', 'array_prepend', 'array_cat',
-  'array_upper', 'array_lower', 'array_dims', 'array_ndims', 'trim_array', 'generate_subscripts',
-  'generate_series', 'gen_random_uuid',
+/**
+ * The functions a statement may call, by family. The guard checks names against these lists, and the SQL agent's prompt
+ * lists them (describeSqlRules), so that what the agent is told and what the guard accepts cannot differ.
+ */
+export const ALLOWED_FUNCTION_FAMILIES: ReadonlyMap<string, readonly string[]> = new Map([
+  ['aggregate', [
+    'count', 'sum', 'avg', 'min', 'max', 'bool_and', 'bool_or', 'every', 'bit_and', 'bit_or', 'any_value',
+    'string_agg', 'array_agg', 'json_agg', 'jsonb_agg', 'json_agg_strict', 'jsonb_agg_strict',
+    'json_object_agg', 'jsonb_object_agg', 'json_object_agg_strict', 'jsonb_object_agg_strict',
+    'stddev', 'stddev_pop', 'stddev_samp', 'variance', 'var_pop', 'var_samp',
+    'percentile_cont', 'percentile_disc', 'mode', 'corr', 'covar_pop', 'covar_samp',
+    'regr_avgx', 'regr_avgy', 'regr_count', 'regr_intercept', 'regr_r2', 'regr_slope', 'regr_sxx', 'regr_sxy', 'regr_syy',
+  ]],
+  ['window', ['row_number', 'rank', 'dense_rank', 'percent_rank', 'cume_dist', 'ntile', 'lag', 'lead', 'first_value', 'last_value', 'nth_value']],
+  ['string', [
+    'length', 'char_length', 'character_length', 'octet_length', 'bit_length', 'lower', 'upper', 'initcap',
+    'trim', 'btrim', 'ltrim', 'rtrim', 'substring', 'substr', 'left', 'right', 'position', 'strpos', 'overlay',
+    'replace', 'concat', 'concat_ws', 'split_part', 'lpad', 'rpad', 'repeat', 'reverse', 'translate',
+    'ascii', 'chr', 'encode', 'decode', 'md5', 'sha224', 'sha256', 'sha384', 'sha512', 'to_hex',
+    'regexp_replace', 'regexp_match', 'regexp_matches', 'regexp_split_to_array', 'regexp_split_to_table',
+    'regexp_count', 'regexp_instr', 'regexp_like', 'regexp_substr', 'starts_with', 'format',
+    'to_char', 'to_number', 'string_to_table', 'normalize', 'is_normalized', 'like_escape', 'similar_to_escape',
+  ]],
+  ['math', [
+    'abs', 'ceil', 'ceiling', 'floor', 'round', 'trunc', 'mod', 'power', 'sqrt', 'cbrt', 'exp', 'ln', 'log', 'log10',
+    'sign', 'greatest', 'least', 'random', 'random_normal', 'width_bucket', 'div', 'pi', 'scale', 'gcd', 'lcm',
+  ]],
+  ['null handling', ['coalesce', 'nullif', 'num_nulls', 'num_nonnulls']],
+  ['date/time', [
+    'now', 'date_trunc', 'date_part', 'extract', 'age', 'make_date', 'make_time', 'make_timestamp',
+    'make_timestamptz', 'make_interval', 'to_date', 'to_timestamp', 'date_bin', 'date_add', 'date_subtract',
+    'justify_days', 'justify_hours', 'justify_interval', 'isfinite', 'clock_timestamp', 'statement_timestamp',
+    'transaction_timestamp', 'timezone', 'overlaps',
+  ]],
+  ['json', [
+    'json_build_object', 'jsonb_build_object', 'json_build_array', 'jsonb_build_array', 'json_object', 'jsonb_object',
+    'to_json', 'to_jsonb', 'row_to_json', 'array_to_json', 'json_array_length', 'jsonb_array_length',
+    'json_array_elements', 'json_array_elements_text', 'jsonb_array_elements', 'jsonb_array_elements_text',
+    'json_each', 'json_each_text', 'jsonb_each', 'jsonb_each_text', 'json_object_keys', 'jsonb_object_keys',
+    'json_extract_path', 'json_extract_path_text', 'jsonb_extract_path', 'jsonb_extract_path_text',
+    'json_typeof', 'jsonb_typeof', 'json_strip_nulls', 'jsonb_strip_nulls', 'jsonb_set', 'jsonb_set_lax',
+    'jsonb_insert', 'jsonb_pretty', 'jsonb_path_query', 'jsonb_path_query_array', 'jsonb_path_query_first',
+    'jsonb_path_exists', 'jsonb_path_match', 'json_to_record', 'json_to_recordset', 'jsonb_to_record',
+    'jsonb_to_recordset',
+  ]],
+  ['array and series', [
+    'array_length', 'cardinality', 'unnest', 'array_to_string', 'string_to_array', 'array_position',
+    'array_positions', 'array_remove', 'array_replace', 'array_append', 'array_prepend', 'array_cat',
+    'array_upper', 'array_lower', 'array_dims', 'array_ndims', 'trim_array', 'generate_subscripts',
+    'generate_series', 'gen_random_uuid',
+  ]],
 ]);
 
-// Internal names, as the parser writes them (integer is pg_catalog.int4); each also as an array (_int4 or int4[]).
-const ALLOWED_TYPES: ReadonlySet<string> = new Set([
-  'bool', 'int2', 'int4', 'int8', 'numeric', 'float4', 'float8', 'text', 'varchar', 'bpchar', 'char',
-  'date', 'time', 'timetz', 'timestamp', 'timestamptz', 'interval', 'uuid', 'json', 'jsonb', 'bytea',
-]);
+export const ALLOWED_FUNCTIONS: ReadonlySet<string> = new Set([...ALLOWED_FUNCTION_FAMILIES.values()].flat());
+
+/**
+ * The types a statement may cast to (`::type`, CAST, typed literals, column definition lists), each also as an array:
+ * the SQL spelling an agent is told, and the internal names the parser writes for it (integer is pg_catalog.int4).
+ * Every other type is refused: aclitem, reg*, pg_* and the rest can probe the catalogs or the server.
+ */
+export const CASTABLE_TYPES: readonly { spelling: string; internalNames: readonly string[] }[] = [
+  { spelling: 'boolean', internalNames: ['bool'] },
+  { spelling: 'smallint', internalNames: ['int2'] },
+  { spelling: 'integer', internalNames: ['int4'] },
+  { spelling: 'bigint', internalNames: ['int8'] },
+  { spelling: 'numeric', internalNames: ['numeric'] },
+  { spelling: 'real', internalNames: ['float4'] },
+  { spelling: 'double precision', internalNames: ['float8'] },
+  { spelling: 'text', internalNames: ['text'] },
+  { spelling: 'varchar', internalNames: ['varchar'] },
+  { spelling: 'char', internalNames: ['bpchar'] },
+  { spelling: 'date', internalNames: ['date'] },
+  { spelling: 'time', internalNames: ['time'] },
+  { spelling: 'timetz', internalNames: ['timetz'] },
+  { spelling: 'timestamp', internalNames: ['timestamp'] },
+  { spelling: 'timestamptz', internalNames: ['timestamptz'] },
+  { spelling: 'interval', internalNames: ['interval'] },
+  { spelling: 'uuid', internalNames: ['uuid'] },
+  { spelling: 'json', internalNames: ['json'] },
+  { spelling: 'jsonb', internalNames: ['jsonb'] },
+  { spelling: 'bytea', internalNames: ['bytea'] },
+];
+
+const ALLOWED_TYPES: ReadonlySet<string> = new Set(CASTABLE_TYPES.flatMap((type) => type.internalNames));
 
 // xmin and xmax expose the cluster's transaction counter; the others, row locations and table oids.
 const SYSTEM_COLUMNS: ReadonlySet<string> = new Set(['xmin', 'xmax', 'cmin', 'cmax', 'ctid', 'tableoid']);
@@ -455,7 +496,7 @@ class ReferenceCollector {
     if (!ALLOWED_TYPES.has(baseName)) {
       throw new SqlRejectedError(
         'type not allowed',
-        `type ${qualifiedName} is not allowed (only boolean, integer, numeric, floating-point, text, date/time, uuid, json and bytea types and their arrays)`,
+        `type ${qualifiedName} is not allowed (only ${CASTABLE_TYPES.map((type) => type.spelling).join(', ')} and their arrays)`,
       );
     }
   }
@@ -588,6 +629,23 @@ function verifyEmbeddable(parser: PgQueryModule, statement: string, checkedSelec
   if (embedded !== original) {
     throw new SqlRejectedError('not embeddable', 'the statement does not keep its meaning when embedded as a subquery');
   }
+}
+
+/**
+ * The guard's rules in words, one line each, for whoever writes SQL for it (the SQL agent's prompt). Built from the
+ * lists the checks use, so that the words cannot drift from what the guard refuses.
+ */
+export function describeSqlRules({ maxSqlChars }: { maxSqlChars?: number } = {}): string[] {
+  const families = [...ALLOWED_FUNCTION_FAMILIES].map(([family, names]) => `${family}: ${names.join(', ')}`).join('; ');
+  const forbidden = new Set([...FORBIDDEN_NODES.values()].map((node) => node.detail.replace(/ (is|are) not allowed.*$/, '')));
+  return [
+    'Exactly one SELECT statement (WITH ... SELECT, UNION, subqueries, LATERAL and VALUES are fine). No INSERT, UPDATE, DELETE, MERGE, DDL, SET, SHOW, COPY, EXPLAIN or transaction control; every WITH query is a SELECT, and no WITH name starts with pg_.',
+    'Read only the tables listed and the step_N relations listed, by their plain names: no system catalog (pg_*), no information_schema, no other schema.',
+    `Functions: only these, by their plain names (or pg_catalog.name), called as f(x), never in attribute notation x.f or (x).f: ${families}.`,
+    `Casts (x::type, CAST(x AS type), typed literals such as date '2024-01-01'): only to ${CASTABLE_TYPES.map((type) => type.spelling).join(', ')}, and arrays of these (integer[]); no other type, and no schema-qualified type, operator or collation.`,
+    `Not allowed: ${[...forbidden].join('; ')}; ${[...REVEALING_VALUE_FUNCTIONS.values()].join(', ')}; system columns ${[...SYSTEM_COLUMNS].join(', ')}. Write values inline instead of parameters.`,
+    `No control or invisible characters${maxSqlChars === undefined ? '' : `; at most ${maxSqlChars} characters`}.`,
+  ];
 }
 
 export async function guardSql(sql: string, scope: SqlGuardScope): Promise<GuardedSql> {

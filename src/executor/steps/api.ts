@@ -42,6 +42,7 @@ export function createApiStepHandler({ knowledge, llm, sandbox, onSandboxRefused
             task: step,
             catalog: describeCatalog(callable),
             earlier: context.earlier,
+            limits: { maxRequests: sandbox.maxRequests, maxConcurrentRequests: sandbox.maxConcurrentRequests, maxPages: sandbox.maxPages },
             signal: context.signal,
           }),
         );

@@ -81,6 +81,23 @@ function toStepFailure(error: unknown, timeoutMs: number, limits: SqlStepOptions
 
 const REPAIRABLE: ReadonlySet<string> = new Set(['SQL_REJECTED', 'SQL_ERROR']);
 
+/** A refused statement for the agent's repair round, with the refusal exactly as the guard or the database worded it. */
+function failedAttempt(sql: string, error: unknown, failure: StepFailure): SqlAttempt {
+  if (error instanceof SqlRejectedError) return { sql, error: error.message, refusedBy: 'guard' };
+  if (error instanceof DatabaseQueryError) {
+    return {
+      sql,
+      error: error.message,
+      refusedBy: 'database',
+      sqlState: error.code,
+      detail: error.detail,
+      hint: error.hint,
+      position: error.statementPosition,
+    };
+  }
+  return { sql, error: failure.message };
+}
+
 export function createSqlStepHandler({
   database,
   knowledge,
@@ -136,6 +153,13 @@ export function createSqlStepHandler({
         span.setAttribute('db.response.returned_rows', answer.rows.length);
         return answer;
       });
+    } catch (error) {
+      // The database placed its error in the statement the guard cut out of the SQL (without leading comments); the
+      // agent is shown the SQL.
+      if (error instanceof DatabaseQueryError && error.statementPosition !== undefined) {
+        error.statementPosition += [...sql.slice(0, Math.max(0, sql.indexOf(guarded.statement)))].length;
+      }
+      throw error;
     } finally {
       memory.give(inputBytes);
     }
@@ -179,6 +203,7 @@ export function createSqlStepHandler({
             dataSchema,
             earlier: context.earlier,
             failedAttempts,
+            maxSqlChars,
             signal: context.signal,
           }),
         );
@@ -189,7 +214,7 @@ export function createSqlStepHandler({
         if (!(failure instanceof StepFailure)) throw failure;
         failure.artefact = { sql, attempts: attempt };
         if (sql === undefined || !REPAIRABLE.has(failure.code) || failedAttempts.length >= repairRounds) throw failure;
-        failedAttempts.push({ sql, error: failure.message });
+        failedAttempts.push(failedAttempt(sql, error, failure));
       }
     }
   });
