@@ -10,6 +10,7 @@ import { heapBytesOf, stringHeapBytes } from '../../heap-bytes.js';
 import { describeColumns, toJsonRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
 import { inSpan } from '../../observability/spans.js';
+import type { Logger } from '../../logger.js';
 import { askAgent, remainingMs, stoppedByCancel, type EarlierStep, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
 
 export interface SqlStepOptions {
@@ -24,6 +25,8 @@ export interface SqlStepOptions {
   maxSqlChars: number;
   /** Told of every statement the guard refuses, by reason (metrics). */
   onSqlRejected?: (reason: string) => void;
+  /** Where each agent-written statement that failed is logged with its SQL (the step keeps only the last one). */
+  logger?: Logger;
 }
 
 export function stepRelationName(index: number): string {
@@ -89,6 +92,7 @@ export function createSqlStepHandler({
   limits,
   maxSqlChars,
   onSqlRejected,
+  logger,
 }: SqlStepOptions): StepHandler {
   const guardScope = async (context: StepContext, dataSchema: DataSchema): Promise<SqlGuardScope> => {
     const readable = context.earlier.filter((e) => e.columns.length > 0);
@@ -188,7 +192,10 @@ export function createSqlStepHandler({
         const failure = toStepFailure(error, context.timeoutMs, limits);
         if (!(failure instanceof StepFailure)) throw failure;
         failure.artefact = { sql, attempts: attempt };
-        if (sql === undefined || !REPAIRABLE.has(failure.code) || failedAttempts.length >= repairRounds) throw failure;
+        if (sql === undefined) throw failure;
+        const repair = REPAIRABLE.has(failure.code) && failedAttempts.length < repairRounds;
+        logger?.info({ attempt, sql, error: { code: failure.code, message: failure.message }, repair }, 'agent-written statement failed');
+        if (!repair) throw failure;
         failedAttempts.push({ sql, error: failure.message });
       }
     }
