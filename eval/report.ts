@@ -160,7 +160,7 @@ export function describeModel(config: Config, env: NodeJS.ProcessEnv) {
     settings,
     environment: Object.fromEntries(
       Object.entries(env)
-        .filter(([name]) => MODEL_SETTING.test(name) && !SECRET_NAME.test(name))
+        .filter(([name]) => MODEL_SETTING.test(name) && !SECRET_NAME.test(name) && !name.startsWith('STEPCAST_TENANT_'))
         .sort(([a], [b]) => (a < b ? -1 : 1)),
     ),
   };
