@@ -16,6 +16,35 @@ async function topSelect(sql: string) {
   return tree.stmts[0]!.stmt.SelectStmt!;
 }
 
+/** The keys of an ORDER BY list, split at the commas outside parentheses. */
+function sortKeys(list: string): string[] {
+  const keys: string[] = [];
+  let depth = 0;
+  let start = 0;
+  for (let i = 0; i < list.length; i++) {
+    if (list[i] === '(') depth++;
+    else if (list[i] === ')') depth--;
+    else if (list[i] === ',' && depth === 0) {
+      keys.push(list.slice(start, i).trim());
+      start = i + 1;
+    }
+  }
+  return [...keys, list.slice(start).trim()];
+}
+
+/**
+ * A gold `... ORDER BY a, b LIMIT n` as `... ORDER BY a FETCH FIRST n ROWS WITH TIES`: every key but the last
+ * (the tie-breaker), or the only key. More than n rows means rows tie across the cut, and which of them the
+ * question asks for would depend on a tie-breaker a model need not choose as the gold SQL did.
+ */
+function withTiesAtCut(gold: string): { sql: string; limit: number } | null {
+  const match = /^(.*)\bORDER BY\s+(.+?)\s+LIMIT\s+(\d+)\s*$/is.exec(gold);
+  if (!match) return null;
+  const keys = sortKeys(match[2]!);
+  const cutKeys = keys.length > 1 ? keys.slice(0, -1) : keys;
+  return { sql: `${match[1]}ORDER BY ${cutKeys.join(', ')} FETCH FIRST ${match[3]} ROWS WITH TIES`, limit: Number(match[3]) };
+}
+
 const questions = await loadQuestions();
 /** Gold answers by backend, to check that both give the same (a gold answer that depends on the database is no gold). */
 const answers = new Map<string, Map<string, GoldAnswer>>();
@@ -35,7 +64,10 @@ describe('the evaluation question set', () => {
       const select = await topSelect(question.gold);
       const ordered = Array.isArray(select.sortClause) && select.sortClause.length > 0;
       if (question.ordered) expect(ordered, `${question.id} asks for an order; its gold has no ORDER BY`).toBe(true);
-      if (select.limitCount !== undefined) expect(ordered, `${question.id} has LIMIT without ORDER BY`).toBe(true);
+      if (select.limitCount !== undefined) {
+        expect(ordered, `${question.id} has LIMIT without ORDER BY`).toBe(true);
+        expect(withTiesAtCut(question.gold), `${question.id}: write LIMIT n last, right after the ORDER BY`).not.toBeNull();
+      }
     }
   });
 });
@@ -63,6 +95,20 @@ for (const { backend, skipReason } of backends) {
         golds.set(id, gold);
       }
       expect(golds.size).toBe(questions.length);
+    });
+
+    it('cuts no tie with LIMIT: the rows a "top n" question asks for do not depend on a tie-breaker', async () => {
+      const cut = questions.flatMap((question) => {
+        const variant = withTiesAtCut(question.gold);
+        return variant ? [{ ...question, gold: variant.sql, limit: variant.limit }] : [];
+      });
+      expect(cut.length).toBeGreaterThan(0);
+      const answers = await runGolds(server.url, cut, 10_000);
+      for (const question of cut) {
+        const answer = answers.get(question.id)!;
+        if (answer instanceof Error) throw new Error(`${question.id}: ${answer.message}`);
+        expect(answer.recordCount, `${question.id}: rows tie with its last row under ${question.gold}`).toBe(question.limit);
+      }
     });
   });
 }
