@@ -33,8 +33,16 @@ export interface EarlierRecords {
 export interface EvaluationHooks {
   /** The agent-written statements of this execution that failed, in order. */
   failedAttempts(executionId: string): FailedAttempt[];
-  /** Runs a statement the guard refused as the tenant's statements run (read-only, the tenant's role), with the earlier steps as step_N. */
+  /**
+   * Runs a statement the guard refused as the tenant's statements run (read-only, the tenant's role), with the
+   * earlier steps as step_N; throws RefusedStatementNotRun for one it must not run.
+   */
   runRefusedStatement(sql: string, earlier: EarlierRecords[]): Promise<ResultSet>;
+}
+
+/** runRefusedStatement does not run this statement: what it would do is not safe to find out (see service.ts). */
+export class RefusedStatementNotRun extends Error {
+  override name = 'RefusedStatementNotRun';
 }
 
 /** What became of a statement the guard refused, had it run: its result equals the gold answer's or not. */
@@ -160,6 +168,7 @@ async function judgeRefused(
       ? { ...refused, wouldHaveBeen: 'correct', note: comparison.reason }
       : { ...refused, wouldHaveBeen: 'wrong', note: comparison.reason };
   } catch (error) {
+    if (error instanceof RefusedStatementNotRun) return { ...refused, wouldHaveBeen: 'unchecked', note: error.message };
     return { ...refused, wouldHaveBeen: 'wrong', note: `it fails when run: ${(error as Error).message}` };
   }
 }

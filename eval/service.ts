@@ -11,12 +11,13 @@ import type { StepcastApp } from '../src/app.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { DEMO_TENANT_ID, DEMO_TENANT_SCHEMA } from '../src/db/demo-data.js';
 import { tenants } from '../src/db/tables.js';
+import { ALLOWED_FUNCTIONS } from '../src/guard/sql-guard.js';
 import { tenantRolePrefix } from '../src/db/tenant-roles.js';
 import { describeColumns, toJsonRecords } from '../src/executor/records.js';
 import { buildStepRelations, stepRelationName } from '../src/executor/steps/sql.js';
 import { createLogger } from '../src/logger.js';
 import { resultSetOf, type ResultSet } from './compare.js';
-import type { EarlierRecords, EvaluationHooks, FailedAttempt } from './harness.js';
+import { RefusedStatementNotRun, type EarlierRecords, type EvaluationHooks, type FailedAttempt } from './harness.js';
 
 /** The message the SQL step logs for each agent-written statement that failed (src/executor/steps/sql.ts). */
 const FAILED_ATTEMPT_MESSAGE = 'agent-written statement failed';
@@ -106,6 +107,56 @@ async function createDatabaseBeside(baseUrl: string): Promise<{ url: string; dro
   };
 }
 
+/** The names of the functions a statement calls, as PostgreSQL's parser reads them; null when it does not parse. */
+async function calledFunctions(sql: string): Promise<Set<string> | null> {
+  const parser = await import('libpg-query');
+  await parser.loadModule();
+  let tree: unknown;
+  try {
+    tree = await parser.parse(sql);
+  } catch {
+    return null;
+  }
+  const names = new Set<string>();
+  const pending: unknown[] = [tree];
+  while (pending.length > 0) {
+    const value = pending.pop();
+    if (Array.isArray(value)) pending.push(...(value as unknown[]));
+    else if (value !== null && typeof value === 'object') {
+      for (const [key, child] of Object.entries(value)) {
+        if (key === 'FuncCall' || key === 'funccall') {
+          const parts = (child as { funcname?: { String?: { sval?: string } }[] }).funcname ?? [];
+          names.add(parts.at(-1)?.String?.sval ?? '');
+        }
+        pending.push(child);
+      }
+    }
+  }
+  return names;
+}
+
+/**
+ * Why a refused statement must not run, if it must not. It runs as the tenant's role, set with SET LOCAL ROLE on
+ * the service's own connection: set_config('role', ...) would give the statement the service's role back (a
+ * superuser, often, on PostgreSQL; always on PGlite), and read-only does not stop a superuser from reading the
+ * server's files. So a statement that calls a volatile function the guard does not allow (set_config, pg_sleep,
+ * pg_read_file, advisory locks, ...) is not run; one that calls a stable or immutable one (date(), ...) is.
+ */
+async function reasonNotToRun(database: StepcastApp['database'], sql: string): Promise<string | undefined> {
+  const called = await calledFunctions(sql);
+  if (!called) return 'it does not parse, so what it calls is not known: not run';
+  const unlisted = [...called].filter((name) => !ALLOWED_FUNCTIONS.has(name));
+  if (unlisted.length === 0) return undefined;
+  const { rows } = await database.runReadOnly({
+    sql: "SELECT DISTINCT proname FROM pg_catalog.pg_proc WHERE provolatile = 'v' AND proname IN (SELECT jsonb_array_elements_text($1::jsonb)) ORDER BY proname",
+    params: [JSON.stringify(unlisted)],
+    timeoutMs: REFUSED_STATEMENT_TIMEOUT_MS,
+    searchPath: 'pg_catalog',
+  });
+  if (rows.length === 0) return undefined;
+  return `it calls ${rows.map((row) => String(row.proname)).join(', ')}, volatile and not allowed by the guard: not run`;
+}
+
 /** Keeps the failed agent attempts the service logs, by execution; writes every line to the log file, if any. */
 function attemptCollector(logFile: WriteStream | undefined) {
   const byExecution = new Map<string, FailedAttempt[]>();
@@ -163,6 +214,8 @@ export async function startEvalService({ env, concurrency, stepTimeoutMs, databa
     if (!tenant?.dbRole) throw new EvalSetupError('the demo tenant has no database role');
     const role = tenant.dbRole;
     const runRefusedStatement = async (sql: string, earlier: EarlierRecords[]): Promise<ResultSet> => {
+      const notRun = await reasonNotToRun(app.database, sql);
+      if (notRun) throw new RefusedStatementNotRun(notRun);
       const steps = earlier.map((step) => ({
         ...step,
         kind: 'SQL' as const,

@@ -68,6 +68,8 @@ function scriptModel(llm: ScriptedLlm, questions: readonly Question[], scripts: 
   return { tokensOf: (id: string) => tokens.get(id) };
 }
 
+const goldOf = (id: string) => all.find((question) => question.id === id)!.gold;
+
 const byId = (results: readonly QuestionResult[]) => Object.fromEntries(results.map((result) => [result.id, result]));
 
 const GOLD: Record<string, QuestionScript> = {
@@ -204,6 +206,23 @@ for (const { backend, skipReason } of backends) {
         guardRejectionsOfCorrect: 3,
         guardRejectionsUnchecked: 0,
       });
+    });
+
+    it("never runs a refused statement that calls a volatile function: set_config would give it the service's own role", async () => {
+      const questions = pick('sql-07', 'sql-21');
+      scriptModel(llm, questions, {
+        // Right, if run; but set_config('role', ...) ends the tenant's role for the session's (the service's).
+        'sql-07': { sql: ["SELECT count(*) AS mfa_users FROM users WHERE mfa_enabled AND set_config('role', session_user, true) IS NOT NULL", goldOf('sql-07')] },
+        // date() is not allowed either, but it is stable: run, and right.
+        'sql-21': {
+          sql: ["SELECT count(*) AS users FROM users WHERE date(last_login_at AT TIME ZONE 'UTC') BETWEEN '2024-12-01' AND '2024-12-31'", goldOf('sql-21')],
+        },
+      });
+      const results = byId(await run(questions));
+      expect(results['sql-07']).toMatchObject({ verdict: 'match', guardRejections: 1, guardRejectionsOfCorrect: 0 });
+      expect(results['sql-07']!.refused).toEqual([expect.objectContaining({ wouldHaveBeen: 'unchecked', note: expect.stringMatching(/set_config.*not run/) })]);
+      expect(results['sql-21']).toMatchObject({ verdict: 'match', guardRejections: 1, guardRejectionsOfCorrect: 1 });
+      expect(summarize(Object.values(results))).toMatchObject({ guardRejections: 2, guardRejectionsOfCorrect: 1, guardRejectionsUnchecked: 1 });
     });
   });
 }
