@@ -17,7 +17,10 @@ import type { Difficulty, Question, QuestionKind } from './questions.js';
 export interface FailedAttempt {
   stepIndex: number;
   attempt: number;
+  /** Its SQL, or the start of it when it was longer than the service logs (see sqlChars). */
   sql: string;
+  /** The length of the whole statement, when `sql` is only its start. */
+  sqlChars?: number;
   code: string;
   message: string;
 }
@@ -154,6 +157,9 @@ async function judgeRefused(
   const refused = { step: attempt.stepIndex, attempt: attempt.attempt, sql: attempt.sql, reason: attempt.message };
   if (attempt.stepIndex !== answerStep) {
     return { ...refused, wouldHaveBeen: 'unchecked', note: 'not the step that answers; only that step has a gold answer' };
+  }
+  if (attempt.sqlChars !== undefined) {
+    return { ...refused, wouldHaveBeen: 'unchecked', note: `the log keeps the first ${attempt.sql.length} of its ${attempt.sqlChars} characters: not run` };
   }
   const earlierSteps = execution.steps.filter((step) => step.index < attempt.stepIndex);
   const unusable = earlierSteps.find((step) => step.status !== 'SUCCEEDED' || step.truncated);

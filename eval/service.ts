@@ -170,6 +170,7 @@ function attemptCollector(logFile: WriteStream | undefined) {
         stepIndex?: number;
         attempt?: number;
         sql?: string;
+        sqlChars?: number;
         error?: { code?: string; message?: string };
       };
       if (entry.msg !== FAILED_ATTEMPT_MESSAGE || !entry.executionId || entry.sql === undefined) return;
@@ -178,6 +179,7 @@ function attemptCollector(logFile: WriteStream | undefined) {
         stepIndex: entry.stepIndex ?? 0,
         attempt: entry.attempt ?? attempts.length + 1,
         sql: entry.sql,
+        ...(entry.sqlChars === undefined ? {} : { sqlChars: entry.sqlChars }),
         code: entry.error?.code ?? '',
         message: entry.error?.message ?? '',
       });
@@ -208,7 +210,8 @@ export async function startEvalService({ env, concurrency, stepTimeoutMs, databa
     const collector = attemptCollector(logStream);
     // Loaded once the model is known to be configured: a run that cannot start says so without loading the service.
     const { startStepcast } = await import('../src/app.js');
-    const app: StepcastApp = await startStepcast(config, createLogger('info', collector.destination));
+    // At debug: the SQL step logs its failed statements at that level.
+    const app: StepcastApp = await startStepcast(config, createLogger('debug', collector.destination));
     cleanups.push(() => app.close());
     const [tenant] = await app.database.db.select({ dbRole: tenants.dbRole }).from(tenants).where(eq(tenants.id, DEMO_TENANT_ID));
     if (!tenant?.dbRole) throw new EvalSetupError('the demo tenant has no database role');

@@ -208,9 +208,12 @@ for (const { backend, skipReason } of backends) {
       });
     });
 
-    it("never runs a refused statement that calls a volatile function: set_config would give it the service's own role", async () => {
-      const questions = pick('sql-07', 'sql-21');
+    it("leaves unchecked the refused statements it must not run: a volatile function (set_config would give it the service's own role), or SQL the log kept only the start of", async () => {
+      const questions = pick('sql-02', 'sql-07', 'sql-21');
+      // Right, but over STEPCAST_MAX_SQL_CHARS (20,000): the log line keeps its first 20,000 characters.
+      const long = `${goldOf('sql-02')} /* ${'x'.repeat(20_000)} */`;
       scriptModel(llm, questions, {
+        'sql-02': { sql: [long, goldOf('sql-02')] },
         // Right, if run; but set_config('role', ...) ends the tenant's role for the session's (the service's).
         'sql-07': { sql: ["SELECT count(*) AS mfa_users FROM users WHERE mfa_enabled AND set_config('role', session_user, true) IS NOT NULL", goldOf('sql-07')] },
         // date() is not allowed either, but it is stable: run, and right.
@@ -222,7 +225,11 @@ for (const { backend, skipReason } of backends) {
       expect(results['sql-07']).toMatchObject({ verdict: 'match', guardRejections: 1, guardRejectionsOfCorrect: 0 });
       expect(results['sql-07']!.refused).toEqual([expect.objectContaining({ wouldHaveBeen: 'unchecked', note: expect.stringMatching(/set_config.*not run/) })]);
       expect(results['sql-21']).toMatchObject({ verdict: 'match', guardRejections: 1, guardRejectionsOfCorrect: 1 });
-      expect(summarize(Object.values(results))).toMatchObject({ guardRejections: 2, guardRejectionsOfCorrect: 1, guardRejectionsUnchecked: 1 });
+      expect(results['sql-02']).toMatchObject({ verdict: 'match', guardRejections: 1, guardRejectionsOfCorrect: 0 });
+      expect(results['sql-02']!.refused).toEqual([
+        expect.objectContaining({ sql: long.slice(0, 20_000), wouldHaveBeen: 'unchecked', note: `the log keeps the first 20000 of its ${long.length} characters: not run` }),
+      ]);
+      expect(summarize(Object.values(results))).toMatchObject({ guardRejections: 3, guardRejectionsOfCorrect: 1, guardRejectionsUnchecked: 2 });
     });
   });
 }
@@ -285,8 +292,9 @@ describe('npm run eval', () => {
     expect(written.questions.map((q) => [q.id, q.verdict, q.tokens.totalTokens])).toEqual(
       questions.map((q) => [q.id, 'match', model.tokensOf(q.id)!.totalTokens]),
     );
-    const logLines = (await readFile(log, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { msg: string; sql?: string });
-    expect(logLines.find((line) => line.msg === 'agent-written statement failed')).toMatchObject({ sql: 'SELECT count(xmin) AS users FROM users' });
+    const logLines = (await readFile(log, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { level: number; msg: string; sql?: string });
+    // At debug: the statement and the database's error may hold tenant data.
+    expect(logLines.find((line) => line.msg === 'agent-written statement failed')).toMatchObject({ level: 20, sql: 'SELECT count(xmin) AS users FROM users' });
   });
 
   it('says which settings to make, and exits 1, when no model is configured', async ({ signal }) => {

@@ -25,8 +25,19 @@ export interface SqlStepOptions {
   maxSqlChars: number;
   /** Told of every statement the guard refuses, by reason (metrics). */
   onSqlRejected?: (reason: string) => void;
-  /** Where each agent-written statement that failed is logged with its SQL (the step keeps only the last one). */
+  /**
+   * Where each agent-written statement that failed is logged with its SQL (the step keeps only the last one), at
+   * debug: the SQL and the database's error may hold tenant data (literals, values).
+   */
   logger?: Logger;
+}
+
+/** The error message of a failed statement, in its log line, at most (a database error may quote a whole value). */
+const MAX_LOGGED_ERROR_CHARS = 2_000;
+
+/** A statement for a log line: whole up to maxSqlChars (longer is refused for its length alone), else cut, with its length. */
+function boundedSql(sql: string, maxSqlChars: number): { sql: string; sqlChars?: number } {
+  return sql.length <= maxSqlChars ? { sql } : { sql: sql.slice(0, maxSqlChars), sqlChars: sql.length };
 }
 
 export function stepRelationName(index: number): string {
@@ -194,7 +205,10 @@ export function createSqlStepHandler({
         failure.artefact = { sql, attempts: attempt };
         if (sql === undefined) throw failure;
         const repair = REPAIRABLE.has(failure.code) && failedAttempts.length < repairRounds;
-        logger?.info({ attempt, sql, error: { code: failure.code, message: failure.message }, repair }, 'agent-written statement failed');
+        logger?.debug(
+          { attempt, ...boundedSql(sql, maxSqlChars), error: { code: failure.code, message: failure.message.slice(0, MAX_LOGGED_ERROR_CHARS) }, repair },
+          'agent-written statement failed',
+        );
         if (!repair) throw failure;
         failedAttempts.push({ sql, error: failure.message });
       }
