@@ -111,6 +111,7 @@ function composeExecutor(
         repairRounds: config.llm.sqlRepairRounds,
         maxSqlChars: config.inputLimits.maxSqlChars,
         onSqlRejected: metrics?.sqlRefused,
+        logger,
         limits: {
           rowMaxBytes: config.executor.rowMaxBytes,
           readMaxBytes: config.executor.stepMaxBytes,

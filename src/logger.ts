@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 
 export type { Logger };
 
@@ -12,13 +12,10 @@ export interface LogContext {
 
 const logContext = new AsyncLocalStorage<LogContext>();
 
-/** Every line carries the correlation id (and execution, step) of the run it was logged in. */
-export function createLogger(level: string): Logger {
-  return pino({
-    level,
-    base: { service: 'stepcast' },
-    mixin: () => ({ ...logContext.getStore() }),
-  });
+/** Every line carries the correlation id (and execution, step) of the run it was logged in; stdout unless told otherwise. */
+export function createLogger(level: string, destination?: DestinationStream): Logger {
+  const options = { level, base: { service: 'stepcast' }, mixin: () => ({ ...logContext.getStore() }) };
+  return destination ? pino(options, destination) : pino(options);
 }
 
 export function withLogContext<T>(context: LogContext, work: () => T): T {

@@ -109,15 +109,33 @@ export async function stopServiceProcess(service: ServiceProcess, graceMs = 15_0
  * Runs `npm run admin -- <args>` as a user would (without npm's own output), and collects what it printed.
  * With `signal` (a test's context.signal), a timed-out test kills the command and goes no further.
  */
-export async function runAdmin(
+export function runAdmin(
   args: string[],
   env: Record<string, string>,
   { signal }: { signal?: AbortSignal } = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return runTsxCommand('src/admin/cli.ts', args, { LOG_LEVEL: 'silent', ...env }, signal);
+}
+
+/** Runs `npm run eval -- <args>` as a user would (without npm's own output), as runAdmin does. */
+export function runEvalCommand(
+  args: string[],
+  env: Record<string, string>,
+  { signal }: { signal?: AbortSignal } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return runTsxCommand('eval/run.ts', args, env, signal);
+}
+
+async function runTsxCommand(
+  entry: string,
+  args: string[],
+  env: Record<string, string>,
+  signal: AbortSignal | undefined,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   signal?.throwIfAborted();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/admin/cli.ts', ...args], {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
     cwd: projectRoot,
-    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'silent', ...env },
+    env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const exited = track(child, 'commands');

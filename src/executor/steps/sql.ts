@@ -10,6 +10,7 @@ import { heapBytesOf, stringHeapBytes } from '../../heap-bytes.js';
 import { describeColumns, toJsonRecords } from '../records.js';
 import type { TenantKnowledge } from '../tenant-knowledge.js';
 import { inSpan } from '../../observability/spans.js';
+import type { Logger } from '../../logger.js';
 import { askAgent, workTimeoutMs, stoppedByCancel, type EarlierStep, type StepContext, type StepHandler, type StepOutcome } from './step-handler.js';
 
 export interface SqlStepOptions {
@@ -24,6 +25,19 @@ export interface SqlStepOptions {
   maxSqlChars: number;
   /** Told of every statement the guard refuses, by reason (metrics). */
   onSqlRejected?: (reason: string) => void;
+  /**
+   * Where each agent-written statement that failed is logged with its SQL (the step keeps only the last one), at
+   * debug: the SQL and the database's error may hold tenant data (literals, values).
+   */
+  logger?: Logger;
+}
+
+/** The error message of a failed statement, in its log line, at most (a database error may quote a whole value). */
+const MAX_LOGGED_ERROR_CHARS = 2_000;
+
+/** A statement for a log line: whole up to maxSqlChars (longer is refused for its length alone), else cut, with its length. */
+function boundedSql(sql: string, maxSqlChars: number): { sql: string; sqlChars?: number } {
+  return sql.length <= maxSqlChars ? { sql } : { sql: sql.slice(0, maxSqlChars), sqlChars: sql.length };
 }
 
 export function stepRelationName(index: number): string {
@@ -106,6 +120,7 @@ export function createSqlStepHandler({
   limits,
   maxSqlChars,
   onSqlRejected,
+  logger,
 }: SqlStepOptions): StepHandler {
   const guardScope = async (context: StepContext, dataSchema: DataSchema): Promise<SqlGuardScope> => {
     const readable = context.earlier.filter((e) => e.columns.length > 0);
@@ -213,7 +228,13 @@ export function createSqlStepHandler({
         const failure = toStepFailure(error, context.timeoutMs, limits);
         if (!(failure instanceof StepFailure)) throw failure;
         failure.artefact = { sql, attempts: attempt };
-        if (sql === undefined || !REPAIRABLE.has(failure.code) || failedAttempts.length >= repairRounds) throw failure;
+        if (sql === undefined) throw failure;
+        const repair = REPAIRABLE.has(failure.code) && failedAttempts.length < repairRounds;
+        logger?.debug(
+          { attempt, ...boundedSql(sql, maxSqlChars), error: { code: failure.code, message: failure.message.slice(0, MAX_LOGGED_ERROR_CHARS) }, repair },
+          'agent-written statement failed',
+        );
+        if (!repair) throw failure;
         failedAttempts.push(failedAttempt(sql, error, failure));
       }
     }

@@ -1,0 +1,307 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { evaluate, type QuestionResult } from '../eval/harness.js';
+import { loadQuestions, selectQuestions, type Question } from '../eval/questions.js';
+import { summarize } from '../eval/report.js';
+import { startEvalService, type EvalService } from '../eval/service.js';
+import { promptOf, startScriptedLlm, type RecordedRequest, type ScriptedLlm } from './fixtures/scripted-llm.js';
+import { backends, postgresUrl } from './support/database.js';
+import { seedPgliteDataDir } from './support/pglite-template.js';
+import { runEvalCommand } from './support/process.js';
+
+interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+}
+
+/** What the scripted model answers for one question: the planner's steps (end-to-end), then each SQL it is asked for, in order. */
+interface QuestionScript {
+  plan?: string[];
+  sql: string[];
+}
+
+const isPlanner = (request: RecordedRequest) => request.body.response_format?.json_schema?.name === 'plan';
+
+const all = await loadQuestions();
+const pick = (...ids: string[]) => selectQuestions(all, { ids });
+
+/**
+ * A model on the scripted server: each request is for the question whose text its prompt holds, and gets that
+ * question's next answer. Every answer has a usage of its own (prompt 1000 + n, completion 10 + n for the n-th
+ * answer of the run), so that the tokens of each question are known.
+ */
+function scriptModel(llm: ScriptedLlm, questions: readonly Question[], scripts: Record<string, QuestionScript>) {
+  const tokens = new Map<string, { promptTokens: number; completionTokens: number; totalTokens: number }>();
+  const next = new Map<string, number>();
+  let answers = 0;
+  llm.script({
+    when: () => true,
+    repeat: true,
+    replies: [
+      (request) => {
+        const prompt = promptOf(request);
+        const question = questions.filter((q) => prompt.includes(q.question)).sort((a, b) => b.question.length - a.question.length)[0];
+        const script = question && scripts[question.id];
+        if (!question || !script) return { status: 400, body: { error: { message: 'no script for this question' } } };
+        answers += 1;
+        const usage: Usage = { prompt_tokens: 1000 + answers, completion_tokens: 10 + answers };
+        const sum = tokens.get(question.id) ?? { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
+        tokens.set(question.id, {
+          promptTokens: sum.promptTokens + usage.prompt_tokens,
+          completionTokens: sum.completionTokens + usage.completion_tokens,
+          totalTokens: sum.totalTokens + usage.prompt_tokens + usage.completion_tokens,
+        });
+        if (isPlanner(request)) {
+          const steps = script.plan!.map((queryContext) => ({ kind: 'SQL', queryContext, entity: null, reasoning: null, critical: true }));
+          return { content: { reasoning: 'scripted', steps }, usage };
+        }
+        const index = next.get(question.id) ?? 0;
+        next.set(question.id, index + 1);
+        const sql = script.sql[index];
+        if (sql === undefined) return { status: 400, body: { error: { message: `no SQL answer ${index + 1} for ${question.id}` } } };
+        return { content: { sql, explanation: 'scripted' }, usage };
+      },
+    ],
+  });
+  return { tokensOf: (id: string) => tokens.get(id) };
+}
+
+const goldOf = (id: string) => all.find((question) => question.id === id)!.gold;
+
+const byId = (results: readonly QuestionResult[]) => Object.fromEntries(results.map((result) => [result.id, result]));
+
+const GOLD: Record<string, QuestionScript> = {
+  'sql-01': { sql: ['SELECT count(*) AS users FROM users'] },
+  'sql-14': { sql: ['SELECT id, name FROM users ORDER BY created_at DESC, id LIMIT 5'] },
+  'two-01': {
+    sql: [
+      "SELECT id FROM users WHERE email = 'hedy.turing2@example.com'",
+      'SELECT g.name FROM groups g JOIN group_members m ON m.group_id = g.id JOIN step_1 s ON s.id = m.user_id',
+    ],
+  },
+  'e2e-04': {
+    plan: ['the user with that email', 'the names of the applications assigned to that user (step 1)'],
+    sql: [
+      "SELECT id FROM users WHERE email = 'frances.hopper4@example.com'",
+      'SELECT a.name FROM applications a JOIN app_assignments x ON x.app_id = a.id JOIN step_1 s ON s.id = x.user_id',
+    ],
+  },
+};
+
+for (const { backend, skipReason } of backends) {
+  describe.skipIf(skipReason !== null)(`the evaluation harness on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
+    let llm: ScriptedLlm;
+    let service: EvalService;
+    let dataDir: string | undefined;
+    beforeAll(async () => {
+      llm = await startScriptedLlm();
+      if (backend === 'pglite') {
+        dataDir = await mkdtemp(join(tmpdir(), 'stepcast-eval-test-'));
+        await seedPgliteDataDir(dataDir);
+      }
+      service = await startEvalService({
+        // 200 demo users: every gold answer is computed on the data it runs on, whatever its size.
+        env: { OPENAI_BASE_URL: llm.baseUrl, OPENAI_API_KEY: 'test-key', STEPCAST_MODEL: 'scripted-model', STEPCAST_DEMO_USERS: '200' },
+        concurrency: 2,
+        stepTimeoutMs: 20_000,
+        databaseUrl: backend === 'postgres' ? postgresUrl : undefined,
+        dataDir,
+      });
+    });
+    afterAll(async () => {
+      await service?.close();
+      await llm?.close();
+      if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    });
+
+    const run = (questions: Question[]) =>
+      evaluate({ url: service.url, questions, concurrency: 2, stepTimeoutMs: 20_000, hooks: service.hooks });
+
+    it('scores 100 % for a model that answers the gold SQL, with the tokens the model reported', async () => {
+      const questions = pick('sql-01', 'sql-14', 'two-01', 'e2e-04');
+      const model = scriptModel(llm, questions, GOLD);
+      const results = await run(questions);
+      for (const result of results) {
+        expect(result, result.reason).toMatchObject({ verdict: 'match', correct: true, status: 'SUCCEEDED', repairRounds: 0, guardRejections: 0 });
+        expect(result.tokens).toEqual(model.tokensOf(result.id));
+        expect(result.latencyMs).toBeGreaterThan(0);
+      }
+      expect(byId(results)['two-01']!.readsStep1).toBe(true);
+      expect(byId(results)['e2e-04']!.steps).toHaveLength(2);
+      const summary = summarize(results);
+      expect(summary).toMatchObject({ questions: 4, scored: 4, correct: 4, accuracy: 1, repairRounds: 0, guardRejections: 0 });
+      expect(summary.tokens.totalTokens).toBe(questions.reduce((sum, q) => sum + model.tokensOf(q.id)!.totalTokens, 0));
+      // Four questions, seven model answers: one plan and six statements.
+      expect(llm.requests).toHaveLength(7);
+    });
+
+    it('scores a model that answers some questions wrong exactly: columns by value in any order and name, rows in order only when asked', async () => {
+      const questions = pick('sql-01', 'sql-02', 'sql-09', 'sql-12', 'sql-14', 'two-01', 'e2e-04');
+      scriptModel(llm, questions, {
+        'sql-01': { sql: ["SELECT count(*) AS users FROM users WHERE status = 'active'"] },
+        'sql-02': { sql: ["SELECT count(*) FROM users WHERE status = 'suspended'"] },
+        'sql-09': { sql: ['SELECT email AS e, name AS who FROM users WHERE id = 42'] },
+        'sql-12': { sql: ['SELECT status, count(*) AS users, count(*) FILTER (WHERE mfa_enabled) AS with_mfa FROM users GROUP BY status'] },
+        // The five newest, but ordered by id: the question asks for newest first.
+        'sql-14': { sql: ['SELECT id, name FROM (SELECT id, name FROM users ORDER BY created_at DESC, id LIMIT 5) AS newest ORDER BY id'] },
+        'two-01': GOLD['two-01']!,
+        'e2e-04': { plan: GOLD['e2e-04']!.plan, sql: [GOLD['e2e-04']!.sql[0]!, 'SELECT x.app_id FROM app_assignments x JOIN step_1 s ON s.id = x.user_id'] },
+      });
+      const results = byId(await run(questions));
+      expect(results['sql-01']).toMatchObject({ verdict: 'mismatch', correct: false, reason: 'no column holds the values of gold column 1 (users)' });
+      expect(results['sql-02']).toMatchObject({ verdict: 'match', correct: true });
+      expect(results['sql-09']).toMatchObject({ verdict: 'match', correct: true });
+      expect(results['sql-12']).toMatchObject({ verdict: 'match-with-extra-columns', correct: false, correctWithExtraColumns: true });
+      expect(results['sql-14']).toMatchObject({ verdict: 'mismatch', correct: false });
+      expect(results['sql-14']!.reason).toMatch(/in that order|another order/);
+      expect(results['two-01']).toMatchObject({ verdict: 'match', correct: true });
+      expect(results['e2e-04']).toMatchObject({ verdict: 'mismatch', correct: false });
+      const summary = summarize(Object.values(results));
+      expect(summary).toMatchObject({ scored: 7, correct: 3, accuracy: 3 / 7, correctWithExtraColumns: 4, accuracyWithExtraColumns: 4 / 7, noAnswer: 0 });
+    });
+
+    it('counts repair rounds and guard refusals, and runs each refused statement to tell those that were right', async () => {
+      const questions = pick('sql-01', 'sql-02', 'sql-04', 'two-01');
+      const model = scriptModel(llm, questions, {
+        // Refused (a system column), and right: its count is the gold count. The repair is gold.
+        'sql-01': { sql: ['SELECT count(xmin) AS users FROM users', GOLD['sql-01']!.sql[0]!] },
+        // Refused, and wrong: it counts every user, not the suspended ones.
+        'sql-02': { sql: ['SELECT count(xmin) AS suspended FROM users', "SELECT count(*) AS suspended FROM users WHERE status = 'suspended'"] },
+        // Refused twice (another schema, then a system column; the second was right): the step fails.
+        'sql-04': {
+          sql: ['SELECT count(*) AS n FROM pg_catalog.pg_class', "SELECT count(xmin) AS security_groups FROM groups WHERE type = 'security'"],
+        },
+        // Step 2 refused while it reads step_1, and right when run on step 1's records.
+        'two-01': {
+          sql: [
+            GOLD['two-01']!.sql[0]!,
+            'SELECT g.name FROM groups g JOIN group_members m ON m.group_id = g.id JOIN step_1 s ON s.id = m.user_id WHERE m.xmin IS NOT NULL',
+            GOLD['two-01']!.sql[1]!,
+          ],
+        },
+      });
+      const results = byId(await run(questions));
+      expect(results['sql-01']).toMatchObject({ verdict: 'match', repairRounds: 1, guardRejections: 1, guardRejectionsOfCorrect: 1 });
+      expect(results['sql-01']!.refused).toEqual([
+        expect.objectContaining({ step: 1, attempt: 1, sql: 'SELECT count(xmin) AS users FROM users', wouldHaveBeen: 'correct' }),
+      ]);
+      expect(results['sql-02']).toMatchObject({ verdict: 'match', repairRounds: 1, guardRejections: 1, guardRejectionsOfCorrect: 0 });
+      expect(results['sql-02']!.refused[0]).toMatchObject({ wouldHaveBeen: 'wrong' });
+      expect(results['sql-04']).toMatchObject({ verdict: 'no-answer', correct: false, status: 'FAILED', repairRounds: 1, guardRejections: 2, guardRejectionsOfCorrect: 1 });
+      expect(results['sql-04']!.refused.map((refused) => [refused.attempt, refused.wouldHaveBeen])).toEqual([
+        [1, 'wrong'],
+        [2, 'correct'],
+      ]);
+      expect(results['sql-04']!.reason).toMatch(/SQL_REJECTED/);
+      expect(results['two-01']).toMatchObject({ verdict: 'match', repairRounds: 1, guardRejections: 1, guardRejectionsOfCorrect: 1 });
+      expect(results['two-01']!.refused[0]).toMatchObject({ step: 2, attempt: 1, wouldHaveBeen: 'correct' });
+      for (const question of questions) expect(results[question.id]!.tokens).toEqual(model.tokensOf(question.id));
+      expect(summarize(Object.values(results))).toMatchObject({
+        correct: 3,
+        noAnswer: 1,
+        repairRounds: 4,
+        guardRejections: 5,
+        guardRejectionsOfCorrect: 3,
+        guardRejectionsUnchecked: 0,
+      });
+    });
+
+    it("leaves unchecked the refused statements it must not run: a volatile function (set_config would give it the service's own role), or SQL the log kept only the start of", async () => {
+      const questions = pick('sql-02', 'sql-07', 'sql-21');
+      // Right, but over STEPCAST_MAX_SQL_CHARS (20,000): the log line keeps its first 20,000 characters.
+      const long = `${goldOf('sql-02')} /* ${'x'.repeat(20_000)} */`;
+      scriptModel(llm, questions, {
+        'sql-02': { sql: [long, goldOf('sql-02')] },
+        // Right, if run; but set_config('role', ...) ends the tenant's role for the session's (the service's).
+        'sql-07': { sql: ["SELECT count(*) AS mfa_users FROM users WHERE mfa_enabled AND set_config('role', session_user, true) IS NOT NULL", goldOf('sql-07')] },
+        // date() is not allowed either, but it is stable: run, and right.
+        'sql-21': {
+          sql: ["SELECT count(*) AS users FROM users WHERE date(last_login_at AT TIME ZONE 'UTC') BETWEEN '2024-12-01' AND '2024-12-31'", goldOf('sql-21')],
+        },
+      });
+      const results = byId(await run(questions));
+      expect(results['sql-07']).toMatchObject({ verdict: 'match', guardRejections: 1, guardRejectionsOfCorrect: 0 });
+      expect(results['sql-07']!.refused).toEqual([expect.objectContaining({ wouldHaveBeen: 'unchecked', note: expect.stringMatching(/set_config.*not run/) })]);
+      expect(results['sql-21']).toMatchObject({ verdict: 'match', guardRejections: 1, guardRejectionsOfCorrect: 1 });
+      expect(results['sql-02']).toMatchObject({ verdict: 'match', guardRejections: 1, guardRejectionsOfCorrect: 0 });
+      expect(results['sql-02']!.refused).toEqual([
+        expect.objectContaining({ sql: long.slice(0, 20_000), wouldHaveBeen: 'unchecked', note: `the log keeps the first 20000 of its ${long.length} characters: not run` }),
+      ]);
+      expect(summarize(Object.values(results))).toMatchObject({ guardRejections: 3, guardRejectionsOfCorrect: 1, guardRejectionsUnchecked: 2 });
+    });
+  });
+}
+
+describe('npm run eval', () => {
+  let llm: ScriptedLlm;
+  let dir: string;
+  beforeAll(async () => {
+    llm = await startScriptedLlm();
+    dir = await mkdtemp(join(tmpdir(), 'stepcast-eval-test-'));
+  });
+  afterAll(async () => {
+    await llm?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('prints the table and writes the JSON report for comparing models', async ({ signal }) => {
+    const questions = pick('sql-01', 'two-01');
+    const model = scriptModel(llm, questions, {
+      'sql-01': { sql: ['SELECT count(xmin) AS users FROM users', GOLD['sql-01']!.sql[0]!] },
+      'two-01': GOLD['two-01']!,
+    });
+    const report = join(dir, 'report.json');
+    const log = join(dir, 'service.log');
+    const { code, stdout, stderr } = await runEvalCommand(
+      ['--ids', 'sql-01,two-01', '--log', log],
+      {
+        OPENAI_BASE_URL: llm.baseUrl,
+        OPENAI_API_KEY: 'test-key',
+        STEPCAST_MODEL: 'scripted-model',
+        STEPCAST_SQL_REPAIR_ROUNDS: '2',
+        STEPCAST_DEMO_USERS: '200',
+        EVAL_REPORT: report,
+      },
+      { signal },
+    );
+    expect(code, stderr).toBe(0);
+    expect(stdout).toMatch(/^question +kind +difficulty +result +refused \(correct\) +repairs +tokens +latency/m);
+    expect(stdout).toMatch(/^sql-01 +sql +easy +ok +1 \(1\) +1 +\d+ +[\d.]+ s$/m);
+    expect(stdout).toMatch(/^two-01 +two-step +easy +ok +0 \(0\) +0 /m);
+    expect(stdout).toMatch(/^total +2 +100\.0 % \(2\) +100\.0 % \(2\) +1 \(1\) +1 /m);
+    expect(stderr).toContain(`report: ${report}`);
+
+    const written = JSON.parse(await readFile(report, 'utf8')) as {
+      model: { models: Record<string, string>; baseUrlHost: string; settings: Record<string, unknown>; environment: Record<string, string> };
+      run: Record<string, unknown>;
+      summary: { total: Record<string, unknown> };
+      questions: QuestionResult[];
+    };
+    expect(written.model.models).toEqual({ sql: 'scripted-model', api: 'scripted-model', planner: 'scripted-model' });
+    expect(written.model.baseUrlHost).toBe(new URL(llm.baseUrl).host);
+    expect(written.model.settings).toMatchObject({ sqlRepairRounds: 2 });
+    // The settings that shape the model's answers, and no other (STEPCAST_DEMO_USERS is in run.demoUsers).
+    expect(written.model.environment).toEqual({ STEPCAST_MODEL: 'scripted-model', STEPCAST_SQL_REPAIR_ROUNDS: '2' });
+    expect(JSON.stringify(written)).not.toContain('test-key');
+    expect(written.run).toMatchObject({ backend: 'pglite', demoUsers: 200, concurrency: 1 });
+    const tokens = questions.reduce((sum, q) => sum + model.tokensOf(q.id)!.totalTokens, 0);
+    expect(written.summary.total).toMatchObject({ scored: 2, correct: 2, accuracy: 1, guardRejections: 1, guardRejectionsOfCorrect: 1, repairRounds: 1 });
+    expect(written.summary.total.tokens).toMatchObject({ totalTokens: tokens });
+    expect(written.questions.map((q) => [q.id, q.verdict, q.tokens.totalTokens])).toEqual(
+      questions.map((q) => [q.id, 'match', model.tokensOf(q.id)!.totalTokens]),
+    );
+    const logLines = (await readFile(log, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { level: number; msg: string; sql?: string });
+    // At debug: the statement and the database's error may hold tenant data.
+    expect(logLines.find((line) => line.msg === 'agent-written statement failed')).toMatchObject({ level: 20, sql: 'SELECT count(xmin) AS users FROM users' });
+  });
+
+  it('says which settings to make, and exits 1, when no model is configured', async ({ signal }) => {
+    const report = join(dir, 'not-written.json');
+    const { code, stderr } = await runEvalCommand(['--ids', 'sql-01', '--report', report], {}, { signal });
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/no model is configured: set OPENAI_BASE_URL .* or OPENAI_API_KEY/);
+    await expect(readFile(report)).rejects.toThrow(/ENOENT/);
+  });
+});
