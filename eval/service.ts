@@ -71,6 +71,8 @@ export function evalConfig(env: NodeJS.ProcessEnv, { dataDir, databaseUrl, concu
     STEPCAST_TENANT_MODEL_CALLS_PER_MINUTE: '1000000',
     STEPCAST_TENANT_MODEL_CALLS_BURST: '1000000',
     STEPCAST_MAX_STEP_TIMEOUT_MS: String(maxStepTimeoutMs),
+    // An execution still running when the evaluation closes the service was stopped with it (a signal): no wait.
+    STEPCAST_SHUTDOWN_GRACE_MS: '1000',
   });
 }
 
@@ -191,9 +193,12 @@ function attemptCollector(logFile: WriteStream | undefined) {
 
 export async function startEvalService({ env, concurrency, stepTimeoutMs, databaseUrl, logFile, dataDir: givenDataDir }: EvalServiceOptions): Promise<EvalService> {
   const cleanups: (() => Promise<void>)[] = [];
-  const cleanUp = async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup();
-  };
+  let cleaning: Promise<void> | undefined;
+  // Once, however often it is asked for (a signal, then the end of the run).
+  const cleanUp = () =>
+    (cleaning ??= (async () => {
+      for (const cleanup of cleanups.reverse()) await cleanup();
+    })());
   try {
     const dataDir = givenDataDir ?? (await mkdtemp(join(tmpdir(), 'stepcast-eval-')));
     if (!givenDataDir) cleanups.push(() => rm(dataDir, { recursive: true, force: true }));

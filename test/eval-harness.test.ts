@@ -1,15 +1,16 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { evaluate, type QuestionResult } from '../eval/harness.js';
 import { loadQuestions, selectQuestions, type Question } from '../eval/questions.js';
 import { summarize } from '../eval/report.js';
 import { startEvalService, type EvalService } from '../eval/service.js';
 import { promptOf, startScriptedLlm, type RecordedRequest, type ScriptedLlm } from './fixtures/scripted-llm.js';
-import { backends, postgresUrl } from './support/database.js';
+import { backends, postgresUrl, tenantRolesOf } from './support/database.js';
 import { seedPgliteDataDir } from './support/pglite-template.js';
-import { runEvalCommand } from './support/process.js';
+import { runEvalCommand, startEvalCommand } from './support/process.js';
 
 interface Usage {
   prompt_tokens: number;
@@ -295,6 +296,64 @@ describe('npm run eval', () => {
     const logLines = (await readFile(log, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { level: number; msg: string; sql?: string });
     // At debug: the statement and the database's error may hold tenant data.
     expect(logLines.find((line) => line.msg === 'agent-written statement failed')).toMatchObject({ level: 20, sql: 'SELECT count(xmin) AS users FROM users' });
+  });
+
+  it.skipIf(!postgresUrl)('stops at SIGINT with 130, and removes its database, its tenant roles and its directory first', async ({ signal }) => {
+    let asked!: () => void;
+    const asking = new Promise<void>((resolve) => (asked = resolve));
+    llm.script({
+      when: () => true,
+      repeat: true,
+      replies: [
+        () => {
+          asked();
+          return { hang: true };
+        },
+      ],
+    });
+    // The command's own TMPDIR, where its directory is made: what is left there is its.
+    const tmp = await mkdtemp(join(dir, 'tmp-'));
+    const ownDirectories = async () => (await readdir(tmp)).filter((name) => name.startsWith('stepcast-eval-'));
+    const report = join(dir, 'stopped.json');
+    const command = startEvalCommand(
+      ['--ids', 'sql-01', '--database-url', postgresUrl!, '--report', report],
+      { OPENAI_BASE_URL: llm.baseUrl, OPENAI_API_KEY: 'test-key', STEPCAST_MODEL: 'scripted-model', STEPCAST_DEMO_USERS: '200', TMPDIR: tmp },
+      { signal },
+    );
+    const admin = postgres(postgresUrl!, { max: 1, onnotice: () => undefined });
+    let database: string | undefined;
+    try {
+      // Stopped while the model is asked its question: the gold answers are in, the question is not.
+      await Promise.race([
+        asking,
+        command.exited.then(({ stderr }) => {
+          throw new Error(`it exited before it asked the model: ${stderr}`);
+        }),
+      ]);
+      const rows = await admin<{ datname: string }[]>`SELECT datname FROM pg_database WHERE datname LIKE ${`stepcast_eval_%_${command.child.pid}`}`;
+      expect(rows).toHaveLength(1);
+      database = rows[0]!.datname;
+      expect(await tenantRolesOf(admin, database)).not.toEqual([]);
+      expect(await ownDirectories()).toHaveLength(1);
+
+      command.child.kill('SIGINT');
+      const { code, stderr } = await command.exited;
+      expect(code, stderr).toBe(130);
+      expect(stderr).toContain("SIGINT: stopping; removing the evaluation's database first");
+      expect(await admin`SELECT 1 FROM pg_database WHERE datname = ${database}`).toHaveLength(0);
+      expect(await tenantRolesOf(admin, database)).toEqual([]);
+      expect(await ownDirectories()).toEqual([]);
+      await expect(readFile(report)).rejects.toThrow(/ENOENT/);
+    } finally {
+      // Whatever the command left, should the test fail before it cleaned up.
+      if (command.child.exitCode === null && command.child.signalCode === null) command.child.kill('SIGKILL');
+      await command.exited.catch(() => undefined);
+      if (database) {
+        await admin.unsafe(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+        for (const role of await tenantRolesOf(admin, database)) await admin.unsafe(`DROP ROLE IF EXISTS "${role}"`);
+      }
+      await admin.end();
+    }
   });
 
   it('says which settings to make, and exits 1, when no model is configured', async ({ signal }) => {
