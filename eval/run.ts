@@ -80,6 +80,10 @@ function listOf<T extends string>(allowed: readonly T[]) {
   };
 }
 
+function isPostgresUrl(value: string): boolean {
+  return URL.canParse(value) && ['postgres:', 'postgresql:'].includes(new URL(value).protocol);
+}
+
 function commandLine(env: NodeJS.ProcessEnv): Command {
   return new Command('npm run eval --')
     .description('Evaluate the configured model on the question set, through a stepcast service of its own')
@@ -104,6 +108,10 @@ async function runEval(argv: readonly string[], env: NodeJS.ProcessEnv): Promise
   } catch (error) {
     if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT_RAN : EXIT_USAGE;
     throw error;
+  }
+  if (options.databaseUrl !== undefined && !isPostgresUrl(options.databaseUrl)) {
+    process.stderr.write('error: --database-url (EVAL_DATABASE_URL) must be a postgres:// or postgresql:// URL\n');
+    return EXIT_USAGE;
   }
   let questions;
   try {

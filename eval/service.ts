@@ -88,7 +88,7 @@ async function createDatabaseBeside(baseUrl: string): Promise<{ url: string; dro
   try {
     await admin.unsafe(`CREATE DATABASE ${name}`);
   } catch (error) {
-    throw new EvalSetupError(`cannot create the evaluation's database on EVAL_DATABASE_URL's server: ${(error as Error).message}`, { cause: error });
+    throw new EvalSetupError(`cannot create the evaluation's database on the server of --database-url (EVAL_DATABASE_URL): ${(error as Error).message}`, { cause: error });
   } finally {
     await admin.end();
   }

@@ -356,6 +356,12 @@ describe('npm run eval', () => {
     }
   });
 
+  it('exits 64 with a clear message when EVAL_DATABASE_URL is not a PostgreSQL URL', async ({ signal }) => {
+    const { code, stderr } = await runEvalCommand(['--ids', 'sql-01'], { EVAL_DATABASE_URL: 'localhost:5432/postgres' }, { signal });
+    expect(code).toBe(64);
+    expect(stderr).toBe('error: --database-url (EVAL_DATABASE_URL) must be a postgres:// or postgresql:// URL\n');
+  });
+
   it('says which settings to make, and exits 1, when no model is configured', async ({ signal }) => {
     const report = join(dir, 'not-written.json');
     const { code, stderr } = await runEvalCommand(['--ids', 'sql-01', '--report', report], {}, { signal });
