@@ -22,8 +22,24 @@ import { RefusedStatementNotRun, type EarlierRecords, type EvaluationHooks, type
 /** The message the SQL step logs for each agent-written statement that failed (src/executor/steps/sql.ts). */
 const FAILED_ATTEMPT_MESSAGE = 'agent-written statement failed';
 const REFUSED_STATEMENT_TIMEOUT_MS = 10_000;
-/** Settings of the environment that the evaluation sets itself: it runs one private service on loopback. */
-const REPLACED = ['DATABASE_URL', 'REDIS_URL', 'DATA_DIR', 'PORT', 'HOST', 'NODE_ENV', 'STEPCAST_ROLE', 'STEPCAST_AUTH', 'STEPCAST_DEMO'];
+/**
+ * Settings of the environment that the evaluation sets itself, or drops: it runs one private service on loopback,
+ * which must not take the ports of a service the environment configures (metrics, demo API: it may be running).
+ */
+const REPLACED = [
+  'DATABASE_URL',
+  'REDIS_URL',
+  'DATA_DIR',
+  'PORT',
+  'HOST',
+  'NODE_ENV',
+  'STEPCAST_ROLE',
+  'STEPCAST_AUTH',
+  'STEPCAST_DEMO',
+  'STEPCAST_METRICS_PORT',
+  'STEPCAST_METRICS_HOST',
+  'STEPCAST_DEMO_API_PORT',
+];
 
 /** The evaluation cannot run: nothing it measured would mean anything. */
 export class EvalSetupError extends Error {

@@ -1,4 +1,7 @@
+import { once } from 'node:events';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import postgres from 'postgres';
@@ -96,7 +99,12 @@ for (const { backend, skipReason } of backends) {
     let llm: ScriptedLlm;
     let service: EvalService;
     let dataDir: string | undefined;
+    /** A service of the developer's, running with the ports of the environment the evaluation is started in. */
+    let running: Server;
     beforeAll(async () => {
+      running = createServer().listen(0, '127.0.0.1');
+      await once(running, 'listening');
+      const busyPort = String((running.address() as AddressInfo).port);
       llm = await startScriptedLlm();
       if (backend === 'pglite') {
         dataDir = await mkdtemp(join(tmpdir(), 'stepcast-eval-test-'));
@@ -104,7 +112,15 @@ for (const { backend, skipReason } of backends) {
       }
       service = await startEvalService({
         // 200 demo users: every gold answer is computed on the data it runs on, whatever its size.
-        env: { OPENAI_BASE_URL: llm.baseUrl, OPENAI_API_KEY: 'test-key', STEPCAST_MODEL: 'scripted-model', STEPCAST_DEMO_USERS: '200' },
+        env: {
+          OPENAI_BASE_URL: llm.baseUrl,
+          OPENAI_API_KEY: 'test-key',
+          STEPCAST_MODEL: 'scripted-model',
+          STEPCAST_DEMO_USERS: '200',
+          // Taken: the evaluation's own service listens on ports of its own.
+          STEPCAST_METRICS_PORT: busyPort,
+          STEPCAST_DEMO_API_PORT: busyPort,
+        },
         concurrency: 2,
         stepTimeoutMs: 20_000,
         databaseUrl: backend === 'postgres' ? postgresUrl : undefined,
@@ -115,6 +131,7 @@ for (const { backend, skipReason } of backends) {
       await service?.close();
       await llm?.close();
       if (dataDir) await rm(dataDir, { recursive: true, force: true });
+      running?.close();
     });
 
     const run = (questions: Question[]) =>
