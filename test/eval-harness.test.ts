@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compareResults } from '../eval/compare.js';
 import { evaluate, type QuestionResult } from '../eval/harness.js';
 import { loadQuestions, selectQuestions, type Question } from '../eval/questions.js';
 import { summarize } from '../eval/report.js';
@@ -93,6 +94,33 @@ const GOLD: Record<string, QuestionScript> = {
     ],
   },
 };
+
+describe('comparing an answer with the gold answer', () => {
+  const set = (columns: string[], rows: unknown[][]) => ({ columns, rows });
+
+  it('pairs columns by the whole rows, not by the first column whose values fit', () => {
+    // Each answer column holds the values of each gold column; only a = y, b = x gives the gold rows.
+    const gold = set(['a', 'b'], [[1, 2], [2, 3], [3, 1]]);
+    expect(compareResults(gold, set(['x', 'y'], [[2, 1], [3, 2], [1, 3]]), { ordered: false })).toMatchObject({ verdict: 'match', reason: 'columns y, x' });
+    expect(compareResults(gold, set(['x', 'y'], [[1, 1], [2, 2], [3, 3]]), { ordered: false }).verdict).toBe('mismatch');
+  });
+
+  it('counts every row: the same distinct rows in other numbers do not match', () => {
+    const gold = set(['name'], [['a'], ['a'], ['b']]);
+    expect(compareResults(gold, set(['name'], [['a'], ['b'], ['b']]), { ordered: false }).verdict).toBe('mismatch');
+    expect(compareResults(gold, set(['name'], [['b'], ['a'], ['a']]), { ordered: false }).verdict).toBe('match');
+    expect(compareResults(gold, set(['name'], [['b'], ['a'], ['a']]), { ordered: true }).verdict).toBe('mismatch');
+  });
+
+  it('compares values, not how the database or the driver wrote them', () => {
+    const gold = set(['n', 'share', 'at', 'ok'], [[2000, '80.0', '2023-12-31T15:01:00.000Z', true]]);
+    const same = set(['n', 'share', 'at', 'ok'], [['2000', 80, '2023-12-31 16:01:00+01', true]]);
+    expect(compareResults(gold, same, { ordered: false }).verdict).toBe('match');
+    for (const other of [[2001, 80, '2023-12-31T15:01:00Z', true], [2000, 80.05, '2023-12-31T15:01:00Z', true], [2000, 80, '2023-12-31T15:01:00Z', 'true'], [2000, 80, null, true]]) {
+      expect(compareResults(gold, set(['n', 'share', 'at', 'ok'], [other]), { ordered: false }).verdict, JSON.stringify(other)).toBe('mismatch');
+    }
+  });
+});
 
 for (const { backend, skipReason } of backends) {
   describe.skipIf(skipReason !== null)(`the evaluation harness on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
