@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -283,9 +283,17 @@ for (const { backend, skipReason } of backends) {
 describe('npm run eval', () => {
   let llm: ScriptedLlm;
   let dir: string;
+  /**
+   * TMPDIR of the commands that start a service: where they make their directory (the PGlite database), so that
+   * a test can see it is gone, and so that it goes with `dir` should a command be killed.
+   */
+  let tmp: string;
+  const evalDirectories = async () => (await readdir(tmp)).filter((name) => name.startsWith('stepcast-eval-'));
   beforeAll(async () => {
     llm = await startScriptedLlm();
     dir = await mkdtemp(join(tmpdir(), 'stepcast-eval-test-'));
+    tmp = join(dir, 'tmp');
+    await mkdir(tmp);
   });
   afterAll(async () => {
     await llm?.close();
@@ -309,10 +317,13 @@ describe('npm run eval', () => {
         STEPCAST_SQL_REPAIR_ROUNDS: '2',
         STEPCAST_DEMO_USERS: '200',
         EVAL_REPORT: report,
+        TMPDIR: tmp,
       },
       { signal },
     );
     expect(code, stderr).toBe(0);
+    // Its PGlite directory is removed at the end.
+    expect(await evalDirectories()).toEqual([]);
     expect(stdout).toMatch(/^question +kind +difficulty +result +refused \(correct\) +repairs +tokens +latency/m);
     expect(stdout).toMatch(/^sql-01 +sql +easy +ok +1 \(1\) +1 +\d+ +[\d.]+ s$/m);
     expect(stdout).toMatch(/^two-01 +two-step +easy +ok +0 \(0\) +0 /m);
@@ -356,9 +367,8 @@ describe('npm run eval', () => {
         },
       ],
     });
-    // The command's own TMPDIR, where its directory is made: what is left there is its.
-    const tmp = await mkdtemp(join(dir, 'tmp-'));
-    const ownDirectories = async () => (await readdir(tmp)).filter((name) => name.startsWith('stepcast-eval-'));
+    const before = await evalDirectories();
+    const ownDirectories = async () => (await evalDirectories()).filter((name) => !before.includes(name));
     const report = join(dir, 'stopped.json');
     const command = startEvalCommand(
       ['--ids', 'sql-01', '--database-url', postgresUrl!, '--report', report],
