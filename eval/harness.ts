@@ -268,12 +268,17 @@ export async function askQuestion(
   return result;
 }
 
-/** Runs `work` over `items`, at most `concurrency` at once; results in the order of the items. */
-export async function inPool<T, R>(items: readonly T[], concurrency: number, work: (item: T, index: number) => Promise<R>): Promise<R[]> {
+/** Runs `work` over `items`, at most `concurrency` at once; results in the order of the items. Once `signal` aborts, starts no more. */
+export async function inPool<T, R>(
+  items: readonly T[],
+  concurrency: number,
+  work: (item: T, index: number) => Promise<R>,
+  signal?: AbortSignal,
+): Promise<R[]> {
   const results: R[] = new Array<R>(items.length);
   let next = 0;
   const worker = async () => {
-    while (next < items.length) {
+    while (next < items.length && !signal?.aborted) {
       const index = next++;
       results[index] = await work(items[index]!, index);
     }
@@ -290,10 +295,12 @@ export interface EvaluationOptions {
   hooks: EvaluationHooks;
   /** Told of each question's result as it comes (progress). */
   onResult?: (result: QuestionResult, done: number, total: number) => void;
+  /** Once aborted, no more questions are asked (the run is being stopped). */
+  signal?: AbortSignal;
 }
 
 /** The gold answers first (no model), then every question against the model. */
-export async function evaluate({ url, questions, concurrency, stepTimeoutMs, hooks, onResult }: EvaluationOptions): Promise<QuestionResult[]> {
+export async function evaluate({ url, questions, concurrency, stepTimeoutMs, hooks, onResult, signal }: EvaluationOptions): Promise<QuestionResult[]> {
   const golds = await runGolds(url, questions, stepTimeoutMs);
   let done = 0;
   return inPool(questions, concurrency, async (question) => {
@@ -304,5 +311,5 @@ export async function evaluate({ url, questions, concurrency, stepTimeoutMs, hoo
         : await askQuestion(url, question, gold, { stepTimeoutMs, hooks });
     onResult?.(result, ++done, questions.length);
     return result;
-  });
+  }, signal);
 }

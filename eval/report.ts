@@ -16,7 +16,7 @@ export interface Summary {
   noAnswer: number;
   guardRejections: number;
   guardRejectionsOfCorrect: number;
-  /** Refused statements not checked against the gold answer (not on the answering step, or not runnable as it was). */
+  /** Refused statements not checked against the gold answer (not on the answering step, not runnable as it was, not safe to run, or logged cut short). */
   guardRejectionsUnchecked: number;
   repairRounds: number;
   tokens: TokenUsage;

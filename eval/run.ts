@@ -6,13 +6,49 @@ import { writeFile } from 'node:fs/promises';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { ConfigError } from '../src/config.js';
 import { evaluate } from './harness.js';
-import { DEFAULT_QUESTIONS_FILE, DIFFICULTIES, KINDS, loadQuestions, QuestionFileError, selectQuestions, type Difficulty, type QuestionKind } from './questions.js';
+import {
+  DEFAULT_QUESTIONS_FILE,
+  DIFFICULTIES,
+  KINDS,
+  loadQuestions,
+  QuestionFileError,
+  selectQuestions,
+  type Difficulty,
+  type Question,
+  type QuestionKind,
+} from './questions.js';
 import { describeModel, formatReport, summarizeAll } from './report.js';
 import { EvalSetupError, startEvalService } from './service.js';
 
 const EXIT_RAN = 0;
 const EXIT_COULD_NOT_RUN = 1;
 const EXIT_USAGE = 64;
+/** A run stopped by a signal exits as a shell reports a process that signal ended: 128 + its number. */
+const EXIT_STOPPED = { SIGINT: 130, SIGTERM: 143 } as const;
+type StopSignal = keyof typeof EXIT_STOPPED;
+
+/**
+ * The first SIGINT (Ctrl-C) or SIGTERM: no more questions are asked, and the evaluation's database and directory
+ * are removed before the process exits. A second signal finds Node's own handler again, and ends it at once.
+ */
+function stopOnSignal() {
+  const controller = new AbortController();
+  let stop!: (signal: StopSignal) => void;
+  const stopped = new Promise<StopSignal>((resolve) => (stop = resolve));
+  const onSignal = (signal: StopSignal) => {
+    dispose();
+    process.stderr.write(`${signal}: stopping; removing the evaluation's database first (${signal} again stops at once)\n`);
+    controller.abort();
+    stop(signal);
+  };
+  const dispose = () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return { signal: controller.signal, stopped, dispose };
+}
 
 interface RunOptions {
   questions?: string;
@@ -44,6 +80,10 @@ function listOf<T extends string>(allowed: readonly T[]) {
   };
 }
 
+function isPostgresUrl(value: string): boolean {
+  return URL.canParse(value) && ['postgres:', 'postgresql:'].includes(new URL(value).protocol);
+}
+
 function commandLine(env: NodeJS.ProcessEnv): Command {
   return new Command('npm run eval --')
     .description('Evaluate the configured model on the question set, through a stepcast service of its own')
@@ -69,6 +109,10 @@ async function runEval(argv: readonly string[], env: NodeJS.ProcessEnv): Promise
     if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT_RAN : EXIT_USAGE;
     throw error;
   }
+  if (options.databaseUrl !== undefined && !isPostgresUrl(options.databaseUrl)) {
+    process.stderr.write('error: --database-url (EVAL_DATABASE_URL) must be a postgres:// or postgresql:// URL\n');
+    return EXIT_USAGE;
+  }
   let questions;
   try {
     questions = selectQuestions(await loadQuestions(options.questions ?? DEFAULT_QUESTIONS_FILE), {
@@ -87,6 +131,20 @@ async function runEval(argv: readonly string[], env: NodeJS.ProcessEnv): Promise
     return EXIT_USAGE;
   }
 
+  const stop = stopOnSignal();
+  try {
+    return await evaluateAndReport(options, questions, env, stop);
+  } finally {
+    stop.dispose();
+  }
+}
+
+async function evaluateAndReport(
+  options: RunOptions,
+  questions: Question[],
+  env: NodeJS.ProcessEnv,
+  stop: ReturnType<typeof stopOnSignal>,
+): Promise<number> {
   let service;
   try {
     service = await startEvalService({
@@ -106,20 +164,28 @@ async function runEval(argv: readonly string[], env: NodeJS.ProcessEnv): Promise
     `evaluating ${questions.length} question(s) on ${model.models.sql} (planner ${model.models.planner}) at ${model.baseUrlHost}, on ${service.backend}\n`,
   );
   const startedAt = new Date();
-  let results;
+  const evaluation = evaluate({
+    url: service.url,
+    questions,
+    concurrency: options.concurrency,
+    stepTimeoutMs: options.stepTimeoutMs,
+    hooks: service.hooks,
+    signal: stop.signal,
+    onResult: (result, done, total) =>
+      process.stderr.write(`[${done}/${total}] ${result.id} ${result.verdict} in ${(result.latencyMs / 1000).toFixed(1)} s\n`),
+  });
+  let outcome;
   try {
-    results = await evaluate({
-      url: service.url,
-      questions,
-      concurrency: options.concurrency,
-      stepTimeoutMs: options.stepTimeoutMs,
-      hooks: service.hooks,
-      onResult: (result, done, total) =>
-        process.stderr.write(`[${done}/${total}] ${result.id} ${result.verdict} in ${(result.latencyMs / 1000).toFixed(1)} s\n`),
-    });
+    outcome = await Promise.race([evaluation.then((results) => ({ results })), stop.stopped.then((signal) => ({ signal }))]);
   } finally {
     await service.close();
   }
+  if ('signal' in outcome) {
+    // The questions still being asked fail against the closed service; nothing waits for them.
+    evaluation.catch(() => undefined);
+    return EXIT_STOPPED[outcome.signal];
+  }
+  const { results } = outcome;
   const summary = summarizeAll(results);
   process.stdout.write(formatReport(results, summary));
   const report = {
@@ -149,6 +215,8 @@ async function runEval(argv: readonly string[], env: NodeJS.ProcessEnv): Promise
 
 runEval(process.argv.slice(2), process.env).then(
   (code) => {
+    // Stopped by a signal: what was being asked when it came is abandoned, and may still hold the event loop.
+    if (Object.values(EXIT_STOPPED).includes(code as never)) process.exit(code);
     process.exitCode = code;
   },
   (error: unknown) => {

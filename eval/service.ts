@@ -22,8 +22,24 @@ import { RefusedStatementNotRun, type EarlierRecords, type EvaluationHooks, type
 /** The message the SQL step logs for each agent-written statement that failed (src/executor/steps/sql.ts). */
 const FAILED_ATTEMPT_MESSAGE = 'agent-written statement failed';
 const REFUSED_STATEMENT_TIMEOUT_MS = 10_000;
-/** Settings of the environment that the evaluation sets itself: it runs one private service on loopback. */
-const REPLACED = ['DATABASE_URL', 'REDIS_URL', 'DATA_DIR', 'PORT', 'HOST', 'NODE_ENV', 'STEPCAST_ROLE', 'STEPCAST_AUTH', 'STEPCAST_DEMO'];
+/**
+ * Settings of the environment that the evaluation sets itself, or drops: it runs one private service on loopback,
+ * which must not take the ports of a service the environment configures (metrics, demo API: it may be running).
+ */
+const REPLACED = [
+  'DATABASE_URL',
+  'REDIS_URL',
+  'DATA_DIR',
+  'PORT',
+  'HOST',
+  'NODE_ENV',
+  'STEPCAST_ROLE',
+  'STEPCAST_AUTH',
+  'STEPCAST_DEMO',
+  'STEPCAST_METRICS_PORT',
+  'STEPCAST_METRICS_HOST',
+  'STEPCAST_DEMO_API_PORT',
+];
 
 /** The evaluation cannot run: nothing it measured would mean anything. */
 export class EvalSetupError extends Error {
@@ -71,6 +87,8 @@ export function evalConfig(env: NodeJS.ProcessEnv, { dataDir, databaseUrl, concu
     STEPCAST_TENANT_MODEL_CALLS_PER_MINUTE: '1000000',
     STEPCAST_TENANT_MODEL_CALLS_BURST: '1000000',
     STEPCAST_MAX_STEP_TIMEOUT_MS: String(maxStepTimeoutMs),
+    // An execution still running when the evaluation closes the service was stopped with it (a signal): no wait.
+    STEPCAST_SHUTDOWN_GRACE_MS: '1000',
   });
 }
 
@@ -86,7 +104,7 @@ async function createDatabaseBeside(baseUrl: string): Promise<{ url: string; dro
   try {
     await admin.unsafe(`CREATE DATABASE ${name}`);
   } catch (error) {
-    throw new EvalSetupError(`cannot create the evaluation's database on EVAL_DATABASE_URL's server: ${(error as Error).message}`, { cause: error });
+    throw new EvalSetupError(`cannot create the evaluation's database on the server of --database-url (EVAL_DATABASE_URL): ${(error as Error).message}`, { cause: error });
   } finally {
     await admin.end();
   }
@@ -191,9 +209,12 @@ function attemptCollector(logFile: WriteStream | undefined) {
 
 export async function startEvalService({ env, concurrency, stepTimeoutMs, databaseUrl, logFile, dataDir: givenDataDir }: EvalServiceOptions): Promise<EvalService> {
   const cleanups: (() => Promise<void>)[] = [];
-  const cleanUp = async () => {
-    for (const cleanup of cleanups.reverse()) await cleanup();
-  };
+  let cleaning: Promise<void> | undefined;
+  // Once, however often it is asked for (a signal, then the end of the run).
+  const cleanUp = () =>
+    (cleaning ??= (async () => {
+      for (const cleanup of cleanups.reverse()) await cleanup();
+    })());
   try {
     const dataDir = givenDataDir ?? (await mkdtemp(join(tmpdir(), 'stepcast-eval-')));
     if (!givenDataDir) cleanups.push(() => rm(dataDir, { recursive: true, force: true }));

@@ -1,15 +1,20 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { once } from 'node:events';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compareResults } from '../eval/compare.js';
 import { evaluate, type QuestionResult } from '../eval/harness.js';
 import { loadQuestions, selectQuestions, type Question } from '../eval/questions.js';
 import { summarize } from '../eval/report.js';
 import { startEvalService, type EvalService } from '../eval/service.js';
 import { promptOf, startScriptedLlm, type RecordedRequest, type ScriptedLlm } from './fixtures/scripted-llm.js';
-import { backends, postgresUrl } from './support/database.js';
+import { backends, postgresUrl, tenantRolesOf } from './support/database.js';
 import { seedPgliteDataDir } from './support/pglite-template.js';
-import { runEvalCommand } from './support/process.js';
+import { runEvalCommand, startEvalCommand } from './support/process.js';
 
 interface Usage {
   prompt_tokens: number;
@@ -90,12 +95,44 @@ const GOLD: Record<string, QuestionScript> = {
   },
 };
 
+describe('comparing an answer with the gold answer', () => {
+  const set = (columns: string[], rows: unknown[][]) => ({ columns, rows });
+
+  it('pairs columns by the whole rows, not by the first column whose values fit', () => {
+    // Each answer column holds the values of each gold column; only a = y, b = x gives the gold rows.
+    const gold = set(['a', 'b'], [[1, 2], [2, 3], [3, 1]]);
+    expect(compareResults(gold, set(['x', 'y'], [[2, 1], [3, 2], [1, 3]]), { ordered: false })).toMatchObject({ verdict: 'match', reason: 'columns y, x' });
+    expect(compareResults(gold, set(['x', 'y'], [[1, 1], [2, 2], [3, 3]]), { ordered: false }).verdict).toBe('mismatch');
+  });
+
+  it('counts every row: the same distinct rows in other numbers do not match', () => {
+    const gold = set(['name'], [['a'], ['a'], ['b']]);
+    expect(compareResults(gold, set(['name'], [['a'], ['b'], ['b']]), { ordered: false }).verdict).toBe('mismatch');
+    expect(compareResults(gold, set(['name'], [['b'], ['a'], ['a']]), { ordered: false }).verdict).toBe('match');
+    expect(compareResults(gold, set(['name'], [['b'], ['a'], ['a']]), { ordered: true }).verdict).toBe('mismatch');
+  });
+
+  it('compares values, not how the database or the driver wrote them', () => {
+    const gold = set(['n', 'share', 'at', 'ok'], [[2000, '80.0', '2023-12-31T15:01:00.000Z', true]]);
+    const same = set(['n', 'share', 'at', 'ok'], [['2000', 80, '2023-12-31 16:01:00+01', true]]);
+    expect(compareResults(gold, same, { ordered: false }).verdict).toBe('match');
+    for (const other of [[2001, 80, '2023-12-31T15:01:00Z', true], [2000, 80.05, '2023-12-31T15:01:00Z', true], [2000, 80, '2023-12-31T15:01:00Z', 'true'], [2000, 80, null, true]]) {
+      expect(compareResults(gold, set(['n', 'share', 'at', 'ok'], [other]), { ordered: false }).verdict, JSON.stringify(other)).toBe('mismatch');
+    }
+  });
+});
+
 for (const { backend, skipReason } of backends) {
   describe.skipIf(skipReason !== null)(`the evaluation harness on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
     let llm: ScriptedLlm;
     let service: EvalService;
     let dataDir: string | undefined;
+    /** A service of the developer's, running with the ports of the environment the evaluation is started in. */
+    let running: Server;
     beforeAll(async () => {
+      running = createServer().listen(0, '127.0.0.1');
+      await once(running, 'listening');
+      const busyPort = String((running.address() as AddressInfo).port);
       llm = await startScriptedLlm();
       if (backend === 'pglite') {
         dataDir = await mkdtemp(join(tmpdir(), 'stepcast-eval-test-'));
@@ -103,7 +140,15 @@ for (const { backend, skipReason } of backends) {
       }
       service = await startEvalService({
         // 200 demo users: every gold answer is computed on the data it runs on, whatever its size.
-        env: { OPENAI_BASE_URL: llm.baseUrl, OPENAI_API_KEY: 'test-key', STEPCAST_MODEL: 'scripted-model', STEPCAST_DEMO_USERS: '200' },
+        env: {
+          OPENAI_BASE_URL: llm.baseUrl,
+          OPENAI_API_KEY: 'test-key',
+          STEPCAST_MODEL: 'scripted-model',
+          STEPCAST_DEMO_USERS: '200',
+          // Taken: the evaluation's own service listens on ports of its own.
+          STEPCAST_METRICS_PORT: busyPort,
+          STEPCAST_DEMO_API_PORT: busyPort,
+        },
         concurrency: 2,
         stepTimeoutMs: 20_000,
         databaseUrl: backend === 'postgres' ? postgresUrl : undefined,
@@ -114,6 +159,7 @@ for (const { backend, skipReason } of backends) {
       await service?.close();
       await llm?.close();
       if (dataDir) await rm(dataDir, { recursive: true, force: true });
+      running?.close();
     });
 
     const run = (questions: Question[]) =>
@@ -237,9 +283,17 @@ for (const { backend, skipReason } of backends) {
 describe('npm run eval', () => {
   let llm: ScriptedLlm;
   let dir: string;
+  /**
+   * TMPDIR of the commands that start a service: where they make their directory (the PGlite database), so that
+   * a test can see it is gone, and so that it goes with `dir` should a command be killed.
+   */
+  let tmp: string;
+  const evalDirectories = async () => (await readdir(tmp)).filter((name) => name.startsWith('stepcast-eval-'));
   beforeAll(async () => {
     llm = await startScriptedLlm();
     dir = await mkdtemp(join(tmpdir(), 'stepcast-eval-test-'));
+    tmp = join(dir, 'tmp');
+    await mkdir(tmp);
   });
   afterAll(async () => {
     await llm?.close();
@@ -263,10 +317,13 @@ describe('npm run eval', () => {
         STEPCAST_SQL_REPAIR_ROUNDS: '2',
         STEPCAST_DEMO_USERS: '200',
         EVAL_REPORT: report,
+        TMPDIR: tmp,
       },
       { signal },
     );
     expect(code, stderr).toBe(0);
+    // Its PGlite directory is removed at the end.
+    expect(await evalDirectories()).toEqual([]);
     expect(stdout).toMatch(/^question +kind +difficulty +result +refused \(correct\) +repairs +tokens +latency/m);
     expect(stdout).toMatch(/^sql-01 +sql +easy +ok +1 \(1\) +1 +\d+ +[\d.]+ s$/m);
     expect(stdout).toMatch(/^two-01 +two-step +easy +ok +0 \(0\) +0 /m);
@@ -295,6 +352,69 @@ describe('npm run eval', () => {
     const logLines = (await readFile(log, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { level: number; msg: string; sql?: string });
     // At debug: the statement and the database's error may hold tenant data.
     expect(logLines.find((line) => line.msg === 'agent-written statement failed')).toMatchObject({ level: 20, sql: 'SELECT count(xmin) AS users FROM users' });
+  });
+
+  it.skipIf(!postgresUrl)('stops at SIGINT with 130, and removes its database, its tenant roles and its directory first', async ({ signal }) => {
+    let asked!: () => void;
+    const asking = new Promise<void>((resolve) => (asked = resolve));
+    llm.script({
+      when: () => true,
+      repeat: true,
+      replies: [
+        () => {
+          asked();
+          return { hang: true };
+        },
+      ],
+    });
+    const before = await evalDirectories();
+    const ownDirectories = async () => (await evalDirectories()).filter((name) => !before.includes(name));
+    const report = join(dir, 'stopped.json');
+    const command = startEvalCommand(
+      ['--ids', 'sql-01', '--database-url', postgresUrl!, '--report', report],
+      { OPENAI_BASE_URL: llm.baseUrl, OPENAI_API_KEY: 'test-key', STEPCAST_MODEL: 'scripted-model', STEPCAST_DEMO_USERS: '200', TMPDIR: tmp },
+      { signal },
+    );
+    const admin = postgres(postgresUrl!, { max: 1, onnotice: () => undefined });
+    let database: string | undefined;
+    try {
+      // Stopped while the model is asked its question: the gold answers are in, the question is not.
+      await Promise.race([
+        asking,
+        command.exited.then(({ stderr }) => {
+          throw new Error(`it exited before it asked the model: ${stderr}`);
+        }),
+      ]);
+      const rows = await admin<{ datname: string }[]>`SELECT datname FROM pg_database WHERE datname LIKE ${`stepcast_eval_%_${command.child.pid}`}`;
+      expect(rows).toHaveLength(1);
+      database = rows[0]!.datname;
+      expect(await tenantRolesOf(admin, database)).not.toEqual([]);
+      expect(await ownDirectories()).toHaveLength(1);
+
+      command.child.kill('SIGINT');
+      const { code, stderr } = await command.exited;
+      expect(code, stderr).toBe(130);
+      expect(stderr).toContain("SIGINT: stopping; removing the evaluation's database first");
+      expect(await admin`SELECT 1 FROM pg_database WHERE datname = ${database}`).toHaveLength(0);
+      expect(await tenantRolesOf(admin, database)).toEqual([]);
+      expect(await ownDirectories()).toEqual([]);
+      await expect(readFile(report)).rejects.toThrow(/ENOENT/);
+    } finally {
+      // Whatever the command left, should the test fail before it cleaned up.
+      if (command.child.exitCode === null && command.child.signalCode === null) command.child.kill('SIGKILL');
+      await command.exited.catch(() => undefined);
+      if (database) {
+        await admin.unsafe(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+        for (const role of await tenantRolesOf(admin, database)) await admin.unsafe(`DROP ROLE IF EXISTS "${role}"`);
+      }
+      await admin.end();
+    }
+  });
+
+  it('exits 64 with a clear message when EVAL_DATABASE_URL is not a PostgreSQL URL', async ({ signal }) => {
+    const { code, stderr } = await runEvalCommand(['--ids', 'sql-01'], { EVAL_DATABASE_URL: 'localhost:5432/postgres' }, { signal });
+    expect(code).toBe(64);
+    expect(stderr).toBe('error: --database-url (EVAL_DATABASE_URL) must be a postgres:// or postgresql:// URL\n');
   });
 
   it('says which settings to make, and exits 1, when no model is configured', async ({ signal }) => {

@@ -126,12 +126,18 @@ export function runEvalCommand(
   return runTsxCommand('eval/run.ts', args, env, signal);
 }
 
-async function runTsxCommand(
-  entry: string,
-  args: string[],
-  env: Record<string, string>,
-  signal: AbortSignal | undefined,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export interface RunningCommand {
+  child: ChildProcess;
+  /** Once it has exited: its exit code (null when a signal ended it) and what it printed. */
+  exited: Promise<{ code: number | null; stdout: string; stderr: string }>;
+}
+
+/** Starts `npm run eval -- <args>` and returns at once, for a test that acts on it while it runs (a signal). */
+export function startEvalCommand(args: string[], env: Record<string, string>, { signal }: { signal?: AbortSignal } = {}): RunningCommand {
+  return startTsxCommand('eval/run.ts', args, env, signal);
+}
+
+function startTsxCommand(entry: string, args: string[], env: Record<string, string>, signal: AbortSignal | undefined): RunningCommand {
   signal?.throwIfAborted();
   const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
     cwd: projectRoot,
@@ -145,8 +151,21 @@ async function runTsxCommand(
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const kill = () => child.kill('SIGKILL');
   signal?.addEventListener('abort', kill, { once: true });
-  const { code } = await exited;
-  signal?.removeEventListener('abort', kill);
-  signal?.throwIfAborted();
-  return { code, stdout, stderr };
+  return {
+    child,
+    exited: exited.then(({ code }) => {
+      signal?.removeEventListener('abort', kill);
+      signal?.throwIfAborted();
+      return { code, stdout, stderr };
+    }),
+  };
+}
+
+async function runTsxCommand(
+  entry: string,
+  args: string[],
+  env: Record<string, string>,
+  signal: AbortSignal | undefined,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return startTsxCommand(entry, args, env, signal).exited;
 }
