@@ -1,6 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { ApiCodeAnswerSchema } from '../src/agents/api-agent.js';
 import { AgentError, LlmClient, type StructuredRequest } from '../src/agents/llm-client.js';
+import { PlanAnswerSchema } from '../src/agents/planner.js';
+import { SqlAnswerSchema } from '../src/agents/sql-agent.js';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import {
@@ -81,6 +84,33 @@ describe('STEPCAST_LLM_OUTPUT=auto', () => {
     llm.script(answers([{ content: { sql: 'SELECT 2 AS two', explanation: 'two' } }]));
     expect((await client.completeStructured(sqlRequest())).value.sql).toBe('SELECT 2 AS two');
     expect(modes(llm)).toEqual([asked.at(-1)]);
+  });
+
+  it("asks OpenAI's strict mode with a schema it takes: each agent's own schema is answered in json_schema, and what strict mode cannot enforce is still checked", async () => {
+    const { llm, client } = await serverLike(modelServers.openai);
+    const agents = [
+      { agent: 'sql', schemaName: 'sql_step', schema: SqlAnswerSchema, answer: { sql: 'SELECT 1', explanation: '' } },
+      { agent: 'api', schemaName: 'api_step', schema: ApiCodeAnswerSchema, answer: { code: 'return [];', explanation: '' } },
+      {
+        agent: 'planner',
+        schemaName: 'plan',
+        schema: PlanAnswerSchema,
+        answer: { reasoning: '', steps: [{ kind: 'SQL', queryContext: 'q', entity: null, reasoning: null, critical: true }] },
+      },
+    ] as const;
+    for (const { agent, schemaName, schema, answer } of agents) {
+      llm.script(answers([{ content: answer }]));
+      const request = { agent, schemaName, schema: schema as z.ZodType<unknown>, messages: [{ role: 'user' as const, content: 'q' }] };
+      expect((await client.completeStructured(request)).value, agent).toEqual(answer);
+      expect(modes(llm), agent).toEqual(['json_schema']);
+    }
+    expect(client.outputModeOf('sql')).toBe('json_schema');
+
+    // `sql` must not be empty (minLength, which strict mode refuses): zod still says so, and asks again.
+    llm.script(answers([{ content: { sql: '', explanation: '' } }, { content: ANSWER }], false));
+    expect((await client.completeStructured(sqlRequest())).value).toEqual(ANSWER);
+    expect(modes(llm)).toEqual(['json_schema', 'json_schema']);
+    expect(llm.requests[1]!.body.messages.at(-1)!.content).toMatch(/did not fit the required JSON schema \(sql: /);
   });
 
   it('asks in JSON mode with the schema in the first system message, and in tools mode with one forced function whose parameters are the schema', async () => {

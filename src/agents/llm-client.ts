@@ -389,7 +389,7 @@ export class LlmClient {
     }
     let instruction: string | undefined;
     if (mode === 'json_schema') {
-      body.response_format = { type: 'json_schema', json_schema: { name: request.schemaName, schema: jsonSchema, strict: true } };
+      body.response_format = { type: 'json_schema', json_schema: { name: request.schemaName, schema: strictSchemaOf(jsonSchema), strict: true } };
     } else if (mode === 'json_object') {
       body.response_format = { type: 'json_object' };
       instruction = `Answer with only a JSON object, and no other text, that fits this JSON schema:\n${JSON.stringify(schema)}`;
@@ -501,6 +501,30 @@ export class LlmClient {
       }
     }
   }
+}
+
+/**
+ * Keywords zod writes that OpenAI's strict mode refuses ("'minLength' is not permitted", 400 invalid_json_schema)
+ * rather than enforcing. They are left out of the strict schema; zod still checks them on every answer, and an
+ * answer that breaks one gets the corrective round.
+ */
+const NOT_IN_STRICT_MODE: ReadonlySet<string> = new Set(['minLength', 'maxLength']);
+
+/** The schema as strict mode takes it: the same, without the keywords it refuses, at any depth. */
+function strictSchemaOf(schema: unknown): Record<string, unknown> {
+  const strip = (node: unknown, keyword: string | undefined): unknown => {
+    // Under enum, const, default or examples a value is data; under `properties` the keys are property names (a
+    // property may be called minLength).
+    if (keyword === 'enum' || keyword === 'const' || keyword === 'default' || keyword === 'examples') return node;
+    if (Array.isArray(node)) return node.map((item) => strip(item, undefined));
+    if (typeof node !== 'object' || node === null) return node;
+    return Object.fromEntries(
+      Object.entries(node)
+        .filter(([key]) => keyword === 'properties' || !NOT_IN_STRICT_MODE.has(key))
+        .map(([key, value]) => [key, strip(value, key)]),
+    );
+  };
+  return strip(schema, undefined) as Record<string, unknown>;
 }
 
 /** The prompt's first system message, with what the mode asks of the answer's form after it. */
