@@ -178,6 +178,32 @@ describe('STEPCAST_LLM_OUTPUT=auto', () => {
     expect(client.outputModeOf('sql')).toBe('json_schema');
   });
 
+  it('does not take a 500 that names the field without refusing it for a refusal: it is retried, and nothing is learnt', async () => {
+    const { llm, client } = await serverLike(modelServers.llamaCpp, { STEPCAST_LLM_MAX_RETRIES: '1' });
+    const crashed = { error: { code: 500, message: 'the worker crashed while it sampled with the json_schema grammar', type: 'server_error' } };
+    llm.script(answers([{ status: 500, headers: { 'retry-after-ms': '5' }, body: crashed }]));
+    const error = await failureOf(client.completeStructured(sqlRequest()));
+    expect(error).toMatchObject({ code: 'AGENT_FAILED', retryable: true });
+    expect(error.message).toContain('the worker crashed');
+    expect(modes(llm)).toEqual(['json_schema', 'json_schema']);
+    expect(client.outputModeOf('sql')).toBe('json_schema');
+  });
+
+  it('falls back for a strict schema the server refuses for that call only: the model keeps json_schema for the schemas it takes', async () => {
+    const { llm, client } = await serverLike(modelServers.openai);
+    // A property that is not required: strict mode refuses the schema (400 invalid_json_schema), not the mode.
+    const Loose = z.strictObject({ sql: z.string(), explanation: z.string().optional() });
+    llm.script(answers([{ content: ANSWER }]));
+    const loose = await client.completeStructured({ ...sqlRequest(), schema: Loose });
+    expect(loose.value).toEqual(ANSWER);
+    expect(modes(llm)).toEqual(['json_schema', 'json_object']);
+    expect(client.outputModeOf('sql')).toBe('json_schema');
+
+    llm.script(answers([{ content: ANSWER }]));
+    await client.completeStructured(sqlRequest());
+    expect(modes(llm)).toEqual(['json_schema']);
+  });
+
   it('fails AGENT_FAILED, not retryable, when the server refuses all three, naming the last refusal', async () => {
     const refusesEverything: ModelServer = {
       ...modelServers.gatewayWithoutResponseFormat,

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { AgentName, LlmConfig } from '../config.js';
 import type { Logger } from '../logger.js';
 import { inSpan } from '../observability/spans.js';
-import { describeRefusal, normalizeErrorBody, refusesOutput, type StructuredOutputMode } from './model-server-errors.js';
+import { describeRefusal, normalizeErrorBody, refusalOf, type StructuredOutputMode } from './model-server-errors.js';
 
 export type { StructuredOutputMode } from './model-server-errors.js';
 
@@ -178,15 +178,19 @@ interface Correction {
   problem: string;
 }
 
-/** The server refused the way the request asked for structured output (not the request as a whole). */
+/**
+ * The server refused the way the request asked for structured output (not the request as a whole): the mode
+ * itself, or (`of: 'schema'`) only the strict schema the request carried.
+ */
 class OutputRefusedError extends Error {
   override name = 'OutputRefusedError';
   constructor(
     readonly mode: StructuredOutputMode,
+    readonly of: 'mode' | 'schema',
     readonly status: number,
     readonly serverMessage: string,
   ) {
-    super(`the model server refused structured output as ${mode}: HTTP ${status} ${serverMessage}`);
+    super(`the model server refused ${of === 'schema' ? 'the schema of ' : ''}structured output as ${mode}: HTTP ${status} ${serverMessage}`);
   }
 }
 
@@ -355,14 +359,17 @@ export class LlmClient {
         { cause: refusal },
       );
     }
+    const details = { agent, model, refused: refusal.mode, next, status: refusal.status, serverMessage: refusal.serverMessage };
+    // The server takes json_schema, only not this schema: other schemas of this model still ask in it.
+    if (refusal.of === 'schema') {
+      this.logger.warn(details, 'the model server refused the strict schema of this call; asking this call in the next kind');
+      return next;
+    }
     const key = this.modelKey(model);
     // Concurrent calls may learn the same refusal: the mode only ever moves on.
     const learnt = this.learntModes.get(key) ?? 'json_schema';
     if (FALLBACK_ORDER.indexOf(next) > FALLBACK_ORDER.indexOf(learnt)) this.learntModes.set(key, next);
-    this.logger.warn(
-      { agent, model, refused: refusal.mode, next, status: refusal.status, serverMessage: refusal.serverMessage },
-      'the model server refused this kind of structured output; asking this model in the next kind from now on',
-    );
+    this.logger.warn(details, 'the model server refused this kind of structured output; asking this model in the next kind from now on');
     return next;
   }
 
@@ -466,8 +473,9 @@ export class LlmClient {
         if (clock.signal.aborted) throw this.stopped(request, clock, error);
         if (error instanceof OpenAI.APIConnectionTimeoutError) throw this.stopped(request, clock, error);
         const status = error instanceof OpenAI.APIError ? error.status : undefined;
-        if (error instanceof OpenAI.APIError && status !== undefined && refusesOutput(mode, error)) {
-          throw new OutputRefusedError(mode, status, describeRefusal(error));
+        if (error instanceof OpenAI.APIError && error.status !== undefined) {
+          const refused = refusalOf(mode, error);
+          if (refused) throw new OutputRefusedError(mode, refused, error.status, describeRefusal(error));
         }
         const connectionFailed = error instanceof OpenAI.APIConnectionError;
         const retryable = connectionFailed || isRetryableStatus(status);
