@@ -177,7 +177,7 @@ for (const { backend, skipReason } of backends) {
       expect((await server.request(ExecutionsQuery, { first: 100 })).data!.executions.edges.length).toBe(before);
     });
 
-    // Last: the service remembers, for its lifetime, what this server refused.
+    // Last: the service remembers, for an hour, what this server refused.
     it("plans and runs on a server that refuses a JSON schema: the planner falls back to JSON mode, and the SQL agent on the same model asks in it at once", async () => {
       llm.behaveAs(modelServers.llamaCppBeforeJsonSchema);
       llm.script({

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { ApiCodeAnswerSchema } from '../src/agents/api-agent.js';
 import { AgentError, LlmClient, type StructuredRequest } from '../src/agents/llm-client.js';
@@ -148,6 +148,35 @@ describe('STEPCAST_LLM_OUTPUT=auto', () => {
     llm.script(answers([{ content: ANSWER }]));
     await client.completeStructured(sqlRequest({ agent: 'planner' }));
     expect(llm.requests.map((request) => [request.body.model, outputModeOf(request)])).toEqual([['gpt-4o', 'json_schema']]);
+  });
+
+  it('asks in the first kind again an hour after it learnt a fallback: a server that still refuses is learnt again, one upgraded since is used as it is', async () => {
+    const { llm, client } = await serverLike(modelServers.llamaCppBeforeJsonSchema);
+    llm.script(answers([{ content: ANSWER }]));
+    await client.completeStructured(sqlRequest());
+    expect(client.outputModeOf('sql')).toBe('json_object');
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(Date.now() + 59 * 60_000);
+      llm.script(answers([{ content: ANSWER }]));
+      await client.completeStructured(sqlRequest());
+      expect(modes(llm)).toEqual(['json_object']);
+
+      vi.setSystemTime(Date.now() + 2 * 60_000);
+      llm.script(answers([{ content: ANSWER }]));
+      await client.completeStructured(sqlRequest());
+      expect(modes(llm)).toEqual(['json_schema', 'json_object']);
+      expect(client.outputModeOf('sql')).toBe('json_object');
+
+      vi.setSystemTime(Date.now() + 61 * 60_000);
+      llm.behaveAs(modelServers.llamaCpp);
+      llm.script(answers([{ content: ANSWER }]));
+      await client.completeStructured(sqlRequest());
+      expect(modes(llm)).toEqual(['json_schema']);
+      expect(client.outputModeOf('sql')).toBe('json_schema');
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("does not fall back for a prompt longer than the context: each server's answer to it fails the call AGENT_FAILED, asked once in the mode it takes", async () => {

@@ -70,6 +70,12 @@ export type ModelCallOutcome = 'ok' | 'error' | 'cancelled';
 export type ModelCallObserver = (agent: AgentName, model: string, outcome: ModelCallOutcome, usage?: TokenUsage) => void;
 
 const MAX_RETRY_AFTER_MS = 30_000;
+/**
+ * How long auto keeps what it learnt a model's server refuses. Then the first kind is asked again, once: a
+ * server upgraded or restarted with other flags (llama.cpp's --jinja) is used as it is now, and one that still
+ * refuses costs a refused request an hour.
+ */
+const RELEARN_AFTER_MS = 60 * 60_000;
 /** In auto mode, what is tried after a server refused the one before, in order. */
 const FALLBACK_ORDER: readonly StructuredOutputMode[] = ['json_schema', 'json_object', 'tools'];
 
@@ -238,8 +244,8 @@ class CallClock {
  */
 export class LlmClient {
   private readonly client: OpenAI | undefined;
-  /** What auto mode learnt each model's server refuses: the mode it asks in now, per base URL and model. */
-  private readonly learntModes = new Map<string, StructuredOutputMode>();
+  /** What auto mode learnt each model's server refuses: the mode it asks in now, per base URL and model, until when. */
+  private readonly learntModes = new Map<string, { mode: StructuredOutputMode; until: number }>();
 
   constructor(
     private readonly config: LlmConfig,
@@ -267,7 +273,13 @@ export class LlmClient {
   /** The way structured output is asked of this model now: the setting, or in auto mode what its server accepted. */
   outputModeOf(agent: AgentName): StructuredOutputMode {
     if (this.config.output !== 'auto') return this.config.output;
-    return this.learntModes.get(this.modelKey(this.config.models[agent])) ?? 'json_schema';
+    return this.learntModeOf(this.modelKey(this.config.models[agent]));
+  }
+
+  /** What auto learnt of this base URL and model, while it holds (RELEARN_AFTER_MS); json_schema before or after. */
+  private learntModeOf(key: string): StructuredOutputMode {
+    const learnt = this.learntModes.get(key);
+    return learnt && Date.now() < learnt.until ? learnt.mode : 'json_schema';
   }
 
   /**
@@ -367,8 +379,8 @@ export class LlmClient {
     }
     const key = this.modelKey(model);
     // Concurrent calls may learn the same refusal: the mode only ever moves on.
-    const learnt = this.learntModes.get(key) ?? 'json_schema';
-    if (FALLBACK_ORDER.indexOf(next) > FALLBACK_ORDER.indexOf(learnt)) this.learntModes.set(key, next);
+    const learnt = this.learntModeOf(key);
+    if (FALLBACK_ORDER.indexOf(next) > FALLBACK_ORDER.indexOf(learnt)) this.learntModes.set(key, { mode: next, until: Date.now() + RELEARN_AFTER_MS });
     this.logger.warn(details, 'the model server refused this kind of structured output; asking this model in the next kind from now on');
     return next;
   }
