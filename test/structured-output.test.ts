@@ -323,6 +323,17 @@ describe('STEPCAST_LLM_OUTPUT set to one mode', () => {
 });
 
 describe('sampling settings', () => {
+  it.each([
+    ['STEPCAST_TEMPERATURE', '', /STEPCAST_TEMPERATURE: must be a number from 0 to 2, or unset/],
+    ['STEPCAST_SQL_TEMPERATURE', '  ', /STEPCAST_SQL_TEMPERATURE: must be a number from 0 to 2, or unset/],
+    ['STEPCAST_PLANNER_TEMPERATURE', '2.5', /STEPCAST_PLANNER_TEMPERATURE: must be a number from 0 to 2/],
+    ['STEPCAST_API_TEMPERATURE', 'warm', /STEPCAST_API_TEMPERATURE: must be a number from 0 to 2/],
+    ['STEPCAST_MAX_TOKENS', '', /STEPCAST_MAX_TOKENS: must be a whole number of tokens/],
+    ['STEPCAST_SQL_MAX_TOKENS', '1.5', /STEPCAST_SQL_MAX_TOKENS: must be a whole number of tokens/],
+  ])('refuses %s=%j at start, naming it (blank is not a temperature of 0)', (name, value, message) => {
+    expect(() => loadConfig({ [name]: value })).toThrow(message);
+  });
+
   it('sends each agent its temperature and max tokens, the global ones where it has none, and nothing when unset', async () => {
     const { llm, client } = await serverLike(modelServers.ollama, {
       STEPCAST_TEMPERATURE: '0.2',
