@@ -52,7 +52,10 @@ const ExecuteOptions = builder.inputType('ExecuteOptions', {
   fields: (t) => ({
     correlationId: t.string({ description: 'Tags every log line, event and row of the run; generated when absent.' }),
     sampleSize: t.int({ description: 'Records of each step passed on as its sample, 0 to 100; default 3.' }),
-    stepTimeoutMs: t.int({ description: 'Time limit of each step in milliseconds; default 10000.' }),
+    stepTimeoutMs: t.int({
+      description:
+        "Time limit of each step's SQL statement or program in milliseconds, counted from when it starts; default 10000. The time an agent takes to write it has its own limit (STEPCAST_AGENT_TIMEOUT_MS).",
+    }),
     idempotencyKey: t.string({
       description:
         'Submits the request once: the same key with the same request (plan or query, and options) answers with the execution it made, for STEPCAST_IDEMPOTENCY_TTL_HOURS (24), without running it again or counting against your rate. 1 to 200 characters. The same key with another request answers IDEMPOTENCY_CONFLICT; while the first executeQuery with the key is still planning, a retry waits for its execution, or answers IDEMPOTENCY_KEY_IN_USE (retryable, extensions.retryAfter) if it fails.',
