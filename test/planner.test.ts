@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { promptOf, startScriptedLlm, type ScriptedLlm } from './fixtures/scripted-llm.js';
 import { backends } from './support/database.js';
 import { ExecuteQueryMutation, ExecutionsQuery, PlanQueryQuery, StepUpdatesSubscription } from './support/operations.js';
@@ -109,5 +109,30 @@ for (const { backend, skipReason } of backends) {
       const after = await server.request(ExecutionsQuery, { first: 100 });
       expect(after.data!.executions.edges.length).toBe(before.data!.executions.edges.length);
     });
+
+    it('stops planning when the client of planQuery goes away: the model request is closed, long before STEPCAST_PLANNER_TIMEOUT_MS', async () => {
+      llm.script({ when: isPlanner, replies: [{ hang: true }] });
+      const client = new AbortController();
+      const answered = fetch(server.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' },
+        body: JSON.stringify({ query: PlanQueryQuery.toString(), variables: { query: 'How many users are there?' } }),
+        signal: client.signal,
+      }).catch((error: unknown) => error);
+      await vi.waitFor(() => expect(llm.hanging).toHaveLength(1), { timeout: 30_000, interval: 20 });
+      client.abort();
+      expect(await answered).toMatchObject({ name: 'AbortError' });
+      // The planner's limit is 120 s here: only the client's going away can close the request this soon.
+      expect(await settlesWithin(llm.hanging[0]!.closed, 5_000)).toBe(true);
+    });
   });
+}
+
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -1,7 +1,7 @@
 import { builder } from './builder.js';
 import { StepKindEnum } from './enums.js';
 import { isUuid } from './cursor.js';
-import { badUserInput, notFound, toGraphQLError } from './errors.js';
+import { badUserInput, clientGone, notFound, toGraphQLError } from './errors.js';
 import { ExecutionRef, PlanRef } from './execution.js';
 import type { GraphQLContext } from './context.js';
 
@@ -167,8 +167,10 @@ builder.queryField('planQuery', (t) =>
     args: { query: t.arg.string({ required: true, description: 'The question, in plain words.' }) },
     resolve: async (_root, { query }, context) => {
       try {
-        return await context.executor.planQuery(context.tenantId, query);
+        // A plan nobody waits for any more is not worth the model's time: on a server with one slot, it holds up every other request.
+        return await context.executor.planQuery(context.tenantId, query, context.signal);
       } catch (error) {
+        if (context.signal?.aborted) throw clientGone();
         throw toGraphQLError(error);
       }
     },
