@@ -325,6 +325,19 @@ describe('STEPCAST_LLM_OUTPUT set to one mode', () => {
 });
 
 describe('sampling settings', () => {
+  it("sends the output limit as max_completion_tokens to a model that refuses max_tokens (OpenAI's reasoning models behind a base URL, Azure), from then on", async () => {
+    const { llm, client } = await serverLike(modelServers.openaiReasoningModel, { STEPCAST_MAX_TOKENS: '500' });
+    llm.script(answers([{ content: ANSWER }]));
+    expect((await client.completeStructured(sqlRequest())).value).toEqual(ANSWER);
+    expect(llm.requests.map(({ body }) => [body.max_tokens, body.max_completion_tokens])).toEqual([
+      [500, undefined],
+      [undefined, 500],
+    ]);
+    llm.script(answers([{ content: ANSWER }]));
+    await client.completeStructured(sqlRequest({ agent: 'planner' }));
+    expect(llm.requests.map(({ body }) => [body.max_tokens, body.max_completion_tokens])).toEqual([[undefined, 500]]);
+  });
+
   it.each([
     ['STEPCAST_TEMPERATURE', '', /STEPCAST_TEMPERATURE: must be a number from 0 to 2, or unset/],
     ['STEPCAST_SQL_TEMPERATURE', '  ', /STEPCAST_SQL_TEMPERATURE: must be a number from 0 to 2, or unset/],

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { AgentName, LlmConfig } from '../config.js';
 import type { Logger } from '../logger.js';
 import { inSpan } from '../observability/spans.js';
-import { describeRefusal, normalizeErrorBody, refusalOf, type StructuredOutputMode } from './model-server-errors.js';
+import { describeRefusal, normalizeErrorBody, refusalOf, refusesMaxTokens, type StructuredOutputMode } from './model-server-errors.js';
 
 export type { StructuredOutputMode } from './model-server-errors.js';
 
@@ -244,6 +244,8 @@ class CallClock {
  */
 export class LlmClient {
   private readonly client: OpenAI | undefined;
+  /** Base URL and model of the models that refused max_tokens: they are sent max_completion_tokens. */
+  private readonly wantsMaxCompletionTokens = new Set<string>();
   /** What auto mode learnt each model's server refuses: the mode it asks in now, per base URL and model, until when. */
   private readonly learntModes = new Map<string, { mode: StructuredOutputMode; until: number }>();
 
@@ -401,9 +403,11 @@ export class LlmClient {
     const sampling = this.config.sampling[request.agent];
     const body: OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming = { model, messages: [] };
     if (sampling.temperature !== undefined) body.temperature = sampling.temperature;
-    // OpenAI's newer models take only max_completion_tokens; the compatible servers (Ollama's above all) read max_tokens.
+    // OpenAI's newer models take only max_completion_tokens; the compatible servers (Ollama's above all) read
+    // max_tokens. Behind a base URL (Azure, a gateway, api.openai.com set explicitly), a model that refuses
+    // max_tokens says so, and is sent max_completion_tokens from then on.
     if (sampling.maxTokens !== undefined) {
-      if (this.config.baseUrl === undefined) body.max_completion_tokens = sampling.maxTokens;
+      if (this.config.baseUrl === undefined || this.wantsMaxCompletionTokens.has(this.modelKey(model))) body.max_completion_tokens = sampling.maxTokens;
       else body.max_tokens = sampling.maxTokens;
     }
     let instruction: string | undefined;
@@ -483,6 +487,15 @@ export class LlmClient {
         // Out of time, the abandoned request was aborted (its connection closed) and is never retried: the
         // server may still be generating it.
         if (clock.signal.aborted) throw this.stopped(request, clock, error);
+        if (body.max_tokens != null && error instanceof OpenAI.APIError && refusesMaxTokens(error)) {
+          this.wantsMaxCompletionTokens.add(this.modelKey(model));
+          const { max_tokens: maxTokens, ...rest } = body;
+          body = { ...rest, max_completion_tokens: maxTokens };
+          this.logger.warn({ agent: request.agent, model }, 'the model refused max_tokens; sending it max_completion_tokens from now on');
+          // Asked again at once, and not as a retry: once, as the body no longer has max_tokens.
+          attempt -= 1;
+          continue;
+        }
         if (error instanceof OpenAI.APIConnectionTimeoutError) throw this.stopped(request, clock, error);
         const status = error instanceof OpenAI.APIError ? error.status : undefined;
         if (error instanceof OpenAI.APIError && error.status !== undefined) {

@@ -102,3 +102,13 @@ export function refusalOf(mode: StructuredOutputMode, error: APIError): 'mode' |
   if (!ABOUT[mode].test(message)) return undefined;
   return status < 500 || REFUSING.test(message) ? 'mode' : undefined;
 }
+
+/**
+ * OpenAI's reasoning models (o-series, gpt-5), on api.openai.com or an Azure deployment, refuse max_tokens:
+ * "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+ */
+export function refusesMaxTokens(error: APIError): boolean {
+  if (error.status !== 400) return false;
+  const message = describeRefusal(error);
+  return (error.param === 'max_tokens' || /'max_tokens'/.test(message)) && /max_completion_tokens/.test(message);
+}
