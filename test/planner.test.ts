@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { promptOf, startScriptedLlm, type ScriptedLlm } from './fixtures/scripted-llm.js';
 import { backends } from './support/database.js';
+import { sampleValue, scrapeMetrics } from './support/prometheus.js';
 import { ExecuteQueryMutation, ExecutionsQuery, PlanQueryQuery, StepUpdatesSubscription } from './support/operations.js';
 import { describeUpdates, fetchExecution } from './support/plans.js';
 import { startTestServer, type TestServer } from './support/server.js';
@@ -110,7 +111,10 @@ for (const { backend, skipReason } of backends) {
       expect(after.data!.executions.edges.length).toBe(before.data!.executions.edges.length);
     });
 
-    it('stops planning when the client of planQuery goes away: the model request is closed, long before STEPCAST_PLANNER_TIMEOUT_MS', async () => {
+    it('stops planning when the client of planQuery goes away: the model request is closed, long before STEPCAST_PLANNER_TIMEOUT_MS, and counted as cancelled', async () => {
+      const plannerCalls = async (outcome: string) =>
+        sampleValue((await scrapeMetrics(server.url)).samples, 'stepcast_model_calls_total', { agent: 'planner', outcome }) ?? 0;
+      const [cancelledBefore, errorsBefore] = [await plannerCalls('cancelled'), await plannerCalls('error')];
       llm.script({ when: isPlanner, replies: [{ hang: true }] });
       const client = new AbortController();
       const answered = fetch(server.url, {
@@ -124,6 +128,9 @@ for (const { backend, skipReason } of backends) {
       expect(await answered).toMatchObject({ name: 'AbortError' });
       // The planner's limit is 120 s here: only the client's going away can close the request this soon.
       expect(await settlesWithin(llm.hanging[0]!.closed, 5_000)).toBe(true);
+      // Told as a cancel, not as the model's failure to answer in time.
+      await vi.waitFor(async () => expect(await plannerCalls('cancelled')).toBe(cancelledBefore + 1), { timeout: 10_000, interval: 50 });
+      expect(await plannerCalls('error')).toBe(errorsBefore);
     });
   });
 }

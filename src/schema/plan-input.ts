@@ -166,11 +166,13 @@ builder.queryField('planQuery', (t) =>
       'Asks the planner for a plan answering the question, checked like a client plan; runs nothing, stores nothing. Takes one of your model calls (RATE_LIMITED with extensions.retryAfter when they are used up). A request may select one planQuery or executeQuery (TOO_MANY_MODEL_CALLS).',
     args: { query: t.arg.string({ required: true, description: 'The question, in plain words.' }) },
     resolve: async (_root, { query }, context) => {
+      // A plan nobody waits for any more is not worth the model's time: on a server with one slot, it holds up
+      // every other request. Followed, not used as it is (see GraphQLContext.signal).
+      const clientGoneSignal = context.signal ? AbortSignal.any([context.signal]) : undefined;
       try {
-        // A plan nobody waits for any more is not worth the model's time: on a server with one slot, it holds up every other request.
-        return await context.executor.planQuery(context.tenantId, query, context.signal);
+        return await context.executor.planQuery(context.tenantId, query, clientGoneSignal);
       } catch (error) {
-        if (context.signal?.aborted) throw clientGone();
+        if (clientGoneSignal?.aborted) throw clientGone();
         throw toGraphQLError(error);
       }
     },
