@@ -9,9 +9,14 @@ const integer = (fallback: number, min: number, max: number) =>
 
 const onOff = z.enum(['on', 'off']);
 
-/** Unset: nothing is sent, and the model server uses its own default. */
-const temperature = z.coerce.number().min(0).max(2).optional();
-const maxTokens = z.coerce.number().int().min(1).max(1_000_000).optional();
+/**
+ * Unset: nothing is sent, and the model server uses its own default. Set but blank is refused: coerced, it would
+ * be a temperature of 0 sent without a word.
+ */
+const sampling = (what: string, valid: (value: number) => boolean) =>
+  z.string().trim().min(1, `must be ${what}, or unset`).transform(Number).refine(valid, `must be ${what}, or unset`).optional();
+const temperature = sampling('a number from 0 to 2', (value) => value >= 0 && value <= 2);
+const maxTokens = sampling('a whole number of tokens from 1 to 1000000', (value) => Number.isInteger(value) && value >= 1 && value <= 1_000_000);
 
 /** The shortest stepTimeoutMs a client, or the settings, may ask for. */
 const MIN_STEP_TIMEOUT_MS = 100;

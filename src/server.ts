@@ -226,7 +226,7 @@ export function createGraphQLServer({
       // graphql-ws authenticated the socket in onConnect; an HTTP request brings its own credential.
       if (socketContext) return socketContext as GraphQLContext;
       try {
-        return contextFor(await authenticator.authenticate(request.headers.get('authorization')));
+        return { ...contextFor(await authenticator.authenticate(request.headers.get('authorization'))), signal: request.signal };
       } catch (error) {
         if (error instanceof AuthenticationError) throw unauthenticated(error.message);
         throw error;

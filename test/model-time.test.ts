@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { AgentError, LlmClient } from '../src/agents/llm-client.js';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
-import { modelServers, outputModeOf, startScriptedLlm, type ScriptedLlm, type ScriptedReply } from './fixtures/scripted-llm.js';
+import { modelServers, outputModeOf, schemaNameOf, startScriptedLlm, type ScriptedLlm, type ScriptedReply } from './fixtures/scripted-llm.js';
 import { backends } from './support/database.js';
 import { ExecuteQueryMutation, ExecutionsQuery, PlanQueryQuery, StepUpdatesSubscription } from './support/operations.js';
 import { fetchExecution, runPlan } from './support/plans.js';
@@ -85,27 +85,31 @@ describe('the time limit of one agent call', () => {
   });
 
   it('gives the planner STEPCAST_PLANNER_TIMEOUT_MS, and keeps STEPCAST_LLM_TIMEOUT_MS as the old name of STEPCAST_AGENT_TIMEOUT_MS', async () => {
-    llm.script({ when: () => true, replies: [{ hang: true }], repeat: true });
-    const error = await failureOf(ask(clientWith({ STEPCAST_PLANNER_TIMEOUT_MS: '1000' }), 'planner'));
-    expect(error).toMatchObject({ code: 'AGENT_TIMEOUT', retryable: true });
-    expect(error.message).toMatch(/within 1000 ms \(STEPCAST_PLANNER_TIMEOUT_MS\)/);
-
     expect(loadConfig({}).llm).toMatchObject({ agentTimeoutMs: 60_000, plannerTimeoutMs: 120_000, deprecatedTimeoutSetting: false });
     expect(loadConfig({ STEPCAST_LLM_TIMEOUT_MS: '1500' }).llm).toMatchObject({ agentTimeoutMs: 1_500, deprecatedTimeoutSetting: true });
     expect(loadConfig({ STEPCAST_LLM_TIMEOUT_MS: '1500', STEPCAST_AGENT_TIMEOUT_MS: '2500' }).llm).toMatchObject({
       agentTimeoutMs: 2_500,
       deprecatedTimeoutSetting: false,
     });
+    // Both wait out their limit at once.
     llm.script({ when: () => true, replies: [{ hang: true }], repeat: true });
-    expect((await failureOf(ask(clientWith({ STEPCAST_LLM_TIMEOUT_MS: '1000' })))).code).toBe('AGENT_TIMEOUT');
+    const [planner, aliased] = await Promise.all([
+      failureOf(ask(clientWith({ STEPCAST_PLANNER_TIMEOUT_MS: '1000' }), 'planner')),
+      failureOf(ask(clientWith({ STEPCAST_LLM_TIMEOUT_MS: '1000' }))),
+    ]);
+    expect(planner).toMatchObject({ code: 'AGENT_TIMEOUT', retryable: true });
+    expect(planner.message).toMatch(/within 1000 ms \(STEPCAST_PLANNER_TIMEOUT_MS\)/);
+    expect(aliased).toMatchObject({ code: 'AGENT_TIMEOUT', retryable: true });
+    expect(aliased.message).toMatch(/within 1000 ms \(STEPCAST_AGENT_TIMEOUT_MS\)/);
   });
 });
 
 for (const { backend, skipReason } of backends) {
   describe.skipIf(skipReason !== null)(`model time in steps and planning on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
-    // Generous on a loaded machine, yet short enough to wait out when a request hangs.
-    const agentTimeoutMs = Math.min(scaledTimeout(3_000), 5_000);
-    const plannerTimeoutMs = Math.min(scaledTimeout(2_000), 4_000);
+    // Generous on a loaded machine, yet short enough to wait out when a request hangs: the agent's limit must
+    // hold a 1.5 s model with room to spare; the planner's only two answers from the scripted server.
+    const agentTimeoutMs = Math.min(scaledTimeout(3_000), 4_000);
+    const plannerTimeoutMs = Math.min(scaledTimeout(1_000), 2_000);
     let llm: ScriptedLlm;
     let server: TestServer;
     beforeAll(async () => {
@@ -145,30 +149,31 @@ for (const { backend, skipReason } of backends) {
       expect(execution.steps[0]!.sql).toBe(ENDLESS_SQL);
     });
 
-    it('fails a SQL step AGENT_TIMEOUT (retryable) when its model runs out of STEPCAST_AGENT_TIMEOUT_MS; the request is closed, not retried', async () => {
+    // The waits for a limit run side by side: each is the limit's length, and the suite waits out two, not four.
+    it('fails a SQL step and an API step AGENT_TIMEOUT (retryable) when their agent runs out of STEPCAST_AGENT_TIMEOUT_MS; each request is closed, not retried', async () => {
       llm.script({ when: () => true, replies: [{ hang: true }], repeat: true });
-      const { execution } = await runPlan(server, { query: 'q', steps: [{ kind: 'SQL', queryContext: 'never written' }] }, { stepTimeoutMs: 60_000 });
-      const step = execution.steps[0]!;
-      expect(step.status).toBe('FAILED');
-      expect(step.error).toMatchObject({ code: 'AGENT_TIMEOUT', retryable: true });
-      expect(step.error!.message).toContain(`within ${agentTimeoutMs} ms (STEPCAST_AGENT_TIMEOUT_MS)`);
-      expect(step.attempts).toBe(1);
-      expect(llm.requests).toHaveLength(1);
-      expect(await settlesWithin(llm.hanging[0]!.closed, CLOSE_MS)).toBe(true);
-    });
-
-    it('fails an API step AGENT_TIMEOUT when the API code agent runs out of time', async () => {
-      llm.script({ when: () => true, replies: [{ hang: true }], repeat: true });
-      const { execution } = await runPlan(server, { query: 'q', steps: [{ kind: 'API', queryContext: 'list the users' }] });
-      expect(execution.steps[0]!.error).toMatchObject({ code: 'AGENT_TIMEOUT', retryable: true });
-      expect(llm.requests).toHaveLength(1);
-      expect(await settlesWithin(llm.hanging[0]!.closed, CLOSE_MS)).toBe(true);
+      const [sql, api] = await Promise.all([
+        runPlan(server, { query: 'q', steps: [{ kind: 'SQL', queryContext: 'never written' }] }, { stepTimeoutMs: 60_000 }),
+        runPlan(server, { query: 'q', steps: [{ kind: 'API', queryContext: 'list the users' }] }, { stepTimeoutMs: 60_000 }),
+      ]);
+      for (const { execution } of [sql, api]) {
+        const step = execution.steps[0]!;
+        expect(step.status).toBe('FAILED');
+        expect(step.error).toMatchObject({ code: 'AGENT_TIMEOUT', retryable: true });
+        expect(step.error!.message).toContain(`within ${agentTimeoutMs} ms (STEPCAST_AGENT_TIMEOUT_MS)`);
+        expect(step.attempts).toBe(1);
+      }
+      // One request each, by the schema it asked for.
+      expect(llm.requests.map((request) => schemaNameOf(request)).sort()).toEqual(['api_step', 'sql_step']);
+      expect(llm.hanging).toHaveLength(2);
+      for (const hung of llm.hanging) expect(await settlesWithin(hung.closed, CLOSE_MS)).toBe(true);
     });
 
     it('answers planQuery and executeQuery AGENT_TIMEOUT (retryable) past STEPCAST_PLANNER_TIMEOUT_MS, storing nothing', async () => {
       llm.script({ when: () => true, replies: [{ hang: true }], repeat: true });
       const before = (await server.request(ExecutionsQuery, { first: 100 })).data!.executions.edges.length;
-      for (const response of [await server.request(PlanQueryQuery, { query: 'q' }), await server.request(ExecuteQueryMutation, { query: 'q' })]) {
+      const responses = await Promise.all([server.request(PlanQueryQuery, { query: 'q' }), server.request(ExecuteQueryMutation, { query: 'q' })]);
+      for (const response of responses) {
         expect(response.errors![0]!.extensions).toMatchObject({ code: 'AGENT_TIMEOUT', retryable: true });
         expect(response.errors![0]!.message).toContain(`within ${plannerTimeoutMs} ms (STEPCAST_PLANNER_TIMEOUT_MS)`);
       }
@@ -177,7 +182,7 @@ for (const { backend, skipReason } of backends) {
       expect((await server.request(ExecutionsQuery, { first: 100 })).data!.executions.edges.length).toBe(before);
     });
 
-    // Last: the service remembers, for its lifetime, what this server refused.
+    // Last: the service remembers, for an hour, what this server refused.
     it("plans and runs on a server that refuses a JSON schema: the planner falls back to JSON mode, and the SQL agent on the same model asks in it at once", async () => {
       llm.behaveAs(modelServers.llamaCppBeforeJsonSchema);
       llm.script({

@@ -1,6 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { promptOf, startScriptedLlm, type ScriptedLlm } from './fixtures/scripted-llm.js';
 import { backends } from './support/database.js';
+import { sampleValue, scrapeMetrics } from './support/prometheus.js';
 import { ExecuteQueryMutation, ExecutionsQuery, PlanQueryQuery, StepUpdatesSubscription } from './support/operations.js';
 import { describeUpdates, fetchExecution } from './support/plans.js';
 import { startTestServer, type TestServer } from './support/server.js';
@@ -109,5 +110,36 @@ for (const { backend, skipReason } of backends) {
       const after = await server.request(ExecutionsQuery, { first: 100 });
       expect(after.data!.executions.edges.length).toBe(before.data!.executions.edges.length);
     });
+
+    it('stops planning when the client of planQuery goes away: the model request is closed, long before STEPCAST_PLANNER_TIMEOUT_MS, and counted as cancelled', async () => {
+      const plannerCalls = async (outcome: string) =>
+        sampleValue((await scrapeMetrics(server.url)).samples, 'stepcast_model_calls_total', { agent: 'planner', outcome }) ?? 0;
+      const [cancelledBefore, errorsBefore] = [await plannerCalls('cancelled'), await plannerCalls('error')];
+      llm.script({ when: isPlanner, replies: [{ hang: true }] });
+      const client = new AbortController();
+      const answered = fetch(server.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' },
+        body: JSON.stringify({ query: PlanQueryQuery.toString(), variables: { query: 'How many users are there?' } }),
+        signal: client.signal,
+      }).catch((error: unknown) => error);
+      await vi.waitFor(() => expect(llm.hanging).toHaveLength(1), { timeout: 30_000, interval: 20 });
+      client.abort();
+      expect(await answered).toMatchObject({ name: 'AbortError' });
+      // The planner's limit is 120 s here: only the client's going away can close the request this soon.
+      expect(await settlesWithin(llm.hanging[0]!.closed, 5_000)).toBe(true);
+      // Told as a cancel, not as the model's failure to answer in time.
+      await vi.waitFor(async () => expect(await plannerCalls('cancelled')).toBe(cancelledBefore + 1), { timeout: 10_000, interval: 50 });
+      expect(await plannerCalls('error')).toBe(errorsBefore);
+    });
   });
+}
+
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

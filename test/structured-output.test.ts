@@ -1,6 +1,9 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
+import { ApiCodeAnswerSchema } from '../src/agents/api-agent.js';
 import { AgentError, LlmClient, type StructuredRequest } from '../src/agents/llm-client.js';
+import { PlanAnswerSchema } from '../src/agents/planner.js';
+import { SqlAnswerSchema } from '../src/agents/sql-agent.js';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import {
@@ -83,6 +86,33 @@ describe('STEPCAST_LLM_OUTPUT=auto', () => {
     expect(modes(llm)).toEqual([asked.at(-1)]);
   });
 
+  it("asks OpenAI's strict mode with a schema it takes: each agent's own schema is answered in json_schema, and what strict mode cannot enforce is still checked", async () => {
+    const { llm, client } = await serverLike(modelServers.openai);
+    const agents = [
+      { agent: 'sql', schemaName: 'sql_step', schema: SqlAnswerSchema, answer: { sql: 'SELECT 1', explanation: '' } },
+      { agent: 'api', schemaName: 'api_step', schema: ApiCodeAnswerSchema, answer: { code: 'return [];', explanation: '' } },
+      {
+        agent: 'planner',
+        schemaName: 'plan',
+        schema: PlanAnswerSchema,
+        answer: { reasoning: '', steps: [{ kind: 'SQL', queryContext: 'q', entity: null, reasoning: null, critical: true }] },
+      },
+    ] as const;
+    for (const { agent, schemaName, schema, answer } of agents) {
+      llm.script(answers([{ content: answer }]));
+      const request = { agent, schemaName, schema: schema as z.ZodType<unknown>, messages: [{ role: 'user' as const, content: 'q' }] };
+      expect((await client.completeStructured(request)).value, agent).toEqual(answer);
+      expect(modes(llm), agent).toEqual(['json_schema']);
+    }
+    expect(client.outputModeOf('sql')).toBe('json_schema');
+
+    // `sql` must not be empty (minLength, which strict mode refuses): zod still says so, and asks again.
+    llm.script(answers([{ content: { sql: '', explanation: '' } }, { content: ANSWER }], false));
+    expect((await client.completeStructured(sqlRequest())).value).toEqual(ANSWER);
+    expect(modes(llm)).toEqual(['json_schema', 'json_schema']);
+    expect(llm.requests[1]!.body.messages.at(-1)!.content).toMatch(/did not fit the required JSON schema \(sql: /);
+  });
+
   it('asks in JSON mode with the schema in the first system message, and in tools mode with one forced function whose parameters are the schema', async () => {
     const { llm, client } = await serverLike(modelServers.gatewayWithoutResponseFormat);
     llm.script(answers([{ content: ANSWER }]));
@@ -120,11 +150,42 @@ describe('STEPCAST_LLM_OUTPUT=auto', () => {
     expect(llm.requests.map((request) => [request.body.model, outputModeOf(request)])).toEqual([['gpt-4o', 'json_schema']]);
   });
 
+  it('asks in the first kind again an hour after it learnt a fallback: a server that still refuses is learnt again, one upgraded since is used as it is', async () => {
+    const { llm, client } = await serverLike(modelServers.llamaCppBeforeJsonSchema);
+    llm.script(answers([{ content: ANSWER }]));
+    await client.completeStructured(sqlRequest());
+    expect(client.outputModeOf('sql')).toBe('json_object');
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(Date.now() + 59 * 60_000);
+      llm.script(answers([{ content: ANSWER }]));
+      await client.completeStructured(sqlRequest());
+      expect(modes(llm)).toEqual(['json_object']);
+
+      vi.setSystemTime(Date.now() + 2 * 60_000);
+      llm.script(answers([{ content: ANSWER }]));
+      await client.completeStructured(sqlRequest());
+      expect(modes(llm)).toEqual(['json_schema', 'json_object']);
+      expect(client.outputModeOf('sql')).toBe('json_object');
+
+      vi.setSystemTime(Date.now() + 61 * 60_000);
+      llm.behaveAs(modelServers.llamaCpp);
+      llm.script(answers([{ content: ANSWER }]));
+      await client.completeStructured(sqlRequest());
+      expect(modes(llm)).toEqual(['json_schema']);
+      expect(client.outputModeOf('sql')).toBe('json_schema');
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it("does not fall back for a prompt longer than the context: each server's answer to it fails the call AGENT_FAILED, asked once in the mode it takes", async () => {
-    for (const [name, asked] of cases) {
+    const refusing = cases.filter(([name]) => (modelServers[name] as ModelServer).contextTooLong !== undefined);
+    expect(refusing.length).toBeGreaterThanOrEqual(8);
+    for (const [name, asked] of refusing) {
       const server: ModelServer = modelServers[name];
       const { llm, client } = await serverLike(server);
-      llm.script(answers([{ status: server.contextTooLong.status, body: server.contextTooLong.body }]));
+      llm.script(answers([{ status: server.contextTooLong!.status, body: server.contextTooLong!.body }]));
       const error = await failureOf(client.completeStructured(sqlRequest()));
       expect(error.code, name).toBe('AGENT_FAILED');
       expect(error.message, name).toMatch(/context|too long/);
@@ -146,6 +207,32 @@ describe('STEPCAST_LLM_OUTPUT=auto', () => {
     expect(down).toMatchObject({ code: 'AGENT_FAILED', retryable: true });
     expect(modes(llm)).toEqual(['json_schema', 'json_schema']);
     expect(client.outputModeOf('sql')).toBe('json_schema');
+  });
+
+  it('does not take a 500 that names the field without refusing it for a refusal: it is retried, and nothing is learnt', async () => {
+    const { llm, client } = await serverLike(modelServers.llamaCpp, { STEPCAST_LLM_MAX_RETRIES: '1' });
+    const crashed = { error: { code: 500, message: 'the worker crashed while it sampled with the json_schema grammar', type: 'server_error' } };
+    llm.script(answers([{ status: 500, headers: { 'retry-after-ms': '5' }, body: crashed }]));
+    const error = await failureOf(client.completeStructured(sqlRequest()));
+    expect(error).toMatchObject({ code: 'AGENT_FAILED', retryable: true });
+    expect(error.message).toContain('the worker crashed');
+    expect(modes(llm)).toEqual(['json_schema', 'json_schema']);
+    expect(client.outputModeOf('sql')).toBe('json_schema');
+  });
+
+  it('falls back for a strict schema the server refuses for that call only: the model keeps json_schema for the schemas it takes', async () => {
+    const { llm, client } = await serverLike(modelServers.openai);
+    // A property that is not required: strict mode refuses the schema (400 invalid_json_schema), not the mode.
+    const Loose = z.strictObject({ sql: z.string(), explanation: z.string().optional() });
+    llm.script(answers([{ content: ANSWER }]));
+    const loose = await client.completeStructured({ ...sqlRequest(), schema: Loose });
+    expect(loose.value).toEqual(ANSWER);
+    expect(modes(llm)).toEqual(['json_schema', 'json_object']);
+    expect(client.outputModeOf('sql')).toBe('json_schema');
+
+    llm.script(answers([{ content: ANSWER }]));
+    await client.completeStructured(sqlRequest());
+    expect(modes(llm)).toEqual(['json_schema']);
   });
 
   it('fails AGENT_FAILED, not retryable, when the server refuses all three, naming the last refusal', async () => {
@@ -238,6 +325,30 @@ describe('STEPCAST_LLM_OUTPUT set to one mode', () => {
 });
 
 describe('sampling settings', () => {
+  it("sends the output limit as max_completion_tokens to a model that refuses max_tokens (OpenAI's reasoning models behind a base URL, Azure), from then on", async () => {
+    const { llm, client } = await serverLike(modelServers.openaiReasoningModel, { STEPCAST_MAX_TOKENS: '500' });
+    llm.script(answers([{ content: ANSWER }]));
+    expect((await client.completeStructured(sqlRequest())).value).toEqual(ANSWER);
+    expect(llm.requests.map(({ body }) => [body.max_tokens, body.max_completion_tokens])).toEqual([
+      [500, undefined],
+      [undefined, 500],
+    ]);
+    llm.script(answers([{ content: ANSWER }]));
+    await client.completeStructured(sqlRequest({ agent: 'planner' }));
+    expect(llm.requests.map(({ body }) => [body.max_tokens, body.max_completion_tokens])).toEqual([[undefined, 500]]);
+  });
+
+  it.each([
+    ['STEPCAST_TEMPERATURE', '', /STEPCAST_TEMPERATURE: must be a number from 0 to 2, or unset/],
+    ['STEPCAST_SQL_TEMPERATURE', '  ', /STEPCAST_SQL_TEMPERATURE: must be a number from 0 to 2, or unset/],
+    ['STEPCAST_PLANNER_TEMPERATURE', '2.5', /STEPCAST_PLANNER_TEMPERATURE: must be a number from 0 to 2/],
+    ['STEPCAST_API_TEMPERATURE', 'warm', /STEPCAST_API_TEMPERATURE: must be a number from 0 to 2/],
+    ['STEPCAST_MAX_TOKENS', '', /STEPCAST_MAX_TOKENS: must be a whole number of tokens/],
+    ['STEPCAST_SQL_MAX_TOKENS', '1.5', /STEPCAST_SQL_MAX_TOKENS: must be a whole number of tokens/],
+  ])('refuses %s=%j at start, naming it (blank is not a temperature of 0)', (name, value, message) => {
+    expect(() => loadConfig({ [name]: value })).toThrow(message);
+  });
+
   it('sends each agent its temperature and max tokens, the global ones where it has none, and nothing when unset', async () => {
     const { llm, client } = await serverLike(modelServers.ollama, {
       STEPCAST_TEMPERATURE: '0.2',

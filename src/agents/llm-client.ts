@@ -4,7 +4,7 @@ import { z } from 'zod';
 import type { AgentName, LlmConfig } from '../config.js';
 import type { Logger } from '../logger.js';
 import { inSpan } from '../observability/spans.js';
-import { describeRefusal, normalizeErrorBody, refusesOutput, type StructuredOutputMode } from './model-server-errors.js';
+import { describeRefusal, normalizeErrorBody, refusalOf, refusesMaxTokens, type StructuredOutputMode } from './model-server-errors.js';
 
 export type { StructuredOutputMode } from './model-server-errors.js';
 
@@ -70,6 +70,12 @@ export type ModelCallOutcome = 'ok' | 'error' | 'cancelled';
 export type ModelCallObserver = (agent: AgentName, model: string, outcome: ModelCallOutcome, usage?: TokenUsage) => void;
 
 const MAX_RETRY_AFTER_MS = 30_000;
+/**
+ * How long auto keeps what it learnt a model's server refuses. Then the first kind is asked again, once: a
+ * server upgraded or restarted with other flags (llama.cpp's --jinja) is used as it is now, and one that still
+ * refuses costs a refused request an hour.
+ */
+const RELEARN_AFTER_MS = 60 * 60_000;
 /** In auto mode, what is tried after a server refused the one before, in order. */
 const FALLBACK_ORDER: readonly StructuredOutputMode[] = ['json_schema', 'json_object', 'tools'];
 
@@ -178,15 +184,19 @@ interface Correction {
   problem: string;
 }
 
-/** The server refused the way the request asked for structured output (not the request as a whole). */
+/**
+ * The server refused the way the request asked for structured output (not the request as a whole): the mode
+ * itself, or (`of: 'schema'`) only the strict schema the request carried.
+ */
 class OutputRefusedError extends Error {
   override name = 'OutputRefusedError';
   constructor(
     readonly mode: StructuredOutputMode,
+    readonly of: 'mode' | 'schema',
     readonly status: number,
     readonly serverMessage: string,
   ) {
-    super(`the model server refused structured output as ${mode}: HTTP ${status} ${serverMessage}`);
+    super(`the model server refused ${of === 'schema' ? 'the schema of ' : ''}structured output as ${mode}: HTTP ${status} ${serverMessage}`);
   }
 }
 
@@ -234,8 +244,10 @@ class CallClock {
  */
 export class LlmClient {
   private readonly client: OpenAI | undefined;
-  /** What auto mode learnt each model's server refuses: the mode it asks in now, per base URL and model. */
-  private readonly learntModes = new Map<string, StructuredOutputMode>();
+  /** Base URL and model of the models that refused max_tokens: they are sent max_completion_tokens. */
+  private readonly wantsMaxCompletionTokens = new Set<string>();
+  /** What auto mode learnt each model's server refuses: the mode it asks in now, per base URL and model, until when. */
+  private readonly learntModes = new Map<string, { mode: StructuredOutputMode; until: number }>();
 
   constructor(
     private readonly config: LlmConfig,
@@ -263,7 +275,13 @@ export class LlmClient {
   /** The way structured output is asked of this model now: the setting, or in auto mode what its server accepted. */
   outputModeOf(agent: AgentName): StructuredOutputMode {
     if (this.config.output !== 'auto') return this.config.output;
-    return this.learntModes.get(this.modelKey(this.config.models[agent])) ?? 'json_schema';
+    return this.learntModeOf(this.modelKey(this.config.models[agent]));
+  }
+
+  /** What auto learnt of this base URL and model, while it holds (RELEARN_AFTER_MS); json_schema before or after. */
+  private learntModeOf(key: string): StructuredOutputMode {
+    const learnt = this.learntModes.get(key);
+    return learnt && Date.now() < learnt.until ? learnt.mode : 'json_schema';
   }
 
   /**
@@ -355,14 +373,17 @@ export class LlmClient {
         { cause: refusal },
       );
     }
+    const details = { agent, model, refused: refusal.mode, next, status: refusal.status, serverMessage: refusal.serverMessage };
+    // The server takes json_schema, only not this schema: other schemas of this model still ask in it.
+    if (refusal.of === 'schema') {
+      this.logger.warn(details, 'the model server refused the strict schema of this call; asking this call in the next kind');
+      return next;
+    }
     const key = this.modelKey(model);
     // Concurrent calls may learn the same refusal: the mode only ever moves on.
-    const learnt = this.learntModes.get(key) ?? 'json_schema';
-    if (FALLBACK_ORDER.indexOf(next) > FALLBACK_ORDER.indexOf(learnt)) this.learntModes.set(key, next);
-    this.logger.warn(
-      { agent, model, refused: refusal.mode, next, status: refusal.status, serverMessage: refusal.serverMessage },
-      'the model server refused this kind of structured output; asking this model in the next kind from now on',
-    );
+    const learnt = this.learntModeOf(key);
+    if (FALLBACK_ORDER.indexOf(next) > FALLBACK_ORDER.indexOf(learnt)) this.learntModes.set(key, { mode: next, until: Date.now() + RELEARN_AFTER_MS });
+    this.logger.warn(details, 'the model server refused this kind of structured output; asking this model in the next kind from now on');
     return next;
   }
 
@@ -382,14 +403,16 @@ export class LlmClient {
     const sampling = this.config.sampling[request.agent];
     const body: OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming = { model, messages: [] };
     if (sampling.temperature !== undefined) body.temperature = sampling.temperature;
-    // OpenAI's newer models take only max_completion_tokens; the compatible servers (Ollama's above all) read max_tokens.
+    // OpenAI's newer models take only max_completion_tokens; the compatible servers (Ollama's above all) read
+    // max_tokens. Behind a base URL (Azure, a gateway, api.openai.com set explicitly), a model that refuses
+    // max_tokens says so, and is sent max_completion_tokens from then on.
     if (sampling.maxTokens !== undefined) {
-      if (this.config.baseUrl === undefined) body.max_completion_tokens = sampling.maxTokens;
+      if (this.config.baseUrl === undefined || this.wantsMaxCompletionTokens.has(this.modelKey(model))) body.max_completion_tokens = sampling.maxTokens;
       else body.max_tokens = sampling.maxTokens;
     }
     let instruction: string | undefined;
     if (mode === 'json_schema') {
-      body.response_format = { type: 'json_schema', json_schema: { name: request.schemaName, schema: jsonSchema, strict: true } };
+      body.response_format = { type: 'json_schema', json_schema: { name: request.schemaName, schema: strictSchemaOf(jsonSchema), strict: true } };
     } else if (mode === 'json_object') {
       body.response_format = { type: 'json_object' };
       instruction = `Answer with only a JSON object, and no other text, that fits this JSON schema:\n${JSON.stringify(schema)}`;
@@ -464,10 +487,20 @@ export class LlmClient {
         // Out of time, the abandoned request was aborted (its connection closed) and is never retried: the
         // server may still be generating it.
         if (clock.signal.aborted) throw this.stopped(request, clock, error);
+        if (body.max_tokens != null && error instanceof OpenAI.APIError && refusesMaxTokens(error)) {
+          this.wantsMaxCompletionTokens.add(this.modelKey(model));
+          const { max_tokens: maxTokens, ...rest } = body;
+          body = { ...rest, max_completion_tokens: maxTokens };
+          this.logger.warn({ agent: request.agent, model }, 'the model refused max_tokens; sending it max_completion_tokens from now on');
+          // Asked again at once, and not as a retry: once, as the body no longer has max_tokens.
+          attempt -= 1;
+          continue;
+        }
         if (error instanceof OpenAI.APIConnectionTimeoutError) throw this.stopped(request, clock, error);
         const status = error instanceof OpenAI.APIError ? error.status : undefined;
-        if (error instanceof OpenAI.APIError && status !== undefined && refusesOutput(mode, error)) {
-          throw new OutputRefusedError(mode, status, describeRefusal(error));
+        if (error instanceof OpenAI.APIError && error.status !== undefined) {
+          const refused = refusalOf(mode, error);
+          if (refused) throw new OutputRefusedError(mode, refused, error.status, describeRefusal(error));
         }
         const connectionFailed = error instanceof OpenAI.APIConnectionError;
         const retryable = connectionFailed || isRetryableStatus(status);
@@ -501,6 +534,30 @@ export class LlmClient {
       }
     }
   }
+}
+
+/**
+ * Keywords zod writes that OpenAI's strict mode refuses ("'minLength' is not permitted", 400 invalid_json_schema)
+ * rather than enforcing. They are left out of the strict schema; zod still checks them on every answer, and an
+ * answer that breaks one gets the corrective round.
+ */
+const NOT_IN_STRICT_MODE: ReadonlySet<string> = new Set(['minLength', 'maxLength']);
+
+/** The schema as strict mode takes it: the same, without the keywords it refuses, at any depth. */
+function strictSchemaOf(schema: unknown): Record<string, unknown> {
+  const strip = (node: unknown, keyword: string | undefined): unknown => {
+    // Under enum, const, default or examples a value is data; under `properties` the keys are property names (a
+    // property may be called minLength).
+    if (keyword === 'enum' || keyword === 'const' || keyword === 'default' || keyword === 'examples') return node;
+    if (Array.isArray(node)) return node.map((item) => strip(item, undefined));
+    if (typeof node !== 'object' || node === null) return node;
+    return Object.fromEntries(
+      Object.entries(node)
+        .filter(([key]) => keyword === 'properties' || !NOT_IN_STRICT_MODE.has(key))
+        .map(([key, value]) => [key, strip(value, key)]),
+    );
+  };
+  return strip(schema, undefined) as Record<string, unknown>;
 }
 
 /** The prompt's first system message, with what the mode asks of the answer's form after it. */

@@ -67,18 +67,48 @@ const PARAMS: Record<StructuredOutputMode, RegExp> = {
 };
 
 /**
- * Whether an error response refuses the way a request asked for structured output, rather than the request
- * itself: a 400, 422, 500 or 501 whose `param` names the field, or whose message talks about it
- * (`response_format` / `json_schema` / `json_object` for the JSON modes; `tools`, `tool_choice`, function
- * calling or llama.cpp's `--jinja` for tools), and that is not about the prompt's length. Anything else (a
- * 400 for a context that is too long, a model that does not exist, a 500 that says nothing of the field) is
- * the failure it is.
+ * How a server says it does not take something, beside naming it. A 500 is a refusal only with such words
+ * (llama.cpp's "tools param requires --jinja flag", "Unsupported param: tools", "response_format type must be one
+ * of ..."): a server that failed while it worked on the request may name the field too, and that is no refusal.
  */
-export function refusesOutput(mode: StructuredOutputMode, error: APIError): boolean {
-  if (error.status === undefined || !REFUSAL_STATUSES.has(error.status)) return false;
+const REFUSING = /not supported|unsupported|does not support|requires?\b|must be one of|not implemented|not permitted|not allowed|unknown|unrecognized|extra inputs|invalid/i;
+
+/**
+ * A strict JSON schema refused for what is in it (OpenAI's 400 invalid_json_schema, "Invalid schema for
+ * response_format ...: 'minLength' is not permitted"; vLLM's "The provided JSON schema contains features not
+ * supported by xgrammar"): the server takes json_schema, only not this schema.
+ */
+const SCHEMA_REFUSED = /invalid schema for|json schema contains features not supported/i;
+
+/**
+ * What an error response refuses: the way the request asked for structured output (`mode`: the server or
+ * model does not take that kind), or, in json_schema mode, only the schema it carried (`schema`: another
+ * schema would be taken); undefined when it is not a refusal of either.
+ *
+ * A refusal is a 400, 422, 500 or 501 whose `param` names the field, or whose message talks about it
+ * (`response_format` / `json_schema` / `json_object` for the JSON modes; `tools`, `tool_choice`, function
+ * calling or llama.cpp's `--jinja` for tools), a 500 or 501 only in words that refuse, and never one about
+ * the prompt's length. Anything else (a 400 for a context that is too long, a model that does not exist, a
+ * 500 that says nothing of the field or does not refuse it) is the failure it is.
+ */
+export function refusalOf(mode: StructuredOutputMode, error: APIError): 'mode' | 'schema' | undefined {
+  const status = error.status;
+  if (status === undefined || !REFUSAL_STATUSES.has(status)) return undefined;
   const message = describeRefusal(error);
   const code = typeof error.code === 'string' ? error.code : '';
-  if (TOO_LONG.test(message) || TOO_LONG.test(code)) return false;
-  if (typeof error.param === 'string' && PARAMS[mode].test(error.param)) return true;
-  return ABOUT[mode].test(message);
+  if (TOO_LONG.test(message) || TOO_LONG.test(code)) return undefined;
+  if (mode === 'json_schema' && (code === 'invalid_json_schema' || SCHEMA_REFUSED.test(message))) return 'schema';
+  if (typeof error.param === 'string' && PARAMS[mode].test(error.param)) return 'mode';
+  if (!ABOUT[mode].test(message)) return undefined;
+  return status < 500 || REFUSING.test(message) ? 'mode' : undefined;
+}
+
+/**
+ * OpenAI's reasoning models (o-series, gpt-5), on api.openai.com or an Azure deployment, refuse max_tokens:
+ * "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+ */
+export function refusesMaxTokens(error: APIError): boolean {
+  if (error.status !== 400) return false;
+  const message = describeRefusal(error);
+  return (error.param === 'max_tokens' || /'max_tokens'/.test(message)) && /max_completion_tokens/.test(message);
 }

@@ -44,7 +44,7 @@ function addSubmitOptions(command: Command): Command {
     .option('--correlation-id <id>', 'tags every log line, event and row of the run')
     .option('--idempotency-key <key>', 'submit once: the same key and request answer with the same execution')
     .option('--sample-size <n>', 'records of each step passed on as its sample (0 to 100)', positiveInteger)
-    .option('--step-timeout-ms <ms>', 'time limit of each step in milliseconds', positiveInteger);
+    .option('--step-timeout-ms <ms>', "time limit of each step's statement or program in milliseconds (the model's time is not in it)", positiveInteger);
 }
 
 function executeOptionsOf(options: SubmitOptions): ExecuteOptions | undefined {

@@ -273,20 +273,21 @@ export class Executor {
    * Asks the planner for a plan answering the query, checked like a client's plan; stores nothing.
    * It takes one of the tenant's model calls once the question passes its checks.
    */
-  async planQuery(tenantId: string, query: string): Promise<StoredPlan> {
+  async planQuery(tenantId: string, query: string, signal?: AbortSignal): Promise<StoredPlan> {
     checkQuery(query, this.settings.inputLimits);
     await this.takeTokens(tenantId, this.plannerBudgets());
-    return (await this.planWithUsage(tenantId, query)).plan;
+    return (await this.planWithUsage(tenantId, query, signal)).plan;
   }
 
-  /** Asks the planner; the query must have passed checkQuery. */
-  private async planWithUsage(tenantId: string, query: string): Promise<{ plan: StoredPlan; usage: StoredTokenUsage }> {
+  /** Asks the planner; the query must have passed checkQuery. `signal` stops it (its client went away). */
+  private async planWithUsage(tenantId: string, query: string, signal?: AbortSignal): Promise<{ plan: StoredPlan; usage: StoredTokenUsage }> {
     const tenant = await this.findTenant(tenantId);
     if (!tenant) throw new Error(`tenant ${tenantId} does not exist`);
     const answer = await planWithModel(this.llm, {
       query,
       dataSchema: await this.knowledge.dataSchema(tenant),
       apiCatalog: describeApiCatalog(this.knowledge.apiCatalog(tenant)),
+      signal,
     });
     try {
       return { plan: validatePlan({ query, ...answer.value }, {}, this.planDefaults()).plan, usage: answer.usage };

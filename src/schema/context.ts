@@ -14,6 +14,12 @@ export interface GraphQLContext {
   principal: Principal;
   /** The tenant every operation of this request acts for; it comes from the credential, never an argument. */
   tenantId: string;
+  /**
+   * An HTTP request's signal, aborted when its client goes away before the answer (absent over graphql-ws).
+   * Follow it (AbortSignal.any([signal])) rather than read it: whatwg-node's lazy signal keeps `aborted` false
+   * once something follows it, though what follows it is aborted.
+   */
+  signal?: AbortSignal;
   /** Whether the credential still stands (not revoked, not expired); asked again before every streamed update. */
   stillAuthorized: () => boolean;
   /** Calls onInvalid once the credential stops standing; returns the function that stops watching. */

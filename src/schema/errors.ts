@@ -23,6 +23,11 @@ export function notFound(message: string): GraphQLError {
   return new GraphQLError(message, { extensions: { code: 'NOT_FOUND' } });
 }
 
+/** The client closed its request before the answer (planQuery stops its planner then); nobody reads this. */
+export function clientGone(): GraphQLError {
+  return new GraphQLError('the client closed the request before the answer was ready', { extensions: { code: 'CLIENT_CLOSED_REQUEST' } });
+}
+
 /** HTTP 429 with Retry-After over HTTP (yoga reads extensions.http and leaves it out of the body). */
 function rateLimited(error: RateLimitedError): GraphQLError {
   const retryAfter = error.retryAfterSeconds;

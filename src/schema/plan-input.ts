@@ -1,7 +1,7 @@
 import { builder } from './builder.js';
 import { StepKindEnum } from './enums.js';
 import { isUuid } from './cursor.js';
-import { badUserInput, notFound, toGraphQLError } from './errors.js';
+import { badUserInput, clientGone, notFound, toGraphQLError } from './errors.js';
 import { ExecutionRef, PlanRef } from './execution.js';
 import type { GraphQLContext } from './context.js';
 
@@ -52,7 +52,10 @@ const ExecuteOptions = builder.inputType('ExecuteOptions', {
   fields: (t) => ({
     correlationId: t.string({ description: 'Tags every log line, event and row of the run; generated when absent.' }),
     sampleSize: t.int({ description: 'Records of each step passed on as its sample, 0 to 100; default 3.' }),
-    stepTimeoutMs: t.int({ description: 'Time limit of each step in milliseconds; default 10000.' }),
+    stepTimeoutMs: t.int({
+      description:
+        "Time limit of each step's SQL statement or program in milliseconds, counted from when it starts; default 10000. The time an agent takes to write it has its own limit (STEPCAST_AGENT_TIMEOUT_MS).",
+    }),
     idempotencyKey: t.string({
       description:
         'Submits the request once: the same key with the same request (plan or query, and options) answers with the execution it made, for STEPCAST_IDEMPOTENCY_TTL_HOURS (24), without running it again or counting against your rate. 1 to 200 characters. The same key with another request answers IDEMPOTENCY_CONFLICT; while the first executeQuery with the key is still planning, a retry waits for its execution, or answers IDEMPOTENCY_KEY_IN_USE (retryable, extensions.retryAfter) if it fails.',
@@ -163,9 +166,13 @@ builder.queryField('planQuery', (t) =>
       'Asks the planner for a plan answering the question, checked like a client plan; runs nothing, stores nothing. Takes one of your model calls (RATE_LIMITED with extensions.retryAfter when they are used up). A request may select one planQuery or executeQuery (TOO_MANY_MODEL_CALLS).',
     args: { query: t.arg.string({ required: true, description: 'The question, in plain words.' }) },
     resolve: async (_root, { query }, context) => {
+      // A plan nobody waits for any more is not worth the model's time: on a server with one slot, it holds up
+      // every other request. Followed, not used as it is (see GraphQLContext.signal).
+      const clientGoneSignal = context.signal ? AbortSignal.any([context.signal]) : undefined;
       try {
-        return await context.executor.planQuery(context.tenantId, query);
+        return await context.executor.planQuery(context.tenantId, query, clientGoneSignal);
       } catch (error) {
+        if (clientGoneSignal?.aborted) throw clientGone();
         throw toGraphQLError(error);
       }
     },

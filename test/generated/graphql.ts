@@ -11,7 +11,7 @@ export type ExecuteOptions = {
   idempotencyKey?: string | null | undefined;
   /** Records of each step passed on as its sample, 0 to 100; default 3. */
   sampleSize?: number | null | undefined;
-  /** Time limit of each step in milliseconds; default 10000. */
+  /** Time limit of each step's SQL statement or program in milliseconds, counted from when it starts; default 10000. The time an agent takes to write it has its own limit (STEPCAST_AGENT_TIMEOUT_MS). */
   stepTimeoutMs?: number | null | undefined;
 };
 
