@@ -329,5 +329,31 @@ for (const { backend, skipReason } of backends) {
       expect(user).toMatch(/level text not null \(values: ('public' \| 'internal'|'internal' \| 'public')\)/);
       expect(user).not.toContain('classified');
     });
+
+    it("reads values for agents' prompts only: a statement the client wrote does not wait for a table slow to read", async () => {
+      const { database, secrets } = server.app;
+      await createTenant(database, secrets, { name: 'Slow', id: 'slow' });
+      // Reading a row of b_slow as the tenant's role takes a second: its first rows take longer than a table may (2 s).
+      await database.runScriptInTransaction(`
+        CREATE TABLE tenant_slow.a_fast (id integer PRIMARY KEY, kind text NOT NULL);
+        INSERT INTO tenant_slow.a_fast SELECT i, (ARRAY['red', 'blue'])[1 + i % 2] FROM generate_series(1, 10) AS i;
+        CREATE TABLE tenant_slow.b_slow (id integer PRIMARY KEY, kind text NOT NULL);
+        INSERT INTO tenant_slow.b_slow SELECT i, (ARRAY['x', 'y'])[1 + i % 2] FROM generate_series(1, 10) AS i;
+        ALTER TABLE tenant_slow.b_slow ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY sleepy ON tenant_slow.b_slow FOR SELECT USING (pg_sleep(1) IS NOT NULL);`);
+      const slow = server.as(`Bearer ${(await createApiKey(database, 'slow')).token}`);
+      // A first statement (of any tenant) checkpoints what the tests wrote, which would count against the step below.
+      expect((await runPlan(demo, { query: 'q', steps: [sqlStep('SELECT 1 AS one')] })).execution.status).toBe('SUCCEEDED');
+
+      const written = await runPlan(slow, { query: 'q', steps: [sqlStep('SELECT count(*) AS n FROM a_fast')] }, { stepTimeoutMs: 1_500 });
+      expect(written.execution.status, JSON.stringify(written.execution.steps[0]!.error)).toBe('SUCCEEDED');
+
+      llm.script({ when: (r) => schemaOf(r) === 'sql_step', replies: [{ content: { sql: 'SELECT count(*) AS n FROM a_fast', explanation: '' } }] });
+      const asked = await runPlan(slow, { query: 'q', steps: [agentStep('SQL', 'count the red ones')] });
+      expect(asked.execution.status).toBe('SUCCEEDED');
+      const user = messageOf(requestsOf(llm, 'sql_step')[0]!, 'user');
+      expect(user).toMatch(/^- a_fast \(.*\): id integer not null, kind text not null \(values: ('red' \| 'blue'|'blue' \| 'red')\)$/m);
+      expect(user).toMatch(/^- b_slow \(.*\): id integer not null, kind text not null$/m);
+    });
   });
 }

@@ -191,6 +191,7 @@ export function createSqlStepHandler({
         throw toStepFailure(error, context.timeoutMs, limits);
       }
     }
+    const promptSchema = await knowledge.promptDataSchema(tenant);
     const failedAttempts: SqlAttempt[] = [];
     for (let attempt = 1; ; attempt++) {
       let sql: string | undefined;
@@ -200,7 +201,7 @@ export function createSqlStepHandler({
             planQuery: context.planQuery,
             index: context.index,
             task: step,
-            dataSchema,
+            dataSchema: promptSchema,
             earlier: context.earlier,
             failedAttempts,
             maxSqlChars,
