@@ -4,6 +4,7 @@ import { DEFAULT_SCHEMA_CHARS } from '../src/agents/prompt-context.js';
 import { loadConfig } from '../src/config.js';
 import { quoteIdentifier } from '../src/db/client.js';
 import { DEMO_TENANT_ID, DEMO_TENANT_SCHEMA } from '../src/db/demo-data.js';
+import { introspectDataSchema } from '../src/db/introspect.js';
 import { guardSql, SqlRejectedError, type SqlGuardScope } from '../src/guard/sql-guard.js';
 import { startScriptedLlm, type RecordedRequest, type ScriptedLlm } from './fixtures/scripted-llm.js';
 import { backends } from './support/database.js';
@@ -354,6 +355,30 @@ for (const { backend, skipReason } of backends) {
       const user = messageOf(requestsOf(llm, 'sql_step')[0]!, 'user');
       expect(user).toMatch(/^- a_fast \(.*\): id integer not null, kind text not null \(values: ('red' \| 'blue'|'blue' \| 'red')\)$/m);
       expect(user).toMatch(/^- b_slow \(.*\): id integer not null, kind text not null$/m);
+    });
+
+    it.skipIf(backend !== 'pglite')('checkpoints PGlite before reading values as the tenant role, so that a read that runs out of time restarts the database quickly', async () => {
+      const { database, secrets } = server.app;
+      const tenant = await createTenant(database, secrets, { name: 'Filled', id: 'filled' });
+      await database.runScriptInTransaction(`
+        CREATE TABLE tenant_filled.things (id integer PRIMARY KEY, kind text NOT NULL);
+        INSERT INTO tenant_filled.things SELECT i, (ARRAY['a', 'b'])[1 + i % 2] FROM generate_series(1, 200000) AS i;`);
+      // The WAL a restarted worker would replay: PGlite has no checkpointer of its own.
+      const behind = async () =>
+        Number(
+          (
+            await database.runReadOnly({
+              sql: 'SELECT (pg_current_wal_insert_lsn() - redo_lsn)::float8 AS behind FROM pg_control_checkpoint()',
+              params: [],
+              timeoutMs: 10_000,
+              searchPath: 'public',
+            })
+          ).rows[0]!.behind,
+        );
+      expect(await behind()).toBeGreaterThan(8 * 1_048_576);
+      const schema = await introspectDataSchema(database, 'tenant_filled', { role: tenant.dbRole! });
+      expect(schema.tables[0]!.columns[1]!.values?.values.sort()).toEqual(['a', 'b']);
+      expect(await behind()).toBeLessThan(8 * 1_048_576);
     });
   });
 }
