@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createTenant } from '../src/admin/tenants.js';
-import { DEFAULT_SCHEMA_CHARS } from '../src/agents/prompt-context.js';
+import { DEFAULT_SCHEMA_CHARS, describeDataSchema } from '../src/agents/prompt-context.js';
 import { loadConfig } from '../src/config.js';
 import { quoteIdentifier } from '../src/db/client.js';
 import { DEMO_TENANT_ID, DEMO_TENANT_SCHEMA } from '../src/db/demo-data.js';
@@ -355,6 +355,22 @@ for (const { backend, skipReason } of backends) {
       const user = messageOf(requestsOf(llm, 'sql_step')[0]!, 'user');
       expect(user).toMatch(/^- a_fast \(.*\): id integer not null, kind text not null \(values: ('red' \| 'blue'|'blue' \| 'red')\)$/m);
       expect(user).toMatch(/^- b_slow \(.*\): id integer not null, kind text not null$/m);
+    });
+
+    it("lists no value that would break a prompt's lines: an enum's label or a column's value with a line break, a line or paragraph separator", async () => {
+      const { database, secrets } = server.app;
+      const tenant = await createTenant(database, secrets, { name: 'Odd', id: 'odd' });
+      await database.runScriptInTransaction(`
+        CREATE TYPE tenant_odd.mood AS ENUM (E'happy\\nsad', 'calm');
+        CREATE TYPE tenant_odd.size AS ENUM ('small', 'large');
+        CREATE TABLE tenant_odd.notes (id integer PRIMARY KEY, mood tenant_odd.mood, size tenant_odd.size, tag text, shade text);
+        INSERT INTO tenant_odd.notes SELECT i, 'calm', 'small', (ARRAY[E'a\\u2028b', 'plain'])[1 + i % 2], (ARRAY['dark', 'light'])[1 + i % 2]
+          FROM generate_series(1, 10) AS i;`);
+      const text = describeDataSchema(await introspectDataSchema(database, 'tenant_odd', { role: tenant.dbRole! }));
+      expect(text.split(/\r\n|[\n\r\u2028\u2029\u0085]/)).toEqual([
+        "- notes (row count unknown): id integer not null, mood mood, size size (values: 'small' | 'large'), tag text, shade text (values: 'dark' | 'light')",
+        '  keys: primary key (id)',
+      ]);
     });
 
     it.skipIf(backend !== 'pglite')('checkpoints PGlite before reading values as the tenant role, so that a read that runs out of time restarts the database quickly', async () => {

@@ -60,7 +60,8 @@ const SAMPLE_TIMEOUT_MS = 2_000;
 /** All the sampling of one schema stops after this long; the tables not reached have no values listed. */
 const SAMPLING_BUDGET_MS = 5_000;
 const MAX_SAMPLED_COLUMNS_PER_TABLE = 40;
-const FORBIDDEN_IN_VALUE = /[\p{Cc}\p{Cf}]/u;
+/** Control and invisible characters, and the line and paragraph separators: a value holding one would break the prompt's lines. */
+const FORBIDDEN_IN_VALUE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
 
 /**
  * Tables, columns, keys, (estimated) row counts and the values of low-cardinality text columns of one tenant
@@ -112,7 +113,9 @@ export async function introspectDataSchema(database: Database, schema: string, o
     const column: DataColumn = { name: String(row.column_name), type: String(row.data_type), nullable: Boolean(row.nullable) };
     if (row.enum_labels) {
       const labels = JSON.parse(String(row.enum_labels)) as string[];
-      column.values = { values: labels.slice(0, MAX_LISTED_VALUES), complete: labels.length <= MAX_LISTED_VALUES };
+      if (!labels.some((label) => FORBIDDEN_IN_VALUE.test(label))) {
+        column.values = { values: labels.slice(0, MAX_LISTED_VALUES), complete: labels.length <= MAX_LISTED_VALUES };
+      }
     }
     table.columns.push(column);
     details.set(column, { category: String(row.category), relkind: String(row.relkind) });
