@@ -4,7 +4,7 @@ import { DEFAULT_SCHEMA_CHARS, describeDataSchema } from '../src/agents/prompt-c
 import { loadConfig } from '../src/config.js';
 import { quoteIdentifier } from '../src/db/client.js';
 import { DEMO_TENANT_ID, DEMO_TENANT_SCHEMA } from '../src/db/demo-data.js';
-import { introspectDataSchema } from '../src/db/introspect.js';
+import { introspectDataSchema, type DataTable } from '../src/db/introspect.js';
 import { guardSql, SqlRejectedError, type SqlGuardScope } from '../src/guard/sql-guard.js';
 import { startScriptedLlm, type RecordedRequest, type ScriptedLlm } from './fixtures/scripted-llm.js';
 import { backends } from './support/database.js';
@@ -48,6 +48,36 @@ function wideSchemaScript(schema: string, tables: number): string {
     return `CREATE TABLE ${schema}.${name(i)} (id integer PRIMARY KEY, ${parent}region text, ${measures});`;
   }).join('\n');
 }
+
+describe('the tables in a prompt', () => {
+  it('describes a table the step names that is too large with its values, without them, within the bound', () => {
+    const values = (prefix: string) => ({ values: Array.from({ length: 12 }, (_, v) => `${prefix}_${v}`.padEnd(40, 'x')), complete: true });
+    const events: DataTable = {
+      name: 'events',
+      rowCount: 1000,
+      keys: [],
+      primaryKey: ['id'],
+      columns: [
+        { name: 'id', type: 'integer', nullable: false },
+        ...Array.from({ length: 59 }, (_, c) => ({ name: `attribute_${c}`, type: 'text', nullable: true, values: values(`v${c}`) })),
+      ],
+    };
+    const others: DataTable[] = Array.from({ length: 30 }, (_, t) => ({
+      name: `table_${t}`,
+      rowCount: 10,
+      keys: [],
+      columns: [
+        { name: 'id', type: 'integer', nullable: false },
+        { name: 'kind', type: 'text', nullable: true, values: { values: ['a', 'b'], complete: true } },
+      ],
+    }));
+    const text = describeDataSchema({ schema: 's', tables: [...others, events] }, { focus: ['count the events by attribute_3'] });
+    expect(text.length).toBeLessThanOrEqual(DEFAULT_SCHEMA_CHARS);
+    expect(text).toMatch(/^- events \(~1000 rows\): id integer not null, attribute_0 text, attribute_1 text, .*, attribute_58 text$/m);
+    expect(text).toContain("- table_0 (~10 rows): id integer not null, kind text (values: 'a' | 'b')");
+    expect(text).toMatch(/^\(The schema is abridged to fit: 31 of 31 tables are described \(1 without their columns' values\)\.\)$/m);
+  });
+});
 
 for (const { backend, skipReason } of backends) {
   describe.skipIf(skipReason !== null)(`agent prompts on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
