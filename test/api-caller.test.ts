@@ -292,6 +292,14 @@ describe('catalogFromOpenApi', () => {
     });
   });
 
+  it('names the cursor parameter that paginate: true follows, after before cursor, whatever their order', () => {
+    const catalog = catalogFromOpenApi({
+      openapi: '3.0.3',
+      paths: { '/items': { get: { operationId: 'listItems', parameters: [{ name: 'cursor', in: 'query' }, { name: 'after', in: 'query' }] } } },
+    });
+    expect(describeCatalog(catalog)).toContain('\n  paginated by after: ');
+  });
+
   it('describes a large catalog within its bound, naming the operations it leaves out', () => {
     const paths = Object.fromEntries(
       Array.from({ length: 300 }, (_, i) => [

@@ -33,6 +33,11 @@ type JsonObject = Record<string, unknown>;
 export const HTTP_METHODS: readonly HttpMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
 const PARAMETER_LOCATIONS: readonly ApiParameter['in'][] = ['path', 'query', 'header'];
 export const CURSOR_PARAMETER_NAMES = ['after', 'cursor'] as const;
+
+/** The query parameter `paginate: true` passes each page's nextCursor as (after before cursor); undefined when not paginated. */
+export function cursorParameterOf(operation: Pick<ApiOperation, 'parameters'>): string | undefined {
+  return CURSOR_PARAMETER_NAMES.find((name) => operation.parameters.some((p) => p.in === 'query' && p.name === name));
+}
 const MAX_REF_HOPS = 10;
 const MAX_SUMMARY_LENGTH = 200;
 const MAX_RETURNS_LENGTH = 400;
@@ -243,12 +248,12 @@ function describeOperation(operation: ApiOperation): string {
     .filter((p) => p.in !== 'header')
     .map((p) => `${p.name}${p.required ? '' : '?'}: ${schemaTypeName(p.schema)}`);
   const summary = operation.summary ? ` — ${operation.summary}` : '';
-  const cursor = operation.parameters.find((p) => p.in === 'query' && (CURSOR_PARAMETER_NAMES as readonly string[]).includes(p.name));
+  const cursor = cursorParameterOf(operation);
   return [
     `${operation.operationId} ${operation.method} ${operation.path} (${parameters.join(', ')})${summary}`,
     ...(operation.returns ? [`  returns ${operation.returns}`] : []),
     operation.paginated && cursor
-      ? `  paginated by ${cursor.name}: one call returns one page; pass paginate: true to get every page as { data: [the items of all pages], pages, nextCursor }`
+      ? `  paginated by ${cursor}: one call returns one page; pass paginate: true to get every page as { data: [the items of all pages], pages, nextCursor }`
       : '  not paginated: one call returns everything; do not pass paginate',
   ].join('\n');
 }
