@@ -44,6 +44,8 @@ const MAX_RETURNS_LENGTH = 400;
 /** Nested objects are spelled out to this depth; deeper ones are named only. */
 const MAX_SHAPE_DEPTH = 3;
 const MAX_LISTED_ENUM_VALUES = 12;
+/** An enum is listed when each of its values, as JSON, is at most this long. */
+const MAX_ENUM_VALUE_CHARS = 42;
 /** About 2,000 tokens: operations past it are named only, and the text says so. */
 export const DEFAULT_CATALOG_CHARS = 8_000;
 
@@ -225,20 +227,24 @@ export interface CatalogDescriptionOptions {
  */
 export function describeCatalog(operations: ApiOperation[], { maxChars = DEFAULT_CATALOG_CHARS }: CatalogDescriptionOptions = {}): string {
   const entries: string[] = [];
+  const left: string[] = [];
   let used = 0;
-  for (const [i, operation] of operations.entries()) {
+  for (const operation of operations) {
     const entry = describeOperation(operation);
-    // Room is kept for the note that says what was left out (at most about 400 characters).
+    // Room is kept for the note that says what was left out (at most about 400 characters); an operation too large
+    // for what is left is left out, and the ones after it that fit are still described.
     if (used + entry.length + 1 > maxChars - 400) {
-      const rest = operations.slice(i).map((op) => op.operationId);
-      const named = rest.join(', ');
-      entries.push(
-        `(The catalog is abridged to fit: ${i} of ${operations.length} operations are described; the other ${rest.length} are not shown: ${named.length > 250 ? `${named.slice(0, 250)}…` : named}.)`,
-      );
-      break;
+      left.push(operation.operationId);
+      continue;
     }
     entries.push(entry);
     used += entry.length + 1;
+  }
+  if (left.length > 0) {
+    const named = left.join(', ');
+    entries.push(
+      `(The catalog is abridged to fit: ${entries.length} of ${operations.length} operations are described; the other ${left.length} are not shown: ${named.length > 250 ? `${named.slice(0, 250)}…` : named}.)`,
+    );
   }
   return entries.join('\n');
 }
@@ -260,8 +266,9 @@ function describeOperation(operation: ApiOperation): string {
 
 function schemaTypeName(schema: unknown): string {
   const object = asObject(schema);
-  if (Array.isArray(object?.enum) && object.enum.length > 0 && object.enum.length <= MAX_LISTED_ENUM_VALUES) {
-    return object.enum.map((value) => JSON.stringify(value)).join(' | ');
+  const listed = Array.isArray(object?.enum) ? object.enum.map((value) => JSON.stringify(value) ?? 'null') : [];
+  if (listed.length > 0 && listed.length <= MAX_LISTED_ENUM_VALUES && listed.every((value) => value.length <= MAX_ENUM_VALUE_CHARS)) {
+    return listed.join(' | ');
   }
   if (object?.type === 'array') return `${schemaTypeName(object.items)}[]`;
   return typeof object?.type === 'string' ? object.type : 'unknown';
