@@ -254,6 +254,22 @@ for (const { backend, skipReason } of backends) {
       expect(repair).toContain(`At character ${position}:\nSELECT s.id, s.emial FROM step_1 s JOIN users u ON u.id = s.id\n${' '.repeat(13)}^`);
     });
 
+    it("points the repair round's caret at the statement the guard cut out, even when a comment before it repeats it", async () => {
+      const statement = 'SELECT s.id, s.emial FROM step_1 s';
+      const broken = `/* ${statement} */;\n${statement}`;
+      llm.script({
+        when: (r) => schemaOf(r) === 'sql_step',
+        replies: [{ content: { sql: broken, explanation: '' } }, { content: { sql: 'SELECT s.id, s.email FROM step_1 s', explanation: '' } }],
+      });
+      const { execution } = await runPlan(demo, {
+        query: 'q',
+        steps: [sqlStep('SELECT id, email FROM users ORDER BY id LIMIT 2'), agentStep('SQL', 'the emails of step 1')],
+      });
+      expect(execution.status).toBe('SUCCEEDED');
+      const repair = messageOf(requestsOf(llm, 'sql_step')[1]!, 'user');
+      expect(repair).toContain(`At character ${broken.lastIndexOf('s.emial') + 1}:\n${statement}\n${' '.repeat(13)}^`);
+    });
+
     it('tells the API agent which operations paginate and how, and exactly those accept paginate: true', async () => {
       llm.script({ when: (r) => schemaOf(r) === 'api_step', replies: [{ content: { code: 'return [{ ok: true }];', explanation: '' } }] });
       const asked = await runPlan(demo, { query: 'q', steps: [agentStep('API', 'list the applications')] });

@@ -157,7 +157,7 @@ export function createSqlStepHandler({
       // The database placed its error in the statement the guard cut out of the SQL (without leading comments); the
       // agent is shown the SQL.
       if (error instanceof DatabaseQueryError && error.statementPosition !== undefined) {
-        error.statementPosition += [...sql.slice(0, Math.max(0, sql.indexOf(guarded.statement)))].length;
+        error.statementPosition += [...sql.slice(0, guarded.statementStart)].length;
       }
       throw error;
     } finally {
