@@ -419,6 +419,22 @@ for (const { backend, skipReason } of backends) {
       ]);
     });
 
+    it("takes a parent table's values from the statistics of its whole hierarchy, which a statement reading it reads", async () => {
+      const { database, secrets } = server.app;
+      const tenant = await createTenant(database, secrets, { name: 'Family', id: 'family' });
+      await database.runScriptInTransaction(`
+        CREATE TABLE tenant_family.parents (id integer, kind text NOT NULL) WITH (autovacuum_enabled = false);
+        CREATE TABLE tenant_family.children () INHERITS (tenant_family.parents) WITH (autovacuum_enabled = false);
+        INSERT INTO tenant_family.parents SELECT i, 'parent' FROM generate_series(1, 20) AS i;
+        INSERT INTO tenant_family.children SELECT i, 'child' FROM generate_series(21, 40) AS i;
+        ANALYZE tenant_family.parents;
+        ANALYZE tenant_family.children;`);
+      const schema = await introspectDataSchema(database, 'tenant_family', { role: tenant.dbRole! });
+      const kind = (table: string) => schema.tables.find((t) => t.name === table)!.columns.find((c) => c.name === 'kind')!.values;
+      expect(kind('parents')?.values.sort()).toEqual(['child', 'parent']);
+      expect(kind('children')?.values).toEqual(['child']);
+    });
+
     it.skipIf(backend !== 'pglite')('checkpoints PGlite before reading values as the tenant role, so that a read that runs out of time restarts the database quickly', async () => {
       const { database, secrets } = server.app;
       const tenant = await createTenant(database, secrets, { name: 'Filled', id: 'filled' });

@@ -168,7 +168,7 @@ async function readStatistics(database: Database, schema: string, role: string):
             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = s.attname
             JOIN pg_type t ON t.oid = a.atttypid
            WHERE s.schemaname = $1 AND t.typcategory = 'S'
-           ORDER BY s.inherited`,
+           ORDER BY s.inherited DESC`,
     params: [schema],
     timeoutMs: INTROSPECTION_TIMEOUT_MS,
     searchPath: schema,
@@ -177,6 +177,7 @@ async function readStatistics(database: Database, schema: string, role: string):
   const statistics: Statistics = new Map();
   for (const row of result.rows) {
     const key = statisticsKey(String(row.table_name), String(row.column_name));
+    // A table with children has statistics of its whole hierarchy (inherited, first), which is what reading it reads.
     if (statistics.has(key)) continue;
     if (row.common_values === null || row.common_values === undefined) {
       statistics.set(key, null);
