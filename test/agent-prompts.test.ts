@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createTenant } from '../src/admin/tenants.js';
-import { DEFAULT_SCHEMA_CHARS } from '../src/agents/prompt-context.js';
+import { DEFAULT_SCHEMA_CHARS, describeDataSchema } from '../src/agents/prompt-context.js';
 import { loadConfig } from '../src/config.js';
 import { quoteIdentifier } from '../src/db/client.js';
 import { DEMO_TENANT_ID, DEMO_TENANT_SCHEMA } from '../src/db/demo-data.js';
+import { introspectDataSchema, type DataTable } from '../src/db/introspect.js';
 import { guardSql, SqlRejectedError, type SqlGuardScope } from '../src/guard/sql-guard.js';
 import { startScriptedLlm, type RecordedRequest, type ScriptedLlm } from './fixtures/scripted-llm.js';
 import { backends } from './support/database.js';
@@ -47,6 +48,36 @@ function wideSchemaScript(schema: string, tables: number): string {
     return `CREATE TABLE ${schema}.${name(i)} (id integer PRIMARY KEY, ${parent}region text, ${measures});`;
   }).join('\n');
 }
+
+describe('the tables in a prompt', () => {
+  it('describes a table the step names that is too large with its values, without them, within the bound', () => {
+    const values = (prefix: string) => ({ values: Array.from({ length: 12 }, (_, v) => `${prefix}_${v}`.padEnd(40, 'x')), complete: true });
+    const events: DataTable = {
+      name: 'events',
+      rowCount: 1000,
+      keys: [],
+      primaryKey: ['id'],
+      columns: [
+        { name: 'id', type: 'integer', nullable: false },
+        ...Array.from({ length: 59 }, (_, c) => ({ name: `attribute_${c}`, type: 'text', nullable: true, values: values(`v${c}`) })),
+      ],
+    };
+    const others: DataTable[] = Array.from({ length: 30 }, (_, t) => ({
+      name: `table_${t}`,
+      rowCount: 10,
+      keys: [],
+      columns: [
+        { name: 'id', type: 'integer', nullable: false },
+        { name: 'kind', type: 'text', nullable: true, values: { values: ['a', 'b'], complete: true } },
+      ],
+    }));
+    const text = describeDataSchema({ schema: 's', tables: [...others, events] }, { focus: ['count the events by attribute_3'] });
+    expect(text.length).toBeLessThanOrEqual(DEFAULT_SCHEMA_CHARS);
+    expect(text).toMatch(/^- events \(~1000 rows\): id integer not null, attribute_0 text, attribute_1 text, .*, attribute_58 text$/m);
+    expect(text).toContain("- table_0 (~10 rows): id integer not null, kind text (values: 'a' | 'b')");
+    expect(text).toMatch(/^\(The schema is abridged to fit: 31 of 31 tables are described \(1 without their columns' values\)\.\)$/m);
+  });
+});
 
 for (const { backend, skipReason } of backends) {
   describe.skipIf(skipReason !== null)(`agent prompts on ${backend}${skipReason ? ` (${skipReason})` : ''}`, () => {
@@ -223,6 +254,22 @@ for (const { backend, skipReason } of backends) {
       expect(repair).toContain(`At character ${position}:\nSELECT s.id, s.emial FROM step_1 s JOIN users u ON u.id = s.id\n${' '.repeat(13)}^`);
     });
 
+    it("points the repair round's caret at the statement the guard cut out, even when a comment before it repeats it", async () => {
+      const statement = 'SELECT s.id, s.emial FROM step_1 s';
+      const broken = `/* ${statement} */;\n${statement}`;
+      llm.script({
+        when: (r) => schemaOf(r) === 'sql_step',
+        replies: [{ content: { sql: broken, explanation: '' } }, { content: { sql: 'SELECT s.id, s.email FROM step_1 s', explanation: '' } }],
+      });
+      const { execution } = await runPlan(demo, {
+        query: 'q',
+        steps: [sqlStep('SELECT id, email FROM users ORDER BY id LIMIT 2'), agentStep('SQL', 'the emails of step 1')],
+      });
+      expect(execution.status).toBe('SUCCEEDED');
+      const repair = messageOf(requestsOf(llm, 'sql_step')[1]!, 'user');
+      expect(repair).toContain(`At character ${broken.lastIndexOf('s.emial') + 1}:\n${statement}\n${' '.repeat(13)}^`);
+    });
+
     it('tells the API agent which operations paginate and how, and exactly those accept paginate: true', async () => {
       llm.script({ when: (r) => schemaOf(r) === 'api_step', replies: [{ content: { code: 'return [{ ok: true }];', explanation: '' } }] });
       const asked = await runPlan(demo, { query: 'q', steps: [agentStep('API', 'list the applications')] });
@@ -328,6 +375,82 @@ for (const { backend, skipReason } of backends) {
       // Row-level security hides its statistics from the tenant role, and the classified rows from its read.
       expect(user).toMatch(/level text not null \(values: ('public' \| 'internal'|'internal' \| 'public')\)/);
       expect(user).not.toContain('classified');
+    });
+
+    it("reads values for agents' prompts only: a statement the client wrote does not wait for a table slow to read", async () => {
+      const { database, secrets } = server.app;
+      await createTenant(database, secrets, { name: 'Slow', id: 'slow' });
+      // Reading a row of b_slow as the tenant's role takes a second: reading its first rows for their values would take
+      // the 2 s a table may, longer than the step below may run.
+      await database.runScriptInTransaction(`
+        CREATE TABLE tenant_slow.a_fast (id integer PRIMARY KEY, kind text NOT NULL);
+        INSERT INTO tenant_slow.a_fast SELECT i, (ARRAY['red', 'blue'])[1 + i % 2] FROM generate_series(1, 10) AS i;
+        CREATE TABLE tenant_slow.b_slow (id integer PRIMARY KEY, kind text NOT NULL);
+        INSERT INTO tenant_slow.b_slow SELECT i, (ARRAY['x', 'y'])[1 + i % 2] FROM generate_series(1, 10) AS i;
+        ALTER TABLE tenant_slow.b_slow ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY sleepy ON tenant_slow.b_slow FOR SELECT USING (pg_sleep(1) IS NOT NULL);`);
+      const slow = server.as(`Bearer ${(await createApiKey(database, 'slow')).token}`);
+      // A first statement (of any tenant) checkpoints what the tests wrote, which would count against the step below.
+      expect((await runPlan(demo, { query: 'q', steps: [sqlStep('SELECT 1 AS one')] })).execution.status).toBe('SUCCEEDED');
+
+      const written = await runPlan(slow, { query: 'q', steps: [sqlStep('SELECT count(*) AS n FROM a_fast')] }, { stepTimeoutMs: 1_500 });
+      expect(written.execution.status, JSON.stringify(written.execution.steps[0]!.error)).toBe('SUCCEEDED');
+    });
+
+    it("lists no value that would break a prompt's lines: an enum's label or a column's value with a line break, a line or paragraph separator", async () => {
+      const { database, secrets } = server.app;
+      const tenant = await createTenant(database, secrets, { name: 'Odd', id: 'odd' });
+      await database.runScriptInTransaction(`
+        CREATE TYPE tenant_odd.mood AS ENUM (E'happy\\nsad', 'calm');
+        CREATE TYPE tenant_odd.size AS ENUM ('small', 'large');
+        CREATE TABLE tenant_odd.notes (id integer PRIMARY KEY, mood tenant_odd.mood, size tenant_odd.size, tag text, shade text);
+        INSERT INTO tenant_odd.notes SELECT i, 'calm', 'small', (ARRAY[E'a\\u2028b', 'plain'])[1 + i % 2], (ARRAY['dark', 'light'])[1 + i % 2]
+          FROM generate_series(1, 10) AS i;`);
+      const text = describeDataSchema(await introspectDataSchema(database, 'tenant_odd', { role: tenant.dbRole! }));
+      expect(text.split(/\r\n|[\n\r\u2028\u2029\u0085]/)).toEqual([
+        "- notes (row count unknown): id integer not null, mood mood, size size (values: 'small' | 'large'), tag text, shade text (values: 'dark' | 'light')",
+        '  keys: primary key (id)',
+      ]);
+    });
+
+    it("takes a parent table's values from the statistics of its whole hierarchy, which a statement reading it reads", async () => {
+      const { database, secrets } = server.app;
+      const tenant = await createTenant(database, secrets, { name: 'Family', id: 'family' });
+      await database.runScriptInTransaction(`
+        CREATE TABLE tenant_family.parents (id integer, kind text NOT NULL) WITH (autovacuum_enabled = false);
+        CREATE TABLE tenant_family.children () INHERITS (tenant_family.parents) WITH (autovacuum_enabled = false);
+        INSERT INTO tenant_family.parents SELECT i, 'parent' FROM generate_series(1, 20) AS i;
+        INSERT INTO tenant_family.children SELECT i, 'child' FROM generate_series(21, 40) AS i;
+        ANALYZE tenant_family.parents;
+        ANALYZE tenant_family.children;`);
+      const schema = await introspectDataSchema(database, 'tenant_family', { role: tenant.dbRole! });
+      const kind = (table: string) => schema.tables.find((t) => t.name === table)!.columns.find((c) => c.name === 'kind')!.values;
+      expect(kind('parents')?.values.sort()).toEqual(['child', 'parent']);
+      expect(kind('children')?.values).toEqual(['child']);
+    });
+
+    it.skipIf(backend !== 'pglite')('checkpoints PGlite before reading values as the tenant role, so that a read that runs out of time restarts the database quickly', async () => {
+      const { database, secrets } = server.app;
+      const tenant = await createTenant(database, secrets, { name: 'Filled', id: 'filled' });
+      await database.runScriptInTransaction(`
+        CREATE TABLE tenant_filled.things (id integer PRIMARY KEY, kind text NOT NULL);
+        INSERT INTO tenant_filled.things SELECT i, (ARRAY['a', 'b'])[1 + i % 2] FROM generate_series(1, 200000) AS i;`);
+      // The WAL a restarted worker would replay: PGlite has no checkpointer of its own.
+      const behind = async () =>
+        Number(
+          (
+            await database.runReadOnly({
+              sql: 'SELECT (pg_current_wal_insert_lsn() - redo_lsn)::float8 AS behind FROM pg_control_checkpoint()',
+              params: [],
+              timeoutMs: 10_000,
+              searchPath: 'public',
+            })
+          ).rows[0]!.behind,
+        );
+      expect(await behind()).toBeGreaterThan(8 * 1_048_576);
+      const schema = await introspectDataSchema(database, 'tenant_filled', { role: tenant.dbRole! });
+      expect(schema.tables[0]!.columns[1]!.values?.values.sort()).toEqual(['a', 'b']);
+      expect(await behind()).toBeLessThan(8 * 1_048_576);
     });
   });
 }

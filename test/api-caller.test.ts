@@ -292,6 +292,14 @@ describe('catalogFromOpenApi', () => {
     });
   });
 
+  it('names the cursor parameter that paginate: true follows, after before cursor, whatever their order', () => {
+    const catalog = catalogFromOpenApi({
+      openapi: '3.0.3',
+      paths: { '/items': { get: { operationId: 'listItems', parameters: [{ name: 'cursor', in: 'query' }, { name: 'after', in: 'query' }] } } },
+    });
+    expect(describeCatalog(catalog)).toContain('\n  paginated by after: ');
+  });
+
   it('describes a large catalog within its bound, naming the operations it leaves out', () => {
     const paths = Object.fromEntries(
       Array.from({ length: 300 }, (_, i) => [
@@ -306,6 +314,27 @@ describe('catalogFromOpenApi', () => {
     expect(note).not.toBeNull();
     expect(Number(note![1]) + Number(note![2])).toBe(300);
     expect(note![3]).toBe(note![1]);
+  });
+
+  it('leaves out only the operations too large for the bound, and lists no enum of long values', () => {
+    const huge = Array.from({ length: 300 }, (_, i) => ({ name: `filter_on_a_rather_long_field_name_${i}`, in: 'query', schema: { type: 'string' } }));
+    const longValues = Array.from({ length: 3 }, (_, i) => `${'a very long enum value '.repeat(5)}${i}`);
+    const described = describeCatalog(
+      catalogFromOpenApi({
+        openapi: '3.0.3',
+        paths: {
+          '/search': { get: { operationId: 'search', parameters: huge } },
+          '/things': { get: { operationId: 'listThings', parameters: [{ name: 'order', in: 'query', schema: { type: 'string', enum: longValues } }] } },
+          '/other': { get: { operationId: 'listOther', parameters: [{ name: 'order', in: 'query', schema: { type: 'string', enum: ['asc', 'desc'] } }] } },
+        },
+      }),
+    );
+    expect(described.length).toBeLessThanOrEqual(DEFAULT_CATALOG_CHARS);
+    expect(described.split('\n').filter((line) => !line.startsWith(' '))).toEqual([
+      'listThings GET /things (order?: string)',
+      'listOther GET /other (order?: "asc" | "desc")',
+      '(The catalog is abridged to fit: 2 of 3 operations are described; the other 1 are not shown: search.)',
+    ]);
   });
 
   it('refuses a document with a duplicate operationId, and survives circular references', () => {

@@ -28,8 +28,8 @@ const MAX_SAMPLE_STRING = 200;
 
 const sqlLiteral = (value: string) => `'${value.replaceAll("'", "''")}'`;
 
-function describeColumn(column: DataColumn): string {
-  const values = column.values
+function describeColumn(column: DataColumn, withValues = true): string {
+  const values = withValues && column.values
     ? ` (${column.values.complete ? 'values' : 'most common values'}: ${column.values.values.map(sqlLiteral).join(' | ')})`
     : '';
   return `${column.name} ${column.type}${column.nullable ? '' : ' not null'}${values}`;
@@ -48,9 +48,9 @@ function describeKeys(table: DataTable): string[] {
   ];
 }
 
-function describeTable(table: DataTable): string {
+function describeTable(table: DataTable, withValues = true): string {
   const count = table.rowCount >= 0 ? `~${table.rowCount} rows` : 'row count unknown';
-  const columns = table.columns.slice(0, MAX_COLUMNS_PER_TABLE).map(describeColumn);
+  const columns = table.columns.slice(0, MAX_COLUMNS_PER_TABLE).map((column) => describeColumn(column, withValues));
   const hidden = table.columns.length - columns.length;
   if (hidden > 0) columns.push(`… and ${hidden} more columns, not shown`);
   const keys = describeKeys(table);
@@ -96,17 +96,25 @@ function rankTables(tables: readonly DataTable[], focus: readonly (string | null
 export function describeDataSchema(dataSchema: DataSchema, { maxChars = DEFAULT_SCHEMA_CHARS, focus = [] }: SchemaDescriptionOptions = {}): string {
   const { tables } = dataSchema;
   if (tables.length === 0) return '(this tenant has no tables)';
-  const blocks = tables.map(describeTable);
+  const blocks = tables.map((table) => describeTable(table));
   if (blocks.reduce((chars, block) => chars + block.length + 1, 0) <= maxChars) return blocks.join('\n');
   const room = maxChars - Math.min(MAX_NAMED_ONLY_CHARS, Math.floor(maxChars / 5));
-  const described = new Set<number>();
+  // A table too large for what is left is described without its columns' values before it is only named.
+  const described = new Map<number, string>();
+  let withoutValues = 0;
   let used = 0;
-  for (const i of rankTables(tables, focus)) {
-    if (used + blocks[i]!.length + 1 > room) continue;
-    described.add(i);
-    used += blocks[i]!.length + 1;
+  const ranked = rankTables(tables, focus);
+  for (const i of ranked) {
+    let block = blocks[i]!;
+    if (used + block.length + 1 > room) {
+      block = describeTable(tables[i]!, false);
+      if (block === blocks[i] || used + block.length + 1 > room) continue;
+      withoutValues++;
+    }
+    described.set(i, block);
+    used += block.length + 1;
   }
-  const rest = rankTables(tables, focus).filter((i) => !described.has(i));
+  const rest = ranked.filter((i) => !described.has(i));
   const named: string[] = [];
   let namedChars = 0;
   for (const i of rest) {
@@ -118,11 +126,12 @@ export function describeDataSchema(dataSchema: DataSchema, { maxChars = DEFAULT_
   const uncounted = rest.length - named.length;
   const note = [
     `(The schema is abridged to fit: ${described.size} of ${tables.length} tables are described`,
+    withoutValues > 0 ? ` (${withoutValues} without their columns' values)` : '',
     named.length > 0 ? `; named only, columns not shown: ${named.join(', ')}` : '',
     uncounted > 0 ? `; ${uncounted} more tables are not shown` : '',
     '.)',
   ].join('');
-  return [...blocks.filter((_, i) => described.has(i)), note].join('\n');
+  return [...[...described].sort(([a], [b]) => a - b).map(([, block]) => block), note].join('\n');
 }
 
 /** A few of a step's records, as JSON, within MAX_SAMPLE_CHARS: long strings are cut, and records left out are counted. */

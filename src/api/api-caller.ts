@@ -6,7 +6,7 @@ import { request as httpsRequest } from 'node:https';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
 import { inSpan } from '../observability/spans.js';
 import { JsonText, NOT_JSON_MESSAGE } from '../sandbox/json-text.js';
-import { CURSOR_PARAMETER_NAMES, type ApiOperation, type ApiParameter } from './catalog.js';
+import { cursorParameterOf, type ApiOperation, type ApiParameter } from './catalog.js';
 
 export type ApiCallErrorCode = 'API_CALL_REFUSED' | 'API_CALL_FAILED' | 'API_RESPONSE_TOO_LARGE';
 
@@ -512,7 +512,7 @@ export function createApiCaller(options: ApiCallerOptions): ApiCaller {
 
   /** Follows nextCursor as the cursor parameter; maxResponseBytes caps the pages together. */
   async function callAllPages(operation: ApiOperation, params: Record<string, unknown>): Promise<PaginatedResult> {
-    const cursorName = CURSOR_PARAMETER_NAMES.find((name) => operation.parameters.some((p) => p.in === 'query' && p.name === name));
+    const cursorName = cursorParameterOf(operation);
     const data: unknown[] = [];
     let pageParams = params;
     let budget = maxResponseBytes;

@@ -33,12 +33,19 @@ type JsonObject = Record<string, unknown>;
 export const HTTP_METHODS: readonly HttpMethod[] = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
 const PARAMETER_LOCATIONS: readonly ApiParameter['in'][] = ['path', 'query', 'header'];
 export const CURSOR_PARAMETER_NAMES = ['after', 'cursor'] as const;
+
+/** The query parameter `paginate: true` passes each page's nextCursor as (after before cursor); undefined when not paginated. */
+export function cursorParameterOf(operation: Pick<ApiOperation, 'parameters'>): string | undefined {
+  return CURSOR_PARAMETER_NAMES.find((name) => operation.parameters.some((p) => p.in === 'query' && p.name === name));
+}
 const MAX_REF_HOPS = 10;
 const MAX_SUMMARY_LENGTH = 200;
 const MAX_RETURNS_LENGTH = 400;
 /** Nested objects are spelled out to this depth; deeper ones are named only. */
 const MAX_SHAPE_DEPTH = 3;
 const MAX_LISTED_ENUM_VALUES = 12;
+/** An enum is listed when each of its values, as JSON, is at most this long. */
+const MAX_ENUM_VALUE_CHARS = 42;
 /** About 2,000 tokens: operations past it are named only, and the text says so. */
 export const DEFAULT_CATALOG_CHARS = 8_000;
 
@@ -220,20 +227,24 @@ export interface CatalogDescriptionOptions {
  */
 export function describeCatalog(operations: ApiOperation[], { maxChars = DEFAULT_CATALOG_CHARS }: CatalogDescriptionOptions = {}): string {
   const entries: string[] = [];
+  const left: string[] = [];
   let used = 0;
-  for (const [i, operation] of operations.entries()) {
+  for (const operation of operations) {
     const entry = describeOperation(operation);
-    // Room is kept for the note that says what was left out (at most about 400 characters).
+    // Room is kept for the note that says what was left out (at most about 400 characters); an operation too large
+    // for what is left is left out, and the ones after it that fit are still described.
     if (used + entry.length + 1 > maxChars - 400) {
-      const rest = operations.slice(i).map((op) => op.operationId);
-      const named = rest.join(', ');
-      entries.push(
-        `(The catalog is abridged to fit: ${i} of ${operations.length} operations are described; the other ${rest.length} are not shown: ${named.length > 250 ? `${named.slice(0, 250)}…` : named}.)`,
-      );
-      break;
+      left.push(operation.operationId);
+      continue;
     }
     entries.push(entry);
     used += entry.length + 1;
+  }
+  if (left.length > 0) {
+    const named = left.join(', ');
+    entries.push(
+      `(The catalog is abridged to fit: ${entries.length} of ${operations.length} operations are described; the other ${left.length} are not shown: ${named.length > 250 ? `${named.slice(0, 250)}…` : named}.)`,
+    );
   }
   return entries.join('\n');
 }
@@ -243,20 +254,21 @@ function describeOperation(operation: ApiOperation): string {
     .filter((p) => p.in !== 'header')
     .map((p) => `${p.name}${p.required ? '' : '?'}: ${schemaTypeName(p.schema)}`);
   const summary = operation.summary ? ` — ${operation.summary}` : '';
-  const cursor = operation.parameters.find((p) => p.in === 'query' && (CURSOR_PARAMETER_NAMES as readonly string[]).includes(p.name));
+  const cursor = cursorParameterOf(operation);
   return [
     `${operation.operationId} ${operation.method} ${operation.path} (${parameters.join(', ')})${summary}`,
     ...(operation.returns ? [`  returns ${operation.returns}`] : []),
     operation.paginated && cursor
-      ? `  paginated by ${cursor.name}: one call returns one page; pass paginate: true to get every page as { data: [the items of all pages], pages, nextCursor }`
+      ? `  paginated by ${cursor}: one call returns one page; pass paginate: true to get every page as { data: [the items of all pages], pages, nextCursor }`
       : '  not paginated: one call returns everything; do not pass paginate',
   ].join('\n');
 }
 
 function schemaTypeName(schema: unknown): string {
   const object = asObject(schema);
-  if (Array.isArray(object?.enum) && object.enum.length > 0 && object.enum.length <= MAX_LISTED_ENUM_VALUES) {
-    return object.enum.map((value) => JSON.stringify(value)).join(' | ');
+  const listed = Array.isArray(object?.enum) ? object.enum.map((value) => JSON.stringify(value) ?? 'null') : [];
+  if (listed.length > 0 && listed.length <= MAX_LISTED_ENUM_VALUES && listed.every((value) => value.length <= MAX_ENUM_VALUE_CHARS)) {
+    return listed.join(' | ');
   }
   if (object?.type === 'array') return `${schemaTypeName(object.items)}[]`;
   return typeof object?.type === 'string' ? object.type : 'unknown';

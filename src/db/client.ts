@@ -169,8 +169,11 @@ async function openPglite(opening: Promise<OpenedPgliteDirectory>, maxMemoryMb: 
     kind: 'pglite',
     db,
     query: async (text, params) => (await client.query<Record<string, unknown>>(text, params)).rows,
-    runReadOnly: (query) =>
-      client.transaction(async (tx) => {
+    runReadOnly: async (query) => {
+      // A read as a tenant's role (the values of its columns, for the prompts) may run out of time, which restarts
+      // the worker: the restart should be short, as for a tenant's statement.
+      if (query.role !== undefined) await client.checkpointAbove(PGLITE_RECOVERY_WAL_BYTES);
+      return client.transaction(async (tx) => {
         await tx.query('SET TRANSACTION READ ONLY');
         for (const setting of readOnlySettings(query)) await tx.query(setting);
         const result = await tx.query<Record<string, unknown>>(query.sql, query.params, {
@@ -178,7 +181,8 @@ async function openPglite(opening: Promise<OpenedPgliteDirectory>, maxMemoryMb: 
           timeoutMs: query.timeoutMs,
         });
         return { rows: result.rows, columns: result.fields.map((f) => ({ name: f.name, typeOid: f.dataTypeID })) };
-      }),
+      });
+    },
     runTenantQuery: async (query) => {
       const reader = new TenantRowReader(query);
       const { signal } = query;

@@ -60,7 +60,8 @@ const SAMPLE_TIMEOUT_MS = 2_000;
 /** All the sampling of one schema stops after this long; the tables not reached have no values listed. */
 const SAMPLING_BUDGET_MS = 5_000;
 const MAX_SAMPLED_COLUMNS_PER_TABLE = 40;
-const FORBIDDEN_IN_VALUE = /[\p{Cc}\p{Cf}]/u;
+/** Control and invisible characters, and the line and paragraph separators: a value holding one would break the prompt's lines. */
+const FORBIDDEN_IN_VALUE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
 
 /**
  * Tables, columns, keys, (estimated) row counts and the values of low-cardinality text columns of one tenant
@@ -112,7 +113,9 @@ export async function introspectDataSchema(database: Database, schema: string, o
     const column: DataColumn = { name: String(row.column_name), type: String(row.data_type), nullable: Boolean(row.nullable) };
     if (row.enum_labels) {
       const labels = JSON.parse(String(row.enum_labels)) as string[];
-      column.values = { values: labels.slice(0, MAX_LISTED_VALUES), complete: labels.length <= MAX_LISTED_VALUES };
+      if (!labels.some((label) => FORBIDDEN_IN_VALUE.test(label))) {
+        column.values = { values: labels.slice(0, MAX_LISTED_VALUES), complete: labels.length <= MAX_LISTED_VALUES };
+      }
     }
     table.columns.push(column);
     details.set(column, { category: String(row.category), relkind: String(row.relkind) });
@@ -165,7 +168,7 @@ async function readStatistics(database: Database, schema: string, role: string):
             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = s.attname
             JOIN pg_type t ON t.oid = a.atttypid
            WHERE s.schemaname = $1 AND t.typcategory = 'S'
-           ORDER BY s.inherited`,
+           ORDER BY s.inherited DESC`,
     params: [schema],
     timeoutMs: INTROSPECTION_TIMEOUT_MS,
     searchPath: schema,
@@ -174,6 +177,7 @@ async function readStatistics(database: Database, schema: string, role: string):
   const statistics: Statistics = new Map();
   for (const row of result.rows) {
     const key = statisticsKey(String(row.table_name), String(row.column_name));
+    // A table with children has statistics of its whole hierarchy (inherited, first), which is what reading it reads.
     if (statistics.has(key)) continue;
     if (row.common_values === null || row.common_values === undefined) {
       statistics.set(key, null);

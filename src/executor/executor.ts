@@ -285,7 +285,7 @@ export class Executor {
     if (!tenant) throw new Error(`tenant ${tenantId} does not exist`);
     const answer = await planWithModel(this.llm, {
       query,
-      dataSchema: await this.knowledge.dataSchema(tenant),
+      dataSchema: await this.knowledge.promptDataSchema(tenant),
       apiCatalog: describeApiCatalog(this.knowledge.apiCatalog(tenant)),
       signal,
     });

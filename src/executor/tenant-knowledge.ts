@@ -8,6 +8,7 @@ import type { SecretBox } from '../auth/secrets.js';
 /** What the agents and the guard know of a tenant's data, introspected once per tenant and cached. */
 export class TenantKnowledge {
   private readonly dataSchemas = new Map<string, Promise<DataSchema>>();
+  private readonly promptDataSchemas = new Map<string, Promise<DataSchema>>();
   /** Keyed by schema; pg_catalog's names are loaded once and shared by every tenant. */
   private readonly functionNames = new Map<string, Promise<ReadonlySet<string>>>();
   private readonly catalogs = new Map<string, ApiOperation[]>();
@@ -23,8 +24,18 @@ export class TenantKnowledge {
     return this.secrets.openJson<Record<string, string>>(tenant.apiCredentialsEncrypted, tenant.id);
   }
 
+  /** Tables, columns and keys, read from the catalogs only: what the guard checks a statement against. Fast. */
   dataSchema(tenant: TenantRow): Promise<DataSchema> {
-    return cachedUntilFailure(this.dataSchemas, tenant.dataSchema, () =>
+    return cachedUntilFailure(this.dataSchemas, tenant.dataSchema, () => introspectDataSchema(this.database, tenant.dataSchema));
+  }
+
+  /**
+   * The same with the values of low-cardinality columns, read as the tenant's role, for the agents' prompts only: it
+   * reads the tenant's statistics and data (seconds, for a tenant with many tables or slow ones), which a statement a
+   * client wrote must not wait for.
+   */
+  promptDataSchema(tenant: TenantRow): Promise<DataSchema> {
+    return cachedUntilFailure(this.promptDataSchemas, tenant.dataSchema, () =>
       introspectDataSchema(this.database, tenant.dataSchema, { role: tenant.dbRole ?? undefined }),
     );
   }

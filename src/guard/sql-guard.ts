@@ -19,6 +19,8 @@ export interface SqlGuardScope {
 export interface GuardedSql {
   /** The single statement's text, trimmed, with any trailing semicolon(s) removed; safe to embed as a subquery: `SELECT * FROM (\n${statement}\n) AS q`. */
   statement: string;
+  /** Where the statement starts in the SQL given (a string index): what comes before it is comments, whitespace or semicolons. */
+  statementStart: number;
   /** Distinct tenant tables referenced (lower-case, unqualified). */
   tables: string[];
   /** Distinct step relations referenced, e.g. ["step_1"]. */
@@ -589,14 +591,17 @@ function utf8Slice(bytes: Uint8Array, start: number, end: number): string {
   return new TextDecoder().decode(bytes.subarray(start, end));
 }
 
-/** Cuts the statement out of the input, dropping leading/trailing comments, whitespace and semicolons. */
-function extractStatementText(parser: PgQueryModule, sql: string, rawStatement: JsonObject): string {
+/** Cuts the statement out of the input, dropping leading/trailing comments, whitespace and semicolons; and where it starts. */
+function extractStatementText(parser: PgQueryModule, sql: string, rawStatement: JsonObject): { text: string; start: number } {
   const start = typeof rawStatement['stmt_location'] === 'number' ? rawStatement['stmt_location'] : 0;
   let end = start;
   for (const token of parser.scanSync(sql).tokens) {
     if (token.start >= start && !IGNORED_TRAILING_TOKENS.has(token.tokenName)) end = Math.max(end, token.end);
   }
-  return utf8Slice(new TextEncoder().encode(sql), start, end).trim();
+  const bytes = new TextEncoder().encode(sql);
+  const untrimmed = utf8Slice(bytes, start, end);
+  const text = untrimmed.trim();
+  return { text, start: utf8Slice(bytes, 0, start).length + untrimmed.indexOf(text) };
 }
 
 // Byte offsets into the text (location, rexpr_list_start, ...) differ once the statement is embedded.
@@ -657,7 +662,7 @@ export async function guardSql(sql: string, scope: SqlGuardScope): Promise<Guard
   const collector = new ReferenceCollector(scope);
   collector.inspectValue({ SelectStmt: select }, new Set(), 0);
 
-  const statement = extractStatementText(parser, sql, rawStatement);
+  const { text: statement, start: statementStart } = extractStatementText(parser, sql, rawStatement);
   verifyEmbeddable(parser, statement, select);
-  return { statement, tables: [...collector.tables], stepRelations: [...collector.stepRelations] };
+  return { statement, statementStart, tables: [...collector.tables], stepRelations: [...collector.stepRelations] };
 }

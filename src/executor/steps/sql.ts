@@ -172,7 +172,7 @@ export function createSqlStepHandler({
       // The database placed its error in the statement the guard cut out of the SQL (without leading comments); the
       // agent is shown the SQL.
       if (error instanceof DatabaseQueryError && error.statementPosition !== undefined) {
-        error.statementPosition += [...sql.slice(0, Math.max(0, sql.indexOf(guarded.statement)))].length;
+        error.statementPosition += [...sql.slice(0, guarded.statementStart)].length;
       }
       throw error;
     } finally {
@@ -206,6 +206,7 @@ export function createSqlStepHandler({
         throw toStepFailure(error, context.timeoutMs, limits);
       }
     }
+    const promptSchema = await knowledge.promptDataSchema(tenant);
     const failedAttempts: SqlAttempt[] = [];
     for (let attempt = 1; ; attempt++) {
       let sql: string | undefined;
@@ -215,7 +216,7 @@ export function createSqlStepHandler({
             planQuery: context.planQuery,
             index: context.index,
             task: step,
-            dataSchema,
+            dataSchema: promptSchema,
             earlier: context.earlier,
             failedAttempts,
             maxSqlChars,
