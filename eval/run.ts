@@ -95,7 +95,7 @@ function commandLine(env: NodeJS.ProcessEnv): Command {
     .option('--concurrency <n>', 'questions asked at once', wholeNumber(1, 32), 1)
     .option('--report <file>', 'where the JSON report goes (EVAL_REPORT)', env.EVAL_REPORT ?? 'eval-report.json')
     .option('--log <file>', "where the service's JSON log lines go (none by default)")
-    .option('--step-timeout-ms <ms>', "time limit of each step, the model's answers included", wholeNumber(100, 3_600_000), 120_000)
+    .option('--step-timeout-ms <ms>', "each step's stepTimeoutMs: the time its statement may run (the model's time is STEPCAST_AGENT_TIMEOUT_MS)", wholeNumber(100, 3_600_000), 120_000)
     .option('--database-url <url>', "a PostgreSQL server to make the evaluation's own database on (EVAL_DATABASE_URL); PGlite when unset", env.EVAL_DATABASE_URL)
     .exitOverride()
     .configureOutput({ writeOut: (text) => process.stdout.write(text), writeErr: (text) => process.stderr.write(text) });
