@@ -496,9 +496,11 @@ class ReferenceCollector {
     if (baseName === 'xml') throw new SqlRejectedError('xml not allowed', 'type xml is not allowed');
     // Exact match: aclitem, reg*, pg_* and every other type can probe the catalogs or the server.
     if (!ALLOWED_TYPES.has(baseName)) {
+      // The quoted "char" (one byte) is not the char the list names (character): quoted, the message does not contradict itself.
+      const shown = CASTABLE_TYPES.some((type) => type.spelling === qualifiedName) ? `"${qualifiedName}"` : qualifiedName;
       throw new SqlRejectedError(
         'type not allowed',
-        `type ${qualifiedName} is not allowed (only ${CASTABLE_TYPES.map((type) => type.spelling).join(', ')} and their arrays)`,
+        `type ${shown} is not allowed (only ${CASTABLE_TYPES.map((type) => type.spelling).join(', ')} and their arrays)`,
       );
     }
   }
