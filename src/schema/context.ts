@@ -16,8 +16,8 @@ export interface GraphQLContext {
   tenantId: string;
   /**
    * An HTTP request's signal, aborted when its client goes away before the answer (absent over graphql-ws).
-   * Follow it (AbortSignal.any([signal])) rather than read it: whatwg-node's lazy signal keeps `aborted` false
-   * once something follows it, though what follows it is aborted.
+   * Follow it (followClientSignal) rather than read it: whatwg-node's lazy signal can keep `aborted` false when
+   * its request was aborted.
    */
   signal?: AbortSignal;
   /** Whether the credential still stands (not revoked, not expired); asked again before every streamed update. */
@@ -42,4 +42,23 @@ export interface GraphQLContext {
   loadExecution: (executionId: string) => Promise<ExecutionSummary | undefined>;
   /** The plan and final result of one of the tenant's executions listed without them (batched the same way). */
   loadExecutionDetails: (executionId: string) => Promise<ExecutionDetails | undefined>;
+}
+
+/**
+ * A signal of our own that aborts when the request's does. whatwg-node hands yoga a lazy signal whose `aborted`
+ * stays false once something follows it (Node 20), or even a signal that follows it (AbortSignal.any, Node 24),
+ * though its abort reaches what follows it: only a plain AbortController's signal can be read.
+ */
+export function followClientSignal(signal: AbortSignal): AbortSignal {
+  const followed = new AbortController();
+  const abort = () => {
+    if (!followed.signal.aborted) followed.abort(signal.reason ?? new DOMException('The client went away', 'AbortError'));
+  };
+  if (signal.aborted) {
+    abort();
+    return followed.signal;
+  }
+  signal.addEventListener('abort', abort, { once: true });
+  AbortSignal.any([signal]).addEventListener('abort', abort, { once: true });
+  return followed.signal;
 }

@@ -3,7 +3,7 @@ import { StepKindEnum } from './enums.js';
 import { isUuid } from './cursor.js';
 import { badUserInput, clientGone, notFound, toGraphQLError } from './errors.js';
 import { ExecutionRef, PlanRef } from './execution.js';
-import type { GraphQLContext } from './context.js';
+import { followClientSignal, type GraphQLContext } from './context.js';
 
 /** Who decided, as stored on the step: the API key or JWT subject, never a secret. */
 function decidedBy(context: GraphQLContext): string {
@@ -168,7 +168,7 @@ builder.queryField('planQuery', (t) =>
     resolve: async (_root, { query }, context) => {
       // A plan nobody waits for any more is not worth the model's time: on a server with one slot, it holds up
       // every other request. Followed, not used as it is (see GraphQLContext.signal).
-      const clientGoneSignal = context.signal ? AbortSignal.any([context.signal]) : undefined;
+      const clientGoneSignal = context.signal ? followClientSignal(context.signal) : undefined;
       try {
         return await context.executor.planQuery(context.tenantId, query, clientGoneSignal);
       } catch (error) {
