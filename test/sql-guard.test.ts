@@ -413,6 +413,42 @@ describe('guardSql accepts read-only queries over the tenant scope', () => {
   });
 });
 
+describe('guardSql checks a statement it has seen before against the scope of each call', () => {
+  it('refuses a step relation the scope no longer has, and accepts it again where it has it', async () => {
+    const sql = 'SELECT group_id FROM step_2 -- same text every time';
+    await expect(guardSql(sql, scope)).resolves.toMatchObject({ stepRelations: ['step_2'] });
+    const withoutStep2 = { ...scope, stepRelations: new Set(['step_1']) };
+    await expect(guardSql(sql, withoutStep2)).rejects.toMatchObject({ reason: 'relation not available' });
+    await expect(guardSql(sql, { ...scope, tenantTables: new Set<string>() })).resolves.toMatchObject({ tables: [], stepRelations: ['step_2'] });
+    await expect(guardSql(sql, withoutStep2)).rejects.toThrow(/relation step_2 is not available/);
+  });
+
+  it("reads attribute notation by the columns of each call's relations", async () => {
+    const sql = 'SELECT s.name FROM step_1 s';
+    await expect(guardSql(sql, scope)).rejects.toMatchObject({ reason: 'function not allowed' });
+    const step1HasName = { ...scope, relationColumns: new Map([...scope.relationColumns, ['step_1', new Set(['name'])]]) };
+    await expect(guardSql(sql, step1HasName)).resolves.toMatchObject({ statement: sql, stepRelations: ['step_1'] });
+    await expect(guardSql(sql, scope)).rejects.toThrow(/function name/);
+  });
+
+  it('returns the same statement and start for the same text, and refuses a refused text every time', async () => {
+    const sql = '/* lead */  SELECT id FROM users;';
+    const first = await guardSql(sql, scope);
+    expect(first).toEqual({ statement: 'SELECT id FROM users', statementStart: 12, tables: ['users'], stepRelations: [] });
+    await expect(guardSql(sql, scope)).resolves.toEqual(first);
+    for (let i = 0; i < 2; i++) {
+      await expect(guardSql('SELECT 1; SELECT 2', scope)).rejects.toMatchObject({ reason: 'multiple statements' });
+      await expect(guardSql('SELECT pg_sleep(1)', scope)).rejects.toMatchObject({ reason: 'function not allowed' });
+    }
+  });
+
+  it('still checks a statement too long to be kept, on every call', async () => {
+    const sql = `SELECT id FROM step_2 WHERE name <> '${'x'.repeat(10_000)}'`;
+    await expect(guardSql(sql, scope)).resolves.toMatchObject({ stepRelations: ['step_2'] });
+    await expect(guardSql(sql, { ...scope, stepRelations: new Set<string>() })).rejects.toMatchObject({ reason: 'relation not available' });
+  });
+});
+
 describe('guardSql rejects anything outside the allowlist', () => {
   for (const testCase of rejectedCases) {
     it(testCase.name, async () => {

@@ -655,16 +655,82 @@ export function describeSqlRules({ maxSqlChars }: { maxSqlChars?: number } = {})
   ];
 }
 
+/**
+ * What the guard learns from a statement's text alone: its one SELECT (frozen), and once asked for, where the
+ * statement sits in the input and whether it keeps its meaning embedded, or why not. Nothing here depends on a
+ * tenant or a step: the checks against the scope (relations, columns, functions) run on every call.
+ */
+interface ParsedStatement {
+  rawStatement: JsonObject;
+  select: JsonObject;
+  embedded?: { statement: string; start: number } | { rejected: { reason: string; detail: string } };
+}
+
+/**
+ * The statements parsed last, by their exact text, most recent last. A plan's steps come back with the same text on
+ * every run of a plan submitted again, on retries and on resumes, and parsing (twice: the statement, then the
+ * statement embedded) is most of the guard's time. Bounded by count and by the text's length in all, so that the
+ * trees kept stay small beside the service's memory; a statement longer than a share of that is never kept.
+ */
+const parsedStatements = new Map<string, ParsedStatement>();
+const PARSED_STATEMENTS_MAX = 512;
+const PARSED_STATEMENTS_MAX_CHARS = 262_144;
+const PARSED_STATEMENT_MAX_CHARS = 8_192;
+let parsedStatementsChars = 0;
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}
+
+function parsedStatementOf(parser: PgQueryModule, sql: string): ParsedStatement {
+  const known = parsedStatements.get(sql);
+  if (known) {
+    parsedStatements.delete(sql);
+    parsedStatements.set(sql, known);
+    return known;
+  }
+  // Frozen, so that no check can change what a later call of the same text is checked against.
+  const { rawStatement, select } = deepFreeze(singleSelectStatement(parseOrReject(parser, sql, 'the query')));
+  const parsed: ParsedStatement = { rawStatement, select };
+  if (sql.length <= PARSED_STATEMENT_MAX_CHARS) {
+    parsedStatements.set(sql, parsed);
+    parsedStatementsChars += sql.length;
+    for (const [oldest] of parsedStatements) {
+      if (parsedStatements.size <= PARSED_STATEMENTS_MAX && parsedStatementsChars <= PARSED_STATEMENTS_MAX_CHARS) break;
+      parsedStatements.delete(oldest);
+      parsedStatementsChars -= oldest.length;
+    }
+  }
+  return parsed;
+}
+
+function embeddedStatementOf(parser: PgQueryModule, sql: string, parsed: ParsedStatement): { statement: string; start: number } {
+  if (!parsed.embedded) {
+    const { text: statement, start } = extractStatementText(parser, sql, parsed.rawStatement);
+    try {
+      verifyEmbeddable(parser, statement, parsed.select);
+      parsed.embedded = { statement, start };
+    } catch (error) {
+      if (!(error instanceof SqlRejectedError)) throw error;
+      parsed.embedded = { rejected: { reason: error.reason, detail: error.message.replace(/^SQL rejected: /, '') } };
+    }
+  }
+  if ('rejected' in parsed.embedded) throw new SqlRejectedError(parsed.embedded.rejected.reason, parsed.embedded.rejected.detail);
+  return parsed.embedded;
+}
+
 export async function guardSql(sql: string, scope: SqlGuardScope): Promise<GuardedSql> {
   validateInputText(sql, scope.maxSqlChars);
   const parser = await loadParser();
-  const tree = parseOrReject(parser, sql, 'the query');
-  const { rawStatement, select } = singleSelectStatement(tree);
+  const parsed = parsedStatementOf(parser, sql);
 
   const collector = new ReferenceCollector(scope);
-  collector.inspectValue({ SelectStmt: select }, new Set(), 0);
+  collector.inspectValue({ SelectStmt: parsed.select }, new Set(), 0);
 
-  const { text: statement, start: statementStart } = extractStatementText(parser, sql, rawStatement);
-  verifyEmbeddable(parser, statement, select);
+  const { statement, start: statementStart } = embeddedStatementOf(parser, sql, parsed);
   return { statement, statementStart, tables: [...collector.tables], stepRelations: [...collector.stepRelations] };
 }
