@@ -447,6 +447,17 @@ describe('guardSql checks a statement it has seen before against the scope of ea
     await expect(guardSql(sql, scope)).resolves.toMatchObject({ stepRelations: ['step_2'] });
     await expect(guardSql(sql, { ...scope, stepRelations: new Set<string>() })).rejects.toMatchObject({ reason: 'relation not available' });
   });
+
+  it('refuses a tree nested deeper than the checks allow as too deeply nested, kept or not, never with a RangeError', async () => {
+    // 1,400 nested scalar subqueries (12,608 characters): libpg-query still parses them, and the tree is some 11,000
+    // objects deep, past what a recursive walk of it (the freezing of the tree kept) had stack for.
+    const nested = (levels: number) => `SELECT ${'(SELECT '.repeat(levels)}1${')'.repeat(levels)}`;
+    for (const sql of [nested(1_400), nested(900)]) {
+      for (let i = 0; i < 2; i++) {
+        await expect(guardSql(sql, scope)).rejects.toMatchObject({ name: 'SqlRejectedError', reason: 'too deeply nested' });
+      }
+    }
+  });
 });
 
 describe('guardSql rejects anything outside the allowlist', () => {

@@ -678,10 +678,17 @@ const PARSED_STATEMENTS_MAX_CHARS = 262_144;
 const PARSED_STATEMENT_MAX_CHARS = 8_192;
 let parsedStatementsChars = 0;
 
+/**
+ * Without recursion: the tree is frozen before any check, and a tree nested deeper than the checks allow (which
+ * refuse it as too deeply nested) would overflow the call stack of a recursive walk, a RangeError and no refusal.
+ */
 function deepFreeze<T>(value: T): T {
-  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const child of Object.values(value)) deepFreeze(child);
+  const pending: unknown[] = [value];
+  while (pending.length > 0) {
+    const next = pending.pop();
+    if (typeof next !== 'object' || next === null || Object.isFrozen(next)) continue;
+    Object.freeze(next);
+    for (const child of Object.values(next)) pending.push(child);
   }
   return value;
 }
