@@ -157,6 +157,44 @@ const DEMO_TENANT_ID = 'demo';
       expect(gapListeners.size).toBe(0);
     });
 
+    it('ends the stream of an execution deleted after the caller read it finished: its events are gone too', async () => {
+      const bus = createInProcessStepUpdateBus();
+      // Read finished at sequence 4 by the caller (stepUpdates), then deleted by retention before the first pull.
+      const sequences = await collect(
+        streamStepUpdates({
+          store,
+          bus,
+          executionId: '00000000-0000-4000-8000-000000000000',
+          access: { tenantId: DEMO_TENANT_ID },
+          afterSequence: 2,
+          shutdown: new AbortController().signal,
+          readBefore: { status: 'SUCCEEDED', lastSequence: 4 },
+        }),
+      );
+      expect(sequences).toEqual([]);
+    });
+
+    it('streams an execution read unfinished before the stream opened to its end, from the store and the bus', async () => {
+      const id = await createExecution();
+      const bus = createInProcessStepUpdateBus();
+      const readBefore = { status: 'QUEUED', lastSequence: 0 };
+      // Committed after the caller's read, before the stream listens: the replay reads it.
+      await record(id, 'EXECUTION_STARTED');
+      const stream = streamStepUpdates({
+        store,
+        bus,
+        executionId: id,
+        access: { tenantId: DEMO_TENANT_ID },
+        afterSequence: 0,
+        shutdown: new AbortController().signal,
+        readBefore,
+      });
+      const first = await stream.next();
+      bus.publish(await record(id, 'EXECUTION_SUCCEEDED'));
+      const rest = await collect(stream);
+      expect([(first.value as StepUpdate).sequence, ...rest]).toEqual([1, 2]);
+    });
+
     it('completes open streams when the server shuts down', async () => {
       const id = await createExecution();
       const bus = createInProcessStepUpdateBus();

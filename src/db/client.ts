@@ -85,8 +85,7 @@ const TENANT_RAW_TEXT_TYPE_OIDS = [...RAW_TEXT_TYPE_OIDS, 114, 3802];
  * its own for every statement. Prepared, a statement seen before on the connection is parsed, bound and run in one
  * flight. The service's statements come in a few dozen shapes, so what each connection keeps stays small (postgres.js
  * never lets one go until the connection closes): a statement with many parameters, whose text varies with a list's
- * length (a plan's steps inserted in one statement, a list of keys), is not prepared. Tenants' statements never come
- * through here.
+ * length (a list of keys), is not prepared. Tenants' statements never come through here.
  */
 const MAX_PREPARED_PARAMETERS = 32;
 

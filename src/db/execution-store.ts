@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, lt, lte, notExists, or, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, lt, notExists, or, sql, type SQL } from 'drizzle-orm';
 import type { PgColumn } from 'drizzle-orm/pg-core';
 import type { ClaimInTransaction } from '../executor/idempotency.js';
 import type { EnqueueInTransaction } from '../executor/dispatcher.js';
@@ -19,6 +19,7 @@ import {
   type ExecutionStore,
   type ExecutionSummary,
   type StepKey,
+  type StoredStep,
   type LeaseHold,
   type LeaseProvider,
   type LeaseState,
@@ -93,7 +94,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
   ) {}
 
   async findTenant(tenantId: string): Promise<TenantRow | undefined> {
-    const [row] = await this.db.select().from(tenants).where(eq(tenants.id, tenantId));
+    const [row] = await TENANT_BY_ID.run(this.db, [tenantId]);
     return row;
   }
 
@@ -129,38 +130,22 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
   ): Promise<{ execution: ExecutionRow; planCreated: StepUpdate | null }> {
     const planned = plannerUsage !== undefined;
     const id = randomUUID();
+    const createdAt = new Date();
     return this.db.transaction(async (tx) => {
-      const [execution] = await tx
-        .insert(executions)
-        .values({
-          id,
-          tenantId,
-          correlationId: validated.correlationId,
-          status: 'QUEUED',
-          plan: validated.plan,
-          options: validated.options,
-          totalSteps: validated.plan.steps.length,
-          lastSequence: planned ? 1 : 0,
-          usage: plannerUsage ?? null,
-          createdAt: new Date(),
-        })
-        .returning();
+      // One statement: the execution, its steps (from the plan's, in the same parameter) and a planned one's PLAN_CREATED.
+      const [execution] = await CREATE_EXECUTION.run(tx as unknown as Db, [
+        id,
+        tenantId,
+        validated.correlationId,
+        encode(executions.plan, validated.plan),
+        encode(executions.options, validated.options),
+        validated.plan.steps.length,
+        planned ? 1 : 0,
+        encode(executions.usage, plannerUsage ?? null),
+        encode(executions.createdAt, createdAt),
+        planned,
+      ]);
       await claim?.(tx as unknown as Db, id);
-      await tx.insert(stepResults).values(
-        validated.plan.steps.map((step, i) => ({
-          executionId: id,
-          index: i + 1,
-          tenantId,
-          correlationId: validated.correlationId,
-          kind: step.kind,
-          status: 'PENDING',
-          queryContext: step.queryContext,
-          entity: step.entity,
-          reasoning: step.reasoning,
-          critical: step.critical,
-          approval: step.approval ?? false,
-        })),
-      );
       await enqueue?.(tx as unknown as Db, id, tenantId);
       if (!planned) return { execution: execution!, planCreated: null };
       const planCreated: StepUpdate = {
@@ -173,32 +158,18 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
         step: null,
         message: null,
       };
-      await tx.insert(stepEvents).values({
-        executionId: id,
-        sequence: 1,
-        tenantId,
-        correlationId: validated.correlationId,
-        type: 'PLAN_CREATED',
-        executionStatus: 'QUEUED',
-        stepIndex: null,
-        step: null,
-        at: planCreated.at,
-      });
       return { execution: execution!, planCreated };
     });
   }
 
   async findExecution(tenantId: string, id: string): Promise<ExecutionRow | undefined> {
-    const [row] = await this.db
-      .select()
-      .from(executions)
-      .where(and(eq(executions.tenantId, tenantId), eq(executions.id, id)));
+    const [row] = await EXECUTION_OF_TENANT.run(this.db, [tenantId, id]);
     return row;
   }
 
   /** Unscoped lookup for the executor itself, which runs executions of every tenant. */
   async loadExecution(id: string): Promise<ExecutionRow | undefined> {
-    const [row] = await this.db.select().from(executions).where(eq(executions.id, id));
+    const [row] = await EXECUTION_BY_ID.run(this.db, [id]);
     return row;
   }
 
@@ -319,22 +290,12 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
    * what changed, so every step is replayed from PENDING through the events before.
    */
   async loadEvents(executionId: string, afterSequence: number, upToSequence?: number): Promise<StepUpdate[]> {
-    const conditions = [eq(stepEvents.executionId, executionId)];
-    if (upToSequence !== undefined) conditions.push(lte(stepEvents.sequence, upToSequence));
     // Events first, steps after: a step row is then at least as new as every event read, so the fields an
-    // event names as kept on the step are there (the two reads need not share a snapshot).
-    const events = await this.db
-      .select()
-      .from(stepEvents)
-      .where(and(...conditions))
-      .orderBy(asc(stepEvents.sequence));
-    const planned = this.planned(eq(executions.id, executionId));
-    const steps = await this.db
-      .with(planned)
-      .select({ ...stepStateColumns, planSql: planned.planSql, planCode: planned.planCode })
-      .from(stepResults)
-      .innerJoin(planned, eq(planned.index, stepResults.index))
-      .where(eq(stepResults.executionId, executionId));
+    // event names as kept on the step are there (the two reads need not share a snapshot). Every event is read, from
+    // the first, since each step's snapshot is rebuilt from PENDING; the steps only when an update to hand out has one.
+    const events = await EVENTS_OF_EXECUTION.run(this.db, [executionId, upToSequence ?? MAX_INT4]);
+    const stepsNeeded = events.some((event) => event.sequence > afterSequence && event.stepIndex !== null);
+    const steps = stepsNeeded ? await STEP_STATES_OF_EXECUTION.run(this.db, [executionId]) : [];
     const rows = new Map(steps.map((step) => [step.index, step]));
     const states = new Map<number, StepSnapshot>();
     const updates: StepUpdate[] = [];
@@ -363,20 +324,8 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
   }
 
   /** The steps with everything a run continues from: their sql and code, and all their records. */
-  private async stepsForRun(db: Db, executionId: string) {
-    const planned = this.planned(eq(executions.id, executionId));
-    return db
-      .with(planned)
-      .select({
-        ...getTableColumns(stepResults),
-        sql: sql<string | null>`coalesce(${stepResults.sql}, ${planned.planSql})`,
-        code: sql<string | null>`coalesce(${stepResults.code}, ${planned.planCode})`,
-        records: sql<unknown[] | null>`coalesce(${stepResults.records}, ${stepResults.result})`,
-      })
-      .from(stepResults)
-      .innerJoin(planned, eq(planned.index, stepResults.index))
-      .where(eq(stepResults.executionId, executionId))
-      .orderBy(asc(stepResults.index));
+  private async stepsForRun(db: Db, executionId: string): Promise<StoredStep[]> {
+    return STEPS_FOR_RUN.run(db, [executionId]);
   }
 
   /**
@@ -457,29 +406,7 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
     owner: string,
     ttlMs: number,
   ): Promise<{ row: ExecutionRow; previousOwner: string | null; wakeDue: boolean; owner: string } | null> {
-    const locked = db
-      .select({
-        previousOwner: sql<string | null>`${executions.leaseOwner}`.as('previous_owner'),
-        free: sql<boolean>`${leaseIsFree(owner)}`.as('free'),
-        wakeDue: sql<boolean>`coalesce(${executions.wakeAt} <= clock_timestamp(), false)`.as('wake_due'),
-      })
-      .from(executions)
-      .where(eq(executions.id, executionId))
-      .for('update')
-      .as('locked');
-    // A RUNNING execution whose holder was another worker (it crashed or stalled) counts one more resume.
-    const takenOver = sql`(${executions.status} = 'RUNNING' AND ${locked.previousOwner} IS NOT NULL AND ${locked.previousOwner} <> ${owner})`;
-    const [execution] = await db
-      .update(executions)
-      .set({
-        leaseOwner: owner,
-        leaseEpoch: sql`${executions.leaseEpoch} + 1`,
-        leaseExpiresAt: leaseExpiry(ttlMs),
-        resumes: sql`${executions.resumes} + CASE WHEN ${takenOver} THEN 1 ELSE 0 END`,
-      })
-      .from(locked)
-      .where(and(eq(executions.id, executionId), inArray(executions.status, [...UNFINISHED]), sql`${locked.free}`))
-      .returning({ ...getTableColumns(executions), previousOwner: locked.previousOwner, wakeDue: locked.wakeDue });
+    const [execution] = await TAKE_LEASE.run(db, [executionId, owner, Math.max(1, Math.round(ttlMs))]);
     if (!execution) return null;
     const { previousOwner, wakeDue, ...row } = execution;
     return { row, previousOwner, wakeDue, owner };
@@ -749,6 +676,11 @@ function columnsByKey(table: typeof executions | typeof stepResults): ReadonlyMa
 const executionColumnsByKey = columnsByKey(executions);
 const stepColumnsByKey = columnsByKey(stepResults);
 
+/** A value as its column encodes it for the driver (json as text, timestamps as ISO text), as drizzle sends it. */
+function encode(column: PgColumn, value: unknown): unknown {
+  return value === null ? null : column.mapToDriverValue(value);
+}
+
 /** `column = $n` for each field of a change, each value encoded as its column encodes it (json, timestamps). */
 function assignments(columns: ReadonlyMap<string, PgColumn>, change: Record<string, unknown>, param: (value: unknown) => string): string[] {
   const set: string[] = [];
@@ -756,7 +688,186 @@ function assignments(columns: ReadonlyMap<string, PgColumn>, change: Record<stri
     if (value === undefined) continue;
     const column = columns.get(key);
     if (!column) throw new Error(`no column for ${key}`);
-    set.push(`"${column.name}" = ${param(value === null ? null : column.mapToDriverValue(value))}`);
+    set.push(`"${column.name}" = ${param(encode(column, value))}`);
   }
   return set;
 }
+
+/**
+ * What a statement written as text selects, in order: each field's key in the row, its SQL, and the column drizzle
+ * decodes it as (none for a computed field, which drizzle hands over as the driver gives it).
+ */
+type Selected = readonly { key: string; sql: string; column: PgColumn | null }[];
+
+/**
+ * A table's columns (but `omit`), each qualified by `qualifier`, as drizzle's select of them would give them; a key of
+ * `computed` replaces its column's SQL, or adds a field after the table's.
+ */
+function selectedColumns(
+  table: typeof executions | typeof stepResults | typeof stepEvents | typeof tenants,
+  qualifier: string,
+  { omit = [], computed = {} }: { omit?: readonly string[]; computed?: Record<string, string> } = {},
+): Selected {
+  const selected: { key: string; sql: string; column: PgColumn | null }[] = [];
+  for (const [key, column] of Object.entries(getTableColumns(table)) as [string, PgColumn][]) {
+    if (omit.includes(key)) continue;
+    const expression = computed[key];
+    selected.push(expression === undefined ? { key, sql: `${qualifier}."${column.name}"`, column } : { key, sql: expression, column: null });
+  }
+  for (const [key, expression] of Object.entries(computed)) {
+    if (!selected.some((field) => field.key === key)) selected.push({ key, sql: expression, column: null });
+  }
+  return selected;
+}
+
+const selectList = (selected: Selected) => selected.map((field) => field.sql).join(', ');
+
+/**
+ * One of the store's statements written as text once, not built by drizzle at each call: those that run for every
+ * execution. It runs through drizzle's session of `db` (the store's, or a transaction's: the same connection as the
+ * statements around it, prepared on PostgreSQL as drizzle's own are), and its rows, read as arrays, are decoded field
+ * by field with the columns' own decoders, as drizzle decodes a select's (timestamps as Dates, json parsed).
+ */
+class TextStatement<Row> {
+  private readonly decode: (rows: unknown[][]) => Row[];
+
+  constructor(
+    readonly text: string,
+    selected: Selected,
+  ) {
+    const keys = selected.map((field) => field.key);
+    const columns = selected.map((field) => field.column);
+    this.decode = (rows) =>
+      rows.map((values) => {
+        const row: Record<string, unknown> = {};
+        for (let i = 0; i < keys.length; i++) {
+          const value = values[i];
+          const column = columns[i];
+          row[keys[i]!] = value === null ? null : column ? column.mapFromDriverValue(value) : value;
+        }
+        return row as Row;
+      });
+  }
+
+  run(db: Db, params: unknown[]): Promise<Row[]> {
+    return db._.session
+      .prepareQuery<{ execute: Row[]; all: unknown; values: unknown }>({ sql: this.text, params }, undefined, 'stepcast', true, this.decode)
+      .execute();
+  }
+}
+
+/** The largest int4: loadEvents' bound on sequences when it is given none. */
+const MAX_INT4 = 2_147_483_647;
+
+const UNFINISHED_LIST = UNFINISHED.map((status) => `'${status}'`).join(', ');
+
+const EXECUTION_COLUMNS = selectedColumns(executions, 'executions');
+
+const EXECUTION_BY_ID = new TextStatement<ExecutionRow>(
+  `SELECT ${selectList(EXECUTION_COLUMNS)} FROM executions WHERE executions.id = $1::uuid`,
+  EXECUTION_COLUMNS,
+);
+
+const EXECUTION_OF_TENANT = new TextStatement<ExecutionRow>(
+  `SELECT ${selectList(EXECUTION_COLUMNS)} FROM executions WHERE executions.tenant_id = $1::text AND executions.id = $2::uuid`,
+  EXECUTION_COLUMNS,
+);
+
+const TENANT_COLUMNS = selectedColumns(tenants, 'tenants');
+
+const TENANT_BY_ID = new TextStatement<TenantRow>(`SELECT ${selectList(TENANT_COLUMNS)} FROM tenants WHERE tenants.id = $1::text`, TENANT_COLUMNS);
+
+const EVENT_COLUMNS = selectedColumns(stepEvents, 'step_events');
+
+const EVENTS_OF_EXECUTION = new TextStatement<typeof stepEvents.$inferSelect>(
+  `SELECT ${selectList(EVENT_COLUMNS)} FROM step_events
+  WHERE step_events.execution_id = $1::uuid AND step_events.sequence <= $2::int ORDER BY step_events.sequence`,
+  EVENT_COLUMNS,
+);
+
+/** The sql and code each step of the execution $1 came with in its plan, the plan read once (as planned() does). */
+const PLANNED_OF_EXECUTION = `planned AS (
+    SELECT planned_step.ordinal::int AS index, planned_step.step ->> 'sql' AS sql, planned_step.step ->> 'code' AS code
+    FROM executions CROSS JOIN LATERAL jsonb_array_elements(executions.plan -> 'steps') WITH ORDINALITY AS planned_step(step, ordinal)
+    WHERE executions.id = $1::uuid
+  )`;
+
+const STEP_STATE_COLUMNS = selectedColumns(stepResults, 'step_results', {
+  omit: ['result', 'records'],
+  computed: { planSql: 'planned.sql', planCode: 'planned.code' },
+});
+
+/** loadEvents' steps: without records and result, with the plan's sql and code. */
+const STEP_STATES_OF_EXECUTION = new TextStatement<StepState & { planSql: string | null; planCode: string | null }>(
+  `WITH ${PLANNED_OF_EXECUTION}
+  SELECT ${selectList(STEP_STATE_COLUMNS)} FROM step_results JOIN planned ON planned.index = step_results.index
+  WHERE step_results.execution_id = $1::uuid`,
+  STEP_STATE_COLUMNS,
+);
+
+const STEP_FOR_RUN_COLUMNS = selectedColumns(stepResults, 'step_results', {
+  computed: {
+    sql: 'coalesce(step_results.sql, planned.sql)',
+    code: 'coalesce(step_results.code, planned.code)',
+    records: 'coalesce(step_results.records, step_results.result)',
+  },
+});
+
+/** The steps with everything a run continues from: their sql and code (the agent's, or else the plan's), and all their records. */
+const STEPS_FOR_RUN = new TextStatement<StoredStep>(
+  `WITH ${PLANNED_OF_EXECUTION}
+  SELECT ${selectList(STEP_FOR_RUN_COLUMNS)} FROM step_results JOIN planned ON planned.index = step_results.index
+  WHERE step_results.execution_id = $1::uuid ORDER BY step_results.index`,
+  STEP_FOR_RUN_COLUMNS,
+);
+
+const LEASED_COLUMNS = selectedColumns(executions, 'executions', {
+  computed: { previousOwner: 'locked.previous_owner', wakeDue: 'locked.wake_due' },
+});
+
+/**
+ * The lease of execution $1 taken by owner $2 for $3 ms (the row locked FOR UPDATE, so two claims never both win),
+ * when it is unfinished and its lease free: nobody holds it, $2 does (a run of its that stopped), or its holder stopped
+ * renewing it. A RUNNING execution whose holder was another worker (it crashed or stalled) counts one more resume.
+ */
+const TAKE_LEASE = new TextStatement<ExecutionRow & { previousOwner: string | null; wakeDue: boolean }>(
+  `UPDATE executions SET lease_owner = $2::text, lease_epoch = executions.lease_epoch + 1,
+    lease_expires_at = clock_timestamp() + $3::int * interval '1 millisecond',
+    resumes = executions.resumes + CASE WHEN (executions.status = 'RUNNING' AND locked.previous_owner IS NOT NULL AND locked.previous_owner <> $2::text) THEN 1 ELSE 0 END
+  FROM (
+    SELECT executions.lease_owner AS previous_owner,
+      (executions.lease_owner IS NULL OR executions.lease_owner = $2::text OR executions.lease_expires_at < clock_timestamp()) AS free,
+      coalesce(executions.wake_at <= clock_timestamp(), false) AS wake_due
+    FROM executions WHERE executions.id = $1::uuid FOR UPDATE
+  ) AS locked
+  WHERE executions.id = $1::uuid AND executions.status IN (${UNFINISHED_LIST}) AND locked.free
+  RETURNING ${selectList(LEASED_COLUMNS)}`,
+  LEASED_COLUMNS,
+);
+
+const CREATED_COLUMNS = selectedColumns(executions, 'created');
+
+/**
+ * A QUEUED execution (id $1, tenant $2, correlation id $3, plan $4, options $5, total steps $6, last sequence $7, usage
+ * $8, created at $9), its PENDING steps taken from the plan's own (one parameter, sent once), and, when $10, its
+ * PLAN_CREATED event (sequence 1): one statement, one round trip. The steps' rows refer to the execution's, inserted by
+ * the same statement: the foreign key is checked at its end.
+ */
+const CREATE_EXECUTION = new TextStatement<ExecutionRow>(
+  `WITH created AS (
+    INSERT INTO executions (id, tenant_id, correlation_id, status, plan, options, total_steps, last_sequence, usage, created_at)
+    VALUES ($1::uuid, $2::text, $3::text, 'QUEUED', $4::jsonb, $5::jsonb, $6::int, $7::int, $8::jsonb, $9::timestamptz)
+    RETURNING *
+  ), steps AS (
+    INSERT INTO step_results (execution_id, index, tenant_id, correlation_id, kind, status, query_context, entity, reasoning, critical, approval)
+    SELECT $1::uuid, planned_step.ordinal::int, $2::text, $3::text, planned_step.step ->> 'kind', 'PENDING',
+      planned_step.step ->> 'queryContext', planned_step.step ->> 'entity', planned_step.step ->> 'reasoning',
+      (planned_step.step ->> 'critical')::boolean, coalesce((planned_step.step ->> 'approval')::boolean, false)
+    FROM jsonb_array_elements($4::jsonb -> 'steps') WITH ORDINALITY AS planned_step(step, ordinal)
+  ), plan_created AS (
+    INSERT INTO step_events (execution_id, sequence, tenant_id, correlation_id, type, execution_status, step_index, step, message, at)
+    SELECT $1::uuid, 1, $2::text, $3::text, 'PLAN_CREATED', 'QUEUED', NULL, NULL, NULL, $9::timestamptz WHERE $10::boolean
+  )
+  SELECT ${selectList(CREATED_COLUMNS)} FROM created`,
+  CREATED_COLUMNS,
+);

@@ -405,6 +405,7 @@ export class Executor {
       afterSequence,
       shutdown: this.shutdownController.signal,
       access,
+      readBefore: { status: execution.status, lastSequence: execution.lastSequence },
       // A shorthand method: tsx names a `key: () => …` function with Object.defineProperty, at ~250 bytes per stream.
       onClose() {
         openStreams.entries.delete(entry);

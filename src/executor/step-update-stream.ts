@@ -73,11 +73,17 @@ export function streamStepUpdates({
   shutdown,
   access,
   onClose,
+  readBefore,
 }: {
   store: ExecutionStore;
   bus: StepUpdateBus;
   executionId: string;
   afterSequence: number;
+  /**
+   * The execution as the caller read it just before opening the stream (to check that it may): the first replay
+   * decides from it whether more updates can come, instead of reading it again.
+   */
+  readBefore?: { status: string; lastSequence: number };
   shutdown: AbortSignal;
   access: StreamAccess;
   /** Called once the stream has ended, however it ended (completed, client gone, shutdown). */
@@ -192,6 +198,16 @@ export function streamStepUpdates({
     /** The stored updates; true when nothing comes after them. */
     async replay(): Promise<boolean> {
       if (await self.accept(await store.loadEvents(executionId, lastSequence))) return true;
+      const known = readBefore;
+      readBefore = undefined;
+      if (known) {
+        // Unfinished when read, before the bus was listened to: its later updates are among the events just read or
+        // come through the bus (it could have been deleted meanwhile only if it had finished, and stayed finished for
+        // the retention age, between that read and this first pull). Finished: its last sequence is final, and the
+        // events read reach it unless it was deleted since, which the read below tells.
+        if (!isFinished(known.status as ExecutionStatus)) return false;
+        if (lastSequence >= known.lastSequence) return true;
+      }
       const execution = await store.loadExecution(executionId);
       return !execution || (isFinished(execution.status as ExecutionStatus) && lastSequence >= execution.lastSequence);
     },
