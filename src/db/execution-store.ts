@@ -131,9 +131,12 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
     const planned = plannerUsage !== undefined;
     const id = randomUUID();
     const createdAt = new Date();
-    return this.db.transaction(async (tx) => {
+    // One statement, atomic on its own; a transaction (two round trips more) only for hooks that must share it.
+    const inTransaction = <T>(work: (db: Db) => Promise<T>): Promise<T> =>
+      claim || enqueue ? this.db.transaction((tx) => work(tx as unknown as Db)) : work(this.db);
+    return inTransaction(async (db) => {
       // One statement: the execution, its steps (from the plan's, in the same parameter) and a planned one's PLAN_CREATED.
-      const [execution] = await CREATE_EXECUTION.run(tx as unknown as Db, [
+      const [execution] = await CREATE_EXECUTION.run(db, [
         id,
         tenantId,
         validated.correlationId,
@@ -145,8 +148,8 @@ export class DrizzleExecutionStore implements ExecutionStore, LeaseProvider, Ten
         encode(executions.createdAt, createdAt),
         planned,
       ]);
-      await claim?.(tx as unknown as Db, id);
-      await enqueue?.(tx as unknown as Db, id, tenantId);
+      await claim?.(db, id);
+      await enqueue?.(db, id, tenantId);
       if (!planned) return { execution: execution!, planCreated: null };
       const planCreated: StepUpdate = {
         executionId: id,
