@@ -8,7 +8,7 @@ import { backends } from './support/database.js';
 import { ExecuteQueryMutation, ExecutionsQuery, PlanQueryQuery, StepUpdatesSubscription } from './support/operations.js';
 import { fetchExecution, runPlan } from './support/plans.js';
 import { startTestServer, type TestServer } from './support/server.js';
-import { scaledTimeout } from './support/timing.js';
+import { scaledTimeout, settlesWithin } from './support/timing.js';
 
 /**
  * The model's time has limits of its own (STEPCAST_AGENT_TIMEOUT_MS per agent call, STEPCAST_PLANNER_TIMEOUT_MS for
@@ -20,15 +20,6 @@ import { scaledTimeout } from './support/timing.js';
 const CLOSE_MS = 2_000;
 const ENDLESS_SQL = 'WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) AS n FROM r';
 const SqlAnswer = z.strictObject({ sql: z.string().min(1), explanation: z.string() });
-
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([promise.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** A model that takes `ms` to write its answer. */
 const slowly = (ms: number, reply: ScriptedReply) => () => new Promise<ScriptedReply>((resolve) => setTimeout(() => resolve(reply), ms));

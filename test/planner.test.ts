@@ -5,6 +5,7 @@ import { sampleValue, scrapeMetrics } from './support/prometheus.js';
 import { ExecuteQueryMutation, ExecutionsQuery, PlanQueryQuery, StepUpdatesSubscription } from './support/operations.js';
 import { describeUpdates, fetchExecution } from './support/plans.js';
 import { startTestServer, type TestServer } from './support/server.js';
+import { settlesWithin } from './support/timing.js';
 
 const PLAN = {
   reasoning: 'Find the suspended users, then count their group memberships.',
@@ -133,13 +134,4 @@ for (const { backend, skipReason } of backends) {
       expect(await plannerCalls('error')).toBe(errorsBefore);
     });
   });
-}
-
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([promise.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

@@ -15,6 +15,7 @@ import { startScriptedLlm, type RecordedRequest, type ScriptedLlm } from './fixt
 import { startSilentApi, type SilentApi } from './fixtures/silent-api.js';
 import { backends } from './support/database.js';
 import { startTestServer, type TestServer } from './support/server.js';
+import { settlesWithin } from './support/timing.js';
 
 /** The whole stop, from the abort to the handler's rejection (and the statement gone), must fit in this. */
 const STOP_MS = 2_000;
@@ -22,19 +23,6 @@ const STOP_MS = 2_000;
 const ENDLESS_SQL = 'WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) AS n FROM r';
 const schemaOf = (request: RecordedRequest) => request.body.response_format?.json_schema?.name;
 
-/** Whether `promise` settles within `ms`: it is awaited until then, and no longer. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const settled = promise.then(
-    () => true,
-    () => true,
-  );
-  try {
-    return await Promise.race([settled, new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)))]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Runs `handler`, and once `running` says its work is under way, aborts with `reason`; the rejection and when it came. */
 async function abortWhileRunning(

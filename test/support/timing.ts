@@ -9,3 +9,17 @@ export const loadFactor = Math.min(4, Math.max(1, loadavg()[0]! / availableParal
 
 /** A timeout of `ms` on an idle machine, stretched by the load factor. */
 export const scaledTimeout = (ms: number): number => Math.round(ms * loadFactor);
+
+/** Whether `promise` settles (fulfilled or rejected) within `ms`: it is awaited until then, and no longer. */
+export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const settled = promise.then(
+    () => true,
+    () => true,
+  );
+  try {
+    return await Promise.race([settled, new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
