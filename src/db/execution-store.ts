@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, lt, notExists, or, sql, type SQL } from 'drizzle-orm';
-import type { PgColumn } from 'drizzle-orm/pg-core';
+import { PgDialect, type PgColumn } from 'drizzle-orm/pg-core';
 import type { ClaimInTransaction } from '../executor/idempotency.js';
 import type { EnqueueInTransaction } from '../executor/dispatcher.js';
 import type { ValidatedPlan } from '../executor/plan.js';
@@ -57,8 +57,11 @@ const { result: _result, records: _records, ...stepStateColumns } = getTableColu
 const { records: _allRecords, ...stepColumns } = getTableColumns(stepResults);
 const { plan: _plan, finalResult: _finalResult, ...summaryColumns } = getTableColumns(executions);
 
-/** Nobody holds the lease, `owner` does (a run of its that stopped), or its holder stopped renewing it. */
-const leaseIsFree = (owner: string) =>
+/**
+ * Nobody holds the lease, `owner` does (a run of its that stopped), or its holder stopped renewing it. `owner` is a
+ * value, or SQL (a statement written as text passes its parameter: see TAKE_LEASE).
+ */
+const leaseIsFree = (owner: string | SQL) =>
   sql`(${executions.leaseOwner} IS NULL OR ${executions.leaseOwner} = ${owner} OR ${executions.leaseExpiresAt} < clock_timestamp())`;
 
 /**
@@ -726,6 +729,16 @@ function selectedColumns(
 const selectList = (selected: Selected) => selected.map((field) => field.sql).join(', ');
 
 /**
+ * A fragment built by drizzle, as text for a statement written as text: one rule, whichever way it is sent. Its values
+ * must come as the statement's own parameters (sql.raw('$n')), or they would be lost.
+ */
+function textOf(fragment: SQL): string {
+  const { sql: text, params } = new PgDialect().sqlToQuery(fragment);
+  if (params.length > 0) throw new Error(`a fragment written into a statement as text carries values: ${text}`);
+  return text;
+}
+
+/**
  * One of the store's statements written as text once, not built by drizzle at each call: those that run for every
  * execution. It runs through drizzle's session of `db` (the store's, or a transaction's: the same connection as the
  * statements around it, prepared on PostgreSQL as drizzle's own are), and its rows, read as arrays, are decoded field
@@ -839,7 +852,7 @@ const TAKE_LEASE = new TextStatement<ExecutionRow & { previousOwner: string | nu
     resumes = executions.resumes + CASE WHEN (executions.status = 'RUNNING' AND locked.previous_owner IS NOT NULL AND locked.previous_owner <> $2::text) THEN 1 ELSE 0 END
   FROM (
     SELECT executions.lease_owner AS previous_owner,
-      (executions.lease_owner IS NULL OR executions.lease_owner = $2::text OR executions.lease_expires_at < clock_timestamp()) AS free,
+      ${textOf(leaseIsFree(sql.raw('$2::text')))} AS free,
       coalesce(executions.wake_at <= clock_timestamp(), false) AS wake_due
     FROM executions WHERE executions.id = $1::uuid FOR UPDATE
   ) AS locked
