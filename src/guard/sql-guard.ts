@@ -29,11 +29,12 @@ export interface GuardedSql {
 
 export class SqlRejectedError extends Error {
   override name = 'SqlRejectedError';
-  readonly reason: string;
 
-  constructor(reason: string, detail: string) {
+  constructor(
+    readonly reason: string,
+    readonly detail: string,
+  ) {
     super(`SQL rejected: ${detail}`);
-    this.reason = reason;
   }
 }
 
@@ -663,7 +664,7 @@ export function describeSqlRules({ maxSqlChars }: { maxSqlChars?: number } = {})
 interface ParsedStatement {
   rawStatement: JsonObject;
   select: JsonObject;
-  embedded?: { statement: string; start: number } | { rejected: { reason: string; detail: string } };
+  embedded?: { statement: string; start: number } | { rejected: SqlRejectedError };
 }
 
 /**
@@ -724,9 +725,10 @@ function embeddedStatementOf(parser: PgQueryModule, sql: string, parsed: ParsedS
       parsed.embedded = { statement, start };
     } catch (error) {
       if (!(error instanceof SqlRejectedError)) throw error;
-      parsed.embedded = { rejected: { reason: error.reason, detail: error.message.replace(/^SQL rejected: /, '') } };
+      parsed.embedded = { rejected: error };
     }
   }
+  // A new error each time, with this call's stack.
   if ('rejected' in parsed.embedded) throw new SqlRejectedError(parsed.embedded.rejected.reason, parsed.embedded.rejected.detail);
   return parsed.embedded;
 }
