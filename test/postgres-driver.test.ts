@@ -22,7 +22,7 @@ describe.skipIf(skipReason !== null)(`postgres.js on a backend that goes away ${
     await cluster?.destroy();
   });
 
-  async function driverWhile(scenario: 'transaction' | 'reserve', cutOff: () => Promise<unknown>) {
+  async function driverWhile(scenario: 'transaction' | 'reserve' | 'session', cutOff: () => Promise<unknown>) {
     const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/driver-on-dead-backend.ts', cluster.url, scenario], {
       cwd: projectRoot,
       stdio: ['pipe', 'pipe', 'pipe'],
@@ -56,6 +56,13 @@ describe.skipIf(skipReason !== null)(`postgres.js on a backend that goes away ${
     // The statement is written after the backend died: the kernel may answer the write with a reset (ECONNRESET)
     // before the driver reads the close, depending on the machine's timing. Either way it fails, and the pool serves.
     expect(result).toEqual({ outcome: expect.stringMatching(/^(CONNECTION_CLOSED|57P01|ECONNRESET)$/), after: 'ok' });
+  });
+
+  it("a tenant statement's transaction on its own connection (BEGIN sent as a statement) whose backend is terminated fails, and the connection serves again", async () => {
+    const { code, stderr, result } = await driverWhile('session', () => cluster.terminateBackends());
+    expect(stderr).not.toContain("Cannot read properties of null (reading 'write')");
+    expect(code).toBe(0);
+    expect(result).toEqual({ outcome: expect.stringMatching(/^(CONNECTION_CLOSED|57P01)$/), after: 'ok' });
   });
 
   it('a transaction open while the server restarts fails with CONNECTION_CLOSED, and the process lives on', async () => {

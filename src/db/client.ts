@@ -9,6 +9,7 @@ import postgres from 'postgres';
 import type { Config } from '../config.js';
 import { DatabaseQueryError, StatementTimeoutError } from './pglite-client.js';
 import { openPgliteDirectory, type OpenedPgliteDirectory } from './pglite-open.js';
+import { TenantSessions } from './tenant-sessions.js';
 import * as tables from './tables.js';
 import {
   quoteIdentifier,
@@ -236,9 +237,12 @@ async function openPglite(opening: Promise<OpenedPgliteDirectory>, maxMemoryMb: 
 async function openPostgres(url: string, poolSize: number, connections: DatabaseConnections): Promise<Database> {
   await runMigrationsOnPostgres(url);
   const client = postgres(url, { max: poolSize, onnotice: () => undefined, backoff: reconnectBackoff });
-  // Tenants' statements have a pool of their own too, which hands json and jsonb over as text (see records.ts).
-  const tenantClient = postgres(url, { max: connections.tenantStatements, onnotice: () => undefined, backoff: reconnectBackoff });
-  for (const oid of TENANT_RAW_TEXT_TYPE_OIDS) tenantClient.options.parsers[oid] = (text: string) => text;
+  // Tenants' statements have connections of their own too, which hand json and jsonb over as text (see records.ts).
+  const tenantSessions = new TenantSessions(connections.tenantStatements, () => {
+    const session = postgres(url, { max: 1, onnotice: () => undefined, backoff: reconnectBackoff });
+    for (const oid of TENANT_RAW_TEXT_TYPE_OIDS) session.options.parsers[oid] = (text: string) => text;
+    return session;
+  });
   const prepared = preparing(client);
   const db = drizzlePostgres({ client: prepared, schema: tables }) as unknown as Db;
   return {
@@ -261,46 +265,50 @@ async function openPostgres(url: string, poolSize: number, connections: Database
     runTenantQuery: async (query) => {
       const reader = new TenantRowReader(query);
       const statements = new CancellableStatements(client, query.signal);
+      let session: postgres.Sql | undefined;
       try {
-        await statements.transaction(tenantClient, async (tx) => {
-          // Every setting in one statement (the simple protocol takes several), and the backend's pid, which a
-          // cancel that came too early for the server to act on is repeated with. The DECLARE and the first FETCH
-          // follow in the same flight without waiting for it: in this transaction, a setting that fails fails every
-          // statement after it, and none of them runs.
-          const settings = [
-            `SET LOCAL statement_timeout = ${Math.max(1, Math.floor(query.timeoutMs))}`,
-            ...tenantTransactionSettings(query),
-            // now() is the transaction's start: with the pid, it names this transaction and no later one on the backend.
-            'SELECT pg_backend_pid() AS pid, now()::text AS started',
-          ];
-          const set = statements.run(() => tx.unsafe(settings.join('; ')) as unknown as Promise<postgres.RowList<postgres.Row[]>[]>);
-          set.then((results) => {
-            statements.backendPid = Number(results.at(-1)?.[0]?.pid);
-            statements.transactionStart = String(results.at(-1)?.[0]?.started);
-          }, () => undefined);
-          try {
-            await reader.read({
-              declare: async (sql, params) => {
-                // Typed as text (what `$n::text::jsonb` reads), so that the driver needs no description of the
-                // statement before it binds them, and sends it in one flight with the statements around it.
-                const typed = params.map((param) => tx.typed(param, TEXT_OID));
-                await statements.run(() => tx.unsafe(sql, typed, EXTENDED_PROTOCOL));
-              },
-              fetch: async (sql, timeoutMs) => {
-                // What is left of the step's time, for this FETCH; in the same round trip.
-                const results = await statements.run(
-                  () => tx.unsafe(`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(timeoutMs))}; ${sql}`) as unknown as Promise<postgres.RowList<postgres.Row[]>[]>,
-                );
-                const rows = results.at(-1)!;
-                return { rows: [...rows], columns: columnsOf(rows) };
-              },
-            });
-          } catch (error) {
-            // A setting that failed is why the statements after it failed.
-            await set;
-            throw error;
-          }
-        });
+        // Aborted while it waits for a connection, it rejects at once.
+        session = await tenantSessions.acquire(query.signal);
+        const tx = session;
+        // The transaction's start, every setting, and the backend's pid (which a cancel that came too early for the
+        // server to act on is repeated with) in one statement (the simple protocol takes several). The DECLARE and
+        // the first FETCH follow in the same flight without waiting for it: in this transaction, a setting that fails
+        // fails every statement after it, and none of them runs. The DECLARE cannot run outside a transaction block
+        // either, so the tenant's statement never runs without the settings, whatever becomes of the connection.
+        const settings = [
+          'BEGIN READ ONLY',
+          `SET LOCAL statement_timeout = ${Math.max(1, Math.floor(query.timeoutMs))}`,
+          ...tenantTransactionSettings(query),
+          // now() is the transaction's start: with the pid, it names this transaction and no later one on the backend.
+          'SELECT pg_backend_pid() AS pid, now()::text AS started',
+        ];
+        const set = statements.run(() => tx.unsafe(settings.join('; ')) as unknown as Promise<postgres.RowList<postgres.Row[]>[]>);
+        set.then((results) => {
+          statements.backendPid = Number(results.at(-1)?.[0]?.pid);
+          statements.transactionStart = String(results.at(-1)?.[0]?.started);
+        }, () => undefined);
+        try {
+          await reader.read({
+            declare: async (sql, params) => {
+              // Typed as text (what `$n::text::jsonb` reads), so that the driver needs no description of the
+              // statement before it binds them, and sends it in one flight with the statements around it.
+              const typed = params.map((param) => tx.typed(param, TEXT_OID));
+              await statements.run(() => tx.unsafe(sql, typed, EXTENDED_PROTOCOL));
+            },
+            fetch: async (sql, timeoutMs) => {
+              // What is left of the step's time, for this FETCH; in the same round trip.
+              const results = await statements.run(
+                () => tx.unsafe(`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(timeoutMs))}; ${sql}`) as unknown as Promise<postgres.RowList<postgres.Row[]>[]>,
+              );
+              const rows = results.at(-1)!;
+              return { rows: [...rows], columns: columnsOf(rows) };
+            },
+          });
+        } catch (error) {
+          // A setting that failed is why the statements after it failed.
+          await set;
+          throw error;
+        }
       } catch (error) {
         // Aborted: whatever the abort made of the statement (a 57014, a rollback), the caller's reason stands.
         if (query.signal?.aborted) throw query.signal.reason;
@@ -310,6 +318,8 @@ async function openPostgres(url: string, poolSize: number, connections: Database
         }
       } finally {
         statements.close();
+        // Its COMMIT goes behind whatever is still in flight on the connection (a FETCH sent behind a failed DECLARE).
+        if (session) tenantSessions.release(session);
       }
       return reader.result();
     },
@@ -319,7 +329,7 @@ async function openPostgres(url: string, poolSize: number, connections: Database
     },
     close: async (graceMs = 5_000) => {
       const timeout = graceMs / 1000;
-      await Promise.all([client.end({ timeout }), tenantClient.end({ timeout })]);
+      await Promise.all([client.end({ timeout }), tenantSessions.end(timeout)]);
     },
   };
 }
@@ -340,7 +350,6 @@ class CancellableStatements {
   /** Statements sent and not answered yet, in the order they were sent: the backend runs the first. */
   private readonly inFlight: postgres.PendingQuery<postgres.Row[]>[] = [];
   private repeat: NodeJS.Timeout | undefined;
-  private started = false;
   private closed = false;
 
   constructor(
@@ -348,28 +357,6 @@ class CancellableStatements {
     private readonly signal: AbortSignal | undefined,
   ) {
     signal?.addEventListener('abort', this.onAbort, { once: true });
-  }
-
-  /**
-   * Runs `work` in a READ ONLY transaction on `pool`. Aborted while it still waits for a connection, it
-   * rejects at once; the transaction, when it does start, then ends before its first statement.
-   */
-  transaction(pool: postgres.Sql, work: (tx: postgres.TransactionSql) => Promise<void>): Promise<void> {
-    const transaction = pool.begin('read only', (tx) => {
-      this.started = true;
-      return work(tx);
-    }) as Promise<unknown> as Promise<void>;
-    if (!this.signal) return transaction;
-    const signal = this.signal;
-    transaction.catch(() => undefined);
-    return new Promise<void>((resolve, reject) => {
-      const onAbort = () => {
-        if (!this.started) reject(signal.reason);
-      };
-      if (signal.aborted) onAbort();
-      signal.addEventListener('abort', onAbort, { once: true });
-      transaction.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-    });
   }
 
   /**
