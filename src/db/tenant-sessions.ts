@@ -35,7 +35,8 @@ export class TenantSessions {
         },
       };
       const onAbort = () => {
-        this.waiting.splice(this.waiting.indexOf(waiter), 1);
+        const at = this.waiting.indexOf(waiter);
+        if (at >= 0) this.waiting.splice(at, 1);
         reject(signal!.reason);
       };
       signal?.addEventListener('abort', onAbort, { once: true });
