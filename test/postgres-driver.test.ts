@@ -58,6 +58,8 @@ describe.skipIf(skipReason !== null)(`postgres.js on a backend that goes away ${
     expect(result).toEqual({ outcome: expect.stringMatching(/^(CONNECTION_CLOSED|57P01|ECONNRESET)$/), after: 'ok' });
   });
 
+  // Not a test of the patch (the statements fail after the driver has seen the connection close, so the COMMIT goes
+  // to a new one): that the single-connection client a tenant statement runs on serves again after its backend died.
   it("a tenant statement's transaction on its own connection (BEGIN sent as a statement) whose backend is terminated fails, and the connection serves again", async () => {
     const { code, stderr, result } = await driverWhile('session', () => cluster.terminateBackends());
     expect(stderr).not.toContain("Cannot read properties of null (reading 'write')");

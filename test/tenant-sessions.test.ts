@@ -80,4 +80,27 @@ describe.skipIf(!postgresUrl)(`tenant sessions${postgresUrl ? '' : ' (skipped: T
     pool.release(x!);
     pool.release(y!);
   });
+
+  it('refuses a statement still waiting for a connection when it closes, and any that asks after', async () => {
+    const pool = open(1);
+    const held = await pool.acquire();
+    const waiting = pool.acquire();
+    const ending = pool.end(1);
+    await expect(waiting).rejects.toThrow('the database is closing');
+    await expect(pool.acquire()).rejects.toThrow('the database is closing');
+    pool.release(held);
+    await ending;
+  });
+
+  it('after a cancel, hands the next holder a new connection (a new backend, which no cancel sent before names)', async () => {
+    const pool = open(1);
+    const first = await pool.acquire();
+    const [before] = await first<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+    pool.release(first, { cancelSent: true });
+    const second = await pool.acquire();
+    expect(second).not.toBe(first);
+    const [after] = await second<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+    expect(after!.pid).not.toBe(before!.pid);
+    pool.release(second);
+  });
 });

@@ -319,7 +319,7 @@ async function openPostgres(url: string, poolSize: number, connections: Database
       } finally {
         statements.close();
         // Its COMMIT goes behind whatever is still in flight on the connection (a FETCH sent behind a failed DECLARE).
-        if (session) tenantSessions.release(session);
+        if (session) tenantSessions.release(session, { cancelSent: statements.cancelSent });
       }
       return reader.result();
     },
@@ -351,6 +351,11 @@ class CancellableStatements {
   private readonly inFlight: postgres.PendingQuery<postgres.Row[]>[] = [];
   private repeat: NodeJS.Timeout | undefined;
   private closed = false;
+  /**
+   * A cancel was sent (a CancelRequest, or pg_cancel_backend). It acts on whatever the backend runs when it arrives,
+   * which may be after these statements ended: the connection is not handed to anybody else's statements.
+   */
+  cancelSent = false;
 
   constructor(
     private readonly service: postgres.Sql,
@@ -385,7 +390,14 @@ class CancellableStatements {
     // The first statement not answered is the one the backend runs, or reads; those behind it fail after it.
     const statement = this.inFlight[0];
     if (!statement) return;
-    statement.cancel();
+    // Only the statement the connection runs now (postgres.js's `active`); the repeat below cancels any other. postgres.js
+    // 3.4.9 mishandles the cancel of one it has not sent (the connection's first statement, which waits for it to open,
+    // dropped that way, leaves the connection waiting forever) or one queued behind another on the connection (the
+    // next holder's, behind the last holder's COMMIT: its answers are then taken for those of the statement after it).
+    if ((statement as unknown as { active: boolean }).active) {
+      this.cancelSent = true;
+      statement.cancel();
+    }
     const repeatWhileRunning = () => {
       if (this.closed) return;
       this.repeat = setTimeout(() => {
@@ -397,6 +409,7 @@ class CancellableStatements {
         if (!Number.isInteger(pid)) return;
         // Only while the backend still runs this transaction: by the time the service's pool sends this, the
         // statement may have ended and the connection moved on to another tenant's statement.
+        this.cancelSent = true;
         this.service`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = ${pid} AND xact_start = ${started}::timestamptz`.then(
           repeatWhileRunning,
           repeatWhileRunning,

@@ -15,16 +15,21 @@ export class TenantSessions {
   /** Idle sessions; the one freed last is taken first, so that a quiet service keeps few connections warm. */
   private readonly idle: postgres.Sql[];
   private readonly all: postgres.Sql[];
-  private readonly waiting: { resolve: (session: postgres.Sql) => void }[] = [];
+  private readonly waiting: { resolve: (session: postgres.Sql) => void; reject: (error: Error) => void }[] = [];
+  private ended = false;
 
-  constructor(size: number, open: () => postgres.Sql) {
-    this.all = Array.from({ length: Math.max(1, size) }, open);
+  constructor(
+    size: number,
+    private readonly open: () => postgres.Sql,
+  ) {
+    this.all = Array.from({ length: Math.max(1, size) }, () => open());
     this.idle = [...this.all];
   }
 
   /** A session to itself; aborted while it waits, it rejects with the signal's reason and takes none. */
   acquire(signal?: AbortSignal): Promise<postgres.Sql> {
     if (signal?.aborted) return Promise.reject(signal.reason as Error);
+    if (this.ended) return Promise.reject(new Error('the database is closing'));
     const session = this.idle.pop();
     if (session) return Promise.resolve(session);
     return new Promise((resolve, reject) => {
@@ -32,6 +37,10 @@ export class TenantSessions {
         resolve: (taken: postgres.Sql) => {
           signal?.removeEventListener('abort', onAbort);
           resolve(taken);
+        },
+        reject: (error: Error) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(error);
         },
       };
       const onAbort = () => {
@@ -48,15 +57,32 @@ export class TenantSessions {
    * Ends the session's transaction and hands the session on. The COMMIT (a ROLLBACK for a transaction that failed, or
    * a warning where a dead connection took the transaction with it) is not waited for: whoever takes the session
    * next has its statements sent after it, on the same connection.
+   *
+   * After a cancel (`cancelSent`) the connection is closed instead, and a new one takes its place: a cancel acts on
+   * whatever its backend runs when it arrives, which may be the next holder's statement, and postgres.js does not
+   * tell when its CancelRequest has gone out. A new connection is a new backend, which no cancel sent before names.
    */
-  release(session: postgres.Sql): void {
-    session.unsafe('COMMIT').catch(() => undefined);
+  release(session: postgres.Sql, { cancelSent = false } = {}): void {
+    if (!cancelSent) {
+      session.unsafe('COMMIT').catch(() => undefined);
+      return this.handOn(session);
+    }
+    session.end({ timeout: 0 }).catch(() => undefined);
+    const fresh = this.open();
+    this.all[this.all.indexOf(session)] = fresh;
+    this.handOn(fresh);
+  }
+
+  /** Closes every connection; a statement still waiting for one is refused. */
+  async end(timeoutSeconds: number): Promise<void> {
+    this.ended = true;
+    for (const waiter of this.waiting.splice(0)) waiter.reject(new Error('the database is closing'));
+    await Promise.all(this.all.map((session) => session.end({ timeout: timeoutSeconds })));
+  }
+
+  private handOn(session: postgres.Sql): void {
     const next = this.waiting.shift();
     if (next) next.resolve(session);
     else this.idle.push(session);
-  }
-
-  async end(timeoutSeconds: number): Promise<void> {
-    await Promise.all(this.all.map((session) => session.end({ timeout: timeoutSeconds })));
   }
 }
