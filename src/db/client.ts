@@ -356,6 +356,8 @@ class CancellableStatements {
    * which may be after these statements ended: the connection is not handed to anybody else's statements.
    */
   cancelSent = false;
+  /** A pg_cancel_backend is on its way. */
+  private cancelling = false;
 
   constructor(
     private readonly service: postgres.Sql,
@@ -386,37 +388,45 @@ class CancellableStatements {
     this.signal?.removeEventListener('abort', this.onAbort);
   }
 
+  /** Sends a CancelRequest for the statement the connection runs now, if there is one (once per statement). */
+  private cancelRunning(): void {
+    const statement = this.inFlight[0];
+    if (!statement || !(statement as unknown as { active: boolean }).active) return;
+    this.cancelSent = true;
+    // postgres.js sends it at the first call, and ignores the calls after.
+    statement.cancel();
+  }
+
   private readonly onAbort = (): void => {
     // The first statement not answered is the one the backend runs, or reads; those behind it fail after it.
     const statement = this.inFlight[0];
     if (!statement) return;
-    // Only the statement the connection runs now (postgres.js's `active`); the repeat below cancels any other. postgres.js
-    // 3.4.9 mishandles the cancel of one it has not sent (the connection's first statement, which waits for it to open,
+    // The CancelRequest only for the statement the connection runs now (postgres.js's `active`). postgres.js 3.4.9
+    // mishandles the cancel of one it has not sent (the connection's first statement, which waits for it to open,
     // dropped that way, leaves the connection waiting forever) or one queued behind another on the connection (the
-    // next holder's, behind the last holder's COMMIT: its answers are then taken for those of the statement after it).
-    if ((statement as unknown as { active: boolean }).active) {
-      this.cancelSent = true;
-      statement.cancel();
-    }
-    const repeatWhileRunning = () => {
-      if (this.closed) return;
-      this.repeat = setTimeout(() => {
-        if (this.inFlight.length === 0) return;
-        const pid = this.backendPid;
-        const started = this.transactionStart;
-        // The pid comes with the settings, which the statements after them were sent with: it may not be here yet.
-        if (pid === undefined || started === undefined) return repeatWhileRunning();
-        if (!Number.isInteger(pid)) return;
-        // Only while the backend still runs this transaction: by the time the service's pool sends this, the
-        // statement may have ended and the connection moved on to another tenant's statement.
+    // next holder's, behind the last holder's COMMIT: its answers are then taken for those of the statement after
+    // it). A statement not running yet gets its CancelRequest from the repeat below, once it runs.
+    this.cancelRunning();
+    // Every CANCEL_REPEAT_MS while statements are in flight, whether or not the service's pool answers (it may be busy).
+    const repeat = () => {
+      if (this.closed || this.inFlight.length === 0) return;
+      this.cancelRunning();
+      const pid = this.backendPid;
+      const started = this.transactionStart;
+      // The pid comes with the settings, which the statements after them were sent with: it may not be here yet. Only
+      // while the backend still runs this transaction: by the time the service's pool sends this, the statement may
+      // have ended and the connection moved on to another tenant's statement.
+      if (pid !== undefined && started !== undefined && Number.isInteger(pid) && !this.cancelling) {
         this.cancelSent = true;
+        this.cancelling = true;
         this.service`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = ${pid} AND xact_start = ${started}::timestamptz`.then(
-          repeatWhileRunning,
-          repeatWhileRunning,
+          () => (this.cancelling = false),
+          () => (this.cancelling = false),
         );
-      }, CANCEL_REPEAT_MS);
+      }
+      this.repeat = setTimeout(repeat, CANCEL_REPEAT_MS);
     };
-    repeatWhileRunning();
+    this.repeat = setTimeout(repeat, CANCEL_REPEAT_MS);
   };
 }
 

@@ -68,8 +68,10 @@ export class TenantSessions {
       return this.handOn(session);
     }
     session.end({ timeout: 0 }).catch(() => undefined);
+    const at = this.all.indexOf(session);
+    if (this.ended || at < 0) return;
     const fresh = this.open();
-    this.all[this.all.indexOf(session)] = fresh;
+    this.all[at] = fresh;
     this.handOn(fresh);
   }
 
