@@ -12,6 +12,7 @@ import type { Executor } from '../src/executor/executor.js';
 import type { PlanInput } from '../src/executor/plan.js';
 import { isStreamDenied } from '../src/executor/step-update-stream.js';
 import { createLogger } from '../src/logger.js';
+import { postgresBoundStep } from './bound.js';
 import { follow, median, submit, wsClient } from './client.js';
 import { currentLoad, type BenchRow } from './table.js';
 
@@ -53,7 +54,7 @@ const progress = (backend: string, text: string) => console.error(`[${backend}] 
 // The floor: per step, one committed INSERT when it starts and one committed UPDATE when it finishes.
 
 /** One raw step: two statements, each its own (autocommitted) transaction. */
-type RawStep = (plan: number, step: number) => Promise<void>;
+type RawStep = (plan: number, step: number, worker: number) => Promise<void>;
 
 interface Floor {
   /** µs per step, median of the reps. */
@@ -62,6 +63,8 @@ interface Floor {
   concurrent?: () => Promise<number>;
   /** What the raw loop ran on, for the table. */
   where: string;
+  /** The lower bound (bench/bound.ts), PostgreSQL only: µs per step sequentially, and a measure of steps/s at CONCURRENCY. */
+  bound?: { sequentialUs: number; concurrent: () => Promise<number> };
   close(): Promise<void>;
 }
 
@@ -75,9 +78,9 @@ const FLOOR_DDL = `CREATE TABLE ${FLOOR_TABLE} (
   finished_at timestamptz
 )`;
 
-async function rawPlans(step: RawStep, first: number, count: number): Promise<void> {
+async function rawPlans(step: RawStep, first: number, count: number, worker = 0): Promise<void> {
   for (let plan = first; plan < first + count; plan++) {
-    for (let s = 1; s <= STEPS; s++) await step(plan, s);
+    for (let s = 1; s <= STEPS; s++) await step(plan, s, worker);
   }
 }
 
@@ -98,7 +101,7 @@ async function concurrentFloor(step: RawStep, concurrency = CONCURRENCY, plansPe
   for (let rep = 0; rep < REPS; rep++) {
     const t0 = performance.now();
     await Promise.all(
-      Array.from({ length: concurrency }, (_, worker) => rawPlans(step, (rep * concurrency + worker) * plansPerClient, plansPerClient)),
+      Array.from({ length: concurrency }, (_, worker) => rawPlans(step, (rep * concurrency + worker) * plansPerClient, plansPerClient, worker)),
     );
     reps.push((concurrency * plansPerClient * STEPS) / ((performance.now() - t0) / 1000));
   }
@@ -128,19 +131,31 @@ async function postgresRawStep(url: string, poolSize: number): Promise<{ step: R
   };
 }
 
-/** postgres.js on the bench's database, a pool of CONCURRENCY connections, the table its own. */
+/** postgres.js on the bench's database, a pool of CONCURRENCY connections, the table its own; and the lower bound. */
 async function postgresFloor(url: string): Promise<Floor> {
   const raw = await postgresRawStep(url, CONCURRENCY);
+  const bound = await postgresBoundStep(url, CONCURRENCY).catch(async (error: unknown) => {
+    await raw.close();
+    throw error;
+  });
+  const close = async () => {
+    await raw.close();
+    await bound.close();
+  };
   try {
+    const sequentialUs = await sequentialFloorUs(raw.step);
+    // The worker's index picks its connection for reads: the sequential loop is worker 0.
+    const boundSequentialUs = await sequentialFloorUs((plan, step) => bound.step(plan, step, 0));
     return {
-      sequentialUs: await sequentialFloorUs(raw.step),
+      sequentialUs,
       // Measured later, just before stepcast's concurrent figure.
       concurrent: () => concurrentFloor(raw.step),
       where: `postgres.js, pool of ${CONCURRENCY}`,
-      close: raw.close,
+      bound: { sequentialUs: boundSequentialUs, concurrent: () => concurrentFloor(bound.step) },
+      close,
     };
   } catch (error) {
-    await raw.close();
+    await close();
     throw error;
   }
 }
@@ -233,6 +248,7 @@ export async function benchSteps(target: StepsTarget): Promise<BenchRow[]> {
     // The floor first, on the same database (PostgreSQL) or the same engine (PGlite).
     floor = target.floorUrl ? await postgresFloor(target.floorUrl) : await pgliteFloor();
     progress(backend, `floor: ${floor.sequentialUs.toFixed(0)} µs per step (${floor.where})`);
+    if (floor.bound) progress(backend, `lower bound: ${floor.bound.sequentialUs.toFixed(0)} µs per step (bench/bound.ts)`);
 
     // Sequential, in-process: wall time and this process's CPU over the same window.
     await inProcessPlans(executor, WARMUP_PLANS);
@@ -266,6 +282,22 @@ export async function benchSteps(target: StepsTarget): Promise<BenchRow[]> {
       load: currentLoad(),
     });
 
+    if (floor.bound) {
+      const boundRatio = floor.bound.sequentialUs / floor.sequentialUs;
+      rows.push({
+        name: `lower bound, sequential: µs per step of a raw loop that keeps a step's guarantees at their least (bench/bound.ts)`,
+        backend,
+        value: floor.bound.sequentialUs,
+        unit: 'µs',
+        floor: floor.sequentialUs,
+        note:
+          `no stepcast code: 1 commit + the step's statement in its own READ ONLY transaction as a tenant's role, under stepcast's limits, in one flight; ` +
+          `stepcast's own cost above it: ${(sequentialUs - floor.bound.sequentialUs).toFixed(0)} µs/step` +
+          (boundRatio > 1.5 ? '; the ≤ 1.5x bar lies below this bound' : ''),
+        load: currentLoad(),
+      });
+    }
+
     // End to end: HTTP executePlan, then the updates over graphql-ws to the terminal one (one socket for all).
     const client = wsClient(app.url.replace(/^http/, 'ws'));
     try {
@@ -298,6 +330,8 @@ export async function benchSteps(target: StepsTarget): Promise<BenchRow[]> {
     // Concurrent: CONCURRENCY in-process clients, each running plans back to back.
     const floorConcurrent = floor.concurrent ? await floor.concurrent() : undefined;
     if (floorConcurrent !== undefined) progress(backend, `floor at ${CONCURRENCY}: ${floorConcurrent.toFixed(0)} steps/s`);
+    const boundConcurrent = floor.bound ? await floor.bound.concurrent() : undefined;
+    if (boundConcurrent !== undefined) progress(backend, `lower bound at ${CONCURRENCY}: ${boundConcurrent.toFixed(0)} steps/s`);
     await Promise.all(Array.from({ length: CONCURRENCY }, () => inProcessPlans(executor, 1)));
     const rates: number[] = [];
     const concurrentCpus: number[] = [];
@@ -327,6 +361,19 @@ export async function benchSteps(target: StepsTarget): Promise<BenchRow[]> {
           : `; floor: raw loop, ${CONCURRENCY} workers, pool of ${CONCURRENCY}`),
       load: currentLoad(),
     });
+    if (boundConcurrent !== undefined && floorConcurrent !== undefined) {
+      rows.push({
+        name: `lower bound, concurrent: steps/s of the raw loop of bench/bound.ts at ${CONCURRENCY} clients (median of ${REPS})`,
+        backend,
+        value: boundConcurrent,
+        unit: 'steps/s',
+        floor: floorConcurrent,
+        note:
+          `no stepcast code (as the sequential lower bound); stepcast reaches ${((100 * rate) / boundConcurrent).toFixed(0)} % of it` +
+          (boundConcurrent / floorConcurrent < 0.6 ? '; the ≥ 0.6x bar lies above this bound' : ''),
+        load: currentLoad(),
+      });
+    }
     return rows;
   } finally {
     await floor?.close();

@@ -1,0 +1,72 @@
+// The least a step can cost while it keeps the guarantees a stepcast step keeps, measured beside the floor: a raw
+// postgres.js loop with none of stepcast's code. Per step it commits one state change (the step's end and the next
+// step's start together: one single-row UPDATE, where stepcast also writes the step rows and appends the events) and
+// runs the step's statement as stepcast sends it to PostgreSQL: in its own READ ONLY transaction, as a tenant's role,
+// under the same limits, wrapped in the same size checks, reading the previous step's records as a parameter, in one
+// flight on a connection of its own, its COMMIT not waited for. No events, step rows, lease, guard, records, samples
+// or publishing. Whatever stepcast does costs more than this loop; a bar below it cannot be met by keeping them.
+import { randomBytes } from 'node:crypto';
+import postgres from 'postgres';
+import { loadConfig } from '../src/config.js';
+import { tenantTransactionSettings, wrapTenantStatement, type TenantQueryLimits } from '../src/db/tenant-query.js';
+import { buildStepRelations } from '../src/executor/steps/sql.js';
+
+/** One step of the loop: plan `plan`'s step `step`, by worker `worker` (each has a connection of its own for reads). */
+export type BoundStep = (plan: number, step: number, worker: number) => Promise<void>;
+
+const TABLE = 'bench_bound_runs';
+// The limits and timeout stepcast gives a step's statement by default (as src/app.ts passes them on).
+const { executor } = loadConfig({});
+const LIMITS: TenantQueryLimits = {
+  rowCap: executor.rowCap,
+  rowMaxBytes: executor.rowMaxBytes,
+  readMaxBytes: executor.stepMaxBytes,
+  workMemMb: executor.sqlWorkMemMb,
+  tempFileLimitMb: executor.sqlTempFileLimitMb,
+};
+const TIMEOUT_MS = executor.stepTimeoutMs;
+
+export async function postgresBoundStep(url: string, workers: number): Promise<{ step: BoundStep; close(): Promise<void> }> {
+  const sql = postgres(url, { max: workers, onnotice: () => undefined });
+  const readers = Array.from({ length: workers }, () => postgres(url, { max: 1, onnotice: () => undefined }));
+  const role = `bench_bound_reader_${randomBytes(4).toString('hex')}`;
+  const close = async () => {
+    await sql.unsafe(`DROP TABLE IF EXISTS ${TABLE}`).catch(() => undefined);
+    await Promise.all(readers.map((reader) => reader.end()));
+    await sql.unsafe(`DROP ROLE IF EXISTS ${role}`).catch(() => undefined);
+    await sql.end();
+  };
+  try {
+    await sql.unsafe(`DROP TABLE IF EXISTS ${TABLE}`);
+    await sql.unsafe(`CREATE TABLE ${TABLE} (plan integer PRIMARY KEY, step integer NOT NULL)`);
+    await sql.unsafe(`CREATE ROLE ${role} NOLOGIN`);
+  } catch (error) {
+    await close();
+    throw error;
+  }
+  const settings = ['BEGIN READ ONLY', `SET LOCAL statement_timeout = ${TIMEOUT_MS}`, ...tenantTransactionSettings({ role, searchPath: 'public', limits: LIMITS })];
+  return {
+    step: async (plan, step, worker) => {
+      // The step's end and the next one's start, committed.
+      await sql`INSERT INTO bench_bound_runs (plan, step) VALUES (${plan}, ${step}) ON CONFLICT (plan) DO UPDATE SET step = excluded.step`;
+      // The step's statement: the first reads nothing, each later one the records of the one before.
+      const earlier = step === 1 ? [] : [{ index: step - 1, records: [{ n: step - 1 }], columns: [{ name: 'n', type: 'integer' }] }];
+      const relations = buildStepRelations(earlier as never, step === 1 ? [] : [`step_${step - 1}`]);
+      const statement = step === 1 ? 'SELECT 1 AS n' : `SELECT n + 1 AS n FROM step_${step - 1}`;
+      const { before, after } = wrapTenantStatement({ relations, limits: LIMITS });
+      const reader = readers[worker]!;
+      const begun = reader.unsafe(`${settings.join('; ')}; SELECT pg_backend_pid() AS pid, now()::text AS started`);
+      const declared = reader.unsafe(
+        `DECLARE bound_rows NO SCROLL CURSOR FOR ${before}${statement}${after}`,
+        relations.params.map((param) => reader.typed(param, 25)),
+        { simple: false } as postgres.UnsafeQueryOptions,
+      );
+      const fetched = reader.unsafe(`SET LOCAL statement_timeout = ${TIMEOUT_MS}; FETCH 16 FROM bound_rows`);
+      await begun;
+      await declared;
+      await fetched;
+      reader.unsafe('COMMIT').catch(() => undefined);
+    },
+    close,
+  };
+}
