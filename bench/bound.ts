@@ -1,10 +1,11 @@
-// The least a step can cost while it keeps the guarantees a stepcast step keeps, measured beside the floor: a raw
-// postgres.js loop with none of stepcast's code. Per step it commits one state change (the step's end and the next
-// step's start together: one single-row UPDATE, where stepcast also writes the step rows and appends the events) and
-// runs the step's statement as stepcast sends it to PostgreSQL: in its own READ ONLY transaction, as a tenant's role,
-// under the same limits, wrapped in the same size checks, reading the previous step's records as a parameter, in one
-// flight on a connection of its own, its COMMIT not waited for. No events, step rows, lease, guard, records, samples
-// or publishing. Whatever stepcast does costs more than this loop; a bar below it cannot be met by keeping them.
+// The least a step costs in stepcast's order of work, measured beside the floor: a raw postgres.js loop with none of
+// stepcast's code. Per step it commits one state change (the step's end and the next step's start together: one
+// single-row upsert, where stepcast also writes the step rows and appends the events), then runs the step's statement
+// as stepcast sends it to PostgreSQL: in its own READ ONLY transaction, as a tenant's role, under the same limits,
+// wrapped in the same size checks, reading the previous step's records as a parameter, in one flight on a connection
+// of its own, its COMMIT not waited for. No events, step rows, lease, guard, records, samples or publishing: stepcast's
+// figure minus this one is what its own work costs. Another order can cost less (the statement run while the start
+// commits; a statement seen before run prepared): see ARCHITECTURE.md, Speed.
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import { loadConfig } from '../src/config.js';
@@ -55,16 +56,17 @@ export async function postgresBoundStep(url: string, workers: number): Promise<{
       const statement = step === 1 ? 'SELECT 1 AS n' : `SELECT n + 1 AS n FROM step_${step - 1}`;
       const { before, after } = wrapTenantStatement({ relations, limits: LIMITS });
       const reader = readers[worker]!;
-      const begun = reader.unsafe(`${settings.join('; ')}; SELECT pg_backend_pid() AS pid, now()::text AS started`);
-      const declared = reader.unsafe(
-        `DECLARE bound_rows NO SCROLL CURSOR FOR ${before}${statement}${after}`,
-        relations.params.map((param) => reader.typed(param, 25)),
-        { simple: false } as postgres.UnsafeQueryOptions,
-      );
-      const fetched = reader.unsafe(`SET LOCAL statement_timeout = ${TIMEOUT_MS}; FETCH 16 FROM bound_rows`);
-      await begun;
-      await declared;
-      await fetched;
+      // postgres.js sends a query only once it is awaited or executed: each is executed at once, so that the three go
+      // out in one flight, as stepcast sends them.
+      await Promise.all([
+        reader.unsafe(`${settings.join('; ')}; SELECT pg_backend_pid() AS pid, now()::text AS started`).execute(),
+        reader
+          .unsafe(`DECLARE bound_rows NO SCROLL CURSOR FOR ${before}${statement}${after}`, relations.params.map((param) => reader.typed(param, 25)), {
+            simple: false,
+          } as postgres.UnsafeQueryOptions)
+          .execute(),
+        reader.unsafe(`SET LOCAL statement_timeout = ${TIMEOUT_MS}; FETCH 16 FROM bound_rows`).execute(),
+      ]);
       reader.unsafe('COMMIT').catch(() => undefined);
     },
     close,
