@@ -269,7 +269,7 @@ async function openPostgres(url: string, poolSize: number, connections: Database
       try {
         // Aborted while it waits for a connection, it rejects at once.
         session = await tenantSessions.acquire(query.signal);
-        const tx = session;
+        const connection = session;
         // The transaction's start, every setting, and the backend's pid (which a cancel that came too early for the
         // server to act on is repeated with) in one statement (the simple protocol takes several). The DECLARE and
         // the first FETCH follow in the same flight without waiting for it: in this transaction, a setting that fails
@@ -282,7 +282,7 @@ async function openPostgres(url: string, poolSize: number, connections: Database
           // now() is the transaction's start: with the pid, it names this transaction and no later one on the backend.
           'SELECT pg_backend_pid() AS pid, now()::text AS started',
         ];
-        const set = statements.run(() => tx.unsafe(settings.join('; ')) as unknown as Promise<postgres.RowList<postgres.Row[]>[]>);
+        const set = statements.run(() => connection.unsafe(settings.join('; ')) as unknown as Promise<postgres.RowList<postgres.Row[]>[]>);
         set.then((results) => {
           statements.backendPid = Number(results.at(-1)?.[0]?.pid);
           statements.transactionStart = String(results.at(-1)?.[0]?.started);
@@ -292,13 +292,13 @@ async function openPostgres(url: string, poolSize: number, connections: Database
             declare: async (sql, params) => {
               // Typed as text (what `$n::text::jsonb` reads), so that the driver needs no description of the
               // statement before it binds them, and sends it in one flight with the statements around it.
-              const typed = params.map((param) => tx.typed(param, TEXT_OID));
-              await statements.run(() => tx.unsafe(sql, typed, EXTENDED_PROTOCOL));
+              const typed = params.map((param) => connection.typed(param, TEXT_OID));
+              await statements.run(() => connection.unsafe(sql, typed, EXTENDED_PROTOCOL));
             },
             fetch: async (sql, timeoutMs) => {
               // What is left of the step's time, for this FETCH; in the same round trip.
               const results = await statements.run(
-                () => tx.unsafe(`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(timeoutMs))}; ${sql}`) as unknown as Promise<postgres.RowList<postgres.Row[]>[]>,
+                () => connection.unsafe(`SET LOCAL statement_timeout = ${Math.max(1, Math.floor(timeoutMs))}; ${sql}`) as unknown as Promise<postgres.RowList<postgres.Row[]>[]>,
               );
               const rows = results.at(-1)!;
               return { rows: [...rows], columns: columnsOf(rows) };
@@ -397,36 +397,39 @@ class CancellableStatements {
     statement.cancel();
   }
 
+  /** pg_cancel_backend on the service's pool, one at a time, once the backend's pid and transaction are known. */
+  private cancelOnServer(): void {
+    const pid = this.backendPid;
+    const started = this.transactionStart;
+    // The pid comes with the settings, which the statements after them were sent with: it may not be here yet. Only
+    // while the backend still runs this transaction: by the time the service's pool sends this, the statement may
+    // have ended and the connection moved on to another tenant's statement.
+    if (pid === undefined || started === undefined || !Number.isInteger(pid) || this.cancelling) return;
+    this.cancelSent = true;
+    this.cancelling = true;
+    this.service`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = ${pid} AND xact_start = ${started}::timestamptz`.then(
+      () => (this.cancelling = false),
+      () => (this.cancelling = false),
+    );
+  }
+
+  /**
+   * At once, and every CANCEL_REPEAT_MS while statements are in flight (whether or not the service's pool answers: it
+   * may be busy): a CancelRequest for the statement the connection runs now, and after the first time
+   * pg_cancel_backend too. The CancelRequest goes only to the statement postgres.js has made current (`active`):
+   * postgres.js 3.4.9 mishandles the cancel of one it has not sent (the connection's first statement, which waits for
+   * it to open, dropped that way, leaves the connection waiting forever) or one queued behind another on the
+   * connection (the next holder's, behind the last holder's COMMIT: its answers are then taken for those of the
+   * statement after it). A statement not running yet gets its CancelRequest at a later round, once it runs.
+   */
   private readonly onAbort = (): void => {
-    // The first statement not answered is the one the backend runs, or reads; those behind it fail after it.
-    const statement = this.inFlight[0];
-    if (!statement) return;
-    // The CancelRequest only for the statement the connection runs now (postgres.js's `active`). postgres.js 3.4.9
-    // mishandles the cancel of one it has not sent (the connection's first statement, which waits for it to open,
-    // dropped that way, leaves the connection waiting forever) or one queued behind another on the connection (the
-    // next holder's, behind the last holder's COMMIT: its answers are then taken for those of the statement after
-    // it). A statement not running yet gets its CancelRequest from the repeat below, once it runs.
-    this.cancelRunning();
-    // Every CANCEL_REPEAT_MS while statements are in flight, whether or not the service's pool answers (it may be busy).
-    const repeat = () => {
+    const round = (first: boolean) => {
       if (this.closed || this.inFlight.length === 0) return;
       this.cancelRunning();
-      const pid = this.backendPid;
-      const started = this.transactionStart;
-      // The pid comes with the settings, which the statements after them were sent with: it may not be here yet. Only
-      // while the backend still runs this transaction: by the time the service's pool sends this, the statement may
-      // have ended and the connection moved on to another tenant's statement.
-      if (pid !== undefined && started !== undefined && Number.isInteger(pid) && !this.cancelling) {
-        this.cancelSent = true;
-        this.cancelling = true;
-        this.service`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = ${pid} AND xact_start = ${started}::timestamptz`.then(
-          () => (this.cancelling = false),
-          () => (this.cancelling = false),
-        );
-      }
-      this.repeat = setTimeout(repeat, CANCEL_REPEAT_MS);
+      if (!first) this.cancelOnServer();
+      this.repeat = setTimeout(round, CANCEL_REPEAT_MS, false);
     };
-    this.repeat = setTimeout(repeat, CANCEL_REPEAT_MS);
+    round(true);
   };
 }
 
