@@ -283,7 +283,7 @@ export async function benchSteps(target: StepsTarget): Promise<BenchRow[]> {
     });
 
     if (floor.bound) {
-      const boundRatio = floor.bound.sequentialUs / floor.sequentialUs;
+      const aboveUs = sequentialUs - floor.bound.sequentialUs;
       rows.push({
         name: `lower bound, sequential: µs per step of a raw loop doing the least of stepcast's order of work (bench/bound.ts)`,
         backend,
@@ -292,7 +292,7 @@ export async function benchSteps(target: StepsTarget): Promise<BenchRow[]> {
         floor: floor.sequentialUs,
         note:
           `no stepcast code: 1 commit, then the step's statement in its own READ ONLY transaction as a tenant's role, under stepcast's limits, in one flight; ` +
-          `stepcast's own cost above it: ${(sequentialUs - floor.bound.sequentialUs).toFixed(0)} µs/step (${(sequentialUs / floor.sequentialUs - boundRatio).toFixed(2)}x of the floor)`,
+          `stepcast's own cost above it: ${aboveUs.toFixed(0)} µs/step (${(aboveUs / floor.sequentialUs).toFixed(2)}x of the floor)`,
         load: currentLoad(),
       });
     }
