@@ -6,7 +6,7 @@ import { Engine, type EngineDependencies } from '../src/executor/engine.js';
 import { RunStoppedError, StepFailure } from '../src/executor/errors.js';
 import { Executor, type ExecutorSettings } from '../src/executor/executor.js';
 import { MemoryExecutionStore } from '../src/executor/memory-store.js';
-import type { Transition } from '../src/executor/store.js';
+import { ExecutionNotRunnableError, type Transition } from '../src/executor/store.js';
 import { validatePlan, type PlanInput } from '../src/executor/plan.js';
 import { createMemoryTenantLimits } from '../src/executor/rate-limiter.js';
 import { createInProcessStepUpdateBus } from '../src/executor/step-update-bus.js';
@@ -248,14 +248,15 @@ describe('engine: runs and resumes', () => {
 
   it("commits once per step: a step's end carries the next step's start, the last one the execution's end", async () => {
     const world = new World();
-    const id = await world.submit(3);
+    // Step 2's agent writes its SQL (the plan gives none).
+    const id = await world.submit(3, (index) => (index === 2 ? { sql: undefined } : {}));
     const statements: string[][] = [];
     const view = Object.create(world.store) as MemoryExecutionStore;
     view.recordTransition = async (executionId, batch) => {
       statements.push((Array.isArray(batch) ? batch : [batch]).map((t: Transition) => t.type));
       return world.store.recordTransition(executionId, batch);
     };
-    // A step runs only once its start has been committed and published.
+    // A step whose agent writes its SQL runs only once its start has been committed and published.
     let seenByStep2: StepUpdate | undefined;
     world.behaviours.set(2, async () => {
       seenByStep2 = world.published.at(-1);
@@ -273,6 +274,70 @@ describe('engine: runs and resumes', () => {
     // Each event of a statement carries the execution's status as that event left it.
     expect(events.map((e) => e.status)).toEqual([...Array(7).fill('RUNNING'), 'SUCCEEDED']);
   });
+
+  it("begins a SQL step whose plan gives the statement while its start commits, and records nothing of it before the start", async () => {
+    const world = new World();
+    const id = await world.submit(3);
+    const view = Object.create(world.store) as MemoryExecutionStore;
+    // Step 1's end and step 2's start commit only once step 2 has begun: the two overlap.
+    const step2Begun = deferred();
+    let startOf2Committed = false;
+    view.recordTransition = async (executionId, batch) => {
+      const types = (Array.isArray(batch) ? batch : [batch]).map((t: Transition) => t.type);
+      const isStartOf2 = types.join() === 'STEP_SUCCEEDED,STEP_STARTED' && world.calls.length <= 2;
+      if (isStartOf2) await step2Begun.promise;
+      const result = await world.store.recordTransition(executionId, batch);
+      if (isStartOf2) startOf2Committed = true;
+      return result;
+    };
+    let step2SawItsStart: boolean | undefined;
+    world.behaviours.set(2, async () => {
+      step2SawItsStart = startOf2Committed;
+      step2Begun.resolve();
+      return outcome(2);
+    });
+    await new Engine(world.engineDeps('worker-1', view)).run(id);
+    expect(step2SawItsStart).toBe(false);
+    expect(world.calls.map((c) => c.index)).toEqual([1, 2, 3]);
+    // Handed step 1's records, as a step begun after its start is.
+    expect(world.calls[1]!.earlier).toEqual([{ index: 1, records: recordsOf(1), sample: recordsOf(1).slice(0, 2) }]);
+    const events = await expectWellFormedLog(world, id);
+    expect(events.map((e) => e.type)).toEqual([
+      'EXECUTION_STARTED',
+      ...['STEP_STARTED', 'STEP_SUCCEEDED', 'STEP_STARTED', 'STEP_SUCCEEDED', 'STEP_STARTED', 'STEP_SUCCEEDED'],
+      'EXECUTION_SUCCEEDED',
+    ]);
+    expect((await world.steps(id)).map((s) => s.attempts)).toEqual([1, 1, 1]);
+  });
+
+  for (const ending of ['succeeds', 'fails', 'waits for the abort'] as const) {
+    it(`records nothing of a step begun early whose start does not commit (the lease was taken over; the step ${ending})`, async () => {
+      const world = new World();
+      const id = await world.submit(3);
+      const view = Object.create(world.store) as MemoryExecutionStore;
+      const step2Begun = deferred();
+      let step2Signal: AbortSignal | undefined;
+      view.recordTransition = async (executionId, batch) => {
+        const types = (Array.isArray(batch) ? batch : [batch]).map((t: Transition) => t.type);
+        if (types.join() !== 'STEP_SUCCEEDED,STEP_STARTED') return world.store.recordTransition(executionId, batch);
+        await step2Begun.promise;
+        throw new ExecutionNotRunnableError(executionId);
+      };
+      world.behaviours.set(2, async (context) => {
+        step2Signal = context.signal;
+        step2Begun.resolve();
+        if (ending === 'succeeds') return outcome(2);
+        if (ending === 'fails') throw new StepFailure('SQL_ERROR', 'relation "nope" does not exist');
+        return waitForAbort(context);
+      });
+      await new Engine(world.engineDeps('worker-1', view)).run(id);
+      expect(world.calls.map((c) => c.index)).toEqual([1, 2]);
+      expect(step2Signal!.aborted).toBe(true);
+      // The run stopped at step 1's committed start: step 1 RUNNING, as the store has it, and nothing after.
+      expect((await world.steps(id)).map((s) => s.status)).toEqual(['RUNNING', 'PENDING', 'PENDING']);
+      expect(world.published.filter((u) => u.executionId === id).map((u) => u.type)).toEqual(['EXECUTION_STARTED', 'STEP_STARTED']);
+    });
+  }
 
   // A 3-step run commits its 8 transitions in 4 statements (a step's end carries the next step's start, the last
   // one the execution's end); a crash before any of them is written must resume to the same end.

@@ -5,7 +5,7 @@ import type { ExecutionRow, StepSnapshot, StoredPlanStep, StoredStepError, Store
 import { heapBytesOf } from '../heap-bytes.js';
 import { withLogContext, type Logger } from '../logger.js';
 import { inSpan } from '../observability/spans.js';
-import { SpanStatusCode } from '@opentelemetry/api';
+import { context as otelContext, SpanStatusCode, type Context } from '@opentelemetry/api';
 import { RunStoppedError, StepCancelledError, StepFailure, toStoredStepError } from './errors.js';
 import { ExecutionMemory } from './execution-memory.js';
 import type { TenantRateLimits } from './rate-limiter.js';
@@ -252,6 +252,8 @@ type StepEnd = 'next' | 'ended';
 /** A change a run commits: a transition, with the step it changes named by index (the run knows its state). */
 type RunChange = Omit<Transition, 'lease' | 'step' | 'expectSequence'> & { index?: number; step?: StepChange };
 
+const noop = () => undefined;
+
 const ENDED_STEP: ReadonlySet<string> = new Set(['SUCCEEDED', 'FAILED', 'SKIPPED', 'CANCELLED']);
 
 /** A pending step starts: RUNNING, first attempt. */
@@ -260,6 +262,16 @@ const startOf = (step: StoredStep): RunChange => ({
   index: step.index,
   step: { status: 'RUNNING', startedAt: new Date(), attempts: 1 },
 });
+
+/**
+ * A step that began while its start was still committing (with the step before it's success): its statement runs
+ * meanwhile, and nothing of it is committed or published until the start is. `abandon` stops it when the start does
+ * not commit.
+ */
+interface EarlyStart {
+  committed: Promise<unknown>;
+  abandon: AbortController;
+}
 
 /** One worker's run of one execution, from the state it claimed to the end or to a stop. */
 class Run {
@@ -278,6 +290,10 @@ class Run {
   private executionStatus: string;
   /** Transitions that commit with the next one (the execution's start commits with its first step's). */
   private readonly deferred: RunChange[] = [];
+  /** Steps begun while their start commits (by index), each awaited by the loop when it comes to the step. */
+  private readonly early = new Map<number, Promise<StepEnd>>();
+  /** The run's trace context, under which each step's span starts (an early step's too). */
+  private traceContext: Context | undefined;
 
   constructor(
     private readonly deps: EngineDependencies,
@@ -324,6 +340,7 @@ class Run {
 
   async drive(): Promise<void> {
     const { deps } = this;
+    this.traceContext = otelContext.active();
     this.startRenewing();
     try {
       await this.continue();
@@ -331,6 +348,8 @@ class Run {
       await this.stopped(error);
     } finally {
       clearInterval(this.renewTimer);
+      // Nothing of a step begun early outlives its run (each is awaited on every path; this is the last guard).
+      await Promise.allSettled(this.early.values());
     }
     // A run stopped at shutdown lets its lease go, so the next start resumes it at once; one that stopped on a
     // WAITING execution (claimed for a timeout or a cancel it could not record) lets it go too, so that a
@@ -503,6 +522,13 @@ class Run {
       if ((await this.approvalTimedOut()) === 'ended') return;
     }
     for (const step of this.steps) {
+      // Begun while its start committed: it runs to its end (a cancel or a stop included) on its own.
+      const early = this.early.get(step.index);
+      if (early) {
+        this.early.delete(step.index);
+        if ((await early) === 'ended') return;
+        continue;
+      }
       this.throwIfStopped();
       if (this.signal.aborted) return this.cancel();
       const status = this.status(step.index);
@@ -608,24 +634,38 @@ class Run {
     this.deps.logger.debug({ why }, 'lease let go');
   }
 
-  private runStepInSpan(step: StoredStep): Promise<StepEnd> {
+  private runStepInSpan(step: StoredStep, early?: EarlyStart): Promise<StepEnd> {
     const attributes = () => ({ 'stepcast.step.index': step.index, 'stepcast.step.kind': step.kind });
-    return inSpan('stepcast.step', { attributes }, async (span) => {
-      const end = await this.runStep(step);
+    // A child of the run's span, not of the step that began it early.
+    return otelContext.with(this.traceContext ?? otelContext.active(), () =>
+      inSpan('stepcast.step', { attributes }, async (span) => {
+        const end = await this.runStep(step, early);
       if (span.isRecording()) {
         const status = this.status(step.index);
         span.setAttribute('stepcast.step.status', status);
         if (status === 'FAILED') span.setStatus({ code: SpanStatusCode.ERROR, message: this.states.get(step.index)!.error?.code });
       }
       return end;
-    });
+      }),
+    );
   }
 
-  private async runStep(step: StoredStep): Promise<StepEnd> {
+  /**
+   * A step that may begin while its start commits: a SQL step whose statement the plan gives. It only reads, so a
+   * statement whose start then does not commit (a lost lease, a stop) has changed nothing; a step whose agent writes
+   * its SQL waits, since a model call is spent for good.
+   */
+  private beginsEarly(step: StoredStep): boolean {
+    const planStep = this.planStep(step);
+    return planStep.kind === 'SQL' && typeof planStep.sql === 'string' && planStep.sql.length > 0;
+  }
+
+  private async runStep(step: StoredStep, early?: EarlyStart): Promise<StepEnd> {
     const { deps, execution } = this;
     const { logger, settings } = deps;
     const planStep = this.planStep(step);
-    const priorAttempts = this.states.get(step.index)!.attempts - 1;
+    // Read once the start has committed (an early step is still PENDING in this run's state before that).
+    const priorAttempts = () => this.states.get(step.index)!.attempts - 1;
     let stepUsage: StoredTokenUsage | null = null;
     const recordUsage = (usage: StoredTokenUsage) => {
       stepUsage = addUsage(stepUsage ?? NO_USAGE, usage);
@@ -634,7 +674,8 @@ class Run {
     // Progress is written one update at a time; messages that arrive while one is being written wait, and only
     // the newest of them is written next, so a program that reports in a tight loop costs a few rows, not one each.
     let progressUpdates = 0;
-    let progressWritten: Promise<void> = Promise.resolve();
+    // After the step's start, whenever that commits.
+    let progressWritten: Promise<void> = early ? early.committed.then(noop, noop) : Promise.resolve();
     let newestMessage: string | undefined;
     const reportProgress = (message: string) => {
       const writeQueued = newestMessage !== undefined;
@@ -655,7 +696,7 @@ class Run {
       agentTimeoutMs: settings.agentTimeoutMs,
       sqlRepairRounds: settings.sqlRepairRounds,
     });
-    const signal = AbortSignal.any([this.signal, AbortSignal.timeout(boundMs)]);
+    const signal = AbortSignal.any([this.signal, AbortSignal.timeout(boundMs), ...(early ? [early.abandon.signal] : [])]);
     const deadline = Date.now() + boundMs;
     const stepMemory = this.memory.forStep(step.index);
     let outcome: StepOutcome;
@@ -684,12 +725,16 @@ class Run {
           memory: stepMemory,
         }),
       );
+      // Nothing of a step is recorded before its start.
+      await early?.committed;
       await progressWritten;
       // A cancel or a stop that came while the step finished wins: its outcome is not recorded.
       if (this.signal.aborted) throw this.signal.reason;
     } catch (error) {
       // A failed step keeps nothing for later steps.
       stepMemory.discard();
+      // A step whose start did not commit ends here, with nothing recorded: the run stops on the start's failure.
+      await early?.committed;
       await progressWritten;
       if (this.signal.aborted) {
         if (!(this.signal.reason instanceof StepCancelledError)) throw this.signal.reason;
@@ -707,7 +752,7 @@ class Run {
       return this.failStep(step, stepError, {
         step: {
           ...writtenArtefact(planStep, artefact),
-          attempts: priorAttempts + (artefact.attempts ?? 1),
+          attempts: priorAttempts() + (artefact.attempts ?? 1),
           logs: artefact.logs ?? null,
           usage: stepUsage,
         },
@@ -729,7 +774,7 @@ class Run {
         // Every record, for a run that continues after a crash; `result` already holds them when none was cut.
         records: capped.truncated ? outcome.records : null,
         truncated: outcome.truncated || capped.truncated,
-        attempts: priorAttempts + outcome.attempts,
+        attempts: priorAttempts() + outcome.attempts,
         usage: stepUsage,
         logs: outcome.logs ?? null,
         finishedAt: new Date(),
@@ -737,8 +782,7 @@ class Run {
     };
     // After the step's end is stamped, so that what follows it (the next start, the execution's end) is never earlier.
     const followOn = this.followOn(step, capped.kept);
-    await (followOn ? this.commit(succeeded, followOn) : this.commit(succeeded));
-    logger.info({ stepIndex: step.index, recordCount: outcome.records.length }, 'step succeeded');
+    // Before the commit: a next step begun early reads these records.
     this.earlier.push({
       index: step.index,
       kind: step.kind,
@@ -750,6 +794,26 @@ class Run {
       columns: outcome.columns,
       heapBytes: stepMemory.takenBytes,
     });
+    const committing = followOn ? this.commit(succeeded, followOn) : this.commit(succeeded);
+    const next = followOn?.type === 'STEP_STARTED' ? this.steps.find((later) => later.index === followOn.index) : undefined;
+    if (next && this.beginsEarly(next)) {
+      // The next step's statement goes out while its start commits: the commit's round trip and the statement's overlap.
+      const begun: EarlyStart = { committed: committing, abandon: new AbortController() };
+      const run = this.runStepInSpan(next, begun);
+      run.catch(noop);
+      this.early.set(next.index, run);
+      try {
+        await committing;
+      } catch (error) {
+        begun.abandon.abort(error);
+        this.early.delete(next.index);
+        await run.catch(noop);
+        throw error;
+      }
+    } else {
+      await committing;
+    }
+    logger.info({ stepIndex: step.index, recordCount: outcome.records.length }, 'step succeeded');
     this.finalResult = capped.kept;
     return 'next';
   }
