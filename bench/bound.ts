@@ -1,11 +1,12 @@
 // The least a step costs in stepcast's order of work, measured beside the floor: a raw postgres.js loop with none of
 // stepcast's code. Per step it commits one state change (the step's end and the next step's start together: one
-// single-row upsert, where stepcast also writes the step rows and appends the events), then runs the step's statement
+// single-row upsert, where stepcast also writes the step rows and appends the events) and runs the step's statement
 // as stepcast sends it to PostgreSQL: in its own READ ONLY transaction, as a tenant's role, under the same limits,
 // wrapped in the same size checks, reading the previous step's records as a parameter, in one flight on a connection
-// of its own, its COMMIT not waited for. No events, step rows, lease, guard, records, samples or publishing: stepcast's
-// figure minus this one is what its own work costs. Another order can cost less (the statement run while the start
-// commits; a statement seen before run prepared): see ARCHITECTURE.md, Speed.
+// of its own, its COMMIT not waited for. As in stepcast, a plan's first step runs once its start has committed, and
+// every later one while its start commits. No events, step rows, lease, guard, records, samples or publishing:
+// stepcast's figure minus this one is what its own work costs. Another order can cost less (a statement seen before
+// run prepared): see ARCHITECTURE.md, Speed.
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import { loadConfig } from '../src/config.js';
@@ -48,8 +49,9 @@ export async function postgresBoundStep(url: string, workers: number): Promise<{
   const settings = ['BEGIN READ ONLY', `SET LOCAL statement_timeout = ${TIMEOUT_MS}`, ...tenantTransactionSettings({ role, searchPath: 'public', limits: LIMITS })];
   return {
     step: async (plan, step, worker) => {
-      // The step's end and the next one's start, committed.
-      await sql`INSERT INTO bench_bound_runs (plan, step) VALUES (${plan}, ${step}) ON CONFLICT (plan) DO UPDATE SET step = excluded.step`;
+      // The step's start (with the end of the one before), committed.
+      const committed = sql`INSERT INTO bench_bound_runs (plan, step) VALUES (${plan}, ${step}) ON CONFLICT (plan) DO UPDATE SET step = excluded.step`.execute();
+      if (step === 1) await committed;
       // The step's statement: the first reads nothing, each later one the records of the one before.
       const earlier = step === 1 ? [] : [{ index: step - 1, records: [{ n: step - 1 }], columns: [{ name: 'n', type: 'integer' }] }];
       const relations = buildStepRelations(earlier as never, step === 1 ? [] : [`step_${step - 1}`]);
@@ -59,6 +61,7 @@ export async function postgresBoundStep(url: string, workers: number): Promise<{
       // postgres.js sends a query only once it is awaited or executed: each is executed at once, so that the three go
       // out in one flight, as stepcast sends them.
       await Promise.all([
+        committed,
         reader.unsafe(`${settings.join('; ')}; SELECT pg_backend_pid() AS pid, now()::text AS started`).execute(),
         reader
           .unsafe(`DECLARE bound_rows NO SCROLL CURSOR FOR ${before}${statement}${after}`, relations.params.map((param) => reader.typed(param, 25)), {

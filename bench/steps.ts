@@ -291,7 +291,7 @@ export async function benchSteps(target: StepsTarget): Promise<BenchRow[]> {
         unit: 'µs',
         floor: floor.sequentialUs,
         note:
-          `no stepcast code: 1 commit, then the step's statement in its own READ ONLY transaction as a tenant's role, under stepcast's limits, in one flight; ` +
+          `no stepcast code: 1 commit, and while it commits the step's statement in its own READ ONLY transaction as a tenant's role, under stepcast's limits, in one flight (a plan's first step after its commit); ` +
           `stepcast's own cost above it: ${aboveUs.toFixed(0)} µs/step (${(aboveUs / floor.sequentialUs).toFixed(2)}x of the floor)`,
         load: currentLoad(),
       });
