@@ -86,6 +86,8 @@ function composeExecutor(
     sandbox: config.sandbox,
     tenantLimits: config.tenantLimits,
     inputLimits: config.inputLimits,
+    // PostgreSQL: a tenant's statement has a connection of its own, and runs while the store's commit does.
+    beginSqlStepsEarly: database.kind === 'postgres',
   };
   return new Executor({
     store,

@@ -69,7 +69,7 @@ class World {
   readonly behaviours = new Map<number, Behaviour>();
   /** Every run of a step: its index, and the records of earlier steps it was handed. */
   readonly calls: { index: number; earlier: { index: number; records: unknown[]; sample: unknown[] }[] }[] = [];
-  settings = { resultMaxBytes: 10_000, maxResumes: 3 };
+  settings = { resultMaxBytes: 10_000, maxResumes: 3, beginSqlStepsEarly: true };
   /** The process died: nothing more is written (a handler that "crashes" sets it, then throws). */
   crashed = false;
 
@@ -146,6 +146,7 @@ class World {
         maxResumes: this.settings.maxResumes,
         agentTimeoutMs: config.llm.agentTimeoutMs,
         sqlRepairRounds: 0,
+        beginSqlStepsEarly: this.settings.beginSqlStepsEarly,
       },
     };
   }
@@ -466,7 +467,8 @@ describe('engine: runs and resumes', () => {
 
   it('stops a run whose step met a database that went away, and resumes it once the store answers', async () => {
     const world = new World();
-    const id = await world.submit(3);
+    // Step 2 begins after its start (its agent writes its SQL); one begun early is below.
+    const id = await world.submit(3, (index) => (index === 2 ? { sql: undefined } : {}));
     let firstTry = true;
     world.behaviours.set(2, async () => {
       if (!firstTry) return outcome(2);
@@ -729,4 +731,161 @@ describe('engine: step failures', () => {
     expect((await world.store.loadExecution(id))!.status).toBe('SUCCEEDED');
     await expectWellFormedLog(world, id);
   });
+});
+
+describe('engine: a SQL step begun while its start commits', () => {
+  /** A store whose commit of step 1's end with step 2's start waits for `gate` (once step 2 has begun), then does `then`. */
+  function gatedStart(world: World, gate: Promise<unknown>, then: (executionId: string) => Promise<void> | void = () => undefined) {
+    const view = Object.create(world.store) as MemoryExecutionStore;
+    let gated = false;
+    view.recordTransition = async (executionId, batch) => {
+      const types = (Array.isArray(batch) ? batch : [batch]).map((t: Transition) => t.type);
+      if (!gated && types.join() === 'STEP_SUCCEEDED,STEP_STARTED') {
+        gated = true;
+        await gate;
+        await then(executionId);
+      }
+      return world.store.recordTransition(executionId, batch);
+    };
+    return view;
+  }
+
+  it('writes no progress of a step whose start did not commit', async () => {
+    const world = new World();
+    const id = await world.submit(3);
+    world.behaviours.set(1, async () => {
+      // Step 1's end with step 2's start fails (neither an outage nor a fence): the run fails INTERNAL.
+      world.store.failures.set('recordTransition', { times: 1, error: () => new Error('disk full') });
+      return outcome(1);
+    });
+    world.behaviours.set(2, async (context) => {
+      context.reportProgress('halfway');
+      return waitForAbort(context);
+    });
+    await world.engine().run(id);
+    const publishedAtEnd = world.published.length;
+    expect((await world.store.loadExecution(id))!.status).toBe('FAILED');
+    const events = await expectWellFormedLog(world, id);
+    expect(events.filter((e) => e.step?.index === 2).map((e) => e.type)).toEqual(['STEP_SKIPPED']);
+    // Nothing is written or published after the run ended.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(world.published).toHaveLength(publishedAtEnd);
+    expect((await world.store.loadExecution(id))!.leaseOwner).toBeNull();
+  });
+
+  it('rides out an outage that its start commit met: the step runs again once its start has committed', async () => {
+    const world = new World();
+    const id = await world.submit(3);
+    let outage = false;
+    const step2Failed = deferred();
+    world.behaviours.set(1, async () => {
+      outage = true;
+      // Step 1's end with step 2's start meets an unreachable database twice, and is tried again until it answers.
+      world.store.failures.set('recordTransition', { times: 2, error: () => new Unavailable('connection refused') });
+      void step2Failed.promise.then(() => (outage = false));
+      return outcome(1);
+    });
+    // Step 2's statement goes to the same server: while it is away, the statement meets the outage too.
+    world.behaviours.set(2, async () => {
+      if (!outage) return outcome(2);
+      step2Failed.resolve();
+      throw new StepFailure('SQL_ERROR', 'connection refused', { cause: new Unavailable('ECONNREFUSED') });
+    });
+    await world.engine('worker-1').run(id);
+    expect((await world.store.loadExecution(id))!.status).toBe('SUCCEEDED');
+    expect(world.calls.map((c) => c.index)).toEqual([1, 2, 2, 3]);
+    const events = await expectWellFormedLog(world, id);
+    expect(events.some((e) => e.type === 'EXECUTION_RESUMED')).toBe(false);
+    expect((await world.steps(id)).map((s) => s.attempts)).toEqual([1, 1, 1]);
+  });
+
+  it('stops the run, as any step does, when its own statement meets an unreachable database again after its start', async () => {
+    const world = new World();
+    const id = await world.submit(3);
+    world.behaviours.set(2, async () => {
+      throw new StepFailure('SQL_ERROR', 'terminating connection due to administrator command', { cause: new Unavailable('57P01') });
+    });
+    await world.engine('worker-1').run(id);
+    // Begun early and run once more after its start: nothing failed, the run stopped for the store to answer.
+    expect(world.calls.map((c) => c.index)).toEqual([1, 2, 2]);
+    expect((await world.steps(id)).map((s) => s.status)).toEqual(['SUCCEEDED', 'RUNNING', 'PENDING']);
+  });
+
+  for (const moment of ['before the commit answers', 'reported by the commit'] as const) {
+    it(`cancels a step begun early by a cancel ${moment}: step 2 CANCELLED, step 3 SKIPPED`, async () => {
+      const world = new World();
+      const id = await world.submit(3);
+      const step2Begun = deferred();
+      const view = gatedStart(world, step2Begun.promise, async (executionId) => {
+        if (moment === 'before the commit answers') engine.cancelRun(executionId);
+        else await world.store.requestCancel(TENANT, executionId);
+      });
+      world.behaviours.set(2, async (context) => {
+        step2Begun.resolve();
+        return waitForAbort(context);
+      });
+      const engine = new Engine(world.engineDeps('worker-1', view));
+      await engine.run(id);
+      expect((await world.steps(id)).map((s) => s.status)).toEqual(['SUCCEEDED', 'CANCELLED', 'SKIPPED']);
+      const events = await expectWellFormedLog(world, id);
+      expect(events.at(-1)!.type).toBe('EXECUTION_CANCELLED');
+    });
+  }
+
+  it('lets the lease go at a shutdown while a step runs early; the next run finishes without running step 1 again', async () => {
+    const world = new World();
+    const id = await world.submit(3);
+    const step2Begun = deferred();
+    let stopping: Promise<void> | undefined;
+    const view = gatedStart(world, step2Begun.promise, () => {
+      stopping = engine.stopRuns(1_000);
+    });
+    world.behaviours.set(2, async (context) => {
+      step2Begun.resolve();
+      return waitForAbort(context);
+    });
+    const engine = new Engine(world.engineDeps('worker-1', view));
+    await engine.run(id);
+    await stopping;
+    expect((await world.store.loadExecution(id))!.leaseOwner).toBeNull();
+    expect((await world.steps(id)).map((s) => s.status)).toEqual(['SUCCEEDED', 'RUNNING', 'PENDING']);
+    world.behaviours.delete(2);
+    await world.engine('worker-2').run(id);
+    expect((await world.store.loadExecution(id))!.status).toBe('SUCCEEDED');
+    expect(world.calls.map((c) => c.index)).toEqual([1, 2, 2, 3]);
+    await expectWellFormedLog(world, id);
+  });
+
+  it('leaves nothing of a step begun early whose process died at its start', async () => {
+    const world = new World();
+    const id = await world.submit(3);
+    world.behaviours.set(2, async (context) => {
+      context.reportProgress('halfway');
+      return waitForAbort(context);
+    });
+    // The process dies at its second commit (step 1's end with step 2's start).
+    await world.crashingEngine(1).run(id);
+    expect((await world.steps(id)).map((s) => s.status)).toEqual(['RUNNING', 'PENDING', 'PENDING']);
+    expect((await world.events(id)).map((e) => e.type)).toEqual(['EXECUTION_STARTED', 'STEP_STARTED']);
+  });
+
+  for (const why of ['the setting is off (PGlite)', "the step before's result was cut (its commit carries every record)"] as const) {
+    it(`begins a SQL step only after its start has committed when ${why}`, async () => {
+      const world = new World();
+      if (why.startsWith('the setting')) world.settings.beginSqlStepsEarly = false;
+      else {
+        world.settings.resultMaxBytes = 200;
+        world.behaviours.set(1, async () => outcome(1, 20));
+      }
+      const id = await world.submit(3);
+      let seenByStep2: StepUpdate | undefined;
+      world.behaviours.set(2, async () => {
+        seenByStep2 = world.published.at(-1);
+        return outcome(2);
+      });
+      await world.engine().run(id);
+      expect(seenByStep2).toMatchObject({ type: 'STEP_STARTED', step: { index: 2, status: 'RUNNING' } });
+      await expectWellFormedLog(world, id);
+    });
+  }
 });

@@ -43,6 +43,12 @@ export interface EngineSettings {
   /** One agent call's time limit (STEPCAST_AGENT_TIMEOUT_MS) and the SQL agent's repair rounds: with stepTimeoutMs, a step's overall bound. */
   agentTimeoutMs: number;
   sqlRepairRounds: number;
+  /**
+   * A SQL step whose plan gives its statement begins while its start commits (Run.beginsEarly). Off where the store
+   * and the tenants' statements share one connection (PGlite): the commit would wait for the statement, and the step
+   * before's end would be published only once the next step's statement had run.
+   */
+  beginSqlStepsEarly: boolean;
 }
 
 export interface EngineDependencies {
@@ -656,6 +662,7 @@ class Run {
    * its SQL waits, since a model call is spent for good.
    */
   private beginsEarly(step: StoredStep): boolean {
+    if (!this.deps.settings.beginSqlStepsEarly) return false;
     const planStep = this.planStep(step);
     return planStep.kind === 'SQL' && typeof planStep.sql === 'string' && planStep.sql.length > 0;
   }
@@ -674,8 +681,10 @@ class Run {
     // Progress is written one update at a time; messages that arrive while one is being written wait, and only
     // the newest of them is written next, so a program that reports in a tight loop costs a few rows, not one each.
     let progressUpdates = 0;
-    // After the step's start, whenever that commits.
-    let progressWritten: Promise<void> = early ? early.committed.then(noop, noop) : Promise.resolve();
+    // Whether the step's start committed: nothing of the step, its progress included, is written before that, nor at
+    // all when it did not (a step begun early whose start failed).
+    const started: Promise<boolean> = early ? early.committed.then(() => true, () => false) : Promise.resolve(true);
+    let progressWritten: Promise<void> = started.then(noop);
     let newestMessage: string | undefined;
     const reportProgress = (message: string) => {
       const writeQueued = newestMessage !== undefined;
@@ -685,7 +694,7 @@ class Run {
         .then(async () => {
           const text = newestMessage!;
           newestMessage = undefined;
-          if (++progressUpdates > settings.maxProgressUpdates || this.signal.aborted) return;
+          if (!(await started) || ++progressUpdates > settings.maxProgressUpdates || this.signal.aborted) return;
           await this.commit({ type: 'STEP_PROGRESS', message: text, index: step.index, step: {} });
         })
         .catch((error: unknown) => logger.warn({ err: error, stepIndex: step.index }, 'progress update lost'));
@@ -706,25 +715,35 @@ class Run {
       const tenant = this.tenant;
       if (!tenant) throw new Error(`tenant ${execution.tenantId} does not exist`);
       const handler = deps.handlers[step.kind];
-      outcome = await withLogContext({ stepIndex: step.index }, () =>
-        handler({
-          tenant,
-          planQuery: execution.plan.query,
-          index: step.index,
-          step: planStep,
-          earlier: this.earlier,
-          timeoutMs: execution.options.stepTimeoutMs,
-          rowCap: settings.rowCap,
-          sampleSize: execution.options.sampleSize,
-          recordUsage,
-          takeModelCall: () => deps.rateLimits.take(tenant.id, ['modelCalls']),
-          reportProgress,
-          beforeUnsafeCall: () => this.markUnsafeCalls(step),
-          signal,
-          deadline,
-          memory: stepMemory,
-        }),
-      );
+      const attempt = () =>
+        withLogContext({ stepIndex: step.index }, () =>
+          handler({
+            tenant,
+            planQuery: execution.plan.query,
+            index: step.index,
+            step: planStep,
+            earlier: this.earlier,
+            timeoutMs: execution.options.stepTimeoutMs,
+            rowCap: settings.rowCap,
+            sampleSize: execution.options.sampleSize,
+            recordUsage,
+            takeModelCall: () => deps.rateLimits.take(tenant.id, ['modelCalls']),
+            reportProgress,
+            beforeUnsafeCall: () => this.markUnsafeCalls(step),
+            signal,
+            deadline,
+            memory: stepMemory,
+          }),
+        );
+      try {
+        outcome = await attempt();
+      } catch (error) {
+        // Begun early, it met an unreachable database while its start committed (the commit rides an outage out): once
+        // the start has committed, the database answers again, and the step runs again, as one begun after its start.
+        if (!early || signal.aborted || !causedByUnavailability(deps, error) || !(await started)) throw error;
+        stepMemory.discard();
+        outcome = await attempt();
+      }
       // Nothing of a step is recorded before its start.
       await early?.committed;
       await progressWritten;
@@ -733,9 +752,9 @@ class Run {
     } catch (error) {
       // A failed step keeps nothing for later steps.
       stepMemory.discard();
+      await progressWritten;
       // A step whose start did not commit ends here, with nothing recorded: the run stops on the start's failure.
       await early?.committed;
-      await progressWritten;
       if (this.signal.aborted) {
         if (!(this.signal.reason instanceof StepCancelledError)) throw this.signal.reason;
         await this.cancel();
@@ -796,7 +815,9 @@ class Run {
     });
     const committing = followOn ? this.commit(succeeded, followOn) : this.commit(succeeded);
     const next = followOn?.type === 'STEP_STARTED' ? this.steps.find((later) => later.index === followOn.index) : undefined;
-    if (next && this.beginsEarly(next)) {
+    // Not when the commit carries every record of the step (its result was cut): the records' JSON would stay in memory
+    // beside the next step's read.
+    if (next && !capped.truncated && this.beginsEarly(next)) {
       // The next step's statement goes out while its start commits: the commit's round trip and the statement's overlap.
       const begun: EarlyStart = { committed: committing, abandon: new AbortController() };
       const run = this.runStepInSpan(next, begun);

@@ -45,6 +45,8 @@ export type ExecutorSettings = Config['executor'] & {
   sandbox: SandboxConfig;
   tenantLimits: TenantLimits;
   inputLimits: InputLimits;
+  /** See EngineSettings.beginSqlStepsEarly; on where the tenants' statements have connections of their own. */
+  beginSqlStepsEarly?: boolean;
 };
 
 const STREAM_CLOSE_TIMEOUT_MS = 2_000;
@@ -173,6 +175,7 @@ export class Executor {
         maxResumes: settings.maxResumes,
         agentTimeoutMs: settings.agentTimeoutMs,
         sqlRepairRounds: settings.sqlRepairRounds,
+        beginSqlStepsEarly: settings.beginSqlStepsEarly ?? false,
       },
     });
     this.dispatcher = deps.dispatcher((executionId) => this.engine.run(executionId), this.engine);
