@@ -799,16 +799,75 @@ describe('engine: a SQL step begun while its start commits', () => {
     expect((await world.steps(id)).map((s) => s.attempts)).toEqual([1, 1, 1]);
   });
 
-  it('stops the run, as any step does, when its own statement meets an unreachable database again after its start', async () => {
+  it('stops the run, as any step does, when a step begun early meets an unreachable database that its start did not', async () => {
     const world = new World();
     const id = await world.submit(3);
     world.behaviours.set(2, async () => {
       throw new StepFailure('SQL_ERROR', 'terminating connection due to administrator command', { cause: new Unavailable('57P01') });
     });
     await world.engine('worker-1').run(id);
-    // Begun early and run once more after its start: nothing failed, the run stopped for the store to answer.
-    expect(world.calls.map((c) => c.index)).toEqual([1, 2, 2]);
+    // Its start committed at the first try: the outage is the step's own, and it is not run again in this run.
+    expect(world.calls.map((c) => c.index)).toEqual([1, 2]);
     expect((await world.steps(id)).map((s) => s.status)).toEqual(['SUCCEEDED', 'RUNNING', 'PENDING']);
+  });
+
+  it('gives a step run again after its start rode an outage out its whole time, not what the outage left of it', async () => {
+    const world = new World();
+    // 300 ms per statement; the start's commit below rides out 250 + 500 + 1,000 ms of retries.
+    const plan = validatePlan(
+      { query: 'q', steps: [1, 2, 3].map((i) => ({ kind: 'SQL' as const, queryContext: `step ${i}`, sql: `SELECT ${i}` })) },
+      null,
+      { sampleSize: 2, stepTimeoutMs: 300, maxStepTimeoutMs: config.executor.maxStepTimeoutMs, limits: config.inputLimits },
+    );
+    const id = (await world.store.createExecution(TENANT, plan)).execution.id;
+    let outage = false;
+    world.behaviours.set(1, async () => {
+      outage = true;
+      world.store.failures.set('recordTransition', { times: 3, error: () => new Unavailable('connection refused') });
+      return outcome(1);
+    });
+    world.behaviours.set(2, async (context) => {
+      if (outage) {
+        // The statement met the outage; the database answers again by the time the start commits.
+        outage = false;
+        throw new StepFailure('SQL_ERROR', 'connection refused', { cause: new Unavailable('ECONNREFUSED') });
+      }
+      // As the SQL handler does: a signal that ran out of time, or a deadline that passed, is the step's timeout.
+      if (context.signal.aborted || context.deadline <= Date.now()) throw new StepFailure('STEP_TIMEOUT', 'the statement ran out of time');
+      return outcome(2);
+    });
+    await world.engine().run(id);
+    expect((await world.steps(id)).map((s) => [s.status, s.error?.code ?? null])).toEqual([
+      ['SUCCEEDED', null],
+      ['SUCCEEDED', null],
+      ['SUCCEEDED', null],
+    ]);
+    expect(world.calls.map((c) => c.index)).toEqual([1, 2, 2, 3]);
+  }, 15_000);
+
+  it('does not run a step begun early again when its start, riding an outage out, reported a cancel', async () => {
+    const world = new World();
+    const id = await world.submit(3);
+    const step2Failed = deferred();
+    const view = Object.create(world.store) as MemoryExecutionStore;
+    let tries = 0;
+    view.recordTransition = async (executionId, batch) => {
+      const types = (Array.isArray(batch) ? batch : [batch]).map((t: Transition) => t.type);
+      if (types.join() === 'STEP_SUCCEEDED,STEP_STARTED' && tries++ === 0) {
+        // Step 2's statement meets the outage meanwhile; the commit is tried again, and another process asks for a cancel.
+        await step2Failed.promise;
+        await world.store.requestCancel(TENANT, executionId);
+        throw new Unavailable('connection refused');
+      }
+      return world.store.recordTransition(executionId, batch);
+    };
+    world.behaviours.set(2, async () => {
+      step2Failed.resolve();
+      throw new StepFailure('SQL_ERROR', 'connection refused', { cause: new Unavailable('ECONNREFUSED') });
+    });
+    await new Engine(world.engineDeps('worker-1', view)).run(id);
+    expect((await world.steps(id)).map((s) => s.status)).toEqual(['SUCCEEDED', 'CANCELLED', 'SKIPPED']);
+    expect(world.calls.map((c) => c.index)).toEqual([1, 2]);
   });
 
   for (const moment of ['before the commit answers', 'reported by the commit'] as const) {

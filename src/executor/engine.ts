@@ -300,6 +300,8 @@ class Run {
   private readonly early = new Map<number, Promise<StepEnd>>();
   /** The run's trace context, under which each step's span starts (an early step's too). */
   private traceContext: Context | undefined;
+  /** Tries of a commit that met an unreachable database (and were made again): a step begun early tells by it whether its start rode an outage out. */
+  private outageRetries = 0;
 
   constructor(
     private readonly deps: EngineDependencies,
@@ -456,6 +458,7 @@ class Run {
       } catch (error) {
         if (!causedByUnavailability(this.deps, error)) throw error;
         if (this.signal.reason instanceof RunStoppedError) throw this.signal.reason;
+        this.outageRetries += 1;
         this.deps.logger.warn({ err: error, type: all[0]!.type, retryInMs: delayMs }, 'cannot record the transition yet; trying again');
         await new Promise((resolve) => setTimeout(resolve, delayMs));
       }
@@ -707,6 +710,8 @@ class Run {
     });
     const signal = AbortSignal.any([this.signal, AbortSignal.timeout(boundMs), ...(early ? [early.abandon.signal] : [])]);
     const deadline = Date.now() + boundMs;
+    // Before the start's commit can have met an outage: it was sent just now, and an answer takes a turn of the loop.
+    const outageRetriesBefore = this.outageRetries;
     const stepMemory = this.memory.forStep(step.index);
     let outcome: StepOutcome;
     try {
@@ -715,7 +720,7 @@ class Run {
       const tenant = this.tenant;
       if (!tenant) throw new Error(`tenant ${execution.tenantId} does not exist`);
       const handler = deps.handlers[step.kind];
-      const attempt = () =>
+      const attempt = (signal: AbortSignal, deadline: number) =>
         withLogContext({ stepIndex: step.index }, () =>
           handler({
             tenant,
@@ -736,13 +741,15 @@ class Run {
           }),
         );
       try {
-        outcome = await attempt();
+        outcome = await attempt(signal, deadline);
       } catch (error) {
-        // Begun early, it met an unreachable database while its start committed (the commit rides an outage out): once
-        // the start has committed, the database answers again, and the step runs again, as one begun after its start.
-        if (!early || signal.aborted || !causedByUnavailability(deps, error) || !(await started)) throw error;
+        // Begun early, it met an unreachable database that its start's commit rode out (tried again until it answered):
+        // once the start has committed, the step runs again, with its whole time, as one begun after its start would have
+        // run. An outage its start did not meet is the step's own, as for any step (below).
+        if (!early || signal.aborted || !causedByUnavailability(deps, error)) throw error;
+        if (!(await started) || this.signal.aborted || this.outageRetries === outageRetriesBefore) throw error;
         stepMemory.discard();
-        outcome = await attempt();
+        outcome = await attempt(AbortSignal.any([this.signal, AbortSignal.timeout(boundMs)]), Date.now() + boundMs);
       }
       // Nothing of a step is recorded before its start.
       await early?.committed;
