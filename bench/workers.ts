@@ -63,6 +63,13 @@ async function ticksOf(pid: number): Promise<{ own: number; children: number }> 
   return { own: at(14) + at(15), children: at(16) + at(17) };
 }
 
+/** utime and stime of a process, in ticks. */
+async function userSystemOf(pid: number): Promise<[number, number]> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return [Number(fields[14 - 3] ?? 0) || 0, Number(fields[15 - 3] ?? 0) || 0];
+}
+
 interface CpuSample {
   at: number;
   /** Every `postgres` process of the machine, with the children they reaped (backends that ended meanwhile). */
@@ -381,6 +388,10 @@ function rowOf(run: Run, floor: Floor, first: Run | undefined): BenchRow {
 
 const FANOUT_SUBSCRIBERS = Number(process.env.BENCH_FANOUT_SUBSCRIBERS ?? 1_000);
 const FANOUT_STEPS = 20;
+/** The subscribers' harness: graphql-ws clients (bench/fanout-clients.ts) or raw ws sockets (fanout-clients-raw.ts). */
+const FANOUT_HARNESS = process.env.BENCH_FANOUT_HARNESS === 'raw' ? 'raw' : 'graphql-ws';
+/** Child processes the subscribers are shared out among. */
+const FANOUT_PROCESSES = Math.max(1, Number(process.env.BENCH_FANOUT_PROCESSES ?? 1));
 /** Rows a busy step counts: about 50 ms of a backend's time here. */
 const BUSY_ROWS = 500_000;
 /** The gap between approvals when the bench paces the steps. */
@@ -449,30 +460,42 @@ async function watchAcross(
     if (execution.status === 'WAITING') break;
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
-  const child = fork(fileURLToPath(new URL('./fanout-clients.ts', import.meta.url)), [], {
-    execArgv: ['--import', 'tsx'],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
+  // The subscribers' harness (BENCH_FANOUT_HARNESS: graphql-ws clients, or raw ws sockets) over
+  // BENCH_FANOUT_PROCESSES child processes, the subscribers shared out among them.
+  const harness = FANOUT_HARNESS === 'raw' ? './fanout-clients-raw.ts' : './fanout-clients.ts';
+  const shares = Array.from({ length: Math.min(FANOUT_PROCESSES, subscribers) }, (_, p, all = Math.min(FANOUT_PROCESSES, subscribers)) =>
+    Math.floor(subscribers / all) + (p < subscribers % all ? 1 : 0),
+  );
+  const children = shares.map(() =>
+    fork(fileURLToPath(new URL(harness, import.meta.url)), [], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    }),
+  );
   try {
-    const next = <T extends ClientReport['type']>(type: T) =>
+    const nextOf = <T extends ClientReport['type']>(child: ChildProcess, type: T) =>
       new Promise<Extract<ClientReport, { type: T }>>((resolve, reject) =>
         child.on('message', (report: ClientReport) => {
           if (report.type === 'failed') reject(new Error(report.error));
           else if (report.type === type) resolve(report as Extract<ClientReport, { type: T }>);
         }),
       );
-    const ready = next('ready');
-    const done = next('done');
-    const command: ClientCommand = {
-      type: 'subscribe',
-      wsUrl: api.url.replace(/^http/, 'ws'),
-      executionId: id,
-      count: subscribers,
-      query: FOLLOW_AT,
-      readyType: 'STEP_WAITING',
-      authorization: `Bearer ${key}`,
-    };
-    child.send(command);
+    const ready = Promise.all(children.map((child) => nextOf(child, 'ready')));
+    const done = Promise.all(children.map((child) => nextOf(child, 'done'))).then((reports) => ({
+      clients: reports.flatMap((report) => report.clients),
+    }));
+    children.forEach((child, p) => {
+      const command: ClientCommand = {
+        type: 'subscribe',
+        wsUrl: api.url.replace(/^http/, 'ws'),
+        executionId: id,
+        count: shares[p]!,
+        query: FOLLOW_AT,
+        readyType: 'STEP_WAITING',
+        authorization: `Bearer ${key}`,
+      };
+      child.send(command);
+    });
     await ready;
     const published = new Map<number, number>();
     const { Redis } = await import('ioredis');
@@ -482,6 +505,9 @@ async function watchAcross(
     });
     await listener.connect();
     await listener.subscribe(stepUpdatesChannel(redis.prefix, id));
+    const splitPids = [api.pid, ...children.map((child) => child.pid!)];
+    const splitBefore = await Promise.all(splitPids.map(userSystemOf));
+    const cpuBefore = await sampleCpu('', [api.pid, ...children.map((child) => child.pid!)]);
     const approvedAt = Date.now();
     await approve(api, key, id, 1);
     if (pace === 'approvals') {
@@ -491,6 +517,8 @@ async function watchAcross(
       }
     }
     const report = await done;
+    const cpuAfter = await sampleCpu('', [api.pid, ...children.map((child) => child.pid!)]);
+    const splitAfter = await Promise.all(splitPids.map(userSystemOf));
     listener.disconnect();
     const latencies: number[] = [];
     const fromAt: number[] = [];
@@ -507,9 +535,52 @@ async function watchAcross(
         latencies.push(client.times[i]! - publishedAt);
       });
     }
+    // Per update: its first and last receipt among the subscribers, from its publish (the spread between them is
+    // the server's writes and the subscribers' reads taking turns).
+    const firstLast = new Map<number, [number, number]>();
+    for (const client of report.clients) {
+      client.sequences.forEach((sequence, i) => {
+        if (client.ats[i]! < approvedAt) return;
+        const latency = client.times[i]! - published.get(sequence)!;
+        const seen = firstLast.get(sequence);
+        if (!seen) firstLast.set(sequence, [latency, latency]);
+        else firstLast.set(sequence, [Math.min(seen[0], latency), Math.max(seen[1], latency)]);
+      });
+    }
+    const firsts = [...firstLast.values()].map(([first]) => first);
+    const spreads = [...firstLast.values()].map(([first, last]) => last - first);
+    if (subscribers > 1) {
+      const ms = (ticks: number) => (1000 * ticks) / CLOCK_TICKS;
+      const delta = (pid: number) => cpuAfter.pids.get(pid)! - cpuBefore.pids.get(pid)!;
+      const apiTicks = delta(api.pid);
+      const clientTicks = children.reduce((sum, child) => sum + delta(child.pid!), 0);
+      const wall = cpuAfter.at - cpuBefore.at;
+      const busy = cpuAfter.machineBusy - cpuBefore.machineBusy;
+      const total = cpuAfter.machineTotal - cpuBefore.machineTotal;
+      progress(
+        `  cpu over ${wall.toFixed(0)} ms, ${firstLast.size} updates: API ${ms(apiTicks).toFixed(0)} ms (${(ms(apiTicks) / firstLast.size).toFixed(2)} ms/update), ` +
+          `subscribers ${ms(clientTicks).toFixed(0)} ms (${(ms(clientTicks) / firstLast.size).toFixed(2)} ms/update), ` +
+          `postgres ${ms(cpuAfter.postgres - cpuBefore.postgres).toFixed(0)} ms, redis ${ms(cpuAfter.redis - cpuBefore.redis).toFixed(0)} ms, ` +
+          `bench ${ms(cpuAfter.bench - cpuBefore.bench).toFixed(0)} ms; machine busy ${((100 * busy) / total).toFixed(0)}% of ${CORES} cores`,
+      );
+      const userSystem = (from: number, to: number) => {
+        let user = 0;
+        let system = 0;
+        for (let k = from; k < to; k++) {
+          user += splitAfter[k]![0] - splitBefore[k]![0];
+          system += splitAfter[k]![1] - splitBefore[k]![1];
+        }
+        return `user ${ms(user).toFixed(0)} ms + system ${ms(system).toFixed(0)} ms`;
+      };
+      progress(`  API ${userSystem(0, 1)}; subscribers ${userSystem(1, splitPids.length)}`);
+      progress(
+        `  per update (${firstLast.size}): first receipt p50 ${percentileOf(firsts, 50).toFixed(1)} max ${Math.max(...firsts).toFixed(1)} ms; ` +
+          `last-first spread p50 ${percentileOf(spreads, 50).toFixed(1)} max ${Math.max(...spreads).toFixed(1)} ms`,
+      );
+    }
     return { latencies, fromAt, broken, clients: report.clients.length };
   } finally {
-    child.kill();
+    for (const child of children) child.kill();
   }
 }
 
@@ -536,7 +607,7 @@ async function fanOutRow(api: ClusterProcess, key: string, pace: Pace, redis: { 
   const p99 = percentileOf(many.latencies, 99);
   const intact = many.broken === 0 && one.broken === 0 && many.clients === FANOUT_SUBSCRIBERS;
   return {
-    name: `live across processes: publish-to-client p99, ${FANOUT_SUBSCRIBERS.toLocaleString('en')} subscribers on the API replica, ${PACE_LABELS[pace]}`,
+    name: `live across processes: publish-to-client p99, ${FANOUT_SUBSCRIBERS.toLocaleString('en')} subscribers on the API replica, ${PACE_LABELS[pace]} [${FANOUT_HARNESS} x${FANOUT_PROCESSES}]`,
     backend: BACKEND,
     value: p99,
     unit: 'ms',
