@@ -649,12 +649,12 @@ class Run {
     return otelContext.with(this.traceContext ?? otelContext.active(), () =>
       inSpan('stepcast.step', { attributes }, async (span) => {
         const end = await this.runStep(step, early);
-      if (span.isRecording()) {
-        const status = this.status(step.index);
-        span.setAttribute('stepcast.step.status', status);
-        if (status === 'FAILED') span.setStatus({ code: SpanStatusCode.ERROR, message: this.states.get(step.index)!.error?.code });
-      }
-      return end;
+        if (span.isRecording()) {
+          const status = this.status(step.index);
+          span.setAttribute('stepcast.step.status', status);
+          if (status === 'FAILED') span.setStatus({ code: SpanStatusCode.ERROR, message: this.states.get(step.index)!.error?.code });
+        }
+        return end;
       }),
     );
   }
@@ -665,9 +665,21 @@ class Run {
    * its SQL waits, since a model call is spent for good.
    */
   private beginsEarly(step: StoredStep): boolean {
-    if (!this.deps.settings.beginSqlStepsEarly) return false;
     const planStep = this.planStep(step);
-    return planStep.kind === 'SQL' && typeof planStep.sql === 'string' && planStep.sql.length > 0;
+    return this.deps.settings.beginSqlStepsEarly && planStep.kind === 'SQL' && Boolean(planStep.sql);
+  }
+
+  /** Begins `step` while `committed` (its start) is in flight; the loop awaits it. Returns how to abandon it. */
+  private beginEarly(step: StoredStep, committed: Promise<unknown>): (reason: unknown) => Promise<void> {
+    const begun: EarlyStart = { committed, abandon: new AbortController() };
+    const run = this.runStepInSpan(step, begun);
+    run.catch(noop);
+    this.early.set(step.index, run);
+    return async (reason) => {
+      begun.abandon.abort(reason);
+      this.early.delete(step.index);
+      await run.catch(noop);
+    };
   }
 
   private async runStep(step: StoredStep, early?: EarlyStart): Promise<StepEnd> {
@@ -824,22 +836,13 @@ class Run {
     const next = followOn?.type === 'STEP_STARTED' ? this.steps.find((later) => later.index === followOn.index) : undefined;
     // Not when the commit carries every record of the step (its result was cut): the records' JSON would stay in memory
     // beside the next step's read.
-    if (next && !capped.truncated && this.beginsEarly(next)) {
-      // The next step's statement goes out while its start commits: the commit's round trip and the statement's overlap.
-      const begun: EarlyStart = { committed: committing, abandon: new AbortController() };
-      const run = this.runStepInSpan(next, begun);
-      run.catch(noop);
-      this.early.set(next.index, run);
-      try {
-        await committing;
-      } catch (error) {
-        begun.abandon.abort(error);
-        this.early.delete(next.index);
-        await run.catch(noop);
-        throw error;
-      }
-    } else {
+    // The next step's statement goes out while its start commits: the commit's round trip and the statement's overlap.
+    const abandon = next && !capped.truncated && this.beginsEarly(next) ? this.beginEarly(next, committing) : undefined;
+    try {
       await committing;
+    } catch (error) {
+      await abandon?.(error);
+      throw error;
     }
     logger.info({ stepIndex: step.index, recordCount: outcome.records.length }, 'step succeeded');
     this.finalResult = capped.kept;
