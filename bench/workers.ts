@@ -54,20 +54,13 @@ const CLOCK_TICKS = (() => {
 const CORES = cpus().length;
 
 /** utime, stime, cutime, cstime of a process, in ticks (zeros when it is gone). */
-async function ticksOf(pid: number): Promise<{ own: number; children: number }> {
+async function ticksOf(pid: number): Promise<{ user: number; system: number; own: number; children: number }> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
   // The command name may hold spaces and parentheses: the fields that follow start after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // After the name, field 3 (state) is fields[0]: utime is field 14, stime 15, cutime 16, cstime 17.
   const at = (field: number) => Number(fields[field - 3] ?? 0) || 0;
-  return { own: at(14) + at(15), children: at(16) + at(17) };
-}
-
-/** utime and stime of a process, in ticks. */
-async function userSystemOf(pid: number): Promise<[number, number]> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return [Number(fields[14 - 3] ?? 0) || 0, Number(fields[15 - 3] ?? 0) || 0];
+  return { user: at(14), system: at(15), own: at(14) + at(15), children: at(16) + at(17) };
 }
 
 interface CpuSample {
@@ -506,8 +499,8 @@ async function watchAcross(
     await listener.connect();
     await listener.subscribe(stepUpdatesChannel(redis.prefix, id));
     const splitPids = [api.pid, ...children.map((child) => child.pid!)];
-    const splitBefore = await Promise.all(splitPids.map(userSystemOf));
-    const cpuBefore = await sampleCpu('', [api.pid, ...children.map((child) => child.pid!)]);
+    const splitBefore = await Promise.all(splitPids.map(ticksOf));
+    const cpuBefore = await sampleCpu('', splitPids);
     const approvedAt = Date.now();
     await approve(api, key, id, 1);
     if (pace === 'approvals') {
@@ -517,8 +510,8 @@ async function watchAcross(
       }
     }
     const report = await done;
-    const cpuAfter = await sampleCpu('', [api.pid, ...children.map((child) => child.pid!)]);
-    const splitAfter = await Promise.all(splitPids.map(userSystemOf));
+    const cpuAfter = await sampleCpu('', splitPids);
+    const splitAfter = await Promise.all(splitPids.map(ticksOf));
     listener.disconnect();
     const latencies: number[] = [];
     const fromAt: number[] = [];
@@ -567,8 +560,8 @@ async function watchAcross(
         let user = 0;
         let system = 0;
         for (let k = from; k < to; k++) {
-          user += splitAfter[k]![0] - splitBefore[k]![0];
-          system += splitAfter[k]![1] - splitBefore[k]![1];
+          user += splitAfter[k]!.user - splitBefore[k]!.user;
+          system += splitAfter[k]!.system - splitBefore[k]!.system;
         }
         return `user ${ms(user).toFixed(0)} ms + system ${ms(system).toFixed(0)} ms`;
       };
