@@ -73,7 +73,8 @@ function startCli(args: string[], { env = {}, stdin }: { env?: Record<string, st
   });
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   child.stdin!.end(stdin ?? '');
-  const exited = once(child, 'exit').then(([code]) => {
+  // 'close', not 'exit': the child's stdout and stderr are read to their end before the test looks at them.
+  const exited = once(child, 'close').then(([code]) => {
     started.delete(child);
     return { code: code as number | null, stdout, stderr };
   });
@@ -113,7 +114,7 @@ async function cliOnTerminal(args: string[], env: Record<string, string>) {
   started.add(child);
   let output = '';
   child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const [code] = (await once(child, 'exit')) as [number | null];
+  const [code] = (await once(child, 'close')) as [number | null];
   started.delete(child);
   // Escape sequences spelled out, so that the assertions read them.
   return { code, output: output.replaceAll('\u001b', '<ESC>') };

@@ -27,7 +27,8 @@ describe.skipIf(skipReason !== null)(`postgres.js on a backend that goes away ${
       cwd: projectRoot,
       stdio: ['pipe', 'pipe', 'pipe'],
     });
-    const exited = once(child, 'exit');
+    // 'close', not 'exit': every line the child printed is read before the test looks at them.
+    const exited = once(child, 'close');
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const lines: Record<string, unknown>[] = [];
@@ -87,7 +88,7 @@ describe.skipIf(!process.env.TEST_DATABASE_URL)(
       createInterface({ input: child.stdout! }).on('line', (line) => lines.push(line));
       const stderr: string[] = [];
       child.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
-      const [code] = (await once(child, 'exit')) as [number | null];
+      const [code] = (await once(child, 'close')) as [number | null];
       expect({ code, stderr: stderr.join('') }).toEqual({ code: 0, stderr: '' });
       expect(JSON.parse(lines.at(-1)!)).toEqual({ outcome: 'ok' });
     });

@@ -34,15 +34,19 @@ const ENDLESS_SQL = 'WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FRO
 function recordStatuses() {
   const seen: string[] = [];
   (window as unknown as { statusLog: string[] }).statusLog = seen;
-  const note = (element: Element) => {
+  // The owner is read from where the node was added (record.target), not from the node: two updates drawn in one
+  // task (one network chunk can hold both) replace the first drawing before this observer runs, and a badge taken
+  // out again has no card around it any more. Its text is still what the page drew.
+  const note = (element: Element, target: Node) => {
+    const where = target instanceof Element ? target : element;
     for (const badge of element.matches('.status') ? [element] : Array.from(element.querySelectorAll('.status'))) {
-      const step = badge.closest('li.step') as HTMLElement | null;
-      const owner = step ? `step ${step.dataset.step}` : badge.closest('#execution-status') ? 'run' : undefined;
+      const step = (badge.closest('li.step') ?? where.closest('li.step')) as HTMLElement | null;
+      const owner = step ? `step ${step.dataset.step}` : (badge.closest('#execution-status') ?? where.closest('#execution-status')) ? 'run' : undefined;
       if (owner) seen.push(`${owner}: ${badge.textContent}`);
     }
   };
   new MutationObserver((records) => {
-    for (const record of records) for (const node of Array.from(record.addedNodes)) if (node instanceof Element) note(node);
+    for (const record of records) for (const node of Array.from(record.addedNodes)) if (node instanceof Element) note(node, record.target);
   }).observe(document, { childList: true, subtree: true });
 }
 

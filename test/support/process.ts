@@ -145,6 +145,8 @@ function startTsxCommand(entry: string, args: string[], env: Record<string, stri
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const exited = track(child, 'commands');
+  // Its output is read to the end ('close') before it is handed over: 'exit' can come before the last of it.
+  const closed = once(child, 'close');
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -153,7 +155,7 @@ function startTsxCommand(entry: string, args: string[], env: Record<string, stri
   signal?.addEventListener('abort', kill, { once: true });
   return {
     child,
-    exited: exited.then(({ code }) => {
+    exited: Promise.all([exited, closed]).then(([{ code }]) => {
       signal?.removeEventListener('abort', kill);
       signal?.throwIfAborted();
       return { code, stdout, stderr };
