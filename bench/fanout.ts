@@ -17,6 +17,7 @@ import type { StepUpdate } from '../src/executor/step-update.js';
 import type { StepUpdateBus } from '../src/executor/step-update-bus.js';
 import { createLogger } from '../src/logger.js';
 import type { ClientCommand, ClientReport } from './fanout-clients.js';
+import { measureSocketWrites } from './socket-writes.js';
 import { currentLoad, type BenchRow } from './table.js';
 
 const SUBSCRIBERS = Number(process.env.BENCH_FANOUT_SUBSCRIBERS ?? 1_000);
@@ -57,6 +58,18 @@ function percentile(values: number[], p: number): number {
 }
 
 const median = (values: number[]) => percentile(values, 50);
+
+/** The bytes one watched step sends a subscriber of FOLLOW: its end and the next step's start, as graphql-ws frames. */
+function stepBurstBytes(): number {
+  const frame = (sequence: number, type: string, status: string, stepStatus: string) =>
+    JSON.stringify({
+      id: '0b5c3a9e-6f27-4d8e-9a61-2f4c8e7d1b03',
+      type: 'next',
+      payload: { data: { stepUpdates: { sequence, type, at: new Date().toISOString(), status, step: { index: 5, status: stepStatus, recordCount: stepStatus === 'SUCCEEDED' ? 1 : null } } } },
+    });
+  // Each frame is a WebSocket text frame with a 2-byte header (under 126 bytes of payload it would be as short).
+  return Buffer.byteLength(frame(12, 'STEP_SUCCEEDED', 'RUNNING', 'SUCCEEDED')) + Buffer.byteLength(frame(13, 'STEP_STARTED', 'RUNNING', 'RUNNING')) + 2 * 4;
+}
 
 /** The child process and a way to wait for its next report of a type. */
 class Clients {
@@ -237,6 +250,10 @@ export async function benchFanOut(target: { backend: string; env: Record<string,
       brokenWhileTiming += timed.broken;
     }
     const loadTiming = currentLoad();
+    // The least the writes alone cost: one write per socket per step, with no stepcast code on either side.
+    const burstBytes = stepBurstBytes();
+    const writes = await measureSocketWrites(SUBSCRIBERS, burstBytes);
+    const loadWrites = currentLoad();
 
     const p99 = percentile(many.latencies, 99);
     const noGaps = many.broken === 0 && one.broken === 0 && brokenWhileTiming === 0 && many.clients === SUBSCRIBERS;
@@ -265,6 +282,18 @@ export async function benchFanOut(target: { backend: string; env: Record<string,
         meets: stepRatio <= 1.2,
         note: `${TIMING_STEPS} trivial SQL steps from approval to the terminal publish, median of ${TIMING_REPS}; without: ${alone.map((v) => v.toFixed(0)).join('/')}, with: ${watched.map((v) => v.toFixed(0)).join('/')}`,
         load: loadTiming,
+      },
+      {
+        name: `fan-out: least µs per step while ${SUBSCRIBERS.toLocaleString('en')} watch in one process (the socket writes alone)`,
+        backend: target.backend,
+        value: median(alone) + writes.writerUs,
+        unit: 'µs',
+        floor: median(alone),
+        note:
+          `the run without watchers plus one write of ${burstBytes} bytes (a step's two frames) to each of ${SUBSCRIBERS.toLocaleString('en')} loopback sockets, ` +
+          `no WebSocket or stepcast code: ${writes.writerUs.toFixed(0)} µs of the writer's CPU per round, ${writes.readerUs.toFixed(0)} µs of the readers' (a child process), ` +
+          `${writes.wallUs.toFixed(0)} µs wall; the row above is ${(median(watched) / (median(alone) + writes.writerUs)).toFixed(2)}x this`,
+        load: loadWrites,
       },
       memoryRow(),
     ];
