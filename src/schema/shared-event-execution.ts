@@ -37,8 +37,17 @@ type MaybePromise<T> = T | Promise<T>;
  * gives each graphql-ws subscription one.
  */
 export interface DirectResultSink {
-  /** Writes the result (`payload`, its JSON); false when it cannot now, and the result then goes the usual way. */
-  sendResultDirectly(payload: string): boolean;
+  /** Writes the result (`payload.json`); false when it cannot now, and the result then goes the usual way. */
+  sendResultDirectly(payload: SharedPayload): boolean;
+}
+
+/**
+ * One shared result's JSON, handed to every sink it goes to. `utf8` is its bytes, for a sink that writes bytes: the
+ * first such sink encodes them, and the rest reuse them.
+ */
+export interface SharedPayload {
+  readonly json: string;
+  utf8?: Buffer;
 }
 
 const isSink = (rootValue: unknown): rootValue is DirectResultSink =>
@@ -78,7 +87,7 @@ export function sharedEventExecutionPlugin({ fields, contextKey }: SharedEventEx
   /** Per document and operation: which variables the per-event execution can read, or undefined: not shareable. */
   const shapes = new WeakMap<DocumentNode, Map<string, { id: number; variables: string[] } | null>>();
   /** Per shared result: its JSON, for the subscribers it is handed over to. */
-  const payloads = new WeakMap<ExecutionResult, string>();
+  const payloads = new WeakMap<ExecutionResult, SharedPayload>();
   let nextDocumentId = 0;
 
   const shapeOf = (document: DocumentNode, operationName: string | null | undefined) => {
@@ -125,7 +134,7 @@ export function sharedEventExecutionPlugin({ fields, contextKey }: SharedEventEx
             const result = sharedResult(subscribeArgs, key, update);
             if (isPromise(result) || result.errors) return false;
             let payload = payloads.get(result);
-            if (payload === undefined) payloads.set(result, (payload = JSON.stringify(result)));
+            if (payload === undefined) payloads.set(result, (payload = { json: JSON.stringify(result) }));
             return sink.sendResultDirectly(payload);
           };
         }
