@@ -434,7 +434,7 @@ async function watchAcross(
   subscribers: number,
   pace: Pace,
   redis: { url: string; prefix: string },
-): Promise<{ latencies: number[]; fromAt: number[]; broken: number; clients: number }> {
+): Promise<{ latencies: number[]; fromAt: number[]; broken: number; clients: number; usPerStep: number }> {
   const plan = {
     query: 'cross-process fan-out',
     steps: Array.from({ length: FANOUT_STEPS }, (_, i) => ({
@@ -502,6 +502,7 @@ async function watchAcross(
     const splitBefore = await Promise.all(splitPids.map(ticksOf));
     const cpuBefore = await sampleCpu('', splitPids);
     const approvedAt = Date.now();
+    const approvedStamp = performance.timeOrigin + performance.now();
     await approve(api, key, id, 1);
     if (pace === 'approvals') {
       for (let index = 2; index <= FANOUT_STEPS; index++) {
@@ -510,6 +511,8 @@ async function watchAcross(
       }
     }
     const report = await done;
+    // The worker's pace: from the approval to the last update's publish, per step.
+    const usPerStep = ((Math.max(...published.values()) - approvedStamp) * 1000) / FANOUT_STEPS;
     const cpuAfter = await sampleCpu('', splitPids);
     const splitAfter = await Promise.all(splitPids.map(ticksOf));
     listener.disconnect();
@@ -571,7 +574,7 @@ async function watchAcross(
           `last-first spread p50 ${percentileOf(spreads, 50).toFixed(1)} max ${Math.max(...spreads).toFixed(1)} ms`,
       );
     }
-    return { latencies, fromAt, broken, clients: report.clients.length };
+    return { latencies, fromAt, broken, clients: report.clients.length, usPerStep };
   } finally {
     for (const child of children) child.kill();
   }
@@ -611,7 +614,10 @@ async function fanOutRow(api: ClusterProcess, key: string, pace: Pace, redis: { 
       `a worker process runs ${FANOUT_STEPS} ${PACE_LABELS[pace]}; p50 ${percentileOf(many.latencies, 50).toFixed(1)} ms ` +
       `(1 subscriber: p50 ${percentileOf(one.latencies, 50).toFixed(1)} ms); ${many.latencies.length} deliveries; ` +
       `${intact ? 'no gap or duplicate' : `GAPS/DUPLICATES/ERRORS in ${many.broken + one.broken} clients`}; from the worker's publish (as Redis hands it out) to receipt; ` +
-      `from the update's at (stamped before the commit): p50 ${percentileOf(many.fromAt, 50).toFixed(1)} ms, p99 ${percentileOf(many.fromAt, 99).toFixed(1)} ms`,
+      `from the update's at (stamped before the commit): p50 ${percentileOf(many.fromAt, 50).toFixed(1)} ms, p99 ${percentileOf(many.fromAt, 99).toFixed(1)} ms` +
+      (pace === 'none'
+        ? `; the worker's µs per step from the approval to its last publish: ${one.usPerStep.toFixed(0)} with 1 subscriber, ${many.usPerStep.toFixed(0)} with ${FANOUT_SUBSCRIBERS.toLocaleString('en')} (${(many.usPerStep / one.usPerStep).toFixed(2)}x)`
+        : ''),
     load: currentLoad(),
   };
 }
