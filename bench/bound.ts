@@ -1,5 +1,6 @@
-// The least a step costs in stepcast's order of work, measured beside the floor: a raw postgres.js loop with none of
-// stepcast's code. Per step it commits one state change (the step's end and the next step's start together: one
+// What a step's own database work costs in stepcast's current protocol, measured beside the floor: a raw postgres.js
+// loop with none of stepcast's code but the texts it sends (its settings, its size-check wrapper, its step
+// relations). Per step it commits one state change (the step's end and the next step's start together: one
 // single-row upsert, where stepcast also writes the step rows and appends the events) and runs the step's statement
 // as stepcast sends it to PostgreSQL: in its own READ ONLY transaction, as a tenant's role, under the same limits,
 // wrapped in the same size checks, reading the previous step's records as a parameter, in one flight on a connection

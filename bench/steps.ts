@@ -1,7 +1,7 @@
 // Issue 10, parts 1 and 2: what a step costs, sequentially and at 16 concurrent clients, against the physical
 // floor measured in the same run on the same database: a raw loop that commits an INSERT when a step starts
 // and an UPDATE when it finishes.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -77,6 +77,38 @@ const FLOOR_DDL = `CREATE TABLE ${FLOOR_TABLE} (
   started_at timestamptz NOT NULL DEFAULT now(),
   finished_at timestamptz
 )`;
+
+/** The machine's busy and total CPU time so far, in clock ticks (Linux /proc/stat), or undefined elsewhere. */
+async function machineTicks(): Promise<{ busy: number; total: number } | undefined> {
+  try {
+    const [cpu] = (await readFile('/proc/stat', 'utf8')).split('\n');
+    const ticks = cpu!.trim().split(/\s+/).slice(1).map(Number);
+    const idle = (ticks[3] ?? 0) + (ticks[4] ?? 0);
+    const total = ticks.slice(0, 8).reduce((sum, tick) => sum + tick, 0);
+    return { busy: total - idle, total };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs a concurrent measure (steps/s) and reads, around it, this process's CPU per step and the machine's busy share. */
+async function cpuAround(measure: () => Promise<number>): Promise<{ value: number; processUsPerStep: number; machineBusy?: number }> {
+  const machine0 = await machineTicks();
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const value = await measure();
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = process.cpuUsage(cpu0);
+  const machine1 = await machineTicks();
+  // Every rep runs at about `value` steps/s (the median): the steps measured are about value × seconds.
+  const processUsPerStep = (cpu.user + cpu.system) / (value * seconds);
+  const machineBusy = machine0 && machine1 ? (machine1.busy - machine0.busy) / (machine1.total - machine0.total) : undefined;
+  return { value, processUsPerStep, machineBusy };
+}
+
+const cpuText = (usage: { processUsPerStep: number; machineBusy?: number }) =>
+  `its own process ${usage.processUsPerStep.toFixed(0)} µs of CPU per step` +
+  (usage.machineBusy === undefined ? '' : `, the machine ${(100 * usage.machineBusy).toFixed(0)} % busy`);
 
 async function rawPlans(step: RawStep, first: number, count: number, worker = 0): Promise<void> {
   for (let plan = first; plan < first + count; plan++) {
@@ -285,13 +317,13 @@ export async function benchSteps(target: StepsTarget): Promise<BenchRow[]> {
     if (floor.bound) {
       const aboveUs = sequentialUs - floor.bound.sequentialUs;
       rows.push({
-        name: `lower bound, sequential: µs per step of a raw loop doing the least of stepcast's order of work (bench/bound.ts)`,
+        name: `lower bound, sequential: µs per step of a raw loop doing a step's database work in stepcast's current protocol (bench/bound.ts)`,
         backend,
         value: floor.bound.sequentialUs,
         unit: 'µs',
         floor: floor.sequentialUs,
         note:
-          `no stepcast code: 1 commit, and while it commits the step's statement in its own READ ONLY transaction as a tenant's role, under stepcast's limits, in one flight (a plan's first step after its commit); ` +
+          `none of stepcast's other code: 1 commit, and while it commits the step's statement in its own READ ONLY transaction as a tenant's role, under stepcast's limits, in one flight (a plan's first step after its commit); ` +
           `stepcast's own cost above it: ${aboveUs.toFixed(0)} µs/step (${(aboveUs / floor.sequentialUs).toFixed(2)}x of the floor)`,
         load: currentLoad(),
       });
@@ -326,10 +358,14 @@ export async function benchSteps(target: StepsTarget): Promise<BenchRow[]> {
       await client.dispose();
     }
 
-    // Concurrent: CONCURRENCY in-process clients, each running plans back to back.
-    const floorConcurrent = floor.concurrent ? await floor.concurrent() : undefined;
+    // Concurrent: CONCURRENCY in-process clients, each running plans back to back. Beside each raw loop, what it
+    // took of this process's CPU (its driver and loop) and of the machine's, to tell a loop bound by its own event
+    // loop from one bound by the cores.
+    const floorUsage = floor.concurrent ? await cpuAround(floor.concurrent) : undefined;
+    const floorConcurrent = floorUsage?.value;
     if (floorConcurrent !== undefined) progress(backend, `floor at ${CONCURRENCY}: ${floorConcurrent.toFixed(0)} steps/s`);
-    const boundConcurrent = floor.bound ? await floor.bound.concurrent() : undefined;
+    const boundUsage = floor.bound ? await cpuAround(floor.bound.concurrent) : undefined;
+    const boundConcurrent = boundUsage?.value;
     if (boundConcurrent !== undefined) progress(backend, `lower bound at ${CONCURRENCY}: ${boundConcurrent.toFixed(0)} steps/s`);
     await Promise.all(Array.from({ length: CONCURRENCY }, () => inProcessPlans(executor, 1)));
     const rates: number[] = [];
@@ -357,7 +393,7 @@ export async function benchSteps(target: StepsTarget): Promise<BenchRow[]> {
         `CPU ${median(concurrentCpus).toFixed(0)} µs/step` +
         (floorConcurrent === undefined
           ? '; no floor: PGlite serves one connection, so a concurrent raw loop means nothing'
-          : `; floor: raw loop, ${CONCURRENCY} workers, pool of ${CONCURRENCY}`),
+          : `; floor: raw loop, ${CONCURRENCY} workers, pool of ${CONCURRENCY}${floorUsage ? `, ${cpuText(floorUsage)}` : ''}`),
       load: currentLoad(),
     });
     if (boundConcurrent !== undefined && floorConcurrent !== undefined) {
@@ -368,7 +404,8 @@ export async function benchSteps(target: StepsTarget): Promise<BenchRow[]> {
         unit: 'steps/s',
         floor: floorConcurrent,
         note:
-          `no stepcast code (as the sequential lower bound); stepcast reaches ${((100 * rate) / boundConcurrent).toFixed(0)} % of it`,
+          `stepcast's current protocol for a step's own database work, none of its other code (as the sequential row); ` +
+          `${boundUsage ? `${cpuText(boundUsage)}; ` : ''}stepcast reaches ${((100 * rate) / boundConcurrent).toFixed(0)} % of it`,
         load: currentLoad(),
       });
     }
