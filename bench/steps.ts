@@ -1,7 +1,7 @@
 // Issue 10, parts 1 and 2: what a step costs, sequentially and at 16 concurrent clients, against the physical
 // floor measured in the same run on the same database: a raw loop that commits an INSERT when a step starts
 // and an UPDATE when it finishes.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -14,7 +14,7 @@ import { isStreamDenied } from '../src/executor/step-update-stream.js';
 import { createLogger } from '../src/logger.js';
 import { postgresBoundStep } from './bound.js';
 import { follow, median, submit, wsClient } from './client.js';
-import { currentLoad, type BenchRow } from './table.js';
+import { currentLoad, machineTicks, type BenchRow } from './table.js';
 
 const PLANS = Number(process.env.BENCH_PLANS ?? 200);
 const REPS = Number(process.env.BENCH_REPS ?? 3);
@@ -77,19 +77,6 @@ const FLOOR_DDL = `CREATE TABLE ${FLOOR_TABLE} (
   started_at timestamptz NOT NULL DEFAULT now(),
   finished_at timestamptz
 )`;
-
-/** The machine's busy and total CPU time so far, in clock ticks (Linux /proc/stat), or undefined elsewhere. */
-async function machineTicks(): Promise<{ busy: number; total: number } | undefined> {
-  try {
-    const [cpu] = (await readFile('/proc/stat', 'utf8')).split('\n');
-    const ticks = cpu!.trim().split(/\s+/).slice(1).map(Number);
-    const idle = (ticks[3] ?? 0) + (ticks[4] ?? 0);
-    const total = ticks.slice(0, 8).reduce((sum, tick) => sum + tick, 0);
-    return { busy: total - idle, total };
-  } catch {
-    return undefined;
-  }
-}
 
 /** Runs a concurrent measure (steps/s) and reads, around it, this process's CPU per step and the machine's busy share. */
 async function cpuAround(measure: () => Promise<number>): Promise<{ value: number; processUsPerStep: number; machineBusy?: number }> {

@@ -1,5 +1,6 @@
 // The one table `npm run bench` prints: every stepcast figure beside its floor, measured in the same run on
 // the same database, with the ratio and the machine's load at the time.
+import { readFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 
 export interface BenchRow {
@@ -22,6 +23,16 @@ export interface BenchRow {
 }
 
 export const currentLoad = (): number => loadavg()[0]!;
+
+/** The machine's CPU time so far, all cores, in clock ticks, and the part not idle (Linux /proc/stat); undefined elsewhere. */
+export async function machineTicks(): Promise<{ busy: number; total: number } | undefined> {
+  const line = (await readFile('/proc/stat', 'utf8').catch(() => '')).split('\n')[0];
+  if (!line?.startsWith('cpu ')) return undefined;
+  const ticks = line.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal: idle and iowait are the idle time.
+  const total = ticks.slice(0, 8).reduce((sum, tick) => sum + tick, 0);
+  return { busy: total - ticks[3]! - ticks[4]!, total };
+}
 
 export function ratio(row: BenchRow): number | undefined {
   return row.floor === undefined || row.floor === 0 ? undefined : row.value / row.floor;

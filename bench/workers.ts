@@ -17,9 +17,9 @@ import { loadConfig } from '../src/config.js';
 import { openDatabase } from '../src/db/client.js';
 import { stepUpdatesChannel } from '../src/cluster/redis-bus.js';
 import { benchLimits, percentile } from './client.js';
-import type { ClientCommand, ClientReport } from './fanout-clients.js';
+import type { ClientCommand, ClientReport } from './fanout-harness.js';
 import { chainPlan, rawLoopStepsPerSecond } from './steps.js';
-import { currentLoad, type BenchRow } from './table.js';
+import { currentLoad, machineTicks, type BenchRow } from './table.js';
 
 /** Executions each worker runs at once (STEPCAST_MAX_CONCURRENT_EXECUTIONS). */
 const SLOTS = Number(process.env.BENCH_WORKER_SLOTS ?? 8);
@@ -97,9 +97,8 @@ async function sampleCpu(database: string, pids: readonly number[]): Promise<Cpu
   }
   const ours = new Map<number, number>();
   for (const pid of pids) ours.set(pid, (await ticksOf(pid)).own);
-  const cpu = (await readFile('/proc/stat', 'utf8')).split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  // user nice system idle iowait irq softirq steal: idle and iowait are the idle time.
-  const machineTotal = cpu.slice(0, 8).reduce((sum, ticks) => sum + ticks, 0);
+  const machine = await machineTicks();
+  if (!machine) throw new Error('the worker bench reads /proc (Linux)');
   const usage = process.cpuUsage();
   return {
     at,
@@ -108,8 +107,8 @@ async function sampleCpu(database: string, pids: readonly number[]): Promise<Cpu
     redis: redisTicks,
     pids: ours,
     bench: ((usage.user + usage.system) / 1e6) * CLOCK_TICKS,
-    machineTotal,
-    machineBusy: machineTotal - cpu[3]! - cpu[4]!,
+    machineTotal: machine.total,
+    machineBusy: machine.busy,
   };
 }
 
