@@ -16,7 +16,7 @@ import { benchLimits } from './client.js';
 import type { StepUpdate } from '../src/executor/step-update.js';
 import type { StepUpdateBus } from '../src/executor/step-update-bus.js';
 import { createLogger } from '../src/logger.js';
-import type { ClientCommand, ClientReport } from './fanout-clients.js';
+import type { ClientCommand, ClientReport } from './fanout-harness.js';
 import { measureSocketWrites } from './socket-writes.js';
 import { currentLoad, type BenchRow } from './table.js';
 
